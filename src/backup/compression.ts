@@ -1,0 +1,97 @@
+import { Duplex, PassThrough } from 'node:stream';
+import zlib from 'node:zlib';
+import { execa } from 'execa';
+import { UsageError } from '../errors.ts';
+
+/** How a dump is compressed on its way to storage, as recorded in the manifest. */
+export interface CompressionSpec {
+  algorithm: 'zstd' | 'gzip' | 'none';
+  /** zstd 1–19 (default 3), gzip 1–9 (default 6); absent for none. */
+  level?: number;
+}
+
+const LEVELS = { zstd: { min: 1, max: 19, default: 3 }, gzip: { min: 1, max: 9, default: 6 } } as const;
+
+/**
+ * Parses `zstd`, `zstd:LEVEL`, `gzip`, `gzip:LEVEL` or `none`.
+ * @throws UsageError for an unknown algorithm or a level out of range.
+ */
+export function parseCompression(text: string | undefined): CompressionSpec {
+  const raw = (text ?? 'zstd').trim().toLowerCase() || 'zstd';
+  const [name, levelText, ...rest] = raw.split(':');
+  if (name === 'none' && levelText === undefined) return { algorithm: 'none' };
+  if ((name === 'zstd' || name === 'gzip') && rest.length === 0) {
+    const range = LEVELS[name];
+    if (levelText === undefined) return { algorithm: name, level: range.default };
+    const level = Number(levelText);
+    if (Number.isInteger(level) && level >= range.min && level <= range.max) return { algorithm: name, level };
+    throw new UsageError(`compression level ${JSON.stringify(levelText)} is out of range for ${name}: use ${range.min}-${range.max}`);
+  }
+  throw new UsageError(`unknown compression ${JSON.stringify(text)}: use zstd[:1-19], gzip[:1-9] or none`);
+}
+
+/** The file-name suffix of a compressed dump: `.zst`, `.gz` or nothing. */
+export function compressionSuffix(spec: CompressionSpec): string {
+  return spec.algorithm === 'zstd' ? '.zst' : spec.algorithm === 'gzip' ? '.gz' : '';
+}
+
+/** A running (de)compressor: write into `stream`, read from it; `done` settles when it exited. */
+export interface Codec {
+  stream: Duplex;
+  /** Resolves when the codec finished cleanly; rejects with a one-line reason otherwise. */
+  done: Promise<void>;
+}
+
+let zstdChecked: Promise<void> | undefined;
+
+/**
+ * Checks that the `zstd` program is installed.
+ * @throws UsageError naming the package to install.
+ */
+export function requireZstd(): Promise<void> {
+  zstdChecked ??= execa('zstd', ['--version'], { reject: false }).then((r) => {
+    if (r.exitCode !== 0) {
+      zstdChecked = undefined;
+      throw new UsageError('zstd is not installed: install it (apt-get install zstd, brew install zstd) or choose --compression gzip');
+    }
+  });
+  return zstdChecked;
+}
+
+/**
+ * Starts a compressor or decompressor. zstd runs as its own process (`zstd -T0`, multithreaded),
+ * so compression never shares a thread with pg_dump or with this process's event loop;
+ * gzip runs on Node's zlib thread pool.
+ */
+export async function startCodec(spec: CompressionSpec, direction: 'compress' | 'decompress', signal?: AbortSignal): Promise<Codec> {
+  if (spec.algorithm === 'none') {
+    const stream = new PassThrough();
+    return { stream, done: new Promise((resolve, reject) => stream.on('end', resolve).on('error', reject)) };
+  }
+  if (spec.algorithm === 'gzip') {
+    const stream = direction === 'compress' ? zlib.createGzip({ level: spec.level ?? 6 }) : zlib.createGunzip();
+    const done = new Promise<void>((resolve, reject) => {
+      stream.on('end', resolve);
+      stream.on('error', (err) => reject(new Error(`gzip ${direction} failed: ${err.message}`)));
+    });
+    return { stream, done };
+  }
+  await requireZstd();
+  const args = direction === 'compress' ? [`-${spec.level ?? 3}`, '-T0', '-q', '-c'] : ['-d', '-q', '-c'];
+  const child = execa('zstd', args, {
+    stdin: 'pipe',
+    stdout: 'pipe',
+    stderr: 'pipe',
+    buffer: { stdout: false, stderr: true },
+    cancelSignal: signal,
+    forceKillAfterDelay: 2_000,
+  });
+  const done = child.then(
+    () => undefined,
+    (err: { exitCode?: number; signal?: string; stderr?: string; isCanceled?: boolean }) => {
+      const why = err.stderr?.trim().split('\n').pop() || (err.signal ? `killed by ${err.signal}` : `exit code ${err.exitCode}`);
+      throw new Error(`zstd ${direction === 'compress' ? '' : '-d '}failed: ${why}`);
+    },
+  );
+  return { stream: Duplex.from({ writable: child.stdin, readable: child.stdout }), done };
+}

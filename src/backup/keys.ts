@@ -1,0 +1,120 @@
+import { randomBytes } from 'node:crypto';
+import { UsageError } from '../errors.ts';
+
+/**
+ * Key layout, relative to the storage location's prefix:
+ *
+ * ```
+ * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.dump[.zst|.gz]
+ * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.manifest.json
+ * drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSSZ>.{log,json}
+ * ```
+ *
+ * Dates are UTC. The random suffix makes two dumps started in the same second two backups.
+ * Names are percent-encoded into one safe path segment each (see {@link encodeSegment}).
+ */
+
+/** The top-level folder that holds drill logs; not a valid service name. */
+export const DRILLS_FOLDER = 'drills';
+
+/**
+ * Encodes a name (service, environment, database) as one key segment: bytes outside
+ * `A-Z a-z 0-9 . _ -` become `%XX` (UTF-8), and a segment of only dots is fully encoded, so a
+ * key can never gain a `/` or a `..` segment from a name.
+ */
+export function encodeSegment(name: string): string {
+  let out = '';
+  for (const byte of Buffer.from(name, 'utf8')) {
+    const c = String.fromCharCode(byte);
+    out += /[A-Za-z0-9._-]/.test(c) ? c : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  if (/^\.+$/.test(out)) out = out.replace(/\./g, '%2E');
+  return out;
+}
+
+/** Reverses {@link encodeSegment}. */
+export function decodeSegment(segment: string): string {
+  return decodeURIComponent(segment);
+}
+
+/**
+ * Validates a service or environment label.
+ * @throws UsageError for an empty or over-long label, control characters, or the reserved service name `drills`.
+ */
+export function validateLabel(kind: 'service' | 'environment', value: string): string {
+  // eslint-disable-next-line no-control-regex
+  if (!value || value.length > 100 || /[\u0000-\u001f\u007f/]/.test(value)) {
+    throw new UsageError(`invalid ${kind} ${JSON.stringify(value)}: use 1-100 characters without "/" or control characters`);
+  }
+  if (kind === 'service' && value === DRILLS_FOLDER) throw new UsageError(`"${DRILLS_FOLDER}" is reserved for drill logs: choose another service name`);
+  return value;
+}
+
+/** `YYYYMMDDTHHMMSSZ` for a UTC instant. */
+export function utcStamp(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
+}
+
+/** The keys of one backup. */
+export interface BackupKeys {
+  /** `<database>-<stamp>-<suffix>`. */
+  id: string;
+  /** The dump object's key. */
+  objectKey: string;
+  manifestKey: string;
+}
+
+/** Builds the keys for a new backup started at `startedAt`. */
+export function backupKeys(
+  labels: { service: string; environment: string; database: string },
+  startedAt: Date,
+  suffix: string,
+  random: string = randomBytes(3).toString('hex'),
+): BackupKeys {
+  const db = encodeSegment(labels.database);
+  const iso = startedAt.toISOString();
+  const dir = [encodeSegment(labels.service), encodeSegment(labels.environment), db, iso.slice(0, 4), iso.slice(5, 7), iso.slice(8, 10)].join('/');
+  const id = `${db}-${utcStamp(startedAt)}-${random}`;
+  return { id, objectKey: `${dir}/${id}${suffix}`, manifestKey: `${dir}/${id}.manifest.json` };
+}
+
+/** What a manifest key tells without reading the manifest. */
+export interface ParsedManifestKey {
+  service: string;
+  environment: string;
+  database: string;
+  id: string;
+  /** UTC start of the dump, to the second. */
+  startedAt: Date;
+  manifestKey: string;
+  /** Common stem of the backup's objects: the manifest key without `.manifest.json`. */
+  stem: string;
+}
+
+const MANIFEST_KEY = /^([^/]+)\/([^/]+)\/([^/]+)\/\d{4}\/\d{2}\/\d{2}\/([^/]+-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-[0-9a-f]{6})\.manifest\.json$/;
+
+/** Parses a manifest key of the layout above; undefined for any other key. */
+export function parseManifestKey(key: string): ParsedManifestKey | undefined {
+  const m = MANIFEST_KEY.exec(key);
+  if (!m || m[1] === DRILLS_FOLDER) return undefined;
+  try {
+    const [, service, environment, database, id, y, mo, d, h, mi, s] = m as unknown as string[];
+    return {
+      service: decodeSegment(service!),
+      environment: decodeSegment(environment!),
+      database: decodeSegment(database!),
+      id: id!,
+      startedAt: new Date(Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +s!)),
+      manifestKey: key,
+      stem: key.slice(0, -'.manifest.json'.length),
+    };
+  } catch {
+    return undefined; // a segment that is not valid percent-encoding
+  }
+}
+
+/** `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/` for a drill run at `at`. */
+export function drillFolder(labels: { service: string; environment: string; database: string }, at: Date): string {
+  const quarter = Math.floor(at.getUTCMonth() / 3) + 1;
+  return `${DRILLS_FOLDER}/${encodeSegment(labels.service)}/${encodeSegment(labels.environment)}/${encodeSegment(labels.database)}/${at.getUTCFullYear()}-Q${quarter}/`;
+}

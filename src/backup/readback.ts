@@ -1,0 +1,120 @@
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import { messageOf } from '../errors.ts';
+import type { PgBinary } from '../postgres/binaries.ts';
+import type { DatabaseConnection } from '../postgres/connection.ts';
+import { runPgProgram } from '../postgres/processes.ts';
+import type { Storage } from '../storage/index.ts';
+import type { ResolvedBackup } from './catalog.ts';
+import { startCodec } from './compression.ts';
+import { Meter } from './meter.ts';
+
+/** What reading a backup back found; every field is filled even when an earlier stage failed. */
+export interface ReadbackOutcome {
+  /** Bytes downloaded. */
+  sizeBytes: number;
+  /** SHA-256 of the downloaded bytes (hex), undefined if the download itself failed. */
+  sha256: string | undefined;
+  downloadError?: string;
+  decompressError?: string;
+  restoreError?: string;
+}
+
+/**
+ * A writable that forwards into `dest` while `dest` accepts data and silently drops the rest
+ * once `dest` failed or closed (a decompressor that gave up on corrupt input, a pg_restore that
+ * exited on the first error). Upstream keeps flowing, so the download is still hashed in full
+ * and the checksum verdict is always available.
+ */
+function forwardOrDrain(dest: Writable): Writable {
+  let broken = false;
+  const markBroken = () => {
+    broken = true;
+  };
+  dest.on('error', markBroken);
+  dest.on('close', markBroken);
+  return new Writable({
+    write(chunk, _enc, callback) {
+      if (broken || dest.destroyed) return callback();
+      if (dest.write(chunk)) return callback();
+      const resume = () => {
+        dest.off('drain', resume);
+        dest.off('close', resume);
+        callback();
+      };
+      dest.on('drain', resume);
+      dest.on('close', resume);
+    },
+    final(callback) {
+      if (!broken && !dest.destroyed) dest.end();
+      callback();
+    },
+  });
+}
+
+/**
+ * Streams a backup out of storage through SHA-256, decompression and `pg_restore` with the
+ * given arguments (reading the archive from stdin): `--file=/dev/null` reads every data block
+ * without writing anywhere (verify); `--dbname` restores (drill, restore). Nothing touches
+ * local disk.
+ */
+export async function readBackup(
+  storage: Storage,
+  backup: ResolvedBackup,
+  pgRestore: PgBinary,
+  restoreArgs: string[],
+  options: { connection?: DatabaseConnection; signal?: AbortSignal } = {},
+): Promise<ReadbackOutcome> {
+  const outcome: ReadbackOutcome = { sizeBytes: 0, sha256: undefined };
+  let source;
+  try {
+    source = await storage.get(backup.objectKey);
+  } catch (err) {
+    outcome.downloadError = messageOf(err);
+    return outcome;
+  }
+  const meter = new Meter('sha256');
+  const codec = await startCodec(backup.manifest.compression, 'decompress', options.signal);
+  const restore = runPgProgram(pgRestore, restoreArgs, { connection: options.connection, signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
+  restore.stdin.on('error', () => undefined); // EPIPE when pg_restore exits early: its exit status tells why
+  codec.stream.on('error', () => undefined); // likewise for the decompressor
+  const onAbort = () => source.destroy(options.signal?.reason instanceof Error ? options.signal.reason : new Error('cancelled'));
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  source.pipe(meter).pipe(forwardOrDrain(codec.stream));
+  codec.stream.pipe(forwardOrDrain(restore.stdin));
+  const [download, decompress, restored] = await Promise.allSettled([
+    new Promise<void>((resolve, reject) => {
+      source.once('error', reject);
+      finished(meter).then(resolve, reject);
+    }),
+    codec.done,
+    restore.done,
+  ]);
+  options.signal?.removeEventListener('abort', onAbort);
+  outcome.sizeBytes = meter.bytes;
+  if (download.status === 'rejected') {
+    outcome.downloadError = messageOf(download.reason);
+  } else {
+    outcome.sha256 = meter.digest();
+  }
+  if (decompress.status === 'rejected') outcome.decompressError = messageOf(decompress.reason);
+  if (restored.status === 'rejected') outcome.restoreError = messageOf(restored.reason);
+  return outcome;
+}
+
+/**
+ * The reasons a read-back disagrees with its manifest, most telling first: download failure,
+ * size, SHA-256, decompression, pg_restore. Empty when the backup is intact.
+ */
+export function readbackProblems(outcome: ReadbackOutcome, backup: ResolvedBackup): string[] {
+  const expected = backup.manifest.object;
+  const problems: string[] = [];
+  if (outcome.downloadError) problems.push(`download failed: ${outcome.downloadError}`);
+  else {
+    if (outcome.sizeBytes !== expected.sizeBytes) problems.push(`size mismatch: the object has ${outcome.sizeBytes} bytes, the manifest says ${expected.sizeBytes}`);
+    if (outcome.sha256 !== expected.sha256) problems.push(`sha256 mismatch: the object hashes to ${outcome.sha256}, the manifest says ${expected.sha256}`);
+  }
+  if (outcome.decompressError) problems.push(`decompression failed: ${outcome.decompressError}`);
+  if (outcome.restoreError) problems.push(`archive unreadable: ${outcome.restoreError}`);
+  return problems;
+}

@@ -1,0 +1,241 @@
+import { Command, CommanderError, Option } from 'commander';
+import { demo } from '../commands/demo.ts';
+import { drill } from '../commands/drill.ts';
+import { dump } from '../commands/dump.ts';
+import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { list } from '../commands/list.ts';
+import { restore } from '../commands/restore.ts';
+import { verify } from '../commands/verify.ts';
+import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
+import { stderrLogger } from '../log.ts';
+import type { S3Settings } from '../storage/index.ts';
+import { TOOL } from '../version.ts';
+
+/** Exit codes: 0 success, 1 a check failed (or an unexpected error), 2 a usage error. */
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+interface CommonFlags {
+  endpoint?: string;
+  region?: string;
+  json?: boolean;
+  quiet?: boolean;
+  service?: string;
+  environment?: string;
+  database?: string;
+}
+
+function s3Settings(flags: CommonFlags): S3Settings {
+  return { endpoint: flags.endpoint, region: flags.region };
+}
+
+function filterOf(flags: CommonFlags) {
+  return { service: flags.service, environment: flags.environment, database: flags.database };
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+function storageOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--endpoint <url>', 'S3 endpoint for R2, Spaces, MinIO, B2, Ceph (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)'))
+    .addOption(new Option('--region <name>', 'S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)'));
+}
+
+function filterOptions(cmd: Command): Command {
+  return cmd
+    .option('--service <name>', 'only backups of this service')
+    .option('--environment <name>', 'only backups of this environment')
+    .option('--database <name>', 'only backups of this database');
+}
+
+/**
+ * Builds the `pg-backup` program. `signal` aborts the running command (SIGINT / SIGTERM);
+ * `setExitCode` receives the command's exit code.
+ */
+export function buildProgram(signal: AbortSignal, setExitCode: (code: number) => void): Command {
+  const program = new Command('pg-backup')
+    .description('PostgreSQL backups that are proven to restore: dump, list, verify, drill and restore against any S3-compatible bucket.')
+    .version(TOOL.version)
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  storageOptions(
+    program
+      .command('dump')
+      .description('stream pg_dump → compression → SHA-256 → multipart upload, then write the manifest')
+      .option('--database-url <url>', 'postgresql://USER:PASSWORD@HOST:PORT/DB (default: $DATABASE_URL, then the PG* variables; prefer the env var: argv is visible to other users)')
+      .requiredOption('--to <url>', 's3://BUCKET/PREFIX or file:///DIR')
+      .option('--service <name>', 'service label in the key layout', 'default')
+      .option('--environment <name>', 'environment label in the key layout', 'default')
+      .option('--compression <algo>', 'zstd[:1-19], gzip[:1-9] or none', 'zstd:3')
+      .option('--json', 'print the manifest as JSON on stdout')
+      .option('--quiet', 'no progress lines on stderr'),
+  ).action(async (flags: CommonFlags & { databaseUrl?: string; to: string; compression: string }) => {
+    const result = await dump({
+      databaseUrl: flags.databaseUrl,
+      to: flags.to,
+      service: flags.service,
+      environment: flags.environment,
+      compression: flags.compression,
+      s3: s3Settings(flags),
+      logger: stderrLogger(flags.quiet),
+      signal,
+    });
+    if (flags.json) printJson({ ...result.manifest, backupUri: result.backupUri, manifestUri: result.manifestUri });
+    else process.stdout.write(`${result.backupUri}\n`);
+  });
+
+  storageOptions(
+    filterOptions(program.command('list').description('list complete backups (manifest present), newest first').requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')).option(
+      '--json',
+      'print JSON on stdout',
+    ),
+  ).action(async (flags: CommonFlags & { from: string }) => {
+    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags) });
+    if (flags.json) return printJson(backups);
+    if (backups.length === 0) {
+      process.stderr.write(`no complete backups under ${flags.from}\n`);
+      return;
+    }
+    for (const b of backups) {
+      const size = b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes);
+      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
+    }
+  });
+
+  storageOptions(
+    filterOptions(
+      program
+        .command('verify')
+        .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore')
+        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest'),
+    ).option('--json', 'print the result as JSON on stdout'),
+  ).action(async (flags: CommonFlags & { from: string; backup: string }) => {
+    const result = await verify({ from: flags.from, backup: flags.backup, filter: filterOf(flags), s3: s3Settings(flags), logger: stderrLogger(), signal });
+    if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
+    if (!result.ok) {
+      if (!flags.json) process.stderr.write(`verify failed: ${result.reason}\n`);
+      setExitCode(EXIT.failed);
+    }
+  });
+
+  storageOptions(
+    filterOptions(
+      program
+        .command('drill')
+        .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket')
+        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
+        .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
+        .option('--work-dir <dir>', 'where the throwaway cluster lives (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
+    ).option('--json', 'print the drill report as JSON on stdout'),
+  ).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string }) => {
+    const result = await drill({
+      from: flags.from,
+      backup: flags.backup,
+      filter: filterOf(flags),
+      targetUrl: flags.targetUrl,
+      workDir: flags.workDir,
+      s3: s3Settings(flags),
+      logger: stderrLogger(),
+      signal,
+    });
+    if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
+    if (!result.ok) {
+      if (!flags.json) process.stderr.write(`drill failed: ${result.reason}\n`);
+      setExitCode(EXIT.failed);
+    }
+  });
+
+  storageOptions(
+    filterOptions(
+      program
+        .command('restore')
+        .description('restore a backup into an existing database (streams, no local disk)')
+        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .requiredOption('--backup <key>', 'a key from "pg-backup list", or latest (with --service/--environment/--database)')
+        .requiredOption('--target-url <url>', 'postgresql://… of the database to restore into (it must exist)')
+        .option('--clean', 'drop objects before recreating them (pg_restore --clean --if-exists)')
+        .option('--no-owner', 'do not restore object ownership')
+        .option('--no-acl', 'do not restore privileges'),
+    ).option('--json', 'print the result as JSON on stdout'),
+  ).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; owner: boolean; acl: boolean }) => {
+    const result = await restore({
+      from: flags.from,
+      backup: flags.backup,
+      filter: filterOf(flags),
+      targetUrl: flags.targetUrl,
+      clean: flags.clean,
+      noOwner: !flags.owner,
+      noAcl: !flags.acl,
+      s3: s3Settings(flags),
+      logger: stderrLogger(),
+      signal,
+    });
+    if (flags.json) printJson(result);
+  });
+
+  program
+    .command('demo')
+    .description('the whole job on an embedded default: a throwaway PostgreSQL with a sample database, dumped to a local file:// bucket, verified, drilled')
+    .option('--bucket <url>', 'where to put the backups', `file://${process.cwd()}/demo-bucket`)
+    .action(async (flags: { bucket: string }) => {
+      const summary = await demo({ bucket: flags.bucket, logger: stderrLogger(), signal });
+      process.stdout.write(
+        [
+          '',
+          `demo OK: dumped "${summary.database}" to ${summary.backupUri}`,
+          `  ${formatBytes(summary.sizeBytes)} stored, sha256 ${summary.sha256}`,
+          `  verify: OK; drill: restore drill OK, RTO ${formatSeconds(summary.rtoMs)}, ${summary.tables} tables' row counts match`,
+          `  drill log: ${summary.drillLogUri}`,
+          `  try: npx pg-backup list --from ${flags.bucket}`,
+          '',
+        ].join('\n'),
+      );
+    });
+
+  return program;
+}
+
+/**
+ * Runs the CLI with `argv` (as `process.argv`) and returns the exit code. User mistakes print
+ * one line and return 2; failed checks return 1; SIGINT/SIGTERM cancel the running command,
+ * which aborts its upload and removes its throwaway cluster before exiting.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const controller = new AbortController();
+  let exitCode: number = EXIT.ok;
+  let signalled = false;
+  const onSignal = (name: NodeJS.Signals) => {
+    if (signalled) process.exit(name === 'SIGINT' ? 130 : 143);
+    signalled = true;
+    process.stderr.write(`received ${name}: cancelling and cleaning up\n`);
+    exitCode = name === 'SIGINT' ? 130 : 143;
+    controller.abort(new UsageError(`cancelled by ${name}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  const program = buildProgram(controller.signal, (code) => {
+    exitCode = code;
+  });
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT.ok;
+      return EXIT.usage; // commander already printed the one-line error
+    }
+    if (signalled) return exitCode;
+    process.stderr.write(`pg-backup: ${messageOf(err)}\n`);
+    if (exitCodeOf(err) !== EXIT.usage && process.env.PG_BACKUP_DEBUG && err instanceof Error && err.stack) {
+      process.stderr.write(`${err.stack}\n`);
+    }
+    return exitCodeOf(err);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return exitCode;
+}

@@ -1,0 +1,74 @@
+import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
+import { readBackup, readbackProblems } from '../backup/readback.ts';
+import { CheckFailedError, UsageError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { findPgBinary } from '../postgres/binaries.ts';
+import { resolveConnection } from '../postgres/connection.ts';
+import { connect, serverFacts } from '../postgres/server.ts';
+import { openStorage, type S3Settings } from '../storage/index.ts';
+import { formatBytes, formatSeconds } from './format.ts';
+
+/** Options of {@link restore}. */
+export interface RestoreOptions {
+  from: string;
+  /** `latest`, a manifest or dump key, or its full URI. Required: a restore names what it restores. */
+  backup: string;
+  filter?: BackupFilter;
+  /** The database to restore into; it must exist. */
+  targetUrl: string;
+  /** Drop objects before recreating them (`pg_restore --clean --if-exists`). */
+  clean?: boolean;
+  /** Do not restore ownership / privileges (`--no-owner`, `--no-acl`): for a server without the source's roles. */
+  noOwner?: boolean;
+  noAcl?: boolean;
+  s3?: S3Settings;
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/** What {@link restore} did. */
+export interface RestoreResult {
+  backupUri: string;
+  target: string;
+  durationMs: number;
+  sizeBytes: number;
+}
+
+/**
+ * Restores a backup into an existing database: streams download → decompress →
+ * `pg_restore --exit-on-error` (no local disk). Checks the stream's size and SHA-256 against
+ * the manifest as it goes and fails if they differ.
+ * @throws UsageError for bad options or an older target server.
+ * @throws CheckFailedError when the backup is incomplete or corrupt, or pg_restore fails.
+ */
+export async function restore(options: RestoreOptions): Promise<RestoreResult> {
+  const { logger } = options;
+  if (!options.backup?.trim()) throw new UsageError('restore needs --backup KEY (from "pg-backup list") or --backup latest');
+  const storage = openStorage(options.from, options.s3);
+  const target = resolveConnection(options.targetUrl);
+  const backup = await resolveBackup(storage, options.backup, options.filter);
+  const { manifest } = backup;
+  const client = await connect(target, 'pg-backup restore');
+  try {
+    const facts = await serverFacts(client);
+    if (facts.major < manifest.server.major) {
+      throw new UsageError(`target ${target.display} runs PostgreSQL ${facts.version}, older than the backup's source (${manifest.server.version}): restore into major ${manifest.server.major} or newer`);
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, `restoring an archive written by pg_dump ${manifest.pgDump.version}`);
+  const args = ['--exit-on-error'];
+  if (options.clean) args.push('--clean', '--if-exists');
+  if (options.noOwner) args.push('--no-owner');
+  if (options.noAcl) args.push('--no-acl');
+  const backupUri = storage.uri(backup.objectKey);
+  logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} with pg_restore ${pgRestore.version}`);
+  const started = Date.now();
+  const outcome = await readBackup(storage, backup, pgRestore, args, { connection: target, signal: options.signal });
+  const problems = readbackProblems(outcome, backup);
+  if (problems.length) throw new CheckFailedError(`restore failed: ${problems.join('; ')}`);
+  const durationMs = Date.now() - started;
+  logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)}`);
+  return { backupUri, target: target.display, durationMs, sizeBytes: outcome.sizeBytes };
+}

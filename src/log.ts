@@ -1,0 +1,50 @@
+import { redact } from './errors.ts';
+
+/**
+ * Where commands report progress. The CLI prints to stderr (stdout is kept for `--json`); the
+ * GitHub action adapter maps it onto `@actions/core` (log groups, warnings).
+ * Every message passes through {@link redact} before it is printed.
+ */
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  /** Runs `fn` inside a named phase (a collapsible group in Actions logs). */
+  group<T>(name: string, fn: () => Promise<T>): Promise<T>;
+}
+
+/** A logger that writes timestamp-free lines to stderr, the CLI default. */
+export function stderrLogger(quiet = false): Logger {
+  return {
+    info(message) {
+      if (!quiet) process.stderr.write(`${redact(message)}\n`);
+    },
+    warn(message) {
+      process.stderr.write(`warning: ${redact(message)}\n`);
+    },
+    async group(name, fn) {
+      if (!quiet) process.stderr.write(`${redact(name)}\n`);
+      return fn();
+    },
+  };
+}
+
+/** A logger that records lines in memory (used for drill logs and tests) and forwards them. */
+export function recordingLogger(forward: Logger): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const stamp = () => new Date().toISOString();
+  return {
+    lines,
+    info(message) {
+      lines.push(`${stamp()} ${redact(message)}`);
+      forward.info(message);
+    },
+    warn(message) {
+      lines.push(`${stamp()} WARNING ${redact(message)}`);
+      forward.warn(message);
+    },
+    async group(name, fn) {
+      lines.push(`${stamp()} == ${redact(name)}`);
+      return forward.group(name, fn);
+    },
+  };
+}

@@ -1,0 +1,101 @@
+import { access, readdir, realpath } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import { UsageError } from '../errors.ts';
+
+/** The PostgreSQL client and server programs the tool runs. */
+export type PgProgram = 'pg_dump' | 'pg_restore' | 'psql' | 'initdb' | 'pg_ctl' | 'postgres';
+
+/** A PostgreSQL program found on this machine. */
+export interface PgBinary {
+  program: PgProgram;
+  /** Absolute path. */
+  path: string;
+  /** Full version, e.g. `15.18`. */
+  version: string;
+  /** Major version, e.g. 15 (for 9.6 and older: 9). */
+  major: number;
+}
+
+/**
+ * Parses the output of `pg_dump --version` (and friends), e.g.
+ * `pg_dump (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)` → `{ version: '15.18', major: 15 }`.
+ * Returns undefined when no version is found.
+ */
+export function parsePgVersion(output: string): { version: string; major: number } | undefined {
+  const m = /\(PostgreSQL\)\s+(\d+)(?:\.(\d+))?/.exec(output);
+  if (!m) return undefined;
+  return { version: m[2] === undefined ? m[1]! : `${m[1]}.${m[2]}`, major: Number(m[1]) };
+}
+
+/**
+ * Directories searched for PostgreSQL programs, most specific first: `PG_BIN_DIR`, Debian/Ubuntu
+ * `/usr/lib/postgresql/<N>/bin`, RHEL `/usr/pgsql-<N>/bin`, Homebrew `postgresql@<N>`, then `PATH`.
+ */
+export async function candidateDirs(env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+  const dirs: string[] = [];
+  if (env.PG_BIN_DIR) dirs.push(...env.PG_BIN_DIR.split(path.delimiter));
+  const globbed = async (parent: string, match: RegExp, suffix: string) => {
+    try {
+      for (const name of await readdir(parent)) if (match.test(name)) dirs.push(path.join(parent, name, suffix));
+    } catch {
+      /* not there */
+    }
+  };
+  await globbed('/usr/lib/postgresql', /^\d+$/, 'bin');
+  await globbed('/usr', /^pgsql-\d+$/, 'bin');
+  await globbed('/opt/homebrew/opt', /^postgresql@\d+$/, 'bin');
+  await globbed('/usr/local/opt', /^postgresql@\d+$/, 'bin');
+  dirs.push(...(env.PATH ?? '').split(path.delimiter).filter(Boolean));
+  return dirs;
+}
+
+const cache = new Map<string, Promise<PgBinary[]>>();
+
+/** Every copy of `program` on this machine with its version, one per real file, in search order. */
+export function findAll(program: PgProgram, env: NodeJS.ProcessEnv = process.env): Promise<PgBinary[]> {
+  const cacheKey = `${program}\0${env.PG_BIN_DIR ?? ''}\0${env.PATH ?? ''}`;
+  let found = cache.get(cacheKey);
+  if (!found) {
+    found = (async () => {
+      const seen = new Set<string>();
+      const out: PgBinary[] = [];
+      for (const dir of await candidateDirs(env)) {
+        const file = path.join(dir, program);
+        try {
+          await access(file, constants.X_OK);
+        } catch {
+          continue;
+        }
+        const real = await realpath(file).catch(() => file);
+        if (seen.has(real)) continue;
+        seen.add(real);
+        const result = await execa(file, ['--version'], { reject: false, timeout: 10_000 });
+        const v = parsePgVersion(result.stdout);
+        if (v) out.push({ program, path: file, ...v });
+      }
+      return out;
+    })();
+    cache.set(cacheKey, found);
+  }
+  return found;
+}
+
+/**
+ * Finds `program` of major version `minMajor` or newer, preferring the closest major: pg_dump
+ * must be at least the server's major (PostgreSQL docs, pg_dump: "cannot dump from PostgreSQL
+ * servers newer than its own major version"), while a much newer pg_dump writes archive formats
+ * that older pg_restore cannot read (pg_dump 18 writes archive format 1.16).
+ * @throws UsageError naming the versions found, the version needed and how to install it.
+ */
+export async function findPgBinary(program: PgProgram, minMajor: number, why: string): Promise<PgBinary> {
+  const all = await findAll(program);
+  const fit = all.filter((b) => b.major >= minMajor).sort((a, b) => a.major - b.major);
+  if (fit[0]) return fit[0];
+  const have = all.length ? `found ${all.map((b) => `${program} ${b.version} (${b.path})`).join(', ')}` : `no ${program} found`;
+  const pkg = ['initdb', 'pg_ctl', 'postgres'].includes(program) ? `postgresql-${minMajor}` : `postgresql-client-${minMajor}`;
+  throw new UsageError(
+    `${why} needs ${program} ${minMajor} or newer but ${have}: install ${pkg} (PostgreSQL apt repository, apt.postgresql.org) or set PG_BIN_DIR to its bin directory`,
+  );
+}

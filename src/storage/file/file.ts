@@ -1,0 +1,130 @@
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { pathToFileURL } from 'node:url';
+import { pipeline } from 'node:stream/promises';
+import type { Readable } from 'node:stream';
+import { UsageError } from '../../errors.ts';
+import {
+  NotFoundError,
+  assertSafeKey,
+  type Storage,
+  type StoredObject,
+  type UploadOptions,
+  type UploadResult,
+} from '../storage.ts';
+
+/**
+ * The storage driver for a local directory (`file:///DIR`): for demos, tests, and a mounted
+ * network share. Writes go to a temporary file beside the target and are renamed into place
+ * only when complete, so a reader never sees a partial object; nothing is written outside
+ * the root directory.
+ */
+export class FileStorage implements Storage {
+  readonly url: string;
+  readonly #root: string;
+
+  constructor(root: string) {
+    this.#root = path.resolve(root);
+    this.url = pathToFileURL(this.#root).href;
+  }
+
+  #path(key: string): string {
+    assertSafeKey(key);
+    const full = path.resolve(this.#root, ...key.split('/'));
+    if (full !== this.#root && !full.startsWith(this.#root + path.sep)) {
+      throw new Error(`storage key escapes the root: ${JSON.stringify(key)}`);
+    }
+    return full;
+  }
+
+  uri(key: string): string {
+    return pathToFileURL(this.#path(key)).href;
+  }
+
+  async #prepareDir(file: string): Promise<void> {
+    try {
+      await mkdir(path.dirname(file), { recursive: true });
+    } catch (err) {
+      throw new UsageError(`cannot create ${path.dirname(file)} under ${this.url}: ${(err as Error).message}`);
+    }
+  }
+
+  async upload(key: string, body: Readable, options: UploadOptions = {}): Promise<UploadResult> {
+    const target = this.#path(key);
+    await this.#prepareDir(target);
+    const partial = `${target}.partial-${randomBytes(4).toString('hex')}`;
+    let sizeBytes = 0;
+    body.on('data', (chunk: Buffer) => {
+      sizeBytes += chunk.length;
+    });
+    try {
+      await pipeline(body, createWriteStream(partial, { flags: 'wx' }), { signal: options.signal });
+      await rename(partial, target);
+    } catch (err) {
+      await rm(partial, { force: true });
+      throw err;
+    }
+    return { key, sizeBytes };
+  }
+
+  async put(key: string, body: string | Uint8Array): Promise<void> {
+    const target = this.#path(key);
+    await this.#prepareDir(target);
+    const partial = `${target}.partial-${randomBytes(4).toString('hex')}`;
+    try {
+      await writeFile(partial, body, { flag: 'wx' });
+      await rename(partial, target);
+    } catch (err) {
+      await rm(partial, { force: true });
+      throw err;
+    }
+  }
+
+  async get(key: string): Promise<Readable> {
+    const file = this.#path(key);
+    try {
+      await stat(file);
+    } catch {
+      throw new NotFoundError(`${this.uri(key)} does not exist`);
+    }
+    return createReadStream(file);
+  }
+
+  async getText(key: string): Promise<string> {
+    try {
+      return await readFile(this.#path(key), 'utf8');
+    } catch {
+      throw new NotFoundError(`${this.uri(key)} does not exist`);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    // Walk only the directories the prefix can match, in key order.
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = slash === -1 ? '' : prefix.slice(0, slash);
+    const start = dirKey === '' ? this.#root : this.#path(dirKey);
+    yield* this.#walk(start, dirKey, prefix);
+  }
+
+  async *#walk(dir: string, dirKey: string, prefix: string): AsyncIterable<StoredObject> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    for (const entry of entries) {
+      const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
+      if (entry.isDirectory()) {
+        if (prefix.startsWith(`${key}/`) || key.startsWith(prefix)) yield* this.#walk(path.join(dir, entry.name), key, prefix);
+      } else if (entry.isFile() && key.startsWith(prefix) && !/\.partial-[0-9a-f]{8}$/.test(entry.name)) {
+        const info = await stat(path.join(dir, entry.name));
+        yield { key, sizeBytes: info.size, lastModified: info.mtime };
+      }
+    }
+  }
+}

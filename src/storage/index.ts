@@ -1,0 +1,18 @@
+import { FileStorage } from './file/file.ts';
+import { parseLocation } from './location.ts';
+import { S3Storage, type S3Settings } from './s3/s3.ts';
+import type { Storage } from './storage.ts';
+
+export type { Storage, StoredObject, UploadOptions, UploadResult } from './storage.ts';
+export { NotFoundError, joinKey } from './storage.ts';
+export type { S3Settings } from './s3/s3.ts';
+
+/**
+ * Opens the storage a location URL names: `s3://BUCKET/PREFIX` (S3 or any S3-compatible store,
+ * configured by `settings` and the AWS env vars) or `file:///DIR`.
+ * @throws UsageError for a malformed URL or endpoint.
+ */
+export function openStorage(url: string, settings: S3Settings = {}): Storage {
+  const location = parseLocation(url);
+  return location.driver === 's3' ? new S3Storage(location.bucket, location.prefix, settings) : new FileStorage(location.root);
+}

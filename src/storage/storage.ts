@@ -1,0 +1,84 @@
+import type { Readable } from 'node:stream';
+
+/** One object as a listing returns it. `key` is relative to the storage location's prefix. */
+export interface StoredObject {
+  key: string;
+  sizeBytes: number;
+  lastModified: Date;
+}
+
+/** Options for {@link Storage.upload}. */
+export interface UploadOptions {
+  /** Aborting it aborts the upload: the multipart upload is aborted, nothing stays visible. */
+  signal?: AbortSignal;
+  contentType?: string;
+  /**
+   * An estimate of the stream's size in bytes, used to choose the multipart part size so a
+   * stream never needs more than 10 000 parts (S3's limit). Optional.
+   */
+  sizeHintBytes?: number;
+}
+
+/** What an upload stored. */
+export interface UploadResult {
+  key: string;
+  sizeBytes: number;
+}
+
+/**
+ * A place backups live: an S3-compatible bucket and prefix, or a local directory.
+ * Keys are relative to the location's prefix and use `/` as separator; they never contain
+ * `..` segments (see {@link assertSafeKey}).
+ *
+ * The dump path uses only {@link upload} and {@link put}: write-only credentials are enough.
+ */
+export interface Storage {
+  /** The location as a URL, e.g. `s3://bucket/prefix` or `file:///srv/backups`. */
+  readonly url: string;
+  /** The URL of one key, e.g. `s3://bucket/prefix/app/…/x.dump.zst`. */
+  uri(key: string): string;
+  /**
+   * Streams `body` into `key`. The object becomes visible only when the stream ended without
+   * error; if the stream errors or `signal` aborts, the partial object is discarded (S3:
+   * AbortMultipartUpload; file: the temporary file is removed) and the promise rejects.
+   */
+  upload(key: string, body: Readable, options?: UploadOptions): Promise<UploadResult>;
+  /** Writes a small object in one request. */
+  put(key: string, body: string | Uint8Array, contentType?: string): Promise<void>;
+  /** Reads a whole object as a stream. Rejects with {@link NotFoundError} if it does not exist. */
+  get(key: string): Promise<Readable>;
+  /** Reads a small object into memory. */
+  getText(key: string): Promise<string>;
+  /** Lists every object whose key starts with `prefix` (paginating as needed). */
+  list(prefix: string): AsyncIterable<StoredObject>;
+}
+
+/** Raised by {@link Storage.get} when the key does not exist. */
+export class NotFoundError extends Error {
+  override readonly name = 'NotFoundError';
+}
+
+/**
+ * Rejects keys that could escape the location's prefix: absolute keys, empty segments,
+ * `.` / `..` segments, backslashes and control characters.
+ * @throws Error (a bug: keys are built by the tool, never taken raw from a user).
+ */
+export function assertSafeKey(key: string): void {
+  // eslint-disable-next-line no-control-regex
+  if (key.length === 0 || key.startsWith('/') || key.includes('\\') || /[\u0000-\u001f]/.test(key)) {
+    throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
+  }
+  for (const segment of key.split('/')) {
+    if (segment === '' || segment === '.' || segment === '..') {
+      throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
+    }
+  }
+}
+
+/** Joins key segments with `/`, dropping empty ones. */
+export function joinKey(...parts: string[]): string {
+  return parts
+    .flatMap((p) => p.split('/'))
+    .filter((p) => p !== '')
+    .join('/');
+}
