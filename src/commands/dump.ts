@@ -77,6 +77,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
     const tables = await listUserTables(client);
+    logger.info(`${conn.database}: snapshot ${snapshot} exported; ${tables.length} tables to count in it`);
 
     const startedAt = now();
     const keys = backupKeys({ service, environment, database: conn.database }, startedAt, `.dump${compressionSuffix(compression)}`);

@@ -30,12 +30,14 @@ export function parsePgVersion(output: string): { version: string; major: number
 }
 
 /**
- * Directories searched for PostgreSQL programs, most specific first: `PG_BIN_DIR`, Debian/Ubuntu
+ * Directories searched for PostgreSQL programs: only `PG_BIN_DIR` (colon-separated) when set;
+ * otherwise, most specific first, Debian/Ubuntu
  * `/usr/lib/postgresql/<N>/bin`, RHEL `/usr/pgsql-<N>/bin`, Homebrew `postgresql@<N>`, then `PATH`.
  */
 export async function candidateDirs(env: NodeJS.ProcessEnv = process.env): Promise<string[]> {
+  // An explicit PG_BIN_DIR pins the programs (seed 003 pins pg_dump to the server's major): search nowhere else.
+  if (env.PG_BIN_DIR) return env.PG_BIN_DIR.split(path.delimiter).filter(Boolean);
   const dirs: string[] = [];
-  if (env.PG_BIN_DIR) dirs.push(...env.PG_BIN_DIR.split(path.delimiter));
   const globbed = async (parent: string, match: RegExp, suffix: string) => {
     try {
       for (const name of await readdir(parent)) if (match.test(name)) dirs.push(path.join(parent, name, suffix));

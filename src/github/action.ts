@@ -1,0 +1,134 @@
+import * as core from '@actions/core';
+import { z } from 'zod';
+import { CheckFailedError, UsageError, exitCodeOf, messageOf, registerSecret } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { resolveConnection } from '../postgres/connection.ts';
+import type { S3Settings } from '../storage/index.ts';
+
+/**
+ * The GitHub Actions door: typed inputs, masking, logging, outputs and the run wrapper shared
+ * by `actions/dump`, `actions/verify` and `actions/drill`. Entry files stay a few lines:
+ * read inputs → call a command → publish outputs and the job summary.
+ */
+
+/** A logger over `@actions/core`: info lines, `::warning::` annotations, collapsible groups. */
+export const actionLogger: Logger = {
+  info: (message) => core.info(message),
+  warn: (message) => core.warning(message),
+  group: (name, fn) => core.group(name, fn),
+};
+
+/** An optional string input: absent or blank becomes undefined. */
+export const optional = z
+  .string()
+  .transform((s) => s.trim())
+  .transform((s) => (s === '' ? undefined : s))
+  .optional();
+
+/** A required string input. */
+export const required = z.string().trim().min(1, 'is required');
+
+/** Inputs every action takes to reach S3-compatible storage. */
+export const storageInputs = {
+  endpoint: optional,
+  region: optional,
+  'aws-access-key-id': optional,
+  'aws-secret-access-key': optional,
+  'aws-session-token': optional,
+};
+
+/** Inputs that narrow `latest` to one service / environment / database. */
+export const filterInputs = {
+  service: optional,
+  environment: optional,
+  database: optional,
+};
+
+/**
+ * Reads and validates the inputs named in `shape` (kebab-case, as in action.yml) from the
+ * runner's `INPUT_<NAME>` variables.
+ * @throws UsageError naming the first invalid input.
+ */
+export function readInputs<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
+  const raw: Record<string, string> = {};
+  for (const name of Object.keys(shape)) raw[name] = core.getInput(name);
+  const parsed = z.object(shape).safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UsageError(`input "${issue.path.join('.')}" ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/**
+ * Masks every credential before anything is logged (`core.setSecret`, so the runner replaces
+ * them with `***`): the password in each database URL, the S3 secret key and session token from
+ * the inputs and from `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, and `PGPASSWORD`.
+ */
+export function maskSecrets(values: { databaseUrls?: (string | undefined)[]; storage?: { 'aws-secret-access-key'?: string; 'aws-session-token'?: string } }): void {
+  for (const url of values.databaseUrls ?? []) {
+    if (!url) continue;
+    const password = /^postgres(?:ql)?:\/\/[^:/@]*:([^@]*)@/i.exec(url)?.[1];
+    if (password) {
+      for (const p of new Set([password, safeDecode(password)])) {
+        core.setSecret(p);
+        registerSecret(p);
+      }
+    }
+  }
+  const secrets = [
+    values.storage?.['aws-secret-access-key'],
+    values.storage?.['aws-session-token'],
+    process.env.AWS_SECRET_ACCESS_KEY,
+    process.env.AWS_SESSION_TOKEN,
+    process.env.PGPASSWORD,
+  ];
+  for (const secret of secrets) {
+    if (secret) {
+      core.setSecret(secret);
+      registerSecret(secret);
+    }
+  }
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
+
+/** S3 settings from the storage inputs; credentials only when both key inputs are given. */
+export function s3SettingsFrom(inputs: { endpoint?: string; region?: string; 'aws-access-key-id'?: string; 'aws-secret-access-key'?: string; 'aws-session-token'?: string }): S3Settings {
+  const settings: S3Settings = { endpoint: inputs.endpoint, region: inputs.region };
+  const id = inputs['aws-access-key-id'];
+  const secret = inputs['aws-secret-access-key'];
+  if (Boolean(id) !== Boolean(secret)) throw new UsageError('give both aws-access-key-id and aws-secret-access-key, or neither (to use the environment / OIDC role)');
+  if (id && secret) settings.credentials = { accessKeyId: id, secretAccessKey: secret, sessionToken: inputs['aws-session-token'] };
+  return settings;
+}
+
+/** Validates a database URL input early, so a malformed one fails before any work. */
+export function checkDatabaseUrl(url: string | undefined): void {
+  if (url) resolveConnection(url);
+}
+
+/**
+ * Runs an action body: a {@link UsageError} or {@link CheckFailedError} becomes one
+ * `core.setFailed` line (exit code 2 or 1); anything else also shows its stack in the debug log.
+ */
+export async function runAction(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (err) {
+    core.setFailed(messageOf(err));
+    if (!(err instanceof UsageError) && !(err instanceof CheckFailedError) && err instanceof Error && err.stack) core.debug(err.stack);
+    process.exitCode = exitCodeOf(err);
+  }
+}
+
+/** Sets several outputs at once; undefined values become empty strings. */
+export function setOutputs(outputs: Record<string, string | number | boolean | undefined>): void {
+  for (const [name, value] of Object.entries(outputs)) core.setOutput(name, value === undefined ? '' : String(value));
+}

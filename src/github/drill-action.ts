@@ -1,0 +1,53 @@
+import * as core from '@actions/core';
+import { drill } from '../commands/drill.ts';
+import { formatSeconds } from '../commands/format.ts';
+import { actionLogger, checkDatabaseUrl, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+
+/** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
+export async function run(): Promise<void> {
+  await runAction(async () => {
+    const inputs = readInputs({ from: required, backup: optional, 'target-url': optional, 'work-dir': optional, ...filterInputs, ...storageInputs });
+    maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
+    checkDatabaseUrl(inputs['target-url']);
+    const result = await core.group('drill', () =>
+      drill({
+        from: inputs.from,
+        backup: inputs.backup ?? 'latest',
+        filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
+        targetUrl: inputs['target-url'],
+        workDir: inputs['work-dir'],
+        s3: s3SettingsFrom(inputs),
+        logger: actionLogger,
+      }),
+    );
+    setOutputs({
+      result: result.ok ? 'ok' : 'failed',
+      reason: result.reason,
+      'rto-ms': result.rtoMs,
+      'rpo-ms': result.rpoMs,
+      'backup-uri': result.backupUri,
+      'drill-log-uri': result.drillLogUri,
+      'drill-report-uri': result.drillReportUri,
+    });
+    const rows = result.tables.map((t) => [`${t.schema}.${t.table}`, String(t.expected), t.actual === undefined ? 'missing' : String(t.actual), t.ok ? '✅' : '❌']);
+    await core.summary
+      .addHeading(`Restore drill: ${result.ok ? 'OK' : 'FAILED'}`, 3)
+      .addTable([
+        [{ data: 'what', header: true }, { data: 'value', header: true }],
+        ['backup', result.backupUri ?? '(not found)'],
+        ['target', result.target],
+        ['RTO', `${formatSeconds(result.rtoMs)} (restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`],
+        ['RPO (backup age)', result.rpoMs === undefined ? '-' : formatSeconds(result.rpoMs)],
+        ['drill log', result.drillLogUri ?? '(not archived)'],
+        ['result', result.ok ? 'restore drill OK' : result.problems.join('<br>')],
+      ])
+      .addTable([[{ data: 'table', header: true }, { data: 'rows in manifest', header: true }, { data: 'rows restored', header: true }, { data: '', header: true }], ...rows])
+      .write();
+    if (!result.ok) {
+      core.setFailed(`restore drill failed: ${result.reason}`);
+      process.exitCode = 1;
+    }
+  });
+}
+
+await run();

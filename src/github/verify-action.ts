@@ -1,0 +1,46 @@
+import * as core from '@actions/core';
+import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { verify } from '../commands/verify.ts';
+import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+
+/** `actions/verify`: proves a stored backup intact and readable. */
+export async function run(): Promise<void> {
+  await runAction(async () => {
+    const inputs = readInputs({ from: required, backup: optional, ...filterInputs, ...storageInputs });
+    maskSecrets({ storage: inputs });
+    const result = await core.group('verify', () =>
+      verify({
+        from: inputs.from,
+        backup: inputs.backup ?? 'latest',
+        filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
+        s3: s3SettingsFrom(inputs),
+        logger: actionLogger,
+      }),
+    );
+    setOutputs({
+      result: result.ok ? 'ok' : 'failed',
+      reason: result.reason,
+      'backup-uri': result.backupUri,
+      sha256: result.sha256,
+      'size-bytes': result.sizeBytes,
+      'duration-ms': result.durationMs,
+    });
+    await core.summary
+      .addHeading(`Verify: ${result.ok ? 'OK' : 'FAILED'}`, 3)
+      .addTable([
+        [{ data: 'check', header: true }, { data: 'result', header: true }],
+        ['backup', result.backupUri ?? '(not found)'],
+        ['size', result.manifest ? `${formatBytes(result.sizeBytes)} (manifest: ${formatBytes(result.manifest.object.sizeBytes)})` : '-'],
+        ['sha256', result.sha256 ? `<code>${result.sha256}</code>` : '-'],
+        ['archive read by pg_restore', result.ok ? 'OK' : result.problems.join('<br>')],
+        ['duration', formatSeconds(result.durationMs)],
+      ])
+      .write();
+    if (!result.ok) {
+      core.setFailed(`verify failed: ${result.reason}`);
+      process.exitCode = 1;
+    }
+  });
+}
+
+await run();

@@ -1,0 +1,128 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { GetObjectCommand } from '@aws-sdk/client-s3';
+import {
+  addBigTable, cli, createDatabase, dbUrl, fakePgBin, need, openMultipartUploads, run, s3Client, s3Env, s3Keys, s3Location, sql,
+} from '../helpers.ts';
+
+const LAYOUT = /^api\/production\/(shop_[0-9a-f]{6})\/\d{4}\/\d{2}\/\d{2}\/\1-\d{8}T\d{6}Z-[0-9a-f]{6}\.(dump\.zst|manifest\.json)$/;
+
+describe('dump to Ceph RGW', () => {
+  it('streams a custom-format, zstd-compressed dump with a manifest that restores with aws s3 cp | zstd -d | pg_restore', async () => {
+    const db = await createDatabase('shop');
+    const to = s3Location('dump');
+    const r = await cli(['dump', '--to', to, '--service', 'api', '--environment', 'production', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = JSON.parse(r.stdout);
+    assert.equal(manifest.database, db);
+    assert.equal(manifest.format, 'custom');
+    assert.deepEqual(manifest.compression, { algorithm: 'zstd', level: 3 });
+    assert.equal(manifest.server.major, manifest.pgDump.major);
+    assert.deepEqual(
+      manifest.tables.map((t: { table: string; rows: number }) => [t.table, t.rows]),
+      [['customers', 2000], ['order_items', 15000], ['orders', 5000], ['products', 50]],
+    );
+    assert.ok(Date.parse(manifest.finishedAt) >= Date.parse(manifest.startedAt));
+
+    const keys = (await s3Keys(to)).sort();
+    assert.equal(keys.length, 2, keys.join(', '));
+    for (const k of keys) assert.match(k, LAYOUT);
+
+    // The stored object is exactly what the manifest says.
+    const objectKey = keys.find((k) => k.endsWith('.dump.zst'))!;
+    const [bucket, ...prefix] = to.replace('s3://', '').split('/');
+    const client = s3Client();
+    const got = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix.join('/')}/${objectKey}` }));
+    const bytes = Buffer.from(await got.Body!.transformToByteArray());
+    client.destroy();
+    assert.equal(bytes.length, manifest.object.sizeBytes);
+    assert.equal(createHash('sha256').update(bytes).digest('hex'), manifest.object.sha256);
+
+    // The README's restore-by-hand path: only aws s3 cp, zstd -d and pg_restore.
+    const target = await createDatabase('manual', false);
+    const env = s3Env();
+    const manual = await run('bash', ['-o', 'pipefail', '-c', `aws s3 cp --endpoint-url "$AWS_ENDPOINT_URL_S3" "${to}/${objectKey}" - | zstd -d | pg_restore --no-owner -d "${dbUrl(target)}"`], { env });
+    assert.equal(manual.code, 0, manual.stderr);
+    const rows = await sql<{ n: string }>(target, 'SELECT count(*) AS n FROM order_items');
+    assert.equal(rows[0]!.n, '15000');
+  });
+
+  it('counts rows and dumps in the same snapshot, even while the database changes', async () => {
+    const db = await createDatabase('snap');
+    const to = s3Location('snap');
+    // pg_dump starts 2 s late; rows inserted meanwhile must appear neither in the dump nor in the counts.
+    const bin = await fakePgBin('sleep 2; exec "$REAL/pg_dump" "$@"');
+    const dumping = cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
+    await new Promise((r) => setTimeout(r, 1200)); // after the snapshot is exported (well under the 2 s delay)
+    await sql(db, `INSERT INTO products SELECT 'LATE-' || g, 'late', 1 FROM generate_series(1, 25) g`);
+    const r = await dumping;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /snapshot \S+ exported/);
+    const manifest = JSON.parse(r.stdout);
+    assert.equal(manifest.tables.find((t: { table: string }) => t.table === 'products').rows, 50);
+    const restored = await createDatabase('snaprestore', false);
+    const back = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(restored), '--no-owner']);
+    assert.equal(back.code, 0, back.stderr);
+    assert.equal((await sql<{ n: string }>(restored, 'SELECT count(*) AS n FROM products'))[0]!.n, '50');
+    assert.equal((await sql<{ n: string }>(db, 'SELECT count(*) AS n FROM products'))[0]!.n, '75');
+  });
+
+  for (const [name, script, expected] of [
+    ['exits non-zero', '"$REAL/pg_dump" "$@" | head -c 12000000; echo "pg_dump: error: simulated failure after 12 MB" >&2; exit 1', /simulated failure after 12 MB/],
+    ['is killed', '"$REAL/pg_dump" "$@" | head -c 12000000; kill -9 $$', /pg_dump was killed by SIGKILL/],
+  ] as const) {
+    it(`aborts the multipart upload and writes no manifest when pg_dump ${name} mid-stream`, async () => {
+      const db = await createDatabase('fail', false);
+      await addBigTable(db, 30);
+      const to = s3Location('fail');
+      const bin = await fakePgBin(script);
+      const r = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, expected);
+      assert.deepEqual(await s3Keys(to), [], 'nothing may be left under the prefix');
+      assert.deepEqual(await openMultipartUploads(to), [], 'the multipart upload must be aborted');
+    });
+  }
+});
+
+describe('dump: bad input ends in one clear line, exit 2, nothing written', () => {
+  const cases: [string, () => Promise<{ args: string[]; env: Record<string, string | undefined> }>, RegExp][] = [
+    ['unknown bucket', async () => ({ args: ['--to', 's3://no-such-bucket-pgb/x'], env: {} }), /bucket "no-such-bucket-pgb" does not exist/],
+    ['wrong credentials', async () => ({ args: [], env: { AWS_SECRET_ACCESS_KEY: 'wrong-secret-value' } }), /rejected the credentials/],
+    ['malformed database URL', async () => ({ args: [], env: { DATABASE_URL: 'postgresql://u:p@[bad/db' } }), /malformed database URL/],
+    ['non-postgres URL', async () => ({ args: ['--database-url', 'mysql://root:pw@h/db'], env: {} }), /must start with postgresql:\/\//],
+    ['malformed storage URL', async () => ({ args: ['--to', 'bucket/prefix'], env: {} }), /unsupported storage location/],
+    ['bad compression', async () => ({ args: ['--compression', 'zstd:42'], env: {} }), /out of range for zstd: use 1-19/],
+    ['unreachable database', async () => ({ args: [], env: { DATABASE_URL: 'postgresql://postgres:pgtestpw@127.0.0.1:1/x' } }), /connection refused/],
+    ['wrong database password', async () => ({ args: [], env: { DATABASE_URL: dbUrl('postgres').replace('pgtestpw', 'not-the-password') } }), /authentication failed/],
+    ['missing pg_dump', async () => ({ args: [], env: { PG_BIN_DIR: '/nonexistent-pgb-bin' } }), /needs pg_dump \d+ or newer but no pg_dump found: install postgresql-client-\d+/],
+    ['pg_dump older than the server', async () => ({ args: [], env: { PG_BIN_DIR: await fakePgBin('exit 0').then(async (d) => {
+      const { writeFile } = await import('node:fs/promises');
+      await writeFile(`${d}/pg_dump`, '#!/bin/bash\necho "pg_dump (PostgreSQL) 9.6.24"\n');
+      return d;
+    }) } }), /needs pg_dump \d+ or newer but found pg_dump 9\.6 .*install postgresql-client-\d+/],
+  ];
+  for (const [name, make, expected] of cases) {
+    it(name, async () => {
+      const to = s3Location('bad');
+      const { args, env } = await make();
+      const r = await cli(['dump', '--to', to, ...args], { DATABASE_URL: dbUrl('postgres'), ...env });
+      assert.equal(r.code, 2, `${r.stdout}\n${r.stderr}`);
+      const errorLines = r.stderr.trim().split('\n').filter((l) => l.startsWith('pg-backup:'));
+      assert.equal(errorLines.length, 1, `one error line expected, got:\n${r.stderr}`);
+      assert.match(errorLines[0]!, expected);
+      assert.equal(r.stderr.trim().split('\n').at(-1), errorLines[0], 'the error is the last line');
+      assert.doesNotMatch(r.stderr + r.stdout, /pgtestpw|BACKUPSECRET|wrong-secret-value|not-the-password/, 'no secret in any output');
+      assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+      assert.deepEqual(await s3Keys(to), []);
+    });
+  }
+  it('never prints the database password or the S3 secret on success either', async () => {
+    const db = await createDatabase('secret', false);
+    const r = await cli(['dump', '--to', s3Location('secret'), '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(!(r.stdout + r.stderr).includes(need('PGB_TEST_S3_SECRET_KEY')));
+    assert.ok(!(r.stdout + r.stderr).includes('pgtestpw'));
+  });
+});
