@@ -202,3 +202,43 @@ export async function addBigTable(database: string, megabytes: number): Promise<
   await sql(database, `CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);
     INSERT INTO big SELECT g, encode(sha512(g::text::bytea) || sha512((g + 1)::text::bytea), 'base64') FROM generate_series(1, ${rows}) g;`);
 }
+
+function splitLocation(location: string): { bucket: string; prefix: string } {
+  const [bucket, ...rest] = location.replace('s3://', '').split('/');
+  return { bucket: bucket!, prefix: rest.join('/') };
+}
+
+/** Reads an object under an `s3://` location. */
+export async function s3Get(location: string, key: string): Promise<Buffer> {
+  const { GetObjectCommand } = await import('@aws-sdk/client-s3');
+  const { bucket, prefix } = splitLocation(location);
+  const client = s3Client();
+  try {
+    const out = await client.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}` }));
+    return Buffer.from(await out.Body!.transformToByteArray());
+  } finally {
+    client.destroy();
+  }
+}
+
+/** Writes (or with `undefined`, deletes) an object under an `s3://` location: for corrupting backups. */
+export async function s3Put(location: string, key: string, body: Buffer | string | undefined): Promise<void> {
+  const { DeleteObjectCommand, PutObjectCommand } = await import('@aws-sdk/client-s3');
+  const { bucket, prefix } = splitLocation(location);
+  const client = s3Client();
+  try {
+    if (body === undefined) await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}` }));
+    else await client.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/${key}`, Body: body }));
+  } finally {
+    client.destroy();
+  }
+}
+
+/** Dumps `database` to `to` with the CLI and returns the parsed `--json` manifest. */
+export async function dumpWithCli(database: string, to: string, extra: string[] = []): Promise<{ manifest: any; objectKey: string; manifestKey: string }> {
+  const r = await cli(['dump', '--to', to, '--json', ...extra], { DATABASE_URL: dbUrl(database) });
+  if (r.code !== 0) throw new Error(`dump failed: ${r.stderr}`);
+  const manifest = JSON.parse(r.stdout);
+  const base = `${to}/`;
+  return { manifest, objectKey: manifest.backupUri.replace(base, ''), manifestKey: manifest.manifestUri.replace(base, '') };
+}

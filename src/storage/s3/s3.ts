@@ -28,6 +28,8 @@ export interface S3Settings {
   forcePathStyle?: boolean;
   /** Parts uploaded at once per multipart upload. Default 4. */
   queueSize?: number;
+  /** Keys per ListObjectsV2 page. Default 1 000 (the S3 maximum). */
+  listPageSize?: number;
   /** Static credentials; default is the AWS SDK provider chain (env vars, profiles, OIDC web identity). */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
 }
@@ -59,6 +61,7 @@ export class S3Storage implements Storage {
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #queueSize: number;
+  readonly #listPageSize: number;
   readonly #endpoint: string | undefined;
 
   constructor(bucket: string, prefix: string, settings: S3Settings = {}) {
@@ -66,6 +69,7 @@ export class S3Storage implements Storage {
     this.#prefix = prefix;
     this.url = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
     this.#queueSize = settings.queueSize ?? 4;
+    this.#listPageSize = settings.listPageSize ?? 1000;
     const endpoint = settings.endpoint || process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
     this.#endpoint = endpoint;
     if (endpoint) {
@@ -183,7 +187,7 @@ export class S3Storage implements Storage {
     const listPrefix = this.#prefix ? `${this.#prefix}/${prefix}` : prefix;
     const strip = this.#prefix === '' ? 0 : this.#prefix.length + 1;
     try {
-      for await (const page of paginateListObjectsV2({ client: this.client, pageSize: 1000 }, { Bucket: this.#bucket, Prefix: listPrefix })) {
+      for await (const page of paginateListObjectsV2({ client: this.client, pageSize: this.#listPageSize }, { Bucket: this.#bucket, Prefix: listPrefix })) {
         for (const obj of page.Contents ?? []) {
           if (!obj.Key) continue;
           yield { key: obj.Key.slice(strip), sizeBytes: obj.Size ?? 0, lastModified: obj.LastModified ?? new Date(0) };
