@@ -101,6 +101,15 @@ describe('action metadata', () => {
         if (!spec.required) assert.ok('default' in spec, `${name}.${input} states its default`);
       }
       for (const [output, spec] of Object.entries<{ description?: string }>(meta.outputs)) assert.ok(spec.description, `${name} output ${output}`);
+      // The README's section for this action names every input and output.
+      const readme = await readFile(path.join(root, 'README.md'), 'utf8');
+      const section = readme.split(`### actions/${name}`)[1]?.split(/\n##/)[0] ?? '';
+      assert.ok(section, `README has a section "### actions/${name}"`);
+      const storage = ['endpoint', 'region', 'aws-access-key-id', 'aws-secret-access-key', 'aws-session-token'];
+      for (const input of Object.keys(meta.inputs)) {
+        assert.ok(section.includes(`\`${input}\``) || (storage.includes(input) && section.includes('storage inputs')), `README documents ${name} input ${input}`);
+      }
+      for (const output of Object.keys(meta.outputs)) assert.ok(section.includes(`\`${output}\``), `README documents ${name} output ${output}`);
     });
   }
   it('the committed bundles are fresh (npm run build was run and committed)', async () => {

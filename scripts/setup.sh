@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what pg-backup needs on a Debian/Ubuntu machine, then the npm packages.
+#   scripts/setup.sh         PostgreSQL (client, and server binaries for throwaway drill clusters) + zstd
+#   scripts/setup.sh test    also Ceph RGW (the S3 server the tests run against) and the AWS CLI
+# Safe to run again: packages already installed are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packages=(postgresql zstd ca-certificates util-linux)
+if [ "${1:-}" = "test" ]; then
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl)
+fi
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "installing: ${missing[*]}"
+  $SUDO apt-get update -qq
+  # The postgresql package starts a cluster of its own; pg-backup does not need it, so keep it off.
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+npm ci --no-audit --no-fund
