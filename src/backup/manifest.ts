@@ -35,6 +35,8 @@ export const ManifestSchema = z.object({
   databaseSizeBytes: z.number().int().nonnegative(),
   /** Rows per table, counted in the dump's own snapshot (`pg_export_snapshot()` + `pg_dump --snapshot`). */
   tables: z.array(z.object({ schema: z.string(), table: z.string(), rows: z.number().int().nonnegative() })),
+  /** The schema-migration head found in the dump's snapshot (alembic, Flyway, Prisma, Django, Knex, Rails), if any. */
+  migrationHead: z.object({ table: z.string(), head: z.string() }).optional(),
 });
 
 /** A parsed manifest. */

@@ -52,19 +52,19 @@ function forwardOrDrain(dest: Writable): Writable {
   });
 }
 
+/** Where a read-back's decompressed archive goes: a writable and when it is done with it. */
+export interface ArchiveSink {
+  stream: Writable;
+  /** Settles when the sink finished (a process exited, a file was flushed). */
+  done: Promise<void>;
+}
+
 /**
- * Streams a backup out of storage through SHA-256, decompression and `pg_restore` with the
- * given arguments (reading the archive from stdin): `--file=/dev/null` reads every data block
- * without writing anywhere (verify); `--dbname` restores (drill, restore). Nothing touches
- * local disk.
+ * Streams a backup out of storage through SHA-256 and decompression into `sink`. The download is
+ * hashed to the end even when the decompressor or the sink gives up early, so the checksum
+ * verdict is always available. Sink errors are reported as `restoreError`.
  */
-export async function readBackup(
-  storage: Storage,
-  backup: ResolvedBackup,
-  pgRestore: PgBinary,
-  restoreArgs: string[],
-  options: { connection?: DatabaseConnection; signal?: AbortSignal } = {},
-): Promise<ReadbackOutcome> {
+export async function streamBackup(storage: Storage, backup: ResolvedBackup, openSink: () => ArchiveSink, signal?: AbortSignal): Promise<ReadbackOutcome> {
   const outcome: ReadbackOutcome = { sizeBytes: 0, sha256: undefined };
   let source;
   try {
@@ -74,23 +74,23 @@ export async function readBackup(
     return outcome;
   }
   const meter = new Meter('sha256');
-  const codec = await startCodec(backup.manifest.compression, 'decompress', options.signal);
-  const restore = runPgProgram(pgRestore, restoreArgs, { connection: options.connection, signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
-  restore.stdin.on('error', () => undefined); // EPIPE when pg_restore exits early: its exit status tells why
+  const codec = await startCodec(backup.manifest.compression, 'decompress', signal);
+  const sink = openSink();
+  sink.stream.on('error', () => undefined); // EPIPE when the sink exits early: its own status tells why
   codec.stream.on('error', () => undefined); // likewise for the decompressor
-  const onAbort = () => source.destroy(options.signal?.reason instanceof Error ? options.signal.reason : new Error('cancelled'));
-  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const onAbort = () => source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('cancelled'));
+  signal?.addEventListener('abort', onAbort, { once: true });
   source.pipe(meter).pipe(forwardOrDrain(codec.stream));
-  codec.stream.pipe(forwardOrDrain(restore.stdin));
-  const [download, decompress, restored] = await Promise.allSettled([
+  codec.stream.pipe(forwardOrDrain(sink.stream));
+  const [download, decompress, sunk] = await Promise.allSettled([
     new Promise<void>((resolve, reject) => {
       source.once('error', reject);
       finished(meter).then(resolve, reject);
     }),
     codec.done,
-    restore.done,
+    sink.done,
   ]);
-  options.signal?.removeEventListener('abort', onAbort);
+  signal?.removeEventListener('abort', onAbort);
   outcome.sizeBytes = meter.bytes;
   if (download.status === 'rejected') {
     outcome.downloadError = messageOf(download.reason);
@@ -98,8 +98,31 @@ export async function readBackup(
     outcome.sha256 = meter.digest();
   }
   if (decompress.status === 'rejected') outcome.decompressError = messageOf(decompress.reason);
-  if (restored.status === 'rejected') outcome.restoreError = messageOf(restored.reason);
+  if (sunk.status === 'rejected') outcome.restoreError = messageOf(sunk.reason);
   return outcome;
+}
+
+/**
+ * Streams a backup into `pg_restore` with the given arguments (reading the archive from stdin):
+ * `--file=/dev/null` reads every data block without writing anywhere (verify); `--dbname`
+ * restores (restore). Nothing touches local disk.
+ */
+export function readBackup(
+  storage: Storage,
+  backup: ResolvedBackup,
+  pgRestore: PgBinary,
+  restoreArgs: string[],
+  options: { connection?: DatabaseConnection; signal?: AbortSignal } = {},
+): Promise<ReadbackOutcome> {
+  return streamBackup(
+    storage,
+    backup,
+    () => {
+      const restore = runPgProgram(pgRestore, restoreArgs, { connection: options.connection, signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
+      return { stream: restore.stdin, done: restore.done };
+    },
+    options.signal,
+  );
 }
 
 /**

@@ -129,15 +129,23 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
-        .option('--work-dir <dir>', 'where the throwaway cluster lives (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
+        .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
+        .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs)', '2')
+        .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
+        .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
+        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string }) => {
+  ).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string }) => {
     const result = await drill({
       from: flags.from,
       backup: flags.backup,
       filter: filterOf(flags),
       targetUrl: flags.targetUrl,
       workDir: flags.workDir,
+      jobs: Number(flags.jobs),
+      smokeSql: flags.smokeSql,
+      maxRto: flags.maxRto,
+      maxRpo: flags.maxRpo,
       s3: s3Settings(flags),
       logger: stderrLogger(),
       signal,

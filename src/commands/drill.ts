@@ -1,12 +1,23 @@
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { drillFolder, parseManifestKey, utcStamp } from '../backup/keys.ts';
 import type { Manifest } from '../backup/manifest.ts';
-import { readBackup, readbackProblems } from '../backup/readback.ts';
-import { CheckFailedError, messageOf } from '../errors.ts';
+import { createWriteStream } from 'node:fs';
+import { execa } from 'execa';
+import type pg from 'pg';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { finished } from 'node:stream/promises';
+import { parseDuration } from '../backup/duration.ts';
+import { readbackProblems, streamBackup } from '../backup/readback.ts';
+import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
+import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
-import { findPgBinary } from '../postgres/binaries.ts';
+import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
 import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
+import { findMigrationHead } from '../postgres/migrations.ts';
+import { describeFailure, runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
@@ -24,8 +35,20 @@ export interface DrillOptions {
    * postgres` container. Its server must be the source's major version or newer.
    */
   targetUrl?: string;
-  /** Parent directory of the throwaway cluster. Default `PG_BACKUP_WORK_DIR` or the OS temp dir. */
+  /**
+   * Parent directory of the downloaded archive and the throwaway cluster. It needs room for the
+   * archive (the manifest's `archiveSizeBytes`) plus the restored database. Default
+   * `PG_BACKUP_WORK_DIR` or the OS temp dir.
+   */
   workDir?: string;
+  /** Parallel restore jobs (`pg_restore --jobs`). Default 2. */
+  jobs?: number;
+  /** A smoke SQL file: queries, each preceded by `-- expect: …` (see `src/backup/smoke.ts`). */
+  smokeSql?: string;
+  /** Fail when RTO exceeds this duration (`30m`, `1h`). */
+  maxRto?: string;
+  /** Fail when the restored backup is older than this at drill time (`30h`). */
+  maxRpo?: string;
   s3?: S3Settings;
   logger: Logger;
   signal?: AbortSignal;
@@ -55,10 +78,18 @@ export interface DrillResult {
   startedAt: string;
   /** Recovery time: download + restore + checks, in ms. */
   rtoMs: number;
-  phases: { restoreMs: number; checksMs: number };
+  /** Time per phase in ms: download (and decompress, checksum), restore (pg_restore), checks. */
+  phases: { downloadMs: number; restoreMs: number; checksMs: number };
+  /** Extensions the archive creates. */
+  extensions: string[];
   /** Age of the backup when the drill started, in ms (the recovery point it gives). */
   rpoMs?: number;
   tables: TableCheck[];
+  /** Sequences whose value is behind the greatest value of the column they feed. */
+  sequencesBehind: string[];
+  /** The migration head recorded in the manifest and the one found after the restore. */
+  migrationHead?: { expected: string | undefined; actual: string | undefined; ok: boolean };
+  smoke: SmokeResult[];
   drillLogUri?: string;
   drillReportUri?: string;
 }
@@ -83,9 +114,18 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     target: options.targetUrl ? 'url' : 'throwaway',
     startedAt: startedAt.toISOString(),
     rtoMs: 0,
-    phases: { restoreMs: 0, checksMs: 0 },
+    phases: { downloadMs: 0, restoreMs: 0, checksMs: 0 },
+    extensions: [],
     tables: [],
+    sequencesBehind: [],
+    smoke: [],
   };
+  const jobs = options.jobs ?? 2;
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
+  const maxRtoMs = options.maxRto ? parseDuration(options.maxRto, '--max-rto') : undefined;
+  const maxRpoMs = options.maxRpo ? parseDuration(options.maxRpo, '--max-rpo') : undefined;
+  const smokeChecks: SmokeCheck[] = options.smokeSql ? await readSmokeChecks(options.smokeSql) : [];
+  let scratch: string | undefined;
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
   let cluster: ThrowawayCluster | undefined;
@@ -130,29 +170,52 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         target = withDatabase(cluster.connection, manifest.database);
       }
 
-      log.info(`restoring into ${target.display} with pg_restore ${pgRestore.version}`);
-      const restoreStart = Date.now();
-      const outcome = await readBackup(storage, backup, pgRestore, ['--exit-on-error', '--no-owner', '--no-acl'], {
-        connection: target,
-        signal: options.signal,
-      });
-      result.phases.restoreMs = Date.now() - restoreStart;
-      result.problems.push(...readbackProblems(outcome, backup));
-      log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)} for ${formatBytes(outcome.sizeBytes)}`);
+      // Phase 1: download, checksum and decompress into a file (parallel restore needs a seekable file).
+      const parent = options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
+      scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
+      const archive = path.join(scratch, `${manifest.id}.dump`);
+      log.info(`downloading into ${archive} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
+      const downloadStart = Date.now();
+      const outcome = await streamBackup(
+        storage,
+        backup,
+        () => {
+          const file = createWriteStream(archive);
+          return { stream: file, done: finished(file).catch((err: NodeJS.ErrnoException) => {
+            throw new Error(err.code === 'ENOSPC' ? `${parent} ran out of space: the archive needs ${formatBytes(manifest.archiveSizeBytes)}, plus room for the restored database` : messageOf(err));
+          }) };
+        },
+        options.signal,
+      );
+      result.phases.downloadMs = Date.now() - downloadStart;
+      const downloadProblems = readbackProblems(outcome, backup).map((p) => p.replace(/^archive unreadable: /, 'writing the archive failed: '));
+      result.problems.push(...downloadProblems);
+      log.info(`download phase: ${formatSeconds(result.phases.downloadMs)} for ${formatBytes(outcome.sizeBytes)}, sha256 ${downloadProblems.length ? 'MISMATCH or incomplete' : 'matches the manifest'}`);
 
-      if (!outcome.restoreError && !outcome.downloadError) {
-        const checksStart = Date.now();
-        result.tables = await checkRowCounts(target, manifest);
-        result.phases.checksMs = Date.now() - checksStart;
-        const bad = result.tables.filter((t) => !t.ok);
-        for (const t of bad) {
-          result.problems.push(
-            t.actual === undefined
-              ? `table ${t.schema}.${t.table} is missing after the restore`
-              : `row count of ${t.schema}.${t.table} is ${t.actual}, the manifest says ${t.expected}`,
-          );
+      if (downloadProblems.length === 0) {
+        // Preflight: every extension the archive creates must be available on the target.
+        result.extensions = await archiveExtensions(pgRestore, archive);
+        const missing = await missingExtensions(target, result.extensions);
+        if (missing.length) {
+          result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${missing.length > 1 ? 'them' : 'it'} on the drill server (e.g. postgresql-${manifest.server.major}-${missing[0]}) or drill into a --target-url that has ${missing.length > 1 ? 'them' : 'it'}`);
+        } else {
+          // Phase 2: restore.
+          log.info(`restoring into ${target.display} with pg_restore ${pgRestore.version}, ${jobs} job${jobs > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
+          const restoreStart = Date.now();
+          const restore = runPgProgram(pgRestore, ['--exit-on-error', '--no-owner', '--no-acl', `--jobs=${jobs}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
+          const restoreError = await restore.done.then(() => undefined, (err: unknown) => messageOf(err));
+          result.phases.restoreMs = Date.now() - restoreStart;
+          if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
+          log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
+
+          if (!restoreError) {
+            // Phase 3: checks.
+            const checksStart = Date.now();
+            await runChecks(target, manifest, smokeChecks, result, log);
+            result.phases.checksMs = Date.now() - checksStart;
+            log.info(`checks phase: ${formatSeconds(result.phases.checksMs)}`);
+          }
         }
-        log.info(`row counts: ${result.tables.length - bad.length}/${result.tables.length} tables match the manifest (${formatSeconds(result.phases.checksMs)})`);
       }
     }
   } catch (err) {
@@ -163,32 +226,126 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       await cluster.stop();
       log.info('throwaway cluster removed');
     }
+    if (scratch) await rm(scratch, { recursive: true, force: true });
   }
 
-  result.rtoMs = result.phases.restoreMs + result.phases.checksMs;
+  result.rtoMs = result.phases.downloadMs + result.phases.restoreMs + result.phases.checksMs;
+  if (maxRtoMs !== undefined && result.rtoMs > maxRtoMs) result.problems.push(`RTO ${formatSeconds(result.rtoMs)} exceeds the budget --max-rto ${options.maxRto}`);
+  if (maxRpoMs !== undefined && result.rpoMs !== undefined && result.rpoMs > maxRpoMs) {
+    result.problems.push(`RPO ${formatSeconds(result.rpoMs)} (backup age) exceeds the budget --max-rpo ${options.maxRpo}`);
+  }
   result.ok = result.problems.length === 0;
   if (result.problems[0]) result.reason = result.problems[0];
   for (const p of result.problems) log.warn(p);
-  log.info(`RTO ${formatSeconds(result.rtoMs)} (restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`);
+  log.info(`RTO ${formatSeconds(result.rtoMs)} (download ${formatSeconds(result.phases.downloadMs)}, restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`);
   log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
   await archiveDrillLog(storage, options, backup, result, log.lines, startedAt, log);
   return result;
 }
 
-/** Counts the manifest's tables in the restored database. */
-async function checkRowCounts(target: DatabaseConnection, manifest: Manifest): Promise<TableCheck[]> {
+/**
+ * The post-restore checks: row counts per table against the manifest (counted in the dump's
+ * snapshot), sequences not behind their columns, the migration head, and the smoke SQL.
+ * Appends every failure to `result.problems`.
+ */
+async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger): Promise<void> {
   const client = await connect(target, 'pg-backup drill');
   try {
     const { rows } = await client.query<{ schema: string; table: string }>(
       `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
     );
-    const present = new Set(rows.map((r) => `${r.schema}\u0000${r.table}`));
-    const existing = manifest.tables.filter((t) => present.has(`${t.schema}\u0000${t.table}`));
-    const counts = new Map((await countRows(client, existing)).map((c) => [`${c.schema}\u0000${c.table}`, c.rows]));
-    return manifest.tables.map((t) => {
-      const actual = counts.get(`${t.schema}\u0000${t.table}`);
+    const key = (t: { schema: string; table: string }) => `${t.schema}\u0000${t.table}`;
+    const present = new Set(rows.map(key));
+    const counts = new Map((await countRows(client, manifest.tables.filter((t) => present.has(key(t))))).map((c) => [key(c), c.rows]));
+    result.tables = manifest.tables.map((t) => {
+      const actual = counts.get(key(t));
       return { schema: t.schema, table: t.table, expected: t.rows, actual, ok: actual === t.rows };
     });
+    const bad = result.tables.filter((t) => !t.ok);
+    for (const t of bad) {
+      result.problems.push(
+        t.actual === undefined ? `table ${t.schema}.${t.table} is missing after the restore` : `row count of ${t.schema}.${t.table} is ${t.actual}, the manifest says ${t.expected}`,
+      );
+    }
+    log.info(`row counts: ${result.tables.length - bad.length}/${result.tables.length} tables match the manifest`);
+
+    result.sequencesBehind = await sequencesBehind(client);
+    for (const s of result.sequencesBehind) result.problems.push(`sequence ${s}`);
+    log.info(`sequences: ${result.sequencesBehind.length ? `${result.sequencesBehind.length} behind their columns` : 'none behind their columns'}`);
+
+    const head = await findMigrationHead(client);
+    const expected = manifest.migrationHead?.head;
+    if (expected !== undefined || head) {
+      result.migrationHead = { expected, actual: head?.head, ok: head?.head === expected };
+      if (!result.migrationHead.ok) result.problems.push(`migration head is ${head?.head ?? 'missing'} after the restore, the manifest says ${expected ?? 'none'}`);
+      log.info(`migration head (${head?.table ?? manifest.migrationHead?.table}): ${head?.head ?? 'missing'}${result.migrationHead.ok ? ', as recorded' : `, expected ${expected}`}`);
+    }
+
+    if (smoke.length) {
+      result.smoke = await runSmokeChecks(client, smoke);
+      for (const r of result.smoke) {
+        log.info(`smoke line ${r.line} (${r.expectation}): ${r.ok ? 'OK' : 'FAILED'}, got ${r.actual}`);
+        if (!r.ok) result.problems.push(`smoke check at line ${r.line} expected ${r.expectation}, got ${r.actual}`);
+      }
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+}
+
+/**
+ * Sequences owned by an integer column (serial or identity) whose next value would collide
+ * with existing rows: `last_value` (or, if never called, `last_value - increment`) below the
+ * column's max. This is what a data-only restore or a bad `setval` leaves behind (seed 002).
+ */
+async function sequencesBehind(client: pg.Client): Promise<string[]> {
+  const { rows } = await client.query<{ seq: string; col: string; tbl: string; increment: string }>(
+    `SELECT format('%I.%I', sn.nspname, s.relname) AS seq, format('%I', a.attname) AS col, format('%I.%I', tn.nspname, t.relname) AS tbl,
+            ps.seqincrement::text AS increment
+       FROM pg_depend d
+       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
+       JOIN pg_namespace sn ON sn.oid = s.relnamespace
+       JOIN pg_sequence ps ON ps.seqrelid = s.oid
+       JOIN pg_class t ON t.oid = d.refobjid
+       JOIN pg_namespace tn ON tn.oid = t.relnamespace
+       JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+        AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)`,
+  );
+  const behind: string[] = [];
+  for (const r of rows) {
+    const state = await client.query<{ last: string; called: boolean; max: string | null }>(
+      `SELECT last_value::text AS last, is_called AS called, (SELECT max(${r.col})::text FROM ${r.tbl}) AS max FROM ${r.seq}`,
+    );
+    const { last, called, max } = state.rows[0]!;
+    if (max === null) continue;
+    const increment = BigInt(r.increment);
+    const current = called ? BigInt(last) : BigInt(last) - increment;
+    if (increment > 0n ? current < BigInt(max) : false) behind.push(`${r.seq} is behind ${r.tbl}.${r.col}: its value is ${current}, the column's max is ${max}`);
+  }
+  return behind;
+}
+
+/** Extensions an archive creates, from its TOC (`pg_restore --list`: `…; … EXTENSION - name`). */
+async function archiveExtensions(pgRestore: PgBinary, archive: string): Promise<string[]> {
+  const listed = await execa(pgRestore.path, ['--list', archive], { reject: false });
+  if (listed.exitCode !== 0) throw new CheckFailedError(`the archive's TOC is unreadable: ${describeFailure('pg_restore --list', listed)}`);
+  const names = new Set<string>();
+  for (const line of listed.stdout.split('\n')) {
+    const m = /^\d+; \d+ \d+ EXTENSION - (\S+)/.exec(line);
+    if (m) names.add(m[1]!);
+  }
+  return [...names].sort();
+}
+
+/** Of `extensions`, those the target server cannot create (`pg_available_extensions`). */
+async function missingExtensions(target: DatabaseConnection, extensions: string[]): Promise<string[]> {
+  if (extensions.length === 0) return [];
+  const client = await connect(target, 'pg-backup drill');
+  try {
+    const { rows } = await client.query<{ name: string }>('SELECT name FROM pg_available_extensions WHERE name = ANY($1::text[])', [extensions]);
+    const available = new Set(rows.map((r) => r.name));
+    return extensions.filter((e) => !available.has(e));
   } finally {
     await client.end().catch(() => undefined);
   }

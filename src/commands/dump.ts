@@ -8,6 +8,7 @@ import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary } from '../postgres/binaries.ts';
 import { resolveConnection } from '../postgres/connection.ts';
+import { findMigrationHead } from '../postgres/migrations.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';
@@ -77,6 +78,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
     const tables = await listUserTables(client);
+    const migrationHead = await findMigrationHead(client, true);
     logger.info(`${conn.database}: snapshot ${snapshot} exported; ${tables.length} tables to count in it`);
 
     const startedAt = now();
@@ -143,6 +145,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
         server: { version: server.version, versionNum: server.versionNum, major: server.major },
         databaseSizeBytes: server.databaseSizeBytes,
         tables: tableRows,
+        migrationHead,
       });
       // The manifest is the commit marker: written last.
       await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');

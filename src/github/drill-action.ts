@@ -6,7 +6,18 @@ import { actionLogger, checkDatabaseUrl, filterInputs, maskSecrets, optional, re
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
   await runAction(async () => {
-    const inputs = readInputs({ from: required, backup: optional, 'target-url': optional, 'work-dir': optional, ...filterInputs, ...storageInputs });
+    const inputs = readInputs({
+      from: required,
+      backup: optional,
+      'target-url': optional,
+      'work-dir': optional,
+      jobs: optional,
+      'smoke-sql': optional,
+      'max-rto': optional,
+      'max-rpo': optional,
+      ...filterInputs,
+      ...storageInputs,
+    });
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
     checkDatabaseUrl(inputs['target-url']);
     const result = await core.group('drill', () =>
@@ -16,6 +27,10 @@ export async function run(): Promise<void> {
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
         targetUrl: inputs['target-url'],
         workDir: inputs['work-dir'],
+        jobs: inputs.jobs === undefined ? undefined : Number(inputs.jobs),
+        smokeSql: inputs['smoke-sql'],
+        maxRto: inputs['max-rto'],
+        maxRpo: inputs['max-rpo'],
         s3: s3SettingsFrom(inputs),
         logger: actionLogger,
       }),
@@ -36,7 +51,10 @@ export async function run(): Promise<void> {
         [{ data: 'what', header: true }, { data: 'value', header: true }],
         ['backup', result.backupUri ?? '(not found)'],
         ['target', result.target],
-        ['RTO', `${formatSeconds(result.rtoMs)} (restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`],
+        ['RTO', `${formatSeconds(result.rtoMs)} (download ${formatSeconds(result.phases.downloadMs)}, restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`],
+        ['sequences', result.sequencesBehind.length ? result.sequencesBehind.join('<br>') : 'none behind their columns'],
+        ['migration head', result.migrationHead ? `${result.migrationHead.actual ?? 'missing'}${result.migrationHead.ok ? ' (as recorded)' : ` (expected ${result.migrationHead.expected})`}` : 'no migration table'],
+        ['smoke checks', result.smoke.length ? `${result.smoke.filter((r) => r.ok).length}/${result.smoke.length} passed` : 'none given'],
         ['RPO (backup age)', result.rpoMs === undefined ? '-' : formatSeconds(result.rpoMs)],
         ['drill log', result.drillLogUri ?? '(not archived)'],
         ['result', result.ok ? 'restore drill OK' : result.problems.join('<br>')],
