@@ -67,14 +67,15 @@ export interface ResolvedBackup {
 /**
  * Finds a backup by reference: `latest` (the newest complete backup matching the filter), a
  * manifest key, a dump object key, or the full URI of either under this storage location.
+ * `listing` (the result of {@link listBackups} with the same filter) saves a second listing.
  * @throws UsageError when no backup matches the reference.
  * @throws CheckFailedError when the manifest is missing, unreadable or invalid.
  */
-export async function resolveBackup(storage: Storage, ref: string | undefined, filter: BackupFilter = {}): Promise<ResolvedBackup> {
+export async function resolveBackup(storage: Storage, ref: string | undefined, filter: BackupFilter = {}, listing?: BackupEntry[]): Promise<ResolvedBackup> {
   const wanted = (ref ?? 'latest').trim() || 'latest';
   let manifestKey: string;
   if (wanted === 'latest') {
-    const [newest] = await listBackups(storage, filter);
+    const [newest] = listing ?? (await listBackups(storage, filter));
     if (!newest) {
       const scope = [filter.service, filter.environment, filter.database].filter(Boolean).join('/');
       throw new UsageError(`no complete backup found under ${storage.url}${scope ? ` for ${scope}` : ''}: run a dump first or check --from`);

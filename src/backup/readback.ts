@@ -60,6 +60,30 @@ export interface ArchiveSink {
 }
 
 /**
+ * One sink that writes into several (verify's archive read and schema replay share one
+ * download). Each part is fed through {@link forwardOrDrain}, so one that gives up does not stall
+ * the others; `done` rejects with the first part's failure.
+ */
+export function teeSinks(parts: ArchiveSink[]): ArchiveSink {
+  if (parts.length === 1) return parts[0]!;
+  const outs = parts.map((p) => {
+    p.stream.on('error', () => undefined);
+    return forwardOrDrain(p.stream);
+  });
+  const stream = new Writable({
+    write(chunk, _enc, callback) {
+      let pending = outs.length;
+      for (const out of outs) out.write(chunk, () => --pending === 0 && callback());
+    },
+    final(callback) {
+      for (const out of outs) out.end();
+      callback();
+    },
+  });
+  return { stream, done: Promise.all(parts.map((p) => p.done)).then(() => undefined) };
+}
+
+/**
  * Streams a backup out of storage through SHA-256 and decompression into `sink`. The download is
  * hashed to the end even when the decompressor or the sink gives up early, so the checksum
  * verdict is always available. Sink errors are reported as `restoreError`.

@@ -5,7 +5,7 @@ import { dump } from '../commands/dump.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { list } from '../commands/list.ts';
 import { restore } from '../commands/restore.ts';
-import { verify } from '../commands/verify.ts';
+import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
 import type { S3Settings } from '../storage/index.ts';
@@ -69,21 +69,27 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       .option('--service <name>', 'service label in the key layout', 'default')
       .option('--environment <name>', 'environment label in the key layout', 'default')
       .option('--compression <algo>', 'zstd[:1-19], gzip[:1-9] or none', 'zstd:3')
+      .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access)', 'none')
       .option('--json', 'print the manifest as JSON on stdout')
       .option('--quiet', 'no progress lines on stderr'),
-  ).action(async (flags: CommonFlags & { databaseUrl?: string; to: string; compression: string }) => {
+  ).action(async (flags: CommonFlags & { databaseUrl?: string; to: string; compression: string; verify: VerifyLevel }) => {
     const result = await dump({
       databaseUrl: flags.databaseUrl,
       to: flags.to,
       service: flags.service,
       environment: flags.environment,
       compression: flags.compression,
+      verify: flags.verify,
       s3: s3Settings(flags),
       logger: stderrLogger(flags.quiet),
       signal,
     });
-    if (flags.json) printJson({ ...result.manifest, backupUri: result.backupUri, manifestUri: result.manifestUri });
+    if (flags.json) printJson({ ...result.manifest, backupUri: result.backupUri, manifestUri: result.manifestUri, verification: result.verification && { ...result.verification, manifest: undefined } });
     else process.stdout.write(`${result.backupUri}\n`);
+    if (result.verification && !result.verification.ok) {
+      process.stderr.write(`verify failed: ${result.verification.reason}\n`);
+      setExitCode(EXIT.failed);
+    }
   });
 
   storageOptions(
@@ -110,10 +116,27 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .command('verify')
         .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore')
         .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
-        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest'),
+        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
+        .option('--level <level>', 'none (no download: freshness only), checksum, archive (+ full pg_restore read) or schema (+ schema replay into a throwaway PostgreSQL)', 'archive')
+        .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
+        .option('--expect-every <duration>', 'fail on gaps longer than 1.5x this cadence in the listed history (e.g. 6h)')
+        .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
+        .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives'),
     ).option('--json', 'print the result as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; backup: string }) => {
-    const result = await verify({ from: flags.from, backup: flags.backup, filter: filterOf(flags), s3: s3Settings(flags), logger: stderrLogger(), signal });
+  ).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string }) => {
+    const result = await verify({
+      from: flags.from,
+      backup: flags.backup,
+      filter: filterOf(flags),
+      level: flags.level,
+      maxAge: flags.maxAge,
+      expectEvery: flags.expectEvery,
+      failOnSuspicion: flags.failOnSuspicion,
+      workDir: flags.workDir,
+      s3: s3Settings(flags),
+      logger: stderrLogger(),
+      signal,
+    });
     if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
     if (!result.ok) {
       if (!flags.json) process.stderr.write(`verify failed: ${result.reason}\n`);

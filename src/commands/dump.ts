@@ -14,6 +14,7 @@ import { connect, countRows, listUserTables, serverFacts } from '../postgres/ser
 import { openStorage, type S3Settings } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { formatBytes, formatSeconds } from './format.ts';
+import { VERIFY_LEVELS, verify, type VerifyLevel, type VerifyResult } from './verify.ts';
 
 /** Options of {@link dump}. */
 export interface DumpOptions {
@@ -33,6 +34,11 @@ export interface DumpOptions {
   signal?: AbortSignal;
   /** Clock, for tests. */
   now?: () => Date;
+  /**
+   * Verify the backup right after writing it, at this level (`checksum`, `archive`, `schema`).
+   * Needs read access (Get) besides write. Default `none`.
+   */
+  verify?: VerifyLevel;
 }
 
 /** What {@link dump} produced. */
@@ -43,6 +49,8 @@ export interface DumpResult {
   /** The dump object's key relative to the storage location. */
   objectKey: string;
   manifestKey: string;
+  /** Present when `verify` was asked for. */
+  verification?: VerifyResult;
 }
 
 /**
@@ -65,6 +73,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
   const storage = openStorage(options.to, options.s3);
   const conn = resolveConnection(options.databaseUrl);
   if (compression.algorithm === 'zstd') await requireZstd();
+  if (options.verify && !VERIFY_LEVELS.includes(options.verify)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
 
   const client = await connect(conn, 'pg-backup dump');
   try {
@@ -150,13 +159,17 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       // The manifest is the commit marker: written last.
       await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
       logger.info(`${conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(stored.bytes)} (${formatBytes(raw.bytes)} before ${compression.algorithm}), sha256 ${manifest.object.sha256}`);
-      return {
+      const result: DumpResult = {
         manifest,
         backupUri: storage.uri(keys.objectKey),
         manifestUri: storage.uri(keys.manifestKey),
         objectKey: keys.objectKey,
         manifestKey: keys.manifestKey,
       };
+      if (options.verify && options.verify !== 'none') {
+        result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.s3, logger, signal: options.signal });
+      }
+      return result;
     } catch (err) {
       fail(err);
       body.destroy();

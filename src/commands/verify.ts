@@ -1,11 +1,27 @@
-import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
-import type { Manifest } from '../backup/manifest.ts';
-import { readBackup, readbackProblems } from '../backup/readback.ts';
-import { CheckFailedError } from '../errors.ts';
+import { Writable } from 'node:stream';
+import { listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { parseDuration } from '../backup/duration.ts';
+import { parseManifest, type Manifest } from '../backup/manifest.ts';
+import { readbackProblems, streamBackup, teeSinks, type ArchiveSink } from '../backup/readback.ts';
+import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary } from '../postgres/binaries.ts';
-import { openStorage, type S3Settings } from '../storage/index.ts';
+import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { withDatabase } from '../postgres/connection.ts';
+import { runPgProgram } from '../postgres/processes.ts';
+import { connect } from '../postgres/server.ts';
+import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
+
+/**
+ * How deep verify goes; each level includes the ones before it.
+ * - `none`: no download; only the freshness checks (`maxAge`, `expectEvery`) and suspicion.
+ * - `checksum`: download; size and SHA-256 against the manifest.
+ * - `archive`: and read the whole archive with `pg_restore --file=/dev/null`.
+ * - `schema`: and replay the schema into a throwaway PostgreSQL (`pg_restore --schema-only`).
+ */
+export const VERIFY_LEVELS = ['none', 'checksum', 'archive', 'schema'] as const;
+export type VerifyLevel = (typeof VERIFY_LEVELS)[number];
 
 /** Options of {@link verify}. */
 export interface VerifyOptions {
@@ -13,67 +29,200 @@ export interface VerifyOptions {
   from: string;
   /** `latest` (default), a manifest or dump key, or its full URI. */
   backup?: string;
-  /** With `latest`: which service / environment / database. */
+  /** With `latest`, and for the freshness checks: which service / environment / database. */
   filter?: BackupFilter;
+  /** Default `archive`. */
+  level?: VerifyLevel;
+  /** Fail when the newest complete backup in scope is older than this (`30h`). */
+  maxAge?: string;
+  /** Expected cadence (`6h`): gaps longer than 1.5× this in the listed history (and up to now) fail. */
+  expectEvery?: string;
+  /** Turn suspicions (a much smaller backup, a collapsed table) into failures. Default: warnings. */
+  failOnSuspicion?: boolean;
+  /** Parent directory of the throwaway cluster for `schema`. */
+  workDir?: string;
   s3?: S3Settings;
   logger: Logger;
   signal?: AbortSignal;
+  now?: () => Date;
+}
+
+/** A stretch of time without a backup, longer than the expected cadence allows. */
+export interface CadenceGap {
+  scope: string;
+  /** UTC ISO 8601: the backup before the gap. */
+  from: string;
+  /** UTC ISO 8601: the backup after the gap, or the check time. */
+  to: string;
+  durationMs: number;
 }
 
 /** The verdict of {@link verify}. A failed check is a result (`ok: false`), not an exception. */
 export interface VerifyResult {
   ok: boolean;
+  level: VerifyLevel;
   /** Why the backup is not intact; absent when ok. */
   reason?: string;
   problems: string[];
+  /** Signs of an emptied or shrunken database (failures with `failOnSuspicion`, else warnings). */
+  suspicions: string[];
   backupUri?: string;
   manifestUri?: string;
   manifest?: Manifest;
   /** Bytes downloaded. */
   sizeBytes: number;
   sha256?: string;
+  /** Age of the newest complete backup in scope, in ms (when `maxAge` or `expectEvery` was given). */
+  newestAgeMs?: number;
+  gaps: CadenceGap[];
   durationMs: number;
 }
 
 /**
- * Proves a stored backup intact and readable: reads its manifest, re-downloads the object,
- * checks size and SHA-256 against the manifest, and reads the whole archive with
- * `pg_restore --file=/dev/null` (which reads every data block, unlike `pg_restore --list`,
- * which reads only the TOC and passes truncated archives). Streams; uses no local disk.
- * Needs read-only credentials (List for `latest`, Get).
- * @throws UsageError when no backup matches or storage/pg_restore are not usable.
+ * Proves a stored backup intact and readable, and that backups are not overdue. Reads the
+ * manifest; re-downloads the object and checks size and SHA-256 against it (`checksum`); reads
+ * the whole archive with `pg_restore --file=/dev/null`, which reads every data block, unlike
+ * `pg_restore --list`, which passes truncated archives (`archive`); replays the schema into a
+ * throwaway PostgreSQL (`schema`). Streams; uses no local disk but the throwaway cluster.
+ * Compares the backup with the previous one (suspicion) and checks freshness when asked.
+ * Needs read-only credentials (List, Get).
+ * @throws UsageError for bad options, no matching backup, unusable storage or missing binaries.
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const { logger } = options;
+  const now = options.now ?? (() => new Date());
   const started = Date.now();
+  const level = options.level ?? 'archive';
+  if (!VERIFY_LEVELS.includes(level)) throw new UsageError(`unknown verify level ${JSON.stringify(level)}: use ${VERIFY_LEVELS.join(', ')}`);
+  const maxAgeMs = options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined;
+  const everyMs = options.expectEvery ? parseDuration(options.expectEvery, '--expect-every') : undefined;
   const storage = openStorage(options.from, options.s3);
-  let backup;
+  const result: VerifyResult = { ok: false, level, problems: [], suspicions: [], sizeBytes: 0, gaps: [], durationMs: 0 };
+  const finish = () => {
+    result.ok = result.problems.length === 0 && (!options.failOnSuspicion || result.suspicions.length === 0);
+    result.reason = result.problems[0] ?? (result.ok ? undefined : result.suspicions[0]);
+    result.durationMs = Date.now() - started;
+    for (const s of result.suspicions) logger.warn(`suspicious: ${s}`);
+    if (result.ok) logger.info(`verify OK (${level}) in ${formatSeconds(result.durationMs)}`);
+    else for (const p of result.problems.length ? result.problems : result.suspicions) logger.warn(`verify FAILED: ${p}`);
+    return result;
+  };
+
+  // Freshness and cadence need the listing; so does latest.
+  const needsHistory = maxAgeMs !== undefined || everyMs !== undefined || (options.backup ?? 'latest') === 'latest';
+  const history = needsHistory ? await listBackups(storage, options.filter) : undefined;
+  if (history) checkFreshness(history, now(), maxAgeMs, everyMs, options, result);
+
+  let backup: ResolvedBackup;
   try {
-    backup = await resolveBackup(storage, options.backup, options.filter);
+    backup = await resolveBackup(storage, options.backup, options.filter, history);
   } catch (err) {
-    if (err instanceof CheckFailedError) {
-      logger.warn(`verify FAILED: ${err.message}`);
-      return { ok: false, reason: err.message, problems: [err.message], sizeBytes: 0, durationMs: Date.now() - started };
+    if (err instanceof CheckFailedError || (err instanceof UsageError && history && (maxAgeMs !== undefined || everyMs !== undefined))) {
+      result.problems.push(err.message);
+      return finish();
     }
     throw err;
   }
   const { manifest } = backup;
-  const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, `reading an archive written by pg_dump ${manifest.pgDump.version}`);
-  logger.info(`verifying ${storage.uri(backup.objectKey)} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) with pg_restore ${pgRestore.version}`);
-  const outcome = await readBackup(storage, backup, pgRestore, ['--file=/dev/null'], { signal: options.signal });
-  const problems = readbackProblems(outcome, backup);
-  const result: VerifyResult = {
-    ok: problems.length === 0,
-    problems,
-    backupUri: storage.uri(backup.objectKey),
-    manifestUri: storage.uri(backup.manifestKey),
-    manifest,
-    sizeBytes: outcome.sizeBytes,
-    sha256: outcome.sha256,
-    durationMs: Date.now() - started,
-  };
-  if (problems[0]) result.reason = problems[0];
-  if (result.ok) logger.info(`verify OK: size ${outcome.sizeBytes} bytes and sha256 match the manifest; pg_restore read the whole archive (${formatSeconds(result.durationMs)})`);
-  else for (const p of problems) logger.warn(`verify FAILED: ${p}`);
-  return result;
+  result.manifest = manifest;
+  result.backupUri = storage.uri(backup.objectKey);
+  result.manifestUri = storage.uri(backup.manifestKey);
+  await checkSuspicion(storage, backup, history, result, logger);
+  if (level === 'none') return finish();
+
+  const pgRestore = level === 'checksum' ? undefined : await findPgBinary('pg_restore', manifest.pgDump.major, `reading an archive written by pg_dump ${manifest.pgDump.version}`);
+  logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
+  let cluster: ThrowawayCluster | undefined;
+  try {
+    const sinks: (() => ArchiveSink)[] = [];
+    if (pgRestore) sinks.push(() => {
+      const p = runPgProgram(pgRestore, ['--file=/dev/null'], { signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
+      return { stream: p.stdin, done: p.done };
+    });
+    if (level === 'schema' && pgRestore) {
+      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger });
+      const admin = await connect(cluster.connection, 'pg-backup verify');
+      await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(manifest.database)} TEMPLATE template0 ENCODING 'UTF8'`).finally(() => admin.end());
+      const target = withDatabase(cluster.connection, manifest.database);
+      sinks.push(() => {
+        const p = runPgProgram(pgRestore, ['--schema-only', '--exit-on-error', '--no-owner', '--no-acl'], { connection: target, signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
+        return { stream: p.stdin, done: p.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`))) };
+      });
+    }
+    if (sinks.length === 0) sinks.push(() => ({ stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() }));
+    const outcome = await streamBackup(storage, backup, () => teeSinks(sinks.map((open) => open())), options.signal);
+    result.sizeBytes = outcome.sizeBytes;
+    result.sha256 = outcome.sha256;
+    result.problems.push(...readbackProblems(outcome, backup).map((p) => p.replace(/^archive unreadable: (schema replay failed)/, '$1')));
+    if (result.problems.length === 0) {
+      logger.info(`size ${outcome.sizeBytes} bytes and sha256 match the manifest${pgRestore ? '; pg_restore read the whole archive' : ''}${cluster ? '; the schema replays into PostgreSQL ' + cluster.version : ''}`);
+    }
+  } finally {
+    await cluster?.stop();
+  }
+  return finish();
+}
+
+/** `--max-age` and `--expect-every` over the listed history, per service/environment/database. */
+function checkFreshness(history: BackupEntry[], now: Date, maxAgeMs: number | undefined, everyMs: number | undefined, options: VerifyOptions, result: VerifyResult): void {
+  if (maxAgeMs === undefined && everyMs === undefined) return;
+  const scopeOf = (e: BackupEntry) => `${e.service}/${e.environment}/${e.database}`;
+  if (history.length === 0) {
+    const scope = [options.filter?.service, options.filter?.environment, options.filter?.database].filter(Boolean).join('/') || 'this location';
+    result.problems.push(`no complete backup at all for ${scope}: backups are overdue`);
+    return;
+  }
+  result.newestAgeMs = now.getTime() - history[0]!.startedAt.getTime();
+  const groups = new Map<string, BackupEntry[]>();
+  for (const e of history) groups.set(scopeOf(e), [...(groups.get(scopeOf(e)) ?? []), e]);
+  for (const [scope, entries] of groups) {
+    const newest = entries[0]!;
+    const age = now.getTime() - newest.startedAt.getTime();
+    if (maxAgeMs !== undefined && age > maxAgeMs) {
+      result.problems.push(`the newest backup of ${scope} is ${formatSeconds(age)} old (taken ${newest.startedAt.toISOString()}), over --max-age ${options.maxAge}: backups are overdue`);
+    }
+    if (everyMs !== undefined) {
+      const times = [...entries.map((e) => e.startedAt.getTime()).reverse(), now.getTime()];
+      for (let i = 1; i < times.length; i++) {
+        const span = times[i]! - times[i - 1]!;
+        if (span > everyMs * 1.5) {
+          const gap = { scope, from: new Date(times[i - 1]!).toISOString(), to: new Date(times[i]!).toISOString(), durationMs: span };
+          result.gaps.push(gap);
+          result.problems.push(`no backup of ${scope} from ${gap.from} to ${i === times.length - 1 ? 'now' : gap.to} (${formatSeconds(span)}; expected every ${options.expectEvery})`);
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Compares a backup with the previous one of the same database: a backup under half the
+ * previous size, or a table that lost more than half of at least 100 rows (or vanished), is
+ * suspicious — an emptied database dumps "fine".
+ */
+async function checkSuspicion(storage: Storage, backup: ResolvedBackup, history: BackupEntry[] | undefined, result: VerifyResult, logger: Logger): Promise<void> {
+  const m = backup.manifest;
+  const entries = history ?? (await listBackups(storage, { service: m.service, environment: m.environment, database: m.database }));
+  const same = entries.filter((e) => e.service === m.service && e.environment === m.environment && e.database === m.database);
+  const index = same.findIndex((e) => e.manifestKey === backup.manifestKey);
+  const previousEntry = index === -1 ? undefined : same[index + 1];
+  if (!previousEntry) return;
+  let previous: Manifest;
+  try {
+    previous = parseManifest(await storage.getText(previousEntry.manifestKey), previousEntry.manifestKey);
+  } catch (err) {
+    logger.warn(`cannot compare with the previous backup: ${messageOf(err)}`);
+    return;
+  }
+  if (previous.object.sizeBytes > 0 && m.object.sizeBytes < previous.object.sizeBytes * 0.5) {
+    const pct = Math.round((m.object.sizeBytes / previous.object.sizeBytes) * 100);
+    result.suspicions.push(`backup is ${formatBytes(m.object.sizeBytes)}, ${pct}% of the previous one (${formatBytes(previous.object.sizeBytes)}, ${previous.startedAt})`);
+  }
+  const now = new Map(m.tables.map((t) => [`${t.schema}.${t.table}`, t.rows]));
+  for (const t of previous.tables) {
+    if (t.rows < 100) continue;
+    const rows = now.get(`${t.schema}.${t.table}`);
+    if (rows === undefined) result.suspicions.push(`table ${t.schema}.${t.table} (${t.rows} rows in the previous backup) is gone`);
+    else if (rows < t.rows * 0.5) result.suspicions.push(`table ${t.schema}.${t.table} fell from ${t.rows} to ${rows} rows since the previous backup`);
+  }
 }

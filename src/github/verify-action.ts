@@ -1,18 +1,33 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
-import { verify } from '../commands/verify.ts';
+import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
 export async function run(): Promise<void> {
   await runAction(async () => {
-    const inputs = readInputs({ from: required, backup: optional, ...filterInputs, ...storageInputs });
+    const inputs = readInputs({
+      from: required,
+      backup: optional,
+      level: optional,
+      'max-age': optional,
+      'expect-every': optional,
+      'fail-on-suspicion': optional,
+      'work-dir': optional,
+      ...filterInputs,
+      ...storageInputs,
+    });
     maskSecrets({ storage: inputs });
     const result = await core.group('verify', () =>
       verify({
         from: inputs.from,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
+        level: inputs.level as VerifyLevel | undefined,
+        maxAge: inputs['max-age'],
+        expectEvery: inputs['expect-every'],
+        failOnSuspicion: inputs['fail-on-suspicion'] === 'true',
+        workDir: inputs['work-dir'],
         s3: s3SettingsFrom(inputs),
         logger: actionLogger,
       }),
@@ -24,6 +39,8 @@ export async function run(): Promise<void> {
       sha256: result.sha256,
       'size-bytes': result.sizeBytes,
       'duration-ms': result.durationMs,
+      'newest-age-ms': result.newestAgeMs,
+      suspicions: result.suspicions.join('\n'),
     });
     await core.summary
       .addHeading(`Verify: ${result.ok ? 'OK' : 'FAILED'}`, 3)
@@ -32,7 +49,10 @@ export async function run(): Promise<void> {
         ['backup', result.backupUri ?? '(not found)'],
         ['size', result.manifest ? `${formatBytes(result.sizeBytes)} (manifest: ${formatBytes(result.manifest.object.sizeBytes)})` : '-'],
         ['sha256', result.sha256 ? `<code>${result.sha256}</code>` : '-'],
-        ['archive read by pg_restore', result.ok ? 'OK' : result.problems.join('<br>')],
+        ['level', result.level],
+        ['result', result.ok ? 'OK' : [...result.problems, ...result.suspicions].join('<br>')],
+        ['suspicions', result.suspicions.length ? result.suspicions.join('<br>') : 'none'],
+        ['newest backup age', result.newestAgeMs === undefined ? '-' : formatSeconds(result.newestAgeMs)],
         ['duration', formatSeconds(result.durationMs)],
       ])
       .write();
