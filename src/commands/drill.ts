@@ -65,6 +65,15 @@ export interface TableCheck {
   ok: boolean;
 }
 
+/** One past drill, as its JSON report in the bucket tells. */
+export interface DrillHistoryEntry {
+  startedAt: string;
+  ok: boolean;
+  rtoMs: number;
+  backupId: string | undefined;
+  reportKey: string;
+}
+
 /** The outcome of {@link drill}; a failed drill is a result (`ok: false`), not an exception. */
 export interface DrillResult {
   ok: boolean;
@@ -90,6 +99,8 @@ export interface DrillResult {
   /** The migration head recorded in the manifest and the one found after the restore. */
   migrationHead?: { expected: string | undefined; actual: string | undefined; ok: boolean };
   smoke: SmokeResult[];
+  /** This drill and the previous ones of the same database, newest first (at most 10), read back from the bucket. */
+  history: DrillHistoryEntry[];
   drillLogUri?: string;
   drillReportUri?: string;
 }
@@ -119,6 +130,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     tables: [],
     sequencesBehind: [],
     smoke: [],
+    history: [],
   };
   const jobs = options.jobs ?? 2;
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
@@ -239,7 +251,11 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   for (const p of result.problems) log.warn(p);
   log.info(`RTO ${formatSeconds(result.rtoMs)} (download ${formatSeconds(result.phases.downloadMs)}, restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`);
   log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
-  await archiveDrillLog(storage, options, backup, result, log.lines, startedAt, log);
+  const labels = await archiveDrillLog(storage, options, backup, result, log.lines, startedAt, log);
+  if (labels) result.history = await drillHistory(storage, labels, 10).catch((err: unknown) => {
+    options.logger.warn(`cannot read the previous drills: ${messageOf(err)}`);
+    return [];
+  });
   return result;
 }
 
@@ -363,12 +379,12 @@ async function archiveDrillLog(
   lines: string[],
   startedAt: Date,
   log: Logger,
-): Promise<void> {
+): Promise<DrillLabels | undefined> {
   const fromKey = options.backup && options.backup !== 'latest' ? parseManifestKey(options.backup.replace(/\.dump(\.zst|\.gz)?$/, '.manifest.json')) : undefined;
   const labels = backup?.manifest ?? fromKey ?? (options.filter?.service && options.filter.environment && options.filter.database ? (options.filter as Required<BackupFilter>) : undefined);
   if (!labels) {
     log.warn('drill log not archived: the backup could not be identified (give --service, --environment and --database)');
-    return;
+    return undefined;
   }
   const folder = drillFolder(labels, startedAt);
   const stem = `${folder}${backup?.manifest.id ?? 'unknown'}-drill-${utcStamp(startedAt)}`;
@@ -383,4 +399,29 @@ async function archiveDrillLog(
     result.drillReportUri = undefined;
     log.warn(`drill log not archived: ${messageOf(err)}`);
   }
+  return { service: labels.service, environment: labels.environment, database: labels.database };
+}
+
+type DrillLabels = { service: string; environment: string; database: string };
+
+/**
+ * The newest `limit` drills of one database, read from their JSON reports under
+ * `drills/<service>/<environment>/<database>/` (all quarters), newest first.
+ */
+export async function drillHistory(storage: Storage, labels: DrillLabels, limit: number): Promise<DrillHistoryEntry[]> {
+  const folder = drillFolder(labels, new Date()).replace(/\d{4}-Q\d\/$/, '');
+  const keys: string[] = [];
+  for await (const obj of storage.list(folder)) if (/-drill-\d{8}T\d{6}Z\.json$/.test(obj.key)) keys.push(obj.key);
+  const stamp = (k: string) => /-drill-(\d{8}T\d{6}Z)\.json$/.exec(k)![1]!;
+  keys.sort((a, b) => (stamp(a) < stamp(b) ? 1 : stamp(a) > stamp(b) ? -1 : 0));
+  const out: DrillHistoryEntry[] = [];
+  for (const key of keys.slice(0, limit)) {
+    try {
+      const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string };
+      out.push({ startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key });
+    } catch {
+      /* an unreadable report is skipped */
+    }
+  }
+  return out;
 }

@@ -4,6 +4,7 @@ import { CheckFailedError, UsageError, exitCodeOf, messageOf, registerSecret } f
 import type { Logger } from '../log.ts';
 import { resolveConnection } from '../postgres/connection.ts';
 import type { S3Settings } from '../storage/index.ts';
+import type { IssueSettings } from './issues.ts';
 
 /**
  * The GitHub Actions door: typed inputs, masking, logging, outputs and the run wrapper shared
@@ -36,6 +37,27 @@ export const storageInputs = {
   'aws-secret-access-key': optional,
   'aws-session-token': optional,
 };
+
+/** Inputs of the GitHub failure issue (drill and verify). */
+export const issueInputs = {
+  'github-token': optional,
+  'issue-on-failure': optional,
+  'issue-label': optional,
+};
+
+/** Issue settings from {@link issueInputs}; undefined when disabled or no token is available. */
+export function issueSettingsFrom(inputs: { 'github-token'?: string; 'issue-on-failure'?: string; 'issue-label'?: string }): IssueSettings | undefined {
+  const enabled = (inputs['issue-on-failure'] ?? 'true').toLowerCase();
+  if (!['true', 'false'].includes(enabled)) throw new UsageError(`input "issue-on-failure" must be true or false (got ${JSON.stringify(inputs['issue-on-failure'])})`);
+  if (enabled === 'false') return undefined;
+  const token = inputs['github-token'] ?? process.env.GITHUB_TOKEN;
+  if (!token) {
+    core.info('no github-token: no failure issue will be opened');
+    return undefined;
+  }
+  core.setSecret(token);
+  return { token, label: inputs['issue-label'] ?? 'backup-drill-failure' };
+}
 
 /** Inputs that narrow `latest` to one service / environment / database. */
 export const filterInputs = {

@@ -1,7 +1,10 @@
 import * as core from '@actions/core';
 import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
-import { actionLogger, checkDatabaseUrl, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import {
+  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs,
+} from './action.ts';
+import { syncFailureIssue } from './issues.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
@@ -16,8 +19,10 @@ export async function run(): Promise<void> {
       'max-rto': optional,
       'max-rpo': optional,
       ...filterInputs,
+      ...issueInputs,
       ...storageInputs,
     });
+    const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
     checkDatabaseUrl(inputs['target-url']);
     const result = await core.group('drill', () =>
@@ -44,6 +49,12 @@ export async function run(): Promise<void> {
       'drill-log-uri': result.drillLogUri,
       'drill-report-uri': result.drillReportUri,
     });
+    const m = result.manifest;
+    const labels = { service: m?.service ?? inputs.service ?? '*', environment: m?.environment ?? inputs.environment ?? '*', database: m?.database ?? inputs.database ?? '*' };
+    const issue = issues
+      ? await syncFailureIssue({ kind: 'drill', ...labels, ok: result.ok, reason: result.reason, problems: result.problems, drillLogUri: result.drillLogUri, backupUri: result.backupUri }, issues)
+      : undefined;
+    if (issue !== undefined) core.setOutput('issue-number', String(issue));
     const rows = result.tables.map((t) => [`${t.schema}.${t.table}`, String(t.expected), t.actual === undefined ? 'missing' : String(t.actual), t.ok ? '✅' : '❌']);
     await core.summary
       .addHeading(`Restore drill: ${result.ok ? 'OK' : 'FAILED'}`, 3)
@@ -60,6 +71,11 @@ export async function run(): Promise<void> {
         ['result', result.ok ? 'restore drill OK' : result.problems.join('<br>')],
       ])
       .addTable([[{ data: 'table', header: true }, { data: 'rows in manifest', header: true }, { data: 'rows restored', header: true }, { data: '', header: true }], ...rows])
+      .addHeading('RTO trend (newest first)', 4)
+      .addTable([
+        [{ data: 'drill', header: true }, { data: 'backup', header: true }, { data: 'result', header: true }, { data: 'RTO', header: true }],
+        ...result.history.map((h) => [h.startedAt, h.backupId ?? '-', h.ok ? 'OK' : 'FAILED', formatSeconds(h.rtoMs)]),
+      ])
       .write();
     if (!result.ok) {
       core.setFailed(`restore drill failed: ${result.reason}`);

@@ -1,7 +1,8 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { syncFailureIssue } from './issues.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
 export async function run(): Promise<void> {
@@ -15,8 +16,10 @@ export async function run(): Promise<void> {
       'fail-on-suspicion': optional,
       'work-dir': optional,
       ...filterInputs,
+      ...issueInputs,
       ...storageInputs,
     });
+    const issues = issueSettingsFrom(inputs);
     maskSecrets({ storage: inputs });
     const result = await core.group('verify', () =>
       verify({
@@ -32,6 +35,10 @@ export async function run(): Promise<void> {
         logger: actionLogger,
       }),
     );
+    const m = result.manifest;
+    const labels = { service: m?.service ?? inputs.service ?? '*', environment: m?.environment ?? inputs.environment ?? '*', database: m?.database ?? inputs.database ?? '*' };
+    const issue = issues ? await syncFailureIssue({ kind: 'verify', ...labels, ok: result.ok, reason: result.reason, problems: [...result.problems, ...result.suspicions], backupUri: result.backupUri }, issues) : undefined;
+    if (issue !== undefined) core.setOutput('issue-number', String(issue));
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,
