@@ -18,7 +18,7 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
   it('dump → verify → drill', async () => {
     const db = await createDatabase('actions');
     const to = s3Location('actions');
-    const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, service: 'api', environment: 'production', compression: 'zstd:3', ...storageInputs() }, noAwsEnv);
+    const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, service: 'api', environment: 'production', compression: 'zstd:3', verify: 'checksum', ...storageInputs() }, noAwsEnv);
     assert.equal(dumped.code, 0, dumped.stdout + dumped.stderr);
     // Credentials are masked before anything is logged.
     const lines = dumped.stdout.split('\n');
@@ -36,6 +36,7 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     assert.match(o.sha256!, /^[0-9a-f]{64}$/);
     assert.ok(Number(o['size-bytes']) > 1000);
     assert.ok(Number(o['duration-ms']) >= 0);
+    assert.equal(o['verify-result'], 'ok');
     const manifest = JSON.parse((await s3Get(to, o['backup-key']!.replace('.dump.zst', '.manifest.json'))).toString());
     assert.equal(manifest.object.sha256, o.sha256);
     assert.match(dumped.summary, /Backup of api\/production\//);

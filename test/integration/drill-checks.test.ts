@@ -141,6 +141,22 @@ SELECT * FROM order_totals LIMIT 1;
     }
   });
 
+  it('refuses a pg_restore older than the archive\'s pg_dump, exit 2', async () => {
+    const db = await createDatabase('oldrestore', false);
+    const to = await fileLocation();
+    await dumpWithCli(db, to);
+    const { fakePgBin } = await import('../helpers.ts');
+    const bin = await fakePgBin('exit 0');
+    const { unlink } = await import('node:fs/promises');
+    await unlink(path.join(bin, 'pg_restore'));
+    await writeFile(path.join(bin, 'pg_restore'), '#!/bin/bash\necho "pg_restore (PostgreSQL) 9.6.24"\n', { mode: 0o755 });
+    for (const command of ['drill', 'verify']) {
+      const r = await cli([command, '--from', to], { PG_BIN_DIR: bin });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /archive written by pg_dump \d+\.\d+ needs pg_restore \d+ or newer but found pg_restore 9\.6 .*install postgresql-client-\d+/);
+    }
+  });
+
   it('refuses a target server older than the source', async () => {
     const db = await createDatabase('older');
     const to = await fileLocation();

@@ -71,6 +71,11 @@ describe('verify', () => {
     ['a 0-byte object', async (to, key) => s3Put(to, key, Buffer.alloc(0)), /size mismatch: the object has 0 bytes/],
     ['a missing object', async (to, key) => s3Put(to, key, undefined), /download failed: .* does not exist/],
     ['a missing manifest', async (to, _key, manifestKey) => s3Put(to, manifestKey, undefined), /manifest .* is missing: the backup is incomplete/],
+    ['a manifest whose sha256 does not match', async (to, _key, manifestKey) => {
+      const m = JSON.parse((await s3Get(to, manifestKey)).toString());
+      m.object.sha256 = '0'.repeat(64);
+      await s3Put(to, manifestKey, JSON.stringify(m));
+    }, /sha256 mismatch: the object hashes to [0-9a-f]{64}, the manifest says 0{64}/],
     ['a manifest from another backup', async (to, _key, manifestKey, otherManifestKey) => s3Put(to, manifestKey, await s3Get(to, otherManifestKey)), /belongs to another backup/],
   ];
   for (const [name, corrupt, expected] of corruptions) {
