@@ -10,6 +10,8 @@ export interface Logger {
   warn(message: string): void;
   /** Runs `fn` inside a named phase (a collapsible group in Actions logs). */
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
+  /** Redraws a one-line progress bar in place (terminals only); an empty line clears it. */
+  progress?(line: string): void;
 }
 
 /** A logger that writes timestamp-free lines to stderr, the CLI default. */
@@ -24,6 +26,9 @@ export function stderrLogger(quiet = false): Logger {
     async group(name, fn) {
       if (!quiet) process.stderr.write(`${redact(name)}\n`);
       return fn();
+    },
+    progress(line) {
+      if (!quiet && process.stderr.isTTY) process.stderr.write(`\r\x1b[K${redact(line)}`);
     },
   };
 }

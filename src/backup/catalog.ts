@@ -46,8 +46,13 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
       }
       continue;
     }
-    const dump = /^(.*)\.dump(\.zst|\.gz)?$/.exec(obj.key);
+    const dump = /^(.*)\.(?:dump|sql)(?:\.zst|\.gz)?$/.exec(obj.key);
     if (dump) objects.set(dump[1]!, { key: obj.key, sizeBytes: obj.sizeBytes });
+    const dirFile = /^(.*)\.dir\/[^/]+$/.exec(obj.key);
+    if (dirFile) {
+      const prev = objects.get(dirFile[1]!);
+      objects.set(dirFile[1]!, { key: `${dirFile[1]}.dir`, sizeBytes: (prev?.sizeBytes ?? 0) + obj.sizeBytes });
+    }
   }
   return manifests
     .map((m) => {
@@ -86,7 +91,7 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
     const base = `${storage.url.replace(/\/$/, '')}/`;
     if (key.startsWith(base)) key = key.slice(base.length);
     if (/^[a-z0-9]+:\/\//.test(key)) throw new UsageError(`backup ${wanted} is not under ${storage.url}: give a key relative to --from, or "latest"`);
-    manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.dump(\.zst|\.gz)?$/, '') + '.manifest.json';
+    manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?|dir\/?)$/, '') + '.manifest.json';
     if (!parseManifestKey(manifestKey)) throw new UsageError(`${JSON.stringify(wanted)} is not a backup key: use a key printed by "pg-backup list", or "latest"`);
   }
   let text: string;
@@ -99,7 +104,7 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
   const manifest = parseManifest(text, manifestKey);
   const dir = manifestKey.slice(0, manifestKey.lastIndexOf('/') + 1);
   const expectedId = manifestKey.slice(dir.length, -'.manifest.json'.length);
-  if (manifest.id !== expectedId || !manifest.object.name.startsWith(`${expectedId}.dump`)) {
+  if (manifest.id !== expectedId || !manifest.object.name.startsWith(`${expectedId}.`)) {
     throw new CheckFailedError(`manifest ${manifestKey} belongs to another backup (${manifest.id}): it was copied or overwritten`);
   }
   return { manifestKey, objectKey: dir + manifest.object.name, manifest };

@@ -40,6 +40,17 @@ export interface Codec {
   stream: Duplex;
   /** Resolves when the codec finished cleanly; rejects with a one-line reason otherwise. */
   done: Promise<void>;
+  /** Stops the codec at once, discarding buffered data (so `done` settles). */
+  abort(): void;
+}
+
+/** Resolves when a stream ended; rejects when it errored or was destroyed before its end. */
+function settleOnEnd(stream: Duplex, what: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    stream.on('end', resolve);
+    stream.on('error', (err) => reject(new Error(`${what} failed: ${err.message}`)));
+    stream.on('close', () => reject(new Error(`${what} was stopped before the end`)));
+  });
 }
 
 let zstdChecked: Promise<void> | undefined;
@@ -66,15 +77,11 @@ export function requireZstd(): Promise<void> {
 export async function startCodec(spec: CompressionSpec, direction: 'compress' | 'decompress', signal?: AbortSignal): Promise<Codec> {
   if (spec.algorithm === 'none') {
     const stream = new PassThrough();
-    return { stream, done: new Promise((resolve, reject) => stream.on('end', resolve).on('error', reject)) };
+    return { stream, done: settleOnEnd(stream, 'copy'), abort: () => stream.destroy() };
   }
   if (spec.algorithm === 'gzip') {
     const stream = direction === 'compress' ? zlib.createGzip({ level: spec.level ?? 6 }) : zlib.createGunzip();
-    const done = new Promise<void>((resolve, reject) => {
-      stream.on('end', resolve);
-      stream.on('error', (err) => reject(new Error(`gzip ${direction} failed: ${err.message}`)));
-    });
-    return { stream, done };
+    return { stream, done: settleOnEnd(stream, `gzip ${direction}`), abort: () => stream.destroy() };
   }
   await requireZstd();
   const args = direction === 'compress' ? [`-${spec.level ?? 3}`, '-T0', '-q', '-c'] : ['-d', '-q', '-c'];
@@ -93,5 +100,11 @@ export async function startCodec(spec: CompressionSpec, direction: 'compress' | 
       throw new Error(`zstd ${direction === 'compress' ? '' : '-d '}failed: ${why}`);
     },
   );
-  return { stream: Duplex.from({ writable: child.stdin, readable: child.stdout }), done };
+  const abort = () => {
+    // execa settles only once the process exited and its pipes closed: close them ourselves.
+    child.stdin.destroy();
+    child.stdout.destroy();
+    child.kill('SIGKILL');
+  };
+  return { stream: Duplex.from({ writable: child.stdin, readable: child.stdout }), done, abort };
 }

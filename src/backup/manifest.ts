@@ -19,14 +19,43 @@ export const ManifestSchema = z.object({
   finishedAt: z.iso.datetime(),
   durationMs: z.number().int().nonnegative(),
   /** pg_dump archive format. */
-  format: z.enum(['custom']),
+  format: z.enum(['custom', 'plain', 'directory']),
   compression: z.object({ algorithm: z.enum(['zstd', 'gzip', 'none']), level: z.number().int().optional() }),
-  /** The stored object, beside the manifest (same directory). */
+  /**
+   * The stored object, beside the manifest (same directory). For the directory format, `name`
+   * is the folder `<id>.dir`, `sizeBytes` the total, and `sha256` the SHA-256 of the lines
+   * `<sha256>  <name>\n` of its `files`, sorted by name.
+   */
   object: z.object({
     name: z.string().min(1),
     sizeBytes: z.number().int().nonnegative(),
     sha256: z.string().regex(/^[0-9a-f]{64}$/),
   }),
+  /** Directory format only: each file of the archive as stored (compressed) under `object.name/`. */
+  files: z
+    .array(z.object({ name: z.string().min(1), sizeBytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/), archiveSizeBytes: z.number().int().nonnegative() }))
+    .optional(),
+  /** Extra objects beside the dump: checksum files (`.md5`, `.sha256`) and the schema-only SQL. */
+  sidecars: z
+    .array(z.object({ name: z.string().min(1), kind: z.enum(['md5', 'sha256', 'schema']), sizeBytes: z.number().int().nonnegative(), sha256: z.string().regex(/^[0-9a-f]{64}$/) }))
+    .optional(),
+  /** The pg_dump options the backup was taken with (what a restore must know). */
+  options: z
+    .object({
+      clean: z.boolean().optional(),
+      noOwner: z.boolean().optional(),
+      noAcl: z.boolean().optional(),
+      schemas: z.array(z.string()).optional(),
+      excludeSchemas: z.array(z.string()).optional(),
+      tables: z.array(z.string()).optional(),
+      excludeTables: z.array(z.string()).optional(),
+      excludeTableData: z.array(z.string()).optional(),
+      jobs: z.number().int().optional(),
+      extraArgs: z.array(z.string()).optional(),
+    })
+    .optional(),
+  /** Roles of the source cluster (not secrets): a restore elsewhere needs them to exist for ownership and grants. */
+  roles: z.array(z.string()).optional(),
   /** Size of pg_dump's output before compression, in bytes. */
   archiveSizeBytes: z.number().int().nonnegative(),
   pgDump: z.object({ path: z.string(), version: z.string(), major: z.number().int() }),
@@ -35,6 +64,8 @@ export const ManifestSchema = z.object({
   databaseSizeBytes: z.number().int().nonnegative(),
   /** Rows per table, counted in the dump's own snapshot (`pg_export_snapshot()` + `pg_dump --snapshot`). */
   tables: z.array(z.object({ schema: z.string(), table: z.string(), rows: z.number().int().nonnegative() })),
+  /** Tables dumped without their rows (`--exclude-table-data`): not counted. */
+  tablesWithoutData: z.array(z.object({ schema: z.string(), table: z.string() })).optional(),
   /** The schema-migration head found in the dump's snapshot (alembic, Flyway, Prisma, Django, Knex, Rails), if any. */
   migrationHead: z.object({ table: z.string(), head: z.string() }).optional(),
 });

@@ -1,13 +1,93 @@
+import { createWriteStream } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import { messageOf } from '../errors.ts';
-import type { PgBinary } from '../postgres/binaries.ts';
-import type { DatabaseConnection } from '../postgres/connection.ts';
-import { runPgProgram } from '../postgres/processes.ts';
 import type { Storage } from '../storage/index.ts';
 import type { ResolvedBackup } from './catalog.ts';
-import { startCodec } from './compression.ts';
+import { compressionSuffix, startCodec, type CompressionSpec } from './compression.ts';
+import type { Manifest } from './manifest.ts';
 import { Meter } from './meter.ts';
+
+/** One stored object of a backup and what the manifest says of it. */
+export interface StoredPart {
+  key: string;
+  compression: CompressionSpec;
+  sizeBytes: number;
+  sha256: string;
+  /** For a directory archive: the file's name, used in messages and as the local file name. */
+  label?: string;
+}
+
+/**
+ * The stored objects of a backup: the one dump object, or each file of a directory archive
+ * (stored as `<id>.dir/<file><compression suffix>`).
+ */
+export function storedParts(backup: ResolvedBackup): StoredPart[] {
+  const m = backup.manifest;
+  if (m.format !== 'directory') return [{ key: backup.objectKey, compression: m.compression, sizeBytes: m.object.sizeBytes, sha256: m.object.sha256 }];
+  const suffix = compressionSuffix(m.compression);
+  return (m.files ?? []).map((f) => ({ key: `${backup.objectKey}/${f.name}${suffix}`, compression: m.compression, sizeBytes: f.sizeBytes, sha256: f.sha256, label: f.name }));
+}
+
+/** The local name of a downloaded archive: `<id>.dump`, `<id>.sql`, or the directory `<id>.dir`. */
+export function localArchiveName(m: Manifest): string {
+  return `${m.id}.${m.format === 'plain' ? 'sql' : m.format === 'directory' ? 'dir' : 'dump'}`;
+}
+
+/** A backup downloaded, checked and decompressed to local disk. */
+export interface LocalArchive {
+  /** The archive file, or directory for the directory format. */
+  path: string;
+  /** Size and checksum problems (empty when every part matches the manifest). */
+  problems: string[];
+  /** Bytes downloaded. */
+  sizeBytes: number;
+}
+
+/**
+ * Downloads a backup into `scratch`, checking every part's size and SHA-256 against the manifest
+ * and decompressing it: one file for custom and plain, a directory of files for the directory
+ * format (4 at a time). Needs the manifest's `archiveSizeBytes` of free space.
+ */
+export async function downloadArchive(storage: Storage, backup: ResolvedBackup, scratch: string, signal?: AbortSignal): Promise<LocalArchive> {
+  const target = path.join(scratch, localArchiveName(backup.manifest));
+  const parts = storedParts(backup);
+  if (backup.manifest.format === 'directory') await mkdir(target, { recursive: true });
+  const problems: string[] = [];
+  let sizeBytes = 0;
+  await mapLimit(parts, 4, async (part) => {
+    const file = part.label ? path.join(target, part.label) : target;
+    const outcome = await streamBackup(storage, part, () => fileSink(file), signal);
+    sizeBytes += outcome.sizeBytes;
+    problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: /, 'writing the archive failed: ')));
+  });
+  return { path: target, problems, sizeBytes };
+}
+
+/** A sink that writes a local file; running out of space is named as such. */
+function fileSink(file: string): ArchiveSink {
+  const stream = createWriteStream(file);
+  const done = finished(stream).catch((err: NodeJS.ErrnoException) => {
+    throw new Error(err.code === 'ENOSPC' ? `${path.dirname(file)} ran out of space (ENOSPC): free space or choose another --work-dir` : messageOf(err));
+  });
+  return { stream, done };
+}
+
+/** Runs `fn` over `items`, at most `limit` at a time. */
+export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
 
 /** What reading a backup back found; every field is filled even when an earlier stage failed. */
 export interface ReadbackOutcome {
@@ -88,29 +168,36 @@ export function teeSinks(parts: ArchiveSink[]): ArchiveSink {
  * hashed to the end even when the decompressor or the sink gives up early, so the checksum
  * verdict is always available. Sink errors are reported as `restoreError`.
  */
-export async function streamBackup(storage: Storage, backup: ResolvedBackup, openSink: () => ArchiveSink, signal?: AbortSignal): Promise<ReadbackOutcome> {
+export async function streamBackup(storage: Storage, part: StoredPart, openSink: () => ArchiveSink, signal?: AbortSignal): Promise<ReadbackOutcome> {
   const outcome: ReadbackOutcome = { sizeBytes: 0, sha256: undefined };
   let source;
   try {
-    source = await storage.get(backup.objectKey);
+    source = await storage.get(part.key);
   } catch (err) {
     outcome.downloadError = messageOf(err);
     return outcome;
   }
   const meter = new Meter('sha256');
-  const codec = await startCodec(backup.manifest.compression, 'decompress', signal);
+  const codec = await startCodec(part.compression, 'decompress', signal);
   const sink = openSink();
   sink.stream.on('error', () => undefined); // EPIPE when the sink exits early: its own status tells why
   codec.stream.on('error', () => undefined); // likewise for the decompressor
   const onAbort = () => source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('cancelled'));
   signal?.addEventListener('abort', onAbort, { once: true });
+  // A download that breaks off ends the pipeline instead of leaving it waiting for more bytes:
+  // the decompressor and the sink then see a truncated stream and fail on their own.
+  source.once('error', () => {
+    source.unpipe(meter);
+    meter.end();
+  });
   source.pipe(meter).pipe(forwardOrDrain(codec.stream));
   codec.stream.pipe(forwardOrDrain(sink.stream));
+  const downloaded = new Promise<void>((resolve, reject) => {
+    source.once('error', reject);
+    source.once('end', resolve);
+  });
   const [download, decompress, sunk] = await Promise.allSettled([
-    new Promise<void>((resolve, reject) => {
-      source.once('error', reject);
-      finished(meter).then(resolve, reject);
-    }),
+    Promise.all([downloaded, finished(meter)]),
     codec.done,
     sink.done,
   ]);
@@ -127,41 +214,19 @@ export async function streamBackup(storage: Storage, backup: ResolvedBackup, ope
 }
 
 /**
- * Streams a backup into `pg_restore` with the given arguments (reading the archive from stdin):
- * `--file=/dev/null` reads every data block without writing anywhere (verify); `--dbname`
- * restores (restore). Nothing touches local disk.
- */
-export function readBackup(
-  storage: Storage,
-  backup: ResolvedBackup,
-  pgRestore: PgBinary,
-  restoreArgs: string[],
-  options: { connection?: DatabaseConnection; signal?: AbortSignal } = {},
-): Promise<ReadbackOutcome> {
-  return streamBackup(
-    storage,
-    backup,
-    () => {
-      const restore = runPgProgram(pgRestore, restoreArgs, { connection: options.connection, signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
-      return { stream: restore.stdin, done: restore.done };
-    },
-    options.signal,
-  );
-}
-
-/**
  * The reasons a read-back disagrees with its manifest, most telling first: download failure,
  * size, SHA-256, decompression, pg_restore. Empty when the backup is intact.
  */
-export function readbackProblems(outcome: ReadbackOutcome, backup: ResolvedBackup): string[] {
-  const expected = backup.manifest.object;
+export function readbackProblems(outcome: ReadbackOutcome, part: StoredPart): string[] {
+  const expected = part;
   const problems: string[] = [];
-  if (outcome.downloadError) problems.push(`download failed: ${outcome.downloadError}`);
+  const of = part.label ? `${part.label}: ` : '';
+  if (outcome.downloadError) problems.push(`${of}download failed: ${outcome.downloadError}`);
   else {
-    if (outcome.sizeBytes !== expected.sizeBytes) problems.push(`size mismatch: the object has ${outcome.sizeBytes} bytes, the manifest says ${expected.sizeBytes}`);
-    if (outcome.sha256 !== expected.sha256) problems.push(`sha256 mismatch: the object hashes to ${outcome.sha256}, the manifest says ${expected.sha256}`);
+    if (outcome.sizeBytes !== expected.sizeBytes) problems.push(`${of}size mismatch: the object has ${outcome.sizeBytes} bytes, the manifest says ${expected.sizeBytes}`);
+    if (outcome.sha256 !== expected.sha256) problems.push(`${of}sha256 mismatch: the object hashes to ${outcome.sha256}, the manifest says ${expected.sha256}`);
   }
-  if (outcome.decompressError) problems.push(`decompression failed: ${outcome.decompressError}`);
-  if (outcome.restoreError) problems.push(`archive unreadable: ${outcome.restoreError}`);
+  if (outcome.decompressError) problems.push(`${of}decompression failed: ${outcome.decompressError}`);
+  if (outcome.restoreError) problems.push(`${of}archive unreadable: ${outcome.restoreError}`);
   return problems;
 }

@@ -1,23 +1,20 @@
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { drillFolder, parseManifestKey, utcStamp } from '../backup/keys.ts';
 import type { Manifest } from '../backup/manifest.ts';
-import { createWriteStream } from 'node:fs';
-import { execa } from 'execa';
 import type pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { finished } from 'node:stream/promises';
 import { parseDuration } from '../backup/duration.ts';
-import { readbackProblems, streamBackup } from '../backup/readback.ts';
+import { downloadArchive } from '../backup/readback.ts';
+import { archiveExtensions, createMissingRoles, restoreLocalArchive } from '../postgres/archive.ts';
 import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
-import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
+import { findPgBinary } from '../postgres/binaries.ts';
 import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
-import { describeFailure, runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
@@ -182,40 +179,38 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         target = withDatabase(cluster.connection, manifest.database);
       }
 
-      // Phase 1: download, checksum and decompress into a file (parallel restore needs a seekable file).
+      // Phase 1: download, checksum and decompress to local disk (parallel restore needs a seekable archive).
       const parent = options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
-      const archive = path.join(scratch, `${manifest.id}.dump`);
-      log.info(`downloading into ${archive} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
+      log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();
-      const outcome = await streamBackup(
-        storage,
-        backup,
-        () => {
-          const file = createWriteStream(archive);
-          return { stream: file, done: finished(file).catch((err: NodeJS.ErrnoException) => {
-            throw new Error(err.code === 'ENOSPC' ? `${parent} ran out of space: the archive needs ${formatBytes(manifest.archiveSizeBytes)}, plus room for the restored database` : messageOf(err));
-          }) };
-        },
-        options.signal,
-      );
+      const local = await downloadArchive(storage, backup, scratch, options.signal);
       result.phases.downloadMs = Date.now() - downloadStart;
-      const downloadProblems = readbackProblems(outcome, backup).map((p) => p.replace(/^archive unreadable: /, 'writing the archive failed: '));
-      result.problems.push(...downloadProblems);
-      log.info(`download phase: ${formatSeconds(result.phases.downloadMs)} for ${formatBytes(outcome.sizeBytes)}, sha256 ${downloadProblems.length ? 'MISMATCH or incomplete' : 'matches the manifest'}`);
+      result.problems.push(...local.problems);
+      log.info(`download phase: ${formatSeconds(result.phases.downloadMs)} for ${formatBytes(local.sizeBytes)}, sha256 ${local.problems.length ? 'MISMATCH or incomplete' : 'matches the manifest'}`);
 
-      if (downloadProblems.length === 0) {
+      if (local.problems.length === 0) {
         // Preflight: every extension the archive creates must be available on the target.
-        result.extensions = await archiveExtensions(pgRestore, archive);
+        result.extensions = await archiveExtensions(manifest.format, pgRestore, local.path);
         const missing = await missingExtensions(target, result.extensions);
         if (missing.length) {
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${missing.length > 1 ? 'them' : 'it'} on the drill server (e.g. postgresql-${manifest.server.major}-${missing[0]}) or drill into a --target-url that has ${missing.length > 1 ? 'them' : 'it'}`);
         } else {
           // Phase 2: restore.
-          log.info(`restoring into ${target.display} with pg_restore ${pgRestore.version}, ${jobs} job${jobs > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
+          const psql = await findPgBinary('psql', 0, 'restoring a plain SQL dump');
+          if (cluster && manifest.format === 'plain') {
+            // A plain dump names its owners and grantees: give the throwaway cluster those roles.
+            const admin = await connect(target, 'pg-backup drill');
+            const created = await createMissingRoles(admin, manifest.roles).finally(() => admin.end().catch(() => undefined));
+            if (created.length) log.info(`created the source's roles ${created.join(', ')} (NOLOGIN) in the throwaway cluster`);
+          }
+          const parallel = manifest.format === 'plain' ? 1 : jobs;
+          log.info(`restoring into ${target.display} with ${manifest.format === 'plain' ? `psql ${psql.version}` : `pg_restore ${pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const restoreStart = Date.now();
-          const restore = runPgProgram(pgRestore, ['--exit-on-error', '--no-owner', '--no-acl', `--jobs=${jobs}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
-          const restoreError = await restore.done.then(() => undefined, (err: unknown) => messageOf(err));
+          const restoreError = await restoreLocalArchive(manifest.format, { pgRestore, psql }, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
+            () => undefined,
+            (err: unknown) => messageOf(err),
+          );
           result.phases.restoreMs = Date.now() - restoreStart;
           if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
@@ -342,18 +337,6 @@ async function sequencesBehind(client: pg.Client): Promise<string[]> {
   return behind;
 }
 
-/** Extensions an archive creates, from its TOC (`pg_restore --list`: `…; … EXTENSION - name`). */
-async function archiveExtensions(pgRestore: PgBinary, archive: string): Promise<string[]> {
-  const listed = await execa(pgRestore.path, ['--list', archive], { reject: false });
-  if (listed.exitCode !== 0) throw new CheckFailedError(`the archive's TOC is unreadable: ${describeFailure('pg_restore --list', listed)}`);
-  const names = new Set<string>();
-  for (const line of listed.stdout.split('\n')) {
-    const m = /^\d+; \d+ \d+ EXTENSION - (\S+)/.exec(line);
-    if (m) names.add(m[1]!);
-  }
-  return [...names].sort();
-}
-
 /** Of `extensions`, those the target server cannot create (`pg_available_extensions`). */
 async function missingExtensions(target: DatabaseConnection, extensions: string[]): Promise<string[]> {
   if (extensions.length === 0) return [];
@@ -380,7 +363,7 @@ async function archiveDrillLog(
   startedAt: Date,
   log: Logger,
 ): Promise<DrillLabels | undefined> {
-  const fromKey = options.backup && options.backup !== 'latest' ? parseManifestKey(options.backup.replace(/\.dump(\.zst|\.gz)?$/, '.manifest.json')) : undefined;
+  const fromKey = options.backup && options.backup !== 'latest' ? parseManifestKey(options.backup.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?|dir\/?)$/, '.manifest.json')) : undefined;
   const labels = backup?.manifest ?? fromKey ?? (options.filter?.service && options.filter.environment && options.filter.database ? (options.filter as Required<BackupFilter>) : undefined);
   if (!labels) {
     log.warn('drill log not archived: the backup could not be identified (give --service, --environment and --database)');

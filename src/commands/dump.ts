@@ -1,23 +1,35 @@
-import { PassThrough } from 'node:stream';
+import { createHash } from 'node:crypto';
+import { createReadStream, readdirSync, statSync } from 'node:fs';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { finished } from 'node:stream/promises';
-import { compressionSuffix, parseCompression, requireZstd, startCodec } from '../backup/compression.ts';
+import { compressionSuffix, parseCompression, requireZstd, type CompressionSpec } from '../backup/compression.ts';
+import { parseDuration } from '../backup/duration.ts';
 import { backupKeys, validateLabel } from '../backup/keys.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
-import { Meter } from '../backup/meter.ts';
-import { UsageError } from '../errors.ts';
+import type { MeterHash } from '../backup/meter.ts';
+import { startProgress } from '../backup/progress.ts';
+import { mapLimit } from '../backup/readback.ts';
+import { uploadStream, type StreamCounters } from '../backup/upload-stream.ts';
+import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { findPgBinary } from '../postgres/binaries.ts';
-import { resolveConnection } from '../postgres/connection.ts';
+import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
+import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
+import { pgDumpArgs, selectTables, validateSelection, type DumpSelection } from '../postgres/dump-options.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts } from '../postgres/server.ts';
-import { openStorage, type S3Settings } from '../storage/index.ts';
+import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 import { VERIFY_LEVELS, verify, type VerifyLevel, type VerifyResult } from './verify.ts';
 
+/** Checksum files a team's tooling may expect beside each dump (seed 000 uploads an `.md5`). */
+export type ChecksumSidecar = 'md5' | 'sha256';
+
 /** Options of {@link dump}. */
-export interface DumpOptions {
+export interface DumpOptions extends DumpSelection {
   /** libpq URL; default `DATABASE_URL`, then the `PG*` variables. */
   databaseUrl?: string;
   /** `s3://BUCKET/PREFIX` or `file:///DIR`. */
@@ -28,6 +40,16 @@ export interface DumpOptions {
   environment?: string;
   /** `zstd[:level]` (default `zstd:3`), `gzip[:level]`, `none`. */
   compression?: string;
+  /** Write `<object>.md5` / `<object>.sha256` in `md5sum` / `sha256sum` format beside the dump. */
+  checksumSidecars?: ChecksumSidecar[];
+  /** Also write `<id>.schema.sql`: the schema alone, plain SQL, uncompressed, in the same snapshot (grep and diff it). */
+  schemaSidecar?: boolean;
+  /** Directory format: where pg_dump spools the archive before upload (needs about the database's size). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
+  workDir?: string;
+  /** Fail when no byte moved for this long (`10m`, the default; `0` disables). */
+  stallTimeout?: string;
+  /** Progress report interval in ms. Default 500 on a terminal, 10 000 elsewhere. */
+  progressIntervalMs?: number;
   s3?: S3Settings;
   logger: Logger;
   /** Aborting cancels the dump: pg_dump is stopped and the multipart upload aborted. */
@@ -46,23 +68,28 @@ export interface DumpResult {
   manifest: Manifest;
   backupUri: string;
   manifestUri: string;
-  /** The dump object's key relative to the storage location. */
+  /** The dump object's key relative to the storage location (for the directory format, its folder). */
   objectKey: string;
   manifestKey: string;
   /** Present when `verify` was asked for. */
   verification?: VerifyResult;
 }
 
+/** Object-name suffix per format, before the compression suffix. */
+const FORMAT_SUFFIX = { custom: '.dump', plain: '.sql', directory: '.dir' } as const;
+
 /**
- * Takes one backup: `pg_dump --format=custom` → compression → SHA-256 → multipart upload, with
- * no temporary file and memory bounded by part size × (queue size + 1). Row counts per table
- * are taken in the dump's own snapshot. The manifest is written last, only after pg_dump and
- * the compressor exited 0 and the upload completed; on any failure the multipart upload is
- * aborted and nothing is visible as a backup.
+ * Takes one backup of one database. custom and plain: `pg_dump` → compression (its own process)
+ * → SHA-256 → multipart upload, with no temporary file and memory bounded by part size ×
+ * (queue size + 1). directory: `pg_dump --format=directory --jobs N` spools to the work dir,
+ * then each file is compressed and uploaded under `<id>.dir/`. Row counts per table and the
+ * migration head are read in the dump's own snapshot. The manifest is written last, only after
+ * pg_dump and the compressor exited 0 and every upload completed; on any failure the multipart
+ * upload is aborted and nothing is visible as a backup.
  *
  * Needs only write access to the bucket (PutObject, multipart upload): no List, Get or Head.
- * @throws UsageError for bad options, an unreachable database or bucket, or a pg_dump older than the server.
- * @throws Error when pg_dump, the compressor or the upload fails.
+ * @throws UsageError for bad options, an unreachable database or bucket, a filter matching nothing, or a pg_dump older than the server.
+ * @throws Error when pg_dump, the compressor or the upload fails or stalls.
  */
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const { logger } = options;
@@ -70,118 +97,221 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
   const service = validateLabel('service', options.service?.trim() || 'default');
   const environment = validateLabel('environment', options.environment?.trim() || 'default');
   const compression = parseCompression(options.compression);
+  const selection = validateSelection(options);
   const storage = openStorage(options.to, options.s3);
   const conn = resolveConnection(options.databaseUrl);
   if (compression.algorithm === 'zstd') await requireZstd();
   if (options.verify && !VERIFY_LEVELS.includes(options.verify)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
+  const stallTimeoutMs = parseDuration(options.stallTimeout ?? '10m', '--stall-timeout');
+  for (const sidecar of options.checksumSidecars ?? []) {
+    if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
+  }
 
   const client = await connect(conn, 'pg-backup dump');
   try {
     const server = await serverFacts(client);
     const pgDump = await findPgBinary('pg_dump', server.major, `dumping PostgreSQL ${server.version} at ${conn.display}`);
-    logger.info(`${conn.database}: dumping ${conn.display} (PostgreSQL ${server.version}, ${formatBytes(server.databaseSizeBytes)}) with pg_dump ${pgDump.version} → ${storage.url}`);
+    logger.info(`${conn.database}: dumping ${conn.display} (PostgreSQL ${server.version}, ${formatBytes(server.databaseSizeBytes)}) with pg_dump ${pgDump.version}, ${selection.format} format → ${storage.url}`);
 
     // The snapshot stays exported while this transaction is open: pg_dump imports it, and the
     // row counts below run in it, so both see the same data. PostgreSQL docs 9.27.5, "Snapshot
     // Synchronization Functions".
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
-    const tables = await listUserTables(client);
+    const selected = await selectTables(client, await listUserTables(client), selection);
     const migrationHead = await findMigrationHead(client, true);
-    logger.info(`${conn.database}: snapshot ${snapshot} exported; ${tables.length} tables to count in it`);
+    const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
+    const counted = selected.filter((t) => t.withData);
+    logger.info(`${conn.database}: snapshot ${snapshot} exported; ${counted.length} tables to count in it`);
 
     const startedAt = now();
-    const keys = backupKeys({ service, environment, database: conn.database }, startedAt, `.dump${compressionSuffix(compression)}`);
-    const controller = new AbortController();
-    const onOuterAbort = () => controller.abort(new UsageError('dump cancelled: the upload was aborted and no backup was written'));
-    options.signal?.addEventListener('abort', onOuterAbort, { once: true });
-    if (options.signal?.aborted) onOuterAbort();
+    const keys = backupKeys(
+      { service, environment, database: conn.database },
+      startedAt,
+      selection.format === 'directory' ? FORMAT_SUFFIX.directory : `${FORMAT_SUFFIX[selection.format]}${compressionSuffix(compression)}`,
+    );
+    const stem = keys.manifestKey.slice(0, -'.manifest.json'.length);
+    const stall = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, stall.signal]) : stall.signal;
+    const hashes: MeterHash[] = options.checksumSidecars?.includes('md5') ? ['sha256', 'md5'] : ['sha256'];
+    const common = [...pgDumpArgs(selection), `--snapshot=${snapshot}`, '--no-password'];
 
-    let firstError: unknown;
-    const fail = (err: unknown) => {
-      firstError ??= err;
-      if (!controller.signal.aborted) controller.abort(err);
-    };
-    const pgDumpProc = runPgProgram(pgDump, ['--format=custom', '--compress=0', `--snapshot=${snapshot}`, '--no-password'], {
-      connection: conn,
-      signal: controller.signal,
-    });
-    const codec = await startCodec(compression, 'compress', controller.signal);
-    const raw = new Meter();
-    const stored = new Meter('sha256');
-    const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-
-    pgDumpProc.stdout.on('error', fail);
-    codec.stream.on('error', fail);
-    stored.on('error', fail);
-    pgDumpProc.stdout.pipe(raw).pipe(codec.stream).pipe(stored).pipe(body, { end: false });
-
-    const upload = storage.upload(keys.objectKey, body, {
-      signal: controller.signal,
-      contentType: 'application/octet-stream',
-      sizeHintBytes: server.databaseSizeBytes,
-    });
-    upload.catch(fail);
+    const counts = countRows(client, counted);
+    counts.catch(() => undefined);
+    let counters: StreamCounters | undefined;
+    let spoolBytes: () => number = () => 0;
+    const stopProgress = startProgress(
+      { rawBytes: () => (counters?.raw.bytes ?? 0) + spoolBytes(), storedBytes: () => counters?.stored.bytes ?? 0 },
+      {
+        label: conn.database,
+        logger,
+        intervalMs: options.progressIntervalMs,
+        stallTimeoutMs,
+        onStall: (message) => stall.abort(new Error(message)),
+      },
+    );
+    let stored: { storedBytes: number; rawBytes: number; sha256: string; md5?: string; files?: (NonNullable<Manifest['files']>[number] & { md5?: string })[] };
     try {
-      const counts = countRows(client, tables);
-      counts.catch(fail);
-      // Complete the upload only after every producer exited cleanly: a pg_dump killed half-way
-      // must never become a valid-looking object.
-      await Promise.all([pgDumpProc.done, codec.done, finished(stored)]).catch((err) => {
-        fail(err);
-        throw err;
-      });
-      body.end();
-      await upload;
-      const tableRows = await counts;
-      await client.query('COMMIT');
-      const finishedAt = now();
-      const manifest: Manifest = ManifestSchema.parse({
-        manifestVersion: 1,
-        tool: TOOL,
-        id: keys.id,
-        service,
-        environment,
-        database: conn.database,
-        startedAt: startedAt.toISOString(),
-        finishedAt: finishedAt.toISOString(),
-        durationMs: finishedAt.getTime() - startedAt.getTime(),
-        format: 'custom',
-        compression,
-        object: { name: keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1), sizeBytes: stored.bytes, sha256: stored.digest() },
-        archiveSizeBytes: raw.bytes,
-        pgDump: { path: pgDump.path, version: pgDump.version, major: pgDump.major },
-        server: { version: server.version, versionNum: server.versionNum, major: server.major },
-        databaseSizeBytes: server.databaseSizeBytes,
-        tables: tableRows,
-        migrationHead,
-      });
-      // The manifest is the commit marker: written last.
-      await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
-      logger.info(`${conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(stored.bytes)} (${formatBytes(raw.bytes)} before ${compression.algorithm}), sha256 ${manifest.object.sha256}`);
-      const result: DumpResult = {
-        manifest,
-        backupUri: storage.uri(keys.objectKey),
-        manifestUri: storage.uri(keys.manifestKey),
-        objectKey: keys.objectKey,
-        manifestKey: keys.manifestKey,
-      };
-      if (options.verify && options.verify !== 'none') {
-        result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.s3, logger, signal: options.signal });
+      if (selection.format === 'directory') {
+        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => (counters = c) });
+      } else {
+        const s = await uploadStream(storage, keys.objectKey, (sig) => {
+          const p = runPgProgram(pgDump, [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common], { connection: conn, signal: sig });
+          return { stream: p.stdout, done: p.done };
+        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => (counters = c) });
+        stored = { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5 };
       }
-      return result;
     } catch (err) {
-      fail(err);
-      body.destroy();
-      await upload.catch(() => undefined);
-      await pgDumpProc.done.catch(() => undefined);
-      await codec.done.catch(() => undefined);
-      throw firstError;
+      throw stall.signal.aborted && !options.signal?.aborted ? stall.signal.reason : err;
     } finally {
-      options.signal?.removeEventListener('abort', onOuterAbort);
+      stopProgress();
     }
+
+    const sidecars: NonNullable<Manifest['sidecars']> = [];
+    const objectName = keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1);
+    if (options.schemaSidecar) {
+      const schema = await uploadStream(storage, `${stem}.schema.sql`, (sig) => {
+        const p = runPgProgram(pgDump, ['--format=plain', '--schema-only', ...common], { connection: conn, signal: sig });
+        return { stream: p.stdout, done: p.done };
+      }, { compression: { algorithm: 'none' }, signal });
+      sidecars.push({ name: `${stem.slice(stem.lastIndexOf('/') + 1)}.schema.sql`, kind: 'schema', sizeBytes: schema.storedBytes, sha256: schema.digests.sha256! });
+    }
+    for (const kind of options.checksumSidecars ?? []) {
+      // The formats of md5sum / sha256sum, so `md5sum -c` works on a downloaded copy.
+      const lines = stored.files
+        ? stored.files.map((f) => `${kind === 'md5' ? f.md5 : f.sha256}  ${objectName}/${f.name}${compressionSuffix(compression)}`)
+        : [`${kind === 'md5' ? stored.md5 : stored.sha256}  ${objectName}`];
+      const text = `${lines.join('\n')}\n`;
+      await storage.put(`${keys.objectKey}.${kind}`, text, 'text/plain');
+      sidecars.push({ name: `${objectName}.${kind}`, kind, sizeBytes: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') });
+    }
+
+    const tableRows = await counts;
+    await client.query('COMMIT');
+    const finishedAt = now();
+    const manifest: Manifest = ManifestSchema.parse({
+      manifestVersion: 1,
+      tool: TOOL,
+      id: keys.id,
+      service,
+      environment,
+      database: conn.database,
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      format: selection.format,
+      compression,
+      object: { name: objectName, sizeBytes: stored.storedBytes, sha256: stored.sha256 },
+      files: stored.files?.map(({ name, sizeBytes, sha256, archiveSizeBytes }) => ({ name, sizeBytes, sha256, archiveSizeBytes })),
+      sidecars: sidecars.length ? sidecars : undefined,
+      options: recordedOptions(selection),
+      roles,
+      archiveSizeBytes: stored.rawBytes,
+      pgDump: { path: pgDump.path, version: pgDump.version, major: pgDump.major },
+      server: { version: server.version, versionNum: server.versionNum, major: server.major },
+      databaseSizeBytes: server.databaseSizeBytes,
+      tables: tableRows,
+      tablesWithoutData: selected.some((t) => !t.withData) ? selected.filter((t) => !t.withData).map(({ schema, table }) => ({ schema, table })) : undefined,
+      migrationHead,
+    });
+    // The manifest is the commit marker: written last.
+    await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
+    logger.info(`${conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(stored.storedBytes)} (${formatBytes(stored.rawBytes)} before ${compression.algorithm}), sha256 ${manifest.object.sha256}`);
+    const result: DumpResult = {
+      manifest,
+      backupUri: storage.uri(keys.objectKey),
+      manifestUri: storage.uri(keys.manifestKey),
+      objectKey: keys.objectKey,
+      manifestKey: keys.manifestKey,
+    };
+    if (options.verify && options.verify !== 'none') {
+      result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.s3, logger, signal: options.signal, workDir: options.workDir });
+    }
+    return result;
   } finally {
     await client.end().catch(() => undefined);
   }
 }
 
+/** The selection as recorded in the manifest (only what was set). */
+function recordedOptions(s: DumpSelection): Manifest['options'] {
+  const out: NonNullable<Manifest['options']> = {};
+  if (s.clean) out.clean = true;
+  if (s.noOwner) out.noOwner = true;
+  if (s.noAcl) out.noAcl = true;
+  if (s.schemas?.length) out.schemas = s.schemas;
+  if (s.excludeSchemas?.length) out.excludeSchemas = s.excludeSchemas;
+  if (s.tables?.length) out.tables = s.tables;
+  if (s.excludeTables?.length) out.excludeTables = s.excludeTables;
+  if (s.excludeTableData?.length) out.excludeTableData = s.excludeTableData;
+  if (s.jobs) out.jobs = s.jobs;
+  if (s.extraArgs?.length) out.extraArgs = s.extraArgs;
+  return Object.keys(out).length ? out : undefined;
+}
+
+/**
+ * The directory format: `pg_dump --format=directory --compress=0 --jobs N` into a spool
+ * directory, then each file compressed and uploaded to `<folder>/<file><suffix>` (4 at a time).
+ * On failure, the files already uploaded are deleted when the credentials allow it (without a
+ * manifest they are never listed or restored either way), and the spool is always removed.
+ */
+async function dumpDirectory(o: {
+  pgDump: PgBinary;
+  conn: DatabaseConnection;
+  args: string[];
+  jobs: number;
+  storage: Storage;
+  folder: string;
+  compression: CompressionSpec;
+  hashes: MeterHash[];
+  signal: AbortSignal;
+  workDir?: string;
+  logger: Logger;
+  sizeHint: number;
+  onSpool: (bytes: () => number) => void;
+  onCounters: (c: StreamCounters) => void;
+}): Promise<{ storedBytes: number; rawBytes: number; sha256: string; files: (NonNullable<Manifest['files']>[number] & { md5?: string })[] }> {
+  const parent = o.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
+  const spool = await mkdtemp(path.join(parent, 'pg-backup-dump-'));
+  const dir = path.join(spool, 'archive');
+  const uploaded: string[] = [];
+  o.onSpool(() => {
+    try {
+      return readdirSync(dir).reduce((n, f) => n + statSync(path.join(dir, f)).size, 0);
+    } catch {
+      return 0;
+    }
+  });
+  try {
+    o.logger.info(`spooling the directory archive in ${spool} with ${o.jobs} job${o.jobs > 1 ? 's' : ''} (needs about ${formatBytes(o.sizeHint)} free)`);
+    await runPgProgram(o.pgDump, ['--format=directory', '--compress=0', `--jobs=${o.jobs}`, `--file=${dir}`, ...o.args], { connection: o.conn, signal: o.signal, stdout: 'ignore' }).done.catch((err: unknown) => {
+      const text = messageOf(err);
+      throw new Error(/No space left on device/i.test(text) ? `${parent} ran out of space spooling the directory archive (about ${formatBytes(o.sizeHint)} needed): choose another --work-dir. ${text}` : text);
+    });
+    const names = (await readdir(dir)).sort();
+    const suffix = compressionSuffix(o.compression);
+    const files = await mapLimit(names, 4, async (name) => {
+      const key = `${o.folder}/${name}${suffix}`;
+      const s = await uploadStream(o.storage, key, () => {
+        const stream = createReadStream(path.join(dir, name));
+        return { stream, done: finished(stream) };
+      }, { compression: o.compression, hashes: o.hashes, signal: o.signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters });
+      uploaded.push(key);
+      return { name, sizeBytes: s.storedBytes, sha256: s.digests.sha256!, md5: s.digests.md5, archiveSizeBytes: s.rawBytes };
+    });
+    const listing = files.map((f) => `${f.sha256}  ${f.name}\n`).join('');
+    return {
+      storedBytes: files.reduce((n, f) => n + f.sizeBytes, 0),
+      rawBytes: files.reduce((n, f) => n + f.archiveSizeBytes, 0),
+      sha256: createHash('sha256').update(listing).digest('hex'),
+      files,
+    };
+  } catch (err) {
+    const left: string[] = [];
+    for (const key of uploaded) await o.storage.delete(key).catch(() => left.push(key));
+    if (left.length) o.logger.warn(`${left.length} file(s) of the failed directory backup remain under ${o.storage.uri(o.folder)}/ (no delete permission); without a manifest they are never listed or restored`);
+    throw err;
+  } finally {
+    await rm(spool, { recursive: true, force: true });
+  }
+}

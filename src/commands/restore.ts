@@ -1,6 +1,10 @@
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
-import { readBackup, readbackProblems } from '../backup/readback.ts';
-import { CheckFailedError, UsageError } from '../errors.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { downloadArchive, readbackProblems, storedParts, streamBackup } from '../backup/readback.ts';
+import { restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
+import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary } from '../postgres/binaries.ts';
 import { resolveConnection } from '../postgres/connection.ts';
@@ -21,6 +25,10 @@ export interface RestoreOptions {
   /** Do not restore ownership / privileges (`--no-owner`, `--no-acl`): for a server without the source's roles. */
   noOwner?: boolean;
   noAcl?: boolean;
+  /** Directory format only: parallel restore jobs. Default 2. */
+  jobs?: number;
+  /** Directory format only: where the archive is downloaded first (it needs `archiveSizeBytes`). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
+  workDir?: string;
   s3?: S3Settings;
   logger: Logger;
   signal?: AbortSignal;
@@ -35,9 +43,10 @@ export interface RestoreResult {
 }
 
 /**
- * Restores a backup into an existing database: streams download → decompress →
- * `pg_restore --exit-on-error` (no local disk). Checks the stream's size and SHA-256 against
- * the manifest as it goes and fails if they differ.
+ * Restores a backup into an existing database. custom: streams download → decompress →
+ * `pg_restore --exit-on-error` (no local disk); plain: → `psql -v ON_ERROR_STOP=1
+ * --single-transaction`; directory: downloads to the work dir, then `pg_restore --jobs`.
+ * Checks size and SHA-256 against the manifest as it goes and fails if they differ.
  * @throws UsageError for bad options or an older target server.
  * @throws CheckFailedError when the backup is incomplete or corrupt, or pg_restore fails.
  */
@@ -58,17 +67,38 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await client.end().catch(() => undefined);
   }
   const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, `restoring an archive written by pg_dump ${manifest.pgDump.version}`);
-  const args = ['--exit-on-error'];
+  const psql = await findPgBinary('psql', 0, 'restoring a plain SQL dump');
+  const args: string[] = [];
   if (options.clean) args.push('--clean', '--if-exists');
   if (options.noOwner) args.push('--no-owner');
   if (options.noAcl) args.push('--no-acl');
+  if (manifest.format === 'plain' && (options.clean || options.noOwner || options.noAcl)) {
+    logger.warn('--clean, --no-owner and --no-acl are chosen at dump time for plain SQL dumps; they are ignored here');
+  }
   const backupUri = storage.uri(backup.objectKey);
   logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} with pg_restore ${pgRestore.version}`);
   const started = Date.now();
-  const outcome = await readBackup(storage, backup, pgRestore, args, { connection: target, signal: options.signal });
-  const problems = readbackProblems(outcome, backup);
-  if (problems.length) throw new CheckFailedError(`restore failed: ${problems.join('; ')}`);
+  let sizeBytes: number;
+  if (manifest.format === 'directory') {
+    const scratch = await mkdtemp(path.join(options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir(), 'pg-backup-restore-'));
+    try {
+      const local = await downloadArchive(storage, backup, scratch, options.signal);
+      if (local.problems.length) throw new CheckFailedError(`restore failed: ${local.problems.join('; ')}`);
+      await restoreLocalArchive('directory', { pgRestore, psql }, local.path, target, { jobs: options.jobs ?? 2, args, signal: options.signal }).catch((err: unknown) => {
+        throw new CheckFailedError(`restore failed: ${messageOf(err)}`);
+      });
+      sizeBytes = local.sizeBytes;
+    } finally {
+      await rm(scratch, { recursive: true, force: true });
+    }
+  } else {
+    const [part] = storedParts(backup);
+    const outcome = await streamBackup(storage, part!, () => restoreSink(manifest.format, { pgRestore, psql }, target, args, options.signal), options.signal);
+    const problems = readbackProblems(outcome, part!);
+    if (problems.length) throw new CheckFailedError(`restore failed: ${problems.join('; ')}`);
+    sizeBytes = outcome.sizeBytes;
+  }
   const durationMs = Date.now() - started;
   logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)}`);
-  return { backupUri, target: target.display, durationMs, sizeBytes: outcome.sizeBytes };
+  return { backupUri, target: target.display, durationMs, sizeBytes };
 }

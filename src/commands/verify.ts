@@ -2,13 +2,17 @@ import { Writable } from 'node:stream';
 import { listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseDuration } from '../backup/duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
-import { readbackProblems, streamBackup, teeSinks, type ArchiveSink } from '../backup/readback.ts';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { downloadArchive, readbackProblems, storedParts, streamBackup, teeSinks, type ArchiveSink } from '../backup/readback.ts';
+import { createMissingRoles, readArchiveSink, restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
+import { runPgProgram } from '../postgres/processes.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary } from '../postgres/binaries.ts';
 import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster.ts';
-import { withDatabase } from '../postgres/connection.ts';
-import { runPgProgram } from '../postgres/processes.ts';
+import { withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { connect } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
@@ -133,32 +137,67 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const pgRestore = level === 'checksum' ? undefined : await findPgBinary('pg_restore', manifest.pgDump.major, `reading an archive written by pg_dump ${manifest.pgDump.version}`);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
+  let scratch: string | undefined;
   try {
-    const sinks: (() => ArchiveSink)[] = [];
-    if (pgRestore) sinks.push(() => {
-      const p = runPgProgram(pgRestore, ['--file=/dev/null'], { signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
-      return { stream: p.stdin, done: p.done };
-    });
-    if (level === 'schema' && pgRestore) {
+    let schemaTarget: DatabaseConnection | undefined;
+    if (level === 'schema') {
       cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger });
       const admin = await connect(cluster.connection, 'pg-backup verify');
       await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(manifest.database)} TEMPLATE template0 ENCODING 'UTF8'`).finally(() => admin.end());
-      const target = withDatabase(cluster.connection, manifest.database);
-      sinks.push(() => {
-        const p = runPgProgram(pgRestore, ['--schema-only', '--exit-on-error', '--no-owner', '--no-acl'], { connection: target, signal: options.signal, stdin: 'pipe', stdout: 'ignore' });
-        return { stream: p.stdin, done: p.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`))) };
-      });
+      schemaTarget = withDatabase(cluster.connection, manifest.database);
+      if (manifest.format === 'plain') {
+        const client = await connect(schemaTarget, 'pg-backup verify');
+        await createMissingRoles(client, manifest.roles).finally(() => client.end());
+      }
     }
-    if (sinks.length === 0) sinks.push(() => ({ stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() }));
-    const outcome = await streamBackup(storage, backup, () => teeSinks(sinks.map((open) => open())), options.signal);
-    result.sizeBytes = outcome.sizeBytes;
-    result.sha256 = outcome.sha256;
-    result.problems.push(...readbackProblems(outcome, backup).map((p) => p.replace(/^archive unreadable: (schema replay failed)/, '$1')));
+    const psql = await findPgBinary('psql', 0, 'replaying a plain SQL dump');
+    const schemaSink = (target: DatabaseConnection): ArchiveSink => {
+      // custom: the schema alone; plain SQL cannot be split, so it replays whole.
+      const sink = manifest.format === 'plain'
+        ? restoreSink('plain', { pgRestore: pgRestore!, psql }, target, [], options.signal)
+        : restoreSink('custom', { pgRestore: pgRestore!, psql }, target, ['--schema-only', '--no-owner', '--no-acl'], options.signal);
+      return { stream: sink.stream, done: sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`))) };
+    };
+    if (manifest.format === 'directory' && pgRestore) {
+      // A directory archive is read from local disk: download it, then pg_restore the folder.
+      scratch = await mkdtemp(path.join(options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir(), 'pg-backup-verify-'));
+      const local = await downloadArchive(storage, backup, scratch, options.signal);
+      result.sizeBytes = local.sizeBytes;
+      result.sha256 = manifest.object.sha256;
+      result.problems.push(...local.problems);
+      if (local.problems.length === 0) {
+        const bins = { pgRestore, psql };
+        const read = await runPgProgram(bins.pgRestore, ['--file=/dev/null', local.path], { signal: options.signal, stdout: 'ignore' }).done.then(() => undefined, (err: unknown) => messageOf(err));
+        if (read) result.problems.push(`archive unreadable: ${read}`);
+        if (schemaTarget) {
+          const replay = await restoreLocalArchive('directory', bins, local.path, schemaTarget, { args: ['--schema-only', '--no-owner', '--no-acl'], signal: options.signal }).then(() => undefined, (err: unknown) => messageOf(err));
+          if (replay) result.problems.push(`schema replay failed: ${replay}`);
+        }
+      }
+    } else {
+      const sinks: ArchiveSink[] = [];
+      if (pgRestore) sinks.push(readArchiveSink(manifest.format, pgRestore, options.signal));
+      if (schemaTarget) sinks.push(schemaSink(schemaTarget));
+      let totalBytes = 0;
+      for (const part of storedParts(backup)) {
+        const outcome = await streamBackup(
+          storage,
+          part,
+          () => (sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() }),
+          options.signal,
+        );
+        totalBytes += outcome.sizeBytes;
+        result.sha256 = outcome.sha256;
+        result.problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: (schema replay failed)/, '$1')));
+      }
+      result.sizeBytes = totalBytes;
+    }
     if (result.problems.length === 0) {
-      logger.info(`size ${outcome.sizeBytes} bytes and sha256 match the manifest${pgRestore ? '; pg_restore read the whole archive' : ''}${cluster ? '; the schema replays into PostgreSQL ' + cluster.version : ''}`);
+      logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${pgRestore ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
     }
   } finally {
     await cluster?.stop();
+    if (scratch) await rm(scratch, { recursive: true, force: true });
   }
   return finish();
 }

@@ -53,17 +53,25 @@ export function parseDatabaseUrl(raw: string, fallbackPassword?: string): Databa
     throw new UsageError(`database URL must start with postgresql:// (got ${JSON.stringify(raw.replace(/:[^@/]*@/, ':***@').slice(0, 60))})`);
   }
   let u: URL;
+  let password: string | undefined;
+  let database: string;
+  let user: string;
+  const malformed = 'malformed database URL: expected postgresql://USER:PASSWORD@HOST:PORT/DB (percent-encode special characters in the password)';
   try {
     u = new URL(raw);
+    // libpq also takes the password as a query parameter: move it out of the URL too.
+    const queryPassword = u.searchParams.get('password') ?? undefined;
+    u.searchParams.delete('password');
+    password = u.password ? decodeURIComponent(u.password) : queryPassword ?? (fallbackPassword || undefined);
+    if (queryPassword) registerSecret(queryPassword);
+    database = decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres';
+    user = decodeURIComponent(u.username) || u.searchParams.get('user') || '';
   } catch {
-    throw new UsageError('malformed database URL: expected postgresql://USER:PASSWORD@HOST:PORT/DB (percent-encode special characters in the password)');
+    throw new UsageError(malformed);
   }
-  const password = u.password ? decodeURIComponent(u.password) : fallbackPassword || undefined;
   registerSecret(password);
   u.password = '';
-  const database = decodeURIComponent(u.pathname.replace(/^\//, '')) || decodeURIComponent(u.username) || 'postgres';
   if (u.pathname === '' || u.pathname === '/') u.pathname = `/${encodeURIComponent(database)}`;
-  const user = decodeURIComponent(u.username) || u.searchParams.get('user') || '';
   const host = u.hostname || u.searchParams.get('host') || 'localhost';
   const display = `${user ? `${user}@` : ''}${host}${u.port ? `:${u.port}` : ''}/${database}`;
   return { url: u.href.replace(/^postgres:/i, 'postgresql:'), password, database, display };
@@ -91,9 +99,12 @@ export function libpqEnv(conn: DatabaseConnection): Record<string, string> {
  * The connection string for node-postgres. `uselibpqcompat=true` makes `sslmode` mean what it
  * means to libpq (and so to pg_dump), rather than node-postgres' stricter reading.
  */
-export function nodePgConnectionString(conn: DatabaseConnection): string {
+export function nodePgConnectionString(conn: DatabaseConnection, env: NodeJS.ProcessEnv = process.env): string {
   const u = new URL(conn.url);
   if (conn.password !== undefined) u.password = encodeURIComponent(conn.password);
+  // node-postgres reads PGSSLMODE itself but treats prefer/require as "always, verified": pass
+  // it on in the URL with libpq semantics instead, as pg_dump (libpq) will read it.
+  if (!u.searchParams.has('sslmode') && env.PGSSLMODE) u.searchParams.set('sslmode', env.PGSSLMODE);
   if (u.searchParams.has('sslmode') && !u.searchParams.has('uselibpqcompat')) u.searchParams.set('uselibpqcompat', 'true');
   return u.href;
 }

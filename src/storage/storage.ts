@@ -51,6 +51,8 @@ export interface Storage {
   getText(key: string): Promise<string>;
   /** Lists every object whose key starts with `prefix` (paginating as needed). */
   list(prefix: string): AsyncIterable<StoredObject>;
+  /** Deletes one object; a missing object is not an error. */
+  delete(key: string): Promise<void>;
 }
 
 /** Raised by {@link Storage.get} when the key does not exist. */

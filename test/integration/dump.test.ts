@@ -126,3 +126,35 @@ describe('dump: bad input ends in one clear line, exit 2, nothing written', () =
     assert.ok(!(r.stdout + r.stderr).includes('pgtestpw'));
   });
 });
+
+describe('dump failure while the upload is the bottleneck', () => {
+  for (const compression of ['none', 'gzip', 'zstd']) {
+    it(`rejects (no hang) and leaves nothing behind (${compression})`, { timeout: 60_000 }, async () => {
+      const { dump } = await import('../../src/commands/dump.ts');
+      const { stderrLogger } = await import('../../src/log.ts');
+      // 60 MB arrive faster than one part at a time can be uploaded; then pg_dump fails.
+      const bin = await fakePgBin('head -c 60000000 /dev/zero; echo "pg_dump: error: injected failure" >&2; exit 1');
+      const to = s3Location('slow');
+      const previous = process.env.PG_BIN_DIR;
+      process.env.PG_BIN_DIR = bin;
+      const env = s3Env();
+      try {
+        await assert.rejects(
+          dump({
+            databaseUrl: dbUrl('postgres'),
+            to,
+            compression,
+            logger: stderrLogger(true),
+            s3: { endpoint: env.AWS_ENDPOINT_URL_S3, queueSize: 1, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } },
+          }),
+          /pg_dump exited with code 1: pg_dump: error: injected failure/,
+        );
+      } finally {
+        if (previous === undefined) delete process.env.PG_BIN_DIR;
+        else process.env.PG_BIN_DIR = previous;
+      }
+      assert.deepEqual(await s3Keys(to), []);
+      assert.deepEqual(await openMultipartUploads(to), []);
+    });
+  }
+});

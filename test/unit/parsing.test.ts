@@ -86,6 +86,20 @@ describe('database URLs', () => {
     assert.equal(c.password, 'pw123');
     assert.match(c.url, /host=%2Fvar%2Frun%2Fpostgresql/);
   });
+  it('moves a ?password= parameter out of the URL and hides it', () => {
+    const c = parseDatabaseUrl('postgresql://u@h/db?password=s3cretQ&sslmode=disable');
+    assert.equal(c.password, 's3cretQ');
+    assert.ok(!c.url.includes('s3cretQ'));
+    assert.equal(redact('x s3cretQ y'), 'x *** y');
+  });
+  it('passes PGSSLMODE to node-postgres with libpq semantics', () => {
+    const c = parseDatabaseUrl('postgresql://u:p@h/db');
+    assert.match(nodePgConnectionString(c, { PGSSLMODE: 'prefer' }), /sslmode=prefer.*uselibpqcompat=true/);
+    assert.doesNotMatch(nodePgConnectionString(c, {}), /sslmode/);
+  });
+  it('turns a badly percent-encoded URL into a usage error', () => {
+    assert.throws(() => parseDatabaseUrl('postgresql://u:50%@h/db'), UsageError);
+  });
   it('rejects other schemes and nothing at all', () => {
     assert.throws(() => parseDatabaseUrl('mysql://u:p@h/db'), UsageError);
     assert.throws(() => resolveConnection(undefined, {}), UsageError);

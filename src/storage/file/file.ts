@@ -82,6 +82,10 @@ export class FileStorage implements Storage {
     }
   }
 
+  async delete(key: string): Promise<void> {
+    await rm(this.#path(key), { force: true });
+  }
+
   async get(key: string): Promise<Readable> {
     const file = this.#path(key);
     try {

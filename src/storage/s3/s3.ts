@@ -1,5 +1,7 @@
 import { Readable } from 'node:stream';
 import {
+  AbortMultipartUploadCommand,
+  DeleteObjectCommand,
   GetObjectCommand,
   PutObjectCommand,
   S3Client,
@@ -151,6 +153,7 @@ export class S3Storage implements Storage {
         );
       });
     } catch (err) {
+      await this.#abortMultipart(upload, Key);
       throw aborted ?? mapS3Error(err, this.uri(key), 'write');
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
@@ -158,11 +161,33 @@ export class S3Storage implements Storage {
     return { key, sizeBytes };
   }
 
+  /**
+   * Makes sure a failed multipart upload is aborted before we return: `Upload.done()` rejects
+   * as soon as it is aborted, while lib-storage sends AbortMultipartUpload only after the parts
+   * in flight finish — a process exiting right away could leave the upload (and its parts,
+   * billed) behind. Waits for those parts (at most 30 s), then aborts by upload id itself.
+   */
+  async #abortMultipart(upload: Upload, Key: string): Promise<void> {
+    const internals = upload as unknown as { uploadId?: string; concurrentUploaders?: Promise<unknown>[] };
+    await Promise.race([Promise.allSettled(internals.concurrentUploaders ?? []), new Promise((r) => setTimeout(r, ABORT_WATCHDOG_MS).unref())]);
+    if (!internals.uploadId) return;
+    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: internals.uploadId })).catch(() => undefined);
+  }
+
   async put(key: string, body: string | Uint8Array, contentType = 'application/octet-stream'): Promise<void> {
     try {
       await this.client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#fullKey(key), Body: body, ContentType: contentType }));
     } catch (err) {
       throw mapS3Error(err, this.uri(key), 'write');
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#fullKey(key) }));
+    } catch (err) {
+      const mapped = mapS3Error(err, this.uri(key), 'delete');
+      if (!(mapped instanceof NotFoundError)) throw mapped;
     }
   }
 
@@ -210,7 +235,7 @@ export class S3Storage implements Storage {
  * {@link UsageError} (exit 2); a missing key becomes {@link NotFoundError}; anything else is
  * returned unchanged.
  */
-export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' | 'list'): Error {
+export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' | 'list' | 'delete'): Error {
   if (!(err instanceof Error)) return new Error(String(err));
   if (err instanceof UsageError || err instanceof NotFoundError) return err;
   const e = err as Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number } };
@@ -230,7 +255,7 @@ export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' |
       return new UsageError(`S3 rejected the credentials (${code}) for ${uri}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
     case 'AccessDenied':
     case 'Forbidden':
-      return new UsageError(`access denied to ${action} ${uri}: the credentials lack the ${action === 'write' ? 's3:PutObject' : action === 'list' ? 's3:ListBucket' : 's3:GetObject'} permission there`);
+      return new UsageError(`access denied to ${action} ${uri}: the credentials lack the ${{ write: 's3:PutObject', list: 's3:ListBucket', read: 's3:GetObject', delete: 's3:DeleteObject' }[action]} permission there`);
     case 'CredentialsProviderError':
       return new UsageError('no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile / OIDC role)');
     default:

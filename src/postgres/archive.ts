@@ -1,0 +1,118 @@
+import { createReadStream } from 'node:fs';
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
+import { execa } from 'execa';
+import type pg from 'pg';
+import type { ArchiveSink } from '../backup/readback.ts';
+import { CheckFailedError } from '../errors.ts';
+import type { PgBinary } from './binaries.ts';
+import type { DatabaseConnection } from './connection.ts';
+import type { DumpFormat } from './dump-options.ts';
+import { describeFailure, runPgProgram } from './processes.ts';
+
+/**
+ * Format-specific handling of a dump once it is back: custom and directory archives are read
+ * and restored with `pg_restore`; plain SQL with `psql`.
+ */
+
+/** The last line pg_dump writes to a complete plain-format dump. */
+export const PLAIN_TRAILER = '-- PostgreSQL database dump complete';
+
+/**
+ * A sink that reads a whole archive without restoring it. custom: `pg_restore --file=/dev/null`
+ * (reads every data block, exits 1 on a truncated archive). plain: checks that the SQL ends with
+ * pg_dump's completion trailer (a truncated dump lacks it).
+ */
+export function readArchiveSink(format: DumpFormat, pgRestore: PgBinary, signal?: AbortSignal): ArchiveSink {
+  if (format === 'plain') {
+    let tail = '';
+    let resolveDone: () => void;
+    let rejectDone: (err: Error) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      resolveDone = resolve;
+      rejectDone = reject;
+    });
+    const stream = new Writable({
+      write(chunk: Buffer, _enc, callback) {
+        tail = (tail + chunk.toString('latin1')).slice(-4096);
+        callback();
+      },
+      final(callback) {
+        if (tail.includes(PLAIN_TRAILER)) resolveDone();
+        else rejectDone(new Error(`the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`));
+        callback();
+      },
+    });
+    return { stream, done };
+  }
+  const p = runPgProgram(pgRestore, ['--file=/dev/null'], { signal, stdin: 'pipe', stdout: 'ignore' });
+  return { stream: p.stdin, done: p.done };
+}
+
+/**
+ * A sink that restores a stream into `target`: plain SQL through `psql -v ON_ERROR_STOP=1
+ * --single-transaction`; a custom archive through `pg_restore --exit-on-error` (with `args`).
+ */
+export function restoreSink(format: DumpFormat, bins: { pgRestore: PgBinary; psql: PgBinary }, target: DatabaseConnection, args: string[], signal?: AbortSignal): ArchiveSink {
+  const p =
+    format === 'plain'
+      ? runPgProgram(bins.psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' })
+      : runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' });
+  return { stream: p.stdin, done: p.done };
+}
+
+/**
+ * Restores a local archive (a file, or a directory for the directory format) into `target`.
+ * `jobs` applies to custom and directory archives. Resolves on success; rejects with the
+ * program's one-line failure.
+ */
+export async function restoreLocalArchive(
+  format: DumpFormat,
+  bins: { pgRestore: PgBinary; psql: PgBinary },
+  archive: string,
+  target: DatabaseConnection,
+  options: { jobs?: number; args?: string[]; signal?: AbortSignal },
+): Promise<void> {
+  const p =
+    format === 'plain'
+      ? runPgProgram(bins.psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', archive], { connection: target, signal: options.signal, stdout: 'ignore' })
+      : runPgProgram(bins.pgRestore, ['--exit-on-error', ...(options.args ?? []), `--jobs=${options.jobs ?? 1}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
+  await p.done;
+}
+
+/** Extensions a local archive creates: from the TOC (`pg_restore --list`), or the `CREATE EXTENSION` lines of plain SQL. */
+export async function archiveExtensions(format: DumpFormat, pgRestore: PgBinary, archive: string): Promise<string[]> {
+  const names = new Set<string>();
+  if (format === 'plain') {
+    const lines = createInterface({ input: createReadStream(archive), crlfDelay: Infinity });
+    for await (const line of lines) {
+      const m = /^CREATE EXTENSION (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)/.exec(line);
+      if (m) names.add(m[1]!.replace(/^"(.*)"$/, '$1').replace(/""/g, '"'));
+    }
+  } else {
+    const listed = await execa(pgRestore.path, ['--list', archive], { reject: false });
+    if (listed.exitCode !== 0) throw new CheckFailedError(`the archive's TOC is unreadable: ${describeFailure('pg_restore --list', listed)}`);
+    for (const line of listed.stdout.split('\n')) {
+      const m = /^\d+; \d+ \d+ EXTENSION - (\S+)/.exec(line);
+      if (m) names.add(m[1]!);
+    }
+  }
+  return [...names].sort();
+}
+
+/**
+ * Creates, as NOLOGIN roles, the source's roles that a cluster lacks, so a plain dump's
+ * `OWNER TO` and `GRANT` statements replay. For throwaway clusters only.
+ */
+export async function createMissingRoles(client: pg.Client, roles: string[] | undefined): Promise<string[]> {
+  const created: string[] = [];
+  if (!roles?.length) return created;
+  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles');
+  const existing = new Set(rows.map((r) => r.rolname));
+  for (const role of roles) {
+    if (existing.has(role)) continue;
+    await client.query(`CREATE ROLE ${client.escapeIdentifier(role)} NOLOGIN`);
+    created.push(role);
+  }
+  return created;
+}
