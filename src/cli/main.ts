@@ -1,7 +1,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { demo } from '../commands/demo.ts';
 import { drill } from '../commands/drill.ts';
-import { dump } from '../commands/dump.ts';
+import type { ChecksumSidecar } from '../commands/dump.ts';
+import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
+import type { DumpFormat } from '../postgres/dump-options.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { list } from '../commands/list.ts';
 import { restore } from '../commands/restore.ts';
@@ -30,6 +32,51 @@ function s3Settings(flags: CommonFlags): S3Settings {
 
 function filterOf(flags: CommonFlags) {
   return { service: flags.service, environment: flags.environment, database: flags.database };
+}
+
+interface DumpFlags {
+  databaseUrl: string[];
+  databases?: string[];
+  to: string;
+  format: string;
+  jobs?: string;
+  compression: string;
+  clean?: boolean;
+  owner: boolean;
+  acl: boolean;
+  schema: string[];
+  excludeSchema: string[];
+  table: string[];
+  excludeTable: string[];
+  excludeTableData: string[];
+  lockWaitTimeout: string;
+  pgDumpArg: string[];
+  checksumSidecar: string[];
+  schemaSidecar?: boolean;
+  workDir?: string;
+  stallTimeout: string;
+  verify: VerifyLevel;
+}
+
+/** Commander collector for repeatable options. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Commander parser for comma-separated lists. */
+function commaList(value: string): string[] {
+  return value.split(',').map((v) => v.trim()).filter(Boolean);
+}
+
+/** One database's dump outcome as JSON: the manifest with its URIs and verification. */
+function outcomeJson(o: DumpOutcome) {
+  const r = o.result;
+  return {
+    database: o.database,
+    ok: o.ok,
+    error: o.error,
+    manifest: r && { ...r.manifest, backupUri: r.backupUri, manifestUri: r.manifestUri, verification: r.verification && { ...r.verification, manifest: undefined } },
+  };
 }
 
 function printJson(value: unknown): void {
@@ -63,33 +110,72 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
   storageOptions(
     program
       .command('dump')
-      .description('stream pg_dump → compression → SHA-256 → multipart upload, then write the manifest')
-      .option('--database-url <url>', 'postgresql://USER:PASSWORD@HOST:PORT/DB (default: $DATABASE_URL, then the PG* variables; prefer the env var: argv is visible to other users)')
+      .description('stream pg_dump → compression → SHA-256 → multipart upload, then write the manifest; one backup per database')
+      .option('--database-url <url>', 'postgresql://USER:PASSWORD@HOST:PORT/DB; repeat for several (default: $DATABASE_URL, then the PG* variables; prefer the env var: argv is visible to other users)', collect, [])
+      .option('--databases <names>', 'comma-separated databases on the server of --database-url, each its own backup', commaList)
       .requiredOption('--to <url>', 's3://BUCKET/PREFIX or file:///DIR')
       .option('--service <name>', 'service label in the key layout', 'default')
       .option('--environment <name>', 'environment label in the key layout', 'default')
+      .option('--format <format>', 'custom, plain or directory', 'custom')
+      .option('--jobs <n>', 'parallel dump jobs (directory format only)')
       .option('--compression <algo>', 'zstd[:1-19], gzip[:1-9] or none', 'zstd:3')
+      .option('--clean', 'plain format: DROP … IF EXISTS before each CREATE, so a restore is idempotent')
+      .option('--no-owner', 'do not dump object ownership')
+      .option('--no-acl', 'do not dump privileges')
+      .option('--schema <pattern>', 'only this schema (psql pattern; repeatable)', collect, [])
+      .option('--exclude-schema <pattern>', 'skip this schema (repeatable)', collect, [])
+      .option('--table <pattern>', 'only this table (repeatable)', collect, [])
+      .option('--exclude-table <pattern>', 'skip this table (repeatable)', collect, [])
+      .option('--exclude-table-data <pattern>', "dump this table's definition but not its rows (repeatable)", collect, [])
+      .option('--lock-wait-timeout <time>', 'fail instead of waiting longer than this for table locks (0: wait forever)', '60s')
+      .option('--pg-dump-arg <arg>', 'an extra pg_dump argument (repeatable), e.g. --pg-dump-arg=--no-comments', collect, [])
+      .option('--checksum-sidecar <kind>', 'also write <object>.md5 or .sha256 in md5sum/sha256sum format (repeatable)', collect, [])
+      .option('--schema-sidecar', 'also write <id>.schema.sql: the schema alone, plain SQL, uncompressed')
+      .option('--work-dir <dir>', 'directory format: where pg_dump spools the archive before upload (default: $PG_BACKUP_WORK_DIR or the temp dir)')
+      .option('--stall-timeout <duration>', 'fail when no byte moved for this long (0: never)', '10m')
       .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access)', 'none')
-      .option('--json', 'print the manifest as JSON on stdout')
+      .option('--json', 'print the manifest (several databases: an array of results) as JSON on stdout')
       .option('--quiet', 'no progress lines on stderr'),
-  ).action(async (flags: CommonFlags & { databaseUrl?: string; to: string; compression: string; verify: VerifyLevel }) => {
-    const result = await dump({
-      databaseUrl: flags.databaseUrl,
+  ).action(async (flags: CommonFlags & DumpFlags) => {
+    const options = {
+      databaseUrls: flags.databaseUrl,
+      databases: flags.databases,
       to: flags.to,
       service: flags.service,
       environment: flags.environment,
+      format: flags.format as DumpFormat,
+      jobs: flags.jobs === undefined ? undefined : Number(flags.jobs),
       compression: flags.compression,
+      clean: flags.clean,
+      noOwner: !flags.owner,
+      noAcl: !flags.acl,
+      schemas: flags.schema,
+      excludeSchemas: flags.excludeSchema,
+      tables: flags.table,
+      excludeTables: flags.excludeTable,
+      excludeTableData: flags.excludeTableData,
+      lockWaitTimeout: flags.lockWaitTimeout,
+      extraArgs: flags.pgDumpArg,
+      checksumSidecars: flags.checksumSidecar as ChecksumSidecar[],
+      schemaSidecar: flags.schemaSidecar,
+      workDir: flags.workDir,
+      stallTimeout: flags.stallTimeout,
       verify: flags.verify,
       s3: s3Settings(flags),
       logger: stderrLogger(flags.quiet),
       signal,
-    });
-    if (flags.json) printJson({ ...result.manifest, backupUri: result.backupUri, manifestUri: result.manifestUri, verification: result.verification && { ...result.verification, manifest: undefined } });
-    else process.stdout.write(`${result.backupUri}\n`);
-    if (result.verification && !result.verification.ok) {
-      process.stderr.write(`verify failed: ${result.verification.reason}\n`);
-      setExitCode(EXIT.failed);
+    };
+    const several = (flags.databases?.length ?? 0) > 1 || flags.databaseUrl.length > 1;
+    let outcomes: DumpOutcome[];
+    try {
+      outcomes = await dumpMany(options);
+    } catch (err) {
+      const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
+      if (flags.json && partial) printJson(partial.map(outcomeJson));
+      throw err;
     }
+    if (flags.json) printJson(several ? outcomes.map(outcomeJson) : outcomeJson(outcomes[0]!).manifest);
+    else for (const o of outcomes) process.stdout.write(`${o.result!.backupUri}\n`);
   });
 
   storageOptions(

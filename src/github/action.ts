@@ -131,6 +131,18 @@ export function s3SettingsFrom(inputs: { endpoint?: string; region?: string; 'aw
   return settings;
 }
 
+/**
+ * A list input: items separated by commas or newlines (`lines`: newlines only, for values that
+ * may contain commas, such as URLs and pg_dump arguments). Blank items are dropped.
+ */
+export function listInput(value: string | undefined, split: 'commas' | 'lines' = 'commas'): string[] {
+  if (!value) return [];
+  return value
+    .split(split === 'lines' ? /\r?\n/ : /[,\r\n]/)
+    .map((v) => v.trim())
+    .filter(Boolean);
+}
+
 /** Validates a database URL input early, so a malformed one fails before any work. */
 export function checkDatabaseUrl(url: string | undefined): void {
   if (url) resolveConnection(url);

@@ -1,65 +1,124 @@
 import * as core from '@actions/core';
-import { dump } from '../commands/dump.ts';
+import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
+import type { ChecksumSidecar } from '../commands/dump.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, checkDatabaseUrl, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { UsageError } from '../errors.ts';
+import type { DumpFormat } from '../postgres/dump-options.ts';
+import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
 
-/** `actions/dump`: one backup of one database, outputs and a job summary. */
+/** `actions/dump`: one backup per database, outputs and a job summary. */
 export async function run(): Promise<void> {
   await runAction(async () => {
     const inputs = readInputs({
       'database-url': optional,
+      databases: optional,
       to: required,
       service: optional,
       environment: optional,
+      format: optional,
+      jobs: optional,
       compression: optional,
+      clean: optional,
+      'no-owner': optional,
+      'no-acl': optional,
+      schemas: optional,
+      'exclude-schemas': optional,
+      tables: optional,
+      'exclude-tables': optional,
+      'exclude-table-data': optional,
+      'lock-wait-timeout': optional,
+      'pg-dump-args': optional,
+      'checksum-sidecars': optional,
+      'schema-sidecar': optional,
+      'work-dir': optional,
+      'stall-timeout': optional,
       verify: optional,
       ...storageInputs,
     });
-    const databaseUrl = inputs['database-url'] ?? process.env.DATABASE_URL;
-    maskSecrets({ databaseUrls: [databaseUrl], storage: inputs });
-    checkDatabaseUrl(databaseUrl);
-    const result = await core.group('dump', () =>
-      dump({
-        databaseUrl,
-        to: inputs.to,
-        service: inputs.service,
-        environment: inputs.environment,
-        compression: inputs.compression,
-        verify: inputs.verify as VerifyLevel | undefined,
-        s3: s3SettingsFrom(inputs),
-        logger: actionLogger,
-      }),
-    );
-    const m = result.manifest;
+    const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
+    maskSecrets({ databaseUrls, storage: inputs });
+    for (const url of databaseUrls) checkDatabaseUrl(url);
+    let outcomes: DumpOutcome[];
+    let failure: unknown;
+    try {
+      outcomes = await core.group('dump', () =>
+        dumpMany({
+          databaseUrls,
+          databases: listInput(inputs.databases),
+          to: inputs.to,
+          service: inputs.service,
+          environment: inputs.environment,
+          format: inputs.format as DumpFormat | undefined,
+          jobs: inputs.jobs === undefined ? undefined : Number(inputs.jobs),
+          compression: inputs.compression,
+          clean: booleanInput(inputs.clean, 'clean'),
+          noOwner: booleanInput(inputs['no-owner'], 'no-owner'),
+          noAcl: booleanInput(inputs['no-acl'], 'no-acl'),
+          schemas: listInput(inputs.schemas),
+          excludeSchemas: listInput(inputs['exclude-schemas']),
+          tables: listInput(inputs.tables),
+          excludeTables: listInput(inputs['exclude-tables']),
+          excludeTableData: listInput(inputs['exclude-table-data']),
+          lockWaitTimeout: inputs['lock-wait-timeout'],
+          extraArgs: listInput(inputs['pg-dump-args'], 'lines'),
+          checksumSidecars: listInput(inputs['checksum-sidecars']) as ChecksumSidecar[],
+          schemaSidecar: booleanInput(inputs['schema-sidecar'], 'schema-sidecar'),
+          workDir: inputs['work-dir'],
+          stallTimeout: inputs['stall-timeout'],
+          verify: inputs.verify as VerifyLevel | undefined,
+          s3: s3SettingsFrom(inputs),
+          logger: actionLogger,
+        }),
+      );
+    } catch (err) {
+      const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
+      if (!partial) throw err;
+      outcomes = partial;
+      failure = err;
+    }
+    const first = outcomes.find((o) => o.result)?.result;
+    const m = first?.manifest;
     setOutputs({
-      'backup-uri': result.backupUri,
-      'manifest-uri': result.manifestUri,
-      'backup-key': result.objectKey,
-      sha256: m.object.sha256,
-      'size-bytes': m.object.sizeBytes,
-      'duration-ms': m.durationMs,
-      'verify-result': result.verification ? (result.verification.ok ? 'ok' : 'failed') : 'skipped',
+      'backup-uri': first?.backupUri,
+      'manifest-uri': first?.manifestUri,
+      'backup-key': first?.objectKey,
+      sha256: m?.object.sha256,
+      'size-bytes': m?.object.sizeBytes,
+      'duration-ms': m?.durationMs,
+      'verify-result': first?.verification ? (first.verification.ok ? 'ok' : 'failed') : 'skipped',
+      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes }))),
+    });
+    const rows = outcomes.map((o) => {
+      const r = o.result;
+      const mm = r?.manifest;
+      return [
+        `${mm ? `${mm.service}/${mm.environment}/` : ''}${o.database}`,
+        o.ok ? '✅' : `❌ ${o.error ?? ''}`,
+        r?.backupUri ?? '-',
+        mm ? `${formatBytes(mm.object.sizeBytes)} (${mm.format}, ${mm.compression.algorithm}${mm.compression.level ? `:${mm.compression.level}` : ''}; ${formatBytes(mm.archiveSizeBytes)} before)` : '-',
+        mm ? `<code>${mm.object.sha256}</code>` : '-',
+        mm ? formatSeconds(mm.durationMs) : '-',
+        mm ? `${mm.tables.length} tables, ${mm.tables.reduce((n, t) => n + t.rows, 0)} rows; migration head ${mm.migrationHead?.head ?? '-'}` : '-',
+        r?.verification ? `${r.verification.level}: ${r.verification.ok ? 'OK' : `FAILED: ${r.verification.reason}`}` : 'not asked',
+      ];
     });
     await core.summary
-      .addHeading(`Backup of ${m.service}/${m.environment}/${m.database}`, 3)
+      .addHeading('Backups', 3)
       .addTable([
-        [{ data: 'what', header: true }, { data: 'value', header: true }],
-        ['database', `${m.database} (PostgreSQL ${m.server.version}, pg_dump ${m.pgDump.version})`],
-        ['where', result.backupUri],
-        ['size', `${formatBytes(m.object.sizeBytes)} (${m.compression.algorithm}${m.compression.level ? `:${m.compression.level}` : ''}, ${formatBytes(m.archiveSizeBytes)} before)`],
-        ['sha256', `<code>${m.object.sha256}</code>`],
-        ['duration', formatSeconds(m.durationMs)],
-        ['tables', `${m.tables.length} tables, ${m.tables.reduce((n, t) => n + t.rows, 0)} rows`],
-        ['migration head', m.migrationHead ? `${m.migrationHead.head} (${m.migrationHead.table})` : 'no migration table'],
-        ['verified', result.verification ? `${result.verification.level}: ${result.verification.ok ? 'OK' : `FAILED: ${result.verification.reason}`}` : 'not asked'],
+        ['database', 'result', 'where', 'size', 'sha256', 'duration', 'contents', 'verified'].map((data) => ({ data, header: true })),
+        ...rows,
       ])
       .write();
-    if (result.verification && !result.verification.ok) {
-      core.setFailed(`verify after dump failed: ${result.verification.reason}`);
-      process.exitCode = 1;
-    }
+    if (failure) throw failure;
   });
+}
+
+/** A boolean input: `true` / `false` (empty: undefined). */
+function booleanInput(value: string | undefined, name: string): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'true' && value !== 'false') throw new UsageError(`input "${name}" must be true or false (got ${JSON.stringify(value)})`);
+  return value === 'true';
 }
 
 await run();
