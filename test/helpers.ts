@@ -119,6 +119,7 @@ export function run(cmd: string, args: string[], options: { env?: Record<string,
     child.stderr.on('data', (d) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code, signal) => resolve({ code: code ?? (signal ? 128 : 1), stdout, stderr }));
+    child.stdin.on('error', () => undefined); // a program that never reads its input
     child.stdin.end(options.input ?? '');
   });
 }

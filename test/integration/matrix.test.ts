@@ -3,8 +3,8 @@ import { describe, it } from 'node:test';
 import { cli, createDatabase, dumpWithCli, fileLocation, s3Location } from '../helpers.ts';
 
 // Every supported format x compression x storage driver: dump, verify, drill.
-const formats = ['custom'];
-const compressions = ['zstd', 'zstd:19', 'gzip', 'gzip:1', 'none'];
+const formats = ['custom', 'plain', 'directory'];
+const compressions = ['zstd', 'gzip:1', 'none'];
 const drivers = ['s3', 'file'] as const;
 
 describe('round trip matrix', () => {
@@ -14,10 +14,13 @@ describe('round trip matrix', () => {
         it(`${format} × ${compression} × ${driver}: dump → verify → drill`, async () => {
           const db = await createDatabase('matrix');
           const to = driver === 's3' ? s3Location('matrix') : await fileLocation();
-          const { manifest, objectKey } = await dumpWithCli(db, to, ['--compression', compression]);
+          const { manifest, objectKey } = await dumpWithCli(db, to, ['--compression', compression, '--format', format, ...(format === 'directory' ? ['--jobs', '2'] : [])]);
           assert.equal(manifest.format, format);
           assert.equal(manifest.compression.algorithm, compression.split(':')[0]);
-          assert.ok(objectKey.endsWith({ zstd: '.dump.zst', gzip: '.dump.gz', none: '.dump' }[manifest.compression.algorithm as string]!));
+          const base = { custom: '.dump', plain: '.sql', directory: '.dir' }[format]!;
+          const suffix = format === 'directory' ? '' : { zstd: '.zst', gzip: '.gz', none: '' }[manifest.compression.algorithm as string]!;
+          assert.ok(objectKey.endsWith(base + suffix), objectKey);
+          if (format === 'directory') assert.ok(manifest.files.some((f: { name: string }) => f.name === 'toc.dat'));
           const v = await cli(['verify', '--from', to, '--backup', objectKey]);
           assert.equal(v.code, 0, v.stderr);
           const d = await cli(['drill', '--from', to, '--backup', objectKey, '--json']);
