@@ -1,7 +1,7 @@
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { connect } from '../postgres/server.ts';
-import { dump, type DumpOptions, type DumpResult } from './dump.ts';
+import { checkDumpOptions, dump, type DumpOptions, type DumpResult } from './dump.ts';
 
 /** Options of {@link dumpMany}: those of {@link dump}, for several databases. */
 export interface DumpManyOptions extends Omit<DumpOptions, 'databaseUrl'> {
@@ -31,6 +31,7 @@ export interface DumpOutcome {
  */
 export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]> {
   const { logger } = options;
+  await checkDumpOptions(options);
   const targets = resolveTargets(options);
   for (const target of targets) {
     const client = await connect(target, 'pg-backup dump');

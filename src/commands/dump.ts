@@ -94,18 +94,8 @@ const FORMAT_SUFFIX = { custom: '.dump', plain: '.sql', directory: '.dir' } as c
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const { logger } = options;
   const now = options.now ?? (() => new Date());
-  const service = validateLabel('service', options.service?.trim() || 'default');
-  const environment = validateLabel('environment', options.environment?.trim() || 'default');
-  const compression = parseCompression(options.compression);
-  const selection = validateSelection(options);
-  const storage = openStorage(options.to, options.s3);
+  const { service, environment, compression, selection, storage, stallTimeoutMs } = await checkDumpOptions(options);
   const conn = resolveConnection(options.databaseUrl);
-  if (compression.algorithm === 'zstd') await requireZstd();
-  if (options.verify && !VERIFY_LEVELS.includes(options.verify)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
-  const stallTimeoutMs = parseDuration(options.stallTimeout ?? '10m', '--stall-timeout');
-  for (const sidecar of options.checksumSidecars ?? []) {
-    if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
-  }
 
   const client = await connect(conn, 'pg-backup dump');
   try {
@@ -231,6 +221,26 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
   } finally {
     await client.end().catch(() => undefined);
   }
+}
+
+/**
+ * Validates every option that needs no database, so a mistake fails before any connection or
+ * write.
+ * @throws UsageError naming the first bad option.
+ */
+export async function checkDumpOptions(options: Omit<DumpOptions, 'databaseUrl'>) {
+  const service = validateLabel('service', options.service?.trim() || 'default');
+  const environment = validateLabel('environment', options.environment?.trim() || 'default');
+  const compression = parseCompression(options.compression);
+  const selection = validateSelection(options);
+  const storage = openStorage(options.to, options.s3);
+  if (compression.algorithm === 'zstd') await requireZstd();
+  if (options.verify && !VERIFY_LEVELS.includes(options.verify)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
+  const stallTimeoutMs = parseDuration(options.stallTimeout ?? '10m', '--stall-timeout');
+  for (const sidecar of options.checksumSidecars ?? []) {
+    if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
+  }
+  return { service, environment, compression, selection, storage, stallTimeoutMs };
 }
 
 /** The selection as recorded in the manifest (only what was set). */

@@ -39,7 +39,8 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     assert.equal(o['verify-result'], 'ok');
     const manifest = JSON.parse((await s3Get(to, o['backup-key']!.replace('.dump.zst', '.manifest.json'))).toString());
     assert.equal(manifest.object.sha256, o.sha256);
-    assert.match(dumped.summary, /Backup of api\/production\//);
+    assert.match(dumped.summary, /<h3>Backups<\/h3>/);
+    assert.ok(dumped.summary.includes(`api/production/${db}`));
     assert.ok(dumped.summary.includes(o.sha256!));
 
     const verified = await runActionBundle('verify', { from: to, backup: o['backup-key']!, ...storageInputs() }, noAwsEnv);

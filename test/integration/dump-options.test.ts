@@ -133,7 +133,7 @@ describe('several databases per run', () => {
     assert.deepEqual(out.map((o: { ok: boolean }) => o.ok), [true, false, true]);
     const listed = JSON.parse((await cli(['list', '--from', to, '--json'])).stdout);
     assert.deepEqual(listed.map((b: { database: string }) => b.database).sort(), [names[0], names[2]].sort());
-    for (const db of [names[0], names[2]]) assert.equal((await cli(['verify', '--from', to, '--database', db, '--service', 'default', '--environment', 'default'])).code, 0);
+    for (const db of [names[0]!, names[2]!]) assert.equal((await cli(['verify', '--from', to, '--database', db, '--service', 'default', '--environment', 'default'])).code, 0);
   });
 
   it('refuses an unknown database in the list before dumping anything: exit 2', async () => {

@@ -1,0 +1,88 @@
+// Starts and stops the real services the tests and the benchmark run against: a throwaway
+// PostgreSQL cluster (Debian's postgresql package) and a single-node Ceph RGW S3 server
+// (Debian's ceph packages, in-memory object store), both on loopback, under one temp dir.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+
+export interface Services {
+  work: string;
+  /** Variables the tests read (PGB_TEST_*). */
+  env: Record<string, string>;
+  stop(keepFiles?: boolean): void;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function sh(script: string, env: Record<string, string>): void {
+  const r = spawnSync('bash', [path.join(root, script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error(`${script} failed (exit ${r.status}): the services could not start`);
+}
+
+/**
+ * Starts PostgreSQL and Ceph RGW, creates `bucket`, and returns the variables to reach them.
+ * @throws Error when either cannot start (nothing is skipped).
+ */
+export async function startServices(options: { bucket?: string; memstoreBytes?: number } = {}): Promise<Services> {
+  const work = mkdtempSync(path.join(os.tmpdir(), 'pgb-test-'));
+  chmodSync(work, 0o755); // the postgres OS user must reach its cluster directory
+  const rgwDir = path.join(work, 'rgw');
+  const pgDir = path.join(work, 'pg');
+  const stop = (keepFiles = false) => {
+    try {
+      for (const f of readdirSync(path.join(rgwDir, 'run')).filter((n) => n.endsWith('.pid'))) {
+        try {
+          process.kill(Number(readFileSync(path.join(rgwDir, 'run', f), 'utf8')), 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    } catch {
+      /* never started */
+    }
+    try {
+      process.kill(Number(readFileSync(path.join(pgDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT');
+    } catch {
+      /* never started */
+    }
+    if (!keepFiles) rmSync(work, { recursive: true, force: true });
+  };
+  try {
+    const [rgwPort, monPort, pgPort] = [await freePort(), await freePort(), await freePort()];
+    console.log(`starting Ceph RGW on 127.0.0.1:${rgwPort} and PostgreSQL on 127.0.0.1:${pgPort} under ${work}`);
+    sh('test/infra/pg-up.sh', { D: pgDir, PG_PORT: String(pgPort) });
+    sh('test/infra/rgw-up.sh', { D: rgwDir, RGW_PORT: String(rgwPort), MON_PORT: String(monPort), MEMSTORE_BYTES: String(options.memstoreBytes ?? 6 * 1024 ** 3) });
+    const endpoint = `http://127.0.0.1:${rgwPort}`;
+    const bucket = options.bucket ?? 'pgb-test';
+    const s3 = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'BACKUPKEY', secretAccessKey: 'BACKUPSECRET' } });
+    await s3.send(new CreateBucketCommand({ Bucket: bucket }));
+    s3.destroy();
+    const env = {
+      PGB_TEST_S3_ENDPOINT: endpoint,
+      PGB_TEST_S3_BUCKET: bucket,
+      PGB_TEST_S3_ACCESS_KEY: 'BACKUPKEY',
+      PGB_TEST_S3_SECRET_KEY: 'BACKUPSECRET',
+      PGB_TEST_PG_URL: `postgresql://postgres:pgtestpw@127.0.0.1:${pgPort}/postgres`,
+      PGB_TEST_RGW_CONF: path.join(rgwDir, 'ceph.conf'),
+    };
+    return { work, env, stop };
+  } catch (err) {
+    stop();
+    throw err;
+  }
+}
