@@ -41,8 +41,9 @@ export function startProgress(source: ProgressSource, options: ProgressOptions):
     lastRaw = raw;
     lastStored = stored;
     const seconds = (Date.now() - started) / 1000;
-    const rate = seconds > 0 ? raw / seconds / 1e6 : 0;
-    const line = `${options.label}: ${formatBytes(raw)} dumped, ${formatBytes(stored)} stored, ${rate.toFixed(1)} MB/s`;
+    // When pg_dump feeds the compressor directly, only the stored bytes are seen here.
+    const rate = seconds > 0 ? (raw || stored) / seconds / 1e6 : 0;
+    const line = `${options.label}: ${raw ? `${formatBytes(raw)} dumped, ` : ''}${formatBytes(stored)} stored, ${rate.toFixed(1)} MB/s${raw ? '' : ' (compressed)'}`;
     if (tty) options.logger.progress!(line);
     else if (Date.now() - lastLogged >= interval) {
       lastLogged = Date.now();

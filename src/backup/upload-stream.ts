@@ -9,6 +9,10 @@ export interface Producer {
   stream: Readable;
   /** Resolves when the producer finished cleanly (exit code 0); rejects otherwise. */
   done: Promise<void>;
+  /** The stream is already compressed (e.g. pg_dump piped into zstd): no codec is started. */
+  compressed?: boolean;
+  /** With `compressed`: the uncompressed size, known once `done` resolved. */
+  rawBytes?: () => number;
 }
 
 /** What {@link uploadStream} stored. */
@@ -51,7 +55,7 @@ export async function uploadStream(
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   const producer = produce(controller.signal);
   producer.done.catch(() => undefined);
-  const codec = await startCodec(options.compression, 'compress', controller.signal);
+  const codec = await startCodec(producer.compressed ? { algorithm: 'none' } : options.compression, 'compress', controller.signal);
   const raw = new Meter();
   const stored = new Meter(...(options.hashes ?? ['sha256']));
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
@@ -71,7 +75,7 @@ export async function uploadStream(
     await upload;
     const digests: Partial<Record<MeterHash, string>> = {};
     for (const h of options.hashes ?? ['sha256']) digests[h] = stored.digest(h);
-    return { rawBytes: raw.bytes, storedBytes: stored.bytes, digests };
+    return { rawBytes: producer.rawBytes?.() ?? raw.bytes, storedBytes: stored.bytes, digests };
   } catch (err) {
     fail(err);
     // Tear the whole chain down: a stage left paused with buffered data would keep the

@@ -18,6 +18,7 @@ import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { pgDumpArgs, selectTables, validateSelection, type DumpSelection } from '../postgres/dump-options.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
+import { pgDumpThroughZstd } from '../postgres/dump-pipe.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
@@ -145,8 +146,11 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       if (selection.format === 'directory') {
         stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => (counters = c) });
       } else {
+        const dumpArgs = [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common];
         const s = await uploadStream(storage, keys.objectKey, (sig) => {
-          const p = runPgProgram(pgDump, [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common], { connection: conn, signal: sig });
+          // zstd: an OS pipe from pg_dump into zstd, the uncompressed stream never enters this process.
+          if (compression.algorithm === 'zstd') return pgDumpThroughZstd(pgDump, dumpArgs, conn, compression.level ?? 3, sig);
+          const p = runPgProgram(pgDump, dumpArgs, { connection: conn, signal: sig });
           return { stream: p.stdout, done: p.done };
         }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => (counters = c) });
         stored = { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5 };
