@@ -66,6 +66,20 @@ export const ManifestSchema = z.object({
   tables: z.array(z.object({ schema: z.string(), table: z.string(), rows: z.number().int().nonnegative() })),
   /** Tables dumped without their rows (`--exclude-table-data`): not counted. */
   tablesWithoutData: z.array(z.object({ schema: z.string(), table: z.string() })).optional(),
+  /**
+   * Why and from where the backup was taken: a reason (e.g. "before migration 0042") and, in
+   * GitHub Actions, the commit, ref, actor and run. Recorded for pre-migration snapshots.
+   */
+  context: z
+    .object({
+      reason: z.string().optional(),
+      gitSha: z.string().optional(),
+      gitRef: z.string().optional(),
+      actor: z.string().optional(),
+      workflow: z.string().optional(),
+      runUrl: z.string().optional(),
+    })
+    .optional(),
   /** The schema-migration head found in the dump's snapshot (alembic, Flyway, Prisma, Django, Knex, Rails), if any. */
   migrationHead: z.object({ table: z.string(), head: z.string() }).optional(),
 });

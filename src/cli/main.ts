@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { demo } from '../commands/demo.ts';
 import { drill } from '../commands/drill.ts';
-import type { ChecksumSidecar } from '../commands/dump.ts';
+import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
@@ -56,6 +56,7 @@ interface DumpFlags {
   workDir?: string;
   stallTimeout: string;
   verify: VerifyLevel;
+  reason?: string;
 }
 
 /** Commander collector for repeatable options. */
@@ -75,7 +76,7 @@ function outcomeJson(o: DumpOutcome) {
     database: o.database,
     ok: o.ok,
     error: o.error,
-    manifest: r && { ...r.manifest, backupUri: r.backupUri, manifestUri: r.manifestUri, verification: r.verification && { ...r.verification, manifest: undefined } },
+    manifest: r && { ...r.manifest, backupUri: r.backupUri, manifestUri: r.manifestUri, restoreCommand: r.restoreCommand, verification: r.verification && { ...r.verification, manifest: undefined } },
   };
 }
 
@@ -134,6 +135,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       .option('--work-dir <dir>', 'directory format: where pg_dump spools the archive before upload (default: $PG_BACKUP_WORK_DIR or the temp dir)')
       .option('--stall-timeout <duration>', 'fail when no byte moved for this long (0: never)', '10m')
       .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access)', 'none')
+      .option('--reason <text>', 'why this backup is taken (recorded in the manifest), e.g. "before migration 0042"')
       .option('--json', 'print the manifest (several databases: an array of results) as JSON on stdout')
       .option('--quiet', 'no progress lines on stderr'),
   ).action(async (flags: CommonFlags & DumpFlags) => {
@@ -161,6 +163,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       workDir: flags.workDir,
       stallTimeout: flags.stallTimeout,
       verify: flags.verify,
+      context: runContext(flags.reason),
       s3: s3Settings(flags),
       logger: stderrLogger(flags.quiet),
       signal,

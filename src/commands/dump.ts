@@ -57,6 +57,8 @@ export interface DumpOptions extends DumpSelection {
   signal?: AbortSignal;
   /** Clock, for tests. */
   now?: () => Date;
+  /** Recorded in the manifest's `context`: why this backup was taken, and (in Actions) the commit, ref, actor and run. */
+  context?: Manifest['context'];
   /**
    * Verify the backup right after writing it, at this level (`checksum`, `archive`, `schema`).
    * Needs read access (Get) besides write. Default `none`.
@@ -67,6 +69,8 @@ export interface DumpOptions extends DumpSelection {
 /** What {@link dump} produced. */
 export interface DumpResult {
   manifest: Manifest;
+  /** A ready-to-paste command that restores this backup (the target URL left as `$TARGET_DATABASE_URL`). */
+  restoreCommand: string;
   backupUri: string;
   manifestUri: string;
   /** The dump object's key relative to the storage location (for the directory format, its folder). */
@@ -207,12 +211,14 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       tables: tableRows,
       tablesWithoutData: selected.some((t) => !t.withData) ? selected.filter((t) => !t.withData).map(({ schema, table }) => ({ schema, table })) : undefined,
       migrationHead,
+      context: options.context && Object.values(options.context).some((v) => v) ? options.context : undefined,
     });
     // The manifest is the commit marker: written last.
     await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
     logger.info(`${conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(stored.storedBytes)} (${formatBytes(stored.rawBytes)} before ${compression.algorithm}), sha256 ${manifest.object.sha256}`);
     const result: DumpResult = {
       manifest,
+      restoreCommand: `npx pg-backup restore --from ${shellQuote(options.to)} --backup ${shellQuote(keys.objectKey)} --target-url "$TARGET_DATABASE_URL"`,
       backupUri: storage.uri(keys.objectKey),
       manifestUri: storage.uri(keys.manifestKey),
       objectKey: keys.objectKey,
@@ -245,6 +251,29 @@ export async function checkDumpOptions(options: Omit<DumpOptions, 'databaseUrl'>
     if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
   }
   return { service, environment, compression, selection, storage, stallTimeoutMs };
+}
+
+/**
+ * The manifest's `context` for a run: `reason`, plus, when running in GitHub Actions, the commit,
+ * ref, actor, workflow and run URL from the runner's `GITHUB_*` variables.
+ */
+export function runContext(reason: string | undefined, env: NodeJS.ProcessEnv = process.env): Manifest['context'] {
+  const inActions = env.GITHUB_ACTIONS === 'true';
+  const runUrl = inActions && env.GITHUB_REPOSITORY && env.GITHUB_RUN_ID ? `${env.GITHUB_SERVER_URL || 'https://github.com'}/${env.GITHUB_REPOSITORY}/actions/runs/${env.GITHUB_RUN_ID}` : undefined;
+  const context = {
+    reason: reason?.trim() || undefined,
+    gitSha: inActions ? env.GITHUB_SHA : undefined,
+    gitRef: inActions ? env.GITHUB_REF : undefined,
+    actor: inActions ? env.GITHUB_ACTOR : undefined,
+    workflow: inActions ? env.GITHUB_WORKFLOW : undefined,
+    runUrl,
+  };
+  return Object.values(context).some(Boolean) ? context : undefined;
+}
+
+/** Quotes a word for a POSIX shell when it needs it. */
+function shellQuote(word: string): string {
+  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
 /** The selection as recorded in the manifest (only what was set). */

@@ -1,6 +1,6 @@
 import * as core from '@actions/core';
 import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
-import type { ChecksumSidecar } from '../commands/dump.ts';
+import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
 import { UsageError } from '../errors.ts';
@@ -34,6 +34,7 @@ export async function run(): Promise<void> {
       'work-dir': optional,
       'stall-timeout': optional,
       verify: optional,
+      reason: optional,
       ...storageInputs,
     });
     const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
@@ -67,6 +68,7 @@ export async function run(): Promise<void> {
           workDir: inputs['work-dir'],
           stallTimeout: inputs['stall-timeout'],
           verify: inputs.verify as VerifyLevel | undefined,
+          context: runContext(inputs.reason),
           s3: s3SettingsFrom(inputs),
           logger: actionLogger,
         }),
@@ -86,6 +88,7 @@ export async function run(): Promise<void> {
       sha256: m?.object.sha256,
       'size-bytes': m?.object.sizeBytes,
       'duration-ms': m?.durationMs,
+      'restore-command': first?.restoreCommand,
       'verify-result': first?.verification ? (first.verification.ok ? 'ok' : 'failed') : 'skipped',
       backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes }))),
     });
@@ -109,6 +112,7 @@ export async function run(): Promise<void> {
         ['database', 'result', 'where', 'size', 'sha256', 'duration', 'contents', 'verified'].map((data) => ({ data, header: true })),
         ...rows,
       ])
+      .addRaw(first ? `\n\nRestore it:\n\n\`\`\`sh\n${first.restoreCommand}\n\`\`\`\n` : '')
       .write();
     if (failure) throw failure;
   });

