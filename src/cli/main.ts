@@ -57,6 +57,7 @@ interface DumpFlags {
   stallTimeout: string;
   verify: VerifyLevel;
   reason?: string;
+  installPgClient?: boolean;
 }
 
 /** Commander collector for repeatable options. */
@@ -135,6 +136,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       .option('--work-dir <dir>', 'directory format: where pg_dump spools the archive before upload (default: $PG_BACKUP_WORK_DIR or the temp dir)')
       .option('--stall-timeout <duration>', 'fail when no byte moved for this long (0: never)', '10m')
       .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access)', 'none')
+      .option('--install-pg-client', 'when no pg_dump of the server major is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)')
       .option('--reason <text>', 'why this backup is taken (recorded in the manifest), e.g. "before migration 0042"')
       .option('--json', 'print the manifest (several databases: an array of results) as JSON on stdout')
       .option('--quiet', 'no progress lines on stderr'),
@@ -164,6 +166,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       stallTimeout: flags.stallTimeout,
       verify: flags.verify,
       context: runContext(flags.reason),
+      installClient: flags.installPgClient,
       s3: s3Settings(flags),
       logger: stderrLogger(flags.quiet),
       signal,

@@ -19,6 +19,7 @@ import { resolveConnection, type DatabaseConnection } from '../postgres/connecti
 import { pgDumpArgs, selectTables, validateSelection, type DumpSelection } from '../postgres/dump-options.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
 import { pgDumpThroughZstd } from '../postgres/dump-pipe.ts';
+import { installPgClient } from '../postgres/install-client.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
@@ -57,6 +58,12 @@ export interface DumpOptions extends DumpSelection {
   signal?: AbortSignal;
   /** Clock, for tests. */
   now?: () => Date;
+  /**
+   * When no pg_dump of the server's major (or newer) is installed, install
+   * `postgresql-client-<major>` from the PostgreSQL apt repository first (needs root or
+   * passwordless sudo, as on GitHub-hosted runners). Default false.
+   */
+  installClient?: boolean;
   /** Recorded in the manifest's `context`: why this backup was taken, and (in Actions) the commit, ref, actor and run. */
   context?: Manifest['context'];
   /**
@@ -105,7 +112,12 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
   const client = await connect(conn, 'pg-backup dump');
   try {
     const server = await serverFacts(client);
-    const pgDump = await findPgBinary('pg_dump', server.major, `dumping PostgreSQL ${server.version} at ${conn.display}`);
+    const why = `dumping PostgreSQL ${server.version} at ${conn.display}`;
+    const pgDump = await findPgBinary('pg_dump', server.major, why).catch(async (err: unknown) => {
+      if (!options.installClient || !(err instanceof UsageError)) throw err;
+      await installPgClient(server.major, logger);
+      return findPgBinary('pg_dump', server.major, why);
+    });
     logger.info(`${conn.database}: dumping ${conn.display} (PostgreSQL ${server.version}, ${formatBytes(server.databaseSizeBytes)}) with pg_dump ${pgDump.version}, ${selection.format} format → ${storage.url}`);
 
     // The snapshot stays exported while this transaction is open: pg_dump imports it, and the

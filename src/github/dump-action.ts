@@ -35,6 +35,7 @@ export async function run(): Promise<void> {
       'stall-timeout': optional,
       verify: optional,
       reason: optional,
+      'install-pg-client': optional,
       ...storageInputs,
     });
     const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
@@ -69,6 +70,7 @@ export async function run(): Promise<void> {
           stallTimeout: inputs['stall-timeout'],
           verify: inputs.verify as VerifyLevel | undefined,
           context: runContext(inputs.reason),
+          installClient: booleanInput(inputs['install-pg-client'], 'install-pg-client'),
           s3: s3SettingsFrom(inputs),
           logger: actionLogger,
         }),

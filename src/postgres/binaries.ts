@@ -55,6 +55,11 @@ export async function candidateDirs(env: NodeJS.ProcessEnv = process.env): Promi
 
 const cache = new Map<string, Promise<PgBinary[]>>();
 
+/** Forgets the programs found so far (after installing a client). */
+export function clearBinaryCache(): void {
+  cache.clear();
+}
+
 /** Every copy of `program` on this machine with its version, one per real file, in search order. */
 export function findAll(program: PgProgram, env: NodeJS.ProcessEnv = process.env): Promise<PgBinary[]> {
   const cacheKey = `${program}\0${env.PG_BIN_DIR ?? ''}\0${env.PATH ?? ''}`;

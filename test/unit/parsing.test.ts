@@ -126,6 +126,16 @@ describe('versions and sizes', () => {
   });
 });
 
+describe('client installation', () => {
+  it('installs the server major from the PostgreSQL apt repository', async () => {
+    const { pgdgInstallScript } = await import('../../src/postgres/install-client.ts');
+    const script = pgdgInstallScript(17);
+    assert.match(script, /apt\.postgresql\.org\/pub\/repos\/apt \$\{VERSION_CODENAME\}-pgdg main/);
+    assert.match(script, /apt-get install -y -qq --no-install-recommends postgresql-client-17$/);
+    assert.throws(() => pgdgInstallScript(Number.NaN));
+  });
+});
+
 describe('manifests', () => {
   it('rejects invalid JSON and missing fields with the key named', () => {
     assert.throws(() => parseManifest('{', 'k.manifest.json'), (e: unknown) => e instanceof CheckFailedError && /k\.manifest\.json/.test(e.message));
