@@ -184,7 +184,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();
-      const local = await downloadArchive(storage, backup, scratch, options.signal);
+      const local = await log.group('download', () => downloadArchive(storage, backup!, scratch!, options.signal));
       result.phases.downloadMs = Date.now() - downloadStart;
       result.problems.push(...local.problems);
       log.info(`download phase: ${formatSeconds(result.phases.downloadMs)} for ${formatBytes(local.sizeBytes)}, sha256 ${local.problems.length ? 'MISMATCH or incomplete' : 'matches the manifest'}`);
@@ -207,10 +207,10 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${manifest.format === 'plain' ? `psql ${psql.version}` : `pg_restore ${pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const restoreStart = Date.now();
-          const restoreError = await restoreLocalArchive(manifest.format, { pgRestore, psql }, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, { pgRestore, psql }, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
-          );
+          ));
           result.phases.restoreMs = Date.now() - restoreStart;
           if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
@@ -218,7 +218,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           if (!restoreError) {
             // Phase 3: checks.
             const checksStart = Date.now();
-            await runChecks(target, manifest, smokeChecks, result, log);
+            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log));
             result.phases.checksMs = Date.now() - checksStart;
             log.info(`checks phase: ${formatSeconds(result.phases.checksMs)}`);
           }

@@ -41,7 +41,7 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]>
   const outcomes: DumpOutcome[] = [];
   for (const target of targets) {
     try {
-      const result = await dump({ ...options, databaseUrl: connectionUrl(target) });
+      const result = await logger.group(`dump ${target.database}`, () => dump({ ...options, databaseUrl: connectionUrl(target) }));
       outcomes.push({ database: target.database, ok: !result.verification || result.verification.ok, result, error: result.verification && !result.verification.ok ? `verify failed: ${result.verification.reason}` : undefined });
     } catch (err) {
       // A user mistake (bucket, credentials, a filter matching nothing) is the run's, not one database's.

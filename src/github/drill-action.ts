@@ -25,8 +25,7 @@ export async function run(): Promise<void> {
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
     checkDatabaseUrl(inputs['target-url']);
-    const result = await core.group('drill', () =>
-      drill({
+    const result = await drill({
         from: inputs.from,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
@@ -38,8 +37,7 @@ export async function run(): Promise<void> {
         maxRpo: inputs['max-rpo'],
         s3: s3SettingsFrom(inputs),
         logger: actionLogger,
-      }),
-    );
+      });
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,

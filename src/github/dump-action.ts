@@ -44,8 +44,7 @@ export async function run(): Promise<void> {
     let outcomes: DumpOutcome[];
     let failure: unknown;
     try {
-      outcomes = await core.group('dump', () =>
-        dumpMany({
+      outcomes = await dumpMany({
           databaseUrls,
           databases: listInput(inputs.databases),
           to: inputs.to,
@@ -73,8 +72,7 @@ export async function run(): Promise<void> {
           installClient: booleanInput(inputs['install-pg-client'], 'install-pg-client'),
           s3: s3SettingsFrom(inputs),
           logger: actionLogger,
-        }),
-      );
+        });
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
       if (!partial) throw err;
