@@ -58,6 +58,7 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     const logKey = drilled.outputs['drill-log-uri']!.slice(to.length + 1);
     assert.match((await s3Get(to, logKey)).toString().trim(), /restore drill OK$/);
     assert.match(drilled.summary, /Restore drill: OK/);
+    for (const phase of ['download', 'restore', 'checks']) assert.ok(drilled.stdout.includes(`::group::${phase}`), `a log group per phase: ${phase}`);
     assert.match(drilled.summary, /customers/);
   });
 
