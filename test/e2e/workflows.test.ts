@@ -63,7 +63,16 @@ describe('workflows', () => {
       const job = Object.values<{ environment?: string }>(wf.jobs)[0]!;
       assert.equal(job.environment, '${{ inputs.environment }}');
       assert.ok(wf.permissions && !('write-all' in wf), 'minimal permissions');
+      if (name !== 'drill') {
+        const concurrency = (job as { concurrency?: { group: string; 'cancel-in-progress': boolean } }).concurrency!;
+        assert.equal(concurrency['cancel-in-progress'], false, 'a running dump is never cancelled');
+        assert.match(concurrency.group, /inputs\.environment/);
+      }
     }
+    const backup = parse(await readFile(path.join(root, '.github/workflows/backup.yml'), 'utf8'));
+    assert.match(backup.jobs.backup.concurrency.group, /inputs\.databases/, 'matrix jobs over databases do not share one group');
+    const drill = parse(await readFile(path.join(root, '.github/workflows/drill.yml'), 'utf8'));
+    assert.deepEqual(drill.permissions, { contents: 'read', issues: 'write' });
   });
 });
 
