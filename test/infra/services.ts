@@ -29,6 +29,21 @@ async function freePort(): Promise<number> {
   });
 }
 
+/** Kills the processes whose pid files are in `dir` (the Ceph daemons). */
+function killPidFiles(dir: string): void {
+  try {
+    for (const f of readdirSync(dir).filter((n) => n.endsWith('.pid'))) {
+      try {
+        process.kill(Number(readFileSync(path.join(dir, f), 'utf8')), 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  } catch {
+    /* never started */
+  }
+}
+
 function sh(script: string, env: Record<string, string>): void {
   const r = spawnSync('bash', [path.join(root, script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error(`${script} failed (exit ${r.status}): the services could not start`);
@@ -44,17 +59,7 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
   const rgwDir = path.join(work, 'rgw');
   const pgDir = path.join(work, 'pg');
   const stop = (keepFiles = false) => {
-    try {
-      for (const f of readdirSync(path.join(rgwDir, 'run')).filter((n) => n.endsWith('.pid'))) {
-        try {
-          process.kill(Number(readFileSync(path.join(rgwDir, 'run', f), 'utf8')), 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
-    } catch {
-      /* never started */
-    }
+    killPidFiles(path.join(rgwDir, 'run'));
     try {
       process.kill(Number(readFileSync(path.join(pgDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT');
     } catch {
@@ -63,10 +68,23 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
     if (!keepFiles) rmSync(work, { recursive: true, force: true });
   };
   try {
-    const [rgwPort, monPort, pgPort] = [await freePort(), await freePort(), await freePort()];
-    console.log(`starting Ceph RGW on 127.0.0.1:${rgwPort} and PostgreSQL on 127.0.0.1:${pgPort} under ${work}`);
+    const pgPort = await freePort();
+    let rgwPort = await freePort();
+    console.log(`starting PostgreSQL on 127.0.0.1:${pgPort} and Ceph RGW under ${work}`);
     sh('test/infra/pg-up.sh', { D: pgDir, PG_PORT: String(pgPort) });
-    sh('test/infra/rgw-up.sh', { D: rgwDir, RGW_PORT: String(rgwPort), MON_PORT: String(monPort), MEMSTORE_BYTES: String(options.memstoreBytes ?? 6 * 1024 ** 3) });
+    // A single-node Ceph cluster occasionally fails its first start (the monitor not yet
+    // answering); one retry on fresh ports, after stopping what the first attempt left.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        sh('test/infra/rgw-up.sh', { D: rgwDir, RGW_PORT: String(rgwPort), MON_PORT: String(await freePort()), MEMSTORE_BYTES: String(options.memstoreBytes ?? 6 * 1024 ** 3) });
+        break;
+      } catch (err) {
+        if (attempt >= 2) throw err;
+        console.log('Ceph RGW did not start; retrying once');
+        killPidFiles(path.join(rgwDir, 'run'));
+        rgwPort = await freePort();
+      }
+    }
     const endpoint = `http://127.0.0.1:${rgwPort}`;
     const bucket = options.bucket ?? 'pgb-test';
     const s3 = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'BACKUPKEY', secretAccessKey: 'BACKUPSECRET' } });
