@@ -11,8 +11,8 @@ export interface Producer {
   done: Promise<void>;
   /** The stream is already compressed (e.g. pg_dump piped into zstd): no codec is started. */
   compressed?: boolean;
-  /** With `compressed`: the uncompressed size, known once `done` resolved. */
-  rawBytes?: () => number;
+  /** With `compressed`: the uncompressed size, known once `done` resolved (undefined if unknown). */
+  rawBytes?: () => number | undefined;
 }
 
 /** What {@link uploadStream} stored. */
@@ -66,8 +66,16 @@ export async function uploadStream(
   producer.stream.pipe(raw).pipe(codec.stream).pipe(stored).pipe(body, { end: false });
   const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes });
   upload.catch(fail);
+  // An abort must end the wait even when a stage ignores the signal (a file producer, a zlib
+  // codec): back-pressure from a stopped upload would otherwise keep them waiting forever.
+  const aborted = new Promise<never>((_, reject) => {
+    const onAbort = () => reject(controller.signal.reason);
+    if (controller.signal.aborted) onAbort();
+    else controller.signal.addEventListener('abort', onAbort, { once: true });
+  });
+  aborted.catch(() => undefined);
   try {
-    await Promise.all([producer.done, codec.done, finished(stored)]).catch((err) => {
+    await Promise.race([Promise.all([producer.done, codec.done, finished(stored)]), aborted]).catch((err) => {
       fail(err);
       throw err;
     });

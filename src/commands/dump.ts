@@ -125,7 +125,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     // Synchronization Functions".
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
-    const selected = await selectTables(client, await listUserTables(client), selection);
+    const selected = await selectTables(client, await listUserTables(client), selection, (m) => logger.warn(`${conn.database}: ${m}`));
     const migrationHead = await findMigrationHead(client, true);
     const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
     const counted = selected.filter((t) => t.withData);
@@ -145,10 +145,12 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
 
     const counts = countRows(client, counted);
     counts.catch(() => undefined);
-    let counters: StreamCounters | undefined;
+    // Every stream's counters (the directory format uploads several files at once): summed.
+    const counters: StreamCounters[] = [];
+    const sum = (pick: (c: StreamCounters) => number) => counters.reduce((n, c) => n + pick(c), 0);
     let spoolBytes: () => number = () => 0;
     const stopProgress = startProgress(
-      { rawBytes: () => (counters?.raw.bytes ?? 0) + spoolBytes(), storedBytes: () => counters?.stored.bytes ?? 0 },
+      { rawBytes: () => sum((c) => c.raw.bytes) + spoolBytes(), storedBytes: () => sum((c) => c.stored.bytes) },
       {
         label: conn.database,
         logger,
@@ -160,7 +162,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     let stored: { storedBytes: number; rawBytes: number; sha256: string; md5?: string; files?: (NonNullable<Manifest['files']>[number] & { md5?: string })[] };
     try {
       if (selection.format === 'directory') {
-        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => (counters = c) });
+        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c) });
       } else {
         const dumpArgs = [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common];
         const s = await uploadStream(storage, keys.objectKey, (sig) => {
@@ -168,7 +170,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
           if (compression.algorithm === 'zstd') return pgDumpThroughZstd(pgDump, dumpArgs, conn, compression.level ?? 3, sig);
           const p = runPgProgram(pgDump, dumpArgs, { connection: conn, signal: sig });
           return { stream: p.stdout, done: p.done };
-        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => (counters = c) });
+        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c) });
         stored = { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5 };
       }
     } catch (err) {
@@ -345,14 +347,22 @@ async function dumpDirectory(o: {
     });
     const names = (await readdir(dir)).sort();
     const suffix = compressionSuffix(o.compression);
+    // The first failed file stops its siblings; every upload has settled before we clean up.
+    const siblings = new AbortController();
+    const signal = AbortSignal.any([o.signal, siblings.signal]);
     const files = await mapLimit(names, 4, async (name) => {
       const key = `${o.folder}/${name}${suffix}`;
-      const s = await uploadStream(o.storage, key, () => {
-        const stream = createReadStream(path.join(dir, name));
-        return { stream, done: finished(stream) };
-      }, { compression: o.compression, hashes: o.hashes, signal: o.signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters });
-      uploaded.push(key);
-      return { name, sizeBytes: s.storedBytes, sha256: s.digests.sha256!, md5: s.digests.md5, archiveSizeBytes: s.rawBytes };
+      try {
+        const s = await uploadStream(o.storage, key, () => {
+          const stream = createReadStream(path.join(dir, name));
+          return { stream, done: finished(stream) };
+        }, { compression: o.compression, hashes: o.hashes, signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters });
+        uploaded.push(key);
+        return { name, sizeBytes: s.storedBytes, sha256: s.digests.sha256!, md5: s.digests.md5, archiveSizeBytes: s.rawBytes };
+      } catch (err) {
+        siblings.abort(err);
+        throw err;
+      }
     });
     const listing = files.map((f) => `${f.sha256}  ${f.name}\n`).join('');
     return {

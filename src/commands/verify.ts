@@ -150,7 +150,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
         await createMissingRoles(client, manifest.roles).finally(() => client.end());
       }
     }
-    const psql = await findPgBinary('psql', 0, 'replaying a plain SQL dump');
+    // psql only replays plain SQL for level schema.
+    const psql = schemaTarget && manifest.format === 'plain' ? await findPgBinary('psql', 0, 'replaying a plain SQL dump') : pgRestore!;
     const schemaSink = (target: DatabaseConnection): ArchiveSink => {
       // custom: the schema alone; plain SQL cannot be split, so it replays whole.
       const sink = manifest.format === 'plain'

@@ -121,45 +121,59 @@ export interface SelectedTable {
 }
 
 /**
- * Applies a selection's schema and table patterns to the database's user tables, the way
- * pg_dump does, so the manifest counts exactly the rows that are dumped.
- * @throws UsageError naming a pattern that matches nothing (a typo would otherwise dump the wrong thing silently).
+ * Applies a selection's schema and table patterns to the database's user tables the way pg_dump
+ * does, so the manifest counts exactly the rows that are dumped: table patterns match tables,
+ * views, sequences and the like (only ordinary tables hold rows to count), an unqualified table
+ * pattern only matches tables visible on the search path, and `--table` wins over
+ * `--exclude-schema` (but not over `--exclude-table`). Source: pg_dump.c,
+ * `expand_table_name_patterns` and `selectDumpableTable`.
+ * @throws UsageError naming an include pattern (`--schema`, `--table`) that matches nothing (a typo would otherwise dump the wrong thing silently).
  */
-export async function selectTables(client: pg.Client, all: { schema: string; table: string }[], s: DumpSelection): Promise<SelectedTable[]> {
-  const known = new Set(all.map((t) => `${t.schema}\u0000${t.table}`));
-  const matches = async (patterns: string[] | undefined, kind: 'schema' | 'table', option: string) => {
+export async function selectTables(
+  client: pg.Client,
+  all: { schema: string; table: string }[],
+  s: DumpSelection,
+  warn: (message: string) => void = () => undefined,
+): Promise<SelectedTable[]> {
+  const key = (schema: string, table: string) => `${schema}\u0000${table}`;
+  const known = new Set(all.map((t) => key(t.schema, t.table)));
+  const matches = async (patterns: string[] | undefined, kind: 'schema' | 'table', option: string, include: boolean) => {
     if (!patterns?.length) return undefined;
     const hits = new Set<string>();
     for (const p of patterns) {
       const rx = patternToRegex(p);
-      const [schemaRx, nameRx] = kind === 'schema' ? [rx.name, null] : [rx.schema ?? null, rx.name];
       // PostgreSQL's own regex engine (~), as pg_dump uses.
-      const { rows } = await client.query<{ schema: string; table: string }>(
-        `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE c.relkind = 'r' AND ($1::text IS NULL OR n.nspname ~ $1) AND ($2::text IS NULL OR c.relname ~ $2)`,
-        [schemaRx, nameRx],
-      );
-      const found = rows.map((r) => `${r.schema}\u0000${r.table}`).filter((k) => known.has(k));
-      if (found.length === 0 && !(kind === 'schema' && (await schemaExists(client, rx.name)))) {
-        throw new UsageError(`${option} ${JSON.stringify(p)} matches no ${kind} in this database: check the pattern (psql patterns: * and ?, "Quoted" for case)`);
+      const { rows } =
+        kind === 'schema'
+          ? await client.query<{ schema: string; table: string | null }>(
+              `SELECT n.nspname AS schema, c.relname AS table FROM pg_namespace n
+                 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind = 'r'
+                WHERE n.nspname ~ $1`,
+              [rx.name],
+            )
+          : await client.query<{ schema: string; table: string }>(
+              `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S') AND c.relname ~ $2
+                  AND ($1::text IS NULL AND pg_catalog.pg_table_is_visible(c.oid) OR n.nspname ~ $1)`,
+              [rx.schema ?? null, rx.name],
+            );
+      if (rows.length === 0) {
+        const message = `${option} ${JSON.stringify(p)} matches no ${kind} in this database`;
+        if (include) throw new UsageError(`${message}: check the pattern (psql patterns: * and ?, "Quoted" for case; an unqualified table must be on the search path)`);
+        warn(`${message}; nothing is excluded by it`);
       }
-      for (const k of found) hits.add(k);
+      for (const r of rows) if (r.table !== null && known.has(key(r.schema, r.table))) hits.add(key(r.schema, r.table));
     }
     return hits;
   };
-  const includeSchemas = await matches(s.schemas, 'schema', '--schema');
-  const excludeSchemas = await matches(s.excludeSchemas, 'schema', '--exclude-schema');
-  const includeTables = await matches(s.tables, 'table', '--table');
-  const excludeTables = await matches(s.excludeTables, 'table', '--exclude-table');
-  const noData = await matches(s.excludeTableData, 'table', '--exclude-table-data');
+  const includeSchemas = await matches(s.schemas, 'schema', '--schema', true);
+  const excludeSchemas = await matches(s.excludeSchemas, 'schema', '--exclude-schema', false);
+  const includeTables = await matches(s.tables, 'table', '--table', true);
+  const excludeTables = await matches(s.excludeTables, 'table', '--exclude-table', false);
+  const noData = await matches(s.excludeTableData, 'table', '--exclude-table-data', false);
   return all
-    .map((t) => ({ ...t, key: `${t.schema}\u0000${t.table}` }))
-    .filter((t) => (!includeTables || includeTables.has(t.key)) && (includeTables || !includeSchemas || includeSchemas.has(t.key)))
-    .filter((t) => !excludeSchemas?.has(t.key) && !excludeTables?.has(t.key))
+    .map((t) => ({ ...t, key: key(t.schema, t.table) }))
+    .filter((t) => (includeTables ? includeTables.has(t.key) : (!includeSchemas || includeSchemas.has(t.key)) && !excludeSchemas?.has(t.key)))
+    .filter((t) => !excludeTables?.has(t.key))
     .map((t) => ({ schema: t.schema, table: t.table, withData: !noData?.has(t.key) }));
-}
-
-async function schemaExists(client: pg.Client, regex: string): Promise<boolean> {
-  const { rows } = await client.query('SELECT 1 FROM pg_namespace WHERE nspname ~ $1', [regex]);
-  return rows.length > 0;
 }

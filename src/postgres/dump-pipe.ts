@@ -11,13 +11,13 @@ import { describeFailure } from './processes.ts';
  * producer's stream is zstd's output; it is done when both exited 0; `rawBytes` comes from
  * zstd's own byte count (`-vv`). Secrets stay out of argv (the password is in `PGPASSWORD`).
  */
-export function pgDumpThroughZstd(pgDump: PgBinary, args: string[], conn: DatabaseConnection, level: number, signal: AbortSignal): Producer & { rawBytes: () => number } {
+export function pgDumpThroughZstd(pgDump: PgBinary, args: string[], conn: DatabaseConnection, level: number, signal: AbortSignal): Producer {
   const env = { ...process.env, ...libpqEnv(conn), PGAPPNAME: 'pg-backup' };
   const dump = spawn(pgDump.path, [...args, `--dbname=${conn.url}`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   // zstd reads pg_dump's pipe directly: its file descriptor is handed to the child.
   const zstd = spawn('zstd', [`-${level}`, '-T0', '-vv', '-c'], { stdio: [dump.stdout, 'pipe', 'pipe'] });
   dump.stdout.destroy(); // our copy of the read end: only zstd reads it
-  let raw = 0;
+  let raw: number | undefined;
   const watch = (child: ChildProcess, program: string) =>
     new Promise<void>((resolve, reject) => {
       let stderr = '';
@@ -27,7 +27,8 @@ export function pgDumpThroughZstd(pgDump: PgBinary, args: string[], conn: Databa
       child.once('error', (err) => reject(new Error(`${program} could not be started: ${err.message}`)));
       child.once('close', (exitCode, sig) => {
         if (program === 'zstd') {
-          const m = /\((\d+) B => (\d+) B/.exec(stderr);
+          // e.g. "/*stdin*\ : 4.42%   (   500 B =>     22 B, /*stdout*\)" (numbers are padded).
+          const m = /\(\s*(\d+) B =>\s*(\d+) B/.exec(stderr);
           if (m) raw = Number(m[1]);
         }
         if (exitCode === 0) resolve();
