@@ -341,7 +341,7 @@ export async function main(argv: string[]): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const program = buildProgram(controller.signal, (code) => {
-    exitCode = code;
+    if (!signalled) exitCode = code; // an interrupted run exits 130/143 whatever its verdict
   });
   try {
     await program.parseAsync(argv);

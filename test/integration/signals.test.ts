@@ -1,0 +1,55 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { chmod, mkdtemp, readdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { addBigTable, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+
+/** Runs the CLI and sends `signal` once stderr matches `when`; resolves with the exit code and stderr. */
+function interrupt(args: string[], env: Record<string, string>, when: RegExp, signal: NodeJS.Signals): Promise<{ code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), ...args], { env: { ...process.env, ...s3Env(), ...env } });
+    let stderr = '';
+    let sent = false;
+    child.stderr.on('data', (d) => {
+      stderr += d;
+      if (!sent && when.test(stderr)) {
+        sent = true;
+        setTimeout(() => child.kill(signal), 300);
+      }
+    });
+    child.on('close', (code) => resolve({ code, stderr }));
+  });
+}
+
+describe('signals (a cancelled workflow run)', () => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    it(`${signal} during a dump aborts the multipart upload and exits non-zero, leaving nothing`, { timeout: 60_000 }, async () => {
+      const db = await createDatabase('sigdump', false);
+      const bin = await fakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
+      const to = s3Location('sigdump');
+      const r = await interrupt(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin }, /snapshot \S+ exported/, signal);
+      assert.equal(r.code, signal === 'SIGTERM' ? 143 : 130, r.stderr);
+      assert.match(r.stderr, new RegExp(`received ${signal}: cancelling and cleaning up`));
+      assert.deepEqual(await s3Keys(to), []);
+      assert.deepEqual(await openMultipartUploads(to), []);
+    });
+  }
+
+  it('SIGTERM during a drill removes the throwaway cluster and its files', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('sigdrill', false);
+    await addBigTable(db, 60);
+    const to = await fileLocation();
+    await dumpWithCli(db, to);
+    const work = await mkdtemp(path.join(os.tmpdir(), 'pgb-sigwork-'));
+    await chmod(work, 0o777);
+    const r = await interrupt(['drill', '--from', to, '--work-dir', work, '--jobs', '1'], {}, /restoring into/, 'SIGTERM');
+    assert.equal(r.code, 143, r.stderr);
+    assert.match(r.stderr, /throwaway cluster removed/);
+    assert.deepEqual(await readdir(work), [], 'no cluster or archive left behind');
+    const ps = await run('ps', ['-eo', 'comm=,args=']);
+    const left = ps.stdout.split('\n').filter((l) => /^postgres\s/.test(l) && l.includes(work));
+    assert.deepEqual(left, [], 'no postgres process left');
+  });
+});
