@@ -1,0 +1,39 @@
+/**
+ * Least-privilege policies for the three roles around a backup bucket, in AWS IAM policy
+ * grammar (S3 and Ceph RGW bucket policies accept the same): the writer (dump: PutObject and
+ * the multipart calls, nothing else), the reader (list, verify, drill, restore) and, for stores
+ * where retention is not left to lifecycle rules, the pruner. Source: AWS S3 User Guide,
+ * "Policy actions for Amazon S3"; multipart uploads need s3:PutObject for every part and
+ * s3:AbortMultipartUpload / s3:ListMultipartUploadParts to clean up.
+ */
+
+/** The actions the dump path uses: no List, Get, Head or Delete. */
+export const WRITER_ACTIONS = ['s3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'];
+/** The actions list, verify, drill and restore use. */
+export const READER_ACTIONS = ['s3:ListBucket', 's3:GetObject'];
+
+/**
+ * A bucket policy that lets `principal` (e.g. `arn:aws:iam::123456789012:user/backup-writer`)
+ * write backups into `bucket` and explicitly denies it every read, list and delete — needed
+ * because the writer owns the objects it writes — and lets each of `readers` list and read
+ * every object, whoever wrote it (verify, drill, restore; drills also write their logs, so a
+ * drill role needs s3:PutObject on `drills/*` too).
+ */
+export function writerBucketPolicy(bucket: string, principal: string, readers: string[] = []) {
+  return {
+    Version: '2012-10-17',
+    Statement: [
+      ...(readers.length
+        ? [{ Sid: 'BackupReaders', Effect: 'Allow', Principal: { AWS: readers }, Action: READER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }]
+        : []),
+      { Sid: 'BackupWriterPuts', Effect: 'Allow', Principal: { AWS: [principal] }, Action: WRITER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}/*`] },
+      {
+        Sid: 'BackupWriterNoReadsNoDeletes',
+        Effect: 'Deny',
+        Principal: { AWS: [principal] },
+        Action: ['s3:GetObject', 's3:GetObjectVersion', 's3:ListBucket', 's3:ListBucketVersions', 's3:DeleteObject', 's3:DeleteObjectVersion'],
+        Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`],
+      },
+    ],
+  };
+}

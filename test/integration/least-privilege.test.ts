@@ -1,0 +1,53 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { describe, it } from 'node:test';
+import { CreateBucketCommand, PutBucketPolicyCommand } from '@aws-sdk/client-s3';
+import { addBigTable, cli, createDatabase, dbUrl, fakePgBin, need, openMultipartUploads, run, s3Client, s3Keys } from '../helpers.ts';
+import { writerBucketPolicy } from '../../src/storage/policies.ts';
+
+/**
+ * The dump path needs only PutObject / AbortMultipartUpload / ListMultipartUploadParts (seed 003's
+ * writer). On Ceph RGW, as on AWS, a bucket policy grants that to a second user and explicitly
+ * denies it every read, list and delete (an object's writer owns it, so the Deny is needed).
+ */
+async function writeOnlyBucket(): Promise<{ to: string; writer: Record<string, string> }> {
+  const conf = need('PGB_TEST_RGW_CONF');
+  const created = await run('radosgw-admin', ['-c', conf, 'user', 'create', '--uid=writer', '--display-name=writer', '--access-key=WRITERKEY', '--secret-key=WRITERSECRET']);
+  assert.ok(created.code === 0 || /exists/.test(created.stderr), created.stderr);
+  const bucket = `wo-${randomBytes(4).toString('hex')}`;
+  const client = s3Client();
+  await client.send(new CreateBucketCommand({ Bucket: bucket }));
+  await client.send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(writerBucketPolicy(bucket, 'arn:aws:iam:::user/writer', ['arn:aws:iam:::user/backup'])) }));
+  client.destroy();
+  return { to: `s3://${bucket}/pg`, writer: { AWS_ACCESS_KEY_ID: 'WRITERKEY', AWS_SECRET_ACCESS_KEY: 'WRITERSECRET' } };
+}
+
+describe('least privilege on Ceph RGW', () => {
+  it('dumps with write-only credentials (multipart), which can neither list nor read it back', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('writer');
+    await addBigTable(db, 20);
+    const { to, writer } = await writeOnlyBucket();
+    const dumped = await cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), ...writer });
+    assert.equal(dumped.code, 0, dumped.stderr);
+    assert.ok(JSON.parse(dumped.stdout).object.sizeBytes > 5 * 1024 * 1024, 'a multipart upload');
+    for (const args of [['list', '--from', to], ['verify', '--from', to]]) {
+      const denied = await cli(args, writer);
+      assert.equal(denied.code, 2, denied.stderr);
+      assert.match(denied.stderr, /access denied to list .*s3:ListBucket/);
+    }
+    // The owner (reader) verifies it.
+    const verified = await cli(['verify', '--from', to]);
+    assert.equal(verified.code, 0, verified.stderr);
+  });
+
+  it('a failing dump with write-only credentials still aborts its multipart upload', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('writerfail', false);
+    const { to, writer } = await writeOnlyBucket();
+    const bin = await fakePgBin('head -c 20000000 /dev/urandom; echo "pg_dump: error: boom" >&2; exit 1');
+    const r = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...writer });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /pg_dump exited with code 1: pg_dump: error: boom/);
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), []);
+  });
+});
