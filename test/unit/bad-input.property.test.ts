@@ -1,0 +1,50 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { main } from '../../src/cli/main.ts';
+
+/**
+ * Property-based bad input: whatever a user types in place of a URL, a compression, a
+ * duration or a format, the CLI answers with exit code 2 and one line — never a stack trace —
+ * before touching a database or a bucket (the database URL points nowhere reachable).
+ */
+async function runCli(args: string[]): Promise<{ code: number; stderr: string }> {
+  // Only stderr is captured: the test runner itself speaks on this process's stdout.
+  let stderr = '';
+  const errWrite = process.stderr.write.bind(process.stderr);
+  process.stderr.write = ((chunk: string | Uint8Array) => ((stderr += String(chunk)), true)) as typeof process.stderr.write;
+  try {
+    const code = await main(['node', 'pg-backup', ...args]);
+    return { code, stderr };
+  } finally {
+    process.stderr.write = errWrite;
+  }
+}
+
+const env = { DATABASE_URL: 'postgresql://u:pw@127.0.0.1:1/db' };
+const text = fc.string({ minLength: 1, maxLength: 40 }).filter((s) => !s.startsWith('-'));
+
+function checkOneLine(r: { code: number; stderr: string }): void {
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('(run with --help'));
+  assert.equal(lines.length, 1, r.stderr);
+}
+
+describe('bad input (property-based)', () => {
+  Object.assign(process.env, env);
+  const cases: [string, fc.Arbitrary<string>, (v: string) => string[]][] = [
+    ['storage URLs', text.filter((s) => !/^(s3|file):\/\//.test(s)), (v) => ['dump', '--to', v]],
+    ['bucket names', fc.string({ minLength: 1, maxLength: 70 }).filter((s) => !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(s.split('/')[0]!) && !s.startsWith('-')), (v) => ['list', '--from', `s3://${v}`]],
+    ['compressions', text.filter((s) => !/^(zstd(:([1-9]|1[0-9]))?|gzip(:[1-9])?|none)$/i.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--compression', v]],
+    ['durations', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--stall-timeout', v]],
+    ['formats', text.filter((s) => !['custom', 'plain', 'directory'].includes(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--format', v]],
+    ['database URLs', text.filter((s) => !/^postgres(ql)?:\/\//i.test(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--database-url', v]],
+    ['verify levels', text.filter((s) => !['none', 'checksum', 'archive', 'schema'].includes(s)), (v) => ['verify', '--from', 'file:///tmp/pgb-prop', '--level', v]],
+  ];
+  for (const [name, arbitrary, args] of cases) {
+    it(`${name}: exit 2, one line, no stack`, async () => {
+      await fc.assert(fc.asyncProperty(arbitrary, async (v) => checkOneLine(await runCli(args(v)))), { numRuns: 40, seed: 20261122 });
+    });
+  }
+});
