@@ -186,7 +186,11 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       const downloadStart = Date.now();
       const local = await log.group('download', () => downloadArchive(storage, backup!, scratch!, options.signal));
       result.phases.downloadMs = Date.now() - downloadStart;
-      result.problems.push(...local.problems);
+      result.problems.push(
+        ...local.problems.map((p) =>
+          /ENOSPC/.test(p) ? `${p}: the drill needs about ${formatBytes(manifest.archiveSizeBytes)} free in ${parent} for the archive, plus room for the restored database` : p,
+        ),
+      );
       log.info(`download phase: ${formatSeconds(result.phases.downloadMs)} for ${formatBytes(local.sizeBytes)}, sha256 ${local.problems.length ? 'MISMATCH or incomplete' : 'matches the manifest'}`);
 
       if (local.problems.length === 0) {

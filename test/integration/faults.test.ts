@@ -4,7 +4,7 @@ import { chmod, mkdtemp, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { addBigTable, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
 
 /** Runs the CLI and sends `signal` once stderr matches `when`; resolves with the exit code and stderr. */
 function interrupt(args: string[], env: Record<string, string>, when: RegExp, signal: NodeJS.Signals): Promise<{ code: number | null; stderr: string }> {
@@ -51,5 +51,27 @@ describe('signals (a cancelled workflow run)', () => {
     const ps = await run('ps', ['-eo', 'comm=,args=']);
     const left = ps.stdout.split('\n').filter((l) => /^postgres\s/.test(l) && l.includes(work));
     assert.deepEqual(left, [], 'no postgres process left');
+  });
+});
+
+describe('disk', () => {
+  it('a drill whose work dir runs out of space fails clearly, naming the space needed, and cleans up', { timeout: 180_000 }, async () => {
+    const db = await createDatabase('diskfull', false);
+    await addBigTable(db, 150);
+    const to = await fileLocation();
+    const { manifest } = await dumpWithCli(db, to);
+    const work = await mkdtemp(path.join(os.tmpdir(), 'pgb-small-'));
+    const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=80m,mode=0777', 'tmpfs', work]);
+    assert.equal(mounted.code, 0, `mounting a small tmpfs (the tests run as root): ${mounted.stderr}`);
+    try {
+      const r = await cli(['drill', '--from', to, '--work-dir', work, '--json']);
+      assert.equal(r.code, 1, r.stderr);
+      const report = JSON.parse(r.stdout);
+      assert.match(report.reason, /ran out of space \(ENOSPC\)/);
+      assert.match(report.reason, new RegExp(`the drill needs about ${(manifest.archiveSizeBytes / 1e6).toFixed(0)}(\\.\\d)? MB free in ${work}`));
+      assert.deepEqual(await readdir(work), [], 'the cluster and the partial archive are removed');
+    } finally {
+      await run('umount', [work]);
+    }
   });
 });
