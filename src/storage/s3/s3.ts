@@ -264,8 +264,12 @@ export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' |
   if (status === 404 && action !== 'write') return new NotFoundError(`${uri} does not exist`);
   if (status === 403) return new UsageError(`access denied to ${action} ${uri} (HTTP 403): check the credentials and their permissions`);
   const sysCode = (e as { code?: string }).code ?? (e.cause as { code?: string } | undefined)?.code;
-  if (sysCode && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT'].includes(sysCode)) {
+  if (sysCode && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(sysCode)) {
     return new UsageError(`cannot reach the S3 endpoint for ${uri} (${sysCode}): check AWS_ENDPOINT_URL_S3 and the network`);
+  }
+  if (sysCode && ['ECONNRESET', 'ETIMEDOUT', 'EPIPE'].includes(sysCode)) {
+    // A network that fails mid-transfer (after the SDK's retries) is a failure, not a mistake.
+    return new Error(`S3 ${action} of ${uri} failed after retries: the connection broke (${sysCode})`);
   }
   return new Error(`S3 ${action} of ${uri} failed: ${code ? `${code}: ` : ''}${e.message}`);
 }
