@@ -3,17 +3,15 @@ import { drillFolder, parseManifestKey, utcStamp } from '../backup/keys.ts';
 import type { Manifest } from '../backup/manifest.ts';
 import type pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { parseDuration } from '../backup/duration.ts';
 import { downloadArchive } from '../backup/readback.ts';
-import { archiveExtensions, createMissingRoles, restoreLocalArchive } from '../postgres/archive.ts';
+import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
 import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
-import { findPgBinary } from '../postgres/binaries.ts';
-import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster.ts';
-import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
+import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
 import { connect, countRows, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
@@ -153,7 +151,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       result.rpoMs = startedAt.getTime() - Date.parse(manifest.startedAt);
       log.info(`restore drill of ${result.backupUri}`);
       log.info(`backup: ${manifest.service}/${manifest.environment}/${manifest.database}, taken ${manifest.startedAt} (${formatSeconds(result.rpoMs)} ago), ${formatBytes(manifest.object.sizeBytes)}, PostgreSQL ${manifest.server.version}, pg_dump ${manifest.pgDump.version}`);
-      const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, `restoring an archive written by pg_dump ${manifest.pgDump.version}`);
+      const bins = await restoreBinaries(manifest);
 
       let target: DatabaseConnection;
       if (targetConn) {
@@ -170,17 +168,12 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         }
       } else {
         cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger: log });
-        const admin = await connect(cluster.connection, 'pg-backup drill');
-        try {
-          await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(manifest.database)} TEMPLATE template0 ENCODING 'UTF8'`);
-        } finally {
-          await admin.end().catch(() => undefined);
-        }
-        target = withDatabase(cluster.connection, manifest.database);
+        // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
+        target = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
       }
 
       // Phase 1: download, checksum and decompress to local disk (parallel restore needs a seekable archive).
-      const parent = options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
+      const parent = workDirOf(options.workDir);
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();
@@ -195,23 +188,16 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
 
       if (local.problems.length === 0) {
         // Preflight: every extension the archive creates must be available on the target.
-        result.extensions = await archiveExtensions(manifest.format, pgRestore, local.path);
+        result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path);
         const missing = await missingExtensions(target, result.extensions);
         if (missing.length) {
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${missing.length > 1 ? 'them' : 'it'} on the drill server (e.g. postgresql-${manifest.server.major}-${missing[0]}) or drill into a --target-url that has ${missing.length > 1 ? 'them' : 'it'}`);
         } else {
           // Phase 2: restore.
-          const psql = await findPgBinary('psql', 0, 'restoring a plain SQL dump');
-          if (cluster && manifest.format === 'plain') {
-            // A plain dump names its owners and grantees: give the throwaway cluster those roles.
-            const admin = await connect(target, 'pg-backup drill');
-            const created = await createMissingRoles(admin, manifest.roles).finally(() => admin.end().catch(() => undefined));
-            if (created.length) log.info(`created the source's roles ${created.join(', ')} (NOLOGIN) in the throwaway cluster`);
-          }
           const parallel = manifest.format === 'plain' ? 1 : jobs;
-          log.info(`restoring into ${target.display} with ${manifest.format === 'plain' ? `psql ${psql.version}` : `pg_restore ${pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
+          log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const restoreStart = Date.now();
-          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, { pgRestore, psql }, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
           ));

@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
 import { createReadStream, readdirSync, statSync } from 'node:fs';
 import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { compressionSuffix, parseCompression, requireZstd, type CompressionSpec } from '../backup/compression.ts';
@@ -15,6 +14,7 @@ import { uploadStream, type StreamCounters } from '../backup/upload-stream.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
+import { workDirOf } from '../postgres/cluster.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { pgDumpArgs, selectTables, validateSelection, type DumpSelection } from '../postgres/dump-options.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
@@ -328,7 +328,7 @@ async function dumpDirectory(o: {
   onSpool: (bytes: () => number) => void;
   onCounters: (c: StreamCounters) => void;
 }): Promise<{ storedBytes: number; rawBytes: number; sha256: string; files: (NonNullable<Manifest['files']>[number] & { md5?: string })[] }> {
-  const parent = o.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
+  const parent = workDirOf(o.workDir);
   const spool = await mkdtemp(path.join(parent, 'pg-backup-dump-'));
   const dir = path.join(spool, 'archive');
   const uploaded: string[] = [];

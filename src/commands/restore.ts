@@ -1,12 +1,11 @@
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { downloadArchive, readbackProblems, storedParts, streamBackup } from '../backup/readback.ts';
-import { restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
+import { restoreBinaries, restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
+import { workDirOf } from '../postgres/cluster.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { findPgBinary } from '../postgres/binaries.ts';
 import { resolveConnection } from '../postgres/connection.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';
@@ -66,8 +65,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   } finally {
     await client.end().catch(() => undefined);
   }
-  const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, `restoring an archive written by pg_dump ${manifest.pgDump.version}`);
-  const psql = await findPgBinary('psql', 0, 'restoring a plain SQL dump');
+  const bins = await restoreBinaries(manifest);
   const args: string[] = [];
   if (options.clean) args.push('--clean', '--if-exists');
   if (options.noOwner) args.push('--no-owner');
@@ -76,15 +74,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     logger.warn('--clean, --no-owner and --no-acl are chosen at dump time for plain SQL dumps; they are ignored here');
   }
   const backupUri = storage.uri(backup.objectKey);
-  logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} with pg_restore ${pgRestore.version}`);
+  logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}`);
   const started = Date.now();
   let sizeBytes: number;
   if (manifest.format === 'directory') {
-    const scratch = await mkdtemp(path.join(options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir(), 'pg-backup-restore-'));
+    const scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
     try {
       const local = await downloadArchive(storage, backup, scratch, options.signal);
       if (local.problems.length) throw new CheckFailedError(`restore failed: ${local.problems.join('; ')}`);
-      await restoreLocalArchive('directory', { pgRestore, psql }, local.path, target, { jobs: options.jobs ?? 2, args, signal: options.signal }).catch((err: unknown) => {
+      await restoreLocalArchive('directory', bins, local.path, target, { jobs: options.jobs ?? 2, args, signal: options.signal }).catch((err: unknown) => {
         throw new CheckFailedError(`restore failed: ${messageOf(err)}`);
       });
       sizeBytes = local.sizeBytes;
@@ -93,7 +91,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
   } else {
     const [part] = storedParts(backup);
-    const outcome = await streamBackup(storage, part!, () => restoreSink(manifest.format, { pgRestore, psql }, target, args, options.signal), options.signal);
+    const outcome = await streamBackup(storage, part!, () => restoreSink(manifest.format, bins, target, args, options.signal), options.signal);
     const problems = readbackProblems(outcome, part!);
     if (problems.length) throw new CheckFailedError(`restore failed: ${problems.join('; ')}`);
     sizeBytes = outcome.sizeBytes;

@@ -3,17 +3,14 @@ import { listBackups, resolveBackup, type BackupEntry, type BackupFilter, type R
 import { parseDuration } from '../backup/duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { downloadArchive, readbackProblems, storedParts, streamBackup, teeSinks, type ArchiveSink } from '../backup/readback.ts';
-import { createMissingRoles, readArchiveSink, restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
+import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { findPgBinary } from '../postgres/binaries.ts';
-import { startThrowawayCluster, type ThrowawayCluster } from '../postgres/cluster.ts';
-import { withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
-import { connect } from '../postgres/server.ts';
+import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import type { DatabaseConnection } from '../postgres/connection.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 
@@ -134,7 +131,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   await checkSuspicion(storage, backup, history, result, logger);
   if (level === 'none') return finish();
 
-  const pgRestore = level === 'checksum' ? undefined : await findPgBinary('pg_restore', manifest.pgDump.major, `reading an archive written by pg_dump ${manifest.pgDump.version}`);
+  const bins = level === 'checksum' ? undefined : await restoreBinaries(manifest);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
@@ -142,32 +139,21 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     let schemaTarget: DatabaseConnection | undefined;
     if (level === 'schema') {
       cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger });
-      const admin = await connect(cluster.connection, 'pg-backup verify');
-      await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(manifest.database)} TEMPLATE template0 ENCODING 'UTF8'`).finally(() => admin.end());
-      schemaTarget = withDatabase(cluster.connection, manifest.database);
-      if (manifest.format === 'plain') {
-        const client = await connect(schemaTarget, 'pg-backup verify');
-        await createMissingRoles(client, manifest.roles).finally(() => client.end());
-      }
+      schemaTarget = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
     }
-    // psql only replays plain SQL for level schema.
-    const psql = schemaTarget && manifest.format === 'plain' ? await findPgBinary('psql', 0, 'replaying a plain SQL dump') : pgRestore!;
-    const schemaSink = (target: DatabaseConnection): ArchiveSink => {
+    const schemaSink = (b: RestoreBinaries, target: DatabaseConnection): ArchiveSink => {
       // custom: the schema alone; plain SQL cannot be split, so it replays whole.
-      const sink = manifest.format === 'plain'
-        ? restoreSink('plain', { pgRestore: pgRestore!, psql }, target, [], options.signal)
-        : restoreSink('custom', { pgRestore: pgRestore!, psql }, target, ['--schema-only', '--no-owner', '--no-acl'], options.signal);
+      const sink = restoreSink(manifest.format, b, target, manifest.format === 'plain' ? [] : ['--schema-only', '--no-owner', '--no-acl'], options.signal);
       return { stream: sink.stream, done: sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`))) };
     };
-    if (manifest.format === 'directory' && pgRestore) {
+    if (manifest.format === 'directory' && bins) {
       // A directory archive is read from local disk: download it, then pg_restore the folder.
-      scratch = await mkdtemp(path.join(options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir(), 'pg-backup-verify-'));
+      scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-verify-'));
       const local = await downloadArchive(storage, backup, scratch, options.signal);
       result.sizeBytes = local.sizeBytes;
       result.sha256 = manifest.object.sha256;
       result.problems.push(...local.problems);
       if (local.problems.length === 0) {
-        const bins = { pgRestore, psql };
         const read = await runPgProgram(bins.pgRestore, ['--file=/dev/null', local.path], { signal: options.signal, stdout: 'ignore' }).done.then(() => undefined, (err: unknown) => messageOf(err));
         if (read) result.problems.push(`archive unreadable: ${read}`);
         if (schemaTarget) {
@@ -177,8 +163,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       }
     } else {
       const sinks: ArchiveSink[] = [];
-      if (pgRestore) sinks.push(readArchiveSink(manifest.format, pgRestore, options.signal));
-      if (schemaTarget) sinks.push(schemaSink(schemaTarget));
+      if (bins) sinks.push(readArchiveSink(manifest.format, bins.pgRestore, options.signal));
+      if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
       let totalBytes = 0;
       for (const part of storedParts(backup)) {
         const outcome = await streamBackup(
@@ -194,7 +180,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
       result.sizeBytes = totalBytes;
     }
     if (result.problems.length === 0) {
-      logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${pgRestore ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
+      logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${bins ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
     }
   } finally {
     await cluster?.stop();

@@ -2,10 +2,9 @@ import { createReadStream } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { execa } from 'execa';
-import type pg from 'pg';
 import type { ArchiveSink } from '../backup/readback.ts';
 import { CheckFailedError } from '../errors.ts';
-import type { PgBinary } from './binaries.ts';
+import { findPgBinary, type PgBinary } from './binaries.ts';
 import type { DatabaseConnection } from './connection.ts';
 import type { DumpFormat } from './dump-options.ts';
 import { describeFailure, runPgProgram } from './processes.ts';
@@ -14,6 +13,30 @@ import { describeFailure, runPgProgram } from './processes.ts';
  * Format-specific handling of a dump once it is back: custom and directory archives are read
  * and restored with `pg_restore`; plain SQL with `psql`.
  */
+
+/** The programs that read a backup back: pg_restore always, psql for plain SQL dumps. */
+export interface RestoreBinaries {
+  pgRestore: PgBinary;
+  psql?: PgBinary;
+}
+
+/**
+ * Finds the programs that read `manifest`'s archive back: a pg_restore (and, for plain SQL, a
+ * psql) at least as new as the pg_dump that wrote it — pg_restore refuses newer archive
+ * formats, and a newer pg_dump's SQL may use settings an older psql session lacks.
+ * @throws UsageError naming the version needed and how to install it.
+ */
+export async function restoreBinaries(manifest: { format: DumpFormat; pgDump: { major: number; version: string } }): Promise<RestoreBinaries> {
+  const why = `reading an archive written by pg_dump ${manifest.pgDump.version}`;
+  const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, why);
+  const psql = manifest.format === 'plain' ? await findPgBinary('psql', manifest.pgDump.major, why) : undefined;
+  return { pgRestore, psql };
+}
+
+function needPsql(bins: RestoreBinaries): PgBinary {
+  if (!bins.psql) throw new Error('psql was not looked up for a plain SQL dump (a bug)');
+  return bins.psql;
+}
 
 /** The last line pg_dump writes to a complete plain-format dump. */
 export const PLAIN_TRAILER = '-- PostgreSQL database dump complete';
@@ -53,10 +76,10 @@ export function readArchiveSink(format: DumpFormat, pgRestore: PgBinary, signal?
  * A sink that restores a stream into `target`: plain SQL through `psql -v ON_ERROR_STOP=1
  * --single-transaction`; a custom archive through `pg_restore --exit-on-error` (with `args`).
  */
-export function restoreSink(format: DumpFormat, bins: { pgRestore: PgBinary; psql: PgBinary }, target: DatabaseConnection, args: string[], signal?: AbortSignal): ArchiveSink {
+export function restoreSink(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], signal?: AbortSignal): ArchiveSink {
   const p =
     format === 'plain'
-      ? runPgProgram(bins.psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' })
+      ? runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' })
       : runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' });
   return { stream: p.stdin, done: p.done };
 }
@@ -68,14 +91,14 @@ export function restoreSink(format: DumpFormat, bins: { pgRestore: PgBinary; psq
  */
 export async function restoreLocalArchive(
   format: DumpFormat,
-  bins: { pgRestore: PgBinary; psql: PgBinary },
+  bins: RestoreBinaries,
   archive: string,
   target: DatabaseConnection,
   options: { jobs?: number; args?: string[]; signal?: AbortSignal },
 ): Promise<void> {
   const p =
     format === 'plain'
-      ? runPgProgram(bins.psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', archive], { connection: target, signal: options.signal, stdout: 'ignore' })
+      ? runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', archive], { connection: target, signal: options.signal, stdout: 'ignore' })
       : runPgProgram(bins.pgRestore, ['--exit-on-error', ...(options.args ?? []), `--jobs=${options.jobs ?? 1}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
   await p.done;
 }
@@ -98,21 +121,4 @@ export async function archiveExtensions(format: DumpFormat, pgRestore: PgBinary,
     }
   }
   return [...names].sort();
-}
-
-/**
- * Creates, as NOLOGIN roles, the source's roles that a cluster lacks, so a plain dump's
- * `OWNER TO` and `GRANT` statements replay. For throwaway clusters only.
- */
-export async function createMissingRoles(client: pg.Client, roles: string[] | undefined): Promise<string[]> {
-  const created: string[] = [];
-  if (!roles?.length) return created;
-  const { rows } = await client.query<{ rolname: string }>('SELECT rolname FROM pg_roles');
-  const existing = new Set(rows.map((r) => r.rolname));
-  for (const role of roles) {
-    if (existing.has(role)) continue;
-    await client.query(`CREATE ROLE ${client.escapeIdentifier(role)} NOLOGIN`);
-    created.push(role);
-  }
-  return created;
 }

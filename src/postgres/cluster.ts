@@ -6,7 +6,8 @@ import { execa } from 'execa';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
-import { parseDatabaseUrl, type DatabaseConnection } from './connection.ts';
+import { parseDatabaseUrl, withDatabase, type DatabaseConnection } from './connection.ts';
+import { connect } from './server.ts';
 
 /** A PostgreSQL cluster the tool started for a drill or a demo; removed by {@link ThrowawayCluster.stop}. */
 export interface ThrowawayCluster {
@@ -29,6 +30,31 @@ export interface ClusterOptions {
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
+}
+
+/** The parent directory for scratch files and throwaway clusters: `dir`, else `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
+export function workDirOf(dir?: string): string {
+  return dir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
+}
+
+/**
+ * Creates database `name` in a throwaway cluster (from template0, UTF8) and returns its
+ * connection. When `roles` are given, the missing ones are created NOLOGIN too, so a plain
+ * dump's `OWNER TO` and `GRANT` statements replay.
+ */
+export async function createThrowawayDatabase(cluster: ThrowawayCluster, name: string, roles?: string[]): Promise<DatabaseConnection> {
+  const admin = await connect(cluster.connection, 'pg-backup');
+  try {
+    await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)} TEMPLATE template0 ENCODING 'UTF8'`);
+    if (roles?.length) {
+      const { rows } = await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles');
+      const existing = new Set(rows.map((r) => r.rolname));
+      for (const role of roles) if (!existing.has(role)) await admin.query(`CREATE ROLE ${admin.escapeIdentifier(role)} NOLOGIN`);
+    }
+  } finally {
+    await admin.end().catch(() => undefined);
+  }
+  return withDatabase(cluster.connection, name);
 }
 
 /** Asks the kernel for a free TCP port on 127.0.0.1. */
@@ -70,7 +96,7 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
   const initdb: PgBinary = await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
   const bin = path.dirname(initdb.path);
   const pgCtl = path.join(bin, 'pg_ctl');
-  const parent = options.workDir || process.env.PG_BACKUP_WORK_DIR || os.tmpdir();
+  const parent = workDirOf(options.workDir);
   const dir = await mkdtemp(path.join(parent, 'pg-backup-cluster-'));
   const user = await clusterUser();
   const run = { ...(user ?? {}), cwd: dir, env: { LC_ALL: 'C.UTF-8', PGTZ: 'UTC' } } as const;

@@ -64,7 +64,6 @@ export class S3Storage implements Storage {
   readonly #prefix: string;
   readonly #queueSize: number;
   readonly #listPageSize: number;
-  readonly #endpoint: string | undefined;
 
   constructor(bucket: string, prefix: string, settings: S3Settings = {}) {
     this.#bucket = bucket;
@@ -73,7 +72,6 @@ export class S3Storage implements Storage {
     this.#queueSize = settings.queueSize ?? 4;
     this.#listPageSize = settings.listPageSize ?? 1000;
     const endpoint = settings.endpoint || process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
-    this.#endpoint = endpoint;
     if (endpoint) {
       try {
         new URL(endpoint);
@@ -221,11 +219,6 @@ export class S3Storage implements Storage {
     } catch (err) {
       throw mapS3Error(err, `${this.url}/${prefix}`, 'list');
     }
-  }
-
-  /** The endpoint in use, for messages (`AWS` when none was set). */
-  get endpointName(): string {
-    return this.#endpoint ?? 'AWS';
   }
 }
 
