@@ -157,6 +157,20 @@ SELECT * FROM order_totals LIMIT 1;
     }
   });
 
+  it('reads custom archives back without psql installed (only plain dumps need it)', async () => {
+    const db = await createDatabase('nopsql');
+    const to = await fileLocation();
+    await dumpWithCli(db, to);
+    const { fakePgBin } = await import('../helpers.ts');
+    const bin = await fakePgBin('exit 0');
+    const { unlink } = await import('node:fs/promises');
+    await unlink(path.join(bin, 'psql'));
+    for (const args of [['verify', '--level', 'schema'], ['drill']]) {
+      const r = await cli([...args, '--from', to], { PG_BIN_DIR: bin });
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
   it('refuses a target server older than the source', async () => {
     const db = await createDatabase('older');
     const to = await fileLocation();
