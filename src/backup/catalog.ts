@@ -46,7 +46,7 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
       }
       continue;
     }
-    const dump = /^(.*)\.(?:dump|sql)(?:\.zst|\.gz)?$/.exec(obj.key);
+    const dump = /^(.*)\.(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?$/.exec(obj.key);
     if (dump) objects.set(dump[1]!, { key: obj.key, sizeBytes: obj.sizeBytes });
     const dirFile = /^(.*)\.dir\/[^/]+$/.exec(obj.key);
     if (dirFile) {
@@ -91,7 +91,7 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
     const base = `${storage.url.replace(/\/$/, '')}/`;
     if (key.startsWith(base)) key = key.slice(base.length);
     if (/^[a-z0-9]+:\/\//.test(key)) throw new UsageError(`backup ${wanted} is not under ${storage.url}: give a key relative to --from, or "latest"`);
-    manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?|dir\/?)$/, '') + '.manifest.json';
+    manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?|dir\/?)$/, '') + '.manifest.json';
     if (!parseManifestKey(manifestKey)) throw new UsageError(`${JSON.stringify(wanted)} is not a backup key: use a key printed by "pg-backup list", or "latest"`);
   }
   let text: string;

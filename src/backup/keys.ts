@@ -5,7 +5,7 @@ import { UsageError } from '../errors.ts';
  * Key layout, relative to the storage location's prefix:
  *
  * ```
- * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.dump[.zst|.gz]
+ * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.dump[.zst|.gz][.age]
  * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.manifest.json
  * drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSSZ>.{log,json}
  * ```

@@ -80,6 +80,16 @@ export const ManifestSchema = z.object({
       runUrl: z.string().optional(),
     })
     .optional(),
+  /**
+   * Client-side encryption: the object (and directory-format files, and the schema sidecar)
+   * were encrypted with age to these public recipients after compression; `object.sha256` is of
+   * the encrypted bytes. Never a key.
+   */
+  encryption: z.object({ scheme: z.literal('age'), recipients: z.array(z.string().startsWith('age1')).min(1) }).optional(),
+  /** Server-side encryption asked of the store (`SSE-C`: the customer key is never recorded). */
+  serverSideEncryption: z.object({ type: z.enum(['AES256', 'aws:kms', 'SSE-C']), kmsKeyId: z.string().optional() }).optional(),
+  /** Object Lock retention put on every object of this backup (UTC). */
+  objectLock: z.object({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']), retainUntil: z.iso.datetime() }).optional(),
   /** The schema-migration head found in the dump's snapshot (alembic, Flyway, Prisma, Django, Knex, Rails), if any. */
   migrationHead: z.object({ table: z.string(), head: z.string() }).optional(),
 });

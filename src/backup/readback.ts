@@ -7,6 +7,7 @@ import { messageOf } from '../errors.ts';
 import type { Storage } from '../storage/index.ts';
 import type { ResolvedBackup } from './catalog.ts';
 import { compressionSuffix, startCodec, type CompressionSpec } from './compression.ts';
+import { AGE_SUFFIX, startDecrypt } from './encryption.ts';
 import type { Manifest } from './manifest.ts';
 import { Meter } from './meter.ts';
 
@@ -18,6 +19,8 @@ export interface StoredPart {
   sha256: string;
   /** For a directory archive: the file's name, used in messages and as the local file name. */
   label?: string;
+  /** Encrypted on the client with age (decrypted before decompression). */
+  encrypted?: boolean;
 }
 
 /**
@@ -26,9 +29,10 @@ export interface StoredPart {
  */
 export function storedParts(backup: ResolvedBackup): StoredPart[] {
   const m = backup.manifest;
-  if (m.format !== 'directory') return [{ key: backup.objectKey, compression: m.compression, sizeBytes: m.object.sizeBytes, sha256: m.object.sha256 }];
-  const suffix = compressionSuffix(m.compression);
-  return (m.files ?? []).map((f) => ({ key: `${backup.objectKey}/${f.name}${suffix}`, compression: m.compression, sizeBytes: f.sizeBytes, sha256: f.sha256, label: f.name }));
+  const encrypted = m.encryption?.scheme === 'age';
+  if (m.format !== 'directory') return [{ key: backup.objectKey, compression: m.compression, sizeBytes: m.object.sizeBytes, sha256: m.object.sha256, encrypted }];
+  const suffix = `${compressionSuffix(m.compression)}${encrypted ? AGE_SUFFIX : ''}`;
+  return (m.files ?? []).map((f) => ({ key: `${backup.objectKey}/${f.name}${suffix}`, compression: m.compression, sizeBytes: f.sizeBytes, sha256: f.sha256, label: f.name, encrypted }));
 }
 
 /** The local name of a downloaded archive: `<id>.dump`, `<id>.sql`, or the directory `<id>.dir`. */
@@ -51,7 +55,7 @@ export interface LocalArchive {
  * and decompressing it: one file for custom and plain, a directory of files for the directory
  * format (4 at a time). Needs the manifest's `archiveSizeBytes` of free space.
  */
-export async function downloadArchive(storage: Storage, backup: ResolvedBackup, scratch: string, signal?: AbortSignal): Promise<LocalArchive> {
+export async function downloadArchive(storage: Storage, backup: ResolvedBackup, scratch: string, signal?: AbortSignal, identities?: string[]): Promise<LocalArchive> {
   const target = path.join(scratch, localArchiveName(backup.manifest));
   const parts = storedParts(backup);
   if (backup.manifest.format === 'directory') await mkdir(target, { recursive: true });
@@ -59,7 +63,7 @@ export async function downloadArchive(storage: Storage, backup: ResolvedBackup, 
   let sizeBytes = 0;
   await mapLimit(parts, 4, async (part) => {
     const file = part.label ? path.join(target, part.label) : target;
-    const outcome = await streamBackup(storage, part, () => fileSink(file), signal);
+    const outcome = await streamBackup(storage, part, () => fileSink(file), signal, identities);
     sizeBytes += outcome.sizeBytes;
     problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: /, 'writing the archive failed: ')));
   });
@@ -106,6 +110,10 @@ export interface ReadbackOutcome {
   /** SHA-256 of the downloaded bytes (hex), undefined if the download itself failed. */
   sha256: string | undefined;
   downloadError?: string;
+  /** age decryption failed (no identity matched, or the ciphertext was altered). */
+  decryptError?: string;
+  /** The part is encrypted and no identity was given: only the download was hashed. */
+  decryptSkipped?: boolean;
   decompressError?: string;
   restoreError?: string;
 }
@@ -178,7 +186,7 @@ export function teeSinks(parts: ArchiveSink[]): ArchiveSink {
  * hashed to the end even when the decompressor or the sink gives up early, so the checksum
  * verdict is always available. Sink errors are reported as `restoreError`.
  */
-export async function streamBackup(storage: Storage, part: StoredPart, openSink: () => ArchiveSink, signal?: AbortSignal): Promise<ReadbackOutcome> {
+export async function streamBackup(storage: Storage, part: StoredPart, openSink: () => ArchiveSink, signal?: AbortSignal, identities?: string[]): Promise<ReadbackOutcome> {
   const outcome: ReadbackOutcome = { sizeBytes: 0, sha256: undefined };
   let source;
   try {
@@ -188,6 +196,20 @@ export async function streamBackup(storage: Storage, part: StoredPart, openSink:
     return outcome;
   }
   const meter = new Meter('sha256');
+  if (part.encrypted && !identities?.length) {
+    // Without an identity only the stored bytes can be checked: hash them, nothing else.
+    outcome.decryptSkipped = true;
+    source.once('error', () => meter.end());
+    source.pipe(meter).resume();
+    const done = await Promise.allSettled([finished(meter), new Promise<void>((resolve, reject) => source.once('error', reject).once('end', resolve))]);
+    outcome.sizeBytes = meter.bytes;
+    const failed = done.find((d) => d.status === 'rejected');
+    if (failed) outcome.downloadError = messageOf(failed.reason);
+    else outcome.sha256 = meter.digest();
+    return outcome;
+  }
+  const decrypt = part.encrypted ? startDecrypt(identities!) : undefined;
+  decrypt?.stream.on('error', () => undefined); // its `done` tells why
   const codec = await startCodec(part.compression, 'decompress', signal);
   const sink = openSink();
   sink.stream.on('error', () => undefined); // EPIPE when the sink exits early: its own status tells why
@@ -200,16 +222,24 @@ export async function streamBackup(storage: Storage, part: StoredPart, openSink:
     source.unpipe(meter);
     meter.end();
   });
-  source.pipe(meter).pipe(forwardOrDrain(codec.stream));
+  if (decrypt) {
+    source.pipe(meter).pipe(forwardOrDrain(decrypt.stream));
+    decrypt.stream.pipe(forwardOrDrain(codec.stream));
+    // A decryption that gives up ends the decompressor's input instead of leaving it waiting.
+    decrypt.done.catch(() => codec.stream.end());
+  } else {
+    source.pipe(meter).pipe(forwardOrDrain(codec.stream));
+  }
   codec.stream.pipe(forwardOrDrain(sink.stream));
   const downloaded = new Promise<void>((resolve, reject) => {
     source.once('error', reject);
     source.once('end', resolve);
   });
-  const [download, decompress, sunk] = await Promise.allSettled([
+  const [download, decompress, sunk, decrypted] = await Promise.allSettled([
     Promise.all([downloaded, finished(meter)]),
     codec.done,
     sink.done,
+    decrypt?.done,
   ]);
   signal?.removeEventListener('abort', onAbort);
   outcome.sizeBytes = meter.bytes;
@@ -217,6 +247,10 @@ export async function streamBackup(storage: Storage, part: StoredPart, openSink:
     outcome.downloadError = messageOf(download.reason);
   } else {
     outcome.sha256 = meter.digest();
+  }
+  if (decrypted.status === 'rejected') {
+    outcome.decryptError = messageOf(decrypted.reason);
+    return outcome; // what follows only failed because its input was cut off
   }
   if (decompress.status === 'rejected') outcome.decompressError = messageOf(decompress.reason);
   if (sunk.status === 'rejected') outcome.restoreError = messageOf(sunk.reason);
@@ -236,6 +270,7 @@ export function readbackProblems(outcome: ReadbackOutcome, part: StoredPart): st
     if (outcome.sizeBytes !== expected.sizeBytes) problems.push(`${of}size mismatch: the object has ${outcome.sizeBytes} bytes, the manifest says ${expected.sizeBytes}`);
     if (outcome.sha256 !== expected.sha256) problems.push(`${of}sha256 mismatch: the object hashes to ${outcome.sha256}, the manifest says ${expected.sha256}`);
   }
+  if (outcome.decryptError) problems.push(`${of}${outcome.decryptError}`);
   if (outcome.decompressError) problems.push(`${of}decompression failed: ${outcome.decompressError}`);
   if (outcome.restoreError) problems.push(`${of}archive unreadable: ${outcome.restoreError}`);
   return problems;

@@ -2,6 +2,7 @@ import { PassThrough, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Storage } from '../storage/index.ts';
 import { startCodec, type CompressionSpec } from './compression.ts';
+import { startEncrypt } from './encryption.ts';
 import { Meter, type MeterHash } from './meter.ts';
 
 /** A stream being produced by something that reports its own success (a pg_dump process, a file). */
@@ -23,6 +24,15 @@ export interface StoredStream {
   storedBytes: number;
   /** Hex digests of the stored bytes. */
   digests: Partial<Record<MeterHash, string>>;
+  /** Per mirror (in order): undefined when its copy completed, else why it failed. */
+  mirrorErrors: unknown[];
+}
+
+/** A second object that receives the same bytes as the primary upload. */
+export interface MirrorTarget {
+  storage: Storage;
+  /** Default: the primary's key. */
+  key?: string;
 }
 
 /** Live byte counters of a running {@link uploadStream}, for progress lines and the stall watchdog. */
@@ -42,7 +52,19 @@ export async function uploadStream(
   storage: Storage,
   key: string,
   produce: (signal: AbortSignal) => Producer,
-  options: { compression: CompressionSpec; hashes?: MeterHash[]; sizeHintBytes?: number; signal?: AbortSignal; onCounters?: (c: StreamCounters) => void },
+  options: {
+    compression: CompressionSpec;
+    hashes?: MeterHash[];
+    sizeHintBytes?: number;
+    signal?: AbortSignal;
+    onCounters?: (c: StreamCounters) => void;
+    /** age recipients: encrypt after compression; the digests are of the encrypted (stored) bytes. */
+    encryptTo?: string[];
+    /** Refuse to replace an existing object (see {@link UploadOptions.noOverwrite}). */
+    noOverwrite?: boolean;
+    /** Also stream the same bytes into these objects (an off-region mirror); see {@link MirrorTarget}. */
+    mirrors?: MirrorTarget[];
+  },
 ): Promise<StoredStream> {
   const controller = new AbortController();
   let firstError: unknown;
@@ -63,9 +85,35 @@ export async function uploadStream(
   producer.stream.on('error', fail);
   codec.stream.on('error', fail);
   stored.on('error', fail);
-  producer.stream.pipe(raw).pipe(codec.stream).pipe(stored).pipe(body, { end: false });
-  const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes });
+  const encrypt = options.encryptTo?.length ? startEncrypt(options.encryptTo) : undefined;
+  encrypt?.stream.on('error', fail);
+  encrypt?.done.catch(fail);
+  const compressed = producer.stream.pipe(raw).pipe(codec.stream);
+  (encrypt ? compressed.pipe(encrypt.stream) : compressed).pipe(stored).pipe(body, { end: false });
+  const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite });
   upload.catch(fail);
+  // Mirror copies: the same stored bytes, teed. A mirror that fails is cut loose (its multipart
+  // upload aborted) and reported; it never stops or fails the primary upload.
+  const mirrors = (options.mirrors ?? []).map((m) => {
+    const mirrorBody = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const mirrorAbort = new AbortController();
+    const detach = () => {
+      stored.unpipe(mirrorBody);
+      mirrorBody.destroy();
+    };
+    const onPrimaryAbort = () => mirrorAbort.abort(controller.signal.reason);
+    controller.signal.addEventListener('abort', onPrimaryAbort, { once: true });
+    stored.pipe(mirrorBody, { end: false });
+    const done = m.storage.upload(m.key ?? key, mirrorBody, { signal: mirrorAbort.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite }).then(
+      () => undefined,
+      (err: unknown) => {
+        detach();
+        throw err;
+      },
+    );
+    done.catch(() => undefined);
+    return { body: mirrorBody, done, abort: () => mirrorAbort.abort(new Error('cancelled')) };
+  });
   // An abort must end the wait even when a stage ignores the signal (a file producer, a zlib
   // codec): back-pressure from a stopped upload would otherwise keep them waiting forever.
   const aborted = new Promise<never>((_, reject) => {
@@ -75,24 +123,27 @@ export async function uploadStream(
   });
   aborted.catch(() => undefined);
   try {
-    await Promise.race([Promise.all([producer.done, codec.done, finished(stored)]), aborted]).catch((err) => {
+    await Promise.race([Promise.all([producer.done, codec.done, encrypt?.done, finished(stored)]), aborted]).catch((err) => {
       fail(err);
       throw err;
     });
     body.end();
+    for (const m of mirrors) m.body.end();
     await upload;
+    const mirrorErrors = await Promise.all(mirrors.map((m) => m.done.then(() => undefined, (err: unknown) => err)));
     const digests: Partial<Record<MeterHash, string>> = {};
     for (const h of options.hashes ?? ['sha256']) digests[h] = stored.digest(h);
-    return { rawBytes: producer.rawBytes?.() ?? raw.bytes, storedBytes: stored.bytes, digests };
+    return { rawBytes: producer.rawBytes?.() ?? raw.bytes, storedBytes: stored.bytes, digests, mirrorErrors };
   } catch (err) {
     fail(err);
+    for (const m of mirrors) m.abort();
     // Tear the whole chain down: a stage left paused with buffered data would keep the
     // compressor (and so this promise) waiting forever.
     stored.unpipe(body);
-    for (const stream of [producer.stream, raw, codec.stream, stored, body]) stream.destroy();
+    for (const stream of [producer.stream, raw, codec.stream, ...(encrypt ? [encrypt.stream] : []), stored, body]) stream.destroy();
     codec.abort();
     await Promise.race([
-      Promise.allSettled([upload, producer.done, codec.done]),
+      Promise.allSettled([upload, producer.done, codec.done, encrypt?.done, ...mirrors.map((m) => m.done)]),
       new Promise((resolve) => setTimeout(resolve, 60_000).unref()),
     ]);
     throw firstError;

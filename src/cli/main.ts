@@ -10,7 +10,9 @@ import { restore } from '../commands/restore.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
+import { loadIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
+import { mirrorSettings, parseObjectLock, parseSse, sseCustomerKey } from '../storage/protection.ts';
 import { TOOL } from '../version.ts';
 
 /** Exit codes: 0 success, 1 a check failed (or an unexpected error), 2 a usage error. */
@@ -19,6 +21,7 @@ export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
 interface CommonFlags {
   endpoint?: string;
   region?: string;
+  ageIdentityFile?: string;
   json?: boolean;
   quiet?: boolean;
   service?: string;
@@ -26,8 +29,14 @@ interface CommonFlags {
   database?: string;
 }
 
+/** S3 settings for reading: endpoint, region, and the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set. */
 function s3Settings(flags: CommonFlags): S3Settings {
-  return { endpoint: flags.endpoint, region: flags.region };
+  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()) };
+}
+
+/** age identities from `--age-identity-file`, else the environment. */
+function identitiesOf(flags: CommonFlags): string[] | undefined {
+  return loadIdentities(flags.ageIdentityFile);
 }
 
 function filterOf(flags: CommonFlags) {
@@ -58,11 +67,24 @@ interface DumpFlags {
   verify: VerifyLevel;
   reason?: string;
   installPgClient?: boolean;
+  sse?: string;
+  sseKmsKeyId?: string;
+  objectLock?: string;
+  ageRecipient: string[];
+  mirrorTo?: string;
+  mirrorEndpoint?: string;
+  mirrorRegion?: string;
+  mirrorSseKmsKeyId?: string;
 }
 
 /** Commander collector for repeatable options. */
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+/** A list from an environment variable: items separated by commas, spaces or newlines. */
+function listFromEnv(value: string | undefined): string[] {
+  return (value ?? '').split(/[\s,]+/).filter(Boolean);
 }
 
 /** Commander parser for comma-separated lists. */
@@ -77,7 +99,7 @@ function outcomeJson(o: DumpOutcome) {
     database: o.database,
     ok: o.ok,
     error: o.error,
-    manifest: r && { ...r.manifest, backupUri: r.backupUri, manifestUri: r.manifestUri, restoreCommand: r.restoreCommand, verification: r.verification && { ...r.verification, manifest: undefined } },
+    manifest: r && { ...r.manifest, backupUri: r.backupUri, manifestUri: r.manifestUri, restoreCommand: r.restoreCommand, verification: r.verification && { ...r.verification, manifest: undefined }, mirror: r.mirror },
   };
 }
 
@@ -89,6 +111,10 @@ function storageOptions(cmd: Command): Command {
   return cmd
     .addOption(new Option('--endpoint <url>', 'S3 endpoint for R2, Spaces, MinIO, B2, Ceph (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)'))
     .addOption(new Option('--region <name>', 'S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)'));
+}
+
+function identityOption(cmd: Command): Command {
+  return cmd.option('--age-identity-file <file>', 'age identity (secret key) file for backups encrypted with --age-recipient (default: $PG_BACKUP_AGE_IDENTITY, $PG_BACKUP_AGE_IDENTITY_FILE)');
 }
 
 function filterOptions(cmd: Command): Command {
@@ -138,9 +164,23 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access)', 'none')
       .option('--install-pg-client', 'when no pg_dump of the server major is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)')
       .option('--reason <text>', 'why this backup is taken (recorded in the manifest), e.g. "before migration 0042"')
+      .option('--sse <type>', 'server-side encryption: AES256 (SSE-S3), aws:kms or sse-c (key in $PG_BACKUP_SSE_C_KEY)')
+      .option('--sse-kms-key-id <id>', 'the KMS key for --sse aws:kms (default: the bucket\'s aws/s3 key)')
+      .option('--object-lock <mode:days>', 'Object Lock retention on every object, e.g. compliance:30 or governance:7 (bucket with Object Lock)')
+      .option('--age-recipient <age1…>', 'encrypt on this machine with age to this public key (repeatable; default: $PG_BACKUP_AGE_RECIPIENTS)', collect, [])
+      .option('--mirror-to <url>', 'also copy the backup to this s3:// or file:// location (off-region copy), then re-check its sha256')
+      .option('--mirror-endpoint <url>', 'S3 endpoint of --mirror-to (credentials: $PG_BACKUP_MIRROR_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY)')
+      .option('--mirror-region <name>', 'S3 region of --mirror-to')
+      .option('--mirror-sse-kms-key-id <id>', 'the KMS key of the mirror region for --sse aws:kms')
       .option('--json', 'print the manifest (several databases: an array of results) as JSON on stdout')
       .option('--quiet', 'no progress lines on stderr'),
   ).action(async (flags: CommonFlags & DumpFlags) => {
+    const writeSettings: S3Settings = {
+      endpoint: flags.endpoint,
+      region: flags.region,
+      sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()),
+      objectLock: parseObjectLock(flags.objectLock),
+    };
     const options = {
       databaseUrls: flags.databaseUrl,
       databases: flags.databases,
@@ -167,7 +207,10 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       verify: flags.verify,
       context: runContext(flags.reason),
       installClient: flags.installPgClient,
-      s3: s3Settings(flags),
+      s3: writeSettings,
+      ageRecipients: flags.ageRecipient.length ? flags.ageRecipient : listFromEnv(process.env.PG_BACKUP_AGE_RECIPIENTS),
+      mirrorTo: flags.mirrorTo,
+      mirrorS3: flags.mirrorTo ? mirrorSettings(writeSettings, { endpoint: flags.mirrorEndpoint, region: flags.mirrorRegion, kmsKeyId: flags.mirrorSseKmsKeyId }) : undefined,
       logger: stderrLogger(flags.quiet),
       signal,
     };
@@ -202,7 +245,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     }
   });
 
-  storageOptions(
+  storageOptions(identityOption(
     filterOptions(
       program
         .command('verify')
@@ -215,7 +258,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
         .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives'),
     ).option('--json', 'print the result as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string }) => {
+  )).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string }) => {
     const result = await verify({
       from: flags.from,
       backup: flags.backup,
@@ -226,6 +269,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       s3: s3Settings(flags),
+      ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
     });
@@ -236,7 +280,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     }
   });
 
-  storageOptions(
+  storageOptions(identityOption(
     filterOptions(
       program
         .command('drill')
@@ -250,7 +294,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
         .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string }) => {
+  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string }) => {
     const result = await drill({
       from: flags.from,
       backup: flags.backup,
@@ -262,6 +306,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
       s3: s3Settings(flags),
+      ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
     });
@@ -272,7 +317,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     }
   });
 
-  storageOptions(
+  storageOptions(identityOption(
     filterOptions(
       program
         .command('restore')
@@ -284,7 +329,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--no-owner', 'do not restore object ownership')
         .option('--no-acl', 'do not restore privileges'),
     ).option('--json', 'print the result as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; owner: boolean; acl: boolean }) => {
+  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; owner: boolean; acl: boolean }) => {
     const result = await restore({
       from: flags.from,
       backup: flags.backup,
@@ -294,6 +339,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       noOwner: !flags.owner,
       noAcl: !flags.acl,
       s3: s3Settings(flags),
+      ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
     });

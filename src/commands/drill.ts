@@ -5,6 +5,7 @@ import type pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDuration } from '../backup/duration.ts';
+import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
 import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
@@ -36,6 +37,8 @@ export interface DrillOptions {
    * `PG_BACKUP_WORK_DIR` or the OS temp dir.
    */
   workDir?: string;
+  /** age identities for a client-side encrypted backup; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. */
+  ageIdentities?: string[];
   /** Parallel restore jobs (`pg_restore --jobs`). Default 2. */
   jobs?: number;
   /** A smoke SQL file: queries, each preceded by `-- expect: …` (see `src/backup/smoke.ts`). */
@@ -177,7 +180,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();
-      const local = await log.group('download', () => downloadArchive(storage, backup!, scratch!, options.signal));
+      const identities = identitiesFor(manifest.encryption, options.ageIdentities, storage.uri(backup!.objectKey));
+      const local = await log.group('download', () => downloadArchive(storage, backup!, scratch!, options.signal, identities));
       result.phases.downloadMs = Date.now() - downloadStart;
       result.problems.push(
         ...local.problems.map((p) =>
@@ -353,7 +357,7 @@ async function archiveDrillLog(
   startedAt: Date,
   log: Logger,
 ): Promise<DrillLabels | undefined> {
-  const fromKey = options.backup && options.backup !== 'latest' ? parseManifestKey(options.backup.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?|dir\/?)$/, '.manifest.json')) : undefined;
+  const fromKey = options.backup && options.backup !== 'latest' ? parseManifestKey(options.backup.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?|dir\/?)$/, '.manifest.json')) : undefined;
   const labels = backup?.manifest ?? fromKey ?? (options.filter?.service && options.filter.environment && options.filter.database ? (options.filter as Required<BackupFilter>) : undefined);
   if (!labels) {
     log.warn('drill log not archived: the backup could not be identified (give --service, --environment and --database)');

@@ -42,7 +42,8 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]>
   for (const target of targets) {
     try {
       const result = await logger.group(`dump ${target.database}`, () => dump({ ...options, databaseUrl: connectionUrl(target) }));
-      outcomes.push({ database: target.database, ok: !result.verification || result.verification.ok, result, error: result.verification && !result.verification.ok ? `verify failed: ${result.verification.reason}` : undefined });
+      const problem = result.verification && !result.verification.ok ? `verify failed: ${result.verification.reason}` : result.mirror && !result.mirror.ok ? `mirror copy failed: ${result.mirror.error}` : undefined;
+      outcomes.push({ database: target.database, ok: problem === undefined, result, error: problem });
     } catch (err) {
       // A user mistake (bucket, credentials, a filter matching nothing) is the run's, not one database's.
       if (options.signal?.aborted || err instanceof UsageError || targets.length === 1) throw err;

@@ -5,12 +5,13 @@ import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { compressionSuffix, parseCompression, requireZstd, type CompressionSpec } from '../backup/compression.ts';
 import { parseDuration } from '../backup/duration.ts';
+import { AGE_SUFFIX, parseRecipients } from '../backup/encryption.ts';
 import { backupKeys, validateLabel } from '../backup/keys.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
 import type { MeterHash } from '../backup/meter.ts';
 import { startProgress } from '../backup/progress.ts';
 import { mapLimit } from '../backup/readback.ts';
-import { uploadStream, type StreamCounters } from '../backup/upload-stream.ts';
+import { uploadStream, type MirrorTarget, type StreamCounters } from '../backup/upload-stream.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
@@ -23,6 +24,7 @@ import { installPgClient } from '../postgres/install-client.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { retainUntil } from '../storage/s3/s3.ts';
 import { TOOL } from '../version.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 import { VERIFY_LEVELS, verify, type VerifyLevel, type VerifyResult } from './verify.ts';
@@ -71,6 +73,31 @@ export interface DumpOptions extends DumpSelection {
    * Needs read access (Get) besides write. Default `none`.
    */
   verify?: VerifyLevel;
+  /**
+   * Encrypt on the client with age to these public recipients (`age1…`), after compression.
+   * Only holders of a matching identity can restore; the dump itself needs no secret.
+   */
+  ageRecipients?: string[];
+  /**
+   * An off-region copy: `s3://BUCKET/PREFIX` or `file:///DIR` that receives the same bytes as
+   * they are uploaded (teed, no second read of the primary, so write-only credentials suffice),
+   * then the sidecars and the manifest, after the primary's manifest. The copy is then re-read
+   * and its SHA-256 checked when the mirror's credentials allow reading.
+   */
+  mirrorTo?: string;
+  /** Settings (endpoint, region, credentials, SSE, Object Lock) for {@link mirrorTo}. */
+  mirrorS3?: S3Settings;
+}
+
+/** How the off-region copy went. */
+export interface MirrorResult {
+  /** The copy's object URI. */
+  uri: string;
+  ok: boolean;
+  /** The copy was read back and its SHA-256 matched the manifest. */
+  verified: boolean;
+  /** Why it failed, or why it could not be re-read. */
+  error?: string;
 }
 
 /** What {@link dump} produced. */
@@ -85,6 +112,8 @@ export interface DumpResult {
   manifestKey: string;
   /** Present when `verify` was asked for. */
   verification?: VerifyResult;
+  /** Present when `mirrorTo` was given. */
+  mirror?: MirrorResult;
 }
 
 /** Object-name suffix per format, before the compression suffix. */
@@ -106,7 +135,9 @@ const FORMAT_SUFFIX = { custom: '.dump', plain: '.sql', directory: '.dir' } as c
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const { logger } = options;
   const now = options.now ?? (() => new Date());
-  const { service, environment, compression, selection, storage, stallTimeoutMs } = await checkDumpOptions(options);
+  const { service, environment, compression, selection, storage, stallTimeoutMs, recipients, mirror } = await checkDumpOptions(options);
+  const encryptTo = recipients.length ? recipients : undefined;
+  const encSuffix = encryptTo ? AGE_SUFFIX : '';
   const conn = resolveConnection(options.databaseUrl);
 
   const client = await connect(conn, 'pg-backup dump');
@@ -135,7 +166,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     const keys = backupKeys(
       { service, environment, database: conn.database },
       startedAt,
-      selection.format === 'directory' ? FORMAT_SUFFIX.directory : `${FORMAT_SUFFIX[selection.format]}${compressionSuffix(compression)}`,
+      selection.format === 'directory' ? FORMAT_SUFFIX.directory : `${FORMAT_SUFFIX[selection.format]}${compressionSuffix(compression)}${encSuffix}`,
     );
     const stem = keys.manifestKey.slice(0, -'.manifest.json'.length);
     const stall = new AbortController();
@@ -143,6 +174,11 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     const hashes: MeterHash[] = options.checksumSidecars?.includes('md5') ? ['sha256', 'md5'] : ['sha256'];
     const common = [...pgDumpArgs(selection), `--snapshot=${snapshot}`, '--no-password'];
 
+    const mirrors: MirrorTarget[] = mirror ? [{ storage: mirror }] : [];
+    let mirrorError: unknown;
+    const noteMirror = (errors: unknown[]) => {
+      mirrorError ??= errors.find((e) => e !== undefined);
+    };
     const counts = countRows(client, counted);
     counts.catch(() => undefined);
     // Every stream's counters (the directory format uploads several files at once): summed.
@@ -162,7 +198,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     let stored: { storedBytes: number; rawBytes: number; sha256: string; md5?: string; files?: (NonNullable<Manifest['files']>[number] & { md5?: string })[] };
     try {
       if (selection.format === 'directory') {
-        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c) });
+        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c), encryptTo, mirrors, onMirrorErrors: noteMirror });
       } else {
         const dumpArgs = [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common];
         const s = await uploadStream(storage, keys.objectKey, (sig) => {
@@ -170,7 +206,8 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
           if (compression.algorithm === 'zstd') return pgDumpThroughZstd(pgDump, dumpArgs, conn, compression.level ?? 3, sig);
           const p = runPgProgram(pgDump, dumpArgs, { connection: conn, signal: sig });
           return { stream: p.stdout, done: p.done };
-        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c) });
+        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c), encryptTo, noOverwrite: true, mirrors });
+        noteMirror(s.mirrorErrors);
         stored = { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5 };
       }
     } catch (err) {
@@ -181,20 +218,26 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
 
     const sidecars: NonNullable<Manifest['sidecars']> = [];
     const objectName = keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1);
+    // Small objects go to the primary, then to the mirror unless its copy already failed.
+    const putEverywhere = async (key: string, body: string, contentType: string) => {
+      await storage.put(key, body, { contentType, noOverwrite: true });
+      if (mirror && mirrorError === undefined) await mirror.put(key, body, { contentType, noOverwrite: true }).catch((err: unknown) => (mirrorError ??= err));
+    };
     if (options.schemaSidecar) {
-      const schema = await uploadStream(storage, `${stem}.schema.sql`, (sig) => {
+      const schema = await uploadStream(storage, `${stem}.schema.sql${encSuffix}`, (sig) => {
         const p = runPgProgram(pgDump, ['--format=plain', '--schema-only', ...common], { connection: conn, signal: sig });
         return { stream: p.stdout, done: p.done };
-      }, { compression: { algorithm: 'none' }, signal });
-      sidecars.push({ name: `${stem.slice(stem.lastIndexOf('/') + 1)}.schema.sql`, kind: 'schema', sizeBytes: schema.storedBytes, sha256: schema.digests.sha256! });
+      }, { compression: { algorithm: 'none' }, signal, encryptTo, noOverwrite: true, mirrors: mirrorError === undefined ? mirrors : [] });
+      noteMirror(schema.mirrorErrors);
+      sidecars.push({ name: `${stem.slice(stem.lastIndexOf('/') + 1)}.schema.sql${encSuffix}`, kind: 'schema', sizeBytes: schema.storedBytes, sha256: schema.digests.sha256! });
     }
     for (const kind of options.checksumSidecars ?? []) {
       // The formats of md5sum / sha256sum, so `md5sum -c` works on a downloaded copy.
       const lines = stored.files
-        ? stored.files.map((f) => `${kind === 'md5' ? f.md5 : f.sha256}  ${objectName}/${f.name}${compressionSuffix(compression)}`)
+        ? stored.files.map((f) => `${kind === 'md5' ? f.md5 : f.sha256}  ${objectName}/${f.name}${compressionSuffix(compression)}${encSuffix}`)
         : [`${kind === 'md5' ? stored.md5 : stored.sha256}  ${objectName}`];
       const text = `${lines.join('\n')}\n`;
-      await storage.put(`${keys.objectKey}.${kind}`, text, 'text/plain');
+      await putEverywhere(`${keys.objectKey}.${kind}`, text, 'text/plain');
       sidecars.push({ name: `${objectName}.${kind}`, kind, sizeBytes: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') });
     }
 
@@ -225,10 +268,13 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       tables: tableRows,
       tablesWithoutData: selected.some((t) => !t.withData) ? selected.filter((t) => !t.withData).map(({ schema, table }) => ({ schema, table })) : undefined,
       migrationHead,
+      encryption: encryptTo ? { scheme: 'age', recipients: encryptTo } : undefined,
+      serverSideEncryption: serverSideEncryptionOf(options.s3),
+      objectLock: options.s3?.objectLock ? { mode: options.s3.objectLock.mode, retainUntil: retainUntil(options.s3.objectLock, startedAt.getTime()).toISOString() } : undefined,
       context: options.context && Object.values(options.context).some((v) => v) ? options.context : undefined,
     });
-    // The manifest is the commit marker: written last.
-    await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
+    // The manifest is the commit marker: written last (and never over an existing one).
+    await putEverywhere(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
     logger.info(`${conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(stored.storedBytes)} (${formatBytes(stored.rawBytes)} before ${compression.algorithm}), sha256 ${manifest.object.sha256}`);
     const result: DumpResult = {
       manifest,
@@ -238,6 +284,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       objectKey: keys.objectKey,
       manifestKey: keys.manifestKey,
     };
+    if (mirror) result.mirror = await checkMirror(mirror, keys.objectKey, mirrorError, options, logger);
     if (options.verify && options.verify !== 'none') {
       result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.s3, logger, signal: options.signal, workDir: options.workDir });
     }
@@ -264,7 +311,54 @@ export async function checkDumpOptions(options: Omit<DumpOptions, 'databaseUrl'>
   for (const sidecar of options.checksumSidecars ?? []) {
     if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
   }
-  return { service, environment, compression, selection, storage, stallTimeoutMs };
+  const recipients = parseRecipients(options.ageRecipients ?? []);
+  const mirror = options.mirrorTo ? openStorage(options.mirrorTo, options.mirrorS3) : undefined;
+  if (mirror && mirror.url === storage.url) throw new UsageError(`--mirror-to ${options.mirrorTo} is the backup location itself: give another bucket (another region or provider)`);
+  for (const s of [storage, mirror]) {
+    if (s && 'onWarning' in s) (s as { onWarning?: (m: string) => void }).onWarning = (m) => options.logger.warn(m);
+  }
+  return { service, environment, compression, selection, storage, stallTimeoutMs, recipients, mirror };
+}
+
+/** The manifest's record of the server-side encryption asked for (never the SSE-C key). */
+function serverSideEncryptionOf(s3: S3Settings | undefined): Manifest['serverSideEncryption'] {
+  const sse = s3?.sse;
+  if (!sse) return undefined;
+  if (sse.type === 'sse-c') return { type: 'SSE-C' };
+  if (sse.type === 'aws:kms') return { type: 'aws:kms', kmsKeyId: sse.kmsKeyId };
+  return { type: 'AES256' };
+}
+
+/**
+ * After a dump with a mirror: reports a failed copy, or re-reads the copy and checks its size and
+ * SHA-256 against the manifest (a checksum-level verify of the mirror). Mirror credentials
+ * without read access leave the copy unverified, with a warning.
+ */
+async function checkMirror(mirror: Storage, objectKey: string, mirrorError: unknown, options: DumpOptions, logger: Logger): Promise<MirrorResult> {
+  const uri = mirror.uri(objectKey);
+  if (mirrorError !== undefined) {
+    const error = messageOf(mirrorError);
+    logger.warn(`mirror copy to ${uri} FAILED: ${error} (the backup itself is complete)`);
+    return { uri, ok: false, verified: false, error };
+  }
+  try {
+    const check = await verify({ from: options.mirrorTo!, backup: objectKey, level: 'checksum', s3: options.mirrorS3, logger: quiet(logger), signal: options.signal });
+    if (!check.ok) {
+      logger.warn(`mirror copy at ${uri} does not match the manifest: ${check.reason}`);
+      return { uri, ok: false, verified: false, error: check.reason };
+    }
+    logger.info(`mirror copy at ${uri}: sha256 matches`);
+    return { uri, ok: true, verified: true };
+  } catch (err) {
+    const error = messageOf(err);
+    logger.warn(`mirror copy at ${uri} written but not re-read: ${error}`);
+    return { uri, ok: true, verified: false, error };
+  }
+}
+
+/** A logger that prints nothing (for a nested check whose verdict is reported by the caller). */
+function quiet(logger: Logger): Logger {
+  return { ...logger, info: () => undefined, warn: () => undefined };
 }
 
 /**
@@ -327,6 +421,9 @@ async function dumpDirectory(o: {
   sizeHint: number;
   onSpool: (bytes: () => number) => void;
   onCounters: (c: StreamCounters) => void;
+  encryptTo?: string[];
+  mirrors: MirrorTarget[];
+  onMirrorErrors: (errors: unknown[]) => void;
 }): Promise<{ storedBytes: number; rawBytes: number; sha256: string; files: (NonNullable<Manifest['files']>[number] & { md5?: string })[] }> {
   const parent = workDirOf(o.workDir);
   const spool = await mkdtemp(path.join(parent, 'pg-backup-dump-'));
@@ -346,7 +443,7 @@ async function dumpDirectory(o: {
       throw new Error(/No space left on device/i.test(text) ? `${parent} ran out of space spooling the directory archive (about ${formatBytes(o.sizeHint)} needed): choose another --work-dir. ${text}` : text);
     });
     const names = (await readdir(dir)).sort();
-    const suffix = compressionSuffix(o.compression);
+    const suffix = `${compressionSuffix(o.compression)}${o.encryptTo ? AGE_SUFFIX : ''}`;
     // The first failed file stops its siblings; every upload has settled before we clean up.
     const siblings = new AbortController();
     const signal = AbortSignal.any([o.signal, siblings.signal]);
@@ -356,7 +453,8 @@ async function dumpDirectory(o: {
         const s = await uploadStream(o.storage, key, () => {
           const stream = createReadStream(path.join(dir, name));
           return { stream, done: finished(stream) };
-        }, { compression: o.compression, hashes: o.hashes, signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters });
+        }, { compression: o.compression, hashes: o.hashes, signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters, encryptTo: o.encryptTo, noOverwrite: true, mirrors: o.mirrors });
+        o.onMirrorErrors(s.mirrorErrors);
         uploaded.push(key);
         return { name, sizeBytes: s.storedBytes, sha256: s.digests.sha256!, md5: s.digests.md5, archiveSizeBytes: s.rawBytes };
       } catch (err) {

@@ -1,6 +1,7 @@
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, readbackProblems, storedParts, streamBackup } from '../backup/readback.ts';
 import { restoreBinaries, restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
 import { workDirOf } from '../postgres/cluster.ts';
@@ -29,6 +30,8 @@ export interface RestoreOptions {
   /** Directory format only: where the archive is downloaded first (it needs `archiveSizeBytes`). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
   workDir?: string;
   s3?: S3Settings;
+  /** age identities for a client-side encrypted backup; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. */
+  ageIdentities?: string[];
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -65,6 +68,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   } finally {
     await client.end().catch(() => undefined);
   }
+  const identities = identitiesFor(manifest.encryption, options.ageIdentities, storage.uri(backup.objectKey));
   const bins = await restoreBinaries(manifest);
   const args: string[] = [];
   if (options.clean) args.push('--clean', '--if-exists');
@@ -80,7 +84,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   if (manifest.format === 'directory') {
     const scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
     try {
-      const local = await downloadArchive(storage, backup, scratch, options.signal);
+      const local = await downloadArchive(storage, backup, scratch, options.signal, identities);
       if (local.problems.length) throw new CheckFailedError(`restore failed: ${local.problems.join('; ')}`);
       await restoreLocalArchive('directory', bins, local.path, target, { jobs: options.jobs ?? 2, args, signal: options.signal }).catch((err: unknown) => {
         throw new CheckFailedError(`restore failed: ${messageOf(err)}`);
@@ -91,7 +95,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
   } else {
     const [part] = storedParts(backup);
-    const outcome = await streamBackup(storage, part!, () => restoreSink(manifest.format, bins, target, args, options.signal), options.signal);
+    const outcome = await streamBackup(storage, part!, () => restoreSink(manifest.format, bins, target, args, options.signal), options.signal, identities);
     const problems = readbackProblems(outcome, part!);
     if (problems.length) throw new CheckFailedError(`restore failed: ${problems.join('; ')}`);
     sizeBytes = outcome.sizeBytes;

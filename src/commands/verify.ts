@@ -4,6 +4,7 @@ import { parseDuration } from '../backup/duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { identitiesFor, loadIdentities } from '../backup/encryption.ts';
 import { downloadArchive, readbackProblems, storedParts, streamBackup, teeSinks, type ArchiveSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
 import { runPgProgram } from '../postgres/processes.ts';
@@ -43,6 +44,8 @@ export interface VerifyOptions {
   /** Parent directory of the throwaway cluster for `schema`. */
   workDir?: string;
   s3?: S3Settings;
+  /** age identities for client-side encrypted backups; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. Without one, `checksum` checks the stored bytes only. */
+  ageIdentities?: string[];
   logger: Logger;
   signal?: AbortSignal;
   now?: () => Date;
@@ -131,6 +134,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   await checkSuspicion(storage, backup, history, result, logger);
   if (level === 'none') return finish();
 
+  const identities = level === 'checksum' && !options.ageIdentities?.length && !loadIdentities() ? undefined : identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
+  if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
   const bins = level === 'checksum' ? undefined : await restoreBinaries(manifest);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
@@ -149,7 +154,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
     if (manifest.format === 'directory' && bins) {
       // A directory archive is read from local disk: download it, then pg_restore the folder.
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-verify-'));
-      const local = await downloadArchive(storage, backup, scratch, options.signal);
+      const local = await downloadArchive(storage, backup, scratch, options.signal, identities);
       result.sizeBytes = local.sizeBytes;
       result.sha256 = manifest.object.sha256;
       result.problems.push(...local.problems);
@@ -172,6 +177,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyResult> {
           part,
           () => (sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() }),
           options.signal,
+          identities,
         );
         totalBytes += outcome.sizeBytes;
         result.sha256 = outcome.sha256;

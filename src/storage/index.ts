@@ -3,9 +3,9 @@ import { parseLocation } from './location.ts';
 import { S3Storage, type S3Settings } from './s3/s3.ts';
 import type { Storage } from './storage.ts';
 
-export type { Storage, StoredObject, UploadOptions, UploadResult } from './storage.ts';
-export { NotFoundError, joinKey } from './storage.ts';
-export type { S3Settings } from './s3/s3.ts';
+export type { PutOptions, Storage, StoredObject, UploadOptions, UploadResult } from './storage.ts';
+export { NotFoundError, OverwriteError, joinKey } from './storage.ts';
+export type { S3Settings, ServerSideEncryption, ObjectLockSettings } from './s3/s3.ts';
 
 /**
  * Opens the storage a location URL names: `s3://BUCKET/PREFIX` (S3 or any S3-compatible store,

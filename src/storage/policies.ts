@@ -9,6 +9,8 @@
 
 /** The actions the dump path uses: no List, Get, Head or Delete. */
 export const WRITER_ACTIONS = ['s3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'];
+/** What a writer also needs with `--object-lock`: the retention is re-stated on each multipart object after it completes (Ceph RGW ignores it on CreateMultipartUpload). */
+export const WRITER_LOCK_ACTIONS = ['s3:PutObjectRetention'];
 /** The actions list, verify, drill and restore use. */
 export const READER_ACTIONS = ['s3:ListBucket', 's3:GetObject'];
 
@@ -19,19 +21,19 @@ export const READER_ACTIONS = ['s3:ListBucket', 's3:GetObject'];
  * every object, whoever wrote it (verify, drill, restore; drills also write their logs, so a
  * drill role needs s3:PutObject on `drills/*` too).
  */
-export function writerBucketPolicy(bucket: string, principal: string, readers: string[] = []) {
+export function writerBucketPolicy(bucket: string, principal: string, readers: string[] = [], options: { objectLock?: boolean } = {}) {
   return {
     Version: '2012-10-17',
     Statement: [
       ...(readers.length
         ? [{ Sid: 'BackupReaders', Effect: 'Allow', Principal: { AWS: readers }, Action: READER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }]
         : []),
-      { Sid: 'BackupWriterPuts', Effect: 'Allow', Principal: { AWS: [principal] }, Action: WRITER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}/*`] },
+      { Sid: 'BackupWriterPuts', Effect: 'Allow', Principal: { AWS: [principal] }, Action: options.objectLock ? [...WRITER_ACTIONS, ...WRITER_LOCK_ACTIONS] : WRITER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}/*`] },
       {
         Sid: 'BackupWriterNoReadsNoDeletes',
         Effect: 'Deny',
         Principal: { AWS: [principal] },
-        Action: ['s3:GetObject', 's3:GetObjectVersion', 's3:ListBucket', 's3:ListBucketVersions', 's3:DeleteObject', 's3:DeleteObjectVersion'],
+        Action: ['s3:GetObject', 's3:GetObjectVersion', 's3:ListBucket', 's3:ListBucketVersions', 's3:DeleteObject', 's3:DeleteObjectVersion', 's3:BypassGovernanceRetention'],
         Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`],
       },
     ],

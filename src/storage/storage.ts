@@ -17,6 +17,20 @@ export interface UploadOptions {
    * stream never needs more than 10 000 parts (S3's limit). Optional.
    */
   sizeHintBytes?: number;
+  /**
+   * Never replace an existing object: S3 sends `If-None-Match: *` (the write fails with 412
+   * PreconditionFailed if the key exists; AWS honours it on PutObject and CompleteMultipartUpload,
+   * Ceph RGW 16 on PutObject only); the file driver links the finished file into place, which
+   * fails if the name exists. Source: AWS S3 User Guide, "Conditional writes".
+   */
+  noOverwrite?: boolean;
+}
+
+/** Options for {@link Storage.put}. */
+export interface PutOptions {
+  contentType?: string;
+  /** As {@link UploadOptions.noOverwrite}. */
+  noOverwrite?: boolean;
 }
 
 /** What an upload stored. */
@@ -43,8 +57,11 @@ export interface Storage {
    * AbortMultipartUpload; file: the temporary file is removed) and the promise rejects.
    */
   upload(key: string, body: Readable, options?: UploadOptions): Promise<UploadResult>;
-  /** Writes a small object in one request. */
-  put(key: string, body: string | Uint8Array, contentType?: string): Promise<void>;
+  /**
+   * Writes a small object in one request. `options` may be a content type (the older form).
+   * @throws OverwriteError when `noOverwrite` is set and the key exists.
+   */
+  put(key: string, body: string | Uint8Array, options?: string | PutOptions): Promise<void>;
   /** Reads a whole object as a stream. Rejects with {@link NotFoundError} if it does not exist. */
   get(key: string): Promise<Readable>;
   /** Reads a small object into memory. */
@@ -53,6 +70,16 @@ export interface Storage {
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Deletes one object; a missing object is not an error. */
   delete(key: string): Promise<void>;
+}
+
+/** Raised by a write with `noOverwrite` when the key already exists: nothing was replaced. */
+export class OverwriteError extends Error {
+  override readonly name = 'OverwriteError';
+}
+
+/** Normalises the `options` argument of {@link Storage.put}. */
+export function putOptions(options: string | PutOptions | undefined): PutOptions {
+  return typeof options === 'string' ? { contentType: options } : (options ?? {});
 }
 
 /** Raised by {@link Storage.get} when the key does not exist. */

@@ -1,5 +1,5 @@
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { pathToFileURL } from 'node:url';
@@ -8,7 +8,10 @@ import type { Readable } from 'node:stream';
 import { UsageError } from '../../errors.ts';
 import {
   NotFoundError,
+  OverwriteError,
   assertSafeKey,
+  putOptions,
+  type PutOptions,
   type Storage,
   type StoredObject,
   type UploadOptions,
@@ -61,7 +64,7 @@ export class FileStorage implements Storage {
     });
     try {
       await pipeline(body, createWriteStream(partial, { flags: 'wx' }), { signal: options.signal });
-      await rename(partial, target);
+      await this.#commit(partial, target, key, options.noOverwrite);
     } catch (err) {
       await rm(partial, { force: true });
       throw err;
@@ -69,13 +72,25 @@ export class FileStorage implements Storage {
     return { key, sizeBytes };
   }
 
-  async put(key: string, body: string | Uint8Array): Promise<void> {
+  /** Moves a finished temporary file into place; with `noOverwrite`, a hard link that fails if the name exists. */
+  async #commit(partial: string, target: string, key: string, noOverwrite = false): Promise<void> {
+    if (!noOverwrite) return rename(partial, target);
+    try {
+      await link(partial, target);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new OverwriteError(`${this.uri(key)} already exists: refusing to overwrite it`);
+      throw err;
+    }
+    await unlink(partial);
+  }
+
+  async put(key: string, body: string | Uint8Array, options?: string | PutOptions): Promise<void> {
     const target = this.#path(key);
     await this.#prepareDir(target);
     const partial = `${target}.partial-${randomBytes(4).toString('hex')}`;
     try {
       await writeFile(partial, body, { flag: 'wx' });
-      await rename(partial, target);
+      await this.#commit(partial, target, key, putOptions(options).noOverwrite);
     } catch (err) {
       await rm(partial, { force: true });
       throw err;

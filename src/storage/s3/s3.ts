@@ -4,6 +4,7 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   PutObjectCommand,
+  PutObjectRetentionCommand,
   S3Client,
   paginateListObjectsV2,
   type S3ClientConfig,
@@ -12,8 +13,11 @@ import { Upload } from '@aws-sdk/lib-storage';
 import { UsageError } from '../../errors.ts';
 import {
   NotFoundError,
+  OverwriteError,
   assertSafeKey,
   joinKey,
+  putOptions,
+  type PutOptions,
   type Storage,
   type StoredObject,
   type UploadOptions,
@@ -34,6 +38,31 @@ export interface S3Settings {
   listPageSize?: number;
   /** Static credentials; default is the AWS SDK provider chain (env vars, profiles, OIDC web identity). */
   credentials?: { accessKeyId: string; secretAccessKey: string; sessionToken?: string };
+  /** Do not fall back to `AWS_ENDPOINT_URL_S3` / `AWS_ENDPOINT_URL` (a mirror's endpoint is never the primary's). */
+  ignoreEnvEndpoint?: boolean;
+  /** Server-side encryption of every object written (and, for SSE-C, the key to read them). */
+  sse?: ServerSideEncryption;
+  /** Object Lock retention put on every object written (the bucket must have Object Lock enabled). */
+  objectLock?: ObjectLockSettings;
+}
+
+/**
+ * Server-side encryption (AWS S3 User Guide, "Protecting data with server-side encryption"):
+ * - `AES256`: SSE-S3, keys managed by the store.
+ * - `aws:kms`: SSE-KMS with `kmsKeyId` (default: the account's `aws/s3` key). Ceph RGW: a key id of its KMS backend.
+ * - `sse-c`: SSE-C, a 256-bit key given as base64 (44 characters) that the store uses and forgets:
+ *   every read must send it again. Ceph RGW needs TLS for it unless `rgw crypt require ssl = false`.
+ */
+export type ServerSideEncryption = { type: 'AES256' } | { type: 'aws:kms'; kmsKeyId?: string } | { type: 'sse-c'; key: string };
+
+/**
+ * Object Lock retention (AWS S3 User Guide, "Locking objects with Object Lock"): each object is
+ * kept for `days` days from its write. `GOVERNANCE`: users with s3:BypassGovernanceRetention may
+ * still delete; `COMPLIANCE`: nobody can, not even the root account, until the date passes.
+ */
+export interface ObjectLockSettings {
+  mode: 'GOVERNANCE' | 'COMPLIANCE';
+  days: number;
 }
 
 /** S3's minimum part size (all parts but the last): 5 MiB. Source: AWS S3 "Multipart upload limits". */
@@ -53,6 +82,11 @@ export function choosePartSize(sizeHintBytes: number | undefined): number {
   return Math.max(MIN_PART_SIZE, needed);
 }
 
+/** The retain-until date of an object written now under `lock`, rounded up to the next whole second. */
+export function retainUntil(lock: ObjectLockSettings, now = Date.now()): Date {
+  return new Date(Math.ceil((now + lock.days * 86_400_000) / 1000) * 1000);
+}
+
 /** How long `Upload.done()` may take to settle after an abort before we stop waiting (ms). aws-sdk-js-v3 #7729. */
 const ABORT_WATCHDOG_MS = 30_000;
 
@@ -64,14 +98,19 @@ export class S3Storage implements Storage {
   readonly #prefix: string;
   readonly #queueSize: number;
   readonly #listPageSize: number;
+  readonly #settings: S3Settings;
+  #sseWarned = false;
+  /** Called with a one-line warning (e.g. the store did not confirm server-side encryption). */
+  onWarning?: (message: string) => void;
 
   constructor(bucket: string, prefix: string, settings: S3Settings = {}) {
+    this.#settings = settings;
     this.#bucket = bucket;
     this.#prefix = prefix;
     this.url = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
     this.#queueSize = settings.queueSize ?? 4;
     this.#listPageSize = settings.listPageSize ?? 1000;
-    const endpoint = settings.endpoint || process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL || undefined;
+    const endpoint = settings.endpoint || (settings.ignoreEnvEndpoint ? undefined : process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL) || undefined;
     if (endpoint) {
       try {
         new URL(endpoint);
@@ -94,6 +133,54 @@ export class S3Storage implements Storage {
     this.client = new S3Client(config);
   }
 
+  /**
+   * Request fields shared by every write: SSE and Object Lock. With Object Lock a checksum is
+   * sent on every request (AWS rejects uploads to a locked bucket without one — Content-MD5 or
+   * an x-amz-checksum header), even though optional checksums are otherwise off.
+   */
+  #writeParams(): Record<string, unknown> {
+    const p: Record<string, unknown> = { ...this.#readParams() };
+    const sse = this.#settings.sse;
+    if (sse?.type === 'AES256') p.ServerSideEncryption = 'AES256';
+    if (sse?.type === 'aws:kms') {
+      p.ServerSideEncryption = 'aws:kms';
+      if (sse.kmsKeyId) p.SSEKMSKeyId = sse.kmsKeyId;
+    }
+    const lock = this.#settings.objectLock;
+    if (lock) {
+      p.ObjectLockMode = lock.mode;
+      p.ObjectLockRetainUntilDate = retainUntil(lock);
+      p.ChecksumAlgorithm = 'CRC32';
+    }
+    return p;
+  }
+
+  /** Request fields every read of an SSE-C object must send. */
+  #readParams(): Record<string, string> {
+    const sse = this.#settings.sse;
+    return sse?.type === 'sse-c' ? { SSECustomerAlgorithm: 'AES256', SSECustomerKey: sse.key } : {};
+  }
+
+  /** Warns once when the store's answer does not confirm the server-side encryption asked for (Ceph RGW 16 ignores SSE-S3). */
+  #checkSseEcho(out: { ServerSideEncryption?: string; SSECustomerAlgorithm?: string } | undefined, uri: string): void {
+    const sse = this.#settings.sse;
+    if (!sse || !out || this.#sseWarned) return;
+    const confirmed = sse.type === 'sse-c' ? out.SSECustomerAlgorithm === 'AES256' : out.ServerSideEncryption === sse.type;
+    if (!confirmed) {
+      this.#sseWarned = true;
+      this.onWarning?.(`the store did not confirm ${sse.type === 'sse-c' ? 'SSE-C' : sse.type === 'AES256' ? 'SSE-S3' : 'SSE-KMS'} for ${uri}: check that it supports server-side encryption, or enable default bucket encryption`);
+    }
+  }
+
+  /** {@link mapS3Error}, knowing this driver's settings: a write refused as InvalidRequest with Object Lock asked for means the bucket has none. */
+  #mapWriteError(err: unknown, uri: string): Error {
+    const code = (err as { name?: string }).name;
+    if (this.#settings.objectLock && (code === 'InvalidRequest' || code === 'InvalidBucketState')) {
+      return new UsageError(`the bucket of ${uri} refused Object Lock retention (${code}): create it with Object Lock enabled (s3api create-bucket --object-lock-enabled-for-bucket), or drop --object-lock`);
+    }
+    return mapS3Error(err, uri, 'write');
+  }
+
   #fullKey(key: string): string {
     assertSafeKey(key);
     return joinKey(this.#prefix, key);
@@ -111,7 +198,8 @@ export class S3Storage implements Storage {
     });
     const upload = new Upload({
       client: this.client,
-      params: { Bucket: this.#bucket, Key, Body: body, ContentType: options.contentType ?? 'application/octet-stream' },
+      // lib-storage copies these to CreateMultipartUpload, each UploadPart (SSE-C) and CompleteMultipartUpload (If-None-Match).
+      params: { ...this.#writeParams(), Bucket: this.#bucket, Key, Body: body, ContentType: options.contentType ?? 'application/octet-stream', ...(options.noOverwrite ? { IfNoneMatch: '*' } : {}) },
       partSize: choosePartSize(options.sizeHintBytes),
       queueSize: this.#queueSize,
       leavePartsOnError: false,
@@ -139,7 +227,8 @@ export class S3Storage implements Storage {
         options.signal?.addEventListener('abort', armWatchdog, { once: true });
         body.once('error', armWatchdog);
         upload.done().then(
-          () => {
+          (out) => {
+            this.#checkSseEcho(out as { ServerSideEncryption?: string; SSECustomerAlgorithm?: string }, this.uri(key));
             clearTimeout(watchdog);
             if (aborted) reject(aborted);
             else resolve();
@@ -152,9 +241,19 @@ export class S3Storage implements Storage {
       });
     } catch (err) {
       await this.#abortMultipart(upload, Key);
-      throw aborted ?? mapS3Error(err, this.uri(key), 'write');
+      throw aborted ?? this.#mapWriteError(err, this.uri(key));
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
+    }
+    const lock = this.#settings.objectLock;
+    if (lock && (upload as unknown as { uploadId?: string }).uploadId) {
+      // Ceph RGW 16 ignores the Object Lock headers of CreateMultipartUpload: set the retention
+      // on the completed object (needs s3:PutObjectRetention; on AWS it re-states the same date).
+      try {
+        await this.client.send(new PutObjectRetentionCommand({ Bucket: this.#bucket, Key, Retention: { Mode: lock.mode, RetainUntilDate: retainUntil(lock) } }));
+      } catch (err) {
+        throw mapS3Error(err, this.uri(key), 'retention');
+      }
     }
     return { key, sizeBytes };
   }
@@ -172,11 +271,15 @@ export class S3Storage implements Storage {
     await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: internals.uploadId })).catch(() => undefined);
   }
 
-  async put(key: string, body: string | Uint8Array, contentType = 'application/octet-stream'): Promise<void> {
+  async put(key: string, body: string | Uint8Array, options?: string | PutOptions): Promise<void> {
+    const { contentType = 'application/octet-stream', noOverwrite } = putOptions(options);
     try {
-      await this.client.send(new PutObjectCommand({ Bucket: this.#bucket, Key: this.#fullKey(key), Body: body, ContentType: contentType }));
+      const out = await this.client.send(
+        new PutObjectCommand({ ...this.#writeParams(), Bucket: this.#bucket, Key: this.#fullKey(key), Body: body, ContentType: contentType, ...(noOverwrite ? { IfNoneMatch: '*' } : {}) }),
+      );
+      this.#checkSseEcho(out, this.uri(key));
     } catch (err) {
-      throw mapS3Error(err, this.uri(key), 'write');
+      throw this.#mapWriteError(err, this.uri(key));
     }
   }
 
@@ -191,7 +294,7 @@ export class S3Storage implements Storage {
 
   async get(key: string): Promise<Readable> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ Bucket: this.#bucket, Key: this.#fullKey(key) }));
+      const out = await this.client.send(new GetObjectCommand({ ...this.#readParams(), Bucket: this.#bucket, Key: this.#fullKey(key) }));
       if (!out.Body) throw new Error(`empty response body for ${this.uri(key)}`);
       return out.Body as Readable;
     } catch (err) {
@@ -228,13 +331,24 @@ export class S3Storage implements Storage {
  * {@link UsageError} (exit 2); a missing key becomes {@link NotFoundError}; anything else is
  * returned unchanged.
  */
-export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' | 'list' | 'delete'): Error {
+export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' | 'list' | 'delete' | 'retention'): Error {
   if (!(err instanceof Error)) return new Error(String(err));
   if (err instanceof UsageError || err instanceof NotFoundError) return err;
   const e = err as Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number } };
   const code = e.name || e.Code || e.code || '';
   const status = e.$metadata?.httpStatusCode;
   const bucket = uri.replace(/^s3:\/\//, '').split('/')[0];
+  const message = e.message ?? '';
+  if (code === 'PreconditionFailed' && action === 'write') return new OverwriteError(`${uri} already exists: refusing to overwrite it (If-None-Match)`);
+  if (code === 'InvalidArgument' || code === 'InvalidRequest' || status === 400) {
+    if (/customer provided keys|SSECustomer|SSE-C/i.test(message) || /encryption algorithm/i.test(message)) {
+      return new UsageError(`${uri} is encrypted with SSE-C: give its key in PG_BACKUP_SSE_C_KEY (actions: the sse-c-key input)`);
+    }
+    if (/MD5 hash of the key/i.test(message)) return new UsageError(`the SSE-C key does not match the one ${uri} was written with`);
+  }
+  if (/kms/i.test(message) && (code === 'InvalidAccessKeyId' || code === 'KMS.NotFoundException' || code === 'InvalidArgument' || status === 400 || status === 403)) {
+    return new UsageError(`the KMS key for ${uri} cannot be used (${code}): check --sse-kms-key-id and the key's policy`);
+  }
   switch (code) {
     case 'NoSuchBucket':
       return new UsageError(`bucket ${JSON.stringify(bucket)} does not exist at this endpoint: check the s3:// URL, AWS_ENDPOINT_URL_S3 and AWS_REGION`);
@@ -248,7 +362,7 @@ export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' |
       return new UsageError(`S3 rejected the credentials (${code}) for ${uri}: check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
     case 'AccessDenied':
     case 'Forbidden':
-      return new UsageError(`access denied to ${action} ${uri}: the credentials lack the ${{ write: 's3:PutObject', list: 's3:ListBucket', read: 's3:GetObject', delete: 's3:DeleteObject' }[action]} permission there`);
+      return new UsageError(`access denied to ${action} ${uri}: the credentials lack the ${{ write: 's3:PutObject', list: 's3:ListBucket', read: 's3:GetObject', delete: 's3:DeleteObject', retention: 's3:PutObjectRetention' }[action]} permission there`);
     case 'CredentialsProviderError':
       return new UsageError('no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile / OIDC role)');
     default:

@@ -1,0 +1,354 @@
+// Protection of the backups on Ceph RGW: If-None-Match, Object Lock, server-side encryption
+// (SSE-C, SSE-KMS), client-side age encryption, and the off-region mirror.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import {
+  CreateBucketCommand,
+  DeleteObjectCommand,
+  GetObjectCommand,
+  GetObjectRetentionCommand,
+  HeadObjectCommand,
+  ListObjectVersionsCommand,
+  PutBucketPolicyCommand,
+} from '@aws-sdk/client-s3';
+import { generateX25519Identity, identityToRecipient } from 'age-encryption';
+import { OverwriteError } from '../../src/storage/index.ts';
+import { FileStorage } from '../../src/storage/file/file.ts';
+import { S3Storage } from '../../src/storage/s3/s3.ts';
+import { writerBucketPolicy } from '../../src/storage/policies.ts';
+import { addBigTable, cli, createDatabase, dbUrl, fileLocation, need, openMultipartUploads, run, s3Client, s3Keys, s3Location, sql } from '../helpers.ts';
+
+async function bucket(label: string, objectLock = false): Promise<string> {
+  const name = `${label}-${randomBytes(4).toString('hex')}`;
+  const client = s3Client();
+  await client.send(new CreateBucketCommand({ Bucket: name, ObjectLockEnabledForBucket: objectLock || undefined }));
+  client.destroy();
+  return name;
+}
+
+async function rgwUser(uid: string, key: string, secret: string): Promise<void> {
+  const r = await run('radosgw-admin', ['-c', need('PGB_TEST_RGW_CONF'), 'user', 'create', `--uid=${uid}`, `--display-name=${uid}`, `--access-key=${key}`, `--secret-key=${secret}`]);
+  assert.ok(r.code === 0 || /exists/.test(r.stderr), r.stderr);
+}
+
+function parse(stdout: string) {
+  return JSON.parse(stdout) as { id: string; object: { name: string; sha256: string; sizeBytes: number }; backupUri: string; manifestUri: string; [k: string]: any };
+}
+
+describe('no overwrite', () => {
+  it('a write with noOverwrite never replaces an existing object (S3 If-None-Match, file link)', async () => {
+    const [b, ...rest] = s3Location('inm').replace('s3://', '').split('/');
+    const env = { endpoint: need('PGB_TEST_S3_ENDPOINT'), credentials: { accessKeyId: need('PGB_TEST_S3_ACCESS_KEY'), secretAccessKey: need('PGB_TEST_S3_SECRET_KEY') } };
+    const s3 = new S3Storage(b!, rest.join('/'), env);
+    const file = new FileStorage((await fileLocation()).replace('file://', ''));
+    for (const storage of [s3, file]) {
+      await storage.put('a/x.manifest.json', 'first', { noOverwrite: true });
+      await assert.rejects(storage.put('a/x.manifest.json', 'second', { noOverwrite: true }), OverwriteError);
+      assert.equal(await storage.getText('a/x.manifest.json'), 'first');
+    }
+  });
+
+  it('two dumps started in the same second make two backups', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('same-second');
+    const to = s3Location('same-second');
+    const [a, b] = await Promise.all([cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db) }), cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db) })]);
+    assert.equal(a.code, 0, a.stderr);
+    assert.equal(b.code, 0, b.stderr);
+    assert.notEqual(parse(a.stdout).id, parse(b.stdout).id);
+    const listed = await cli(['list', '--from', to, '--json']);
+    assert.equal(JSON.parse(listed.stdout).length, 2);
+  });
+});
+
+describe('Object Lock', () => {
+  it('puts retention on the object (multipart), sidecars and manifest; a locked version cannot be deleted', { timeout: 180_000 }, async () => {
+    const db = await createDatabase('lock');
+    await addBigTable(db, 14);
+    const name = await bucket('locked', true);
+    const to = `s3://${name}/pg`;
+    const r = await cli(['dump', '--to', to, '--object-lock', 'compliance:2', '--checksum-sidecar', 'sha256', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = parse(r.stdout);
+    assert.ok(manifest.object.sizeBytes > 5 * 1024 * 1024, 'a multipart upload');
+    assert.equal(manifest.objectLock.mode, 'COMPLIANCE');
+    const client = s3Client();
+    const keys = await s3Keys(to);
+    assert.equal(keys.length, 3, keys.join(', '));
+    for (const key of keys) {
+      const ret = await client.send(new GetObjectRetentionCommand({ Bucket: name, Key: `pg/${key}` }));
+      assert.equal(ret.Retention?.Mode, 'COMPLIANCE', key);
+      const days = (ret.Retention!.RetainUntilDate!.getTime() - Date.now()) / 86_400_000;
+      assert.ok(days > 1.9 && days <= 2.01, `${key}: retained ${days} days`);
+    }
+    const versions = await client.send(new ListObjectVersionsCommand({ Bucket: name, Prefix: 'pg/' }));
+    for (const v of versions.Versions ?? []) {
+      await assert.rejects(client.send(new DeleteObjectCommand({ Bucket: name, Key: v.Key!, VersionId: v.VersionId })), /object lock|AccessDenied/i);
+    }
+    client.destroy();
+    const verified = await cli(['verify', '--from', to]);
+    assert.equal(verified.code, 0, verified.stderr);
+  });
+
+  it('a write-only writer with s3:PutObjectRetention can dump into a locked bucket', { timeout: 120_000 }, async () => {
+    await rgwUser('lockwriter', 'LOCKWRITERKEY', 'LOCKWRITERSECRET');
+    const db = await createDatabase('lockwriter');
+    await addBigTable(db, 8);
+    const name = await bucket('wolock', true);
+    const client = s3Client();
+    await client.send(new PutBucketPolicyCommand({ Bucket: name, Policy: JSON.stringify(writerBucketPolicy(name, 'arn:aws:iam:::user/lockwriter', ['arn:aws:iam:::user/backup'], { objectLock: true })) }));
+    client.destroy();
+    const r = await cli(['dump', '--to', `s3://${name}/pg`, '--object-lock', 'governance:1'], { DATABASE_URL: dbUrl(db), AWS_ACCESS_KEY_ID: 'LOCKWRITERKEY', AWS_SECRET_ACCESS_KEY: 'LOCKWRITERSECRET' });
+    assert.equal(r.code, 0, r.stderr);
+    // The writer cannot bypass governance retention to delete what it wrote.
+    const versions = await s3Client().send(new ListObjectVersionsCommand({ Bucket: name }));
+    const writer = new S3Storage(name, '', { endpoint: need('PGB_TEST_S3_ENDPOINT'), credentials: { accessKeyId: 'LOCKWRITERKEY', secretAccessKey: 'LOCKWRITERSECRET' } });
+    await assert.rejects(
+      writer.client.send(new DeleteObjectCommand({ Bucket: name, Key: versions.Versions![0]!.Key!, VersionId: versions.Versions![0]!.VersionId, BypassGovernanceRetention: true })),
+      /AccessDenied|object lock/i,
+    );
+  });
+
+  it('a bucket without Object Lock: exit 2 with the fix, nothing left behind', { timeout: 60_000 }, async () => {
+    const db = await createDatabase('nolock');
+    const to = s3Location('nolock');
+    const r = await cli(['dump', '--to', to, '--object-lock', 'compliance:1'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /refused Object Lock retention .*create it with Object Lock enabled/);
+    assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('pg-backup:')).length, 1);
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), []);
+  });
+
+  it('malformed retention is a usage error before any work', async () => {
+    for (const bad of ['30', 'forever:30', 'compliance:0', 'governance:-1', 'compliance:99999']) {
+      const r = await cli(['dump', '--to', 's3://x-bucket/p', '--object-lock', bad], { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' });
+      assert.equal(r.code, 2, bad);
+      assert.match(r.stderr, /invalid Object Lock retention/, bad);
+    }
+  });
+});
+
+describe('server-side encryption', () => {
+  it('SSE-C: every object needs the key to be read; verify and drill with it, exit 2 without or with another', { timeout: 180_000 }, async () => {
+    const db = await createDatabase('ssec');
+    await addBigTable(db, 8);
+    const to = s3Location('ssec');
+    const key = randomBytes(32).toString('base64');
+    const r = await cli(['dump', '--to', to, '--sse', 'sse-c', '--json'], { DATABASE_URL: dbUrl(db), PG_BACKUP_SSE_C_KEY: key });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = parse(r.stdout);
+    assert.deepEqual(manifest.serverSideEncryption, { type: 'SSE-C' });
+    assert.ok(!r.stdout.includes(key) && !r.stderr.includes(key), 'the key is never printed');
+    const [b, ...rest] = to.replace('s3://', '').split('/');
+    await assert.rejects(s3Client().send(new GetObjectCommand({ Bucket: b, Key: `${rest.join('/')}/${manifest.backupUri.slice(to.length + 1)}` })), /InvalidArgument|Server Side Encryption/i);
+    const without = await cli(['verify', '--from', to]);
+    assert.equal(without.code, 2, without.stderr);
+    assert.match(without.stderr, /encrypted with SSE-C: give its key in PG_BACKUP_SSE_C_KEY/);
+    const wrong = await cli(['verify', '--from', to], { PG_BACKUP_SSE_C_KEY: randomBytes(32).toString('base64') });
+    assert.equal(wrong.code, 2, wrong.stderr);
+    assert.match(wrong.stderr, /does not match/);
+    const verified = await cli(['verify', '--from', to], { PG_BACKUP_SSE_C_KEY: key });
+    assert.equal(verified.code, 0, verified.stderr);
+    const drilled = await cli(['drill', '--from', to], { PG_BACKUP_SSE_C_KEY: key });
+    assert.equal(drilled.code, 0, drilled.stderr);
+    assert.ok(!drilled.stderr.includes(key));
+  });
+
+  it('SSE-KMS: objects are stored under the key id; an unknown key fails with exit 2 and nothing left', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('ssekms');
+    await addBigTable(db, 8);
+    const to = s3Location('ssekms');
+    const r = await cli(['dump', '--to', to, '--sse', 'aws:kms', '--sse-kms-key-id', 'testkey-1', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = parse(r.stdout);
+    assert.deepEqual(manifest.serverSideEncryption, { type: 'aws:kms', kmsKeyId: 'testkey-1' });
+    const [b, ...rest] = to.replace('s3://', '').split('/');
+    for (const key of await s3Keys(to)) {
+      const head = await s3Client().send(new HeadObjectCommand({ Bucket: b, Key: `${rest.join('/')}/${key}` }));
+      assert.equal(head.ServerSideEncryption, 'aws:kms', key);
+      assert.equal(head.SSEKMSKeyId, 'testkey-1', key);
+    }
+    assert.equal((await cli(['verify', '--from', to])).code, 0);
+    const bad = s3Location('ssekms-bad');
+    const failed = await cli(['dump', '--to', bad, '--sse', 'aws:kms', '--sse-kms-key-id', 'no-such-key'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(failed.code, 2, failed.stderr);
+    assert.match(failed.stderr, /KMS key .* cannot be used/);
+    assert.deepEqual(await s3Keys(bad), []);
+    assert.deepEqual(await openMultipartUploads(bad), []);
+  });
+
+  it('SSE-S3 on a store that ignores it (Ceph RGW 16) is reported, not silently assumed', { timeout: 60_000 }, async () => {
+    const db = await createDatabase('sses3');
+    const r = await cli(['dump', '--to', s3Location('sses3'), '--sse', 'AES256', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /did not confirm SSE-S3/);
+    assert.deepEqual(parse(r.stdout).serverSideEncryption, { type: 'AES256' });
+  });
+
+  it('bad SSE settings are usage errors', async () => {
+    const env = { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' };
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['--sse', 'sse-c'], {}, /needs the key in PG_BACKUP_SSE_C_KEY/],
+      [['--sse', 'sse-c'], { PG_BACKUP_SSE_C_KEY: 'c2hvcnQ=' }, /must be 32 bytes in base64/],
+      [['--sse', 'rot13'], {}, /unknown server-side encryption/],
+      [['--sse-kms-key-id', 'k'], {}, /needs --sse aws:kms/],
+    ];
+    for (const [args, extra, message] of cases) {
+      const r = await cli(['dump', '--to', 's3://x-bucket/p', ...args], { ...env, ...extra });
+      assert.equal(r.code, 2, args.join(' '));
+      assert.match(r.stderr, message);
+      assert.ok(!r.stderr.includes('c2hvcnQ='), 'a bad key is not echoed');
+    }
+  });
+});
+
+describe('client-side encryption with age', () => {
+  async function keyPair() {
+    const identity = await generateX25519Identity();
+    const file = path.join(os.tmpdir(), `age-${randomBytes(4).toString('hex')}.key`);
+    await writeFile(file, `# created for a test\n${identity}\n`, { mode: 0o600 });
+    return { identity, recipient: await identityToRecipient(identity), file };
+  }
+
+  for (const format of ['custom', 'plain', 'directory'] as const) {
+    it(`${format}: encrypted before upload; verify, drill and restore need the identity`, { timeout: 180_000 }, async () => {
+      const db = await createDatabase(`age_${format}`);
+      const { identity, recipient, file } = await keyPair();
+      const to = s3Location(`age-${format}`);
+      const r = await cli(['dump', '--to', to, '--format', format, '--age-recipient', recipient, '--schema-sidecar', '--json'], { DATABASE_URL: dbUrl(db) });
+      assert.equal(r.code, 0, r.stderr);
+      const manifest = parse(r.stdout);
+      assert.deepEqual(manifest.encryption, { scheme: 'age', recipients: [recipient] });
+      const keys = await s3Keys(to);
+      assert.ok(keys.filter((k) => !k.endsWith('.manifest.json')).every((k) => k.endsWith('.age')), keys.join(', '));
+      const body = await (await import('../helpers.ts')).s3Get(to, keys.find((k) => k.endsWith('.age') && !k.includes('schema'))!);
+      assert.ok(body.subarray(0, 21).toString() === 'age-encryption.org/v1', 'an age file');
+      assert.ok(!JSON.stringify(manifest).includes('AGE-SECRET-KEY'));
+
+      const checksum = await cli(['verify', '--from', to, '--level', 'checksum']);
+      assert.equal(checksum.code, 0, checksum.stderr);
+      assert.match(checksum.stderr, /no identity was given: only the stored bytes are checked/);
+      const noIdentity = await cli(['verify', '--from', to]);
+      assert.equal(noIdentity.code, 2, noIdentity.stderr);
+      assert.match(noIdentity.stderr, /encrypted with age .*--age-identity-file or PG_BACKUP_AGE_IDENTITY/);
+      const other = await keyPair();
+      const wrong = await cli(['verify', '--from', to, '--age-identity-file', other.file]);
+      assert.equal(wrong.code, 1, wrong.stderr);
+      assert.match(wrong.stderr, /no identity matched/);
+      const verified = await cli(['verify', '--from', to, '--age-identity-file', file]);
+      assert.equal(verified.code, 0, verified.stderr);
+      const drilled = await cli(['drill', '--from', to], { PG_BACKUP_AGE_IDENTITY: `${identity}\n` });
+      assert.equal(drilled.code, 0, drilled.stderr);
+      assert.ok(!drilled.stderr.includes(identity), 'the identity is never printed');
+      const target = await createDatabase(`age_${format}_target`, false);
+      const restored = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target)], { PG_BACKUP_AGE_IDENTITY_FILE: file });
+      assert.equal(restored.code, 0, restored.stderr);
+      const [source] = await sql<{ n: string }>(db, 'SELECT count(*)::text AS n FROM orders');
+      const [copy] = await sql<{ n: string }>(target, 'SELECT count(*)::text AS n FROM orders');
+      assert.equal(copy!.n, source!.n);
+    });
+  }
+
+  it('a tampered ciphertext with a matching manifest checksum still fails decryption', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('age-tamper');
+    const { recipient, file } = await keyPair();
+    const to = await fileLocation();
+    const r = await cli(['dump', '--to', to, '--age-recipient', recipient, '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = parse(r.stdout);
+    const objectPath = new URL(manifest.backupUri).pathname;
+    const data = await readFile(objectPath);
+    data[data.length - 40] ^= 0x01;
+    await writeFile(objectPath, data);
+    // Re-seal the manifest so only the age authentication can notice.
+    const manifestPath = new URL(manifest.manifestUri).pathname;
+    const m = JSON.parse(await readFile(manifestPath, 'utf8'));
+    m.object.sha256 = (await import('node:crypto')).createHash('sha256').update(data).digest('hex');
+    await writeFile(manifestPath, JSON.stringify(m));
+    const v = await cli(['verify', '--from', to, '--age-identity-file', file]);
+    assert.equal(v.code, 1, v.stderr);
+    assert.match(v.stderr, /age decryption failed/);
+  });
+
+  it('the stored object is a standard age file: age -d | zstd -d | pg_restore reads it', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('age-cli');
+    const { recipient, file } = await keyPair();
+    const to = await fileLocation();
+    const r = await cli(['dump', '--to', to, '--age-recipient', recipient, '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const objectPath = new URL(parse(r.stdout).backupUri).pathname;
+    const toc = await run('bash', ['-c', `age -d -i "$1" "$2" | zstd -d | pg_restore --list`, 'sh', file, objectPath]);
+    assert.equal(toc.code, 0, toc.stderr);
+    assert.match(toc.stdout, /TABLE DATA public orders/);
+  });
+
+  it('a malformed recipient is a usage error', async () => {
+    const r = await cli(['dump', '--to', 's3://x-bucket/p', '--age-recipient', 'age1notakey'], { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /invalid age recipient/);
+  });
+});
+
+describe('off-region mirror', () => {
+  it('copies object, sidecars and manifest to another bucket with its own credentials, and re-checks the copy', { timeout: 180_000 }, async () => {
+    await rgwUser('mirror', 'MIRRORKEY', 'MIRRORSECRET');
+    const db = await createDatabase('mirror');
+    await addBigTable(db, 12);
+    const to = s3Location('mirror-primary');
+    const mirrorBucket = `dr-${randomBytes(4).toString('hex')}`;
+    const mirrorAdmin = new S3Storage(mirrorBucket, '', { endpoint: need('PGB_TEST_S3_ENDPOINT'), credentials: { accessKeyId: 'MIRRORKEY', secretAccessKey: 'MIRRORSECRET' } });
+    await mirrorAdmin.client.send(new CreateBucketCommand({ Bucket: mirrorBucket }));
+    const mirror = `s3://${mirrorBucket}/pg`;
+    const r = await cli(['dump', '--to', to, '--mirror-to', mirror, '--mirror-endpoint', need('PGB_TEST_S3_ENDPOINT'), '--checksum-sidecar', 'md5', '--schema-sidecar', '--json'], {
+      DATABASE_URL: dbUrl(db),
+      PG_BACKUP_MIRROR_AWS_ACCESS_KEY_ID: 'MIRRORKEY',
+      PG_BACKUP_MIRROR_AWS_SECRET_ACCESS_KEY: 'MIRRORSECRET',
+    });
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = parse(r.stdout);
+    assert.equal(manifest.mirror.ok, true);
+    assert.equal(manifest.mirror.verified, true);
+    assert.match(r.stderr, /mirror copy at s3:\/\/dr-.*sha256 matches/);
+    assert.ok(!r.stderr.includes('MIRRORSECRET'));
+    const primaryKeys = await s3Keys(to);
+    const mirrorKeys: string[] = [];
+    for await (const o of mirrorAdmin.list('pg/')) mirrorKeys.push(o.key.slice('pg/'.length));
+    assert.deepEqual(mirrorKeys.sort(), primaryKeys.sort());
+    // The mirror is a complete backup location of its own.
+    const verified = await cli(['verify', '--from', mirror, '--endpoint', need('PGB_TEST_S3_ENDPOINT')], { AWS_ACCESS_KEY_ID: 'MIRRORKEY', AWS_SECRET_ACCESS_KEY: 'MIRRORSECRET' });
+    assert.equal(verified.code, 0, verified.stderr);
+  });
+
+  it('a failing mirror never costs the primary backup: the run fails, the primary is complete, the mirror holds no manifest', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('mirror-fail');
+    await addBigTable(db, 8);
+    const to = s3Location('mirror-fail');
+    // A bucket that does not exist at the mirror endpoint.
+    const r = await cli(['dump', '--to', to, '--mirror-to', 's3://no-such-mirror-bucket/pg', '--mirror-endpoint', need('PGB_TEST_S3_ENDPOINT'), '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /mirror copy to s3:\/\/no-such-mirror-bucket\/.* FAILED/);
+    const listed = await cli(['verify', '--from', to]);
+    assert.equal(listed.code, 0, listed.stderr);
+  });
+
+  it('a mirror on the primary location itself is refused', async () => {
+    const r = await cli(['dump', '--to', 's3://same-bucket/p', '--mirror-to', 's3://same-bucket/p'], { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /is the backup location itself/);
+  });
+
+  it('mirrors to a file:// location too', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('mirror-file');
+    const mirror = await fileLocation();
+    const r = await cli(['dump', '--to', s3Location('mirror-file'), '--mirror-to', mirror, '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(parse(r.stdout).mirror.verified, true);
+    const dir = new URL(mirror).pathname;
+    const all = await readdir(dir, { recursive: true });
+    assert.ok(all.some((f) => String(f).endsWith('.manifest.json')));
+  });
+});
