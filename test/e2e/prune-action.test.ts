@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { dump } from '../../src/commands/dump.ts';
+import { dump, type DumpResult } from '../../src/commands/dump.ts';
 import { createDatabase, dbUrl, need, runActionBundle, s3Env, s3Keys, s3Location } from '../helpers.ts';
 
 const storageInputs = () => ({
@@ -16,7 +16,7 @@ describe('actions/prune, run as the GitHub runner runs it, against PostgreSQL + 
   it('plans by default, deletes with apply: true, keeps the verified (record: true) backup, and fails on stale dumps', { timeout: 120_000 }, async () => {
     const db = await createDatabase('pruneaction', false);
     const to = s3Location('pruneaction');
-    const made = [];
+    const made: DumpResult[] = [];
     for (const ago of [3, 2, 0]) {
       made.push(await dump({ databaseUrl: dbUrl(db), to, service: 'api', environment: 'prod', logger: quiet, s3: { endpoint: need('PGB_TEST_S3_ENDPOINT'), credentials: { accessKeyId: s3Env().AWS_ACCESS_KEY_ID, secretAccessKey: s3Env().AWS_SECRET_ACCESS_KEY } }, now: () => new Date(Date.now() - ago * 86_400_000 - 60_000) }));
     }

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { CreateBucketCommand, DeleteObjectCommand, GetBucketLifecycleConfigurationCommand, PutBucketLifecycleConfigurationCommand, PutBucketPolicyCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { dump } from '../../src/commands/dump.ts';
+import { dump, type DumpResult } from '../../src/commands/dump.ts';
 import { prunerStatements, writerBucketPolicy } from '../../src/storage/policies.ts';
 import { cli, createDatabase, dbUrl, fileLocation, need, run, s3Client, s3Keys } from '../helpers.ts';
 
@@ -39,7 +39,7 @@ describe('pruner least privilege on Ceph RGW', () => {
     const db = await createDatabase('pruner', false);
     const { bucket, to } = await threeRoleBucket();
     const writerS3 = { credentials: { accessKeyId: keys.writer[0], secretAccessKey: keys.writer[1] }, endpoint: need('PGB_TEST_S3_ENDPOINT') };
-    const made = [];
+    const made: DumpResult[] = [];
     for (const ago of [3 * DAY, 2 * DAY, 3_600_000]) {
       made.push(await dump({ databaseUrl: dbUrl(db), to, service: 'api', environment: 'prod', s3: writerS3, logger: quiet, now: () => new Date(Date.now() - ago) }));
     }
