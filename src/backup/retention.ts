@@ -17,7 +17,8 @@ import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
  * - `keepProven` N (default 1): the N newest backups that passed a drill or a recorded verify
  *   are never deleted, not even past `maxAgeMs`.
  * - Refusal: when a group's newest complete backup is older than `maxAgeMs`, or the group has
- *   no complete backup at all, the dumps are failing: nothing in that group is deleted.
+ *   no complete backup but an incomplete one past the grace period, the dumps are failing:
+ *   nothing in that group is deleted.
  * - Incomplete backups (objects without a manifest) whose newest object is older than
  *   `incompleteGraceMs` (default 1 day) are deleted; younger ones may still be uploading.
  */
@@ -166,10 +167,14 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
   const maxAge = policy.maxAgeMs;
   const ageOf = (b: StoredBackup) => now.getTime() - b.startedAt.getTime();
 
+  const grace = policy.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS;
+  const idleOf = (b: StoredBackup) => now.getTime() - Math.max(b.lastModified.getTime(), b.startedAt.getTime());
   let refused: string | undefined;
   const newest = complete[0];
-  if (!newest) refused = 'no complete backup in this group: the dumps are failing, nothing is deleted here';
-  else if (maxAge !== undefined && ageOf(newest) > maxAge) {
+  // A group without a complete backup is refused once an incomplete one is past the grace period
+  // (its dumps fail); before that its first dump may still be uploading.
+  if (!newest && incomplete.some((b) => idleOf(b) > grace)) refused = 'no complete backup in this group: the dumps are failing, nothing is deleted here';
+  else if (newest && maxAge !== undefined && ageOf(newest) > maxAge) {
     refused = `the newest complete backup is ${formatSeconds(ageOf(newest))} old (taken ${newest.startedAt.toISOString()}), over max-age ${formatLimit(maxAge)}: the dumps are failing, nothing is deleted here`;
   }
   if (refused) {
@@ -204,9 +209,8 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
     return why.length ? { ...b, action: 'keep', reasons: why } : { ...b, action: 'delete', reasons: ['no keep rule selects it'] };
   });
 
-  const grace = policy.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS;
   const plannedIncomplete = incomplete.map((b): PlannedBackup => {
-    const idle = now.getTime() - Math.max(b.lastModified.getTime(), b.startedAt.getTime());
+    const idle = idleOf(b);
     return idle > grace
       ? { ...b, action: 'delete', reasons: [`incomplete (no manifest), last written ${formatSeconds(idle)} ago, over the grace period ${formatLimit(grace)}`] }
       : { ...b, action: 'keep', reasons: [`incomplete, within the grace period ${formatLimit(grace)} (it may still be uploading)`] };

@@ -124,8 +124,8 @@ export async function scanBackups(storage: Storage, filter: BackupFilter = {}): 
  * says, oldest backup first; each backup's manifest is deleted before its other objects, so a
  * prune that stops half-way never leaves a listed backup without its dump. A group whose newest
  * complete backup is older than `maxAge` is refused — nothing in it is deleted — and the result
- * is not ok. Drill reports and foreign keys are never touched. Needs List, Get (manifest-free:
- * only drill reports and verify records are read) and, with `apply`, Delete.
+ * is not ok. Drill reports and foreign keys are never touched. Needs List, Get (drill reports
+ * and verify records; manifests are not read) and, with `apply`, Delete.
  * @throws UsageError for bad options, unusable storage, or a delete the credentials may not make.
  */
 export async function prune(options: PruneOptions): Promise<PruneResult> {

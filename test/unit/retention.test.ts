@@ -65,14 +65,18 @@ describe('retention rules', () => {
     assert.match(plan.groups[0]!.backups[2]!.reasons[0]!, /^older than max-age 30d \(50 d 0 h old\)/);
   });
 
-  it('refuses a group whose newest backup is older than max-age, and one with no complete backup', () => {
+  it('refuses a group whose newest backup is older than max-age, and one whose dumps only leave incomplete backups', () => {
     const stale = [backup(new Date(now.getTime() - 3 * DAY)), backup(new Date(now.getTime() - 9 * DAY)), backup(new Date(now.getTime() - 10 * DAY), { complete: false, keys: ['x'] })];
     const plan = planRetention(stale, { keepLast: 1, maxAgeMs: 2 * DAY }, now);
     assert.match(plan.groups[0]!.refused!, /newest complete backup is 3 d 0 h old .* over max-age 2d: the dumps are failing/);
     assert.deepEqual(deleted(plan), []);
-    const onlyIncomplete = planRetention([backup(new Date(now.getTime() - 5 * DAY), { complete: false })], { keepLast: 1 }, now);
+    const onlyIncomplete = planRetention([backup(new Date(now.getTime() - 5 * DAY), { complete: false, lastModified: new Date(now.getTime() - 5 * DAY) })], { keepLast: 1 }, now);
     assert.match(onlyIncomplete.groups[0]!.refused!, /no complete backup/);
     assert.deepEqual(deleted(onlyIncomplete), []);
+    // The first dump of a new database, still uploading: not refused, nothing deleted.
+    const firstDump = planRetention([backup(new Date(now.getTime() - 3_600_000), { complete: false, lastModified: new Date(now.getTime() - 60_000) })], { keepLast: 1 }, now);
+    assert.equal(firstDump.groups[0]!.refused, undefined);
+    assert.deepEqual(deleted(firstDump), []);
   });
 
   it('deletes incomplete backups only after the grace period, judged by their newest object', () => {
@@ -171,7 +175,8 @@ describe('retention properties', () => {
       for (const g of plan.groups) {
         if (g.backups[0]) assert.equal(g.backups[0].action, 'keep');
         const newest = g.backups[0];
-        const stale = !newest || (policy.maxAgeMs !== undefined && now.getTime() - newest.startedAt.getTime() > policy.maxAgeMs);
+        const idle = (b: StoredBackup) => now.getTime() - Math.max(b.lastModified.getTime(), b.startedAt.getTime());
+        const stale = newest ? policy.maxAgeMs !== undefined && now.getTime() - newest.startedAt.getTime() > policy.maxAgeMs : g.incomplete.some((b) => idle(b) > policy.incompleteGraceMs!);
         assert.equal(Boolean(g.refused), stale);
         if (stale) assert.ok([...g.backups, ...g.incomplete].every((b) => b.action === 'keep'));
       }
