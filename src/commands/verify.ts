@@ -97,7 +97,8 @@ export interface VerifyResult {
  * `pg_restore --list`, which passes truncated archives (`archive`); replays the schema into a
  * throwaway PostgreSQL (`schema`). Streams; uses no local disk but the throwaway cluster.
  * Compares the backup with the previous one (suspicion) and checks freshness when asked.
- * Needs read-only credentials (List, Get).
+ * Needs read-only credentials (List, Get). With `record`, the verdict is also written to
+ * `<id>.verify.json` (the proof `prune` honours; a write the credentials refuse is a warning).
  * @throws UsageError for bad options, no matching backup, unusable storage or missing binaries.
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {

@@ -62,6 +62,7 @@ export async function run(): Promise<void> {
         ['level', result.level],
         ['result', result.ok ? 'OK' : [...result.problems, ...result.suspicions].join('<br>')],
         ['suspicions', result.suspicions.length ? result.suspicions.join('<br>') : 'none'],
+        ['verify record', result.recordUri ?? (inputs.record === 'true' ? 'not written (see the warning)' : '-')],
         ['newest backup age', result.newestAgeMs === undefined ? '-' : formatSeconds(result.newestAgeMs)],
         ['duration', formatSeconds(result.durationMs)],
       ])
