@@ -12,6 +12,7 @@ export const ACTIONS = {
   dump: 'src/github/dump-action.ts',
   verify: 'src/github/verify-action.ts',
   drill: 'src/github/drill-action.ts',
+  prune: 'src/github/prune-action.ts',
 } as const;
 
 /** Builds every bundle in memory: output path → contents. */

@@ -141,7 +141,7 @@ export interface ActionRun extends RunResult {
  * `GITHUB_OUTPUT` and `GITHUB_STEP_SUMMARY`. Defaults from action.yml are applied by the runner,
  * so tests pass them explicitly when they matter.
  */
-export async function runActionBundle(name: 'dump' | 'verify' | 'drill', inputs: Record<string, string>, env: Record<string, string | undefined> = {}): Promise<ActionRun> {
+export async function runActionBundle(name: 'dump' | 'verify' | 'drill' | 'prune', inputs: Record<string, string>, env: Record<string, string | undefined> = {}): Promise<ActionRun> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-action-'));
   const outputFile = path.join(dir, 'output');
   const summaryFile = path.join(dir, 'summary');

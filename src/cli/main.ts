@@ -5,7 +5,9 @@ import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { lifecycle } from '../commands/lifecycle.ts';
 import { list } from '../commands/list.ts';
+import { formatPlan, prune } from '../commands/prune.ts';
 import { restore } from '../commands/restore.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
@@ -256,9 +258,10 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
         .option('--expect-every <duration>', 'fail on gaps longer than 1.5x this cadence in the listed history (e.g. 6h)')
         .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
-        .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives'),
+        .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
+        .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string }) => {
+  )).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
     const result = await verify({
       from: flags.from,
       backup: flags.backup,
@@ -268,6 +271,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       expectEvery: flags.expectEvery,
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
+      record: flags.record,
       s3: s3Settings(flags),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
@@ -344,6 +348,72 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       signal,
     });
     if (flags.json) printJson(result);
+  });
+
+  storageOptions(
+    filterOptions(
+      program
+        .command('prune')
+        .description('apply a retention policy per service/environment/database: print the plan (keep/delete and why), and with --apply delete, manifest first')
+        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .option('--keep-last <n>', 'keep the N newest backups')
+        .option('--keep-daily <n>', 'keep the newest backup of each of the N most recent days (UTC) that have one')
+        .option('--keep-weekly <n>', 'keep the newest backup of each of the N most recent ISO weeks (UTC) that have one')
+        .option('--keep-monthly <n>', 'keep the newest backup of each of the N most recent months (UTC) that have one')
+        .option('--max-age <duration>', 'delete backups older than this (e.g. 90d); refuse to prune a group whose newest backup is older')
+        .option('--keep-proven <n>', 'never delete the N newest backups that passed a drill or a recorded verify', '1')
+        .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
+        .option('--apply', 'delete (default: dry run, print the plan only)'),
+    ).option('--json', 'print the result and the plan as JSON on stdout'),
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
+    const result = await prune({
+      from: flags.from,
+      filter: filterOf(flags),
+      keepLast: flags.keepLast,
+      keepDaily: flags.keepDaily,
+      keepWeekly: flags.keepWeekly,
+      keepMonthly: flags.keepMonthly,
+      maxAge: flags.maxAge,
+      keepProven: flags.keepProven,
+      incompleteGrace: flags.incompleteGrace,
+      apply: flags.apply,
+      s3: s3Settings(flags),
+      logger: stderrLogger(),
+      signal,
+    });
+    if (flags.json) printJson(result);
+    else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
+    if (!result.ok) {
+      if (!flags.json) process.stderr.write(`prune failed: ${result.reason}\n`);
+      setExitCode(EXIT.failed);
+    }
+  });
+
+  storageOptions(
+    filterOptions(
+      program
+        .command('lifecycle')
+        .description('print (or --apply) the S3 bucket lifecycle rule matching a retention: expiration after --max-age, noncurrent versions, incomplete multipart uploads')
+        .requiredOption('--to <url>', 's3://BUCKET/PREFIX')
+        .requiredOption('--max-age <duration>', 'expire objects under the prefix this long after they were written (whole days, rounded up)')
+        .option('--noncurrent-days <n>', 'versioned buckets: remove noncurrent versions after N days', '7')
+        .option('--abort-multipart-days <n>', 'abort incomplete multipart uploads after N days', '7')
+        .option('--print', 'print the rule as S3 lifecycle JSON (the default)')
+        .option('--apply', 'put it with PutBucketLifecycleConfiguration, keeping rules with other IDs, and print what the bucket holds'),
+    ),
+  ).action(async (flags: CommonFlags & { to: string; maxAge: string; noncurrentDays: string; abortMultipartDays: string; print?: boolean; apply?: boolean }) => {
+    if (flags.print && flags.apply) throw new UsageError('give --print or --apply, not both');
+    const result = await lifecycle({
+      to: flags.to,
+      filter: filterOf(flags),
+      maxAge: flags.maxAge,
+      noncurrentDays: flags.noncurrentDays,
+      abortMultipartDays: flags.abortMultipartDays,
+      apply: flags.apply,
+      s3: s3Settings(flags),
+      logger: stderrLogger(),
+    });
+    printJson(result.applied ? result.readBack : result.configuration);
   });
 
   program

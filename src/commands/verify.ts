@@ -14,6 +14,9 @@ import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type Throwaw
 import type { DatabaseConnection } from '../postgres/connection.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
+import { backupKeys } from '../backup/keys.ts';
+import { VERIFY_RECORD_SUFFIX, verifyRecordKey, type VerifyRecord } from '../backup/proof.ts';
+import { TOOL } from '../version.ts';
 
 /**
  * How deep verify goes; each level includes the ones before it.
@@ -49,6 +52,12 @@ export interface VerifyOptions {
   logger: Logger;
   signal?: AbortSignal;
   now?: () => Date;
+  /**
+   * Write the verdict to `<id>.verify.json` beside the backup (see `src/backup/proof.ts`), so a
+   * prune knows the backup is proven. Needs s3:PutObject there; verify usually runs with
+   * read-only credentials, so a failed write is a warning and the verdict stands. Default false.
+   */
+  record?: boolean;
 }
 
 /** A stretch of time without a backup, longer than the expected cadence allows. */
@@ -80,6 +89,8 @@ export interface VerifyResult {
   newestAgeMs?: number;
   gaps: CadenceGap[];
   durationMs: number;
+  /** URI of the verify record written (`record`); absent when none was written. */
+  recordUri?: string;
 }
 
 /**
@@ -89,10 +100,42 @@ export interface VerifyResult {
  * `pg_restore --list`, which passes truncated archives (`archive`); replays the schema into a
  * throwaway PostgreSQL (`schema`). Streams; uses no local disk but the throwaway cluster.
  * Compares the backup with the previous one (suspicion) and checks freshness when asked.
- * Needs read-only credentials (List, Get).
+ * Needs read-only credentials (List, Get). With `record`, the verdict is also written to
+ * `<id>.verify.json` (the proof `prune` honours; a write the credentials refuse is a warning).
  * @throws UsageError for bad options, no matching backup, unusable storage or missing binaries.
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
+  const result = await verifyBackup(options);
+  if (options.record) await recordVerification(options, result);
+  return result;
+}
+
+/**
+ * Writes `result` as the verify record of its backup (`<id>.verify.json`, schema
+ * `VerifyRecordSchema`). Nothing is written at level `none` (it proves nothing) or when no backup
+ * was found. A failed write is a warning.
+ */
+async function recordVerification(options: VerifyOptions, result: VerifyResult): Promise<void> {
+  const { logger } = options;
+  if (!result.manifest || !result.manifestUri) return logger.warn('verification not recorded: no backup was found');
+  if (result.level === 'none') return logger.warn('verification not recorded: level none downloads nothing and proves nothing');
+  const storage = openStorage(options.from, options.s3);
+  const m = result.manifest;
+  const manifestKey = backupKeys(m, new Date(m.startedAt), '', m.id.slice(-6)).manifestKey;
+  if (storage.uri(manifestKey) !== result.manifestUri) return logger.warn(`verification not recorded: ${result.manifestUri} is not where the key layout puts backup ${m.id}`);
+  const key = verifyRecordKey(manifestKey);
+  const now = (options.now ?? (() => new Date()))();
+  const record: VerifyRecord = { recordVersion: 1, tool: TOOL, backupId: m.id, level: result.level, ok: result.ok, reason: result.reason, sha256: result.sha256, verifiedAt: now.toISOString(), durationMs: result.durationMs };
+  try {
+    await storage.put(key, `${JSON.stringify(record, null, 2)}\n`, 'application/json');
+    result.recordUri = storage.uri(key);
+    logger.info(`verification recorded in ${result.recordUri}`);
+  } catch (err) {
+    logger.warn(`verification not recorded (the verdict stands): ${messageOf(err)}; grant s3:PutObject on */*${VERIFY_RECORD_SUFFIX} to the verifier, or drop --record`);
+  }
+}
+
+async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const { logger } = options;
   const now = options.now ?? (() => new Date());
   const started = Date.now();

@@ -15,6 +15,7 @@ export async function run(): Promise<void> {
       'expect-every': optional,
       'fail-on-suspicion': optional,
       'work-dir': optional,
+      record: optional,
       ...filterInputs,
       ...issueInputs,
       ...storageInputs,
@@ -31,6 +32,7 @@ export async function run(): Promise<void> {
         expectEvery: inputs['expect-every'],
         failOnSuspicion: inputs['fail-on-suspicion'] === 'true',
         workDir: inputs['work-dir'],
+        record: inputs.record === 'true',
         s3: s3SettingsFrom(inputs),
         logger: actionLogger,
       }),
@@ -48,6 +50,7 @@ export async function run(): Promise<void> {
       'duration-ms': result.durationMs,
       'newest-age-ms': result.newestAgeMs,
       suspicions: result.suspicions.join('\n'),
+      'record-uri': result.recordUri,
     });
     await core.summary
       .addHeading(`Verify: ${result.ok ? 'OK' : 'FAILED'}`, 3)
@@ -59,6 +62,7 @@ export async function run(): Promise<void> {
         ['level', result.level],
         ['result', result.ok ? 'OK' : [...result.problems, ...result.suspicions].join('<br>')],
         ['suspicions', result.suspicions.length ? result.suspicions.join('<br>') : 'none'],
+        ['verify record', result.recordUri ?? (inputs.record === 'true' ? 'not written (see the warning)' : '-')],
         ['newest backup age', result.newestAgeMs === undefined ? '-' : formatSeconds(result.newestAgeMs)],
         ['duration', formatSeconds(result.durationMs)],
       ])

@@ -2,7 +2,7 @@
  * Least-privilege policies for the three roles around a backup bucket, in AWS IAM policy
  * grammar (S3 and Ceph RGW bucket policies accept the same): the writer (dump: PutObject and
  * the multipart calls, nothing else), the reader (list, verify, drill, restore) and, for stores
- * where retention is not left to lifecycle rules, the pruner. Source: AWS S3 User Guide,
+ * where retention is not left to lifecycle rules, the pruner (List, Get, Delete; no Put). Source: AWS S3 User Guide,
  * "Policy actions for Amazon S3"; multipart uploads need s3:PutObject for every part and
  * s3:AbortMultipartUpload / s3:ListMultipartUploadParts to clean up.
  */
@@ -36,6 +36,50 @@ export function writerBucketPolicy(bucket: string, principal: string, readers: s
         Action: ['s3:GetObject', 's3:GetObjectVersion', 's3:ListBucket', 's3:ListBucketVersions', 's3:DeleteObject', 's3:DeleteObjectVersion', 's3:BypassGovernanceRetention'],
         Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`],
       },
+    ],
+  };
+}
+
+/**
+ * The actions a prune uses: list the backups, read drill reports and verify records, delete
+ * current object versions. No s3:PutObject (a pruner never writes) and no
+ * s3:DeleteObjectVersion: on a versioned bucket a delete only adds a delete marker, and the
+ * superseded versions go by the lifecycle rule's NoncurrentVersionExpiration, out of the
+ * pruner's reach.
+ */
+export const PRUNER_ACTIONS = ['s3:ListBucket', 's3:GetObject', 's3:DeleteObject'];
+
+/**
+ * The bucket policy statements for a pruner `principal` (e.g.
+ * `arn:aws:iam::123456789012:user/backup-pruner`): {@link PRUNER_ACTIONS} on `bucket`, and an
+ * explicit Deny of every write, version delete and policy/lifecycle change. Add them to the
+ * writer's policy (see {@link writerBucketPolicy}), whose Deny keeps the writer from deleting.
+ */
+export function prunerStatements(bucket: string, principal: string) {
+  return [
+    { Sid: 'BackupPruner', Effect: 'Allow', Principal: { AWS: [principal] }, Action: PRUNER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] },
+    {
+      Sid: 'BackupPrunerNoWrites',
+      Effect: 'Deny',
+      Principal: { AWS: [principal] },
+      Action: ['s3:PutObject', 's3:DeleteObjectVersion', 's3:PutBucketPolicy', 's3:PutLifecycleConfiguration', 's3:PutBucketVersioning'],
+      Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`],
+    },
+  ];
+}
+
+/**
+ * The IAM identity policy of a pruner user or role limited to `bucket`/`prefix`: list the
+ * prefix, read and delete under it (AWS IAM grammar; `s3:prefix` condition per the AWS S3 User
+ * Guide, "Condition key examples").
+ */
+export function prunerIamPolicy(bucket: string, prefix = '') {
+  const under = prefix ? `${prefix.replace(/\/$/, '')}/` : '';
+  return {
+    Version: '2012-10-17',
+    Statement: [
+      { Sid: 'ListBackups', Effect: 'Allow', Action: ['s3:ListBucket'], Resource: [`arn:aws:s3:::${bucket}`], ...(under ? { Condition: { StringLike: { 's3:prefix': [`${under}*`] } } } : {}) },
+      { Sid: 'ReadAndDeleteBackups', Effect: 'Allow', Action: ['s3:GetObject', 's3:DeleteObject'], Resource: [`arn:aws:s3:::${bucket}/${under}*`] },
     ],
   };
 }

@@ -95,7 +95,7 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
 });
 
 describe('action metadata', () => {
-  for (const name of ['dump', 'verify', 'drill']) {
+  for (const name of ['dump', 'verify', 'drill', 'prune']) {
     it(`${name}: runs on node24 from dist/index.js, documents every input and output`, async () => {
       const meta = parse(await readFile(path.join(root, 'actions', name, 'action.yml'), 'utf8'));
       assert.equal(meta.runs.using, 'node24');

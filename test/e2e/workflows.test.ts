@@ -34,13 +34,13 @@ describe('workflows', () => {
 
   it('pass our actions only inputs they declare, and every required one', async () => {
     const actions: Record<string, { inputs: Record<string, { required?: boolean }> }> = {};
-    for (const name of ['dump', 'verify', 'drill']) actions[name] = parse(await readFile(path.join(root, 'actions', name, 'action.yml'), 'utf8'));
+    for (const name of ['dump', 'verify', 'drill', 'prune']) actions[name] = parse(await readFile(path.join(root, 'actions', name, 'action.yml'), 'utf8'));
     let checked = 0;
     for (const file of await workflowFiles()) {
       const wf = parse(await readFile(path.join(root, file), 'utf8'));
       for (const [jobName, job] of Object.entries<{ steps?: Step[] }>(wf.jobs ?? {})) {
         for (const step of job.steps ?? []) {
-          const m = /(?:^\.\/|\/)actions\/(dump|verify|drill)(?:@|$)/.exec(step.uses ?? '');
+          const m = /(?:^\.\/|\/)actions\/(dump|verify|drill|prune)(?:@|$)/.exec(step.uses ?? '');
           if (!m) continue;
           const declared = actions[m[1]!]!.inputs;
           for (const key of Object.keys(step.with ?? {})) assert.ok(key in declared, `${file} job ${jobName}: input "${key}" is not declared by actions/${m[1]}`);

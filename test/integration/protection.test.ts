@@ -262,7 +262,7 @@ describe('client-side encryption with age', () => {
     const manifest = parse(r.stdout);
     const objectPath = new URL(manifest.backupUri).pathname;
     const data = await readFile(objectPath);
-    data[data.length - 40] ^= 0x01;
+    data[data.length - 40] = data[data.length - 40]! ^ 0x01;
     await writeFile(objectPath, data);
     // Re-seal the manifest so only the age authentication can notice.
     const manifestPath = new URL(manifest.manifestUri).pathname;

@@ -40,6 +40,8 @@ describe('bad input (property-based)', () => {
     ['durations', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--stall-timeout', v]],
     ['formats', text.filter((s) => !['custom', 'plain', 'directory'].includes(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--format', v]],
     ['database URLs', text.filter((s) => !/^postgres(ql)?:\/\//i.test(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--database-url', v]],
+    ['retention counts', text.filter((s) => !/^\d{1,6}$/.test(s.trim())), (v) => ['prune', '--from', 'file:///tmp/pgb-prop', '--keep-last', v]],
+    ['retention ages', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['prune', '--from', 'file:///tmp/pgb-prop', '--keep-daily', '7', '--max-age', v]],
     ['verify levels', text.filter((s) => !['none', 'checksum', 'archive', 'schema'].includes(s)), (v) => ['verify', '--from', 'file:///tmp/pgb-prop', '--level', v]],
   ];
   for (const [name, arbitrary, args] of cases) {

@@ -1,0 +1,264 @@
+import { UsageError } from '../errors.ts';
+import { formatSeconds } from '../commands/format.ts';
+import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
+
+/**
+ * Retention planning: which stored backups a prune keeps and which it deletes, and why. Pure —
+ * no storage, no clock: the caller lists the bucket, says which backups are proven and what
+ * time it is. `src/commands/prune.ts` executes the plan.
+ *
+ * Rules, applied within each service/environment/database group (UTC throughout):
+ * - `keepLast` N: the N newest complete backups.
+ * - `keepDaily` / `keepWeekly` / `keepMonthly` N (grandfather-father-son): the newest backup of
+ *   each of the N most recent days / ISO weeks (Monday to Sunday) / months that have a backup —
+ *   restic's and borg's meaning, so a week without dumps does not use up a slot.
+ * - `maxAgeMs`: a cap — a backup older than this is deleted whatever the keep rules say. Given
+ *   alone, every backup younger than it is kept.
+ * - `keepProven` N (default 1): the N newest backups that passed a drill or a recorded verify
+ *   are never deleted, not even past `maxAgeMs`.
+ * - Refusal: when a group's newest complete backup is older than `maxAgeMs`, or the group has
+ *   no complete backup but an incomplete one past the grace period, the dumps are failing:
+ *   nothing in that group is deleted.
+ * - Incomplete backups (objects without a manifest) whose newest object is older than
+ *   `incompleteGraceMs` (default 1 day) are deleted; younger ones may still be uploading.
+ */
+
+/** A retention policy. Durations in ms; counts are backups or periods. */
+export interface RetentionPolicy {
+  keepLast?: number;
+  keepDaily?: number;
+  keepWeekly?: number;
+  keepMonthly?: number;
+  /** Delete backups older than this; refuse to prune a group whose newest backup is older. */
+  maxAgeMs?: number;
+  /** The newest N proven backups of each group are never deleted. Default 1. */
+  keepProven?: number;
+  /** Incomplete backups are deleted once their newest object is this old. Default 1 day. */
+  incompleteGraceMs?: number;
+}
+
+/** One backup as found in the bucket: every object sharing the stem `<dir>/<id>`. */
+export interface StoredBackup {
+  service: string;
+  environment: string;
+  database: string;
+  id: string;
+  /** `<service>/<environment>/<database>/YYYY/MM/DD/<id>` (encoded key segments). */
+  stem: string;
+  /** UTC start of the dump, from the id. */
+  startedAt: Date;
+  /** Its manifest exists. */
+  complete: boolean;
+  /** Every object of the backup (manifest, dump object, sidecars, `<id>.dir/…` files, verify record). */
+  keys: string[];
+  /** Total stored bytes of `keys`. */
+  sizeBytes: number;
+  /** Newest last-modified time among `keys`. */
+  lastModified: Date;
+  /** Why it is proven (e.g. `drill OK 2026-11-20T03:00:00Z`); undefined when it is not. */
+  proof?: string;
+}
+
+/** A backup with its fate and the reasons for it. */
+export interface PlannedBackup extends StoredBackup {
+  action: 'keep' | 'delete';
+  /** Every rule that keeps it, or why it goes. */
+  reasons: string[];
+}
+
+/** The plan of one service/environment/database group. */
+export interface GroupPlan {
+  service: string;
+  environment: string;
+  database: string;
+  /** Set when the group is refused (dumps are failing): the reason; nothing in it is deleted. */
+  refused?: string;
+  /** Complete backups, newest first. */
+  backups: PlannedBackup[];
+  /** Incomplete backups (no manifest), newest first. */
+  incomplete: PlannedBackup[];
+}
+
+/** What a prune will do. */
+export interface RetentionPlan {
+  /** UTC, ISO 8601: the time the plan was made for. */
+  now: string;
+  groups: GroupPlan[];
+}
+
+export const DEFAULT_KEEP_PROVEN = 1;
+export const DEFAULT_INCOMPLETE_GRACE_MS = 86_400_000;
+
+/**
+ * Checks a policy: counts are non-negative integers and at least one of the keep rules or
+ * `maxAgeMs` is given (otherwise every backup would go).
+ * @throws UsageError naming the option.
+ */
+export function validatePolicy(policy: RetentionPolicy): void {
+  const counts: [keyof RetentionPolicy, string][] = [
+    ['keepLast', '--keep-last'],
+    ['keepDaily', '--keep-daily'],
+    ['keepWeekly', '--keep-weekly'],
+    ['keepMonthly', '--keep-monthly'],
+    ['keepProven', '--keep-proven'],
+  ];
+  for (const [field, flag] of counts) {
+    const v = policy[field];
+    if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new UsageError(`${flag} must be a whole number of 0 or more (got ${String(v)})`);
+  }
+  if (policy.maxAgeMs !== undefined && !(policy.maxAgeMs > 0)) throw new UsageError('--max-age must be longer than 0');
+  const keeps = (policy.keepLast ?? 0) + (policy.keepDaily ?? 0) + (policy.keepWeekly ?? 0) + (policy.keepMonthly ?? 0);
+  if (keeps === 0 && policy.maxAgeMs === undefined) {
+    throw new UsageError('no retention rule given: use at least one of --keep-last, --keep-daily, --keep-weekly, --keep-monthly or --max-age');
+  }
+}
+
+/** `YYYY-MM-DD` (UTC). */
+export function dayOf(d: Date): string {
+  return d.toISOString().slice(0, 10);
+}
+
+/** `YYYY-MM` (UTC). */
+export function monthOf(d: Date): string {
+  return d.toISOString().slice(0, 7);
+}
+
+/** ISO 8601 week `YYYY-Www` (UTC; weeks start on Monday; week 1 holds the year's first Thursday). */
+export function isoWeekOf(d: Date): string {
+  const t = new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()));
+  const dow = t.getUTCDay() || 7;
+  t.setUTCDate(t.getUTCDate() + 4 - dow); // the Thursday of this week decides its year
+  const year = t.getUTCFullYear();
+  const week = Math.ceil(((t.getTime() - Date.UTC(year, 0, 1)) / 86_400_000 + 1) / 7);
+  return `${year}-W${String(week).padStart(2, '0')}`;
+}
+
+/** A policy duration as a user writes it: `30d`, `36h`, else as {@link formatSeconds}. */
+function formatLimit(ms: number): string {
+  if (ms % 86_400_000 === 0) return `${ms / 86_400_000}d`;
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  return formatSeconds(ms);
+}
+
+const newestFirst = (a: StoredBackup, b: StoredBackup) => b.startedAt.getTime() - a.startedAt.getTime() || (a.stem < b.stem ? 1 : a.stem > b.stem ? -1 : 0);
+
+/**
+ * Plans a prune of `backups` under `policy` at `now`. Every input backup appears exactly once
+ * in the plan. Groups are sorted by service, environment, database.
+ * @throws UsageError for an invalid policy (see {@link validatePolicy}).
+ */
+export function planRetention(backups: StoredBackup[], policy: RetentionPolicy, now: Date): RetentionPlan {
+  validatePolicy(policy);
+  const groups = new Map<string, StoredBackup[]>();
+  for (const b of backups) {
+    const k = JSON.stringify([b.service, b.environment, b.database]);
+    groups.set(k, [...(groups.get(k) ?? []), b]);
+  }
+  const plans = [...groups.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([, members]) => planGroup(members, policy, now));
+  return { now: now.toISOString(), groups: plans };
+}
+
+function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date): GroupPlan {
+  const { service, environment, database } = members[0]!;
+  const complete = members.filter((b) => b.complete).sort(newestFirst);
+  const incomplete = members.filter((b) => !b.complete).sort(newestFirst);
+  const maxAge = policy.maxAgeMs;
+  const ageOf = (b: StoredBackup) => now.getTime() - b.startedAt.getTime();
+
+  const grace = policy.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS;
+  const idleOf = (b: StoredBackup) => now.getTime() - Math.max(b.lastModified.getTime(), b.startedAt.getTime());
+  let refused: string | undefined;
+  const newest = complete[0];
+  // A group without a complete backup is refused once an incomplete one is past the grace period
+  // (its dumps fail); before that its first dump may still be uploading.
+  if (!newest && incomplete.some((b) => idleOf(b) > grace)) refused = 'no complete backup in this group: the dumps are failing, nothing is deleted here';
+  else if (newest && maxAge !== undefined && ageOf(newest) > maxAge) {
+    refused = `the newest complete backup is ${formatSeconds(ageOf(newest))} old (taken ${newest.startedAt.toISOString()}), over max-age ${formatLimit(maxAge)}: the dumps are failing, nothing is deleted here`;
+  }
+  if (refused) {
+    const keepAll = (b: StoredBackup): PlannedBackup => ({ ...b, action: 'keep', reasons: ['group refused (stale)'] });
+    return { service, environment, database, refused, backups: complete.map(keepAll), incomplete: incomplete.map(keepAll) };
+  }
+
+  const reasons = new Map<StoredBackup, string[]>(complete.map((b) => [b, []]));
+  complete.slice(0, policy.keepLast ?? 0).forEach((b, i) => reasons.get(b)!.push(`last ${i + 1}`));
+  const periodRule = (n: number | undefined, label: string, periodOf: (d: Date) => string) => {
+    const seen = new Set<string>();
+    for (const b of complete) {
+      if (seen.size >= (n ?? 0)) break;
+      const p = periodOf(b.startedAt);
+      if (seen.has(p)) continue;
+      seen.add(p);
+      reasons.get(b)!.push(`${label} ${p}`);
+    }
+  };
+  periodRule(policy.keepDaily, 'daily', dayOf);
+  periodRule(policy.keepWeekly, 'weekly', isoWeekOf);
+  periodRule(policy.keepMonthly, 'monthly', monthOf);
+  const noKeepRule = !(policy.keepLast || policy.keepDaily || policy.keepWeekly || policy.keepMonthly);
+  const proven = new Set(complete.filter((b) => b.proof).slice(0, policy.keepProven ?? DEFAULT_KEEP_PROVEN));
+
+  const planned = complete.map((b): PlannedBackup => {
+    const why = reasons.get(b)!;
+    const tooOld = maxAge !== undefined && ageOf(b) > maxAge;
+    if (proven.has(b)) return { ...b, action: 'keep', reasons: [`proven: ${b.proof}`, ...(tooOld ? [] : why)] };
+    if (tooOld) return { ...b, action: 'delete', reasons: [`older than max-age ${formatLimit(maxAge)} (${formatSeconds(ageOf(b))} old)`] };
+    if (noKeepRule) return { ...b, action: 'keep', reasons: ['within max-age'] };
+    return why.length ? { ...b, action: 'keep', reasons: why } : { ...b, action: 'delete', reasons: ['no keep rule selects it'] };
+  });
+
+  const plannedIncomplete = incomplete.map((b): PlannedBackup => {
+    const idle = idleOf(b);
+    return idle > grace
+      ? { ...b, action: 'delete', reasons: [`incomplete (no manifest), last written ${formatSeconds(idle)} ago, over the grace period ${formatLimit(grace)}`] }
+      : { ...b, action: 'keep', reasons: [`incomplete, within the grace period ${formatLimit(grace)} (it may still be uploading)`] };
+  });
+  return { service, environment, database, backups: planned, incomplete: plannedIncomplete };
+}
+
+/**
+ * The order a backup's objects are deleted in: the manifest first — from then on the backup is
+ * no longer listed as complete, so a prune interrupted half-way never leaves a "complete"
+ * backup without its dump — then everything else.
+ */
+export function deletionOrder(keys: string[]): string[] {
+  const manifest = keys.filter((k) => k.endsWith('.manifest.json'));
+  return [...manifest, ...keys.filter((k) => !k.endsWith('.manifest.json'))];
+}
+
+const BACKUP_OBJECT = /^([^/]+)\/([^/]+)\/([^/]+)\/(\d{4})\/(\d{2})\/(\d{2})\/([^/]+-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-[0-9a-f]{6})(?:\.[^/]+|\.dir\/[^/]+)$/;
+
+/** What a backup object's key tells: its group, id, stem and start time. */
+export interface BackupObjectKey {
+  service: string;
+  environment: string;
+  database: string;
+  id: string;
+  stem: string;
+  startedAt: Date;
+}
+
+/**
+ * Parses any object key of the backup layout (`<svc>/<env>/<db>/YYYY/MM/DD/<id>.<anything>` or
+ * `<id>.dir/<file>`); undefined for every other key (drill logs, foreign files), which a prune
+ * never touches.
+ */
+export function parseBackupObjectKey(key: string): BackupObjectKey | undefined {
+  const m = BACKUP_OBJECT.exec(key);
+  if (!m || m[1] === DRILLS_FOLDER) return undefined;
+  const [, s, e, db, yyyy, mm, dd, id, y, mo, d, h, mi, sec] = m as unknown as string[];
+  try {
+    return {
+      service: decodeSegment(s!),
+      environment: decodeSegment(e!),
+      database: decodeSegment(db!),
+      id: id!,
+      stem: [s, e, db, yyyy, mm, dd, id].join('/'),
+      startedAt: new Date(Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +sec!)),
+    };
+  } catch {
+    return undefined;
+  }
+}

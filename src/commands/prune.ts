@@ -1,0 +1,234 @@
+import type { BackupFilter } from '../backup/catalog.ts';
+import { parseDuration } from '../backup/duration.ts';
+import { encodeSegment } from '../backup/keys.ts';
+import { findProofs } from '../backup/proof.ts';
+import { mapLimit } from '../backup/readback.ts';
+import {
+  DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, parseBackupObjectKey, planRetention, validatePolicy,
+  type PlannedBackup, type RetentionPlan, type RetentionPolicy, type StoredBackup,
+} from '../backup/retention.ts';
+import { UsageError, messageOf } from '../errors.ts';
+import type { Logger } from '../log.ts';
+import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { formatBytes } from './format.ts';
+
+/** Options of {@link prune}. Counts and durations may be given as text, as typed by a user. */
+export interface PruneOptions {
+  /** `s3://BUCKET/PREFIX` or `file:///DIR`. */
+  from: string;
+  /** Prune only these groups; retention is always applied per service/environment/database. */
+  filter?: BackupFilter;
+  keepLast?: number | string;
+  keepDaily?: number | string;
+  keepWeekly?: number | string;
+  keepMonthly?: number | string;
+  /** e.g. `30d`: delete older backups; refuse a group whose newest backup is older. */
+  maxAge?: string;
+  /** The newest N proven (drilled or verified) backups per group are never deleted. Default 1. */
+  keepProven?: number | string;
+  /** Incomplete backups older than this are deleted. Default `1d`. */
+  incompleteGrace?: string;
+  /** Delete. Default false: plan only (dry run). */
+  apply?: boolean;
+  s3?: S3Settings;
+  logger: Logger;
+  signal?: AbortSignal;
+  /** Clock, for tests. */
+  now?: () => Date;
+  /** The storage to use instead of opening `from` (tests wrap it to record deletes). */
+  storage?: Storage;
+}
+
+/** The outcome of {@link prune}. A refused group is a result (`ok: false`), not an exception. */
+export interface PruneResult {
+  /** False when a group was refused (stale dumps) or a delete failed. */
+  ok: boolean;
+  /** Whether deletes were made (`apply`), or this is a dry run. */
+  applied: boolean;
+  /** Why not ok: the first refusal or failure. */
+  reason?: string;
+  plan: RetentionPlan;
+  /** `service/environment/database: reason` of each refused group. */
+  refused: string[];
+  /** Deletes that failed, one line each. */
+  failures: string[];
+  /** Complete backups kept / to delete (or deleted), incomplete ones to delete (or deleted). */
+  counts: { kept: number; deleted: number; incompleteDeleted: number; objectsDeleted: number; bytesDeleted: number };
+  durationMs: number;
+}
+
+/**
+ * Parses a count option (`--keep-last 7`).
+ * @throws UsageError unless it is a whole number ≥ 0.
+ */
+export function parseCount(value: number | string | undefined, flag: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const text = String(value).trim();
+  if (!/^\d{1,6}$/.test(text)) throw new UsageError(`${flag} ${JSON.stringify(String(value))} is not a count: use a whole number such as 7`);
+  return Number(text);
+}
+
+/**
+ * The policy the options describe.
+ * @throws UsageError for a malformed count or duration, or no rule at all.
+ */
+export function policyFrom(options: Pick<PruneOptions, 'keepLast' | 'keepDaily' | 'keepWeekly' | 'keepMonthly' | 'maxAge' | 'keepProven' | 'incompleteGrace'>): RetentionPolicy {
+  const policy: RetentionPolicy = {
+    keepLast: parseCount(options.keepLast, '--keep-last'),
+    keepDaily: parseCount(options.keepDaily, '--keep-daily'),
+    keepWeekly: parseCount(options.keepWeekly, '--keep-weekly'),
+    keepMonthly: parseCount(options.keepMonthly, '--keep-monthly'),
+    maxAgeMs: options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined,
+    keepProven: parseCount(options.keepProven, '--keep-proven') ?? DEFAULT_KEEP_PROVEN,
+    incompleteGraceMs: options.incompleteGrace ? parseDuration(options.incompleteGrace, '--incomplete-grace') : DEFAULT_INCOMPLETE_GRACE_MS,
+  };
+  validatePolicy(policy);
+  return policy;
+}
+
+/**
+ * Lists every backup under `storage` (complete and incomplete), grouping each backup's objects by
+ * their stem `<svc>/<env>/<db>/YYYY/MM/DD/<id>`. Keys outside the backup layout (drill logs,
+ * foreign files) are not returned. Needs List only.
+ */
+export async function scanBackups(storage: Storage, filter: BackupFilter = {}): Promise<StoredBackup[]> {
+  let prefix = '';
+  if (filter.service) {
+    prefix = `${encodeSegment(filter.service)}/`;
+    if (filter.environment) {
+      prefix += `${encodeSegment(filter.environment)}/`;
+      if (filter.database) prefix += `${encodeSegment(filter.database)}/`;
+    }
+  }
+  const byStem = new Map<string, StoredBackup>();
+  for await (const obj of storage.list(prefix)) {
+    const parsed = parseBackupObjectKey(obj.key);
+    if (!parsed) continue;
+    if ((filter.service && parsed.service !== filter.service) || (filter.environment && parsed.environment !== filter.environment) || (filter.database && parsed.database !== filter.database)) continue;
+    let b = byStem.get(parsed.stem);
+    if (!b) {
+      b = { ...parsed, complete: false, keys: [], sizeBytes: 0, lastModified: obj.lastModified };
+      byStem.set(parsed.stem, b);
+    }
+    b.keys.push(obj.key);
+    b.sizeBytes += obj.sizeBytes;
+    if (obj.lastModified > b.lastModified) b.lastModified = obj.lastModified;
+    if (obj.key === `${parsed.stem}.manifest.json`) b.complete = true;
+  }
+  return [...byStem.values()];
+}
+
+/**
+ * Applies a retention policy to the backups under `from`: plans per service/environment/database
+ * group (see `src/backup/retention.ts` for the rules), and with `apply` deletes what the plan
+ * says, oldest backup first; each backup's manifest is deleted before its other objects, so a
+ * prune that stops half-way never leaves a listed backup without its dump. A group whose newest
+ * complete backup is older than `maxAge` is refused — nothing in it is deleted — and the result
+ * is not ok. Drill reports and foreign keys are never touched. Needs List, Get (drill reports
+ * and verify records; manifests are not read) and, with `apply`, Delete.
+ * @throws UsageError for bad options, unusable storage, or a delete the credentials may not make.
+ */
+export async function prune(options: PruneOptions): Promise<PruneResult> {
+  const started = Date.now();
+  const { logger } = options;
+  const policy = policyFrom(options);
+  const storage = options.storage ?? openStorage(options.from, options.s3);
+  const now = (options.now ?? (() => new Date()))();
+
+  const found = await scanBackups(storage, options.filter);
+  // Proof is read only for the groups' complete backups, newest first, until keep-proven are found.
+  const groups = new Map<string, StoredBackup[]>();
+  for (const b of found) if (b.complete) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
+  for (const members of groups.values()) {
+    members.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.stem < b.stem ? 1 : -1));
+    const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger);
+    for (const b of members) b.proof = proofs.get(b.id);
+  }
+  const plan = planRetention(found, policy, now);
+
+  const result: PruneResult = {
+    ok: true,
+    applied: Boolean(options.apply),
+    plan,
+    refused: [],
+    failures: [],
+    counts: { kept: 0, deleted: 0, incompleteDeleted: 0, objectsDeleted: 0, bytesDeleted: 0 },
+    durationMs: 0,
+  };
+  const doomed: PlannedBackup[] = [];
+  for (const g of plan.groups) {
+    const scope = `${g.service}/${g.environment}/${g.database}`;
+    if (g.refused) {
+      result.refused.push(`${scope}: ${g.refused}`);
+      logger.warn(`prune refused for ${scope}: ${g.refused}`);
+    }
+    result.counts.kept += g.backups.filter((b) => b.action === 'keep').length;
+    doomed.push(...g.backups.filter((b) => b.action === 'delete'), ...g.incomplete.filter((b) => b.action === 'delete'));
+  }
+  doomed.sort((a, b) => a.startedAt.getTime() - b.startedAt.getTime());
+  const planned = { deleted: doomed.filter((b) => b.complete).length, incomplete: doomed.filter((b) => !b.complete).length };
+  logger.info(`plan: keep ${result.counts.kept} backup${result.counts.kept === 1 ? '' : 's'}, delete ${planned.deleted} and ${planned.incomplete} incomplete (${formatBytes(doomed.reduce((n, b) => n + b.sizeBytes, 0))})${result.refused.length ? `; ${result.refused.length} group(s) refused` : ''}`);
+
+  if (options.apply) {
+    for (const b of doomed) {
+      if (options.signal?.aborted) throw options.signal.reason;
+      const failure = await deleteBackup(storage, b);
+      if (failure) {
+        result.failures.push(failure);
+        logger.warn(failure);
+        continue;
+      }
+      if (b.complete) result.counts.deleted++;
+      else result.counts.incompleteDeleted++;
+      result.counts.objectsDeleted += b.keys.length;
+      result.counts.bytesDeleted += b.sizeBytes;
+      logger.info(`deleted ${storage.uri(b.stem)}${b.complete ? '' : ' (incomplete)'}: ${b.keys.length} object${b.keys.length === 1 ? '' : 's'}, ${formatBytes(b.sizeBytes)}`);
+    }
+  } else {
+    result.counts.deleted = planned.deleted;
+    result.counts.incompleteDeleted = planned.incomplete;
+    result.counts.objectsDeleted = doomed.reduce((n, b) => n + b.keys.length, 0);
+    result.counts.bytesDeleted = doomed.reduce((n, b) => n + b.sizeBytes, 0);
+    logger.info('dry run: nothing deleted (add --apply to delete)');
+  }
+  result.ok = result.refused.length === 0 && result.failures.length === 0;
+  result.reason = result.refused[0] ? `prune refused for ${result.refused[0]}` : result.failures[0];
+  result.durationMs = Date.now() - started;
+  return result;
+}
+
+/**
+ * Deletes one backup: the manifest first (alone), then its other objects, 8 at a time.
+ * @returns a failure line, or undefined when every object is gone.
+ * @throws UsageError when the credentials may not delete (no point going on).
+ */
+async function deleteBackup(storage: Storage, b: PlannedBackup): Promise<string | undefined> {
+  const [first, ...rest] = deletionOrder(b.keys);
+  const isManifest = first!.endsWith('.manifest.json');
+  try {
+    if (isManifest) await storage.delete(first!);
+    await mapLimit(isManifest ? rest : [first!, ...rest], 8, (key) => storage.delete(key));
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    return `could not delete all of ${storage.uri(b.stem)}: ${messageOf(err)}${isManifest ? ' (its manifest is gone: the next prune removes the rest as an incomplete backup)' : ''}`;
+  }
+  return undefined;
+}
+
+/**
+ * The plan as text, one line per backup: `keep|delete  <startedAt>  <size>  <key stem>  <reasons>`,
+ * under a heading per group, incomplete backups after the complete ones.
+ */
+export function formatPlan(plan: RetentionPlan): string[] {
+  const lines: string[] = [];
+  const row = (b: PlannedBackup) => `  ${b.action.padEnd(6)}  ${b.startedAt.toISOString().replace('.000Z', 'Z')}  ${formatBytes(b.sizeBytes).padStart(8)}  ${b.stem}  ${b.reasons.join('; ')}`;
+  for (const g of plan.groups) {
+    lines.push(`${g.service}/${g.environment}/${g.database}${g.refused ? `: REFUSED — ${g.refused}` : ''}`);
+    lines.push(...g.backups.map(row));
+    if (g.incomplete.length) {
+      lines.push('  incomplete (no manifest):');
+      lines.push(...g.incomplete.map(row));
+    }
+  }
+  return lines;
+}
