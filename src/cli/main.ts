@@ -14,7 +14,7 @@ import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
 import { loadIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
-import { mirrorSettings, parseObjectLock, parseSse, sseCustomerKey } from '../storage/protection.ts';
+import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
 import { TOOL } from '../version.ts';
 
 /** Exit codes: 0 success, 1 a check failed (or an unexpected error), 2 a usage error. */
@@ -163,7 +163,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       .option('--schema-sidecar', 'also write <id>.schema.sql: the schema alone, plain SQL, uncompressed')
       .option('--work-dir <dir>', 'directory format: where pg_dump spools the archive before upload (default: $PG_BACKUP_WORK_DIR or the temp dir)')
       .option('--stall-timeout <duration>', 'fail when no byte moved for this long (0: never)', '10m')
-      .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access)', 'none')
+      .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access: $PG_BACKUP_READER_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY if set, else the dump\'s credentials)', 'none')
       .option('--install-pg-client', 'when no pg_dump of the server major is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)')
       .option('--reason <text>', 'why this backup is taken (recorded in the manifest), e.g. "before migration 0042"')
       .option('--sse <type>', 'server-side encryption: AES256 (SSE-S3), aws:kms or sse-c (key in $PG_BACKUP_SSE_C_KEY)')
@@ -212,6 +212,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       s3: writeSettings,
       ageRecipients: flags.ageRecipient.length ? flags.ageRecipient : listFromEnv(process.env.PG_BACKUP_AGE_RECIPIENTS),
       mirrorTo: flags.mirrorTo,
+      verifyS3: readerSettings(writeSettings),
       mirrorS3: flags.mirrorTo ? mirrorSettings(writeSettings, { endpoint: flags.mirrorEndpoint, region: flags.mirrorRegion, kmsKeyId: flags.mirrorSseKmsKeyId }) : undefined,
       logger: stderrLogger(flags.quiet),
       signal,

@@ -87,6 +87,11 @@ export interface DumpOptions extends DumpSelection {
   mirrorTo?: string;
   /** Settings (endpoint, region, credentials, SSE, Object Lock) for {@link mirrorTo}. */
   mirrorS3?: S3Settings;
+  /**
+   * Settings for the verify right after the dump, e.g. read-only credentials apart from the
+   * write-only ones in `s3` (least privilege). Default: `s3`.
+   */
+  verifyS3?: S3Settings;
 }
 
 /** How the off-region copy went. */
@@ -286,7 +291,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     };
     if (mirror) result.mirror = await checkMirror(mirror, keys.objectKey, mirrorError, options, logger);
     if (options.verify && options.verify !== 'none') {
-      result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.s3, logger, signal: options.signal, workDir: options.workDir });
+      result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.verifyS3 ?? options.s3, logger, signal: options.signal, workDir: options.workDir });
     }
     return result;
   } finally {

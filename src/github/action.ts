@@ -3,7 +3,9 @@ import { z } from 'zod';
 import { CheckFailedError, UsageError, exitCodeOf, messageOf, registerSecret } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { resolveConnection } from '../postgres/connection.ts';
+import { loadIdentities, parseIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
+import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
 import type { IssueSettings } from './issues.ts';
 
 /**
@@ -36,7 +38,64 @@ export const storageInputs = {
   'aws-access-key-id': optional,
   'aws-secret-access-key': optional,
   'aws-session-token': optional,
+  'sse-c-key': optional,
 };
+
+/** Dump-only inputs that protect the backup: encryption, Object Lock, read-only verify credentials, the mirror. */
+export const protectionInputs = {
+  sse: optional,
+  'sse-kms-key-id': optional,
+  'object-lock': optional,
+  'age-recipients': optional,
+  'reader-access-key-id': optional,
+  'reader-secret-access-key': optional,
+  'mirror-to': optional,
+  'mirror-endpoint': optional,
+  'mirror-region': optional,
+  'mirror-access-key-id': optional,
+  'mirror-secret-access-key': optional,
+  'mirror-sse-kms-key-id': optional,
+};
+
+/**
+ * The dump's protection settings from {@link protectionInputs}: write settings (SSE, Object
+ * Lock) on top of `base`, age recipients, reader credentials for the verify, and the mirror.
+ * Secrets are masked first.
+ * @throws UsageError for malformed values (one line naming the input).
+ */
+export function protectionFrom(base: S3Settings, inputs: { [K in keyof typeof protectionInputs]?: string } & { 'sse-c-key'?: string }) {
+  for (const secret of [inputs['reader-secret-access-key'], inputs['mirror-secret-access-key']]) {
+    if (secret) {
+      core.setSecret(secret);
+      registerSecret(secret);
+    }
+  }
+  const write: S3Settings = { ...base, sse: parseSse(inputs.sse, inputs['sse-kms-key-id'], sseCustomerKey(inputs['sse-c-key'] ?? process.env.PG_BACKUP_SSE_C_KEY)), objectLock: parseObjectLock(inputs['object-lock']) };
+  const mirrorTo = inputs['mirror-to'] || undefined;
+  return {
+    s3: write,
+    verifyS3: readerSettings(write, { accessKeyId: inputs['reader-access-key-id'], secretAccessKey: inputs['reader-secret-access-key'] }),
+    ageRecipients: listInput(inputs['age-recipients'] ?? process.env.PG_BACKUP_AGE_RECIPIENTS, 'lines').flatMap((l) => l.split(/[\s,]+/)).filter(Boolean),
+    mirrorTo,
+    mirrorS3: mirrorTo
+      ? mirrorSettings(write, { endpoint: inputs['mirror-endpoint'], region: inputs['mirror-region'], kmsKeyId: inputs['mirror-sse-kms-key-id'], accessKeyId: inputs['mirror-access-key-id'], secretAccessKey: inputs['mirror-secret-access-key'] })
+      : undefined,
+  };
+}
+
+/** age identities from the `age-identity` input (the identity file's text, masked), else the environment. */
+export function identitiesFrom(value: string | undefined): string[] | undefined {
+  if (value?.trim()) {
+    for (const line of value.split(/\r?\n/)) {
+      if (line.trim() && !line.trim().startsWith('#')) {
+        core.setSecret(line.trim());
+        registerSecret(line.trim());
+      }
+    }
+    return parseIdentities(value, 'input "age-identity"');
+  }
+  return loadIdentities();
+}
 
 /** Inputs of the GitHub failure issue (drill and verify). */
 export const issueInputs = {
@@ -122,8 +181,10 @@ function safeDecode(s: string): string {
 }
 
 /** S3 settings from the storage inputs; credentials only when both key inputs are given. */
-export function s3SettingsFrom(inputs: { endpoint?: string; region?: string; 'aws-access-key-id'?: string; 'aws-secret-access-key'?: string; 'aws-session-token'?: string }): S3Settings {
-  const settings: S3Settings = { endpoint: inputs.endpoint, region: inputs.region };
+export function s3SettingsFrom(inputs: { endpoint?: string; region?: string; 'aws-access-key-id'?: string; 'aws-secret-access-key'?: string; 'aws-session-token'?: string; 'sse-c-key'?: string }): S3Settings {
+  const key = inputs['sse-c-key'] ?? process.env.PG_BACKUP_SSE_C_KEY;
+  if (key) core.setSecret(key.trim());
+  const settings: S3Settings = { endpoint: inputs.endpoint, region: inputs.region, sse: parseSse(undefined, undefined, sseCustomerKey(key)) };
   const id = inputs['aws-access-key-id'];
   const secret = inputs['aws-secret-access-key'];
   if (Boolean(id) !== Boolean(secret)) throw new UsageError('give both aws-access-key-id and aws-secret-access-key, or neither (to use the environment / OIDC role)');

@@ -2,7 +2,7 @@ import * as core from '@actions/core';
 import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
 import {
-  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs,
+  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom,
 } from './action.ts';
 import { syncFailureIssue } from './issues.ts';
 
@@ -21,6 +21,7 @@ export async function run(): Promise<void> {
       ...filterInputs,
       ...issueInputs,
       ...storageInputs,
+      'age-identity': optional,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
@@ -36,6 +37,7 @@ export async function run(): Promise<void> {
         maxRto: inputs['max-rto'],
         maxRpo: inputs['max-rpo'],
         s3: s3SettingsFrom(inputs),
+        ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
       });
     setOutputs({

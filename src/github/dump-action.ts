@@ -5,7 +5,7 @@ import { formatBytes, formatSeconds } from '../commands/format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
 import { UsageError } from '../errors.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
-import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
 
 /** `actions/dump`: one backup per database, outputs and a job summary. */
 export async function run(): Promise<void> {
@@ -37,6 +37,7 @@ export async function run(): Promise<void> {
       reason: optional,
       'install-pg-client': optional,
       ...storageInputs,
+      ...protectionInputs,
     });
     const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
     maskSecrets({ databaseUrls, storage: inputs });
@@ -70,7 +71,7 @@ export async function run(): Promise<void> {
           verify: inputs.verify as VerifyLevel | undefined,
           context: runContext(inputs.reason),
           installClient: booleanInput(inputs['install-pg-client'], 'install-pg-client'),
-          s3: s3SettingsFrom(inputs),
+          ...protectionFrom(s3SettingsFrom(inputs), inputs),
           logger: actionLogger,
         });
     } catch (err) {

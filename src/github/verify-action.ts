@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom } from './action.ts';
 import { syncFailureIssue } from './issues.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
@@ -19,6 +19,7 @@ export async function run(): Promise<void> {
       ...filterInputs,
       ...issueInputs,
       ...storageInputs,
+      'age-identity': optional,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ storage: inputs });
@@ -34,6 +35,7 @@ export async function run(): Promise<void> {
         workDir: inputs['work-dir'],
         record: inputs.record === 'true',
         s3: s3SettingsFrom(inputs),
+        ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
       }),
     );

@@ -87,3 +87,25 @@ export function mirrorSettings(
     objectLock: base.objectLock,
   };
 }
+
+/**
+ * Read-only credentials for the verify that follows a dump, from
+ * `PG_BACKUP_READER_AWS_ACCESS_KEY_ID` / `…_SECRET_ACCESS_KEY` / `…_SESSION_TOKEN` (or `o`):
+ * the dump's own credentials can then be write-only. Undefined when none is set (the verify
+ * uses the dump's settings).
+ * @throws UsageError when only one of the key id and secret is set.
+ */
+export function readerSettings(
+  base: S3Settings,
+  o: { accessKeyId?: string; secretAccessKey?: string; sessionToken?: string } = {},
+  env: NodeJS.ProcessEnv = process.env,
+): S3Settings | undefined {
+  const id = o.accessKeyId || env.PG_BACKUP_READER_AWS_ACCESS_KEY_ID;
+  const secret = o.secretAccessKey || env.PG_BACKUP_READER_AWS_SECRET_ACCESS_KEY;
+  const token = o.sessionToken || env.PG_BACKUP_READER_AWS_SESSION_TOKEN;
+  registerSecret(secret);
+  registerSecret(token);
+  if (Boolean(id) !== Boolean(secret)) throw new UsageError('give both the reader access key id and its secret (PG_BACKUP_READER_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY), or neither');
+  if (!id || !secret) return undefined;
+  return { endpoint: base.endpoint, region: base.region, sse: base.sse?.type === 'sse-c' ? base.sse : undefined, credentials: { accessKeyId: id, secretAccessKey: secret, sessionToken: token || undefined } };
+}

@@ -76,6 +76,37 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     assert.match(missing.stdout, /::error::input "from" (is required|Invalid input)/);
   });
 
+  it('protection inputs: age, SSE-C and Object Lock through dump; verify and drill with the identity and key, all masked', async () => {
+    const { generateX25519Identity, identityToRecipient } = await import('age-encryption');
+    const { randomBytes } = await import('node:crypto');
+    const { CreateBucketCommand, GetObjectRetentionCommand } = await import('@aws-sdk/client-s3');
+    const { s3Client } = await import('../helpers.ts');
+    const identity = await generateX25519Identity();
+    const sseKey = randomBytes(32).toString('base64');
+    const bucket = `act-lock-${randomBytes(4).toString('hex')}`;
+    const client = s3Client();
+    await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
+    const db = await createDatabase('actprot');
+    const to = `s3://${bucket}/pg`;
+    const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, 'age-recipients': await identityToRecipient(identity), sse: 'sse-c', 'sse-c-key': sseKey, 'object-lock': 'governance:1', ...storageInputs() }, noAwsEnv);
+    assert.equal(dumped.code, 0, dumped.stdout);
+    assert.ok(dumped.stdout.includes(`::add-mask::${sseKey}`), 'the SSE-C key is masked');
+    const key = dumped.outputs['backup-key']!;
+    assert.match(key, /\.dump\.zst\.age$/);
+    const retention = await client.send(new GetObjectRetentionCommand({ Bucket: bucket, Key: `pg/${key}` }));
+    assert.equal(retention.Retention?.Mode, 'GOVERNANCE');
+    client.destroy();
+    const verified = await runActionBundle('verify', { from: to, backup: key, 'age-identity': `# key\n${identity}\n`, 'sse-c-key': sseKey, 'issue-on-failure': 'false', ...storageInputs() }, noAwsEnv);
+    assert.equal(verified.code, 0, verified.stdout);
+    assert.ok(verified.stdout.includes(`::add-mask::${identity}`), 'the identity is masked');
+    const drilled = await runActionBundle('drill', { from: to, 'age-identity': identity, 'sse-c-key': sseKey, 'issue-on-failure': 'false', ...storageInputs() }, noAwsEnv);
+    assert.equal(drilled.code, 0, drilled.stdout);
+    const leaks = [dumped, verified, drilled].map((r) => r.stdout.split('\n').filter((l) => !l.startsWith('::add-mask::')).join('\n'));
+    for (const text of leaks) {
+      assert.ok(!text.includes(sseKey) && !text.includes(identity), 'no secret in any log line');
+    }
+  });
+
   it('verify and drill report a corrupted backup as failed, exit 1', async () => {
     const db = await createDatabase('actioncorrupt');
     const to = s3Location('actioncorrupt');
@@ -109,7 +140,7 @@ describe('action metadata', () => {
       const readme = await readFile(path.join(root, 'README.md'), 'utf8');
       const section = readme.split(`### actions/${name}`)[1]?.split(/\n##/)[0] ?? '';
       assert.ok(section, `README has a section "### actions/${name}"`);
-      const storage = ['endpoint', 'region', 'aws-access-key-id', 'aws-secret-access-key', 'aws-session-token'];
+      const storage = ['endpoint', 'region', 'aws-access-key-id', 'aws-secret-access-key', 'aws-session-token', 'sse-c-key'];
       for (const input of Object.keys(meta.inputs)) {
         assert.ok(section.includes(`\`${input}\``) || (storage.includes(input) && section.includes('storage inputs')), `README documents ${name} input ${input}`);
       }

@@ -138,6 +138,31 @@ describe('reusable workflows, run through the action bundles against PostgreSQL 
     assert.match(outputs['restore-command']!, /^npx pg-backup restore --from s3:\/\/\S+ --backup \S+\.dump\.zst --target-url "\$TARGET_DATABASE_URL"$/);
   });
 
+  it('backup.yml: a write-only writer dumps, a separate read-only reader verifies (two credential sets)', async () => {
+    const { randomBytes } = await import('node:crypto');
+    const { run: runCmd, s3Client } = await import('../helpers.ts');
+    const { CreateBucketCommand, PutBucketPolicyCommand } = await import('@aws-sdk/client-s3');
+    const { writerBucketPolicy } = await import('../../src/storage/policies.ts');
+    const conf = need('PGB_TEST_RGW_CONF');
+    for (const [uid, key] of [['wfwriter', 'WFWRITERKEY'], ['wfreader', 'WFREADERKEY']]) {
+      const r = await runCmd('radosgw-admin', ['-c', conf, 'user', 'create', `--uid=${uid}`, `--display-name=${uid}`, `--access-key=${key}`, `--secret-key=${key}SECRET`]);
+      assert.ok(r.code === 0 || /exists/.test(r.stderr), r.stderr);
+    }
+    const bucket = `wf2-${randomBytes(4).toString('hex')}`;
+    const client = s3Client();
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    await client.send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(writerBucketPolicy(bucket, 'arn:aws:iam:::user/wfwriter', ['arn:aws:iam:::user/wfreader'])) }));
+    client.destroy();
+    const db = await createDatabase('wfsplit');
+    const to = `s3://${bucket}/pg`;
+    const secrets = { DATABASE_URL: dbUrl(db), S3_WRITER_ACCESS_KEY_ID: 'WFWRITERKEY', S3_WRITER_SECRET_ACCESS_KEY: 'WFWRITERKEYSECRET', S3_READER_ACCESS_KEY_ID: 'WFREADERKEY', S3_READER_SECRET_ACCESS_KEY: 'WFREADERKEYSECRET' };
+    const { outputs } = await runReusableWorkflow('.github/workflows/backup.yml', { environment: 'production', service: 'api', to, endpoint: need('PGB_TEST_S3_ENDPOINT') }, secrets, noAwsEnv);
+    assert.match(outputs['backup-uri']!, /\.dump\.zst$/);
+    // The same run with the writer's keys alone cannot verify: the reader's are what made it pass.
+    const alone = { ...secrets, S3_READER_ACCESS_KEY_ID: '', S3_READER_SECRET_ACCESS_KEY: '' };
+    await assert.rejects(runReusableWorkflow('.github/workflows/backup.yml', { environment: 'production', service: 'api', to, endpoint: need('PGB_TEST_S3_ENDPOINT') }, alone, noAwsEnv), /access denied/);
+  });
+
   it('snapshot.yml: records reason, commit, ref, actor and migration head, and verifies before succeeding', async () => {
     const db = await createDatabase('wfsnap');
     const { sql, s3Get } = await import('../helpers.ts');
