@@ -85,7 +85,9 @@ export function dbUrl(database: string): string {
 
 /** Runs SQL on a database of the test server. */
 export async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(database: string, text: string): Promise<T[]> {
-  const client = new pg.Client({ connectionString: dbUrl(database) });
+  // Parts, not a URL: pg's URL parser leaves %24 or %2F in a database name encoded.
+  const u = new URL(adminUrl());
+  const client = new pg.Client({ host: u.hostname, port: Number(u.port), user: decodeURIComponent(u.username), password: decodeURIComponent(u.password), database });
   await client.connect();
   try {
     const r = await client.query<T>(text);

@@ -88,8 +88,7 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
     manifestKey = newest.manifestKey;
   } else {
     let key = wanted;
-    const base = `${storage.url.replace(/\/$/, '')}/`;
-    if (key.startsWith(base)) key = key.slice(base.length);
+    if (/^[a-z0-9]+:\/\//.test(key)) key = storage.keyOf(key) ?? key;
     if (/^[a-z0-9]+:\/\//.test(key)) throw new UsageError(`backup ${wanted} is not under ${storage.url}: give a key relative to --from, or "latest"`);
     manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?|dir\/?)$/, '') + '.manifest.json';
     if (!parseManifestKey(manifestKey)) throw new UsageError(`${JSON.stringify(wanted)} is not a backup key: use a key printed by "pg-backup list", or "latest"`);

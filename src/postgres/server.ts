@@ -1,4 +1,5 @@
 import pg from 'pg';
+import { parseIntoClientConfig } from 'pg-connection-string';
 import { UsageError, messageOf } from '../errors.ts';
 import { nodePgConnectionString, type DatabaseConnection } from './connection.ts';
 
@@ -27,7 +28,10 @@ export interface TableRowCount {
  */
 export async function connect(conn: DatabaseConnection, applicationName = 'pg-backup'): Promise<pg.Client> {
   const client = new pg.Client({
-    connectionString: nodePgConnectionString(conn),
+    ...parseIntoClientConfig(nodePgConnectionString(conn)),
+    // pg's URL parser decodes the path with decodeURI, which leaves %24, %2F, %3B… encoded:
+    // the name decoded in full (libpq's reading, as pg_dump gets it) is passed apart.
+    database: conn.database,
     application_name: applicationName,
     connectionTimeoutMillis: 15_000,
   });

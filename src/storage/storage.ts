@@ -51,6 +51,8 @@ export interface Storage {
   readonly url: string;
   /** The URL of one key, e.g. `s3://bucket/prefix/app/…/x.dump.zst`. */
   uri(key: string): string;
+  /** The inverse of {@link uri}: the key a URL of this location names, or undefined when it is outside. */
+  keyOf(uri: string): string | undefined;
   /**
    * Streams `body` into `key`. The object becomes visible only when the stream ended without
    * error; if the stream errors or `signal` aborts, the partial object is discarded (S3:

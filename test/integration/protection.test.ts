@@ -352,3 +352,48 @@ describe('off-region mirror', () => {
     assert.ok(all.some((f) => String(f).endsWith('.manifest.json')));
   });
 });
+
+describe('hygiene: names with quotes, spaces, shell syntax and non-ASCII', () => {
+  it('dump, list, verify, drill and restore a database and table named to break shells, under labels with spaces and accents', { timeout: 240_000 }, async () => {
+    const marker = path.join(os.tmpdir(), `pgb-pwned-${randomBytes(4).toString('hex')}`);
+    const name = `shop "ü" $(touch ${marker}) 'x'; ${randomBytes(2).toString('hex')}`;
+    await sql('postgres', `CREATE DATABASE "${name.replace(/"/g, '""')}"`);
+    await sql(name, `CREATE SCHEMA "sch ë"; CREATE TABLE "sch ë"."we'ird ""tåble"" \`ls\`" (id int PRIMARY KEY, v text); INSERT INTO "sch ë"."we'ird ""tåble"" \`ls\`" SELECT g, 'r' || g FROM generate_series(1, 321) g;`);
+    const url = dbUrl(name);
+    for (const to of [s3Location('hygiene'), await fileLocation()]) {
+      const r = await cli(['dump', '--to', to, '--service', 'café api', '--environment', 'prod ü', '--format', 'custom', '--schema-sidecar', '--checksum-sidecar', 'sha256', '--json'], { DATABASE_URL: url });
+      assert.equal(r.code, 0, r.stderr);
+      const manifest = parse(r.stdout);
+      assert.equal(manifest.database, name);
+      assert.deepEqual(manifest.tables, [{ schema: 'sch ë', table: 'we\'ird "tåble" `ls`', rows: 321 }]);
+      const listed = await cli(['list', '--from', to, '--service', 'café api', '--environment', 'prod ü', '--database', name, '--json']);
+      assert.equal(JSON.parse(listed.stdout).length, 1, listed.stderr);
+      assert.equal((await cli(['verify', '--from', to, '--backup', manifest.backupUri])).code, 0);
+      const drilled = await cli(['drill', '--from', to, '--database', name]);
+      assert.equal(drilled.code, 0, drilled.stderr);
+      assert.match(drilled.stderr, /restore drill OK/);
+      const target = await createDatabase('hygiene_target', false);
+      const restored = await cli(['restore', '--from', to, '--backup', 'latest', '--database', name, '--target-url', dbUrl(target)]);
+      assert.equal(restored.code, 0, restored.stderr);
+      const [copy] = await sql<{ n: string }>(target, `SELECT count(*)::text AS n FROM "sch ë"."we'ird ""tåble"" \`ls\`"`);
+      assert.equal(copy!.n, '321');
+    }
+    await assert.rejects(readFile(marker), /ENOENT/, 'no name ever reached a shell');
+  });
+
+  it('keys cannot escape the prefix, and file:// cannot write outside its root', async () => {
+    const root = (await fileLocation()).replace('file://', '');
+    const file = new FileStorage(root);
+    for (const key of ['../x', 'a/../../x', '/etc/passwd', 'a//b', 'a/./b', 'a\\b']) {
+      await assert.rejects(file.put(key, 'x'), /unsafe storage key/, key);
+    }
+    for (const label of ['../etc', 'a/b', '']) {
+      const r = await cli(['dump', '--to', `file://${root}`, '--service', label], { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' });
+      assert.equal(r.code, 2, label);
+    }
+    const r = await cli(['dump', '--to', 's3://bucket-x/a/../b'], { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /invalid prefix/);
+    assert.deepEqual(await readdir(root), []);
+  });
+});

@@ -129,7 +129,7 @@ describe('prune with real dumps', () => {
       const storage = openStorage(to);
       const deletes: string[] = [];
       const recording: Storage = {
-        url: storage.url, uri: (k) => storage.uri(k), upload: (k, b, o) => storage.upload(k, b, o), put: (k, b) => storage.put(k, b),
+        url: storage.url, uri: (k) => storage.uri(k), keyOf: (u) => storage.keyOf(u), upload: (k, b, o) => storage.upload(k, b, o), put: (k, b) => storage.put(k, b),
         get: (k) => storage.get(k), getText: (k) => storage.getText(k), list: (p) => storage.list(p),
         delete: async (k) => {
           deletes.push(k);

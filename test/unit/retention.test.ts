@@ -220,6 +220,7 @@ describe('prune execution', () => {
     const recording: Storage = {
       url: inner.url,
       uri: (k) => inner.uri(k),
+      keyOf: (u) => inner.keyOf(u),
       upload: (k, b, o) => inner.upload(k, b, o),
       put: (k, b) => inner.put(k, b),
       get: (k) => inner.get(k),

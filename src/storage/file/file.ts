@@ -2,7 +2,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { link, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { pipeline } from 'node:stream/promises';
 import type { Readable } from 'node:stream';
 import { UsageError } from '../../errors.ts';
@@ -44,6 +44,18 @@ export class FileStorage implements Storage {
 
   uri(key: string): string {
     return pathToFileURL(this.#path(key)).href;
+  }
+
+  keyOf(uri: string): string | undefined {
+    let file: string;
+    try {
+      file = fileURLToPath(uri);
+    } catch {
+      return undefined;
+    }
+    const rel = path.relative(this.#root, path.resolve(file));
+    if (!rel || rel.startsWith('..') || path.isAbsolute(rel)) return undefined;
+    return rel.split(path.sep).join('/');
   }
 
   async #prepareDir(file: string): Promise<void> {

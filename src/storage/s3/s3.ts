@@ -190,6 +190,11 @@ export class S3Storage implements Storage {
     return `s3://${this.#bucket}/${this.#fullKey(key)}`;
   }
 
+  keyOf(uri: string): string | undefined {
+    const base = `s3://${this.#bucket}/${this.#prefix ? `${this.#prefix}/` : ''}`;
+    return uri.startsWith(base) && uri.length > base.length ? uri.slice(base.length) : undefined;
+  }
+
   async upload(key: string, body: Readable, options: UploadOptions = {}): Promise<UploadResult> {
     const Key = this.#fullKey(key);
     let sizeBytes = 0;
