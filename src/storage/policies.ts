@@ -19,14 +19,19 @@ export const READER_ACTIONS = ['s3:ListBucket', 's3:GetObject'];
  * write backups into `bucket` and explicitly denies it every read, list and delete — needed
  * because the writer owns the objects it writes — and lets each of `readers` list and read
  * every object, whoever wrote it (verify, drill, restore; drills also write their logs, so a
- * drill role needs s3:PutObject on `drills/*` too).
+ * drill role needs s3:PutObject on `drills/*` too: give `drillLogPrefix`, the backup prefix).
+ * `objectLock` adds s3:PutObjectRetention for the writer.
  */
-export function writerBucketPolicy(bucket: string, principal: string, readers: string[] = [], options: { objectLock?: boolean } = {}) {
+export function writerBucketPolicy(bucket: string, principal: string, readers: string[] = [], options: { objectLock?: boolean; drillLogPrefix?: string } = {}) {
   return {
     Version: '2012-10-17',
     Statement: [
       ...(readers.length
         ? [{ Sid: 'BackupReaders', Effect: 'Allow', Principal: { AWS: readers }, Action: READER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }]
+        : []),
+      // Drills write their log and report under `<prefix>/drills/`, and nowhere else.
+      ...(readers.length && options.drillLogPrefix !== undefined
+        ? [{ Sid: 'DrillLogs', Effect: 'Allow', Principal: { AWS: readers }, Action: ['s3:PutObject'], Resource: [`arn:aws:s3:::${bucket}/${options.drillLogPrefix ? `${options.drillLogPrefix}/` : ''}drills/*`] }]
         : []),
       { Sid: 'BackupWriterPuts', Effect: 'Allow', Principal: { AWS: [principal] }, Action: options.objectLock ? [...WRITER_ACTIONS, ...WRITER_LOCK_ACTIONS] : WRITER_ACTIONS, Resource: [`arn:aws:s3:::${bucket}/*`] },
       {

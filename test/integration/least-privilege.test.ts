@@ -51,3 +51,41 @@ describe('least privilege on Ceph RGW', () => {
     assert.deepEqual(await openMultipartUploads(to), []);
   });
 });
+
+describe('read-only credentials', () => {
+  it('a reader (List + Get, Put only under drills/) lists, verifies, drills and restores; it cannot dump or delete', { timeout: 180_000 }, async () => {
+    const conf = need('PGB_TEST_RGW_CONF');
+    const created = await run('radosgw-admin', ['-c', conf, 'user', 'create', '--uid=reader', '--display-name=reader', '--access-key=READERKEY', '--secret-key=READERSECRET']);
+    assert.ok(created.code === 0 || /exists/.test(created.stderr), created.stderr);
+    const bucket = `ro-${randomBytes(4).toString('hex')}`;
+    const client = s3Client();
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    await client.send(
+      new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(writerBucketPolicy(bucket, 'arn:aws:iam:::user/writer', ['arn:aws:iam:::user/backup', 'arn:aws:iam:::user/reader'], { drillLogPrefix: 'pg' })) }),
+    );
+    client.destroy();
+    const db = await createDatabase('reader');
+    const to = `s3://${bucket}/pg`;
+    const dumped = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db) });
+    assert.equal(dumped.code, 0, dumped.stderr);
+    const reader = { AWS_ACCESS_KEY_ID: 'READERKEY', AWS_SECRET_ACCESS_KEY: 'READERSECRET' };
+    const listed = await cli(['list', '--from', to, '--json'], reader);
+    assert.equal(JSON.parse(listed.stdout).length, 1, listed.stderr);
+    const verified = await cli(['verify', '--from', to, '--level', 'schema'], reader);
+    assert.equal(verified.code, 0, verified.stderr);
+    const drilled = await cli(['drill', '--from', to], reader);
+    assert.equal(drilled.code, 0, drilled.stderr);
+    assert.ok((await s3Keys(to)).some((k) => k.startsWith('drills/')), 'the drill log was written');
+    const target = await createDatabase('reader_target', false);
+    const restored = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target)], reader);
+    assert.equal(restored.code, 0, restored.stderr);
+    // A reader can neither write a backup nor delete one.
+    const before = await s3Keys(to);
+    const denied = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), ...reader });
+    assert.equal(denied.code, 2, denied.stderr);
+    assert.match(denied.stderr, /access denied to write/);
+    const pruned = await cli(['prune', '--from', to, '--keep-last', '0', '--max-age', '1s', '--apply'], reader);
+    assert.notEqual(pruned.code, 0);
+    assert.deepEqual(await s3Keys(to), before);
+  });
+});
