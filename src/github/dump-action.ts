@@ -91,7 +91,9 @@ export async function run(): Promise<void> {
       'duration-ms': m?.durationMs,
       'restore-command': first?.restoreCommand,
       'verify-result': first?.verification ? (first.verification.ok ? 'ok' : 'failed') : 'skipped',
-      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes }))),
+      'mirror-uri': first?.mirror?.uri,
+      'mirror-result': first?.mirror ? (!first.mirror.ok ? 'failed' : first.mirror.verified ? 'verified' : 'written') : 'none',
+      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes, mirror: o.result?.mirror }))),
     });
     const rows = outcomes.map((o) => {
       const r = o.result;
@@ -105,12 +107,13 @@ export async function run(): Promise<void> {
         mm ? formatSeconds(mm.durationMs) : '-',
         mm ? `${mm.tables.length} tables, ${mm.tables.reduce((n, t) => n + t.rows, 0)} rows; migration head ${mm.migrationHead?.head ?? '-'}` : '-',
         r?.verification ? `${r.verification.level}: ${r.verification.ok ? 'OK' : `FAILED: ${r.verification.reason}`}` : 'not asked',
+        r?.mirror ? `${r.mirror.uri}: ${!r.mirror.ok ? `FAILED: ${r.mirror.error}` : r.mirror.verified ? 'sha256 OK' : 'written, not re-read'}` : '-',
       ];
     });
     await core.summary
       .addHeading('Backups', 3)
       .addTable([
-        ['database', 'result', 'where', 'size', 'sha256', 'duration', 'contents', 'verified'].map((data) => ({ data, header: true })),
+        ['database', 'result', 'where', 'size', 'sha256', 'duration', 'contents', 'verified', 'mirror'].map((data) => ({ data, header: true })),
         ...rows,
       ])
       .addRaw(first ? `\n\nRestore it:\n\n\`\`\`sh\n${first.restoreCommand}\n\`\`\`\n` : '')
