@@ -88,8 +88,12 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     await client.send(new CreateBucketCommand({ Bucket: bucket, ObjectLockEnabledForBucket: true }));
     const db = await createDatabase('actprot');
     const to = `s3://${bucket}/pg`;
-    const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, 'age-recipients': await identityToRecipient(identity), sse: 'sse-c', 'sse-c-key': sseKey, 'object-lock': 'governance:1', ...storageInputs() }, noAwsEnv);
+    const { fileLocation } = await import('../helpers.ts');
+    const mirror = await fileLocation();
+    const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, 'age-recipients': await identityToRecipient(identity), sse: 'sse-c', 'sse-c-key': sseKey, 'object-lock': 'governance:1', 'mirror-to': mirror, ...storageInputs() }, noAwsEnv);
     assert.equal(dumped.code, 0, dumped.stdout);
+    assert.equal(dumped.outputs['mirror-result'], 'verified');
+    assert.ok(dumped.outputs['mirror-uri']!.startsWith(mirror));
     assert.ok(dumped.stdout.includes(`::add-mask::${sseKey}`), 'the SSE-C key is masked');
     const key = dumped.outputs['backup-key']!;
     assert.match(key, /\.dump\.zst\.age$/);
