@@ -7,6 +7,7 @@ import type { DumpFormat } from '../postgres/dump-options.ts';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { lifecycle } from '../commands/lifecycle.ts';
 import { list } from '../commands/list.ts';
+import { mirror } from '../commands/mirror.ts';
 import { formatPlan, prune } from '../commands/prune.ts';
 import { restore } from '../commands/restore.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
@@ -415,6 +416,34 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       logger: stderrLogger(),
     });
     printJson(result.applied ? result.readBack : result.configuration);
+  });
+
+  storageOptions(
+    filterOptions(
+      program
+        .command('mirror')
+        .description('copy complete backups missing at another location (an off-region DR bucket), checking each object\'s sha256 against its manifest, manifest last; idempotent')
+        .requiredOption('--from <url>', 'the backup location, s3://BUCKET/PREFIX or file:///DIR (read access)')
+        .requiredOption('--to <url>', 'the mirror location (write access; credentials: $PG_BACKUP_MIRROR_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY, else the default chain)')
+        .option('--to-endpoint <url>', 'S3 endpoint of --to (never taken from $AWS_ENDPOINT_URL*)')
+        .option('--to-region <name>', 'S3 region of --to')
+        .option('--since <duration>', 'only backups taken within this long, e.g. 7d (default: all)')
+        .option('--dry-run', 'list what would be copied'),
+    ).option('--json', 'print the result as JSON on stdout'),
+  ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean }) => {
+    const read = s3Settings(flags);
+    const result = await mirror({
+      from: flags.from,
+      to: flags.to,
+      filter: filterOf(flags),
+      since: flags.since,
+      dryRun: flags.dryRun,
+      s3: read,
+      targetS3: mirrorSettings(read, { endpoint: flags.toEndpoint, region: flags.toRegion }),
+      logger: stderrLogger(),
+      signal,
+    });
+    if (flags.json) printJson(result);
   });
 
   program

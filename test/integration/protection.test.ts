@@ -397,3 +397,45 @@ describe('hygiene: names with quotes, spaces, shell syntax and non-ASCII', () =>
     assert.deepEqual(await readdir(root), []);
   });
 });
+
+describe('pg-backup mirror (catch-up sync to a DR location)', () => {
+  it('copies the backups the target lacks, manifest last, skips what is there, and refuses a source that does not match its manifest', { timeout: 180_000 }, async () => {
+    const db = await createDatabase('sync');
+    const from = s3Location('sync-src');
+    for (const extra of [[], ['--format', 'directory'], ['--checksum-sidecar', 'md5', '--schema-sidecar']]) {
+      const r = await cli(['dump', '--to', from, ...extra], { DATABASE_URL: dbUrl(db) });
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const to = await fileLocation();
+    const dry = await cli(['mirror', '--from', from, '--to', to, '--dry-run', '--json']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.equal(JSON.parse(dry.stdout).copied.length, 3);
+    assert.equal(JSON.parse((await cli(['list', '--from', to, '--json'])).stdout).length, 0, 'a dry run copies nothing');
+    const synced = await cli(['mirror', '--from', from, '--to', to, '--json']);
+    assert.equal(synced.code, 0, synced.stderr);
+    assert.equal(JSON.parse(synced.stdout).copied.length, 3);
+    const srcKeys = (await s3Keys(from)).sort();
+    const dstKeys = (await readdir(new URL(to).pathname, { recursive: true, withFileTypes: true })).filter((d) => d.isFile()).map((d) => path.relative(new URL(to).pathname, path.join(d.parentPath, d.name))).sort();
+    assert.deepEqual(dstKeys, srcKeys);
+    for (const args of [['verify', '--from', to, '--backup', 'latest'], ['drill', '--from', to]]) {
+      const r = await cli(args);
+      assert.equal(r.code, 0, r.stderr);
+    }
+    const again = await cli(['mirror', '--from', from, '--to', to, '--json']);
+    assert.equal(JSON.parse(again.stdout).copied.length, 0);
+    assert.equal(JSON.parse(again.stdout).present, 3);
+
+    // A corrupted source object is not copied (its upload is aborted) and the run fails.
+    const r = await cli(['dump', '--to', from, '--json'], { DATABASE_URL: dbUrl(db) });
+    const fresh = parse(r.stdout);
+    const key = fresh.backupUri.slice(from.length + 1);
+    const { s3Put, s3Get } = await import('../helpers.ts');
+    const data = await s3Get(from, key);
+    data[100] = data[100]! ^ 0xff;
+    await s3Put(from, key, data);
+    const bad = await cli(['mirror', '--from', from, '--to', to]);
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /hashing to .* its manifest says .*: not copied/);
+    assert.equal(JSON.parse((await cli(['list', '--from', to, '--json'])).stdout).length, 3, 'no manifest for the corrupt one');
+  });
+});
