@@ -5,6 +5,7 @@ import {
   GetObjectCommand,
   PutObjectCommand,
   S3Client,
+  UploadPartCommand,
   paginateListObjectsV2,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
@@ -111,12 +112,16 @@ export class S3Storage implements Storage {
     });
     // lib-storage sends UploadPart without an abort signal, so `upload.abort()` leaves parts in
     // flight until they finish — on a stalled connection, until the 120 s request timeout, per
-    // retry. Every request of this upload carries `inflight`, aborted with the upload: a stalled
-    // part is dropped at once and the multipart upload aborted (on a fresh connection) right after.
+    // retry. Every UploadPart of this upload carries `inflight`, aborted with the upload: a
+    // stalled part is dropped at once and the multipart upload aborted (on a fresh connection)
+    // right after. CreateMultipartUpload is left to finish: cut off, RGW may still create the
+    // upload while its id never reaches us, and it could not be aborted (the fault tests hit this).
     const inflight = new AbortController();
     const client = Object.create(this.client) as S3Client;
     const send = (command: Parameters<S3Client['send']>[0], sendOptions?: { abortSignal?: AbortSignal }) =>
-      this.client.send(command, { ...sendOptions, abortSignal: sendOptions?.abortSignal ? AbortSignal.any([sendOptions.abortSignal, inflight.signal]) : inflight.signal });
+      command instanceof UploadPartCommand
+        ? this.client.send(command, { ...sendOptions, abortSignal: sendOptions?.abortSignal ? AbortSignal.any([sendOptions.abortSignal, inflight.signal]) : inflight.signal })
+        : this.client.send(command, sendOptions);
     client.send = send as unknown as S3Client['send'];
     const upload = new Upload({
       client,
