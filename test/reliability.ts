@@ -43,11 +43,12 @@ export function normaliseMessage(line: string): string {
     .replace(/s3:\/\/[^\s/]+\/t-[a-z]+-[0-9a-f]{8}(\/\S*)?/g, 's3://…')
     .replace(/file:\/\/\S+/g, 'file://…')
     .replace(/\/tmp\/[^\s:'"]+/g, '/tmp/…')
-    .replace(/\b([a-z]+)_[0-9a-f]{6}\b/g, '$1_…')
+    .replace(/\b([a-z][a-z_]*)_[0-9a-f]{6}\b/g, '$1_…')
     .replace(/127\.0\.0\.1:\d+/g, '127.0.0.1:…')
     .replace(/\b\d{8}T\d{6}Z-[0-9a-f]{6}\b/g, '…')
     .replace(/\bsnapshot [0-9A-F-]+\b/g, 'snapshot …')
-    .slice(0, 220);
+    .replace(/\b[0-9a-f]{64}\b/g, '<sha256>')
+    .slice(0, 320);
 }
 
 /** The last line of a program's stderr (where the CLI puts its one error line). */
@@ -81,13 +82,16 @@ export async function leftBehind(location: string): Promise<string> {
   const uploads = location.startsWith('s3://') ? await openMultipartUploads(location) : [];
   const manifests = keys.filter((k) => k.endsWith('.manifest.json'));
   const drills = keys.filter((k) => k.startsWith('drills/'));
-  const others = keys.filter((k) => !manifests.includes(k) && !drills.includes(k));
-  const stems = new Set(manifests.map((k) => k.slice(0, -'.manifest.json'.length)));
-  const backed = others.filter((k) => [...stems].some((s) => k.startsWith(`${s}.`)));
-  const orphans = others.filter((k) => !backed.includes(k));
+  const objects = keys.filter((k) => !manifests.includes(k) && !drills.includes(k));
+  const hasObject = (manifest: string) => objects.some((k) => k.startsWith(`${manifest.slice(0, -'.manifest.json'.length)}.`));
+  const complete = manifests.filter(hasObject).length;
+  const withoutObject = manifests.length - complete;
+  const orphans = objects.filter((k) => !manifests.some((m) => k.startsWith(`${m.slice(0, -'.manifest.json'.length)}.`))).length;
+  const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
   const parts: string[] = [];
-  if (manifests.length) parts.push(`${manifests.length} complete backup${manifests.length > 1 ? 's' : ''} (${backed.length} object${backed.length === 1 ? '' : 's'} + manifest${manifests.length > 1 ? 's' : ''})`);
-  if (orphans.length) parts.push(`${orphans.length} object${orphans.length > 1 ? 's' : ''} without a manifest (never listed)`);
+  if (complete) parts.push(`${plural(complete, 'complete backup')} (object + manifest)`);
+  if (withoutObject) parts.push(`${plural(withoutObject, 'manifest')} whose object is missing`);
+  if (orphans) parts.push(`${plural(orphans, 'object')} without a manifest (never listed)`);
   if (drills.length) parts.push(`the drill log (${drills.map((k) => path.extname(k)).sort().join(' + ')})`);
   if (!parts.length) parts.push('nothing');
   if (location.startsWith('s3://')) parts.push(uploads.length ? `${uploads.length} open multipart upload${uploads.length > 1 ? 's' : ''}` : 'no open multipart upload');
