@@ -56,7 +56,7 @@ const rows = expected.map((id) => byId.get(id)!);
 
 const client = new pg.Client({ connectionString: services.env.PGB_TEST_PG_URL });
 await client.connect();
-const postgres = (await client.query<{ v: string }>('SHOW server_version')).rows[0]!.v.split(' ')[0]!;
+const postgres = (await client.query<{ v: string }>("SELECT current_setting('server_version') AS v")).rows[0]!.v.split(' ')[0]!;
 await client.end();
 const cephLine = spawnSync('radosgw', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const cpus = os.cpus();
