@@ -5,7 +5,8 @@
 // time (steadier timings on a small machine) with PGB_RELIABILITY_LOG set, so each fault test
 // appends its row (test/reliability.ts) after its assertions passed, and stops the services. It
 // writes nothing when a test fails or when a fault test in the sources recorded no row.
-// SOAK_CYCLES (default 50) sets the soak's length.
+// SOAK_CYCLES (default 50) sets the soak's length. `--render-only` re-renders the doc from the
+// recorded docs/reliability.json without running anything (after a change to the doc's wording).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -18,6 +19,12 @@ import type { RecordedFault } from '../test/reliability.ts';
 import { FAULT_TEST_FILES, faultIdsInSources } from '../test/reliability-files.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+if (process.argv.includes('--render-only')) {
+  const recorded = JSON.parse(readFileSync(path.join(root, 'docs/reliability.json'), 'utf8')) as ReliabilityRun;
+  writeFileSync(path.join(root, 'docs/reliability.md'), renderReliabilityDoc(recorded));
+  console.log(`reliability: re-rendered docs/reliability.md from the run of ${recorded.generatedAt}`);
+  process.exit(0);
+}
 const soakCycles = Number(process.env.SOAK_CYCLES || 50);
 const log = path.join(mkdtempSync(path.join(os.tmpdir(), 'pgb-reliability-')), 'rows.jsonl');
 writeFileSync(log, '');

@@ -93,9 +93,9 @@ export function renderReliabilityDoc(run: ReliabilityRun): string {
   out.push(
     '## Known limits',
     '',
-    '- A stalled S3 connection ends through the stall watchdog (`--stall-timeout`, default 10 min).',
-    '  With the watchdog off (`--stall-timeout 0`), the SDK\'s 120 s request timeout and 5 attempts',
-    '  bound it instead (about 10 min).',
+    '- A stalled S3 connection ends through the stall watchdog (`--stall-timeout`, default 10 min;',
+    '  tested above with 5 s). With the watchdog off (`--stall-timeout 0`), only the SDK\'s 120 s',
+    '  request timeout over 5 attempts bounds it (about 10 min; not exercised by the suite).',
     '- When the request that creates the multipart upload itself stalls, its id never arrives and',
     '  the upload cannot be aborted by the tool; a bucket lifecycle rule',
     '  (`AbortIncompleteMultipartUpload`, see docs/security.md) removes such leftovers.',
