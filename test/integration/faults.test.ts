@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { addBigTable, cli, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 /** Runs the CLI and sends `signal` once stderr matches `when`; resolves with the exit code and stderr. */
@@ -30,12 +31,14 @@ describe('signals (a cancelled workflow run)', () => {
       const db = await createDatabase('sigdump', false);
       const bin = await fakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
       const to = s3Location('sigdump');
-      const r = await interrupt(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin }, /snapshot \S+ exported/, signal);
+      const { mark, env } = leftoverMark();
+      const r = await interrupt(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...env }, /snapshot \S+ exported/, signal);
       assert.equal(r.code, signal === 'SIGTERM' ? 143 : 130, r.stderr);
       assert.match(r.stderr, new RegExp(`received ${signal}: cancelling and cleaning up`));
       assert.deepEqual(await s3Keys(to), []);
       assert.deepEqual(await openMultipartUploads(to), []);
-      await recordFault({ faultId, fault: `${signal} during a dump (20 MB uploaded)`, outcome: 'pg_dump stopped, multipart upload aborted', exit: r.code ?? 'killed', left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
+      assert.deepEqual(await markedProcesses(mark), [], 'no pg_dump or zstd process left');
+      await recordFault({ faultId, fault: `${signal} during a dump (20 MB uploaded)`, outcome: 'pg_dump stopped, multipart upload aborted', exit: r.code ?? 'killed', left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr) });
     });
   }
 

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { startFaultProxy } from '../infra/fault-proxy.ts';
 import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, s3Keys, s3Location } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 /** Network faults between the tool and S3: the upload retries and completes intact, or aborts cleanly. */
@@ -49,7 +50,8 @@ describe('network faults on the way to S3', () => {
     const proxy = await startFaultProxy(need('PGB_TEST_S3_ENDPOINT'), { stallAfterBytes: 256 * 1024 });
     try {
       const started = Date.now();
-      const r = await cli(['dump', '--to', to, '--stall-timeout', '5s'], { DATABASE_URL: dbUrl(db), AWS_ENDPOINT_URL_S3: proxy.endpoint });
+      const { mark, env } = leftoverMark();
+      const r = await cli(['dump', '--to', to, '--stall-timeout', '5s'], { DATABASE_URL: dbUrl(db), AWS_ENDPOINT_URL_S3: proxy.endpoint, ...env });
       const durationMs = Date.now() - started;
       assert.ok(proxy.stats.stalls > 0, 'connections were stalled');
       assert.equal(r.code, 1, r.stderr);
@@ -63,7 +65,8 @@ describe('network faults on the way to S3', () => {
       const listed = await cli(['list', '--from', to, '--json']);
       assert.equal(listed.code, 0, listed.stderr);
       assert.deepEqual(JSON.parse(listed.stdout), []);
-      await recordFault({ faultId: 'net-stall', fault: 'S3 connections stall mid-part (open, no byte moving), `--stall-timeout 5s`', outcome: 'the stall watchdog aborts the dump and the multipart upload', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr), durationMs });
+      assert.deepEqual(await markedProcesses(mark), [], 'no pg_dump or zstd process left');
+      await recordFault({ faultId: 'net-stall', fault: 'S3 connections stall mid-part (open, no byte moving), `--stall-timeout 5s`', outcome: 'the stall watchdog aborts the dump and the multipart upload', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
     } finally {
       await proxy.close();
     }

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { startThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { addBigTable, cli, createDatabase, dbUrl, openMultipartUploads, realPgBin, run, s3Keys, s3Location, sql } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 /**
@@ -23,8 +24,9 @@ async function whenCopying(query: (text: string) => Promise<{ pid: number }[]>, 
   throw new Error(`pg_dump's COPY of ${database}.big never showed up in pg_stat_activity`);
 }
 
-/** Asserts that nothing is visible as a backup under `to`: no object, no manifest, no open multipart upload, an empty `list`. */
-async function assertNothingVisible(to: string): Promise<void> {
+/** Asserts that nothing is visible as a backup under `to` (no object, no manifest, no open multipart upload, an empty `list`) and that the run left no process. */
+async function assertNothingLeft(to: string, mark: string): Promise<void> {
+  assert.deepEqual(await markedProcesses(mark), [], 'no pg_dump or zstd process left');
   assert.deepEqual(await s3Keys(to), [], 'no object and no manifest');
   assert.deepEqual(await openMultipartUploads(to), [], 'the multipart upload is aborted');
   const listed = await cli(['list', '--from', to, '--json']);
@@ -38,7 +40,8 @@ describe('PostgreSQL faults mid-dump', () => {
     await addBigTable(db, 80);
     const to = s3Location('pgterm');
     const started = Date.now();
-    const dumping = cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db) });
+    const { mark, env } = leftoverMark();
+    const dumping = cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), ...env });
     let terminated = false;
     await whenCopying((text) => sql<{ pid: number }>('postgres', text), db, async (pid) => {
       terminated = (await sql<{ ok: boolean }>('postgres', `SELECT pg_terminate_backend(${pid}) AS ok`))[0]!.ok;
@@ -50,8 +53,8 @@ describe('PostgreSQL faults mid-dump', () => {
     // The server's FATAL reaches pg_dump unless the backend was blocked sending COPY data; then
     // libpq sees the connection close. Either way the message says what happened to it.
     assert.match(lastLine(r.stderr), /^pg-backup: pg_dump exited with code 1: pg_dump: error: Dumping the contents of table "big" failed: .*(terminating connection due to administrator command|server closed the connection unexpectedly)/);
-    await assertNothingVisible(to);
-    await recordFault({ faultId: 'pg-terminate-backend', fault: 'pg_dump\'s backend terminated mid-COPY (`pg_terminate_backend`)', outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr), durationMs });
+    await assertNothingLeft(to, mark);
+    await recordFault({ faultId: 'pg-terminate-backend', fault: 'pg_dump\'s backend terminated mid-COPY (`pg_terminate_backend`)', outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
   });
 
   for (const c of [
@@ -75,7 +78,8 @@ describe('PostgreSQL faults mid-dump', () => {
           INSERT INTO big SELECT g, encode(sha512(g::text::bytea) || sha512((g + 1)::text::bytea), 'base64') FROM generate_series(1, ${rows}) g;`);
         const to = s3Location('pgstop');
         const started = Date.now();
-        const dumping = cli(['dump', '--to', to], { DATABASE_URL: url.href });
+        const { mark, env } = leftoverMark();
+        const dumping = cli(['dump', '--to', to], { DATABASE_URL: url.href, ...env });
         const pgCtl = path.join(await realPgBin(), 'pg_ctl');
         let stopped: { code: number; stderr: string } | undefined;
         await whenCopying(async (text) => (await client.query<{ pid: number }>(text)).rows, 'stopme', async () => {
@@ -90,8 +94,8 @@ describe('PostgreSQL faults mid-dump', () => {
         assert.equal(r.code, 1, r.stderr);
         assert.match(lastLine(r.stderr), c.expected);
         assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
-        await assertNothingVisible(to);
-        await recordFault({ faultId: c.faultId, fault: `the server stopped mid-dump (\`pg_ctl stop -m ${c.mode}\`)`, outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr), durationMs });
+        await assertNothingLeft(to, mark);
+        await recordFault({ faultId: c.faultId, fault: `the server stopped mid-dump (\`pg_ctl stop -m ${c.mode}\`)`, outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
       } finally {
         await cluster.stop();
       }

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { chmod, mkdtemp, readFile, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +6,7 @@ import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { addBigTable, createDatabase, dbUrl, openMultipartUploads, root, run, s3Client, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { recordFault } from '../reliability.ts';
 
 /** Cycles to run: `SOAK_CYCLES` (npm test: 5; `npm run soak`: 50). */
@@ -36,19 +36,6 @@ async function step(args: string[], env: Record<string, string>): Promise<Step> 
   return { ...r, maxRssKiB, durationMs };
 }
 
-/** Pids of live processes whose environment holds `PGB_SOAK_MARK=<mark>` (the soak's descendants). */
-async function markedProcesses(mark: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of (await readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
-    const environ = await readFile(`/proc/${pid}/environ`, 'latin1').catch(() => '');
-    if (environ.split('\0').includes(`PGB_SOAK_MARK=${mark}`)) {
-      const cmd = await readFile(`/proc/${pid}/cmdline`, 'latin1').catch(() => '');
-      found.push(`${pid} ${cmd.replace(/\0/g, ' ').trim()}`);
-    }
-  }
-  return found;
-}
-
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
@@ -73,8 +60,8 @@ describe('soak', () => {
     const to = s3Location('soak');
     const tmp = await mkdtemp(path.join(os.tmpdir(), 'pgb-soaktmp-'));
     await chmod(tmp, 0o755); // the throwaway cluster runs as the postgres OS user when the tests run as root
-    const mark = randomBytes(8).toString('hex');
-    const env = { TMPDIR: tmp, PGB_SOAK_MARK: mark, PG_BACKUP_WORK_DIR: '' };
+    const { mark, env: markEnv } = leftoverMark();
+    const env = { TMPDIR: tmp, ...markEnv, PG_BACKUP_WORK_DIR: '' };
     const cycles: { cycle: number; dumpRssMiB: number; verifyRssMiB: number; dumpMs: number; verifyMs: number; storedMB: number }[] = [];
     for (let i = 1; i <= CYCLES; i++) {
       const dumped = await step(['dump', '--to', to, '--json'], { ...env, DATABASE_URL: dbUrl(db) });
