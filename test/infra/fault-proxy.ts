@@ -1,6 +1,6 @@
 // A fault-injecting TCP proxy on loopback, between the tool and Ceph RGW: it can reset
 // connections after N bytes, stall them (the connection stays open, bytes stop flowing both
-// ways), or answer "503 Slow Down" instead of forwarding a request.
+// ways), throttle them, or answer "503 Slow Down" instead of forwarding a request.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 
@@ -20,6 +20,8 @@ export interface FaultPlan {
   stallAfterBytes?: number;
   /** …for this many connections (default: all). */
   stalls?: number;
+  /** Forward at most this many bytes per second towards the server, per connection (a slow uplink). */
+  throttleBytesPerSecond?: number;
 }
 
 export interface FaultProxy {
@@ -69,6 +71,15 @@ export async function startFaultProxy(upstream: string, plan: FaultPlan): Promis
         client.pause();
         server.unpipe(client);
         server.pause();
+        return;
+      }
+      if (plan.throttleBytesPerSecond) {
+        // Hold the client until this chunk's share of the second has passed.
+        client.pause();
+        server.write(chunk);
+        setTimeout(() => {
+          if (!isStalled) client.resume();
+        }, (chunk.length / plan.throttleBytesPerSecond) * 1000);
         return;
       }
       if (!server.write(chunk)) client.pause();

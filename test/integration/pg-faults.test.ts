@@ -3,15 +3,16 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import pg from 'pg';
 import { startThrowawayCluster } from '../../src/postgres/cluster.ts';
-import { addBigTable, cli, createDatabase, dbUrl, openMultipartUploads, realPgBin, run, s3Keys, s3Location, sql } from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, realPgBin, run, s3Keys, s3Location, sql } from '../helpers.ts';
+import { startFaultProxy } from '../infra/fault-proxy.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 /**
  * Polls `pg_stat_activity` through `query` until pg_dump's backend (application_name
  * `pg-backup`; the tool's own session is `pg-backup dump`) is copying table `big`, then runs
- * `act` with its pid. pg_dump blocks on a pipe the upload drains slower than COPY fills it, so
- * the COPY stays visible for seconds.
+ * `act` with its pid. The upload goes through a proxy throttled to 4 MB/s, so pg_dump blocks on
+ * a full pipe and the COPY stays visible for seconds, however fast the machine.
  * @throws Error when no such backend shows up within 60 s.
  */
 async function whenCopying(query: (text: string) => Promise<{ pid: number }[]>, database: string, act: (pid: number) => Promise<void>): Promise<void> {
@@ -41,12 +42,12 @@ describe('PostgreSQL faults mid-dump', () => {
     const to = s3Location('pgterm');
     const started = Date.now();
     const { mark, env } = leftoverMark();
-    const dumping = cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), ...env });
+    const proxy = await startFaultProxy(need('PGB_TEST_S3_ENDPOINT'), { throttleBytesPerSecond: 4e6 });
+    const dumping = cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), AWS_ENDPOINT_URL_S3: proxy.endpoint, ...env });
     let terminated = false;
-    await whenCopying((text) => sql<{ pid: number }>('postgres', text), db, async (pid) => {
+    const r = await whenCopying((text) => sql<{ pid: number }>('postgres', text), db, async (pid) => {
       terminated = (await sql<{ ok: boolean }>('postgres', `SELECT pg_terminate_backend(${pid}) AS ok`))[0]!.ok;
-    });
-    const r = await dumping;
+    }).then(() => dumping).finally(() => proxy.close());
     const durationMs = Date.now() - started;
     assert.ok(terminated, 'the backend was terminated');
     assert.equal(r.code, 1, r.stderr);
@@ -54,7 +55,7 @@ describe('PostgreSQL faults mid-dump', () => {
     // libpq sees the connection close. Either way the message says what happened to it.
     assert.match(lastLine(r.stderr), /^pg-backup: pg_dump exited with code 1: pg_dump: error: Dumping the contents of table "big" failed: .*(terminating connection due to administrator command|server closed the connection unexpectedly)/);
     await assertNothingLeft(to, mark);
-    await recordFault({ faultId: 'pg-terminate-backend', fault: 'pg_dump\'s backend terminated mid-COPY (`pg_terminate_backend`)', outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
+    await recordFault({ faultId: 'pg-terminate-backend', fault: 'pg_dump\'s backend terminated mid-COPY (`pg_terminate_backend`; upload throttled to 4 MB/s)', outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
   });
 
   for (const c of [
@@ -79,7 +80,8 @@ describe('PostgreSQL faults mid-dump', () => {
         const to = s3Location('pgstop');
         const started = Date.now();
         const { mark, env } = leftoverMark();
-        const dumping = cli(['dump', '--to', to], { DATABASE_URL: url.href, ...env });
+        const proxy = await startFaultProxy(need('PGB_TEST_S3_ENDPOINT'), { throttleBytesPerSecond: 4e6 });
+        const dumping = cli(['dump', '--to', to], { DATABASE_URL: url.href, AWS_ENDPOINT_URL_S3: proxy.endpoint, ...env });
         const pgCtl = path.join(await realPgBin(), 'pg_ctl');
         let stopped: { code: number; stderr: string } | undefined;
         await whenCopying(async (text) => (await client.query<{ pid: number }>(text)).rows, 'stopme', async () => {
@@ -87,15 +89,18 @@ describe('PostgreSQL faults mid-dump', () => {
           // The cluster's files belong to the postgres OS user (initdb refuses root).
           const asOwner = process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', pgCtl]] as const : [pgCtl, []] as const;
           stopped = await run(asOwner[0], [...asOwner[1], 'stop', '-D', path.join(cluster.dir, 'data'), '-m', c.mode, '-w', '-t', '60']);
+        }).catch(async (err: unknown) => {
+          await proxy.close();
+          throw err;
         });
-        const r = await dumping;
+        const r = await dumping.finally(() => proxy.close());
         const durationMs = Date.now() - started;
         assert.equal(stopped?.code, 0, stopped?.stderr);
         assert.equal(r.code, 1, r.stderr);
         assert.match(lastLine(r.stderr), c.expected);
         assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
         await assertNothingLeft(to, mark);
-        await recordFault({ faultId: c.faultId, fault: `the server stopped mid-dump (\`pg_ctl stop -m ${c.mode}\`)`, outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
+        await recordFault({ faultId: c.faultId, fault: `the server stopped mid-COPY (\`pg_ctl stop -m ${c.mode}\`; upload throttled to 4 MB/s)`, outcome: 'pg_dump fails; the upload is aborted and pg_dump\'s error shown', exit: r.code, left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr), durationMs });
       } finally {
         await cluster.stop();
       }
