@@ -44,16 +44,20 @@ export function runPgProgram(
 }
 
 /**
- * One line for a failed program: its last meaningful stderr lines, or how it was killed.
+ * One line for a failed program: its last three meaningful stderr messages, or how it was
+ * killed. A libpq message continued on indented lines ("server closed the connection
+ * unexpectedly / This probably means…") counts as one, so its first line is never cut off.
  * Secrets are redacted.
  */
 export function describeFailure(program: string, err: unknown): string {
   const e = err as { exitCode?: number; signal?: string; stderr?: string; isCanceled?: boolean; originalMessage?: string; code?: string };
   if (e.code === 'ENOENT') return `${program} could not be started: not found`;
-  const lines = (e.stderr ?? '')
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l && !/^(pg_dump|pg_restore): (detail|hint): *$/i.test(l));
+  const messages: string[] = [];
+  for (const line of (e.stderr ?? '').split('\n')) {
+    if (/^\s/.test(line) && line.trim() && messages.length) messages[messages.length - 1] += ` ${line.trim()}`;
+    else messages.push(line.trim());
+  }
+  const lines = messages.filter((l) => l && !/^(pg_dump|pg_restore): (detail|hint): *$/i.test(l));
   const tail = lines.slice(-3).join(' | ');
   const how = e.isCanceled ? 'was cancelled' : e.signal ? `was killed by ${e.signal}` : `exited with code ${e.exitCode}`;
   return redact(`${program} ${how}${tail ? `: ${tail}` : ''}`);

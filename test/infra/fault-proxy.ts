@@ -1,5 +1,6 @@
 // A fault-injecting TCP proxy on loopback, between the tool and Ceph RGW: it can reset
-// connections after N bytes, or answer "503 Slow Down" instead of forwarding a request.
+// connections after N bytes, stall them (the connection stays open, bytes stop flowing both
+// ways), throttle them, or answer "503 Slow Down" instead of forwarding a request.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 
@@ -10,18 +11,29 @@ export interface FaultPlan {
   resets?: number;
   /** Answer this many connections' first request with 503 SlowDown and close them. */
   slowDowns?: number;
+  /**
+   * Stall a connection once it has carried this many bytes towards the server: from then on
+   * nothing is forwarded either way and nothing is read from the client (its TCP send buffer
+   * fills), but the connection stays open, as behind a black-holing middlebox. Small requests
+   * (CreateMultipartUpload, AbortMultipartUpload) on fresh connections still pass.
+   */
+  stallAfterBytes?: number;
+  /** …for this many connections (default: all). */
+  stalls?: number;
+  /** Forward at most this many bytes per second towards the server, per connection (a slow uplink). */
+  throttleBytesPerSecond?: number;
 }
 
 export interface FaultProxy {
   endpoint: string;
   /** Faults injected so far. */
-  stats: { connections: number; resets: number; slowDowns: number };
+  stats: { connections: number; resets: number; slowDowns: number; stalls: number };
   close(): Promise<void>;
 }
 
 export async function startFaultProxy(upstream: string, plan: FaultPlan): Promise<FaultProxy> {
   const target = new URL(upstream);
-  const stats = { connections: 0, resets: 0, slowDowns: 0 };
+  const stats = { connections: 0, resets: 0, slowDowns: 0, stalls: 0 };
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     stats.connections++;
@@ -42,7 +54,9 @@ export async function startFaultProxy(upstream: string, plan: FaultPlan): Promis
     server.on('error', () => client.destroy());
     let sent = 0;
     const willReset = plan.resetAfterBytes !== undefined && stats.resets < (plan.resets ?? Infinity);
+    let isStalled = false;
     client.on('data', (chunk: Buffer) => {
+      if (isStalled) return;
       sent += chunk.length;
       if (willReset && sent > plan.resetAfterBytes!) {
         stats.resets++;
@@ -50,9 +64,29 @@ export async function startFaultProxy(upstream: string, plan: FaultPlan): Promis
         server.destroy();
         return;
       }
+      if (plan.stallAfterBytes !== undefined && sent > plan.stallAfterBytes && stats.stalls < (plan.stalls ?? Infinity)) {
+        // Black hole: stop reading from the client and forwarding to it; keep both ends open.
+        isStalled = true;
+        stats.stalls++;
+        client.pause();
+        server.unpipe(client);
+        server.pause();
+        return;
+      }
+      if (plan.throttleBytesPerSecond) {
+        // Hold the client until this chunk's share of the second has passed.
+        client.pause();
+        server.write(chunk);
+        setTimeout(() => {
+          if (!isStalled) client.resume();
+        }, (chunk.length / plan.throttleBytesPerSecond) * 1000);
+        return;
+      }
       if (!server.write(chunk)) client.pause();
     });
-    server.on('drain', () => client.resume());
+    server.on('drain', () => {
+      if (!isStalled) client.resume();
+    });
     server.pipe(client);
     client.on('end', () => server.end());
   });

@@ -29,12 +29,15 @@ async function freePort(): Promise<number> {
   });
 }
 
-/** Kills the processes whose pid files are in `dir` (the Ceph daemons). */
-function killPidFiles(dir: string): void {
+/** Kills the processes whose pid files are in `dir` (the Ceph daemons); returns their pids. */
+function killPidFiles(dir: string): number[] {
+  const pids: number[] = [];
   try {
     for (const f of readdirSync(dir).filter((n) => n.endsWith('.pid'))) {
       try {
-        process.kill(Number(readFileSync(path.join(dir, f), 'utf8')), 'SIGKILL');
+        const pid = Number(readFileSync(path.join(dir, f), 'utf8'));
+        process.kill(pid, 'SIGKILL');
+        pids.push(pid);
       } catch {
         /* gone */
       }
@@ -42,6 +45,24 @@ function killPidFiles(dir: string): void {
   } catch {
     /* never started */
   }
+  return pids;
+}
+
+/**
+ * Waits (synchronously: this runs in exit handlers) until `pids` have exited, at most `ms`.
+ * Removing the work dir while a daemon still writes its log or data leaves the dir behind.
+ */
+function waitGone(pids: number[], ms: number): void {
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + ms;
+  while (pids.some(alive) && Date.now() < deadline) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
 }
 
 function sh(script: string, env: Record<string, string>): void {
@@ -59,13 +80,17 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
   const rgwDir = path.join(work, 'rgw');
   const pgDir = path.join(work, 'pg');
   const stop = (keepFiles = false) => {
-    killPidFiles(path.join(rgwDir, 'run'));
+    const pids = killPidFiles(path.join(rgwDir, 'run'));
     try {
-      process.kill(Number(readFileSync(path.join(pgDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT');
+      const postmaster = Number(readFileSync(path.join(pgDir, 'data', 'postmaster.pid'), 'utf8').split('\n')[0]);
+      process.kill(postmaster, 'SIGQUIT');
+      pids.push(postmaster);
     } catch {
       /* never started */
     }
-    if (!keepFiles) rmSync(work, { recursive: true, force: true });
+    if (keepFiles) return;
+    waitGone(pids, 10_000);
+    rmSync(work, { recursive: true, force: true, maxRetries: 3 });
   };
   try {
     const pgPort = await freePort();

@@ -8,6 +8,7 @@ import type { Logger } from '../../src/log.ts';
 import {
   cli, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, run, s3Keys, s3Location, sql,
 } from '../helpers.ts';
+import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 describe('dump options', () => {
   it('plain with --clean restores idempotently over the same database', async () => {
@@ -80,10 +81,13 @@ describe('dump options', () => {
     try {
       await holder.query('BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE');
       const to = s3Location('locked');
+      const started = Date.now();
       const r = await cli(['dump', '--to', to, '--lock-wait-timeout', '1s'], { DATABASE_URL: dbUrl(db) });
+      const durationMs = Date.now() - started;
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /pg_dump exited with code 1: .*canceling statement due to (statement|lock) timeout .*LOCK TABLE public\.orders/);
       assert.deepEqual(await s3Keys(to), []);
+      await recordFault({ faultId: 'pg-lock-wait-timeout', fault: 'an ACCESS EXCLUSIVE lock held past `--lock-wait-timeout 1s`', outcome: 'pg_dump fails fast naming the lock', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr), durationMs });
     } finally {
       await holder.end();
     }
@@ -93,11 +97,14 @@ describe('dump options', () => {
     const db = await createDatabase('stall', false);
     const to = s3Location('stall');
     const bin = await fakePgBin('head -c 7000000 /dev/urandom; exec sleep 30');
+    const started = Date.now();
     const r = await cli(['dump', '--to', to, '--stall-timeout', '1s'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
+    const durationMs = Date.now() - started;
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /no progress for 1 s .*: pg_dump or the upload is stalled/);
     assert.deepEqual(await s3Keys(to), []);
     assert.deepEqual(await openMultipartUploads(to), []);
+    await recordFault({ faultId: 'pg-dump-stall', fault: 'pg_dump stalls after 7 MB (no byte for `--stall-timeout 1s`)', outcome: 'the stall watchdog stops pg_dump and aborts the multipart upload', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr), durationMs });
   });
 
   it('reports progress (bytes and MB/s) as log lines where no terminal is attached', async () => {
@@ -130,6 +137,7 @@ describe('directory format under failure and load', () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /bucket "no-such-bucket-pgb" does not exist/);
     assert.deepEqual(await readdir(work), [], 'the spool is removed');
+    await recordFault({ faultId: 'bad-directory-unknown-bucket', fault: 'directory format (2 jobs, gzip:9, 30 MB spooled): the bucket does not exist', outcome: 'the uploads stop at the first error (no hang); the spool directory is removed', exit: r.code, left: `nothing (the bucket does not exist); ${(await readdir(work)).length} files left in the work dir`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 
   it('a long upload of one big file is progress, not a stall', { timeout: 120_000 }, async () => {
@@ -176,6 +184,7 @@ describe('several databases per run', () => {
     const listed = JSON.parse((await cli(['list', '--from', to, '--json'])).stdout);
     assert.deepEqual(listed.map((b: { database: string }) => b.database).sort(), [names[0], names[2]].sort());
     for (const db of [names[0]!, names[2]!]) assert.equal((await cli(['verify', '--from', to, '--database', db, '--service', 'default', '--environment', 'default'])).code, 0);
+    await recordFault({ faultId: 'pg-one-of-several-fails', fault: 'one of three databases fails (`--databases a,b,c`)', outcome: 'the others complete and verify; the run fails naming the failed one', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
   });
 
   it('refuses an unknown database in the list before dumping anything: exit 2', async () => {
@@ -185,5 +194,6 @@ describe('several databases per run', () => {
     assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /database "no_such_db_xyz" does not exist/);
     assert.deepEqual(await s3Keys(to), []);
+    await recordFault({ faultId: 'bad-unknown-database-in-list', fault: 'an unknown database among several (`--databases`)', outcome: 'refused before anything is dumped', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
   });
 });

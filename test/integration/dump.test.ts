@@ -5,6 +5,7 @@ import { GetObjectCommand } from '@aws-sdk/client-s3';
 import {
   addBigTable, cli, createDatabase, dbUrl, fakePgBin, need, openMultipartUploads, run, s3Client, s3Env, s3Keys, s3Location, sql,
 } from '../helpers.ts';
+import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 const LAYOUT = /^api\/production\/(shop_[0-9a-f]{6})\/\d{4}\/\d{2}\/\d{2}\/\1-\d{8}T\d{6}Z-[0-9a-f]{6}\.(dump\.zst|manifest\.json)$/;
 
@@ -68,42 +69,45 @@ describe('dump to Ceph RGW', () => {
     assert.equal((await sql<{ n: string }>(db, 'SELECT count(*) AS n FROM products'))[0]!.n, '75');
   });
 
-  for (const [name, script, expected] of [
-    ['exits non-zero', '"$REAL/pg_dump" "$@" | head -c 12000000; echo "pg_dump: error: simulated failure after 12 MB" >&2; exit 1', /simulated failure after 12 MB/],
-    ['is killed', '"$REAL/pg_dump" "$@" | head -c 12000000; kill -9 $$', /pg_dump was killed by SIGKILL/],
-  ] as const) {
+  for (const { faultId, name, script, expected } of [
+    { faultId: 'pg-dump-exits', name: 'exits non-zero', script: '"$REAL/pg_dump" "$@" | head -c 12000000; echo "pg_dump: error: simulated failure after 12 MB" >&2; exit 1', expected: /simulated failure after 12 MB/ },
+    { faultId: 'pg-dump-killed', name: 'is killed', script: '"$REAL/pg_dump" "$@" | head -c 12000000; kill -9 $$', expected: /pg_dump was killed by SIGKILL/ },
+  ]) {
     it(`aborts the multipart upload and writes no manifest when pg_dump ${name} mid-stream`, async () => {
       const db = await createDatabase('fail', false);
       await addBigTable(db, 30);
       const to = s3Location('fail');
       const bin = await fakePgBin(script);
+      const started = Date.now();
       const r = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
+      const durationMs = Date.now() - started;
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, expected);
       assert.deepEqual(await s3Keys(to), [], 'nothing may be left under the prefix');
       assert.deepEqual(await openMultipartUploads(to), [], 'the multipart upload must be aborted');
+      await recordFault({ faultId, fault: `pg_dump ${name === 'is killed' ? 'killed (SIGKILL)' : 'exits non-zero'} mid-stream, 12 MB in`, outcome: 'multipart upload aborted, pg_dump\'s error shown', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr), durationMs });
     });
   }
 });
 
 describe('dump: bad input ends in one clear line, exit 2, nothing written', () => {
-  const cases: [string, () => Promise<{ args: string[]; env: Record<string, string | undefined> }>, RegExp][] = [
-    ['unknown bucket', async () => ({ args: ['--to', 's3://no-such-bucket-pgb/x'], env: {} }), /bucket "no-such-bucket-pgb" does not exist/],
-    ['wrong credentials', async () => ({ args: [], env: { AWS_SECRET_ACCESS_KEY: 'wrong-secret-value' } }), /rejected the credentials/],
-    ['malformed database URL', async () => ({ args: [], env: { DATABASE_URL: 'postgresql://u:p@[bad/db' } }), /malformed database URL/],
-    ['non-postgres URL', async () => ({ args: ['--database-url', 'mysql://root:pw@h/db'], env: {} }), /must start with postgresql:\/\//],
-    ['malformed storage URL', async () => ({ args: ['--to', 'bucket/prefix'], env: {} }), /unsupported storage location/],
-    ['bad compression', async () => ({ args: ['--compression', 'zstd:42'], env: {} }), /out of range for zstd: use 1-19/],
-    ['unreachable database', async () => ({ args: [], env: { DATABASE_URL: 'postgresql://postgres:pgtestpw@127.0.0.1:1/x' } }), /connection refused/],
-    ['wrong database password', async () => ({ args: [], env: { DATABASE_URL: dbUrl('postgres').replace('pgtestpw', 'not-the-password') } }), /authentication failed/],
-    ['missing pg_dump', async () => ({ args: [], env: { PG_BIN_DIR: '/nonexistent-pgb-bin' } }), /needs pg_dump \d+ or newer but no pg_dump found: install postgresql-client-\d+/],
-    ['pg_dump older than the server', async () => ({ args: [], env: { PG_BIN_DIR: await fakePgBin('exit 0').then(async (d) => {
+  const cases: { faultId: string; name: string; make: () => Promise<{ args: string[]; env: Record<string, string | undefined> }>; expected: RegExp }[] = [
+    { faultId: 'bad-unknown-bucket', name: 'unknown bucket', make: async () => ({ args: ['--to', 's3://no-such-bucket-pgb/x'], env: {} }), expected: /bucket "no-such-bucket-pgb" does not exist/ },
+    { faultId: 'bad-wrong-s3-credentials', name: 'wrong credentials', make: async () => ({ args: [], env: { AWS_SECRET_ACCESS_KEY: 'wrong-secret-value' } }), expected: /rejected the credentials/ },
+    { faultId: 'bad-malformed-database-url', name: 'malformed database URL', make: async () => ({ args: [], env: { DATABASE_URL: 'postgresql://u:p@[bad/db' } }), expected: /malformed database URL/ },
+    { faultId: 'bad-non-postgres-url', name: 'non-postgres URL', make: async () => ({ args: ['--database-url', 'mysql://root:pw@h/db'], env: {} }), expected: /must start with postgresql:\/\// },
+    { faultId: 'bad-malformed-storage-url', name: 'malformed storage URL', make: async () => ({ args: ['--to', 'bucket/prefix'], env: {} }), expected: /unsupported storage location/ },
+    { faultId: 'bad-compression', name: 'bad compression', make: async () => ({ args: ['--compression', 'zstd:42'], env: {} }), expected: /out of range for zstd: use 1-19/ },
+    { faultId: 'bad-unreachable-database', name: 'unreachable database', make: async () => ({ args: [], env: { DATABASE_URL: 'postgresql://postgres:pgtestpw@127.0.0.1:1/x' } }), expected: /connection refused/ },
+    { faultId: 'bad-wrong-database-password', name: 'wrong database password', make: async () => ({ args: [], env: { DATABASE_URL: dbUrl('postgres').replace('pgtestpw', 'not-the-password') } }), expected: /authentication failed/ },
+    { faultId: 'bad-missing-pg-dump', name: 'missing pg_dump', make: async () => ({ args: [], env: { PG_BIN_DIR: '/nonexistent-pgb-bin' } }), expected: /needs pg_dump \d+ or newer but no pg_dump found: install postgresql-client-\d+/ },
+    { faultId: 'bad-old-pg-dump', name: 'pg_dump older than the server', make: async () => ({ args: [], env: { PG_BIN_DIR: await fakePgBin('exit 0').then(async (d) => {
       const { writeFile } = await import('node:fs/promises');
       await writeFile(`${d}/pg_dump`, '#!/bin/bash\necho "pg_dump (PostgreSQL) 9.6.24"\n');
       return d;
-    }) } }), /needs pg_dump \d+ or newer but found pg_dump 9\.6 .*install postgresql-client-\d+/],
+    }) } }), expected: /needs pg_dump \d+ or newer but found pg_dump 9\.6 .*install postgresql-client-\d+/ },
   ];
-  for (const [name, make, expected] of cases) {
+  for (const { faultId, name, make, expected } of cases) {
     it(name, async () => {
       const to = s3Location('bad');
       const { args, env } = await make();
@@ -116,6 +120,7 @@ describe('dump: bad input ends in one clear line, exit 2, nothing written', () =
       assert.doesNotMatch(r.stderr + r.stdout, /pgtestpw|BACKUPSECRET|wrong-secret-value|not-the-password/, 'no secret in any output');
       assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
       assert.deepEqual(await s3Keys(to), []);
+      await recordFault({ faultId, fault: `dump: ${name}`, outcome: 'one line naming the fix, before anything is written', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: errorLines[0] });
     });
   }
   it('never prints the database password or the S3 secret on success either', async () => {
@@ -131,7 +136,11 @@ describe('dump: bad input ends in one clear line, exit 2, nothing written', () =
 });
 
 describe('dump failure while the upload is the bottleneck', () => {
-  for (const compression of ['none', 'gzip', 'zstd']) {
+  for (const { faultId, compression } of [
+    { faultId: 'pg-dump-fails-upload-bottleneck-none', compression: 'none' },
+    { faultId: 'pg-dump-fails-upload-bottleneck-gzip', compression: 'gzip' },
+    { faultId: 'pg-dump-fails-upload-bottleneck-zstd', compression: 'zstd' },
+  ]) {
     it(`rejects (no hang) and leaves nothing behind (${compression})`, { timeout: 60_000 }, async () => {
       const { dump } = await import('../../src/commands/dump.ts');
       const { stderrLogger } = await import('../../src/log.ts');
@@ -141,6 +150,8 @@ describe('dump failure while the upload is the bottleneck', () => {
       const previous = process.env.PG_BIN_DIR;
       process.env.PG_BIN_DIR = bin;
       const env = s3Env();
+      const started = Date.now();
+      let message = '';
       try {
         await assert.rejects(
           dump({
@@ -150,14 +161,19 @@ describe('dump failure while the upload is the bottleneck', () => {
             logger: stderrLogger(true),
             s3: { endpoint: env.AWS_ENDPOINT_URL_S3, queueSize: 1, credentials: { accessKeyId: env.AWS_ACCESS_KEY_ID, secretAccessKey: env.AWS_SECRET_ACCESS_KEY } },
           }),
-          /pg_dump exited with code 1: pg_dump: error: injected failure/,
+          (err: Error) => {
+            message = err.message;
+            return /pg_dump exited with code 1: pg_dump: error: injected failure/.test(err.message);
+          },
         );
       } finally {
         if (previous === undefined) delete process.env.PG_BIN_DIR;
         else process.env.PG_BIN_DIR = previous;
       }
+      const durationMs = Date.now() - started;
       assert.deepEqual(await s3Keys(to), []);
       assert.deepEqual(await openMultipartUploads(to), []);
+      await recordFault({ faultId, fault: `pg_dump fails after 60 MB while the upload is the bottleneck (one part at a time, ${compression})`, outcome: 'the whole pipeline is torn down, no hang; multipart upload aborted', exit: 'rejects (in-process)', left: await leftBehind(to), file: import.meta.url, message, durationMs });
     });
   }
 });

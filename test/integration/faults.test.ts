@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { addBigTable, cli, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
+import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 /** Runs the CLI and sends `signal` once stderr matches `when`; resolves with the exit code and stderr. */
 function interrupt(args: string[], env: Record<string, string>, when: RegExp, signal: NodeJS.Signals): Promise<{ code: number | null; stderr: string }> {
@@ -24,16 +26,19 @@ function interrupt(args: string[], env: Record<string, string>, when: RegExp, si
 }
 
 describe('signals (a cancelled workflow run)', () => {
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  for (const { faultId, signal } of [{ faultId: 'signal-dump-sigterm', signal: 'SIGTERM' }, { faultId: 'signal-dump-sigint', signal: 'SIGINT' }] as const) {
     it(`${signal} during a dump aborts the multipart upload and exits non-zero, leaving nothing`, { timeout: 60_000 }, async () => {
       const db = await createDatabase('sigdump', false);
       const bin = await fakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
       const to = s3Location('sigdump');
-      const r = await interrupt(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin }, /snapshot \S+ exported/, signal);
+      const { mark, env } = leftoverMark();
+      const r = await interrupt(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...env }, /snapshot \S+ exported/, signal);
       assert.equal(r.code, signal === 'SIGTERM' ? 143 : 130, r.stderr);
       assert.match(r.stderr, new RegExp(`received ${signal}: cancelling and cleaning up`));
       assert.deepEqual(await s3Keys(to), []);
       assert.deepEqual(await openMultipartUploads(to), []);
+      assert.deepEqual(await markedProcesses(mark), [], 'no pg_dump or zstd process left');
+      await recordFault({ faultId, fault: `${signal} during a dump (20 MB uploaded)`, outcome: 'pg_dump stopped, multipart upload aborted', exit: r.code ?? 'killed', left: `${await leftBehind(to)}; no pg_dump or zstd process`, file: import.meta.url, message: lastLine(r.stderr) });
     });
   }
 
@@ -51,6 +56,7 @@ describe('signals (a cancelled workflow run)', () => {
     const ps = await run('ps', ['-eo', 'comm=,args=']);
     const left = ps.stdout.split('\n').filter((l) => /^postgres\s/.test(l) && l.includes(work));
     assert.deepEqual(left, [], 'no postgres process left');
+    await recordFault({ faultId: 'signal-drill-sigterm', fault: 'SIGTERM during a drill\'s restore (60 MB table)', outcome: 'restore stopped, throwaway cluster stopped and its files removed, no postgres process left', exit: r.code ?? 'killed', left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
   });
 });
 
@@ -70,6 +76,7 @@ describe('disk', () => {
       assert.match(report.reason, /ran out of space \(ENOSPC\)/);
       assert.match(report.reason, new RegExp(`the drill needs about ${(manifest.archiveSizeBytes / 1e6).toFixed(0)}(\\.\\d)? MB free in ${work}`));
       assert.deepEqual(await readdir(work), [], 'the cluster and the partial archive are removed');
+      await recordFault({ faultId: 'disk-drill-full', fault: 'the drill\'s work dir runs out of space (80 MB tmpfs, 150 MB table)', outcome: 'fails naming the space needed; cluster and partial archive removed', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: report.reason });
     } finally {
       await run('umount', [work]);
     }

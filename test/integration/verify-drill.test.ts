@@ -8,6 +8,7 @@ import { S3Storage } from '../../src/storage/s3/s3.ts';
 import {
   cli, createDatabase, dbUrl, dumpWithCli, fileLocation, need, s3Env, s3Get, s3Keys, s3Location, s3Put, sql,
 } from '../helpers.ts';
+import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 describe('list', () => {
   it('lists complete backups newest first, paginating, and skips dumps without a manifest', async () => {
@@ -44,6 +45,7 @@ describe('list', () => {
 
     const human = await cli(['list', '--from', to]);
     assert.equal(human.stdout.trim().split('\n').length, 3);
+    await recordFault({ faultId: 'corrupt-orphan-object-not-listed', fault: 'a dump object without a manifest (its dump failed before the commit marker)', outcome: '`list` shows only the complete backups', exit: r.code, left: `unchanged: ${await leftBehind(to)}`, file: import.meta.url });
   });
 });
 
@@ -61,24 +63,24 @@ describe('verify', () => {
     }
   });
 
-  const corruptions: [string, (to: string, objectKey: string, manifestKey: string, other: string) => Promise<void>, RegExp][] = [
-    ['a flipped bit', async (to, key) => {
+  const corruptions: [{ faultId: string }, string, (to: string, objectKey: string, manifestKey: string, other: string) => Promise<void>, RegExp][] = [
+    [{ faultId: 'corrupt-bit-flip' }, 'a flipped bit', async (to, key) => {
       const bytes = await s3Get(to, key);
       bytes[Math.floor(bytes.length / 2)]! ^= 0x10;
       await s3Put(to, key, bytes);
     }, /sha256 mismatch/],
-    ['a truncated object', async (to, key) => s3Put(to, key, (await s3Get(to, key)).subarray(0, 5000)), /size mismatch: the object has 5000 bytes/],
-    ['a 0-byte object', async (to, key) => s3Put(to, key, Buffer.alloc(0)), /size mismatch: the object has 0 bytes/],
-    ['a missing object', async (to, key) => s3Put(to, key, undefined), /download failed: .* does not exist/],
-    ['a missing manifest', async (to, _key, manifestKey) => s3Put(to, manifestKey, undefined), /manifest .* is missing: the backup is incomplete/],
-    ['a manifest whose sha256 does not match', async (to, _key, manifestKey) => {
+    [{ faultId: 'corrupt-truncated' }, 'a truncated object', async (to, key) => s3Put(to, key, (await s3Get(to, key)).subarray(0, 5000)), /size mismatch: the object has 5000 bytes/],
+    [{ faultId: 'corrupt-zero-byte' }, 'a 0-byte object', async (to, key) => s3Put(to, key, Buffer.alloc(0)), /size mismatch: the object has 0 bytes/],
+    [{ faultId: 'corrupt-missing-object' }, 'a missing object', async (to, key) => s3Put(to, key, undefined), /download failed: .* does not exist/],
+    [{ faultId: 'corrupt-missing-manifest' }, 'a missing manifest', async (to, _key, manifestKey) => s3Put(to, manifestKey, undefined), /manifest .* is missing: the backup is incomplete/],
+    [{ faultId: 'corrupt-manifest-sha256' }, 'a manifest whose sha256 does not match', async (to, _key, manifestKey) => {
       const m = JSON.parse((await s3Get(to, manifestKey)).toString());
       m.object.sha256 = '0'.repeat(64);
       await s3Put(to, manifestKey, JSON.stringify(m));
     }, /sha256 mismatch: the object hashes to [0-9a-f]{64}, the manifest says 0{64}/],
-    ['a manifest from another backup', async (to, _key, manifestKey, otherManifestKey) => s3Put(to, manifestKey, await s3Get(to, otherManifestKey)), /belongs to another backup/],
+    [{ faultId: 'corrupt-foreign-manifest' }, 'a manifest from another backup', async (to, _key, manifestKey, otherManifestKey) => s3Put(to, manifestKey, await s3Get(to, otherManifestKey)), /belongs to another backup/],
   ];
-  for (const [name, corrupt, expected] of corruptions) {
+  for (const [{ faultId }, name, corrupt, expected] of corruptions) {
     it(`fails on ${name} with the reason, exit 1`, async () => {
       const db = await createDatabase('corrupt');
       const to = s3Location('corrupt');
@@ -88,6 +90,7 @@ describe('verify', () => {
       const r = await cli(['verify', '--from', to, '--backup', objectKey]);
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, expected);
+      await recordFault({ faultId, fault: `verify: ${name}`, outcome: 'verify fails with the reason; nothing is changed', exit: r.code, left: `unchanged: ${await leftBehind(to)}`, file: import.meta.url, message: lastLine(r.stderr) });
     });
   }
   it('skips a backup without its manifest when choosing latest', async () => {
@@ -100,6 +103,7 @@ describe('verify', () => {
     const r = await cli(['verify', '--from', to, '--json']);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).backupId, older.manifest.id);
+    await recordFault({ faultId: 'corrupt-latest-skips-incomplete', fault: 'the newest backup lacks its manifest (verify `latest`)', outcome: 'skipped: the older complete backup is verified instead', exit: r.code, left: `unchanged: ${await leftBehind(to)}`, file: import.meta.url });
   });
   it('fails on a truncated archive whose checksum was recomputed (pg_restore reads every block)', async () => {
     const db = await createDatabase('trunc');
@@ -118,6 +122,7 @@ describe('verify', () => {
     const r = await cli(['verify', '--from', to, '--backup', objectKey]);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /archive unreadable: pg_restore exited with code 1/);
+    await recordFault({ faultId: 'corrupt-truncated-rechecksummed', fault: 'verify: an archive truncated to 70 % with its size and sha256 recomputed in the manifest', outcome: 'the full `pg_restore` read fails (`--list` alone would pass)', exit: r.code, left: `unchanged: ${await leftBehind(to)}`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 });
 
@@ -175,6 +180,7 @@ describe('drill', () => {
     assert.deepEqual(await readdir(workDir), []);
     const logKey = (await s3Keys(to)).find((k) => k.startsWith('drills/') && k.endsWith('.log'))!;
     assert.match((await s3Get(to, logKey)).toString(), /restore drill FAILED: size mismatch/);
+    await recordFault({ faultId: 'corrupt-drill-truncated', fault: 'drill: the object lost its last 100 bytes', outcome: 'the drill fails with the reason, archives its FAILED log, removes the cluster', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
   });
 });
 

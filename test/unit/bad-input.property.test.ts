@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { main } from '../../src/cli/main.ts';
+import { recordFault } from '../reliability.ts';
 
 /**
  * Property-based bad input: whatever a user types in place of a URL, a compression, a
@@ -33,20 +34,26 @@ function checkOneLine(r: { code: number; stderr: string }): void {
 
 describe('bad input (property-based)', () => {
   Object.assign(process.env, env);
-  const cases: [string, fc.Arbitrary<string>, (v: string) => string[]][] = [
-    ['storage URLs', text.filter((s) => !/^(s3|file):\/\//.test(s)), (v) => ['dump', '--to', v]],
-    ['bucket names', fc.string({ minLength: 1, maxLength: 70 }).filter((s) => !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(s.split('/')[0]!) && !s.startsWith('-')), (v) => ['list', '--from', `s3://${v}`]],
-    ['compressions', text.filter((s) => !/^(zstd(:([1-9]|1[0-9]))?|gzip(:[1-9])?|none)$/i.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--compression', v]],
-    ['durations', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--stall-timeout', v]],
-    ['formats', text.filter((s) => !['custom', 'plain', 'directory'].includes(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--format', v]],
-    ['database URLs', text.filter((s) => !/^postgres(ql)?:\/\//i.test(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--database-url', v]],
-    ['retention counts', text.filter((s) => !/^\d{1,6}$/.test(s.trim())), (v) => ['prune', '--from', 'file:///tmp/pgb-prop', '--keep-last', v]],
-    ['retention ages', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['prune', '--from', 'file:///tmp/pgb-prop', '--keep-daily', '7', '--max-age', v]],
-    ['verify levels', text.filter((s) => !['none', 'checksum', 'archive', 'schema'].includes(s)), (v) => ['verify', '--from', 'file:///tmp/pgb-prop', '--level', v]],
+  const cases: [{ faultId: string }, string, fc.Arbitrary<string>, (v: string) => string[]][] = [
+    [{ faultId: 'bad-property-storage-urls' }, 'storage URLs', text.filter((s) => !/^(s3|file):\/\//.test(s)), (v) => ['dump', '--to', v]],
+    [{ faultId: 'bad-property-bucket-names' }, 'bucket names', fc.string({ minLength: 1, maxLength: 70 }).filter((s) => !/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(s.split('/')[0]!) && !s.startsWith('-')), (v) => ['list', '--from', `s3://${v}`]],
+    [{ faultId: 'bad-property-compressions' }, 'compressions', text.filter((s) => !/^(zstd(:([1-9]|1[0-9]))?|gzip(:[1-9])?|none)$/i.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--compression', v]],
+    [{ faultId: 'bad-property-durations' }, 'durations', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--stall-timeout', v]],
+    [{ faultId: 'bad-property-formats' }, 'formats', text.filter((s) => !['custom', 'plain', 'directory'].includes(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--format', v]],
+    [{ faultId: 'bad-property-database-urls' }, 'database URLs', text.filter((s) => !/^postgres(ql)?:\/\//i.test(s)), (v) => ['dump', '--to', 'file:///tmp/pgb-prop', '--database-url', v]],
+    [{ faultId: 'bad-property-retention-counts' }, 'retention counts', text.filter((s) => !/^\d{1,6}$/.test(s.trim())), (v) => ['prune', '--from', 'file:///tmp/pgb-prop', '--keep-last', v]],
+    [{ faultId: 'bad-property-retention-ages' }, 'retention ages', text.filter((s) => !/^(\d+(\.\d+)?(ms|s|m|h|d|w))+$/.test(s.trim())), (v) => ['prune', '--from', 'file:///tmp/pgb-prop', '--keep-daily', '7', '--max-age', v]],
+    [{ faultId: 'bad-property-verify-levels' }, 'verify levels', text.filter((s) => !['none', 'checksum', 'archive', 'schema'].includes(s)), (v) => ['verify', '--from', 'file:///tmp/pgb-prop', '--level', v]],
   ];
-  for (const [name, arbitrary, args] of cases) {
+  for (const [{ faultId }, name, arbitrary, args] of cases) {
     it(`${name}: exit 2, one line, no stack`, async () => {
-      await fc.assert(fc.asyncProperty(arbitrary, async (v) => checkOneLine(await runCli(args(v)))), { numRuns: 40, seed: 20261122 });
+      let example = '';
+      await fc.assert(fc.asyncProperty(arbitrary, async (v) => {
+        const r = await runCli(args(v));
+        checkOneLine(r);
+        example ||= r.stderr.trim();
+      }), { numRuns: 40, seed: 20261122 });
+      await recordFault({ faultId, fault: `40 generated malformed ${name} (fast-check)`, outcome: 'one line each, no stack trace, before any connection', exit: 2, left: 'nothing (no database or bucket is reached)', file: import.meta.url, message: example });
     });
   }
 });

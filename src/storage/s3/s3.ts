@@ -6,6 +6,7 @@ import {
   PutObjectCommand,
   PutObjectRetentionCommand,
   S3Client,
+  UploadPartCommand,
   paginateListObjectsV2,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
@@ -201,8 +202,21 @@ export class S3Storage implements Storage {
     body.on('data', (chunk: Buffer) => {
       sizeBytes += chunk.length;
     });
+    // lib-storage sends UploadPart without an abort signal, so `upload.abort()` leaves parts in
+    // flight until they finish — on a stalled connection, until the 120 s request timeout, per
+    // retry. Every UploadPart of this upload carries `inflight`, aborted with the upload: a
+    // stalled part is dropped at once and the multipart upload aborted (on a fresh connection)
+    // right after. CreateMultipartUpload is left to finish: cut off, RGW may still create the
+    // upload while its id never reaches us, and it could not be aborted (the fault tests hit this).
+    const inflight = new AbortController();
+    const client = Object.create(this.client) as S3Client;
+    const send = (command: Parameters<S3Client['send']>[0], sendOptions?: { abortSignal?: AbortSignal }) =>
+      command instanceof UploadPartCommand
+        ? this.client.send(command, { ...sendOptions, abortSignal: sendOptions?.abortSignal ? AbortSignal.any([sendOptions.abortSignal, inflight.signal]) : inflight.signal })
+        : this.client.send(command, sendOptions);
+    client.send = send as unknown as S3Client['send'];
     const upload = new Upload({
-      client: this.client,
+      client,
       // lib-storage copies these to CreateMultipartUpload, each UploadPart (SSE-C) and CompleteMultipartUpload (If-None-Match).
       params: { ...this.#writeParams(), Bucket: this.#bucket, Key, Body: body, ContentType: options.contentType ?? 'application/octet-stream', ...(options.noOverwrite ? { IfNoneMatch: '*' } : {}) },
       partSize: choosePartSize(options.sizeHintBytes),
@@ -214,12 +228,14 @@ export class S3Storage implements Storage {
       aborted = options.signal?.reason instanceof Error ? options.signal.reason : new Error('upload aborted');
       body.destroy(aborted);
       void upload.abort().catch(() => undefined);
+      inflight.abort(aborted);
     };
     if (options.signal?.aborted) onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     body.once('error', (err) => {
       aborted ??= err;
       void upload.abort().catch(() => undefined);
+      inflight.abort(err);
     });
     try {
       await new Promise<void>((resolve, reject) => {
@@ -245,6 +261,7 @@ export class S3Storage implements Storage {
         );
       });
     } catch (err) {
+      inflight.abort(err); // the parts still in flight (one part failed after retries, or an abort)
       await this.#abortMultipart(upload, Key);
       throw aborted ?? this.#mapWriteError(err, this.uri(key));
     } finally {
@@ -267,7 +284,8 @@ export class S3Storage implements Storage {
    * Makes sure a failed multipart upload is aborted before we return: `Upload.done()` rejects
    * as soon as it is aborted, while lib-storage sends AbortMultipartUpload only after the parts
    * in flight finish — a process exiting right away could leave the upload (and its parts,
-   * billed) behind. Waits for those parts (at most 30 s), then aborts by upload id itself.
+   * billed) behind. The caller has aborted the parts in flight; this waits for them to settle
+   * (at most 30 s), then aborts by upload id itself.
    */
   async #abortMultipart(upload: Upload, Key: string): Promise<void> {
     const internals = upload as unknown as { uploadId?: string; concurrentUploaders?: Promise<unknown>[] };
