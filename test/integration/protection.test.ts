@@ -21,6 +21,7 @@ import { FileStorage } from '../../src/storage/file/file.ts';
 import { S3Storage } from '../../src/storage/s3/s3.ts';
 import { writerBucketPolicy } from '../../src/storage/policies.ts';
 import { addBigTable, cli, createDatabase, dbUrl, fileLocation, need, openMultipartUploads, run, s3Client, s3Keys, s3Location, sql } from '../helpers.ts';
+import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 async function bucket(label: string, objectLock = false): Promise<string> {
   const name = `${label}-${randomBytes(4).toString('hex')}`;
@@ -50,6 +51,7 @@ describe('no overwrite', () => {
       await assert.rejects(storage.put('a/x.manifest.json', 'second', { noOverwrite: true }), OverwriteError);
       assert.equal(await storage.getText('a/x.manifest.json'), 'first');
     }
+    await recordFault({ faultId: 'overwrite-refused', fault: 'a second write to an existing manifest key (S3 If-None-Match, file:// link)', outcome: 'refused (OverwriteError); the first object unchanged', exit: 'rejects', left: 'the first object, unchanged', file: import.meta.url });
   });
 
   it('two dumps started in the same second make two backups', { timeout: 120_000 }, async () => {
@@ -121,6 +123,7 @@ describe('Object Lock', () => {
     assert.equal(r.stderr.trim().split('\n').filter((l) => l.startsWith('pg-backup:')).length, 1);
     assert.deepEqual(await s3Keys(to), []);
     assert.deepEqual(await openMultipartUploads(to), []);
+    await recordFault({ faultId: 'object-lock-on-unlocked-bucket', fault: '--object-lock on a bucket without Object Lock', outcome: 'the first write is refused; one line naming the fix', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
   });
 
   it('malformed retention is a usage error before any work', async () => {
@@ -151,6 +154,8 @@ describe('server-side encryption', () => {
     const wrong = await cli(['verify', '--from', to], { PG_BACKUP_SSE_C_KEY: randomBytes(32).toString('base64') });
     assert.equal(wrong.code, 2, wrong.stderr);
     assert.match(wrong.stderr, /does not match/);
+    await recordFault({ faultId: 'sse-c-key-missing', fault: 'verify of an SSE-C backup without the key', outcome: 'the store refuses the read; one line naming PG_BACKUP_SSE_C_KEY', exit: without.code, left: 'the backup, unchanged', file: import.meta.url, message: lastLine(without.stderr) });
+    await recordFault({ faultId: 'sse-c-key-wrong', fault: 'verify of an SSE-C backup with another key', outcome: 'the store refuses the read; "the SSE-C key does not match"', exit: wrong.code, left: 'the backup, unchanged', file: import.meta.url, message: lastLine(wrong.stderr) });
     const verified = await cli(['verify', '--from', to], { PG_BACKUP_SSE_C_KEY: key });
     assert.equal(verified.code, 0, verified.stderr);
     const drilled = await cli(['drill', '--from', to], { PG_BACKUP_SSE_C_KEY: key });
@@ -179,6 +184,7 @@ describe('server-side encryption', () => {
     assert.match(failed.stderr, /KMS key .* cannot be used/);
     assert.deepEqual(await s3Keys(bad), []);
     assert.deepEqual(await openMultipartUploads(bad), []);
+    await recordFault({ faultId: 'sse-kms-unknown-key', fault: 'dump with --sse aws:kms and a key the KMS does not know', outcome: 'the first write is refused; one line naming --sse-kms-key-id', exit: failed.code, left: await leftBehind(bad), file: import.meta.url, message: lastLine(failed.stderr) });
   });
 
   it('SSE-S3 on a store that ignores it (Ceph RGW 16) is reported, not silently assumed', { timeout: 60_000 }, async () => {
@@ -239,6 +245,10 @@ describe('client-side encryption with age', () => {
       const wrong = await cli(['verify', '--from', to, '--age-identity-file', other.file]);
       assert.equal(wrong.code, 1, wrong.stderr);
       assert.match(wrong.stderr, /no identity matched/);
+      if (format === 'custom') {
+        await recordFault({ faultId: 'age-no-identity', fault: 'verify (archive) of an age-encrypted backup without an identity', outcome: 'refused before any download; one line naming --age-identity-file', exit: noIdentity.code, left: 'the backup, unchanged', file: import.meta.url, message: lastLine(noIdentity.stderr) });
+        await recordFault({ faultId: 'age-wrong-identity', fault: 'verify of an age-encrypted backup with another identity', outcome: 'decryption fails: "no identity matched"', exit: wrong.code, left: 'the backup, unchanged', file: import.meta.url, message: lastLine(wrong.stderr) });
+      }
       const verified = await cli(['verify', '--from', to, '--age-identity-file', file]);
       assert.equal(verified.code, 0, verified.stderr);
       const drilled = await cli(['drill', '--from', to], { PG_BACKUP_AGE_IDENTITY: `${identity}\n` });
@@ -272,6 +282,7 @@ describe('client-side encryption with age', () => {
     const v = await cli(['verify', '--from', to, '--age-identity-file', file]);
     assert.equal(v.code, 1, v.stderr);
     assert.match(v.stderr, /age decryption failed/);
+    await recordFault({ faultId: 'age-tampered-ciphertext', fault: 'one bit flipped in an age-encrypted dump, its manifest checksum rewritten to match', outcome: 'age authentication fails: "age decryption failed"', exit: v.code, left: 'the backup, unchanged', file: import.meta.url, message: lastLine(v.stderr) });
   });
 
   it('the stored object is a standard age file: age -d | zstd -d | pg_restore reads it', { timeout: 120_000 }, async () => {
@@ -333,6 +344,7 @@ describe('off-region mirror', () => {
     assert.match(r.stderr, /mirror copy to s3:\/\/no-such-mirror-bucket\/.* FAILED/);
     const listed = await cli(['verify', '--from', to]);
     assert.equal(listed.code, 0, listed.stderr);
+    await recordFault({ faultId: 'mirror-unreachable', fault: '--mirror-to a bucket that does not exist', outcome: 'the primary backup completes and verifies; the mirror copy is reported FAILED and the run fails', exit: r.code, left: `primary: ${await leftBehind(to)}`, file: import.meta.url, message: r.stderr.split('\n').find((l) => /FAILED/.test(l)) });
   });
 
   it('a mirror on the primary location itself is refused', async () => {
@@ -437,5 +449,6 @@ describe('pg-backup mirror (catch-up sync to a DR location)', () => {
     assert.equal(bad.code, 1, bad.stderr);
     assert.match(bad.stderr, /hashing to .* its manifest says .*: not copied/);
     assert.equal(JSON.parse((await cli(['list', '--from', to, '--json'])).stdout).length, 3, 'no manifest for the corrupt one');
+    await recordFault({ faultId: 'mirror-sync-corrupt-source', fault: 'pg-backup mirror of a backup whose object no longer matches its manifest', outcome: 'that copy aborted before completing, no manifest written; the run fails naming it', exit: bad.code, left: `target: ${await leftBehind(to)}`, file: import.meta.url, message: lastLine(bad.stderr) });
   });
 });
