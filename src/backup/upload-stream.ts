@@ -64,6 +64,8 @@ export async function uploadStream(
     noOverwrite?: boolean;
     /** Also stream the same bytes into these objects (an off-region mirror); see {@link MirrorTarget}. */
     mirrors?: MirrorTarget[];
+    /** A mirror that takes no data (or does not complete) for this long is abandoned, in ms. Default 60 000. */
+    mirrorStallMs?: number;
   },
 ): Promise<StoredStream> {
   const controller = new AbortController();
@@ -92,27 +94,64 @@ export async function uploadStream(
   (encrypt ? compressed.pipe(encrypt.stream) : compressed).pipe(stored).pipe(body, { end: false });
   const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite });
   upload.catch(fail);
-  // Mirror copies: the same stored bytes, teed. A mirror that fails is cut loose (its multipart
-  // upload aborted) and reported; it never stops or fails the primary upload.
+  // Mirror copies: the same stored bytes, teed. A mirror that fails, or that stops reading for
+  // `mirrorStallMs` (a hung DR endpoint), is cut loose — unpiped, its multipart upload aborted —
+  // and reported; it may slow the primary upload by that long at most, never stop or fail it.
+  const mirrorStallMs = options.mirrorStallMs ?? 60_000;
   const mirrors = (options.mirrors ?? []).map((m) => {
     const mirrorBody = new PassThrough({ highWaterMark: 1024 * 1024 });
     const mirrorAbort = new AbortController();
-    const detach = () => {
-      stored.unpipe(mirrorBody);
+    let cutLoose: Error | undefined;
+    const detach = (why?: Error) => {
+      cutLoose ??= why;
+      clearInterval(watchdog);
+      stored.unpipe(mirrorBody); // resumes the primary if it waited for this mirror to drain
       mirrorBody.destroy();
+      if (why) mirrorAbort.abort(why);
     };
+    let blockedSince: number | undefined;
+    const watchdog = setInterval(() => {
+      if (!mirrorBody.writableNeedDrain) blockedSince = undefined;
+      else if ((blockedSince ??= Date.now()) && Date.now() - blockedSince >= mirrorStallMs) {
+        detach(new Error(`the mirror took no data for ${Math.round(mirrorStallMs / 1000)} s: copy abandoned`));
+      }
+    }, Math.min(1000, mirrorStallMs / 4));
+    watchdog.unref();
     const onPrimaryAbort = () => mirrorAbort.abort(controller.signal.reason);
     controller.signal.addEventListener('abort', onPrimaryAbort, { once: true });
     stored.pipe(mirrorBody, { end: false });
     const done = m.storage.upload(m.key ?? key, mirrorBody, { signal: mirrorAbort.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite }).then(
-      () => undefined,
+      () => {
+        clearInterval(watchdog);
+        if (cutLoose) throw cutLoose;
+      },
       (err: unknown) => {
         detach();
-        throw err;
+        throw cutLoose ?? err;
       },
     );
     done.catch(() => undefined);
-    return { body: mirrorBody, done, abort: () => mirrorAbort.abort(new Error('cancelled')) };
+    /** After the primary completed: the mirror's own completion, abandoned after `mirrorStallMs`. */
+    const settled = async (): Promise<unknown> => {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const err = new Error(`the mirror did not complete within ${Math.round(mirrorStallMs / 1000)} s of the primary: copy abandoned`);
+          detach(err);
+          reject(err);
+        }, mirrorStallMs);
+        timer.unref();
+      });
+      try {
+        await Promise.race([done, timeout]);
+        return undefined;
+      } catch (err) {
+        return err;
+      } finally {
+        clearTimeout(timer);
+      }
+    };
+    return { body: mirrorBody, done, settled, abort: () => detach(new Error('cancelled')) };
   });
   // An abort must end the wait even when a stage ignores the signal (a file producer, a zlib
   // codec): back-pressure from a stopped upload would otherwise keep them waiting forever.
@@ -130,7 +169,7 @@ export async function uploadStream(
     body.end();
     for (const m of mirrors) m.body.end();
     await upload;
-    const mirrorErrors = await Promise.all(mirrors.map((m) => m.done.then(() => undefined, (err: unknown) => err)));
+    const mirrorErrors = await Promise.all(mirrors.map((m) => m.settled()));
     const digests: Partial<Record<MeterHash, string>> = {};
     for (const h of options.hashes ?? ['sha256']) digests[h] = stored.digest(h);
     return { rawBytes: producer.rawBytes?.() ?? raw.bytes, storedBytes: stored.bytes, digests, mirrorErrors };

@@ -428,10 +428,14 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--to-endpoint <url>', 'S3 endpoint of --to (never taken from $AWS_ENDPOINT_URL*)')
         .option('--to-region <name>', 'S3 region of --to')
         .option('--since <duration>', 'only backups taken within this long, e.g. 7d (default: all)')
+        .option('--sse <type>', 'server-side encryption of the copies: AES256, aws:kms or sse-c (key in $PG_BACKUP_SSE_C_KEY)')
+        .option('--sse-kms-key-id <id>', 'the KMS key of the target region for --sse aws:kms')
+        .option('--object-lock <mode:days>', 'Object Lock retention on every copy, e.g. compliance:30')
         .option('--dry-run', 'list what would be copied'),
     ).option('--json', 'print the result as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean }) => {
+  ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean; sse?: string; sseKmsKeyId?: string; objectLock?: string }) => {
     const read = s3Settings(flags);
+    const protect: S3Settings = { ...read, sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()), objectLock: parseObjectLock(flags.objectLock) };
     const result = await mirror({
       from: flags.from,
       to: flags.to,
@@ -439,7 +443,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       since: flags.since,
       dryRun: flags.dryRun,
       s3: read,
-      targetS3: mirrorSettings(read, { endpoint: flags.toEndpoint, region: flags.toRegion }),
+      targetS3: mirrorSettings(protect, { endpoint: flags.toEndpoint, region: flags.toRegion, kmsKeyId: flags.sseKmsKeyId }),
       logger: stderrLogger(),
       signal,
     });

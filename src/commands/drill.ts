@@ -154,6 +154,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       result.rpoMs = startedAt.getTime() - Date.parse(manifest.startedAt);
       log.info(`restore drill of ${result.backupUri}`);
       log.info(`backup: ${manifest.service}/${manifest.environment}/${manifest.database}, taken ${manifest.startedAt} (${formatSeconds(result.rpoMs)} ago), ${formatBytes(manifest.object.sizeBytes)}, PostgreSQL ${manifest.server.version}, pg_dump ${manifest.pgDump.version}`);
+      // Before any cluster starts: an encrypted backup without an identity is a usage error.
+      const identities = identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
       const bins = await restoreBinaries(manifest);
 
       let target: DatabaseConnection;
@@ -180,7 +182,6 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();
-      const identities = identitiesFor(manifest.encryption, options.ageIdentities, storage.uri(backup!.objectKey));
       const local = await log.group('download', () => downloadArchive(storage, backup!, scratch!, options.signal, identities));
       result.phases.downloadMs = Date.now() - downloadStart;
       result.problems.push(

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import { compressionSuffix, parseCompression, requireZstd, type CompressionSpec } from '../backup/compression.ts';
 import { parseDuration } from '../backup/duration.ts';
-import { AGE_SUFFIX, parseRecipients } from '../backup/encryption.ts';
+import { AGE_SUFFIX, loadIdentities, parseRecipients } from '../backup/encryption.ts';
 import { backupKeys, validateLabel } from '../backup/keys.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
 import type { MeterHash } from '../backup/meter.ts';
@@ -180,6 +180,8 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     const common = [...pgDumpArgs(selection), `--snapshot=${snapshot}`, '--no-password'];
 
     const mirrors: MirrorTarget[] = mirror ? [{ storage: mirror }] : [];
+    // Below the primary's stall watchdog, so a hung mirror is dropped before the primary is failed.
+    const mirrorStallMs = stallTimeoutMs > 0 ? Math.min(60_000, Math.max(1_000, stallTimeoutMs / 2)) : 60_000;
     let mirrorError: unknown;
     const noteMirror = (errors: unknown[]) => {
       mirrorError ??= errors.find((e) => e !== undefined);
@@ -203,7 +205,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     let stored: { storedBytes: number; rawBytes: number; sha256: string; md5?: string; files?: (NonNullable<Manifest['files']>[number] & { md5?: string })[] };
     try {
       if (selection.format === 'directory') {
-        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c), encryptTo, mirrors, onMirrorErrors: noteMirror });
+        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c), encryptTo, mirrors, mirrorStallMs, onMirrorErrors: noteMirror });
       } else {
         const dumpArgs = [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common];
         const s = await uploadStream(storage, keys.objectKey, (sig) => {
@@ -211,7 +213,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
           if (compression.algorithm === 'zstd') return pgDumpThroughZstd(pgDump, dumpArgs, conn, compression.level ?? 3, sig);
           const p = runPgProgram(pgDump, dumpArgs, { connection: conn, signal: sig });
           return { stream: p.stdout, done: p.done };
-        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c), encryptTo, noOverwrite: true, mirrors });
+        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c), encryptTo, noOverwrite: true, mirrors, mirrorStallMs });
         noteMirror(s.mirrorErrors);
         stored = { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5 };
       }
@@ -223,16 +225,18 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
 
     const sidecars: NonNullable<Manifest['sidecars']> = [];
     const objectName = keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1);
-    // Small objects go to the primary, then to the mirror unless its copy already failed.
+    // Small objects go to the primary at once; the mirror gets them after the primary's manifest,
+    // each with a deadline, so a hung mirror can never hold back or cost the primary backup.
+    const mirrorPuts: { key: string; body: string; contentType: string }[] = [];
     const putEverywhere = async (key: string, body: string, contentType: string) => {
       await storage.put(key, body, { contentType, noOverwrite: true });
-      if (mirror && mirrorError === undefined) await mirror.put(key, body, { contentType, noOverwrite: true }).catch((err: unknown) => (mirrorError ??= err));
+      mirrorPuts.push({ key, body, contentType });
     };
     if (options.schemaSidecar) {
       const schema = await uploadStream(storage, `${stem}.schema.sql${encSuffix}`, (sig) => {
         const p = runPgProgram(pgDump, ['--format=plain', '--schema-only', ...common], { connection: conn, signal: sig });
         return { stream: p.stdout, done: p.done };
-      }, { compression: { algorithm: 'none' }, signal, encryptTo, noOverwrite: true, mirrors: mirrorError === undefined ? mirrors : [] });
+      }, { compression: { algorithm: 'none' }, signal, encryptTo, noOverwrite: true, mirrors: mirrorError === undefined ? mirrors : [], mirrorStallMs });
       noteMirror(schema.mirrorErrors);
       sidecars.push({ name: `${stem.slice(stem.lastIndexOf('/') + 1)}.schema.sql${encSuffix}`, kind: 'schema', sizeBytes: schema.storedBytes, sha256: schema.digests.sha256! });
     }
@@ -289,9 +293,25 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
       objectKey: keys.objectKey,
       manifestKey: keys.manifestKey,
     };
-    if (mirror) result.mirror = await checkMirror(mirror, keys.objectKey, mirrorError, options, logger);
+    if (mirror) {
+      for (const p of mirrorPuts) {
+        if (mirrorError !== undefined) break;
+        await mirror.put(p.key, p.body, { contentType: p.contentType, noOverwrite: true, signal: AbortSignal.timeout(mirrorStallMs) }).catch((err: unknown) => {
+          mirrorError ??= (err as Error).name === 'TimeoutError' ? new Error(`writing ${p.key} to the mirror took over ${Math.round(mirrorStallMs / 1000)} s: copy abandoned`) : err;
+        });
+      }
+      result.mirror = await checkMirror(mirror, keys.objectKey, mirrorError, options, logger);
+    }
     if (options.verify && options.verify !== 'none') {
-      result.verification = await verify({ from: options.to, backup: keys.objectKey, level: options.verify, s3: options.verifyS3 ?? options.s3, logger, signal: options.signal, workDir: options.workDir });
+      // An encrypted backup reads back past its checksum only with an identity, which the dump
+      // runner should not hold: without one, verify what can be verified and say so.
+      const identities = encryptTo ? loadIdentities() : undefined;
+      let level = options.verify;
+      if (encryptTo && !identities && level !== 'checksum') {
+        logger.warn(`the backup is encrypted with age and no identity is set here: verifying at level checksum instead of ${level}; run verify --level ${level} (or a drill) where the identity is`);
+        level = 'checksum';
+      }
+      result.verification = await verify({ from: options.to, backup: keys.objectKey, level, ageIdentities: identities, s3: options.verifyS3 ?? options.s3, logger, signal: options.signal, workDir: options.workDir });
     }
     return result;
   } finally {
@@ -428,6 +448,7 @@ async function dumpDirectory(o: {
   onCounters: (c: StreamCounters) => void;
   encryptTo?: string[];
   mirrors: MirrorTarget[];
+  mirrorStallMs: number;
   onMirrorErrors: (errors: unknown[]) => void;
 }): Promise<{ storedBytes: number; rawBytes: number; sha256: string; files: (NonNullable<Manifest['files']>[number] & { md5?: string })[] }> {
   const parent = workDirOf(o.workDir);
@@ -458,7 +479,7 @@ async function dumpDirectory(o: {
         const s = await uploadStream(o.storage, key, () => {
           const stream = createReadStream(path.join(dir, name));
           return { stream, done: finished(stream) };
-        }, { compression: o.compression, hashes: o.hashes, signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters, encryptTo: o.encryptTo, noOverwrite: true, mirrors: o.mirrors });
+        }, { compression: o.compression, hashes: o.hashes, signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters, encryptTo: o.encryptTo, noOverwrite: true, mirrors: o.mirrors, mirrorStallMs: o.mirrorStallMs });
         o.onMirrorErrors(s.mirrorErrors);
         uploaded.push(key);
         return { name, sizeBytes: s.storedBytes, sha256: s.digests.sha256!, md5: s.digests.md5, archiveSizeBytes: s.rawBytes };

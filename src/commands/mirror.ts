@@ -5,7 +5,7 @@ import { parseDuration } from '../backup/duration.ts';
 import { storedParts } from '../backup/readback.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { OverwriteError, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 
 /** Options of {@link mirror}. */
@@ -119,6 +119,17 @@ export async function mirror(options: MirrorOptions): Promise<MirrorRunResult> {
   return result;
 }
 
+/** Whether `storage` holds `o.key` with the size and SHA-256 given. */
+async function sameObject(storage: Storage, o: { key: string; sha256: string; sizeBytes: number }): Promise<boolean> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of await storage.get(o.key)) {
+    size += (chunk as Buffer).length;
+    hash.update(chunk as Buffer);
+  }
+  return size === o.sizeBytes && hash.digest('hex') === o.sha256;
+}
+
 /** Copies one complete backup, manifest last; returns the bytes copied. */
 async function copyBackup(source: Storage, target: Storage, manifestKey: string, signal?: AbortSignal): Promise<number> {
   const backup = await resolveBackup(source, manifestKey);
@@ -133,8 +144,16 @@ async function copyBackup(source: Storage, target: Storage, manifestKey: string,
     const body = await source.get(o.key);
     const check = new ExpectDigest(o, source.uri(o.key));
     body.on('error', (err) => check.destroy(err));
-    await target.upload(o.key, body.pipe(check), { signal, sizeHintBytes: o.sizeBytes, noOverwrite: true });
-    bytes += check.bytes;
+    try {
+      await target.upload(o.key, body.pipe(check), { signal, sizeHintBytes: o.sizeBytes, noOverwrite: true });
+      bytes += check.bytes;
+    } catch (err) {
+      body.destroy();
+      if (!(err instanceof OverwriteError)) throw err;
+      // Left by an earlier copy that stopped before its manifest (or by a failed dump-time
+      // mirror): keep it if it is the same object, else refuse to guess.
+      if (!(await sameObject(target, o))) throw new CheckFailedError(`${target.uri(o.key)} already exists and differs from the source's manifest: remove it, then mirror again`);
+    }
   }
   await target.put(backup.manifestKey, await source.getText(backup.manifestKey), { contentType: 'application/json', noOverwrite: true });
   return bytes;

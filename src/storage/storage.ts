@@ -31,6 +31,8 @@ export interface PutOptions {
   contentType?: string;
   /** As {@link UploadOptions.noOverwrite}. */
   noOverwrite?: boolean;
+  /** Aborting it abandons the request (S3); the object is then written or not, never partly. */
+  signal?: AbortSignal;
 }
 
 /** What an upload stored. */

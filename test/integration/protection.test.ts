@@ -347,6 +347,52 @@ describe('off-region mirror', () => {
     await recordFault({ faultId: 'mirror-unreachable', fault: '--mirror-to a bucket that does not exist', outcome: 'the primary backup completes and verifies; the mirror copy is reported FAILED and the run fails', exit: r.code, left: `primary: ${await leftBehind(to)}`, file: import.meta.url, message: r.stderr.split('\n').find((l) => /FAILED/.test(l)) });
   });
 
+  it('a mirror endpoint that accepts connections and never answers is abandoned; the primary backup completes', { timeout: 180_000 }, async () => {
+    const net = await import('node:net');
+    const held: import('node:net').Socket[] = [];
+    const blackHole = net.createServer((socket) => {
+      held.push(socket);
+      socket.on('error', () => undefined);
+      socket.resume(); // read and drop, never answer
+    });
+    await new Promise<void>((resolve) => blackHole.listen(0, '127.0.0.1', resolve));
+    try {
+      const db = await createDatabase('mirror-hang');
+      await addBigTable(db, 24);
+      const to = s3Location('mirror-hang');
+      const started = Date.now();
+      const r = await cli(['dump', '--to', to, '--compression', 'none', '--stall-timeout', '10s', '--checksum-sidecar', 'sha256', '--mirror-to', 's3://hung-mirror/pg', '--mirror-endpoint', `http://127.0.0.1:${(blackHole.address() as import('node:net').AddressInfo).port}`, '--json'], {
+        DATABASE_URL: dbUrl(db),
+        PG_BACKUP_MIRROR_AWS_ACCESS_KEY_ID: 'x',
+        PG_BACKUP_MIRROR_AWS_SECRET_ACCESS_KEY: 'y',
+      });
+      const seconds = (Date.now() - started) / 1000;
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /mirror copy to .* FAILED: the mirror (took no data|did not complete)/);
+      assert.ok(seconds < 60, `bounded: ${seconds} s`);
+      const verified = await cli(['verify', '--from', to]);
+      assert.equal(verified.code, 0, verified.stderr);
+      assert.deepEqual(await openMultipartUploads(to), []);
+      await recordFault({ faultId: 'mirror-hung', fault: '--mirror-to an endpoint that accepts connections and never answers (24 MB dump)', outcome: 'the mirror is abandoned after half the stall timeout; the primary backup completes and verifies; the run fails naming the mirror', exit: r.code, left: `primary: ${await leftBehind(to)}`, file: import.meta.url, message: r.stderr.split('\n').find((l) => /FAILED/.test(l)), durationMs: Date.now() - started });
+    } finally {
+      for (const s of held) s.destroy();
+      blackHole.close();
+    }
+  });
+
+  it('with age recipients and no identity at hand, --verify archive verifies the checksum and says why', { timeout: 60_000 }, async () => {
+    const db = await createDatabase('age-verify');
+    const { recipient } = await (async () => {
+      const identity = await generateX25519Identity();
+      return { recipient: await identityToRecipient(identity) };
+    })();
+    const r = await cli(['dump', '--to', await fileLocation(), '--age-recipient', recipient, '--verify', 'archive', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /verifying at level checksum instead of archive/);
+    assert.equal(parse(r.stdout).verification.level, 'checksum');
+    assert.equal(parse(r.stdout).verification.ok, true);
+  });
+
   it('a mirror on the primary location itself is refused', async () => {
     const r = await cli(['dump', '--to', 's3://same-bucket/p', '--mirror-to', 's3://same-bucket/p'], { DATABASE_URL: 'postgresql://nobody@127.0.0.1:1/x' });
     assert.equal(r.code, 2);
@@ -436,6 +482,14 @@ describe('pg-backup mirror (catch-up sync to a DR location)', () => {
     const again = await cli(['mirror', '--from', from, '--to', to, '--json']);
     assert.equal(JSON.parse(again.stdout).copied.length, 0);
     assert.equal(JSON.parse(again.stdout).present, 3);
+
+    // A copy that stopped before its manifest (objects there, manifest not) is completed.
+    const someManifest = dstKeys.find((k) => k.endsWith('.manifest.json'))!;
+    const { rm } = await import('node:fs/promises');
+    await rm(path.join(new URL(to).pathname, someManifest));
+    const resumed = await cli(['mirror', '--from', from, '--to', to, '--json']);
+    assert.equal(resumed.code, 0, resumed.stderr);
+    assert.deepEqual(JSON.parse(resumed.stdout).copied, [someManifest]);
 
     // A corrupted source object is not copied (its upload is aborted) and the run fails.
     const r = await cli(['dump', '--to', from, '--json'], { DATABASE_URL: dbUrl(db) });

@@ -90,8 +90,12 @@ export class FileStorage implements Storage {
     try {
       await link(partial, target);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new OverwriteError(`${this.uri(key)} already exists: refusing to overwrite it`);
-      throw err;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new OverwriteError(`${this.uri(key)} already exists: refusing to overwrite it`);
+      if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw err;
+      // A filesystem without hard links (some network and FUSE mounts): check, then rename.
+      if (await stat(target).then(() => true, () => false)) throw new OverwriteError(`${this.uri(key)} already exists: refusing to overwrite it`);
+      return rename(partial, target);
     }
     await unlink(partial);
   }

@@ -163,9 +163,10 @@ export class S3Storage implements Storage {
   }
 
   /** Warns once when the store's answer does not confirm the server-side encryption asked for (Ceph RGW 16 ignores SSE-S3). */
-  #checkSseEcho(out: { ServerSideEncryption?: string; SSECustomerAlgorithm?: string } | undefined, uri: string): void {
+  #checkSseEcho(out: { ServerSideEncryption?: string; SSECustomerAlgorithm?: string } | undefined, uri: string, multipart = false): void {
     const sse = this.#settings.sse;
-    if (!sse || !out || this.#sseWarned) return;
+    // CompleteMultipartUpload's answer carries no SSE-C fields: nothing to check there.
+    if (!sse || !out || this.#sseWarned || (multipart && sse.type === 'sse-c')) return;
     const confirmed = sse.type === 'sse-c' ? out.SSECustomerAlgorithm === 'AES256' : out.ServerSideEncryption === sse.type;
     if (!confirmed) {
       this.#sseWarned = true;
@@ -176,7 +177,8 @@ export class S3Storage implements Storage {
   /** {@link mapS3Error}, knowing this driver's settings: a write refused as InvalidRequest with Object Lock asked for means the bucket has none. */
   #mapWriteError(err: unknown, uri: string): Error {
     const code = (err as { name?: string }).name;
-    if (this.#settings.objectLock && (code === 'InvalidRequest' || code === 'InvalidBucketState')) {
+    const message = (err as { message?: string }).message ?? '';
+    if (this.#settings.objectLock && (code === 'InvalidRequest' || code === 'InvalidBucketState') && !/ssl|secure|encryption|customer/i.test(message)) {
       return new UsageError(`the bucket of ${uri} refused Object Lock retention (${code}): create it with Object Lock enabled (s3api create-bucket --object-lock-enabled-for-bucket), or drop --object-lock`);
     }
     return mapS3Error(err, uri, 'write');
@@ -249,7 +251,7 @@ export class S3Storage implements Storage {
         body.once('error', armWatchdog);
         upload.done().then(
           (out) => {
-            this.#checkSseEcho(out as { ServerSideEncryption?: string; SSECustomerAlgorithm?: string }, this.uri(key));
+            this.#checkSseEcho(out as { ServerSideEncryption?: string; SSECustomerAlgorithm?: string }, this.uri(key), Boolean((upload as unknown as { uploadId?: string }).uploadId));
             clearTimeout(watchdog);
             if (aborted) reject(aborted);
             else resolve();
@@ -295,10 +297,11 @@ export class S3Storage implements Storage {
   }
 
   async put(key: string, body: string | Uint8Array, options?: string | PutOptions): Promise<void> {
-    const { contentType = 'application/octet-stream', noOverwrite } = putOptions(options);
+    const { contentType = 'application/octet-stream', noOverwrite, signal } = putOptions(options);
     try {
       const out = await this.client.send(
         new PutObjectCommand({ ...this.#writeParams(), Bucket: this.#bucket, Key: this.#fullKey(key), Body: body, ContentType: contentType, ...(noOverwrite ? { IfNoneMatch: '*' } : {}) }),
+        { abortSignal: signal },
       );
       this.#checkSseEcho(out, this.uri(key));
     } catch (err) {
@@ -317,7 +320,13 @@ export class S3Storage implements Storage {
 
   async get(key: string): Promise<Readable> {
     try {
-      const out = await this.client.send(new GetObjectCommand({ ...this.#readParams(), Bucket: this.#bucket, Key: this.#fullKey(key) }));
+      const read = (params: Record<string, string>) => this.client.send(new GetObjectCommand({ ...params, Bucket: this.#bucket, Key: this.#fullKey(key) }));
+      const out = await read(this.#readParams()).catch((err: unknown) => {
+        // AWS refuses SSE-C headers on an object stored without SSE-C (one written before the
+        // key was set, or by another tool): read it again without them.
+        if (this.#settings.sse?.type === 'sse-c' && /not applicable to this object/i.test((err as Error).message ?? '')) return read({});
+        throw err;
+      });
       if (!out.Body) throw new Error(`empty response body for ${this.uri(key)}`);
       return out.Body as Readable;
     } catch (err) {
@@ -364,7 +373,7 @@ export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' |
   const message = e.message ?? '';
   if (code === 'PreconditionFailed' && action === 'write') return new OverwriteError(`${uri} already exists: refusing to overwrite it (If-None-Match)`);
   if (code === 'InvalidArgument' || code === 'InvalidRequest' || status === 400) {
-    if (/customer provided keys|SSECustomer|SSE-C/i.test(message) || /encryption algorithm/i.test(message)) {
+    if (/customer provided keys|SSECustomer|SSE-C|stored using a form of Server Side Encryption/i.test(message) || /encryption algorithm/i.test(message)) {
       return new UsageError(`${uri} is encrypted with SSE-C: give its key in PG_BACKUP_SSE_C_KEY (actions: the sse-c-key input)`);
     }
     if (/MD5 hash of the key/i.test(message)) return new UsageError(`the SSE-C key does not match the one ${uri} was written with`);
