@@ -4,12 +4,14 @@
 //   1. floor     pg_dump -Fc -Z0 DB | zstd -3 -T0 > /dev/null     (dump + compress, nothing stored)
 //   2. seed-000  pg_dump DB | zstd -3 | aws s3 cp - s3://…          (the runbook pipeline)
 //   3. ours      pg-backup dump --to s3://…                         (defaults: custom, zstd:3)
+// Ours runs as `npx pg-backup` does: bin/pg-backup.js, from the CLI bundle (rebuilt first).
 // Prints medians, the ratios 3/1 and 3/2, and our peak RSS. A benchmark, not a test.
 //   BENCH_GB=1 (database size), BENCH_ROUNDS=3, BENCH_KEEP=1 (keep the services running).
 import { spawn, spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { writeCliBundle } from '../scripts/build.ts';
 import { startServices } from '../test/infra/services.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -17,6 +19,7 @@ const gb = Number(process.env.BENCH_GB ?? 1);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const bin = spawnSync('bash', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1'], { encoding: 'utf8' }).stdout.trim();
 
+console.log(await writeCliBundle());
 const services = await startServices({ bucket: 'bench', memstoreBytes: Math.max(6, Math.ceil(gb * 2)) * 1024 ** 3 });
 process.on('exit', () => {
   if (!process.env.BENCH_KEEP) services.stop();

@@ -1,12 +1,58 @@
 #!/usr/bin/env node
-// pg-backup CLI launcher. Runs the TypeScript sources directly with Node's type stripping
-// (Node 22.18+/23.6+; the project targets Node 24, which `npm ci` installs as node_modules/.bin/node
-// and `npx pg-backup` puts first on the PATH).
+// pg-backup CLI launcher. Runs dist/cli.js, the CLI bundled by `npm run build` (also run by
+// `npm ci`), when it is present and fresh (every source file it was built from unchanged);
+// otherwise the TypeScript sources directly with Node's type stripping (Node 22.18+/23.6+; the
+// project targets Node 24, which `npm ci` installs as node_modules/.bin/node and `npx pg-backup`
+// puts first on the PATH). The bundle starts in about half the time and memory.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import module from 'node:module';
+
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 18) || (major === 23 && minor < 6)) {
   process.stderr.write(`pg-backup: needs Node.js 24 (this is ${process.versions.node}): run "npm ci" in the repository, then "npx pg-backup …"\n`);
   process.exit(2);
 }
-const { main } = await import('../src/cli/main.ts');
+
+// Memory: V8 grows the young generation up to 16 MiB per semi-space (x3 in use while
+// scavenging) under the stream of 64 KiB chunks a dump pushes through; capped at 1 MiB, peak
+// RSS drops by ~30 MiB at no measurable cost in time (docs/performance.md). The flag works only
+// at start-up, so the launcher replaces itself (same pid, stdio and signals) once with it, unless
+// the caller already chose a size. PGB_HEAP_CAP=0 turns this off.
+const SEMI = '--max-semi-space-size';
+if (
+  process.env.PGB_HEAP_CAP !== '0' &&
+  typeof process.execve === 'function' &&
+  !process.execArgv.some((a) => a.startsWith(SEMI)) &&
+  !(process.env.NODE_OPTIONS ?? '').includes(SEMI)
+) {
+  try {
+    process.execve(process.execPath, [process.execPath, `${SEMI}=1`, ...process.execArgv, ...process.argv.slice(1)], process.env);
+  } catch {
+    // Not supported here (Windows) or refused: run as we are.
+  }
+}
+
+/** True when dist/cli.js exists and every file recorded in dist/cli.inputs.json still has its recorded SHA-256. */
+function bundleIsFresh() {
+  if (process.env.PGB_CLI_SOURCES === '1') return false;
+  try {
+    const root = new URL('../', import.meta.url);
+    const { files } = JSON.parse(readFileSync(new URL('dist/cli.inputs.json', root), 'utf8'));
+    readFileSync(new URL('dist/cli.js', root), { flag: 'r' }).subarray(0, 1);
+    for (const [file, sha256] of Object.entries(files)) {
+      if (createHash('sha256').update(readFileSync(new URL(file, root))).digest('hex') !== sha256) return false;
+    }
+    return Object.keys(files).length > 0;
+  } catch {
+    return false;
+  }
+}
+
+// V8's compile cache (in the temp dir): later starts skip compiling the bundle (~15 MiB less RSS).
+module.enableCompileCache?.();
+const entry = bundleIsFresh() ? '../dist/cli.js' : '../src/cli/main.ts';
+if (process.env.PGB_TRACE_LAUNCHER === '1') process.stderr.write(`pg-backup: running ${entry.slice(3)} (${process.execArgv.join(' ') || 'no node flags'})\n`);
+const { main } = await import(entry);
 const code = await main(process.argv);
 process.stdout.write('', () => process.exit(code));

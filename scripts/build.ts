@@ -1,9 +1,11 @@
-// Bundles each action into actions/<name>/dist/index.js (one ESM file, committed).
-// `node scripts/build.ts --check` rebuilds in memory and exits 1 if a committed bundle is stale.
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
+// Bundles each action into actions/<name>/dist/index.js (one ESM file, committed), and the CLI
+// into dist/cli.js (not committed; bin/pg-backup.js runs it when it is fresh, else the sources).
+// `node scripts/build.ts --check` rebuilds the actions in memory and exits 1 if a committed bundle is stale.
+// `node scripts/build.ts --cli` builds only the CLI bundle (what `npm ci` runs, through `prepare`).
+import { createHash } from 'node:crypto';
+import { readFile, writeFile, mkdir, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build } from 'esbuild';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -15,30 +17,82 @@ export const ACTIONS = {
   prune: 'src/github/prune-action.ts',
 } as const;
 
-/** Builds every bundle in memory: output path → contents. */
+/** The CLI's entry file and its bundle, relative to the repository root. */
+export const CLI = { entry: 'src/cli/main.ts', bundle: 'dist/cli.js', inputs: 'dist/cli.inputs.json' } as const;
+
+/**
+ * Files outside `src/` whose change makes the CLI bundle stale: the package manifest (name,
+ * version) and the lock file (dependency versions bundled in).
+ */
+const CLI_EXTRA_INPUTS = ['package.json', 'package-lock.json'];
+
+async function esbuild(entry: string, metafile = false) {
+  const { build } = await import('esbuild');
+  return build({
+    entryPoints: [path.join(root, entry)],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node24',
+    write: false,
+    legalComments: 'none',
+    minify: true,
+    keepNames: true,
+    metafile,
+    logLevel: 'warning',
+    absWorkingDir: root,
+    // Some CommonJS dependencies call require(); give the ESM bundle one.
+    banner: { js: "import { createRequire as __pgbCreateRequire } from 'node:module';\nconst require = __pgbCreateRequire(import.meta.url);" },
+  });
+}
+
+/** Builds every action bundle in memory: output path → contents. */
 export async function bundles(): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const [name, entry] of Object.entries(ACTIONS)) {
-    const result = await build({
-      entryPoints: [path.join(root, entry)],
-      bundle: true,
-      platform: 'node',
-      format: 'esm',
-      target: 'node24',
-      write: false,
-      legalComments: 'none',
-      minify: true,
-      keepNames: true,
-      logLevel: 'warning',
-      // Some CommonJS dependencies call require(); give the ESM bundle one.
-      banner: { js: "import { createRequire as __pgbCreateRequire } from 'node:module';\nconst require = __pgbCreateRequire(import.meta.url);" },
-    });
+    const result = await esbuild(entry);
     out.set(path.join(root, 'actions', name, 'dist', 'index.js'), result.outputFiles[0]!.text);
   }
   return out;
 }
 
+/**
+ * Builds the CLI bundle in memory. Returns its text and the freshness record bin/pg-backup.js
+ * checks before using it: the SHA-256 (hex) of every project source file bundled in (paths
+ * relative to the repository root, `/`-separated) plus package.json and package-lock.json.
+ */
+export async function cliBundle(): Promise<{ text: string; inputs: { files: Record<string, string> } }> {
+  const result = await esbuild(CLI.entry, true);
+  const own = Object.keys(result.metafile!.inputs)
+    .filter((f) => !f.includes('node_modules/'))
+    .map((f) => path.relative(root, path.resolve(root, f)).split(path.sep).join('/'));
+  const files: Record<string, string> = {};
+  for (const f of new Set([...own.sort(), ...CLI_EXTRA_INPUTS])) files[f] = createHash('sha256').update(await readFile(path.join(root, f))).digest('hex');
+  return { text: result.outputFiles[0]!.text, inputs: { files } };
+}
+
+/** Writes dist/cli.js, then (last, so a half-written bundle is never taken as fresh) its freshness record. */
+export async function writeCliBundle(): Promise<string> {
+  const { text, inputs } = await cliBundle();
+  const bundle = path.join(root, CLI.bundle);
+  await mkdir(path.dirname(bundle), { recursive: true });
+  await writeFile(`${bundle}.tmp`, text);
+  await rename(`${bundle}.tmp`, bundle);
+  await writeFile(path.join(root, CLI.inputs), `${JSON.stringify(inputs, null, 1)}\n`);
+  return `wrote ${CLI.bundle} (${(text.length / 1024).toFixed(0)} KiB, ${Object.keys(inputs.files).length} inputs checked at start-up)`;
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
+  if (process.argv.includes('--cli')) {
+    try {
+      console.log(await writeCliBundle());
+    } catch (err) {
+      // `npm ci --omit=dev` has no esbuild: the CLI then runs from the sources.
+      if ((err as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw err;
+      console.log('esbuild is not installed: the CLI will run from its sources');
+    }
+    process.exit(0);
+  }
   const check = process.argv.includes('--check');
   const stale: string[] = [];
   for (const [file, text] of await bundles()) {
@@ -51,6 +105,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       console.log(`wrote ${path.relative(root, file)} (${(text.length / 1024).toFixed(0)} KiB)`);
     }
   }
+  if (!check) console.log(await writeCliBundle());
   if (stale.length) {
     console.error(`stale bundles: ${stale.join(', ')}: run "npm run build" and commit the result`);
     process.exit(1);

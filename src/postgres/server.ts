@@ -104,8 +104,16 @@ export async function listUserTables(client: pg.Client): Promise<{ schema: strin
  * Counts the rows of each table with `count(*)` in the client's current transaction (so, when it
  * runs inside the transaction that exported the dump's snapshot, in the dump's snapshot).
  * Identifiers are quoted by node-postgres' `escapeIdentifier`; names never reach a shell.
+ *
+ * Inside a transaction block (a dump's), the counts run without parallel workers or JIT
+ * (`set_config(…, is_local => true)`, so only until that transaction ends): they run beside
+ * pg_dump and compete with it for the same cores, and one backend scanning alone costs about
+ * half the CPU of a leader with two workers (docs/performance.md). Outside a transaction (a
+ * drill's counts on the restored database), the setting lasts one statement and the server's
+ * defaults apply.
  */
 export async function countRows(client: pg.Client, tables: { schema: string; table: string }[]): Promise<TableRowCount[]> {
+  await client.query("SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)");
   const out: TableRowCount[] = [];
   for (const t of tables) {
     const sql = `SELECT count(*)::text AS n FROM ${client.escapeIdentifier(t.schema)}.${client.escapeIdentifier(t.table)}`;

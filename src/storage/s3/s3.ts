@@ -33,7 +33,7 @@ export interface S3Settings {
   region?: string;
   /** Path-style addressing (`endpoint/bucket/key`). Default: on for custom endpoints, off for AWS. */
   forcePathStyle?: boolean;
-  /** Parts uploaded at once per multipart upload. Default 4. */
+  /** Parts uploaded at once per multipart upload. Default 3 (each part in flight is held in memory: docs/performance.md). */
   queueSize?: number;
   /** Keys per ListObjectsV2 page. Default 1 000 (the S3 maximum). */
   listPageSize?: number;
@@ -109,7 +109,7 @@ export class S3Storage implements Storage {
     this.#bucket = bucket;
     this.#prefix = prefix;
     this.url = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
-    this.#queueSize = settings.queueSize ?? 4;
+    this.#queueSize = settings.queueSize ?? 3;
     this.#listPageSize = settings.listPageSize ?? 1000;
     const endpoint = settings.endpoint || (settings.ignoreEnvEndpoint ? undefined : process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL) || undefined;
     if (endpoint) {
