@@ -82,6 +82,8 @@ const run: ReliabilityRun = {
   runSeconds: Math.round((Date.now() - started) / 1000),
   rows,
 };
+// Render first: a renderer error must not leave the data and the doc out of step.
+const doc = renderReliabilityDoc(run);
 writeFileSync(path.join(root, 'docs/reliability.json'), `${JSON.stringify(run, null, 2)}\n`);
-writeFileSync(path.join(root, 'docs/reliability.md'), renderReliabilityDoc(run));
+writeFileSync(path.join(root, 'docs/reliability.md'), doc);
 console.log(`reliability: ${rows.length} faults recorded; wrote docs/reliability.md and docs/reliability.json`);

@@ -34,6 +34,11 @@ export const GROUPS: { prefix: string; title: string }[] = [
   { prefix: 'disk-', title: 'Local disk' },
   { prefix: 'corrupt-', title: 'Damaged or incomplete backups in the bucket' },
   { prefix: 'bad-', title: 'Bad input and configuration' },
+  { prefix: 'overwrite-', title: 'Overwrite and immutability' },
+  { prefix: 'object-lock-', title: 'Overwrite and immutability' },
+  { prefix: 'sse-', title: 'Encryption' },
+  { prefix: 'age-', title: 'Encryption' },
+  { prefix: 'mirror-', title: 'Off-region mirror' },
   { prefix: 'soak', title: 'Soak' },
 ];
 
@@ -76,7 +81,7 @@ export function renderReliabilityDoc(run: ReliabilityRun): string {
     'object, and a backup without a manifest is never listed, verified or restored.',
     '',
   ];
-  for (const g of GROUPS) {
+  for (const g of GROUPS.filter((x, i) => GROUPS.findIndex((y) => y.title === x.title) === i)) {
     const rows = run.rows.filter((r) => groupOf(r.faultId) === g.title);
     if (!rows.length) continue;
     out.push(`## ${g.title}`, '');
