@@ -92,6 +92,13 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
     waitGone(pids, 10_000);
     rmSync(work, { recursive: true, force: true, maxRetries: 3 });
   };
+  // A signal while the services start (Ctrl-C, a cancelled CI job) must not leave daemons behind:
+  // stop what has started, then exit. The caller installs its own handlers once this returns.
+  const onSignal = () => {
+    stop();
+    process.exit(130);
+  };
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, onSignal);
   try {
     const pgPort = await freePort();
     let rgwPort = await freePort();
@@ -127,5 +134,7 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
   } catch (err) {
     stop();
     throw err;
+  } finally {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.off(sig, onSignal);
   }
 }
