@@ -73,6 +73,21 @@ export function prunerStatements(bucket: string, principal: string) {
   ];
 }
 
+/** What a break-glass recovery admin uses on a versioned bucket: see {@link recoveryStatements}. */
+export const RECOVERY_ACTIONS = ['s3:ListBucket', 's3:ListBucketVersions', 's3:GetObject', 's3:GetObjectVersion', 's3:DeleteObjectVersion'];
+
+/**
+ * The bucket policy statement for a break-glass recovery `principal` on a versioned bucket:
+ * list and read every version, and delete versions — which is how a delete marker left by a
+ * prune or by stolen credentials is removed, bringing the backup back (S3 User Guide,
+ * "Restoring previous versions"). Nobody else should hold s3:DeleteObjectVersion; keep this
+ * principal behind MFA or out of every automated job. Needed on Ceph RGW (and on AWS without
+ * "bucket owner enforced") because the writer, not the bucket owner, owns what it writes.
+ */
+export function recoveryStatements(bucket: string, principal: string) {
+  return [{ Sid: 'BackupRecovery', Effect: 'Allow', Principal: { AWS: [principal] }, Action: RECOVERY_ACTIONS, Resource: [`arn:aws:s3:::${bucket}`, `arn:aws:s3:::${bucket}/*`] }];
+}
+
 /**
  * The IAM identity policy of a pruner user or role limited to `bucket`/`prefix`: list the
  * prefix, read and delete under it (AWS IAM grammar; `s3:prefix` condition per the AWS S3 User

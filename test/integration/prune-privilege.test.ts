@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
-import { CreateBucketCommand, DeleteObjectCommand, GetBucketLifecycleConfigurationCommand, PutBucketLifecycleConfigurationCommand, PutBucketPolicyCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, DeleteObjectCommand, GetBucketLifecycleConfigurationCommand, GetObjectCommand, ListObjectVersionsCommand, PutBucketLifecycleConfigurationCommand, PutBucketPolicyCommand, PutBucketVersioningCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { dump, type DumpResult } from '../../src/commands/dump.ts';
-import { prunerStatements, writerBucketPolicy } from '../../src/storage/policies.ts';
+import { prunerStatements, recoveryStatements, writerBucketPolicy } from '../../src/storage/policies.ts';
 import { cli, createDatabase, dbUrl, fileLocation, need, run, s3Client, s3Keys } from '../helpers.ts';
 
 const DAY = 86_400_000;
@@ -21,12 +21,16 @@ function clientAs(user: keyof typeof keys): S3Client {
   return new S3Client({ endpoint: need('PGB_TEST_S3_ENDPOINT'), region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: keys[user][0], secretAccessKey: keys[user][1] } });
 }
 
-/** A bucket whose policy gives the writer Put only, `reader` List + Get, and the pruner List + Get + Delete. */
+/**
+ * A bucket whose policy gives the writer Put only, `reader` List + Get, the pruner List + Get +
+ * Delete, and the owner (`backup`) the break-glass recovery statement.
+ */
 async function threeRoleBucket(): Promise<{ bucket: string; to: string }> {
   for (const u of ['writer', 'pruner', 'reader'] as const) await rgwUser(u);
   const bucket = `pr-${randomBytes(4).toString('hex')}`;
   const policy = writerBucketPolicy(bucket, 'arn:aws:iam:::user/writer', ['arn:aws:iam:::user/backup', 'arn:aws:iam:::user/reader']);
   policy.Statement.push(...(prunerStatements(bucket, 'arn:aws:iam:::user/pruner') as typeof policy.Statement));
+  policy.Statement.push(...(recoveryStatements(bucket, 'arn:aws:iam:::user/backup') as typeof policy.Statement));
   const client = s3Client();
   await client.send(new CreateBucketCommand({ Bucket: bucket }));
   await client.send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(policy) }));
@@ -65,6 +69,63 @@ describe('pruner least privilege on Ceph RGW', () => {
     const pruned = await cli(['prune', '--from', to, '--keep-last', '1', '--keep-proven', '0', '--apply'], envOf('pruner'));
     assert.equal(pruned.code, 0, pruned.stderr);
     assert.deepEqual((await s3Keys(to)).sort(), [made[2]!.objectKey, made[2]!.manifestKey].sort());
+  });
+});
+
+describe('versioning on Ceph RGW', () => {
+  it('a clobbered manifest and a prune leave the old versions: the pruner cannot delete a version, an admin brings a pruned backup back', { timeout: 180_000 }, async () => {
+    const db = await createDatabase('versioned', false);
+    const { bucket, to } = await threeRoleBucket();
+    const admin = s3Client();
+    await admin.send(new PutBucketVersioningCommand({ Bucket: bucket, VersioningConfiguration: { Status: 'Enabled' } }));
+    const writerS3 = { credentials: { accessKeyId: keys.writer[0], secretAccessKey: keys.writer[1] }, endpoint: need('PGB_TEST_S3_ENDPOINT') };
+    const made: DumpResult[] = [];
+    for (const ago of [2 * DAY, DAY, 3_600_000]) {
+      made.push(await dump({ databaseUrl: dbUrl(db), to, service: 'api', environment: 'prod', s3: writerS3, logger: quiet, now: () => new Date(Date.now() - ago) }));
+    }
+    const versionsOf = async (key: string) => {
+      const page = await admin.send(new ListObjectVersionsCommand({ Bucket: bucket, Prefix: `pg/${key}` }));
+      return { versions: (page.Versions ?? []).filter((v) => v.Key === `pg/${key}`), markers: (page.DeleteMarkers ?? []).filter((m) => m.Key === `pg/${key}`) };
+    };
+
+    // Leaked writer credentials clobber a manifest (If-None-Match is not honoured by every store):
+    // the tool refuses the clobbered manifest, and the written version is still there.
+    const writer = clientAs('writer');
+    await writer.send(new PutObjectCommand({ Bucket: bucket, Key: `pg/${made[0]!.manifestKey}`, Body: '{}' }));
+    writer.destroy();
+    const clobbered = await versionsOf(made[0]!.manifestKey);
+    assert.equal(clobbered.versions.length, 2);
+    const original = clobbered.versions.find((v) => !v.IsLatest)!;
+    const body = await (await admin.send(new GetObjectCommand({ Bucket: bucket, Key: `pg/${made[0]!.manifestKey}`, VersionId: original.VersionId }))).Body!.transformToString();
+    assert.equal(JSON.parse(body).id, made[0]!.manifest.id);
+    const refused = await cli(['verify', '--from', to, '--backup', made[0]!.manifestKey, '--level', 'checksum'], envOf('reader'));
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /manifest .* is invalid/);
+
+    // A prune on a versioned bucket only adds delete markers; the pruner (no
+    // s3:DeleteObjectVersion) cannot remove the versions behind them.
+    const pruned = await cli(['prune', '--from', to, '--keep-last', '1', '--keep-proven', '0', '--apply'], envOf('pruner'));
+    assert.equal(pruned.code, 0, pruned.stderr);
+    const after = await cli(['list', '--from', to, '--json'], envOf('reader'));
+    assert.deepEqual((JSON.parse(after.stdout) as { manifestKey: string }[]).map((b) => b.manifestKey), [made[2]!.manifestKey]);
+    const gone = await versionsOf(made[1]!.objectKey);
+    assert.equal(gone.markers.length, 1, 'the prune left a delete marker');
+    assert.equal(gone.versions.length, 1, 'and the object version behind it');
+    assert.equal(gone.versions[0]!.Size, made[1]!.manifest.object.sizeBytes);
+    const pruner = clientAs('pruner');
+    await assert.rejects(pruner.send(new DeleteObjectCommand({ Bucket: bucket, Key: gone.versions[0]!.Key!, VersionId: gone.versions[0]!.VersionId })), (e: Error) => e.name === 'AccessDenied');
+    pruner.destroy();
+
+    // An admin restores the pruned backup by removing its delete markers (object first,
+    // manifest last): it is listed again and verifies.
+    for (const key of [made[1]!.objectKey, made[1]!.manifestKey]) {
+      for (const m of (await versionsOf(key)).markers) await admin.send(new DeleteObjectCommand({ Bucket: bucket, Key: m.Key!, VersionId: m.VersionId }));
+    }
+    const relisted = await cli(['list', '--from', to, '--json'], envOf('reader'));
+    assert.deepEqual((JSON.parse(relisted.stdout) as { manifestKey: string }[]).map((b) => b.manifestKey), [made[2]!.manifestKey, made[1]!.manifestKey]);
+    const back = await cli(['verify', '--from', to, '--backup', made[1]!.manifestKey, '--level', 'archive'], envOf('reader'));
+    assert.equal(back.code, 0, back.stderr);
+    admin.destroy();
   });
 });
 
