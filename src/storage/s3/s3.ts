@@ -6,12 +6,11 @@ import {
   PutObjectCommand,
   PutObjectRetentionCommand,
   S3Client,
-  UploadPartCommand,
   paginateListObjectsV2,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { Upload } from '@aws-sdk/lib-storage';
 import { UsageError } from '../../errors.ts';
+import { streamToObject } from './multipart.ts';
 import {
   NotFoundError,
   OverwriteError,
@@ -88,7 +87,7 @@ export function retainUntil(lock: ObjectLockSettings, now = Date.now()): Date {
   return new Date(Math.ceil((now + lock.days * 86_400_000) / 1000) * 1000);
 }
 
-/** How long `Upload.done()` may take to settle after an abort before we stop waiting (ms). aws-sdk-js-v3 #7729. */
+/** How long an upload may take to settle after an abort before we stop waiting (ms): a request that ignores the cancellation must not hold the process. */
 const ABORT_WATCHDOG_MS = 30_000;
 
 /** The storage driver for S3 and S3-compatible stores. */
@@ -200,77 +199,47 @@ export class S3Storage implements Storage {
 
   async upload(key: string, body: Readable, options: UploadOptions = {}): Promise<UploadResult> {
     const Key = this.#fullKey(key);
-    let sizeBytes = 0;
-    body.on('data', (chunk: Buffer) => {
-      sizeBytes += chunk.length;
-    });
-    // lib-storage sends UploadPart without an abort signal, so `upload.abort()` leaves parts in
-    // flight until they finish — on a stalled connection, until the 120 s request timeout, per
-    // retry. Every UploadPart of this upload carries `inflight`, aborted with the upload: a
-    // stalled part is dropped at once and the multipart upload aborted (on a fresh connection)
-    // right after. CreateMultipartUpload is left to finish: cut off, RGW may still create the
-    // upload while its id never reaches us, and it could not be aborted (the fault tests hit this).
-    const inflight = new AbortController();
-    const client = Object.create(this.client) as S3Client;
-    const send = (command: Parameters<S3Client['send']>[0], sendOptions?: { abortSignal?: AbortSignal }) =>
-      command instanceof UploadPartCommand
-        ? this.client.send(command, { ...sendOptions, abortSignal: sendOptions?.abortSignal ? AbortSignal.any([sendOptions.abortSignal, inflight.signal]) : inflight.signal })
-        : this.client.send(command, sendOptions);
-    client.send = send as unknown as S3Client['send'];
-    const upload = new Upload({
-      client,
-      // lib-storage copies these to CreateMultipartUpload, each UploadPart (SSE-C) and CompleteMultipartUpload (If-None-Match).
-      params: { ...this.#writeParams(), Bucket: this.#bucket, Key, Body: body, ContentType: options.contentType ?? 'application/octet-stream', ...(options.noOverwrite ? { IfNoneMatch: '*' } : {}) },
-      partSize: choosePartSize(options.sizeHintBytes),
-      queueSize: this.#queueSize,
-      leavePartsOnError: false,
-    });
+    const params = { ...this.#writeParams(), Bucket: this.#bucket, Key, ContentType: options.contentType ?? 'application/octet-stream', ...(options.noOverwrite ? { IfNoneMatch: '*' } : {}) };
+    const cancel = new AbortController();
     let aborted: Error | undefined;
     const onAbort = () => {
       aborted = options.signal?.reason instanceof Error ? options.signal.reason : new Error('upload aborted');
       body.destroy(aborted);
-      void upload.abort().catch(() => undefined);
-      inflight.abort(aborted);
+      cancel.abort(aborted);
     };
     if (options.signal?.aborted) onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
-    body.once('error', (err) => {
-      aborted ??= err;
-      void upload.abort().catch(() => undefined);
-      inflight.abort(err);
+    let uploadId: string | undefined;
+    const streamed = streamToObject(this.client, params, body, {
+      partSize: choosePartSize(options.sizeHintBytes),
+      queueSize: this.#queueSize,
+      signal: cancel.signal,
+      onUploadId: (id) => (uploadId = id),
     });
+    streamed.catch(() => undefined);
+    let stored: Awaited<typeof streamed>;
     try {
-      await new Promise<void>((resolve, reject) => {
-        let watchdog: NodeJS.Timeout | undefined;
-        const armWatchdog = () => {
-          watchdog ??= setTimeout(() => reject(aborted ?? new Error('upload did not settle after abort')), ABORT_WATCHDOG_MS);
-          watchdog.unref();
-        };
-        if (aborted) armWatchdog();
-        options.signal?.addEventListener('abort', armWatchdog, { once: true });
-        body.once('error', armWatchdog);
-        upload.done().then(
-          (out) => {
-            this.#checkSseEcho(out as { ServerSideEncryption?: string; SSECustomerAlgorithm?: string }, this.uri(key), Boolean((upload as unknown as { uploadId?: string }).uploadId));
-            clearTimeout(watchdog);
-            if (aborted) reject(aborted);
-            else resolve();
-          },
-          (err: unknown) => {
-            clearTimeout(watchdog);
-            reject(aborted ?? err);
-          },
-        );
-      });
+      // After an abort, streamToObject settles once its requests do; a request that ignores the
+      // cancellation (CreateMultipartUpload) must not hold the process: give up waiting after
+      // ABORT_WATCHDOG_MS and abort the upload by id here.
+      stored = await Promise.race([
+        streamed,
+        new Promise<never>((_, reject) => {
+          const arm = () => setTimeout(() => reject(aborted ?? new Error('upload did not settle after abort')), ABORT_WATCHDOG_MS).unref();
+          if (cancel.signal.aborted) arm();
+          else cancel.signal.addEventListener('abort', arm, { once: true });
+        }),
+      ]);
+      if (aborted) throw aborted;
     } catch (err) {
-      inflight.abort(err); // the parts still in flight (one part failed after retries, or an abort)
-      await this.#abortMultipart(upload, Key);
+      if (uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId })).catch(() => undefined);
       throw aborted ?? this.#mapWriteError(err, this.uri(key));
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
+    this.#checkSseEcho(stored.output, this.uri(key), Boolean(stored.uploadId));
     const lock = this.#settings.objectLock;
-    if (lock && (upload as unknown as { uploadId?: string }).uploadId) {
+    if (lock && stored.uploadId) {
       // Ceph RGW 16 ignores the Object Lock headers of CreateMultipartUpload: set the retention
       // on the completed object (needs s3:PutObjectRetention; on AWS it re-states the same date).
       try {
@@ -279,21 +248,7 @@ export class S3Storage implements Storage {
         throw mapS3Error(err, this.uri(key), 'retention');
       }
     }
-    return { key, sizeBytes };
-  }
-
-  /**
-   * Makes sure a failed multipart upload is aborted before we return: `Upload.done()` rejects
-   * as soon as it is aborted, while lib-storage sends AbortMultipartUpload only after the parts
-   * in flight finish — a process exiting right away could leave the upload (and its parts,
-   * billed) behind. The caller has aborted the parts in flight; this waits for them to settle
-   * (at most 30 s), then aborts by upload id itself.
-   */
-  async #abortMultipart(upload: Upload, Key: string): Promise<void> {
-    const internals = upload as unknown as { uploadId?: string; concurrentUploaders?: Promise<unknown>[] };
-    await Promise.race([Promise.allSettled(internals.concurrentUploaders ?? []), new Promise((r) => setTimeout(r, ABORT_WATCHDOG_MS).unref())]);
-    if (!internals.uploadId) return;
-    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: internals.uploadId })).catch(() => undefined);
+    return { key, sizeBytes: stored.sizeBytes };
   }
 
   async put(key: string, body: string | Uint8Array, options?: string | PutOptions): Promise<void> {

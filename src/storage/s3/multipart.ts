@@ -1,0 +1,205 @@
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
+  PutObjectCommand,
+  UploadPartCommand,
+  type CompletedPart,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { MAX_PARTS } from './s3.ts';
+
+/** The object-level fields of a streamed write (what PutObject / CreateMultipartUpload take). */
+export interface StreamedObjectParams {
+  Bucket: string;
+  Key: string;
+  ContentType: string;
+  /** SSE, SSE-C, Object Lock and checksum fields, sent where S3 expects them (see {@link partFields}). */
+  [field: string]: unknown;
+}
+
+/** What {@link streamToObject} stored. */
+export interface StreamedObject {
+  /** Bytes read from the stream and stored. */
+  sizeBytes: number;
+  /** Present when the object was written as a multipart upload (more than one part). */
+  uploadId?: string;
+  /** The answer of the completing request (PutObject or CompleteMultipartUpload). */
+  output: { ServerSideEncryption?: string; SSECustomerAlgorithm?: string };
+}
+
+/**
+ * Per-part request fields: SSE-C must be repeated on every UploadPart, and a checksum algorithm
+ * asked for the object applies to each part (AWS S3 API Reference, UploadPart). SSE-S3/KMS,
+ * Object Lock, the content type and If-None-Match belong to the object, not to its parts.
+ */
+function partFields(params: StreamedObjectParams): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'ChecksumAlgorithm', 'ExpectedBucketOwner', 'RequestPayer']) {
+    if (params[k] !== undefined) out[k] = params[k];
+  }
+  return out;
+}
+
+/** Fields of CompleteMultipartUpload taken from the object's params. */
+function completeFields(params: StreamedObjectParams): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'IfNoneMatch', 'ExpectedBucketOwner', 'RequestPayer']) {
+    if (params[k] !== undefined) out[k] = params[k];
+  }
+  return out;
+}
+
+/**
+ * Streams `body` into one S3 object with memory bounded by `(queueSize + 1) × partSize`: the
+ * stream is copied into a pool of reusable part buffers (no per-part allocation, so no garbage
+ * buffers piling up between garbage collections), up to `queueSize` parts are uploaded at
+ * once, and reading pauses (back-pressure) while they are all busy.
+ *
+ * A stream shorter than one part is written with a single PutObject; otherwise with
+ * CreateMultipartUpload, UploadPart × n and CompleteMultipartUpload (AWS S3 User Guide,
+ * "Uploading and copying objects using multipart upload"). Each request is retried by the
+ * client's retry strategy (the part buffer is resent as is). `onUploadId` learns the upload id
+ * as soon as it exists, so a caller can abort it whatever happens here.
+ *
+ * On any failure — the stream errors, a part fails after its retries, `signal` aborts — the
+ * parts in flight are cancelled, the multipart upload is aborted (AbortMultipartUpload, by id)
+ * before this rejects with the first error, and nothing is completed.
+ *
+ * @param partSize bytes per part (all but the last), at least 5 MiB for S3.
+ * @param queueSize parts uploaded at once, at least 1.
+ * @throws the stream's error, the first S3 error, or `signal.reason`.
+ */
+export async function streamToObject(
+  client: S3Client,
+  params: StreamedObjectParams,
+  body: Readable,
+  options: { partSize: number; queueSize: number; signal?: AbortSignal; onUploadId?: (uploadId: string) => void },
+): Promise<StreamedObject> {
+  const { partSize, queueSize } = options;
+  const cancel = new AbortController();
+  const onAbort = () => cancel.abort(options.signal?.reason ?? new Error('upload aborted'));
+  if (options.signal?.aborted) onAbort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
+  const pool: Buffer[] = [];
+  let allocated = 0;
+  const inflight = new Set<Promise<void>>();
+  const parts: CompletedPart[] = [];
+  let failure: { error: unknown } | undefined;
+  let uploadId: string | undefined;
+  let partNumber = 0;
+  let sizeBytes = 0;
+
+  /** Throws the first failure, if any (a part that failed while the stream was being read). */
+  const check = () => {
+    if (failure) throw failure.error;
+  };
+  const fail = (error: unknown) => {
+    failure ??= { error };
+    if (!cancel.signal.aborted) cancel.abort(error);
+  };
+  const takeBuffer = async (): Promise<Buffer> => {
+    // queueSize parts in flight plus the one being filled (the first part, held back until the
+    // stream proves longer, counts as in flight).
+    while (!pool.length && allocated >= queueSize + 1) {
+      await Promise.race(inflight);
+      check();
+    }
+    if (pool.length) return pool.pop()!;
+    allocated++;
+    return Buffer.allocUnsafeSlow(partSize);
+  };
+  const startMultipart = async () => {
+    // Not cancellable: cut off, the store may still create the upload while its id never
+    // reaches us, and it could not be aborted (the fault tests hit this with Ceph RGW).
+    const { UploadId } = await client.send(new CreateMultipartUploadCommand(params as never));
+    if (!UploadId) throw new Error(`CreateMultipartUpload for ${params.Key} returned no upload id`);
+    uploadId = UploadId;
+    options.onUploadId?.(UploadId);
+  };
+  /** Sends a part once fewer than `queueSize` are in flight. */
+  const dispatch = async (buffer: Buffer, length: number) => {
+    while (inflight.size >= queueSize) await Promise.race(inflight);
+    check();
+    sendPart(buffer, length);
+  };
+  const sendPart = (buffer: Buffer, length: number) => {
+    const n = ++partNumber;
+    if (n > MAX_PARTS) throw new Error(`the stream needs more than ${MAX_PARTS} parts of ${partSize} bytes: give a larger size hint`);
+    const task = client
+      .send(
+        new UploadPartCommand({ ...partFields(params), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, PartNumber: n, Body: buffer.subarray(0, length), ContentLength: length } as never),
+        { abortSignal: cancel.signal },
+      )
+      .then(
+        (out) => {
+          if (!out.ETag) throw new Error(`UploadPart ${n} of ${params.Key} returned no ETag`);
+          const part: CompletedPart = { PartNumber: n, ETag: out.ETag };
+          if (out.ChecksumCRC32) part.ChecksumCRC32 = out.ChecksumCRC32;
+          if (out.ChecksumCRC32C) part.ChecksumCRC32C = out.ChecksumCRC32C;
+          if (out.ChecksumSHA1) part.ChecksumSHA1 = out.ChecksumSHA1;
+          if (out.ChecksumSHA256) part.ChecksumSHA256 = out.ChecksumSHA256;
+          parts.push(part);
+          pool.push(buffer);
+        },
+        (err: unknown) => fail(err),
+      )
+      .finally(() => inflight.delete(task));
+    inflight.add(task);
+  };
+
+  try {
+    let current = await takeBuffer();
+    let filled = 0;
+    /** The first full part, held back until more data proves the object needs a multipart upload. */
+    let first: Buffer | undefined;
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      check();
+      sizeBytes += chunk.length;
+      let offset = 0;
+      while (offset < chunk.length) {
+        if (first) {
+          await startMultipart();
+          await dispatch(first, partSize);
+          first = undefined;
+        }
+        const n = chunk.copy(current, filled, offset);
+        filled += n;
+        offset += n;
+        if (filled === partSize) {
+          if (uploadId) await dispatch(current, partSize);
+          else first = current;
+          current = await takeBuffer();
+          filled = 0;
+        }
+      }
+    }
+    check();
+    if (!uploadId) {
+      // The whole stream fits in one part: a single PutObject.
+      const data = first ?? current.subarray(0, filled);
+      const output = await client.send(new PutObjectCommand({ ...params, Body: data, ContentLength: data.length } as never), { abortSignal: cancel.signal });
+      return { sizeBytes, output };
+    }
+    // The last part may be shorter than partSize; a stream ending on a part boundary has none.
+    if (filled > 0) await dispatch(current, filled);
+    while (inflight.size) await Promise.race(inflight);
+    check();
+    parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
+    const output = await client.send(
+      new CompleteMultipartUploadCommand({ ...completeFields(params), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, MultipartUpload: { Parts: parts } } as never),
+      { abortSignal: cancel.signal },
+    );
+    return { sizeBytes, uploadId, output };
+  } catch (err) {
+    fail(err);
+    // Let the cancelled parts settle, then abort the upload by id on a fresh request.
+    await Promise.allSettled([...inflight]);
+    if (uploadId) await client.send(new AbortMultipartUploadCommand({ Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, ...(params.ExpectedBucketOwner ? { ExpectedBucketOwner: params.ExpectedBucketOwner as string } : {}) })).catch(() => undefined);
+    throw failure ? failure.error : err;
+  } finally {
+    options.signal?.removeEventListener('abort', onAbort);
+  }
+}
