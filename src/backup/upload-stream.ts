@@ -79,18 +79,21 @@ export async function uploadStream(
   options.signal?.addEventListener('abort', onOuterAbort, { once: true });
   const producer = produce(controller.signal);
   producer.done.catch(() => undefined);
-  const codec = await startCodec(producer.compressed ? { algorithm: 'none' } : options.compression, 'compress', controller.signal);
-  const raw = new Meter();
+  // A producer that compresses itself (pg_dump piped into zstd) goes straight to the hashing
+  // stage: no codec, and no second counter over the same bytes (its raw size comes from the
+  // producer at the end; until then progress counts the stored bytes).
+  const codec = producer.compressed ? undefined : await startCodec(options.compression, 'compress', controller.signal);
   const stored = new Meter(...(options.hashes ?? ['sha256']));
+  const raw = codec ? new Meter() : stored;
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
   options.onCounters?.({ raw, stored });
   producer.stream.on('error', fail);
-  codec.stream.on('error', fail);
+  codec?.stream.on('error', fail);
   stored.on('error', fail);
   const encrypt = options.encryptTo?.length ? startEncrypt(options.encryptTo) : undefined;
   encrypt?.stream.on('error', fail);
   encrypt?.done.catch(fail);
-  const compressed = producer.stream.pipe(raw).pipe(codec.stream);
+  const compressed = codec ? producer.stream.pipe(raw).pipe(codec.stream) : producer.stream;
   (encrypt ? compressed.pipe(encrypt.stream) : compressed).pipe(stored).pipe(body, { end: false });
   const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite });
   upload.catch(fail);
@@ -162,7 +165,7 @@ export async function uploadStream(
   });
   aborted.catch(() => undefined);
   try {
-    await Promise.race([Promise.all([producer.done, codec.done, encrypt?.done, finished(stored)]), aborted]).catch((err) => {
+    await Promise.race([Promise.all([producer.done, codec?.done, encrypt?.done, finished(stored)]), aborted]).catch((err) => {
       fail(err);
       throw err;
     });
@@ -179,10 +182,10 @@ export async function uploadStream(
     // Tear the whole chain down: a stage left paused with buffered data would keep the
     // compressor (and so this promise) waiting forever.
     stored.unpipe(body);
-    for (const stream of [producer.stream, raw, codec.stream, ...(encrypt ? [encrypt.stream] : []), stored, body]) stream.destroy();
-    codec.abort();
+    for (const stream of [producer.stream, raw, ...(codec ? [codec.stream] : []), ...(encrypt ? [encrypt.stream] : []), stored, body]) stream.destroy();
+    codec?.abort();
     await Promise.race([
-      Promise.allSettled([upload, producer.done, codec.done, encrypt?.done, ...mirrors.map((m) => m.done)]),
+      Promise.allSettled([upload, producer.done, codec?.done, encrypt?.done, ...mirrors.map((m) => m.done)]),
       new Promise((resolve) => setTimeout(resolve, 60_000).unref()),
     ]);
     throw firstError;
