@@ -7,7 +7,7 @@ import { streamToObject } from '../../src/storage/s3/multipart.ts';
 // A stand-in for S3Client.send (a unit test: the real store is exercised in
 // test/integration/s3-multipart.test.ts and by every dump test): records each command, holds
 // UploadParts for a few ms, and can fail one part.
-function fakeClient(options: { failPart?: number } = {}) {
+function fakeClient(options: { failPart?: number; noEtagPart?: number } = {}) {
   const log: { command: string; partNumber?: number; body?: Uint8Array }[] = [];
   let inflight = 0;
   let maxInflight = 0;
@@ -29,7 +29,7 @@ function fakeClient(options: { failPart?: number } = {}) {
             });
           });
           if (input.PartNumber === options.failPart) throw Object.assign(new Error('InternalError'), { name: 'InternalError' });
-          return { ETag: `"e${input.PartNumber}"` };
+          return input.PartNumber === options.noEtagPart ? {} : { ETag: `"e${input.PartNumber}"` };
         } finally {
           inflight--;
         }
@@ -88,5 +88,21 @@ describe('streamToObject', () => {
     slow.destroy(new Error('cancelled by the test'));
     await assert.rejects(p, /cancelled by the test/);
     assert.equal(f.log.at(-1)!.command, 'AbortMultipartUploadCommand');
+  });
+
+  it('a part that fails while the producer is idle fails the upload at once, and destroys the stream', async () => {
+    for (const opts of [{ failPart: 1 }, { noEtagPart: 1 }]) {
+      const f = fakeClient(opts);
+      const idle = new Readable({ read() {} });
+      const p = streamToObject(f.client, { Bucket: 'b', Key: 'k', ContentType: 'x' }, idle, { partSize: 1_000, queueSize: 2 });
+      idle.push(Buffer.alloc(1_500)); // part 1 goes out; then the producer says nothing more
+      await assert.rejects(p, opts.failPart ? /InternalError/ : /returned no ETag/);
+      assert.ok(idle.destroyed, 'the stream was destroyed');
+      assert.equal(f.log.at(-1)!.command, 'AbortMultipartUploadCommand');
+    }
+  });
+
+  it('refuses a queue size below 1 instead of waiting forever', async () => {
+    await assert.rejects(streamToObject(fakeClient().client, { Bucket: 'b', Key: 'k', ContentType: 'x' }, chunks(10), { partSize: 1_000, queueSize: 0 }), /queueSize/);
   });
 });

@@ -63,9 +63,10 @@ function completeFields(params: StreamedObjectParams): Record<string, unknown> {
  * client's retry strategy (the part buffer is resent as is). `onUploadId` learns the upload id
  * as soon as it exists, so a caller can abort it whatever happens here.
  *
- * On any failure — the stream errors, a part fails after its retries, `signal` aborts — the
- * parts in flight are cancelled, the multipart upload is aborted (AbortMultipartUpload, by id)
- * before this rejects with the first error, and nothing is completed.
+ * On any failure — the stream errors, a part fails after its retries (or comes back without an
+ * ETag), `signal` aborts — `body` is destroyed with that error at once, the parts in flight are
+ * cancelled, the multipart upload is aborted (AbortMultipartUpload, by id) before this rejects
+ * with the first error, and nothing is completed.
  *
  * @param partSize bytes per part (all but the last), at least 5 MiB for S3.
  * @param queueSize parts uploaded at once, at least 1.
@@ -78,10 +79,10 @@ export async function streamToObject(
   options: { partSize: number; queueSize: number; signal?: AbortSignal; onUploadId?: (uploadId: string) => void },
 ): Promise<StreamedObject> {
   const { partSize, queueSize } = options;
+  if (!(Number.isInteger(queueSize) && queueSize >= 1)) throw new RangeError(`queueSize must be a whole number >= 1, not ${queueSize}`);
+  if (!(Number.isInteger(partSize) && partSize >= 1)) throw new RangeError(`partSize must be a whole number of bytes >= 1, not ${partSize}`);
   const cancel = new AbortController();
-  const onAbort = () => cancel.abort(options.signal?.reason ?? new Error('upload aborted'));
-  if (options.signal?.aborted) onAbort();
-  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const onAbort = () => fail(options.signal?.reason ?? new Error('upload aborted'));
 
   const pool: Buffer[] = [];
   let allocated = 0;
@@ -92,14 +93,20 @@ export async function streamToObject(
   let partNumber = 0;
   let sizeBytes = 0;
 
+  if (options.signal?.aborted) onAbort();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+
   /** Throws the first failure, if any (a part that failed while the stream was being read). */
   const check = () => {
     if (failure) throw failure.error;
   };
-  const fail = (error: unknown) => {
+  // The first failure cancels the parts in flight and ends the read of `body` at once (not at
+  // its next chunk: an idle producer must not hide a failed part).
+  function fail(error: unknown): void {
     failure ??= { error };
     if (!cancel.signal.aborted) cancel.abort(error);
-  };
+    if (!body.destroyed) body.destroy(error instanceof Error ? error : new Error(String(error)));
+  }
   const takeBuffer = async (): Promise<Buffer> => {
     // queueSize parts in flight plus the one being filled (the first part, held back until the
     // stream proves longer, counts as in flight).
@@ -135,7 +142,7 @@ export async function streamToObject(
       )
       .then(
         (out) => {
-          if (!out.ETag) throw new Error(`UploadPart ${n} of ${params.Key} returned no ETag`);
+          if (!out.ETag) return fail(new Error(`UploadPart ${n} of ${params.Key} returned no ETag: the store (or a proxy) dropped it; the upload is aborted`));
           const part: CompletedPart = { PartNumber: n, ETag: out.ETag };
           if (out.ChecksumCRC32) part.ChecksumCRC32 = out.ChecksumCRC32;
           if (out.ChecksumCRC32C) part.ChecksumCRC32C = out.ChecksumCRC32C;

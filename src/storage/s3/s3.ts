@@ -126,7 +126,9 @@ export class S3Storage implements Storage {
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
       maxAttempts: 5,
-      requestHandler: { connectionTimeout: 10_000, requestTimeout: 120_000 },
+      // socketTimeout: a request whose socket sends and receives nothing for 120 s fails (and is
+      // retried); the handler's requestTimeout would only log a warning unless told to throw.
+      requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
     };
     if (endpoint) config.endpoint = endpoint;
     if (settings.credentials) config.credentials = settings.credentials;
@@ -210,13 +212,17 @@ export class S3Storage implements Storage {
     if (options.signal?.aborted) onAbort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     let uploadId: string | undefined;
+    let settled = false;
     const streamed = streamToObject(this.client, params, body, {
       partSize: choosePartSize(options.sizeHintBytes),
       queueSize: this.#queueSize,
       signal: cancel.signal,
       onUploadId: (id) => (uploadId = id),
     });
-    streamed.catch(() => undefined);
+    streamed.then(
+      () => (settled = true),
+      () => (settled = true),
+    );
     let stored: Awaited<typeof streamed>;
     try {
       // After an abort, streamToObject settles once its requests do; a request that ignores the
@@ -232,7 +238,9 @@ export class S3Storage implements Storage {
       ]);
       if (aborted) throw aborted;
     } catch (err) {
-      if (uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId })).catch(() => undefined);
+      // streamToObject aborts its multipart upload itself before it rejects; only when it has not
+      // settled (the watchdog fired) is the upload aborted here, by the id it reported.
+      if (!settled && uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(ABORT_WATCHDOG_MS) }).catch(() => undefined);
       throw aborted ?? this.#mapWriteError(err, this.uri(key));
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
