@@ -10,6 +10,9 @@ import {
 } from '@aws-sdk/client-s3';
 import { MAX_PARTS } from './s3.ts';
 
+/** How long the AbortMultipartUpload after a failure may take, retries included (ms). */
+const ABORT_TIMEOUT_MS = 30_000;
+
 /** The object-level fields of a streamed write (what PutObject / CreateMultipartUpload take). */
 export interface StreamedObjectParams {
   Bucket: string;
@@ -204,7 +207,11 @@ export async function streamToObject(
     fail(err);
     // Let the cancelled parts settle, then abort the upload by id on a fresh request.
     await Promise.allSettled([...inflight]);
-    if (uploadId) await client.send(new AbortMultipartUploadCommand({ Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, ...(params.ExpectedBucketOwner ? { ExpectedBucketOwner: params.ExpectedBucketOwner as string } : {}) })).catch(() => undefined);
+    // Bounded, so an unreachable store cannot hold the failure (and pg_dump's snapshot) for long.
+    if (uploadId) {
+      const abort = new AbortMultipartUploadCommand({ Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, ...(params.ExpectedBucketOwner ? { ExpectedBucketOwner: params.ExpectedBucketOwner as string } : {}) });
+      await client.send(abort, { abortSignal: AbortSignal.timeout(ABORT_TIMEOUT_MS) }).catch(() => undefined);
+    }
     throw failure ? failure.error : err;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
