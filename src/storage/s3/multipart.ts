@@ -18,7 +18,7 @@ export interface StreamedObjectParams {
   Bucket: string;
   Key: string;
   ContentType: string;
-  /** SSE, SSE-C, Object Lock and checksum fields, sent where S3 expects them (see {@link partFields}). */
+  /** SSE, SSE-C, Object Lock and checksum fields, sent where S3 expects them (see PART_FIELDS and COMPLETE_FIELDS). */
   [field: string]: unknown;
 }
 
@@ -32,27 +32,19 @@ export interface StreamedObject {
   output: { ServerSideEncryption?: string; SSECustomerAlgorithm?: string };
 }
 
+/** The fields of `params` among `keys` that are set. */
+function pick(params: StreamedObjectParams, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.filter((k) => params[k] !== undefined).map((k) => [k, params[k]]));
+}
+
 /**
  * Per-part request fields: SSE-C must be repeated on every UploadPart, and a checksum algorithm
  * asked for the object applies to each part (AWS S3 API Reference, UploadPart). SSE-S3/KMS,
  * Object Lock, the content type and If-None-Match belong to the object, not to its parts.
  */
-function partFields(params: StreamedObjectParams): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const k of ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'ChecksumAlgorithm', 'ExpectedBucketOwner', 'RequestPayer']) {
-    if (params[k] !== undefined) out[k] = params[k];
-  }
-  return out;
-}
-
-/** Fields of CompleteMultipartUpload taken from the object's params. */
-function completeFields(params: StreamedObjectParams): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const k of ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'IfNoneMatch', 'ExpectedBucketOwner', 'RequestPayer']) {
-    if (params[k] !== undefined) out[k] = params[k];
-  }
-  return out;
-}
+const PART_FIELDS = ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'ChecksumAlgorithm', 'ExpectedBucketOwner', 'RequestPayer'];
+/** Fields of CompleteMultipartUpload taken from the object's params (SSE-C, and If-None-Match: the write that must not replace). */
+const COMPLETE_FIELDS = ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerKeyMD5', 'IfNoneMatch', 'ExpectedBucketOwner', 'RequestPayer'];
 
 /**
  * Streams `body` into one S3 object with memory bounded by `(queueSize + 1) × partSize`: the
@@ -140,7 +132,7 @@ export async function streamToObject(
     if (n > MAX_PARTS) throw new Error(`the stream needs more than ${MAX_PARTS} parts of ${partSize} bytes: give a larger size hint`);
     const task = client
       .send(
-        new UploadPartCommand({ ...partFields(params), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, PartNumber: n, Body: buffer.subarray(0, length), ContentLength: length } as never),
+        new UploadPartCommand({ ...pick(params, PART_FIELDS), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, PartNumber: n, Body: buffer.subarray(0, length), ContentLength: length } as never),
         { abortSignal: cancel.signal },
       )
       .then(
@@ -199,7 +191,7 @@ export async function streamToObject(
     check();
     parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
     const output = await client.send(
-      new CompleteMultipartUploadCommand({ ...completeFields(params), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, MultipartUpload: { Parts: parts } } as never),
+      new CompleteMultipartUploadCommand({ ...pick(params, COMPLETE_FIELDS), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, MultipartUpload: { Parts: parts } } as never),
       { abortSignal: cancel.signal },
     );
     return { sizeBytes, uploadId, output };

@@ -202,21 +202,17 @@ export class S3Storage implements Storage {
   async upload(key: string, body: Readable, options: UploadOptions = {}): Promise<UploadResult> {
     const Key = this.#fullKey(key);
     const params = { ...this.#writeParams(), Bucket: this.#bucket, Key, ContentType: options.contentType ?? 'application/octet-stream', ...(options.noOverwrite ? { IfNoneMatch: '*' } : {}) };
-    const cancel = new AbortController();
-    let aborted: Error | undefined;
-    const onAbort = () => {
-      aborted = options.signal?.reason instanceof Error ? options.signal.reason : new Error('upload aborted');
-      body.destroy(aborted);
-      cancel.abort(aborted);
-    };
-    if (options.signal?.aborted) onAbort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const signal = options.signal;
+    /** The caller's reason for an abort, as an Error (what a cancelled upload rejects with). */
+    const abortReason = () => (signal?.reason instanceof Error ? signal.reason : new Error('upload aborted'));
     let uploadId: string | undefined;
     let settled = false;
+    // streamToObject handles the abort itself (cancels the parts, destroys `body`, aborts the
+    // multipart upload); this only adds a watchdog, below.
     const streamed = streamToObject(this.client, params, body, {
       partSize: choosePartSize(options.sizeHintBytes),
       queueSize: this.#queueSize,
-      signal: cancel.signal,
+      signal,
       onUploadId: (id) => (uploadId = id),
     });
     streamed.then(
@@ -227,23 +223,21 @@ export class S3Storage implements Storage {
     try {
       // After an abort, streamToObject settles once its requests do; a request that ignores the
       // cancellation (CreateMultipartUpload) must not hold the process: give up waiting after
-      // ABORT_WATCHDOG_MS and abort the upload by id here.
+      // ABORT_WATCHDOG_MS.
       stored = await Promise.race([
         streamed,
         new Promise<never>((_, reject) => {
-          const arm = () => setTimeout(() => reject(aborted ?? new Error('upload did not settle after abort')), ABORT_WATCHDOG_MS).unref();
-          if (cancel.signal.aborted) arm();
-          else cancel.signal.addEventListener('abort', arm, { once: true });
+          const arm = () => setTimeout(() => reject(abortReason()), ABORT_WATCHDOG_MS).unref();
+          if (signal?.aborted) arm();
+          else signal?.addEventListener('abort', arm, { once: true });
         }),
       ]);
-      if (aborted) throw aborted;
+      if (signal?.aborted) throw abortReason();
     } catch (err) {
       // streamToObject aborts its multipart upload itself before it rejects; only when it has not
       // settled (the watchdog fired) is the upload aborted here, by the id it reported.
       if (!settled && uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(ABORT_WATCHDOG_MS) }).catch(() => undefined);
-      throw aborted ?? this.#mapWriteError(err, this.uri(key));
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort);
+      throw signal?.aborted ? abortReason() : this.#mapWriteError(err, this.uri(key));
     }
     this.#checkSseEcho(stored.output, this.uri(key), Boolean(stored.uploadId));
     const lock = this.#settings.objectLock;
