@@ -195,7 +195,7 @@ function verifyTarget(scope: RunScope, r: VerifyResult): TargetReport {
     ok: r.ok,
     reason: oneLine(r.reason),
     durationSeconds: r.durationMs / 1000,
-    sizeBytes: m ? r.sizeBytes : undefined,
+    sizeBytes: m?.object.sizeBytes,
     backupKey: keyOf(r.backupUri, scope.from),
     backupUri: r.backupUri,
     walLastArchivedSeconds: wal === undefined ? undefined : new Date(wal).getTime() / 1000,
