@@ -6,7 +6,7 @@ import { DEFAULT_TIMEOUT_MS, type DeliveryOptions } from './deliver.ts';
 import { ping } from './healthcheck.ts';
 import { pushMetrics, writeMetricsFile } from './metrics.ts';
 import { buildReport, type ReportedCommand, type RunReport, type RunScope } from './report.ts';
-import { postWebhook } from './webhook.ts';
+import { postWebhook, webhookMessage } from './webhook.ts';
 
 export type { ReportedCommand, RunReport, RunScope } from './report.ts';
 
@@ -104,7 +104,8 @@ export async function deliverReport(settings: ReportingSettings, report: RunRepo
   if (settings.pushgatewayUrl) tasks.push(pushMetrics(settings.pushgatewayUrl, report, options));
   if (settings.notifyUrl && (!report.ok || settings.notifyOn === 'always')) tasks.push(postWebhook(settings.notifyUrl, report, options));
   if (settings.healthcheckUrl) {
-    const body = report.ok ? `pg-backup ${report.command} OK` : `pg-backup ${report.command} failed: ${report.reason ?? 'failed'}`;
+    // Success: the run's summary line (scope, backup, size); failure: the one-line reason.
+    const body = report.ok ? webhookMessage(report).text.split('\n')[0]!.replace(/^\S+ /, '') : `pg-backup ${report.command} failed: ${report.reason ?? 'failed'}`;
     tasks.push(ping(settings.healthcheckUrl, report.ok ? 'success' : 'fail', runId, body, options));
   }
   await Promise.allSettled(tasks);

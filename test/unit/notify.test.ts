@@ -87,6 +87,24 @@ describe('run reports', () => {
     }
   });
 
+  it('a dump of several databases: one target each, the run failed when one failed', () => {
+    const manifest = { service: 'api', environment: 'production', database: 'a', durationMs: 2000, object: { sizeBytes: 10 } };
+    const outcomes = [
+      { database: 'a', ok: true, result: { manifest, objectKey: 'api/production/a/k.dump.zst', backupUri: 's3://b/p/api/production/a/k.dump.zst' } },
+      { database: 'b', ok: false, error: 'pg_dump: error: permission denied\ndetail' },
+    ];
+    const error = Object.assign(new Error('1 of 2 databases failed: b (pg_dump: error: permission denied)'), { outcomes });
+    const r = buildReport('dump', { service: 'api', environment: 'production', databases: ['a', 'b'] }, undefined, error, started, finished);
+    assert.equal(r.ok, false);
+    assert.deepEqual(r.targets.map((t) => [t.labels.database, t.ok, t.reason, t.sizeBytes, t.durationSeconds]), [
+      ['a', true, undefined, 10, 2],
+      ['b', false, 'pg_dump: error: permission denied', undefined, 10], // the run's time when the command did not time the target
+    ]);
+    const m = webhookMessage(r);
+    assert.equal(m.database, 'a,b');
+    assert.match(m.text, /^❌ pg-backup dump FAILED: 1 of 2 databases failed.*\n• api\/production\/a: OK: backup api\/production\/a\/k.dump.zst, 10 B\n• api\/production\/b: FAILED: pg_dump: error: permission denied$/);
+  });
+
   it('a check that returns ok: false is a failed run', () => {
     const r = buildReport('verify', { from: 's3://b/p', database: 'app' }, { ok: false, reason: 'sha256 mismatch', manifest: undefined, durationMs: 5, sizeBytes: 0, backupUri: 's3://b/p/k.dump.zst' }, undefined, started, finished);
     assert.equal(r.ok, false);
