@@ -247,6 +247,13 @@ describe('alerts and metrics: dump, verify, drill, prune', () => {
     assert.equal(failMessage.database, db);
     assert.equal(failMessage.backupKey, objectKey);
     assert.match(failMessage.reason, /size|sha256/);
+
+    // The drill of that backup fails too: drill_success 0, the drill's last success stays.
+    const failedDrill = await cli(['drill', '--from', to, ...scope, '--metrics-file', file('drill')], github);
+    assert.equal(failedDrill.code, 1, failedDrill.stderr);
+    const fd = await readFile(file('drill'), 'utf8');
+    assert.equal(valueOf(fd, 'pg_backup_drill_success', labels('drill')), 0);
+    assert.equal(valueOf(fd, 'pg_backup_last_success_timestamp_seconds', labels('drill')), valueOf(d, 'pg_backup_last_success_timestamp_seconds', labels('drill')));
   });
 
   it('a dead and a slow endpoint: warnings, bounded retries, the result unchanged', { timeout: 60_000 }, async () => {
