@@ -89,7 +89,15 @@ export function webhookMessage(report: RunReport): WebhookMessage {
       rtoSeconds: t.drill?.rtoSeconds,
     })),
   };
-  return JSON.parse(redact(JSON.stringify(message))) as WebhookMessage;
+  return redactDeep(message);
+}
+
+/** A copy of `value` with {@link redact} applied to every string in it (before JSON escaping, so a secret with quotes is still found). */
+function redactDeep<T>(value: T): T {
+  if (typeof value === 'string') return redact(value) as T;
+  if (Array.isArray(value)) return value.map(redactDeep) as T;
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, redactDeep(v)])) as T;
+  return value;
 }
 
 /**

@@ -61,6 +61,7 @@ describe('healthcheck pings', () => {
 describe('webhook message', () => {
   it('has Slack/Teams text and the structured fields; secrets redacted', () => {
     registerSecret('s3cr3t-value');
+    registerSecret('pa"ss\\word');
     const r = report(false, { reason: 'connection to postgresql://u:pw@db/app failed: s3cr3t-value', runUrl: 'https://github.com/o/r/actions/runs/1' });
     const m = webhookMessage(r);
     assert.match(m.text, /^❌ pg-backup dump FAILED: api\/production\/app: FAILED: pg_dump exited 1\nRun: https:\/\/github.com\/o\/r\/actions\/runs\/1$/);
@@ -69,6 +70,8 @@ describe('webhook message', () => {
     assert.equal(m.reason, 'connection to postgresql://u:***@db/app failed: ***');
     assert.equal(JSON.stringify(m).includes('s3cr3t-value'), false);
     assert.equal(JSON.stringify(m).includes(':pw@'), false);
+    const quoted = webhookMessage(report(false, { reason: 'auth failed for pa"ss\\word' }));
+    assert.equal(quoted.reason, 'auth failed for ***', 'a secret with a quote and a backslash is found before JSON escaping');
   });
 });
 
