@@ -2,6 +2,7 @@ import { CheckFailedError, UsageError } from '../errors.ts';
 import { NotFoundError, type Storage } from '../storage/index.ts';
 import { encodeSegment, parseManifestKey, type ParsedManifestKey } from './keys.ts';
 import { parseManifest, type Manifest } from './manifest.ts';
+import { VERIFY_RECORD_SUFFIX } from './proof.ts';
 
 /** Narrows a listing to one service, environment and/or database. */
 export interface BackupFilter {
@@ -16,6 +17,8 @@ export interface BackupEntry extends ParsedManifestKey {
   objectKey: string | undefined;
   /** The dump object's stored size in bytes, if the listing holds it. */
   sizeBytes: number | undefined;
+  /** The key of the backup's verify record (`<stem>.verify.json`, see proof.ts), if the listing holds one. */
+  verifyRecordKey?: string | undefined;
 }
 
 /**
@@ -34,6 +37,7 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
   }
   const manifests: ParsedManifestKey[] = [];
   const objects = new Map<string, { key: string; sizeBytes: number }>();
+  const verifyRecords = new Set<string>();
   for await (const obj of storage.list(prefix)) {
     const parsed = parseManifestKey(obj.key);
     if (parsed) {
@@ -46,6 +50,7 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
       }
       continue;
     }
+    if (obj.key.endsWith(VERIFY_RECORD_SUFFIX)) verifyRecords.add(obj.key.slice(0, -VERIFY_RECORD_SUFFIX.length));
     const dump = /^(.*)\.(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?$/.exec(obj.key);
     if (dump) objects.set(dump[1]!, { key: obj.key, sizeBytes: obj.sizeBytes });
     const dirFile = /^(.*)\.dir\/[^/]+$/.exec(obj.key);
@@ -57,7 +62,7 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
   return manifests
     .map((m) => {
       const object = objects.get(m.stem);
-      return { ...m, objectKey: object?.key, sizeBytes: object?.sizeBytes };
+      return { ...m, objectKey: object?.key, sizeBytes: object?.sizeBytes, verifyRecordKey: verifyRecords.has(m.stem) ? `${m.stem}${VERIFY_RECORD_SUFFIX}` : undefined };
     })
     .sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.manifestKey < b.manifestKey ? 1 : -1));
 }

@@ -11,6 +11,7 @@ import { mirror } from '../commands/mirror.ts';
 import { formatPlan, prune } from '../commands/prune.ts';
 import { restore } from '../commands/restore.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
+import { addStatusCommand } from '../status/cli.ts';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
 import { loadIdentities } from '../backup/encryption.ts';
@@ -451,6 +452,8 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     });
     if (flags.json) printJson(result);
   });
+
+  addStatusCommand(program, setExitCode);
 
   program
     .command('demo')
