@@ -65,17 +65,17 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
     if (!badges.length) badges.push(`<span class="badge badge-${d.state}">${STATE_LABEL[d.state]}</span>`);
     const notes = [...d.problems, ...d.warnings];
     const cell = (label: string, sort: string | number | null, html: string, cls = '') =>
-      `<td data-label="${esc(label)}" data-sort="${sort === null ? '' : esc(String(sort))}"${cls ? ` class="${cls}"` : ''}>${html}</td>`;
+      `<td data-label="${esc(label)}" data-sort="${sort === null ? '' : esc(String(sort))}"${cls ? ` class="${cls}"` : ''}><div>${html}</div></td>`;
     const drillCls = d.lastDrill ? (d.lastDrill.ok ? 'good' : 'bad') : '';
     const verifyCls = d.lastVerify ? (d.lastVerify.ok ? 'good' : 'bad') : '';
     return [
       `<tr class="state-${d.state}" data-state="${d.state}" data-stale="${d.stale}" data-drill-failed="${d.drillFailed}">`,
       cell('State', rank[d.state], badges.join(' ')),
       cell('Database', databaseName(d), `<span class="name">${esc(c.database)}</span>${d.kind === 'physical' ? ' <span class="kind">physical</span>' : ''}${notes.length ? `<ul class="notes">${notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}`),
-      cell('Newest backup', d.newest?.startedAt ?? null, esc(c.newest)),
-      cell('Age', d.newest?.ageMs ?? null, esc(c.age), d.stale ? 'bad' : ''),
-      cell('Size', d.newest?.sizeBytes ?? null, esc(c.size)),
-      cell('Trend', d.sizeTrendPercent, esc(c.trend)),
+      cell('Newest backup', d.newest?.startedAt ?? null, esc(c.newest), 'nowrap'),
+      cell('Age', d.newest?.ageMs ?? null, esc(c.age), d.stale ? 'bad nowrap' : 'nowrap'),
+      cell('Size', d.newest?.sizeBytes ?? null, esc(c.size), 'nowrap'),
+      cell('Trend', d.sizeTrendPercent, esc(c.trend), 'nowrap'),
       cell('Complete', d.kind === 'physical' ? null : d.backups.complete, esc(c.complete)),
       cell('Proven', d.kind === 'physical' ? null : d.backups.proven, esc(c.proven)),
       cell('Last verify', d.lastVerify?.at ?? null, esc(c.verify), verifyCls),
@@ -189,6 +189,7 @@ tbody tr.state-stale { border-left-color: var(--stale); background: var(--stale-
 tbody tr.state-failed { border-left-color: var(--failed); background: var(--failed-bg); }
 td.bad { color: var(--failed); font-weight: 600; }
 td.good { color: var(--ok); }
+td.nowrap { white-space: nowrap; }
 .badge { display: inline-block; padding: 1px 7px; border-radius: 10px; font-size: 0.75rem; font-weight: 700; letter-spacing: 0.02em; color: #fff; white-space: nowrap; }
 .badge-ok { background: var(--ok); }
 .badge-warning { background: var(--warning); }
@@ -208,10 +209,12 @@ figcaption { font-weight: 600; margin-bottom: 8px; }
   body { padding: 10px; font-size: 14px; }
   table, tbody, tr, td { display: block; width: 100%; }
   thead tr { display: flex; flex-wrap: wrap; gap: 4px 12px; padding-bottom: 6px; }
+  thead tr::before { content: "Sort by"; color: var(--muted); font-size: 0.8rem; padding: 2px 0; }
   thead th { border: 0; padding: 2px 0; font-size: 0.8rem; }
   tbody tr { margin: 0 0 10px; border: 1px solid var(--border); border-left-width: 6px; border-radius: 8px; padding: 4px 0; }
   td { display: grid; grid-template-columns: 9.5em 1fr; gap: 8px; border: 0; padding: 3px 10px; }
   td::before { content: attr(data-label); color: var(--muted); font-size: 0.85rem; }
+  td.nowrap { white-space: normal; }
   .chart { height: 260px; }
 }
 `;

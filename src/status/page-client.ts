@@ -138,7 +138,7 @@ export const PAGE_SCRIPT = String.raw`(function () {
           g.save();
           g.strokeStyle = stateColor.failed; g.lineWidth = 2; g.setLineDash([6, 4]);
           g.beginPath(); g.moveTo(x, area.top); g.lineTo(x, area.bottom); g.stroke();
-          g.setLineDash([]); g.fillStyle = stateColor.failed; g.textAlign = x > area.right - 80 ? 'right' : 'left';
+          g.setLineDash([]); g.fillStyle = stateColor.failed; g.textAlign = x > area.right - 120 ? 'right' : 'left';
           g.fillText('max age ' + duration(data.maxAgeMs), x + (g.textAlign === 'right' ? -4 : 4), area.top + 10);
           g.restore();
         }
@@ -149,7 +149,10 @@ export const PAGE_SCRIPT = String.raw`(function () {
         data: { labels: aged.map(function (d) { return d.name; }), datasets: [{ label: 'age of the newest complete backup', data: ageHours, backgroundColor: aged.map(function (d) { return stateColor[d.state]; }), borderWidth: 0 }] },
         options: {
           indexAxis: 'y',
-          scales: { x: { beginAtZero: true, suggestedMax: Math.max(data.maxAgeMs / 3600000 * 1.15, 1), title: { display: true, text: 'hours' } }, y: { ticks: { autoSkip: false } } },
+          scales: {
+            x: { beginAtZero: true, suggestedMax: Math.max(data.maxAgeMs / 3600000 * 1.15, 1), title: { display: true, text: 'hours' } },
+            y: { ticks: { autoSkip: false, callback: function (value) { var l = this.getLabelForValue(value); return l.length > 30 ? '…' + l.slice(-29) : l; } } }
+          },
           plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (c) { return duration(c.parsed.x * 3600000); } } } }
         },
         plugins: [maxAgeLine]

@@ -44,16 +44,19 @@ async function open(browser: Browser, url: string, options: BrowserContextOption
   return { context, page, trouble };
 }
 
-/** Per canvas: its id and how many of its pixels are not transparent. */
-function paintedPixels(page: Page) {
-  return page.evaluate(() =>
-    [...document.querySelectorAll('canvas')].map((c) => {
-      const { data } = c.getContext('2d')!.getImageData(0, 0, c.width, c.height);
-      let painted = 0;
-      for (let i = 3; i < data.length; i += 4) if (data[i]! > 0) painted++;
-      return { id: c.id, painted, width: c.width, height: c.height };
-    }),
-  );
+/** Per canvas: its id and how many of its pixels are not transparent (browser code as text: the project's types have no DOM). */
+function paintedPixels(page: Page): Promise<{ id: string; painted: number; width: number; height: number }[]> {
+  return page.evaluate(`[...document.querySelectorAll('canvas')].map((c) => {
+    const { data } = c.getContext('2d').getImageData(0, 0, c.width, c.height);
+    let painted = 0;
+    for (let i = 3; i < data.length; i += 4) if (data[i] > 0) painted++;
+    return { id: c.id, painted, width: c.width, height: c.height };
+  })`);
+}
+
+/** A computed style property of the first element matching `selector`. */
+function styleOf(page: Page, selector: string, property: string): Promise<string> {
+  return page.evaluate(`getComputedStyle(document.querySelector(${JSON.stringify(selector)}))[${JSON.stringify(property)}]`);
 }
 
 describe('status page in headless Chromium', () => {
@@ -86,18 +89,17 @@ describe('status page in headless Chromium', () => {
         assert.deepEqual(rows.find((x) => x.name === 'shop/production/app')!.badges, ['OK']);
         assert.equal(await page.$$eval('#fleet img, #fleet script', (e) => e.length), 0, 'the hostile name made no element');
         assert.match((await page.textContent('#verdict'))!, /5 databases: 3 ok, 1 stale, 1 with a failed drill/);
-        const staleColor = await page.$eval('tr[data-state="stale"]', (tr) => getComputedStyle(tr).borderLeftColor);
-        const okColor = await page.$eval('tr[data-state="ok"]', (tr) => getComputedStyle(tr).borderLeftColor);
+        const staleColor = await styleOf(page, 'tr[data-state="stale"]', 'borderLeftColor');
+        const okColor = await styleOf(page, 'tr[data-state="ok"]', 'borderLeftColor');
         assert.notEqual(staleColor, okColor, 'status colours');
 
         // The charts: three canvases with a chart each, and paint on them.
         const canvases = await paintedPixels(page);
         assert.deepEqual(canvases.map((c) => c.id), ['chart-size', 'chart-rto', 'chart-age']);
         for (const c of canvases) assert.ok(c.painted > 2_000, `${c.id}: ${c.painted} painted pixels of ${c.width}x${c.height}`);
-        const charts = await page.evaluate(() => {
-          const C = (window as unknown as { Chart: { getChart(id: string): { data: { datasets: { label: string; data: unknown[] }[] } } } }).Chart;
-          return ['chart-size', 'chart-rto', 'chart-age'].map((id) => C.getChart(id)!.data.datasets.map((d) => ({ label: d.label, points: d.data.length })));
-        });
+        const charts = await page.evaluate<{ label: string; points: number }[][]>(
+          `['chart-size', 'chart-rto', 'chart-age'].map((id) => Chart.getChart(id).data.datasets.map((d) => ({ label: d.label, points: d.data.length })))`,
+        );
         assert.deepEqual(charts[0]!.map((d) => d.label), fixture.rows.filter((x) => x.complete !== null).map((x) => x.name));
         assert.deepEqual(charts[1]!.map((d) => d.label), ['shop/dev/app', 'shop/production/app', 'shop/production/main', 'shop/staging/app', 'RTO budget 1 min 0 s', 'RTO budget 2 min 0 s', 'RTO budget 3 min 0 s']);
         assert.equal(charts[2]![0]!.points, 4, 'age bars: the logical databases');
@@ -115,7 +117,7 @@ describe('status page in headless Chromium', () => {
         assert.deepEqual(order, fixture.rows.map((x) => x.name), 'by name');
         assert.ok(order.includes(`shop/production/${HOSTILE}`), 'the hostile name shown as text');
 
-        backgrounds.push(await page.evaluate(() => getComputedStyle(document.body).backgroundColor));
+        backgrounds.push(await styleOf(page, 'body', 'backgroundColor'));
         await page.screenshot({ path: path.join(ARTIFACTS, `status-${colorScheme}.png`), fullPage: true });
         assert.deepEqual(trouble, []);
         await context.close();
@@ -124,9 +126,9 @@ describe('status page in headless Chromium', () => {
 
       // A phone: no sideways scrolling, the rows become cards, the charts still drawn.
       const phone = await open(browser, url, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-      const overflow = await phone.page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+      const overflow = await phone.page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
       assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
-      assert.equal(await phone.page.$eval('#fleet tbody tr', (tr) => getComputedStyle(tr).display), 'block');
+      assert.equal(await styleOf(phone.page, '#fleet tbody tr', 'display'), 'block');
       for (const c of await paintedPixels(phone.page)) assert.ok(c.painted > 2_000, `${c.id} on a phone: ${c.painted}`);
       await phone.page.screenshot({ path: path.join(ARTIFACTS, 'status-phone.png'), fullPage: true });
       assert.deepEqual(phone.trouble, []);

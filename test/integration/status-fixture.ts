@@ -5,10 +5,11 @@
 //
 //   shop/production/app   daily dumps, fresh; weekly drills OK (RTO creeping up, budget 2 min
 //                         recorded in the reports); the last 7 backups verified
-//   shop/production/<img src=x onerror=alert(1)>   one real dump (pg_dump) + real verify --record
+//   shop/production/<img src=x onerror=alert(1)>…   one real dump (pg_dump) + real verify --record
 //   shop/production/main  physical: only pgBackRest drill reports (OK)
 //   shop/staging/app      daily dumps that stopped 3 days ago: STALE
 //   shop/dev/app          daily dumps, fresh; its last drill FAILED; an unreadable drill report
+import { randomBytes } from 'node:crypto';
 import { dump } from '../../src/commands/dump.ts';
 import { verify } from '../../src/commands/verify.ts';
 import { backupKeys, drillFolder, utcStamp } from '../../src/backup/keys.ts';
@@ -19,7 +20,8 @@ import { dbUrl, sql } from '../helpers.ts';
 
 export const DAY = 86_400_000;
 export const HOUR = 3_600_000;
-export const HOSTILE = '<img src=x onerror=alert(1)>';
+/** A database name that is HTML (unique per process: test files run in parallel on one server). */
+export const HOSTILE = `<img src=x onerror=alert(1)>${randomBytes(2).toString('hex')}`;
 const quiet = { info: () => undefined, warn: () => undefined, group: <T>(_n: string, fn: () => Promise<T>) => fn() };
 
 /** What the fixture holds, for the assertions. */

@@ -4,6 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { status } from '../../src/commands/status.ts';
+import { UsageError } from '../../src/errors.ts';
 import { openStorage } from '../../src/storage/index.ts';
 import { mdEscape, renderMarkdown } from '../../src/status/markdown.ts';
 import { esc } from '../../src/status/html.ts';
@@ -14,6 +16,7 @@ import { HOSTILE, buildFixture } from './status-fixture.ts';
 
 Object.assign(process.env, s3Env());
 
+const quiet = { info: () => undefined, warn: () => undefined, group: <T>(_n: string, fn: () => Promise<T>) => fn() };
 const rowOf = (fleet: FleetStatus, name: string) => fleet.databases.find((d) => `${d.service}/${d.environment}/${d.database}` === name);
 
 describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () => {
@@ -24,9 +27,12 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
     try {
       const fixture = await buildFixture(openStorage(location), location, new Date(), true);
 
-      // The terminal table: one row per database, the stale and failed markers, exit 1.
-      const table = await cli(['status', '--from', location]);
+      // The terminal table: one row per database, the stale and failed markers, exit 1; Markdown and HTML files beside.
+      const md = path.join(out, 'status.md');
+      const html = path.join(out, 'status.html');
+      const table = await cli(['status', '--from', location, '--markdown', md, '--html', html, '--rto-budget', '1m']);
       assert.equal(table.code, 1, table.stderr);
+      assert.match(table.stderr, new RegExp(`wrote ${html}`));
       const lines = table.stdout.split('\n');
       assert.match(lines[0]!, /^STATE\s+SERVICE\/ENVIRONMENT\/DATABASE\s+NEWEST BACKUP\s+AGE\s+SIZE\s+TREND\s+COMPLETE\s+PROVEN\s+LAST VERIFY\s+LAST DRILL\s+RTO$/);
       const rowLines = lines.slice(1, 1 + fixture.rows.length);
@@ -74,19 +80,14 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
       assert.equal(fleet.warnings.length, 1);
 
       // --max-age moves the line; a narrower scope that is all fresh and drilled exits 0.
-      const lenient = JSON.parse((await cli(['status', '--from', location, '--json', '--max-age', '5d'])).stdout) as FleetStatus;
+      const lenient = (await status({ from: location, maxAge: '5d', logger: quiet })).fleet;
       assert.equal(rowOf(lenient, 'shop/staging/app')!.stale, false);
       assert.equal(lenient.ok, false, 'the failed drill still fails it');
       const prodOnly = await cli(['status', '--from', location, '--service', 'shop', '--environment', 'production']);
       assert.equal(prodOnly.code, 0, prodOnly.stdout + prodOnly.stderr);
       assert.match(prodOnly.stdout, /3 databases: 3 ok/);
 
-      // Markdown and HTML files, written whole; values from the bucket escaped.
-      const md = path.join(out, 'status.md');
-      const html = path.join(out, 'status.html');
-      const files = await cli(['status', '--from', location, '--markdown', md, '--html', html, '--rto-budget', '1m']);
-      assert.equal(files.code, 1);
-      assert.match(files.stderr, new RegExp(`wrote ${html}`));
+      // The Markdown and HTML files, written whole; values from the bucket escaped.
       const mdText = await readFile(md, 'utf8');
       assert.match(mdText, /^## Backup status: action needed/);
       assert.match(mdText, /\| 🟠 STALE \| shop/);
@@ -124,27 +125,30 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
 
   it('bad input: one line, exit 2, nothing written', { timeout: 60_000 }, async () => {
     const empty = await fileLocation();
+    const fixtureLoc = await fileLocation();
     try {
       const none = await cli(['status', '--from', empty]);
       assert.equal(none.code, 2);
       assert.match(none.stderr, /^pg-backup: no backups and no drill reports under file:\/\/.*: check --from/);
-      const fixtureLoc = await fileLocation();
+      assert.equal(none.stderr.trim().split('\n').length, 1, none.stderr);
       await buildFixture(openStorage(fixtureLoc), fixtureLoc, new Date(), false);
-      for (const [args, rx] of [
-        [['--max-age', 'banana'], /--max-age "banana" is not a duration/],
-        [['--max-age', '0h'], /--max-age "0h" must be longer than 0/],
-        [['--rto-budget', '30'], /--rto-budget "30" is not a duration/],
-        [['--html', '/nonexistent-dir/x/status.html'], /cannot write \/nonexistent-dir\/x\/status\.html: .*writable directory/],
+      const banana = await cli(['status', '--from', fixtureLoc, '--max-age', 'banana', '--html', path.join(fileURLToPath(fixtureLoc), 'x.html')]);
+      assert.equal(banana.code, 2);
+      assert.match(banana.stderr, /^pg-backup: --max-age "banana" is not a duration: use a number with a unit/);
+      assert.equal(banana.stderr.trim().split('\n').length, 1, banana.stderr);
+      assert.equal(banana.stdout, '');
+      for (const [options, rx] of [
+        [{ maxAge: '0h' }, /--max-age "0h" must be longer than 0/],
+        [{ rtoBudget: '30' }, /--rto-budget "30" is not a duration/],
+        [{ htmlFile: '/nonexistent-dir/x/status.html' }, /cannot write \/nonexistent-dir\/x\/status\.html: .*writable directory/],
+        [{ markdownFile: ' ' }, /an output file name is empty/],
       ] as const) {
-        const r = await cli(['status', '--from', fixtureLoc, ...args]);
-        assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-        assert.match(r.stderr, rx);
-        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
-        assert.equal(r.stdout, '');
+        await assert.rejects(status({ from: fixtureLoc, logger: quiet, ...options }), (err: Error) => err instanceof UsageError && rx.test(err.message));
       }
-      await rm(fileURLToPath(fixtureLoc), { recursive: true, force: true });
+      assert.deepEqual((await readdir(fileURLToPath(fixtureLoc))).sort(), ['drills', 'shop'], 'nothing written beside the backups');
     } finally {
       await rm(fileURLToPath(empty), { recursive: true, force: true });
+      await rm(fileURLToPath(fixtureLoc), { recursive: true, force: true });
     }
   });
 
