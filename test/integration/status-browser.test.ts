@@ -3,6 +3,7 @@
 // error, no request beyond the file itself, names from the bucket shown as text, light and dark
 // schemes, a phone viewport. Screenshots go to test/.artifacts/ (git-ignored) for review.
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +15,8 @@ import { cli, fileLocation, root, s3Env } from '../helpers.ts';
 import { HOSTILE, buildFixture } from './status-fixture.ts';
 
 Object.assign(process.env, s3Env());
-const CHROMIUM = '/usr/bin/chromium';
+/** Debian's chromium (scripts/setup.sh test), else Google Chrome as GitHub's Ubuntu images have it; PGB_CHROMIUM overrides. */
+const CHROMIUM = process.env.PGB_CHROMIUM || ['/usr/bin/chromium', '/usr/bin/google-chrome'].find((p) => existsSync(p)) || '/usr/bin/chromium';
 const ARTIFACTS = path.join(root, 'test', '.artifacts');
 
 /** Opens the page in a fresh context and collects everything that must not happen. */
