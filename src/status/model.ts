@@ -75,6 +75,10 @@ export interface DrillSummary {
   reason?: string;
   /** The RTO budget the drill ran with (`--max-rto`), in ms, when the report records it. */
   maxRtoMs?: number;
+  /** The recovery point the drill measured: the backup's age (logical) or the newest archived WAL's (physical) at drill start, in ms. */
+  rpoMs?: number;
+  /** The drill kind the report names (`physical`), if any. */
+  kind?: string;
   /** The report's key relative to the location. */
   reportKey: string;
 }
@@ -154,6 +158,10 @@ const DrillReportSchema = z.looseObject({
   maxRtoMs: z.number().positive().optional(),
   maxRto: z.string().optional(),
   budgets: z.looseObject({ maxRtoMs: z.number().positive().optional() }).optional(),
+  /** `physical` for a pgBackRest (or other physical) drill. */
+  kind: z.string().optional(),
+  /** Age of the backup (logical) or of the newest archived WAL (physical) when the drill started, in ms. */
+  rpoMs: z.number().nonnegative().optional(),
 });
 
 /** `drills/<service>/<environment>/<name>/<YYYY>-Q<n>/<backup id>-drill-<stamp>.json`. */
@@ -306,6 +314,8 @@ async function databaseStatus(
           backupId: report.backupId ?? (r.backupId === 'unknown' ? undefined : r.backupId),
           reason: report.ok ? undefined : report.reason,
           maxRtoMs,
+          ...(report.rpoMs !== undefined ? { rpoMs: Math.round(report.rpoMs) } : {}),
+          ...(report.kind ? { kind: report.kind } : {}),
           reportKey: r.key,
         };
       } catch (err) {
@@ -338,7 +348,9 @@ async function databaseStatus(
         key: newestEntry.objectKey!,
       }
     : null;
-  const kind: DatabaseKind = group.backups.length > 0 || drills.some((d) => d.backupId && DUMP_BACKUP_ID.test(d.backupId)) ? 'logical' : 'physical';
+  // No dumps here: physical when a report says so, or when none names a dump's backup id (a pgBackRest label such as 20261201-040000F).
+  const kind: DatabaseKind =
+    group.backups.length > 0 || (!drills.some((d) => d.kind === 'physical') && drills.some((d) => d.backupId && DUMP_BACKUP_ID.test(d.backupId))) ? 'logical' : 'physical';
 
   const lastRecord = [...records].sort((a, b) => compareText(new Date(b.verifiedAt).toISOString(), new Date(a.verifiedAt).toISOString()))[0];
   const lastVerify: LastVerify | null = lastRecord

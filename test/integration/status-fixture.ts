@@ -107,7 +107,7 @@ export async function buildFixture(storage: Storage, location: string, now: Date
   const stanza = { service: 'shop', environment: 'production', database: 'main' };
   for (let w = 3; w >= 0; w--) {
     const at = new Date(day0 - w * 7 * DAY - DAY + 4 * HOUR);
-    drillReport(stanza, `${utcStamp(at).slice(0, 8)}-040000F`, at, true, 90_000 + (3 - w) * 5_000, { kind: 'pgbackrest', stanza: 'main', maxRtoMs: 180_000 });
+    drillReport(stanza, `${utcStamp(at).slice(0, 8)}-040000F`, at, true, 90_000 + (3 - w) * 5_000, { kind: 'physical', tool: 'pgbackrest', scope: 'main', rpoMs: 240_000, maxRtoMs: 180_000 });
   }
 
   await mapLimit(puts, 16, ([key, body]) => storage.put(key, body));

@@ -77,6 +77,8 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
       assert.equal(real.lastVerify!.ok, true);
       assert.equal(rowOf(fleet, 'shop/production/main')!.kind, 'physical');
       assert.equal(rowOf(fleet, 'shop/production/main')!.lastDrill!.maxRtoMs, 180_000);
+      assert.equal(rowOf(fleet, 'shop/production/main')!.lastDrill!.rpoMs, 240_000);
+      assert.equal(rowOf(fleet, 'shop/production/main')!.stale, false, 'no dumps to date a physical stanza by');
       assert.equal(fleet.warnings.length, 1);
 
       // --max-age moves the line; a narrower scope that is all fresh and drilled exits 0.
