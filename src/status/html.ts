@@ -89,7 +89,7 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
     : '';
   const figure = (id: string, title: string, has: boolean, empty: string, label: string) =>
     `<figure><figcaption>${esc(title)}</figcaption>${has ? `<div class="chart"><canvas id="${id}" role="img" aria-label="${esc(label)}"></canvas></div>` : `<p class="empty">${esc(empty)}</p>`}</figure>`;
-  const budgetNote = fleet.rtoBudgetMs !== null ? `, budget ${formatSeconds(fleet.rtoBudgetMs)} unless a drill recorded its own` : '';
+  const budgetNote = fleet.rtoBudgetMs !== null ? ` — ${formatSeconds(fleet.rtoBudgetMs)} where a drill recorded none` : '';
 
   return `<!doctype html>
 <html lang="en">
@@ -121,7 +121,7 @@ ${skipped}
 </section>
 <section class="charts" aria-label="Charts">
 ${figure('chart-size', 'Backup size over time (stored bytes)', hasSizes, 'No backups to chart.', 'Line chart of the stored size of each backup over time, one line per database')}
-${figure('chart-rto', `RTO per drill (crosses: failed drills; dashed: budget${budgetNote})`, hasDrills, 'No drill reports under this location.', 'Line chart of the recovery time of each drill, one line per database, with the RTO budget')}
+${figure('chart-rto', `RTO per drill (✕: failed; dashed: budget${budgetNote})`, hasDrills, 'No drill reports under this location.', 'Line chart of the recovery time of each drill, one line per database, with the RTO budget')}
 ${figure('chart-age', 'Age of the newest complete backup (dashed: max age)', hasAges, 'No complete backups.', 'Bar chart of the age of each database\'s newest complete backup against the max age')}
 </section>
 </main>
@@ -213,7 +213,7 @@ figcaption { font-weight: 600; margin-bottom: 8px; }
   thead th { border: 0; padding: 2px 0; font-size: 0.8rem; }
   tbody tr { margin: 0 0 10px; border: 1px solid var(--border); border-left-width: 6px; border-radius: 8px; padding: 4px 0; }
   td { display: grid; grid-template-columns: 9.5em 1fr; gap: 8px; border: 0; padding: 3px 10px; }
-  td::before { content: attr(data-label); color: var(--muted); font-size: 0.85rem; }
+  td::before { content: attr(data-label); color: var(--muted); font-size: 0.85rem; font-weight: normal; }
   td.nowrap { white-space: normal; }
   .chart { height: 260px; }
 }

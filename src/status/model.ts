@@ -372,6 +372,7 @@ async function databaseStatus(
   const drillFailed = lastDrill !== null && !lastDrill.ok;
   if (drillFailed) problems.push(`last drill failed (${lastDrill.at}): ${lastDrill.reason ?? 'no reason recorded'}`);
   if (lastVerify && !lastVerify.ok) warnings.push(`last verify failed (${lastVerify.at}, ${lastVerify.level}): ${lastVerify.reason ?? 'no reason recorded'}`);
+  if (group.backups.length === 0 && drills.length === 0) warnings.push('no readable drill report (see the records skipped)');
   if (missingObject) warnings.push(`${missingObject} manifest${missingObject > 1 ? 's have' : ' has'} no dump object: damaged or deleted by hand`);
   const sizeTrendPercent = trendPercent(newestEntry?.sizeBytes, complete.slice(1, 1 + SIZE_TREND_WINDOW).map((b) => b.sizeBytes!));
   if (sizeTrendPercent !== null && sizeTrendPercent <= SIZE_DROP_WARNING_PERCENT) warnings.push(`the newest backup is ${-sizeTrendPercent}% smaller than the ones before it`);
