@@ -67,7 +67,7 @@ describe('status page in headless Chromium', () => {
     const out = await mkdtemp(path.join(os.tmpdir(), 'pgb-status-page-'));
     let browser: Browser | undefined;
     try {
-      const fixture = await buildFixture(openStorage(location), location, new Date(), true);
+      const fixture = await buildFixture(openStorage(location), location, new Date(), false);
       const file = path.join(out, 'status.html');
       const r = await cli(['status', '--from', location, '--html', file, '--rto-budget', '1m']);
       assert.equal(r.code, 1, r.stderr);

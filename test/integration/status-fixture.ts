@@ -1,11 +1,11 @@
 // A fixture bucket for the status tests: one service over 3 environments and 30 days, written
 // straight through the storage layer with controlled timestamps (manifests valid by the schema,
-// dump objects of chosen sizes, verify records, drill reports), plus one real dump + recorded
-// verify of a database with a hostile name, and the drill reports of a physical stanza.
+// dump objects of chosen sizes, verify records, drill reports), a database with a hostile name
+// (optionally backed up by a real dump + recorded verify), and the drill reports of a physical stanza.
 //
 //   shop/production/app   daily dumps, fresh; weekly drills OK (RTO creeping up, budget 2 min
 //                         recorded in the reports); the last 7 backups verified
-//   shop/production/<img src=x onerror=alert(1)>…   one real dump (pg_dump) + real verify --record
+//   shop/production/<img src=x onerror=alert(1)>…   one backup, verified (a real dump + verify --record, or written directly)
 //   shop/production/main  physical: only pgBackRest drill reports (OK)
 //   shop/staging/app      daily dumps that stopped 3 days ago: STALE
 //   shop/dev/app          daily dumps, fresh; its last drill FAILED; an unreadable drill report
@@ -54,10 +54,11 @@ function manifestFor(labels: Labels, id: string, objectName: string, startedAt: 
 }
 
 /**
- * Writes the fixture into `storage` with `now` as the present. `withRealDump` adds the real
- * dump and verify of the hostile-named database (into `location`, on the test PostgreSQL).
+ * Writes the fixture into `storage` with `now` as the present. The hostile-named database's
+ * backup and verify record are written directly, or with `realDump` taken by `dump` and `verify
+ * --record` (into `location`, from a database of that name on the test PostgreSQL).
  */
-export async function buildFixture(storage: Storage, location: string, now: Date, withRealDump: boolean): Promise<Fixture> {
+export async function buildFixture(storage: Storage, location: string, now: Date, realDump: boolean): Promise<Fixture> {
   const puts: [string, string | Uint8Array][] = [];
   const day0 = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate()); // today 00:00 UTC
   /** Dumps at 02:00 UTC of each of the last `days` days (skipping the newest `skip` days), today's only if it is past. */
@@ -110,15 +111,24 @@ export async function buildFixture(storage: Storage, location: string, now: Date
     drillReport(stanza, `${utcStamp(at).slice(0, 8)}-040000F`, at, true, 90_000 + (3 - w) * 5_000, { kind: 'physical', tool: 'pgbackrest', scope: 'main', rpoMs: 240_000, maxRtoMs: 180_000 });
   }
 
+  // The hostile-named database: one backup 2 h ago, verified (level checksum) 1 h ago.
+  const hostile = { service: 'shop', environment: 'production', database: HOSTILE };
+  if (!realDump) {
+    const at = new Date(now.getTime() - 2 * HOUR);
+    const keys = backupKeys(hostile, at, '.dump.zst', 'abc123');
+    puts.push([keys.objectKey, new Uint8Array(878)], [keys.manifestKey, JSON.stringify(manifestFor(hostile, keys.id, keys.objectKey.split('/').pop()!, at, 878))]);
+    puts.push([verifyRecordKey(keys.manifestKey), JSON.stringify({ recordVersion: 1, tool: { name: 'pg-backup-actions', version: '0.1.0' }, backupId: keys.id, level: 'checksum', ok: true, verifiedAt: new Date(now.getTime() - HOUR).toISOString(), durationMs: 40 })]);
+  }
   await mapLimit(puts, 16, ([key, body]) => storage.put(key, body));
 
   const rows: Fixture['rows'] = [
     { name: 'shop/dev/app', state: 'failed', complete: devBackups.length, proven: devDrilled.length - 1 },
+    { name: `shop/production/${HOSTILE}`, state: 'ok', complete: 1, proven: 1 },
     { name: 'shop/production/app', state: 'ok', complete: prodBackups.length, proven: prodProven },
     { name: 'shop/production/main', state: 'ok', complete: null, proven: null },
     { name: 'shop/staging/app', state: 'stale', complete: stagingBackups.length, proven: stagingDrilled.length },
   ];
-  if (withRealDump) {
+  if (realDump) {
     await sql('postgres', `DROP DATABASE IF EXISTS "${HOSTILE}"`);
     await sql('postgres', `CREATE DATABASE "${HOSTILE}"`);
     try {
@@ -129,7 +139,6 @@ export async function buildFixture(storage: Storage, location: string, now: Date
     } finally {
       await sql('postgres', `DROP DATABASE IF EXISTS "${HOSTILE}"`);
     }
-    rows.push({ name: `shop/production/${HOSTILE}`, state: 'ok', complete: 1, proven: 1 });
   }
   rows.sort((a, b) => (a.name < b.name ? -1 : 1));
   return { now, rows, objects: puts.length };
