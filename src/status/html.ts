@@ -71,7 +71,7 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
     return [
       `<tr class="state-${d.state}" data-state="${d.state}" data-stale="${d.stale}" data-drill-failed="${d.drillFailed}">`,
       cell('State', rank[d.state], badges.join(' ')),
-      cell('Database', databaseName(d), `<span class="name">${esc(c.database)}</span>${d.kind === 'physical' ? ' <span class="kind">physical</span>' : ''}${notes.length ? `<ul class="notes">${notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}`),
+      cell('Database', databaseName(d), `<span class="name">${esc(c.database).replace(/\//g, '/<wbr>')}</span>${d.kind === 'physical' ? ' <span class="kind">physical</span>' : ''}${notes.length ? `<ul class="notes">${notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}`),
       cell('Newest backup', d.newest?.startedAt ?? null, esc(c.newest), 'nowrap'),
       cell('Age', d.newest?.ageMs ?? null, esc(c.age), d.stale ? 'bad nowrap' : 'nowrap'),
       cell('Size', d.newest?.sizeBytes ?? null, esc(c.size), 'nowrap'),
@@ -196,7 +196,7 @@ td.nowrap { white-space: nowrap; }
 .badge-stale { background: var(--stale); }
 .badge-failed { background: var(--failed); }
 @media (prefers-color-scheme: dark) { .badge { color: #0d1117; } }
-.name { font-weight: 600; overflow-wrap: anywhere; }
+.name { font-weight: 600; overflow-wrap: break-word; }
 .kind { color: var(--muted); font-size: 0.8rem; }
 ul.notes { margin: 4px 0 0; padding-left: 18px; color: var(--muted); font-size: 0.85rem; }
 .skipped { margin-top: 8px; color: var(--muted); font-size: 0.85rem; }

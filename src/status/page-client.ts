@@ -59,6 +59,8 @@ export const PAGE_SCRIPT = String.raw`(function () {
     function v(name) { return css.getPropertyValue(name).trim(); }
     var palette = [];
     for (var i = 0; i < 8; i++) palette.push(v('--series-' + i));
+    // One colour per database, the same in every chart.
+    function colorOf(d) { return palette[data.databases.indexOf(d) % palette.length]; }
     var stateColor = { ok: v('--ok'), warning: v('--warning'), stale: v('--stale'), failed: v('--failed') };
     Chart.defaults.color = v('--muted');
     Chart.defaults.borderColor = v('--grid');
@@ -75,8 +77,8 @@ export const PAGE_SCRIPT = String.raw`(function () {
     if (sizeCanvas) {
       charts.push(new Chart(sizeCanvas, {
         type: 'line',
-        data: { datasets: data.databases.filter(function (d) { return d.sizes.length; }).map(function (d, i) {
-          var color = palette[i % palette.length];
+        data: { datasets: data.databases.filter(function (d) { return d.sizes.length; }).map(function (d) {
+          var color = colorOf(d);
           return { label: d.name, data: d.sizes.map(function (s) { return { x: s[0], y: s[1] }; }), borderColor: color, backgroundColor: color, pointRadius: 2, borderWidth: 2, tension: 0 };
         }) },
         options: {
@@ -94,8 +96,8 @@ export const PAGE_SCRIPT = String.raw`(function () {
       var xs = [];
       drilled.forEach(function (d) { d.drills.forEach(function (r) { xs.push(r[0]); }); });
       var minX = Math.min.apply(null, xs) - DAY / 2, maxX = Math.max.apply(null, xs) + DAY / 2;
-      var datasets = drilled.map(function (d, i) {
-        var color = palette[i % palette.length];
+      var datasets = drilled.map(function (d) {
+        var color = colorOf(d);
         return {
           label: d.name,
           data: d.drills.map(function (r) { return { x: r[0], y: r[1] / 1000, ok: r[2] }; }),
