@@ -6,6 +6,8 @@ import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { status } from '../../src/commands/status.ts';
 import { UsageError } from '../../src/errors.ts';
+import { backupKeys, drillFolder, utcStamp } from '../../src/backup/keys.ts';
+import { verifyRecordKey } from '../../src/backup/proof.ts';
 import { openStorage } from '../../src/storage/index.ts';
 import { mdEscape, renderMarkdown } from '../../src/status/markdown.ts';
 import { esc } from '../../src/status/html.ts';
@@ -123,6 +125,49 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
     assert.deepEqual(again.databases.map((d) => d.database), fleet.databases.map((d) => d.database), 'the page is not a database');
     const listed = await cli(['list', '--from', location, '--json']);
     assert.ok(!listed.stdout.includes('status/index.html'));
+  });
+
+  it('warnings: a later failed verify unproves a drilled backup, a missing dump object, a size collapse, an RTO over budget', { timeout: 60_000 }, async () => {
+    const location = await fileLocation();
+    try {
+      const storage = openStorage(location);
+      const labels = { service: 'api', environment: 'prod', database: 'app' };
+      const now = new Date();
+      const at = (hoursAgo: number) => new Date(now.getTime() - hoursAgo * 3_600_000);
+      const put = async (hoursAgo: number, bytes: number | undefined) => {
+        const keys = backupKeys(labels, at(hoursAgo), '.dump.zst', `${hoursAgo.toString(16).padStart(6, '0')}`);
+        if (bytes !== undefined) await storage.put(keys.objectKey, new Uint8Array(bytes));
+        await storage.put(keys.manifestKey, '{}');
+        return keys;
+      };
+      const old = await put(72, 10_000);
+      await put(48, 10_000);
+      await put(36, undefined); // manifest without its dump object
+      const newest = await put(2, 4_000); // 60 % smaller than the ones before
+      const record = (id: string, manifestKey: string, ok: boolean, hoursAgo: number) =>
+        storage.put(verifyRecordKey(manifestKey), JSON.stringify({ recordVersion: 1, tool: { name: 't', version: '1' }, backupId: id, level: 'archive', ok, ...(ok ? {} : { reason: 'sha256 mismatch' }), verifiedAt: at(hoursAgo).toISOString(), durationMs: 5 }));
+      const drilled = at(60);
+      await storage.put(`${drillFolder(labels, drilled)}${old.id}-drill-${utcStamp(drilled)}.json`, JSON.stringify({ ok: true, startedAt: drilled.toISOString(), rtoMs: 90_000, backupId: old.id }));
+      await record(old.id, old.manifestKey, false, 50); // after the drill: no longer proven
+      await record(newest.id, newest.manifestKey, false, 1);
+      const { fleet } = await status({ from: location, rtoBudget: '1m', logger: quiet });
+      const [d] = fleet.databases;
+      assert.equal(d!.state, 'warning');
+      assert.equal(fleet.ok, true, 'warnings do not fail the check');
+      assert.deepEqual(d!.backups, { complete: 3, proven: 0, missingObject: 1 });
+      assert.equal(d!.sizeTrendPercent, -60);
+      assert.deepEqual(d!.warnings, [
+        'last verify failed (' + at(1).toISOString() + ', archive): sha256 mismatch',
+        '1 manifest has no dump object: damaged or deleted by hand',
+        'the newest backup is 60% smaller than the ones before it',
+        "last drill's RTO 1 min 30 s is over the budget 1 min 0 s",
+      ]);
+      const cli1 = await cli(['status', '--from', location]);
+      assert.equal(cli1.code, 0, cli1.stderr);
+      assert.match(cli1.stdout, /^WARNING +api\/prod\/app /m);
+    } finally {
+      await rm(fileURLToPath(location), { recursive: true, force: true });
+    }
   });
 
   it('bad input: one line, exit 2, nothing written', { timeout: 60_000 }, async () => {
