@@ -22,3 +22,14 @@ export function openStorage(url: string, settings: S3Settings = {}): Storage {
   const location = parseLocation(url);
   return location.driver === 's3' ? new S3Storage(location.bucket, location.prefix, settings) : new FileStorage(location.root);
 }
+
+/**
+ * Checks that a location a command reads from exists: for `file://`, that the directory is
+ * there (a listing of a missing directory would otherwise look like an empty location). S3
+ * locations are checked by their first request (an unknown bucket is a usage error there).
+ * `dump` does not call it: it creates its directory.
+ * @throws UsageError naming the location when it does not exist or is not a directory.
+ */
+export async function checkLocation(storage: Storage): Promise<void> {
+  if (storage instanceof FileStorage) await storage.checkRoot();
+}
