@@ -248,8 +248,11 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     }
     for (const b of backups) {
       const size = b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes);
-      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
+      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.status.toUpperCase().padEnd(13)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
     }
+    const broken = backups.filter((b) => b.status !== 'ok');
+    for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${b.key}: ${b.problem}\n`);
+    if (broken.length) process.stderr.write(`${broken.length} of ${backups.length} backups are not restorable as listed; retention never counts them as keepers\n`);
   });
 
   storageOptions(identityOption(
