@@ -178,7 +178,7 @@ export class S3Storage implements Storage {
   /** The client of every request but object reads. */
   readonly client: S3Client;
   /** The client of GetObject: the same settings, with the longer idle limit of a body being read. */
-  readonly #readClient: S3Client;
+  readonly readClient: S3Client;
   /** The network limits in force. */
   readonly timeouts: S3Timeouts;
   /** Where requests go, for messages: the custom endpoint, else `AWS S3 (<region>)`. */
@@ -227,8 +227,8 @@ export class S3Storage implements Storage {
     if (endpoint) config.endpoint = endpoint;
     if (settings.credentials) config.credentials = settings.credentials;
     this.client = new S3Client(config);
-    this.#readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.readIdleMs } });
-    for (const client of [this.client, this.#readClient]) {
+    this.readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.readIdleMs } });
+    for (const client of [this.client, this.readClient]) {
       // Innermost, once per attempt: any HTTP answer (even an error status) proves the endpoint
       // answers; only a request that got none rejects here without a response.
       client.middlewareStack.add(
@@ -403,7 +403,7 @@ export class S3Storage implements Storage {
 
   async get(key: string): Promise<Readable> {
     try {
-      const read = (params: Record<string, string>) => this.#readClient.send(new GetObjectCommand({ ...params, Bucket: this.#bucket, Key: this.#fullKey(key) }), { abortSignal: this.#abortSignal() });
+      const read = (params: Record<string, string>) => this.readClient.send(new GetObjectCommand({ ...params, Bucket: this.#bucket, Key: this.#fullKey(key) }), { abortSignal: this.#abortSignal() });
       const out = await read(this.#readParams()).catch((err: unknown) => {
         // AWS refuses SSE-C headers on an object stored without SSE-C (one written before the
         // key was set, or by another tool): read it again without them.
