@@ -137,6 +137,21 @@ describe('uploader: cancellation and acknowledged bytes', () => {
     assert.deepEqual(small, [300]);
   });
 
+  it('CompleteMultipartUpload goes to the patient client with its long first-byte limit', async () => {
+    const sent: string[] = [];
+    const make = (label: string) =>
+      ({
+        async send(command: { constructor: { name: string }; input: Record<string, unknown> }, options?: { requestTimeout?: number }) {
+          sent.push(`${label}:${command.constructor.name}${options?.requestTimeout !== undefined ? `:${options.requestTimeout}` : ''}`);
+          if (command.constructor.name === 'CreateMultipartUploadCommand') return { UploadId: 'u' };
+          if (command.constructor.name === 'UploadPartCommand') return { ETag: '"e"' };
+          return {};
+        },
+      }) as unknown as S3Client;
+    await streamToObject(make('main'), { Bucket: 'b', Key: 'k', ContentType: 'x' }, Readable.from([Buffer.alloc(1_500)]), { partSize: 1_000, queueSize: 1, complete: { client: make('patient'), requestTimeout: 120_000 } });
+    assert.deepEqual(sent, ['main:CreateMultipartUploadCommand', 'main:UploadPartCommand:0', 'main:UploadPartCommand:0', 'patient:CompleteMultipartUploadCommand:120000']);
+  });
+
   it('the progress line calls stored only what the store acknowledged, and shows the rest in flight', async () => {
     const lines: string[] = [];
     const logger: Logger = { info: (m) => lines.push(m), warn: (m) => lines.push(m), group: (_n, fn) => fn() };

@@ -107,7 +107,21 @@ export async function streamToObject(
   client: S3Client,
   params: StreamedObjectParams,
   body: Readable,
-  options: { partSize: number; queueSize: number; signal?: AbortSignal; onUploadId?: (uploadId: string) => void; onStored?: (bytes: number) => void },
+  options: {
+    partSize: number;
+    queueSize: number;
+    signal?: AbortSignal;
+    onUploadId?: (uploadId: string) => void;
+    onStored?: (bytes: number) => void;
+    /**
+     * Where CompleteMultipartUpload goes, and its first-byte limit in ms: the store may take long
+     * to answer it on a large upload (AWS: minutes, sending whitespace meanwhile; Ceph RGW
+     * assembles the part list first), so it can be given a client with a longer idle limit. A
+     * timed-out Complete retried after the store finished answers NoSuchUpload: better not cut it
+     * short. Default: `client` and its limits.
+     */
+    complete?: { client: S3Client; requestTimeout: number };
+  },
 ): Promise<StreamedObject> {
   const { partSize, queueSize } = options;
   if (!(Number.isInteger(queueSize) && queueSize >= 1)) throw new RangeError(`queueSize must be a whole number >= 1, not ${queueSize}`);
@@ -237,9 +251,9 @@ export async function streamToObject(
     while (inflight.size) await Promise.race(inflight);
     check();
     parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
-    const output = await client.send(
+    const output = await (options.complete?.client ?? client).send(
       new CompleteMultipartUploadCommand({ ...pick(params, COMPLETE_FIELDS), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, MultipartUpload: { Parts: parts } } as never),
-      { abortSignal: cancel.signal },
+      { abortSignal: cancel.signal, ...(options.complete ? { requestTimeout: options.complete.requestTimeout } : {}) },
     );
     return { sizeBytes, uploadId, output };
   } catch (err) {

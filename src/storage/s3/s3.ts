@@ -63,7 +63,8 @@ export interface S3Settings {
  *   send time depends on the link, and `idleMs` bounds both the send and the wait for the answer.
  * - `idleMs`: a connection on which no byte moves either way for this long fails (`socketTimeout`).
  * - `readIdleMs`: the same while an object's body is read (GetObject): longer, because the
- *   reader may rightly pause (pg_restore waiting for a lock in the target database).
+ *   reader may rightly pause (pg_restore waiting for a lock in the target database). Also both
+ *   limits of CompleteMultipartUpload, which a store may take long to answer on a large upload.
  * - `maxAttempts`: each request is tried at most this often (`maxAttempts`, `retryMode:
  *   'standard'`: exponential backoff with jitter; timeouts, resets, 5xx and throttling retried).
  */
@@ -177,7 +178,7 @@ export class S3Storage implements Storage {
   readonly url: string;
   /** The client of every request but object reads. */
   readonly client: S3Client;
-  /** The client of GetObject: the same settings, with the longer idle limit of a body being read. */
+  /** The client of GetObject and CompleteMultipartUpload: the same settings, with the longer idle limit `readIdleMs` (a body being read may pause; a Complete may take long to answer). */
   readonly readClient: S3Client;
   /** The network limits in force. */
   readonly timeouts: S3Timeouts;
@@ -341,6 +342,8 @@ export class S3Storage implements Storage {
       signal,
       onUploadId: (id) => (uploadId = id),
       onStored: options.onStored,
+      // The client with the long idle limit, and as long to start answering.
+      complete: { client: this.readClient, requestTimeout: this.timeouts.readIdleMs },
     });
     streamed.then(
       () => (settled = true),
