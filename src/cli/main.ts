@@ -35,9 +35,9 @@ interface CommonFlags {
   database?: string;
 }
 
-/** S3 settings for reading: endpoint, region, and the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set. */
-function s3Settings(flags: CommonFlags): S3Settings {
-  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()) };
+/** S3 settings for reading: endpoint, region, the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set, and the command's signal (SIGINT/SIGTERM abort requests in flight). */
+function s3Settings(flags: CommonFlags, signal?: AbortSignal): S3Settings {
+  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()), signal };
 }
 
 /** age identities from `--age-identity-file`, else the environment. */
@@ -186,6 +186,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       region: flags.region,
       sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()),
       objectLock: parseObjectLock(flags.objectLock),
+      signal,
     };
     const options = {
       databaseUrls: flags.databaseUrl,
@@ -240,7 +241,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       'print JSON on stdout',
     ),
   ).action(async (flags: CommonFlags & { from: string }) => {
-    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags) });
+    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal) });
     if (flags.json) return printJson(backups);
     if (backups.length === 0) {
       process.stderr.write(`no complete backups under ${flags.from}\n`);
@@ -280,7 +281,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       record: flags.record,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -317,7 +318,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -350,7 +351,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       clean: flags.clean,
       noOwner: !flags.owner,
       noAcl: !flags.acl,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -385,7 +386,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
       apply: flags.apply,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,
     }));
@@ -418,7 +419,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       noncurrentDays: flags.noncurrentDays,
       abortMultipartDays: flags.abortMultipartDays,
       apply: flags.apply,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       logger: stderrLogger(),
     });
     printJson(result.applied ? result.readBack : result.configuration);
@@ -440,7 +441,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--dry-run', 'list what would be copied'),
     ).option('--json', 'print the result as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean; sse?: string; sseKmsKeyId?: string; objectLock?: string }) => {
-    const read = s3Settings(flags);
+    const read = s3Settings(flags, signal);
     const protect: S3Settings = { ...read, sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()), objectLock: parseObjectLock(flags.objectLock) };
     const result = await mirror({
       from: flags.from,

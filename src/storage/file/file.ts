@@ -89,6 +89,7 @@ export class FileStorage implements Storage {
     let sizeBytes = 0;
     body.on('data', (chunk: Buffer) => {
       sizeBytes += chunk.length;
+      options.onStored?.(sizeBytes);
     });
     try {
       await pipeline(body, createWriteStream(partial, { flags: 'wx' }), { signal: options.signal });
