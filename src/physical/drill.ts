@@ -1,4 +1,4 @@
-import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseDuration } from '../backup/duration.ts';
 import { validateLabel } from '../backup/keys.ts';
@@ -147,6 +147,8 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     dir = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-pitr-'));
     if (user) await chown(dir, user.uid, user.gid);
     const dataDir = path.join(dir, 'data');
+    await mkdir(dataDir, { mode: 0o700 });
+    if (user) await chown(dataDir, user.uid, user.gid);
     const restoreStart = Date.now();
     const restored = await log.group('restore', () =>
       driver.restore({ dataDir, tablespaceDir: path.join(dir!, 'tablespaces'), target, signal: options.signal, onLine: (l) => log.info(`  ${l}`) }).finally(() => {
@@ -174,6 +176,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
       if (!(err instanceof CheckFailedError)) throw err;
       // A gap before the target: name the first segment the archive cannot give, in the tool's words.
       const serverLog = await readFile(path.join(dir, 'server.log'), 'utf8').catch(() => '');
+      for (const line of serverLog.trim().split('\n').slice(-15)) if (line) log.info(`  server: ${line}`);
       const explained = await explainStop(driver, serverLog, dataDir, options.signal);
       throw new CheckFailedError(`${err.message}${explained ? `; ${explained}` : ''}`);
     } finally {
@@ -337,7 +340,7 @@ async function runChecks(
       const { rows } = await c.query<{ name: string; version: string; available: boolean }>(
         `SELECT e.extname AS name, e.extversion AS version,
                 EXISTS (SELECT 1 FROM pg_available_extension_versions v WHERE v.name = e.extname AND v.version = e.extversion) AS available
-           FROM pg_extension e ORDER BY 1`,
+           FROM pg_extension e WHERE e.extname <> 'plpgsql' ORDER BY 1`,
       );
       for (const r of rows) {
         result.extensions.push(`${db}: ${r.name} ${r.version}`);

@@ -107,10 +107,10 @@ export class PgBackRestDriver implements PhysicalDriver {
   }
 
   /** Runs pgbackrest `command` with the configuration and stanza, never rejecting on its exit code. */
-  private async run(command: string, args: string[], options: { signal?: AbortSignal; cwd?: string; stanza?: boolean } = {}): Promise<PgBackRestRun> {
+  private async run(command: string, args: string[], options: { signal?: AbortSignal; cwd?: string; stanza?: boolean; positional?: string[] } = {}): Promise<PgBackRestRun> {
     const base = [...(this.options.config ? [`--config=${this.options.config}`] : []), ...(options.stanza === false ? [] : [`--stanza=${this.options.stanza}`])];
     try {
-      const r = await execa(this.options.bin ?? 'pgbackrest', [...base, ...args, command], {
+      const r = await execa(this.options.bin ?? 'pgbackrest', [...base, ...args, command, ...(options.positional ?? [])], {
         ...(this.options.user ?? {}),
         cwd: options.cwd ?? '/',
         reject: false,
@@ -180,7 +180,7 @@ export class PgBackRestDriver implements PhysicalDriver {
   /** When WAL segment `name` was archived: its object's time from `repo-ls` (undefined when pgBackRest cannot tell). */
   private async archivedAt(archiveId: string, name: string, repoKey: number | undefined, signal?: AbortSignal): Promise<Date | undefined> {
     const dir = `archive/${this.options.stanza}/${archiveId}/${name.slice(0, 16)}`;
-    const r = await this.run('repo-ls', ['--output=json', `--filter=^${name}`, ...(repoKey ? [`--repo=${repoKey}`] : []), dir], { signal, stanza: false });
+    const r = await this.run('repo-ls', ['--output=json', `--filter=^${name}`, ...(repoKey ? [`--repo=${repoKey}`] : [])], { signal, stanza: false, positional: [dir] });
     if (r.exitCode !== 0) return undefined;
     try {
       const entries = JSON.parse(r.stdout) as Record<string, { type: string; time?: number }>;
@@ -216,7 +216,7 @@ export class PgBackRestDriver implements PhysicalDriver {
 
   async explainMissingWal(segment: string, dataDir: string, signal?: AbortSignal): Promise<string | undefined> {
     const dir = path.dirname(dataDir);
-    const r = await this.run('archive-get', ['--log-level-console=info', '--archive-async=n', `--pg1-path=${dataDir}`, '--reset-pg1-host', segment, path.join(dir, `probe-${segment}`)], { signal, cwd: dir });
+    const r = await this.run('archive-get', ['--log-level-console=info', '--archive-async=n', `--pg1-path=${dataDir}`, '--reset-pg1-host'], { signal, cwd: dir, positional: [segment, path.join(dir, `probe-${segment}`)] });
     if (r.exitCode === 0) return undefined;
     const text = `${r.stdout}\n${r.stderr}`;
     const notFound = /unable to find \S+ in the archive.*/.exec(text)?.[0];

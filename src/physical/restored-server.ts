@@ -172,9 +172,16 @@ async function waitForPromotion(server: RestoredServer, users: string[], options
   const deadline = Date.now() + options.timeoutMs;
   const pidFile = path.join(options.dataDir, 'postmaster.pid');
   let userIndex = 0;
+  let seen = false; // pg_ctl -W returns before the postmaster writes its pid file
+  const startedAt = Date.now();
   for (;;) {
     options.signal?.throwIfAborted();
-    try {
+    // postmaster.pid's 8th line is the postmaster's status: "ready" once recovery ended and it
+    // accepts connections (PostgreSQL's pidfile.h). Connecting earlier only fills the log.
+    const pidText = await readFile(pidFile, 'utf8').catch(() => undefined);
+    const present = pidText !== undefined;
+    seen ||= present;
+    if (pidText?.split('\n')[7]?.trim() === 'ready') try {
       const client = await server.connect();
       try {
         const { rows } = await client.query<{ r: boolean }>('SELECT pg_is_in_recovery() AS r');
@@ -191,8 +198,7 @@ async function waitForPromotion(server: RestoredServer, users: string[], options
       }
       if (e.code === '28000') throw new CheckFailedError(`cannot connect to the restored server as ${users.join(' or ')}: ${e.message}; set PG_BACKUP_CLUSTER_USER to a superuser of the source cluster`);
     }
-    const alive = await stat(pidFile).then(() => true, () => false);
-    if (!alive) {
+    if ((seen && !present) || (!seen && Date.now() - startedAt > 30_000)) {
       const log = await readLog();
       throw new CheckFailedError(`the restored server stopped during recovery: ${fatalLine(log) ?? 'see its log'}`);
     }
