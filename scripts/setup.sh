@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(postgresql zstd ca-certificates util-linux)
 if [ "${1:-}" = "test" ]; then
-  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace)
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace pgbackrest openssl)
 fi
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()

@@ -196,20 +196,15 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     assert.equal(report.history.length, 1);
   });
 
-  it('a drill to the end of the archive sees every row; pgbackrest verify finds the repository sound', T, async () => {
-    const r = await drill(['--smoke-sql', await expectRows(2300), '--pgbackrest-verify', '--max-rpo', '1h', '--max-rto', '1h']);
+  it('a drill to the end of the archive sees every row: a posix repository, chosen with a PGBACKREST_* variable passed through; pgbackrest verify finds it sound', T, async () => {
+    const r = await drill(['--smoke-sql', await expectRows(2300), '--pgbackrest-verify', '--max-rpo', '1h', '--max-rto', '1h'], { PGBACKREST_REPO: '2' });
     assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /repo2: restore backup set/);
     assert.equal(r.report.target.type, 'latest');
     assert.equal(r.report.recovery.stopReason, 'no recovery target specified');
     assert.deepEqual(r.report.repositoryVerify, { ok: true, problems: [] });
     assert.match(r.stderr, /recovery reached the end of the archive/);
     assert.match(r.stderr, /restore drill OK/);
-  });
-
-  it('a posix repository, chosen with a PGBACKREST_* variable passed through', T, async () => {
-    const r = await drill(['--smoke-sql', await expectRows(2300)], { PGBACKREST_REPO: '2' });
-    assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /repo2: restore backup set/);
   });
 
   it('a target before the oldest backup fails with pgBackRest\'s reason', T, async () => {
@@ -268,7 +263,7 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     await new Promise((r) => setTimeout(r, 2100));
     const stale = await cli(['verify', '--wal-prefix', prefix, '--max-age', '1s']);
     assert.equal(stale.code, 1, stale.stderr);
-    assert.match(stale.stderr, /verify failed: the newest WAL under s3:\/\/.* is \d+(\.\d+)? s old, older than --max-age 1s/);
+    assert.match(stale.stderr, /verify failed: the newest WAL under s3:\/\/\S+ is [\d.]+ (s|min \d+ s) old, older than --max-age 1s/);
     const empty = await cli(['verify', '--wal-prefix', `s3://${bucket()}/t-no-wal-${randomBytes(3).toString('hex')}/`, '--max-age', '1h']);
     assert.equal(empty.code, 1, empty.stderr);
     assert.match(empty.stderr, /no WAL under s3:\/\//);
