@@ -4,12 +4,13 @@
 // certificate is the CA file) and repo2 a posix directory. The drill runs the CLI as a user would.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFile, chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { ListObjectsV2Command } from '@aws-sdk/client-s3';
-import { cli, need, realPgBin, run, s3Client, s3Keys, s3Location } from '../helpers.ts';
+import { cli, need, parseOutputFile, realPgBin, root, run, s3Client, s3Keys, s3Location } from '../helpers.ts';
+import { startFakeGitHub } from '../infra/fake-github.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 
 const STANZA = 'main';
@@ -78,6 +79,28 @@ async function s3Write(key: string, body: Buffer | undefined): Promise<void> {
     else await client.send(new DeleteObjectCommand({ Bucket: bucket(), Key: key }));
   } finally {
     client.destroy();
+  }
+}
+
+
+/**
+ * Runs an action's source entry (`src/github/<name>-action.ts`) the way the runner runs its bundle:
+ * inputs as `INPUT_<NAME>`, outputs and summary through `GITHUB_OUTPUT` / `GITHUB_STEP_SUMMARY`.
+ * (The committed bundles are rebuilt by the integrator after merging.)
+ */
+async function runActionSource(name: 'drill' | 'verify', inputs: Record<string, string>, env: Record<string, string | undefined>) {
+  const work = await mkdtemp(path.join(os.tmpdir(), 'pgb-action-'));
+  try {
+    const outputFile = path.join(work, 'output');
+    const summaryFile = path.join(work, 'summary');
+    await writeFile(outputFile, '');
+    await writeFile(summaryFile, '');
+    const inputEnv: Record<string, string> = {};
+    for (const [k, v] of Object.entries(inputs)) inputEnv[`INPUT_${k.toUpperCase()}`] = v;
+    const r = await run(process.execPath, [path.join(root, 'src', 'github', `${name}-action.ts`)], { env: { GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: summaryFile, ...inputEnv, ...env } });
+    return { ...r, outputs: parseOutputFile(await readFile(outputFile, 'utf8')), summary: await readFile(summaryFile, 'utf8') };
+  } finally {
+    await rm(work, { recursive: true, force: true });
   }
 }
 
@@ -270,6 +293,44 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     const usage = await cli(['verify', '--wal-prefix', prefix]);
     assert.equal(usage.code, 2);
     assert.match(usage.stderr, /--wal-prefix needs --max-age/);
+  });
+
+  it('actions/drill with pgbackrest-stanza opens the failure issue, and closes it when the drill passes again', T, async () => {
+    const gh = await startFakeGitHub('acme', 'shop');
+    try {
+      const logTo = s3Location('pgbr-action');
+      const env = { GITHUB_REPOSITORY: 'acme/shop', GITHUB_API_URL: gh.url, GITHUB_SERVER_URL: 'https://github.example', GITHUB_RUN_ID: '77' };
+      const inputs = {
+        'pgbackrest-stanza': STANZA,
+        'pgbackrest-config': conf,
+        'log-to': logTo,
+        service: 'api',
+        environment: 'prod',
+        'github-token': gh.token,
+        'issue-on-failure': 'true',
+        'issue-label': 'backup-drill-failure',
+        endpoint: need('PGB_TEST_S3_ENDPOINT'),
+        'aws-access-key-id': need('PGB_TEST_S3_ACCESS_KEY'),
+        'aws-secret-access-key': need('PGB_TEST_S3_SECRET_KEY'),
+      };
+      const failed = await runActionSource('drill', { ...inputs, 'target-time': new Date(backupStoppedAt - 3_600_000).toISOString() }, env);
+      assert.equal(failed.code, 1, failed.stdout);
+      assert.equal(failed.outputs.result, 'failed');
+      assert.equal(gh.issues.length, 1);
+      assert.equal(gh.issues[0]!.title, `Backup drill failed: api/prod/${STANZA}`);
+      assert.match(gh.issues[0]!.body, /unable to find backup set with stop time less than/);
+      assert.ok(gh.issues[0]!.body.includes(failed.outputs['drill-log-uri']!));
+
+      const passed = await runActionSource('drill', { ...inputs, 'smoke-sql': await expectRows(2300), database: 'app' }, { ...env, PGBACKREST_REPO: '2' });
+      assert.equal(passed.code, 0, passed.stdout);
+      assert.equal(passed.outputs.result, 'ok');
+      assert.ok(Number(passed.outputs['rto-ms']) > 0 && Number(passed.outputs['rpo-ms']) >= 0);
+      assert.equal(gh.issues[0]!.state, 'closed');
+      assert.match(passed.summary, /Restore drill \(pgBackRest\): OK/);
+      assert.equal((passed.summary.match(/<td>(OK|FAILED)<\/td>/g) ?? []).length, 2, 'the RTO trend shows both drills');
+    } finally {
+      await gh.close();
+    }
   });
 
   it('bad input is one line and exit 2, before anything runs', T, async () => {
