@@ -103,6 +103,7 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
     const pgPort = await freePort();
     let rgwPort = await freePort();
     let rgwSslPort = await freePort();
+    while (rgwSslPort === rgwPort) rgwSslPort = await freePort();
     console.log(`starting PostgreSQL on 127.0.0.1:${pgPort} and Ceph RGW under ${work}`);
     sh('test/infra/pg-up.sh', { D: pgDir, PG_PORT: String(pgPort) });
     // A single-node Ceph cluster occasionally fails its first start (the monitor not yet
@@ -117,6 +118,7 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
         killPidFiles(path.join(rgwDir, 'run'));
         rgwPort = await freePort();
         rgwSslPort = await freePort();
+        while (rgwSslPort === rgwPort) rgwSslPort = await freePort();
       }
     }
     const endpoint = `http://127.0.0.1:${rgwPort}`;

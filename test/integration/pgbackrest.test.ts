@@ -4,11 +4,10 @@
 // certificate is the CA file) and repo2 a posix directory. The drill runs the CLI as a user would.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { appendFile, chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdtemp, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ListObjectsV2Command } from '@aws-sdk/client-s3';
 import { cli, need, parseOutputFile, realPgBin, root, run, s3Client, s3Keys, s3Location } from '../helpers.ts';
 import { startFakeGitHub } from '../infra/fake-github.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
@@ -49,17 +48,6 @@ async function drill(args: string[], env: Record<string, string> = {}) {
   return { ...r, report: r.stdout ? JSON.parse(r.stdout) : undefined };
 }
 
-/** The S3 keys of the WAL segment objects in repo1, oldest first. */
-async function walKeys(): Promise<string[]> {
-  const client = s3Client();
-  try {
-    const out = await client.send(new ListObjectsV2Command({ Bucket: bucket(), Prefix: `${repoPath.slice(1)}/archive/${STANZA}/` }));
-    return (out.Contents ?? []).map((o) => o.Key!).filter((k) => /\/[0-9A-F]{24}-[0-9a-f]{40}/.test(k)).sort();
-  } finally {
-    client.destroy();
-  }
-}
-
 async function s3Object(key: string): Promise<Buffer | undefined> {
   const { GetObjectCommand } = await import('@aws-sdk/client-s3');
   const client = s3Client();
@@ -70,18 +58,6 @@ async function s3Object(key: string): Promise<Buffer | undefined> {
     client.destroy();
   }
 }
-
-async function s3Write(key: string, body: Buffer | undefined): Promise<void> {
-  const { PutObjectCommand, DeleteObjectCommand } = await import('@aws-sdk/client-s3');
-  const client = s3Client();
-  try {
-    if (body) await client.send(new PutObjectCommand({ Bucket: bucket(), Key: key, Body: body }));
-    else await client.send(new DeleteObjectCommand({ Bucket: bucket(), Key: key }));
-  } finally {
-    client.destroy();
-  }
-}
-
 
 /**
  * Runs an action's source entry (`src/github/<name>-action.ts`) the way the runner runs its bundle:
@@ -150,6 +126,7 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
         'job-retry=0',
         'compress-type=gz',
         'compress-level=1',
+        'process-max=2',
         '',
         `[${STANZA}]`,
         `pg1-path=${path.join(dir, 'src')}`,
@@ -238,42 +215,42 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     assert.equal(r.report.reason.includes('\n'), false);
   });
 
-  it('a missing WAL segment fails the drill, named with pgBackRest\'s reason', T, async () => {
-    const keys = await walKeys();
+  it('a missing WAL segment fails the drill, named with pgBackRest\'s reason (posix repository)', T, async () => {
+    const walDir = path.join(dir, 'repo2', 'archive', STANZA, '15-1', '0000000100000000');
+    const segments = (await readdir(walDir)).filter((f) => /^[0-9A-F]{24}-[0-9a-f]{40}/.test(f)).sort();
     // The segment after the backup's: the archive holds newer ones, so replay would stop short.
-    const info = JSON.parse(await pgbackrest('info', '--output=json', '--repo=1'))[0];
+    const info = JSON.parse(await pgbackrest('info', '--output=json', '--repo=2'))[0];
     const backupStop: string = info.backup.at(-1).archive.stop;
-    const victim = keys.find((k) => path.basename(k).slice(0, 24) > backupStop)!;
-    assert.ok(victim && keys.at(-1) !== victim, `a segment between the backup and the newest: ${keys.join(', ')}`);
-    const saved = await s3Object(victim);
-    await s3Write(victim, undefined);
+    const victim = segments.find((f) => f.slice(0, 24) > backupStop)!;
+    assert.ok(victim && segments.at(-1) !== victim, `a segment between the backup and the newest: ${segments.join(', ')}`);
+    await rename(path.join(walDir, victim), path.join(dir, victim));
     try {
-      const r = await drill(['--smoke-sql', await expectRows(2300)], { PGBACKREST_REPO: '1' });
+      const r = await drill([], { PGBACKREST_REPO: '2' });
       assert.equal(r.code, 1, r.stderr);
-      const segment = path.basename(victim).slice(0, 24);
-      assert.equal(r.report.reason, `WAL gap: recovery ended at ${r.report.recovery.switchLsn} in segment ${segment}, but the archive holds WAL up to ${path.basename(keys.at(-1)!).slice(0, 24)}; pgbackrest: unable to find ${segment} in the archive`);
+      const segment = victim.slice(0, 24);
+      assert.equal(r.report.reason, `WAL gap: recovery ended at ${r.report.recovery.switchLsn} in segment ${segment}, but the archive holds WAL up to ${segments.at(-1)!.slice(0, 24)}; pgbackrest: unable to find ${segment} in the archive`);
+      assert.match(r.stderr, /restore drill FAILED: WAL gap/);
     } finally {
-      await s3Write(victim, saved);
+      await rename(path.join(dir, victim), path.join(walDir, victim));
     }
   });
 
-  it('a damaged repository file fails the restore with pgBackRest\'s reason', T, async () => {
-    const client = s3Client();
-    const out = await client.send(new ListObjectsV2Command({ Bucket: bucket(), Prefix: `${repoPath.slice(1)}/backup/${STANZA}/` }));
-    client.destroy();
-    const victim = (out.Contents ?? []).map((o) => o.Key!).find((k) => /\/pg_data\/base\/\d+\/\d+\.gz$/.test(k) && true)!;
-    const saved = (await s3Object(victim))!;
+  it('a damaged repository file fails the restore with pgBackRest\'s reason (posix repository)', T, async () => {
+    const info = JSON.parse(await pgbackrest('info', '--output=json', '--repo=2'))[0];
+    const base = path.join(dir, 'repo2', 'backup', STANZA, info.backup.at(-1).label, 'pg_data', 'base', '1');
+    const victim = path.join(base, (await readdir(base)).find((f) => /^\d+\.gz$/.test(f))!);
+    const saved = await readFile(victim);
     const damaged = Buffer.from(saved);
     damaged.write('garbage!', 10);
-    await s3Write(victim, damaged);
+    await writeFile(victim, damaged);
     try {
-      const r = await drill([], { PGBACKREST_REPO: '1' });
+      const r = await drill([], { PGBACKREST_REPO: '2' });
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.report.reason, /^pgBackRest restore failed: .*(zlib|checksum|error).*/);
       assert.equal(r.report.reason.includes('\n'), false);
       assert.doesNotMatch(r.report.reason, /retry/);
     } finally {
-      await s3Write(victim, saved);
+      await writeFile(victim, saved);
     }
   });
 
