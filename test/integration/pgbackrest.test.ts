@@ -310,6 +310,27 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     }
   });
 
+  it('SIGINT while WAL replays stops the restored server and removes its directory (exit 130)', T, async () => {
+    const { spawn } = await import('node:child_process');
+    const { mark, env: markEnv } = leftoverMark();
+    const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'drill', '--pgbackrest-stanza', STANZA, '--pgbackrest-config', conf], {
+      env: { ...process.env, ...markEnv, PGBACKREST_REPO: '2' },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    const code = await new Promise<number | null>((resolve) => {
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (/replaying WAL/.test(stderr) && !child.killed) child.kill('SIGINT');
+      });
+      child.on('exit', (c) => resolve(c));
+    });
+    assert.match(stderr, /replaying WAL/);
+    assert.equal(code, 130, stderr);
+    assert.deepEqual(await markedProcesses(mark), [], 'no process of the drill remains');
+    assert.deepEqual((await readdir(os.tmpdir())).filter((n) => n.startsWith('pg-backup-pitr-')), [], 'no drill directory remains');
+  });
+
   it('bad input is one line and exit 2, before anything runs', T, async () => {
     const time = await cli(['drill', '--pgbackrest-stanza', STANZA, '--target-time', '2026-12-02T09:30:00']);
     assert.equal(time.code, 2);
