@@ -244,9 +244,10 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     damaged.write('garbage!', 10);
     await writeFile(victim, damaged);
     try {
-      const r = await drill([], { PGBACKREST_REPO: '2' });
+      const r = await drill(['--max-rpo', '1ms'], { PGBACKREST_REPO: '2' });
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.report.reason, /^pgBackRest restore failed: .*(zlib|checksum|error).*/);
+      assert.ok(r.report.problems.some((p: string) => /^RPO .* \(age of the newest archived WAL\) exceeds the budget --max-rpo 1ms$/.test(p)), r.report.problems.join('\n'));
       assert.equal(r.report.reason.includes('\n'), false);
       assert.doesNotMatch(r.report.reason, /retry/);
     } finally {
@@ -305,6 +306,16 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
       assert.equal(gh.issues[0]!.state, 'closed');
       assert.match(passed.summary, /Restore drill \(pgBackRest\): OK/);
       assert.equal((passed.summary.match(/<td>(OK|FAILED)<\/td>/g) ?? []).length, 2, 'the RTO trend shows both drills');
+
+      // actions/verify with wal-prefix: a stale WAL archive fails the step and opens its own issue.
+      await new Promise((r) => setTimeout(r, 1100));
+      const wal = await runActionSource('verify', { ...inputs, 'wal-prefix': `s3://${bucket()}${repoPath}/archive/${STANZA}/`, 'max-age': '1s' }, env);
+      assert.equal(wal.code, 1, wal.stdout);
+      assert.equal(wal.outputs.result, 'failed');
+      assert.ok(Number(wal.outputs['newest-age-ms']) > 1000);
+      assert.match(wal.summary, /WAL archive freshness: FAILED/);
+      assert.equal(gh.issues.length, 2);
+      assert.match(gh.issues[1]!.title, /^Backup verify failed: api\/prod\/WAL s3:\/\//);
     } finally {
       await gh.close();
     }
