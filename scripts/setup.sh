@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(postgresql zstd ca-certificates util-linux)
 if [ "${1:-}" = "test" ]; then
-  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace prometheus prometheus-pushgateway)
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace prometheus prometheus-pushgateway pgbackrest openssl)
   # The status page test opens the page in headless Chromium (Debian: chromium; GitHub's Ubuntu images ship google-chrome).
   command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || packages+=(chromium)
 fi
