@@ -4,10 +4,12 @@ import { formatSeconds } from '../commands/format.ts';
 import {
   actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom,
 } from './action.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
       from: required,
@@ -39,6 +41,7 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
+        signal: cancellation.signal,
       });
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
@@ -82,6 +85,8 @@ export async function run(): Promise<void> {
       process.exitCode = 1;
     }
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 await run();

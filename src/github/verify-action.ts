@@ -2,10 +2,12 @@ import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom } from './action.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
 export async function run(): Promise<void> {
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
       from: required,
@@ -37,6 +39,7 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
+        signal: cancellation.signal,
       }),
     );
     const m = result.manifest;
@@ -74,6 +77,8 @@ export async function run(): Promise<void> {
       process.exitCode = 1;
     }
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 await run();

@@ -30,6 +30,8 @@ export interface ClusterOptions {
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
+  /** Stops the start (initdb is killed; a server already started is stopped) and removes the directory; then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** The parent directory for scratch files and throwaway clusters: `dir`, else `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
@@ -110,7 +112,8 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
   };
   try {
     if (user) await chown(dir, user.uid, user.gid);
-    await execa(initdb.path, ['-D', path.join(dir, 'data'), '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], run);
+    await execa(initdb.path, ['-D', path.join(dir, 'data'), '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...run, cancelSignal: options.signal });
+    options.signal?.throwIfAborted();
     const port = await freePort();
     const serverOptions = [
       '-c listen_addresses=127.0.0.1',
@@ -123,7 +126,10 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
     ].join(' ');
     options.logger?.info(`starting throwaway PostgreSQL ${initdb.version} on 127.0.0.1:${port}`);
     started = true;
+    // pg_ctl start is not cancelled half-way (a postmaster it already forked would escape the
+    // stop below); it is bounded by -t, and the signal is honoured right after it.
     await execa(pgCtl, ['start', '-D', path.join(dir, 'data'), '-l', path.join(dir, 'server.log'), '-w', '-t', '60', '-o', serverOptions], run);
+    options.signal?.throwIfAborted();
     const connection = parseDatabaseUrl(`postgresql://postgres@127.0.0.1:${port}/postgres`);
     return { connection, port, dir, major: initdb.major, version: initdb.version, stop };
   } catch (err) {
