@@ -67,7 +67,9 @@ export async function downloadArchive(storage: Storage, backup: ResolvedBackup, 
   // One owner for all parts: the first part with a problem cancels the others.
   const siblings = new AbortController();
   const stopSiblings = () => siblings.abort(new Error('stopped: another part of the archive failed'));
-  signal?.addEventListener('abort', stopSiblings, { once: true });
+  const onAbort = () => siblings.abort(signal!.reason);
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort, { once: true });
   try {
     await mapLimit(parts, 4, async (part) => {
       if (siblings.signal.aborted) return;
@@ -87,7 +89,7 @@ export async function downloadArchive(storage: Storage, backup: ResolvedBackup, 
       }
     });
   } finally {
-    signal?.removeEventListener('abort', stopSiblings);
+    signal?.removeEventListener('abort', onAbort);
   }
   signal?.throwIfAborted();
   return { path: target, problems, sizeBytes };
