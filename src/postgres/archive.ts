@@ -75,8 +75,8 @@ export function readArchiveSink(format: DumpFormat, pgRestore: PgBinary, signal?
 }
 
 /** A program reading its stdin as an {@link ArchiveSink} (see `childInput` for how it stops). */
-function programSink(p: RunningProgram, program: string): ArchiveSink {
-  return { stream: childInput({ ...p, program }), done: p.done };
+function programSink(p: RunningProgram, program: string, mayStopReading = false): ArchiveSink {
+  return { stream: childInput({ ...p, program }, { mayStopReading }), done: p.done };
 }
 
 /**
@@ -88,7 +88,8 @@ function programSink(p: RunningProgram, program: string): ArchiveSink {
 export function restoreSink(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], signal?: AbortSignal): ArchiveSink {
   return format === 'plain'
     ? programSink(runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'psql')
-    : programSink(runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'pg_restore');
+    : // --schema-only: pg_restore exits 0 once the schema is in, without reading the data blocks.
+      programSink(runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'pg_restore', args.includes('--schema-only'));
 }
 
 /**

@@ -38,15 +38,21 @@ async function whyInputClosed(child: ChildStage): Promise<Error> {
   }
 }
 
-/** Writes `chunk` to a child's stdin with back-pressure; calls back with the child's reason when its stdin broke. */
-function writeTo(child: ChildStage, chunk: unknown, callback: (err?: Error | null) => void): void {
+/**
+ * Writes `chunk` to a child's stdin with back-pressure; calls back with the child's reason when
+ * its stdin broke. With `mayStopReading`, a child that exited 0 before the end of its input
+ * (`pg_restore --schema-only` needs no data blocks) succeeded: the rest is discarded.
+ */
+function writeTo(child: ChildStage, chunk: unknown, callback: (err?: Error | null) => void, mayStopReading = false): void {
   const { stdin } = child;
-  if (stdin.destroyed || stdin.writableEnded) return void whyInputClosed(child).then(callback);
+  const stopped = () =>
+    void (mayStopReading ? child.done.then(() => callback(), (err: Error) => callback(err)) : whyInputClosed(child).then(callback));
+  if (stdin.destroyed || stdin.writableEnded) return stopped();
   if (stdin.write(chunk)) return callback();
   const go = () => {
     stdin.off('drain', go);
     stdin.off('close', go);
-    if (stdin.destroyed) void whyInputClosed(child).then(callback);
+    if (stdin.destroyed) stopped();
     else callback();
   };
   stdin.on('drain', go);
@@ -63,16 +69,18 @@ function writeTo(child: ChildStage, chunk: unknown, callback: (err?: Error | nul
  * - `destroy()` before the end kills the child FIRST, then closes stdin: a `psql
  *   --single-transaction` or `pg_restore` never sees a clean end of a cut input (which it could
  *   take for the end of the archive and commit).
+ * `mayStopReading`: the child may legitimately exit 0 before the end of its input (e.g.
+ * `pg_restore --schema-only`, which needs no data blocks); the rest of the input is discarded.
  */
-export function childInput(child: ChildStage): Writable {
+export function childInput(child: ChildStage, options: { mayStopReading?: boolean } = {}): Writable {
   child.stdin.on('error', () => undefined); // EPIPE: the child's exit status tells why
   return new Writable({
     highWaterMark: child.stdin.writableHighWaterMark,
     write(chunk, _encoding, callback) {
-      writeTo(child, chunk, callback);
+      writeTo(child, chunk, callback, options.mayStopReading);
     },
     final(callback) {
-      child.stdin.end();
+      if (!child.stdin.destroyed) child.stdin.end();
       child.done.then(() => callback(), callback);
     },
     destroy(err, callback) {
