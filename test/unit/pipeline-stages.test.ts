@@ -73,6 +73,13 @@ describe('pipeline stages over child processes', () => {
     await assert.rejects(pipeline(source('end'), childInput(sink)), /sh exited before reading all of its input/);
   });
 
+  it('a sink allowed to stop reading (pg_restore --schema-only) succeeds when it exits 0 early; the rest is discarded', { timeout: 20_000 }, async () => {
+    const sink = shStage('head -c 1000 > /dev/null; exit 0');
+    await pipeline(source('end'), childInput(sink, { mayStopReading: true }));
+    const failing = shStage('head -c 1000 > /dev/null; exit 4');
+    await assert.rejects(pipeline(source('end'), childInput(failing, { mayStopReading: true })), /sh exited with code 4/);
+  });
+
   it('a codec process that fails mid-stream never ends its output cleanly: downstream gets its reason', { timeout: 20_000 }, async () => {
     // Passes 1 MiB through, then fails, like zstd -d on corrupt input.
     const codec = childDuplex(shStage('head -c 1048576; exit 1'));
