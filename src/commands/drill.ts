@@ -266,7 +266,10 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   for (const p of result.problems) log.warn(p);
   log.info(`RTO ${formatSeconds(result.rtoMs)} (download ${formatSeconds(result.phases.downloadMs)}, restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`);
   log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
-  const labels = await archiveDrillLog(storage, options, backup, result, log.lines, startedAt, log);
+  // The verdict is written even after a cancellation: through a storage handle that the
+  // command's signal does not abort, each write bounded by its own deadline instead.
+  const recordStorage = options.s3?.signal ? openStorage(options.from, { ...options.s3, signal: undefined }) : storage;
+  const labels = await archiveDrillLog(recordStorage, options, backup, result, log.lines, startedAt, log);
   if (labels && !result.cancelled) result.history = await drillHistory(storage, labels, 10).catch((err: unknown) => {
     options.logger.warn(`cannot read the previous drills: ${messageOf(err)}`);
     return [];
@@ -443,9 +446,15 @@ export function drillRecordKeys(labels: DrillLabels, id: string, startedAt: Date
  * @throws the storage's error when a write fails (the caller decides whether that is a warning).
  */
 export async function writeDrillRecord(storage: Storage, keys: { report: string; log: string }, report: object, lines: string[]): Promise<void> {
-  await storage.put(keys.report, `${JSON.stringify({ tool: TOOL, ...report }, null, 2)}\n`, 'application/json');
-  await storage.put(keys.log, `${lines.join('\n')}\n`, 'text/plain; charset=utf-8');
+  // Each write has its own deadline: the verdict of a cancelled drill is still written, and a
+  // store that does not answer cannot hold the drill's exit for longer than this.
+  const deadline = () => AbortSignal.timeout(DRILL_RECORD_DEADLINE_MS);
+  await storage.put(keys.report, `${JSON.stringify({ tool: TOOL, ...report }, null, 2)}\n`, { contentType: 'application/json', signal: deadline() });
+  await storage.put(keys.log, `${lines.join('\n')}\n`, { contentType: 'text/plain; charset=utf-8', signal: deadline() });
 }
+
+/** How long one write of the drill log or report may take (ms), cancelled drills included. */
+export const DRILL_RECORD_DEADLINE_MS = 20_000;
 
 /**
  * The newest `limit` drills of one database, read from their JSON reports under

@@ -115,7 +115,8 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
   const maxRtoMs = options.maxRto ? parseDuration(options.maxRto, '--max-rto') : undefined;
   const maxRpoMs = options.maxRpo ? parseDuration(options.maxRpo, '--max-rpo') : undefined;
   const smokeChecks: SmokeCheck[] = options.smokeSql ? await readSmokeChecks(options.smokeSql) : [];
-  const storage = options.logTo ? openStorage(options.logTo, options.s3) : undefined;
+  // Not bound to the command's signal: a cancelled drill still writes its verdict (each write has its own deadline).
+  const storage = options.logTo ? openStorage(options.logTo, { ...options.s3, signal: undefined }) : undefined;
   const startedAt = now();
   const result: PhysicalDrillResult = {
     ok: false,
