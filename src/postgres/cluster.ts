@@ -3,9 +3,10 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { UsageError } from '../errors.ts';
+import { CheckFailedError, UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
+import { serverInitdb } from './server-binaries.ts';
 import { parseDatabaseUrl, withDatabase, type DatabaseConnection } from './connection.ts';
 import { connect } from './server.ts';
 
@@ -27,6 +28,12 @@ export interface ThrowawayCluster {
 export interface ClusterOptions {
   /** The oldest server major version acceptable (a restore target must be the source's major or newer). */
   minMajor: number;
+  /**
+   * Run exactly this server major instead of the closest installed one at least `minMajor`: an
+   * installed server of that major, else the binaries fetched into the download cache
+   * (server-binaries.ts). Must not be below `minMajor`.
+   */
+  major?: number;
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
@@ -93,7 +100,10 @@ async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> 
  * @throws UsageError when no suitable server binaries are installed.
  */
 export async function startThrowawayCluster(options: ClusterOptions): Promise<ThrowawayCluster> {
-  const initdb: PgBinary = await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
+  if (options.major !== undefined && options.major < options.minMajor) {
+    throw new CheckFailedError(`PostgreSQL ${options.major} is older than ${options.minMajor}: a dump restores only into its source's major or a newer one`);
+  }
+  const initdb: PgBinary = options.major !== undefined ? await serverInitdb(options.major, options.logger) : await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
   const bin = path.dirname(initdb.path);
   const pgCtl = path.join(bin, 'pg_ctl');
   const parent = workDirOf(options.workDir);
