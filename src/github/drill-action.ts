@@ -3,8 +3,9 @@ import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
 import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import {
-  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom,
+  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
+import { reported } from '../notify/index.ts';
 import { syncFailureIssue } from './issues.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
@@ -24,11 +25,14 @@ export async function run(): Promise<void> {
       ...issueInputs,
       ...storageInputs,
       'age-identity': optional,
+      ...reportingInputs,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
     checkDatabaseUrl(inputs['target-url']);
-    const result = await drill({
+    const reporting = reportingFrom(inputs);
+    const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;
+    const result = await reported(reporting, 'drill', () => drill({
         from: inputs.from,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
@@ -38,11 +42,11 @@ export async function run(): Promise<void> {
         smokeSql: inputs['smoke-sql'],
         maxRto: inputs['max-rto'],
         maxRpo: inputs['max-rpo'],
-        postgresVersions: inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined,
+        postgresVersions,
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
-      });
+      }));
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,

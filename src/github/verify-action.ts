@@ -1,7 +1,8 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom } from './action.ts';
+import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
+import { reported } from '../notify/index.ts';
 import { syncFailureIssue } from './issues.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
@@ -20,10 +21,12 @@ export async function run(): Promise<void> {
       ...issueInputs,
       ...storageInputs,
       'age-identity': optional,
+      ...reportingInputs,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ storage: inputs });
-    const result = await core.group('verify', () =>
+    const reporting = reportingFrom(inputs);
+    const result = await reported(reporting, 'verify', () => core.group('verify', () =>
       verify({
         from: inputs.from,
         backup: inputs.backup ?? 'latest',
@@ -38,7 +41,7 @@ export async function run(): Promise<void> {
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
       }),
-    );
+    ));
     const m = result.manifest;
     const labels = { service: m?.service ?? inputs.service ?? '*', environment: m?.environment ?? inputs.environment ?? '*', database: m?.database ?? inputs.database ?? '*' };
     const issue = issues ? await syncFailureIssue({ kind: 'verify', ...labels, ok: result.ok, reason: result.reason, problems: [...result.problems, ...result.suspicions], backupUri: result.backupUri }, issues) : undefined;
