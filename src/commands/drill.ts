@@ -171,7 +171,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       log.info(`backup: ${manifest.service}/${manifest.environment}/${manifest.database}, taken ${manifest.startedAt} (${formatSeconds(result.rpoMs)} ago), ${formatBytes(manifest.object.sizeBytes)}, PostgreSQL ${manifest.server.version}, pg_dump ${manifest.pgDump.version}`);
       // Before any cluster starts: an encrypted backup without an identity is a usage error.
       const identities = identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
-      const bins = await restoreBinaries(manifest);
+      const bins = await restoreBinaries(manifest, options.serverMajor);
 
       let target: DatabaseConnection;
       if (targetConn) {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { findAll, parsePgVersion, type PgBinary } from './binaries.ts';
+import { findAll, findPgBinary, parsePgVersion, type PgBinary } from './binaries.ts';
 
 /**
  * PostgreSQL server binaries (initdb, pg_ctl, postgres) of one exact major version, for a
@@ -303,4 +303,24 @@ export async function checkReachable(binDir: string, user: ClusterUser, major: n
     const s = await stat(path.join(binDir, p));
     if (!may(s)) throw new UsageError(`user ${user.name} cannot execute ${path.join(binDir, p)}: make it executable for that user (chmod a+rx) or set PG_BACKUP_POSTGRES_CACHE to another directory`);
   }
+}
+
+/**
+ * Of `all` (copies of one client program), the newest whose major lies between `minMajor` (the
+ * `pg_dump` that wrote the archive: an older pg_restore refuses its archive format) and
+ * `targetMajor` (the server restored into: a newer client may send settings an older server
+ * lacks, e.g. `transaction_timeout` before 17). Undefined when none fits.
+ */
+export function newestClientFor<T extends { major: number }>(all: T[], minMajor: number, targetMajor: number): T | undefined {
+  return all.filter((b) => b.major >= minMajor && b.major <= targetMajor).sort((a, b) => b.major - a.major)[0];
+}
+
+/**
+ * The client `program` (pg_restore, psql) for a restore into a server of `targetMajor`: the
+ * newest installed one from the archive's pg_dump major up to the target's major
+ * ({@link newestClientFor}), else the closest at least the pg_dump major.
+ * @throws UsageError as `findPgBinary` does when no copy is at least `minMajor`.
+ */
+export async function restoreClientFor(program: 'pg_restore' | 'psql', minMajor: number, targetMajor: number, why: string): Promise<PgBinary> {
+  return newestClientFor(await findAll(program), minMajor, targetMajor) ?? findPgBinary(program, minMajor, why);
 }

