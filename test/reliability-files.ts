@@ -17,6 +17,8 @@ export const FAULT_TEST_FILES = [
   'test/integration/verify-drill.test.ts',
   'test/integration/protection.test.ts',
   'test/integration/soak.test.ts',
+  'test/integration/blackhole.test.ts',
+  'test/integration/cluster-private.test.ts',
 ];
 
 /** Every `*.test.ts` under test/, relative to the repository. */

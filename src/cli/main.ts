@@ -12,6 +12,7 @@ import { mirror } from '../commands/mirror.ts';
 import { formatPlan, prune } from '../commands/prune.ts';
 import { restore } from '../commands/restore.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
+import { addStatusCommand } from '../status/cli.ts';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
 import { loadIdentities } from '../backup/encryption.ts';
@@ -35,9 +36,9 @@ interface CommonFlags {
   database?: string;
 }
 
-/** S3 settings for reading: endpoint, region, and the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set. */
-function s3Settings(flags: CommonFlags): S3Settings {
-  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()) };
+/** S3 settings for reading: endpoint, region, the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set, and the command's signal (SIGINT/SIGTERM abort requests in flight). */
+function s3Settings(flags: CommonFlags, signal?: AbortSignal): S3Settings {
+  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()), signal };
 }
 
 /** age identities from `--age-identity-file`, else the environment. */
@@ -186,6 +187,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       region: flags.region,
       sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()),
       objectLock: parseObjectLock(flags.objectLock),
+      signal,
     };
     const options = {
       databaseUrls: flags.databaseUrl,
@@ -240,7 +242,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       'print JSON on stdout',
     ),
   ).action(async (flags: CommonFlags & { from: string }) => {
-    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags) });
+    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal) });
     if (flags.json) return printJson(backups);
     if (backups.length === 0) {
       process.stderr.write(`no complete backups under ${flags.from}\n`);
@@ -248,8 +250,11 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     }
     for (const b of backups) {
       const size = b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes);
-      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
+      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.status.toUpperCase().padEnd(13)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
     }
+    const broken = backups.filter((b) => b.status !== 'ok');
+    for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${b.key}: ${b.problem}\n`);
+    if (broken.length) process.stderr.write(`${broken.length} of ${backups.length} backups are not restorable as listed; retention never counts them as keepers\n`);
   });
 
   storageOptions(identityOption(
@@ -277,7 +282,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       record: flags.record,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -317,7 +322,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
       postgresVersions,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -350,7 +355,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       clean: flags.clean,
       noOwner: !flags.owner,
       noAcl: !flags.acl,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -385,7 +390,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
       apply: flags.apply,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,
     }));
@@ -418,7 +423,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       noncurrentDays: flags.noncurrentDays,
       abortMultipartDays: flags.abortMultipartDays,
       apply: flags.apply,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       logger: stderrLogger(),
     });
     printJson(result.applied ? result.readBack : result.configuration);
@@ -440,7 +445,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--dry-run', 'list what would be copied'),
     ).option('--json', 'print the result as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean; sse?: string; sseKmsKeyId?: string; objectLock?: string }) => {
-    const read = s3Settings(flags);
+    const read = s3Settings(flags, signal);
     const protect: S3Settings = { ...read, sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()), objectLock: parseObjectLock(flags.objectLock) };
     const result = await mirror({
       from: flags.from,
@@ -455,6 +460,8 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     });
     if (flags.json) printJson(result);
   });
+
+  addStatusCommand(program, setExitCode);
 
   program
     .command('demo')

@@ -12,6 +12,7 @@ import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } fr
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
 import { connect, countRows, serverFacts } from '../postgres/server.ts';
@@ -187,6 +188,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           await client.end().catch(() => undefined);
         }
       } else {
+        await ensureDrillSpace(workDirOf(options.workDir), manifest, { throwaway: true });
         cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log });
         // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
         target = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
@@ -196,6 +198,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
 
       // Phase 1: download, checksum and decompress to local disk (parallel restore needs a seekable archive).
       const parent = workDirOf(options.workDir);
+      await ensureDrillSpace(parent, manifest, { throwaway: !targetConn, clusterRunning: true });
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();

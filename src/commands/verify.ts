@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { AmbiguousLatestError, confirmStored, listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseDuration } from '../backup/duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 import { backupKeys } from '../backup/keys.ts';
 import { VERIFY_RECORD_SUFFIX, verifyRecordKey, type VerifyRecord } from '../backup/proof.ts';
@@ -20,7 +20,9 @@ import { TOOL } from '../version.ts';
 
 /**
  * How deep verify goes; each level includes the ones before it.
- * - `none`: no download; only the freshness checks (`maxAge`, `expectEvery`) and suspicion.
+ * - `none`: no download: the freshness checks (`maxAge`, `expectEvery`), suspicion, and that the
+ *   stored objects exist with the manifest's sizes (one listing; with `latest` over several
+ *   databases, the newest backup of each).
  * - `checksum`: download; size and SHA-256 against the manifest.
  * - `archive`: and read the whole archive with `pg_restore --file=/dev/null`.
  * - `schema`: and replay the schema into a throwaway PostgreSQL (`pg_restore --schema-only`).
@@ -144,6 +146,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const maxAgeMs = options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined;
   const everyMs = options.expectEvery ? parseDuration(options.expectEvery, '--expect-every') : undefined;
   const storage = openStorage(options.from, options.s3);
+  await checkLocation(storage);
   const result: VerifyResult = { ok: false, level, problems: [], suspicions: [], sizeBytes: 0, gaps: [], durationMs: 0 };
   const finish = () => {
     result.ok = result.problems.length === 0 && (!options.failOnSuspicion || result.suspicions.length === 0);
@@ -159,12 +162,16 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const needsHistory = maxAgeMs !== undefined || everyMs !== undefined || (options.backup ?? 'latest') === 'latest';
   const history = needsHistory ? await listBackups(storage, options.filter) : undefined;
   if (history) checkFreshness(history, now(), maxAgeMs, everyMs, options, result);
+  if (level === 'none' && (options.backup ?? 'latest') === 'latest' && history && new Set(history.map((e) => `${e.service}/${e.environment}/${e.database}`)).size > 1) {
+    await verifyNewestOfEachGroup(storage, history, result, logger);
+    return finish();
+  }
 
   let backup: ResolvedBackup;
   try {
     backup = await resolveBackup(storage, options.backup, options.filter, history);
   } catch (err) {
-    if (err instanceof CheckFailedError || (err instanceof UsageError && history && (maxAgeMs !== undefined || everyMs !== undefined))) {
+    if (err instanceof CheckFailedError || (err instanceof UsageError && !(err instanceof AmbiguousLatestError) && history && (maxAgeMs !== undefined || everyMs !== undefined))) {
       result.problems.push(err.message);
       return finish();
     }
@@ -175,7 +182,10 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
   await checkSuspicion(storage, backup, history, result, logger);
-  if (level === 'none') return finish();
+  if (level === 'none') {
+    result.problems.push(...(await confirmStored(storage, backup)));
+    return finish();
+  }
 
   const identities = level === 'checksum' && !options.ageIdentities?.length && !loadIdentities() ? undefined : identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
@@ -236,6 +246,29 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
     if (scratch) await rm(scratch, { recursive: true, force: true });
   }
   return finish();
+}
+
+/**
+ * `--level none` over a location that holds several databases: the newest backup of each
+ * service/environment/database is read (manifest), confirmed stored with its size
+ * ({@link confirmStored}) and compared with the one before it (suspicion).
+ */
+async function verifyNewestOfEachGroup(storage: Storage, history: BackupEntry[], result: VerifyResult, logger: Logger): Promise<void> {
+  const seen = new Set<string>();
+  for (const entry of history) {
+    const scope = `${entry.service}/${entry.environment}/${entry.database}`;
+    if (seen.has(scope)) continue;
+    seen.add(scope);
+    try {
+      const backup = await resolveBackup(storage, entry.manifestKey);
+      result.problems.push(...(await confirmStored(storage, backup)));
+      await checkSuspicion(storage, backup, history, result, logger);
+    } catch (err) {
+      if (!(err instanceof CheckFailedError)) throw err;
+      result.problems.push(err.message);
+    }
+  }
+  if (result.problems.length === 0) logger.info(`checked the newest backup of each of ${seen.size} databases: manifest valid, objects stored with their sizes`);
 }
 
 /** `--max-age` and `--expect-every` over the listed history, per service/environment/database. */

@@ -2,7 +2,7 @@ import * as core from '@actions/core';
 import { z } from 'zod';
 import { CheckFailedError, UsageError, exitCodeOf, messageOf, registerSecret } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { resolveConnection } from '../postgres/connection.ts';
+import { connectionSecrets, resolveConnection } from '../postgres/connection.ts';
 import { loadIdentities, parseIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
@@ -150,12 +150,10 @@ export function readInputs<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObje
 export function maskSecrets(values: { databaseUrls?: (string | undefined)[]; storage?: { 'aws-secret-access-key'?: string; 'aws-session-token'?: string } }): void {
   for (const url of values.databaseUrls ?? []) {
     if (!url) continue;
-    const password = /^postgres(?:ql)?:\/\/[^:/@]*:([^@]*)@/i.exec(url)?.[1];
-    if (password) {
-      for (const p of new Set([password, safeDecode(password)])) {
-        core.setSecret(p);
-        registerSecret(p);
-      }
+    // Every form: URL (also with an unencoded @ or / in the password), ?password=, key=value.
+    for (const p of connectionSecrets(url)) {
+      core.setSecret(p);
+      registerSecret(p);
     }
   }
   const secrets = [
@@ -170,14 +168,6 @@ export function maskSecrets(values: { databaseUrls?: (string | undefined)[]; sto
       core.setSecret(secret);
       registerSecret(secret);
     }
-  }
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
   }
 }
 
