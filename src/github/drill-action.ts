@@ -3,16 +3,18 @@ import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
 import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import {
-  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
+  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
 import { reported } from '../notify/index.ts';
 import { syncFailureIssue } from './issues.ts';
+import { runPhysicalDrill } from './physical-drill-action.ts';
+import { UsageError } from '../errors.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
   await runAction(async () => {
     const inputs = readInputs({
-      from: required,
+      from: optional,
       backup: optional,
       'target-url': optional,
       'work-dir': optional,
@@ -26,14 +28,22 @@ export async function run(): Promise<void> {
       ...storageInputs,
       'age-identity': optional,
       ...reportingInputs,
+      'pgbackrest-stanza': optional,
+      'pgbackrest-config': optional,
+      'pgbackrest-verify': optional,
+      'target-time': optional,
+      'log-to': optional,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
-    checkDatabaseUrl(inputs['target-url']);
     const reporting = reportingFrom(inputs);
+    if (inputs['pgbackrest-stanza'] && inputs['postgres-versions']) throw new UsageError('postgres-versions rehearses a pg_dump backup in other majors; a physical drill (pgbackrest-stanza) restores into the backup\'s own major: give one of them');
+    if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting);
+    if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
+    checkDatabaseUrl(inputs['target-url']);
     const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;
     const result = await reported(reporting, 'drill', () => drill({
-        from: inputs.from,
+        from: inputs.from!,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
         targetUrl: inputs['target-url'],

@@ -90,7 +90,7 @@ export async function freePort(): Promise<number> {
  * (which `initdb` refuses), `PG_BACKUP_CLUSTER_USER` or `postgres`.
  * @throws UsageError when running as root and that user does not exist.
  */
-async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> {
+export async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const name = process.env.PG_BACKUP_CLUSTER_USER || 'postgres';
   const uid = await execa('id', ['-u', name], { reject: false });
@@ -162,7 +162,7 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    if (started) await execa(pgCtl, ['stop', '-D', data, '-m', 'immediate', '-w', '-t', '30'], { ...run, reject: false });
+    if (started) await stopServer(pgCtl, data, run);
     await rm(dir, { recursive: true, force: true });
     if (socketDir !== dir) await rm(socketDir, { recursive: true, force: true });
   };
@@ -201,4 +201,13 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
     await stop();
     throw err;
   }
+}
+
+/**
+ * Stops the server of data directory `dataDir` at once (`pg_ctl stop -m immediate`, at most
+ * 30 s), as the OS user and in the directory `run` gives; never throws (a server that is not
+ * running is fine). For throwaway clusters only: immediate mode skips the shutdown checkpoint.
+ */
+export async function stopServer(pgCtl: string, dataDir: string, run: { uid?: number; gid?: number; cwd?: string; env?: Record<string, string> }): Promise<void> {
+  await execa(pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '30'], { ...run, reject: false });
 }
