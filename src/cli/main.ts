@@ -511,10 +511,16 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
   return program;
 }
 
+/** Exit code of a run whose output (stdout or stderr) was closed by its reader: 128 + SIGPIPE, as a shell reports a program SIGPIPE killed. */
+export const EXIT_OUTPUT_CLOSED = 141;
+
 /**
  * Runs the CLI with `argv` (as `process.argv`) and returns the exit code. User mistakes print
- * one line and return 2; failed checks return 1; SIGINT/SIGTERM cancel the running command,
- * which aborts its upload and removes its throwaway cluster before exiting.
+ * one line and return 2; failed checks return 1. SIGINT/SIGTERM, and a closed stdout or stderr
+ * (EPIPE, e.g. `pg-backup drill … 2>&1 | head -2`), abort the one AbortController whose signal
+ * every command honours: its upload is aborted, its processes are ended, its throwaway cluster
+ * and temp directories are removed, and the run returns 130 (SIGINT), 143 (SIGTERM) or 141
+ * (closed output) once that cleanup finished. A second signal exits at once.
  */
 export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
@@ -527,6 +533,17 @@ export async function main(argv: string[]): Promise<number> {
     exitCode = name === 'SIGINT' ? 130 : 143;
     controller.abort(new UsageError(`cancelled by ${name}`));
   };
+  // A reader that closed our output (EPIPE) ends the run like a signal: without a listener the
+  // 'error' event would kill the process on the spot, leaving a drill's cluster behind. Later
+  // writes to the broken stream fail silently (the listeners stay for the life of the process).
+  const onOutputError = (which: string) => (err: NodeJS.ErrnoException) => {
+    if (signalled) return;
+    signalled = true;
+    exitCode = EXIT_OUTPUT_CLOSED;
+    controller.abort(new UsageError(`${which} was closed (${err.code ?? err.message}): cancelled`));
+  };
+  process.stdout.on('error', onOutputError('stdout'));
+  process.stderr.on('error', onOutputError('stderr'));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const program = buildProgram(controller.signal, (code) => {

@@ -108,7 +108,7 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
     });
     runs.push({ major, result });
     log.info(`PostgreSQL ${major}${result.serverVersion ? ` (server_version ${result.serverVersion})` : ''}: ${result.ok ? 'OK' : `FAILED: ${result.reason}`}, RTO ${formatSeconds(result.rtoMs)}`);
-    if (!result.manifest || options.signal?.aborted) break; // no backup to drill, or interrupted: the other majors would fail the same way
+    if (!result.manifest || result.cancelled || options.signal?.aborted) break; // no backup to drill, or interrupted: the other majors would fail the same way
   }
 
   const perMajor: MajorDrillResult[] = runs.map(({ major, result: r }) => ({
@@ -147,7 +147,7 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
   for (const m of perMajor) log.info(`result PostgreSQL ${m.major} (${m.serverVersion ?? 'not started'}): ${m.ok ? 'OK' : 'FAILED'}, RTO ${formatSeconds(m.rtoMs)}${m.ok ? '' : `, ${m.reason}`}`);
   log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
   const labels = await archiveDrillLog(storage, options, backup, result, log.lines, startedAt, log);
-  if (labels) {
+  if (labels && !result.cancelled) {
     result.history = await drillHistory(storage, labels, 10).catch((err: unknown) => {
       options.logger.warn(`cannot read the previous drills: ${messageOf(err)}`);
       return [];

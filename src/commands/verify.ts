@@ -108,6 +108,8 @@ export interface VerifyResult {
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const result = await verifyBackup(options);
+  // A cancelled verify proves nothing either way: no verdict, no record.
+  options.signal?.throwIfAborted();
   if (options.record) await recordVerification(options, result);
   return result;
 }
@@ -196,13 +198,15 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   try {
     let schemaTarget: DatabaseConnection | undefined;
     if (level === 'schema') {
-      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger });
+      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal });
       schemaTarget = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
     }
     const schemaSink = (b: RestoreBinaries, target: DatabaseConnection): ArchiveSink => {
       // custom: the schema alone; plain SQL cannot be split, so it replays whole.
       const sink = restoreSink(manifest.format, b, target, manifest.format === 'plain' ? [] : ['--schema-only', '--no-owner', '--no-acl'], options.signal);
-      return { stream: sink.stream, done: sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`))) };
+      const done = sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`)));
+      done.catch(() => undefined);
+      return { stream: sink.stream, done };
     };
     if (manifest.format === 'directory' && bins) {
       // A directory archive is read from local disk: download it, then pg_restore the folder.
@@ -220,18 +224,16 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
         }
       }
     } else {
-      const sinks: ArchiveSink[] = [];
-      if (bins) sinks.push(readArchiveSink(manifest.format, bins.pgRestore, options.signal));
-      if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
+      // The sinks' programs start only once the download started (streamBackup opens them).
+      const openSinks = (): ArchiveSink => {
+        const sinks: ArchiveSink[] = [];
+        if (bins) sinks.push(readArchiveSink(manifest.format, bins.pgRestore, options.signal));
+        if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
+        return sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() };
+      };
       let totalBytes = 0;
       for (const part of storedParts(backup)) {
-        const outcome = await streamBackup(
-          storage,
-          part,
-          () => (sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() }),
-          options.signal,
-          identities,
-        );
+        const outcome = await streamBackup(storage, part, openSinks, options.signal, identities);
         totalBytes += outcome.sizeBytes;
         result.sha256 = outcome.sha256;
         result.problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: (schema replay failed)/, '$1')));
@@ -242,9 +244,11 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${bins ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
     }
   } finally {
-    await cluster?.stop();
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+    // Removed on every path (a failure, a signal), each step on its own.
+    await cluster?.stop().catch((err: unknown) => logger.warn(`removing the throwaway cluster failed: ${messageOf(err)}`));
+    if (scratch) await rm(scratch, { recursive: true, force: true }).catch((err: unknown) => logger.warn(`removing ${scratch} failed: ${messageOf(err)}`));
   }
+  options.signal?.throwIfAborted();
   return finish();
 }
 

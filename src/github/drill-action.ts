@@ -6,12 +6,14 @@ import {
   actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
 import { reported } from '../notify/index.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { runPhysicalDrill } from './physical-drill-action.ts';
 import { UsageError } from '../errors.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
       from: optional,
@@ -56,6 +58,7 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
+        signal: cancellation.signal,
       }));
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
@@ -109,6 +112,8 @@ export async function run(): Promise<void> {
       process.exitCode = 1;
     }
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 await run();

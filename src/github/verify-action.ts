@@ -3,11 +3,13 @@ import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
 import { reported } from '../notify/index.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { checkVerifyScope, walFreshness } from '../physical/wal-freshness.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
 export async function run(): Promise<void> {
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
       from: optional,
@@ -66,6 +68,7 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
+        signal: cancellation.signal,
       }),
     ));
     const m = result.manifest;
@@ -103,6 +106,8 @@ export async function run(): Promise<void> {
       process.exitCode = 1;
     }
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 await run();

@@ -45,6 +45,8 @@ export interface ClusterOptions {
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
+  /** Stops the start (initdb is killed; a server already started is stopped) and removes the directory; then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** The parent directory for scratch files and throwaway clusters: `dir`, else `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
@@ -175,9 +177,11 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
       await chmod(socketDir, 0o700);
       if (user) await chown(socketDir, user.uid, user.gid);
     }
-    await execa(initdb.path, ['-D', data, '-U', 'postgres', '--auth-local=trust', '--auth-host=reject', '-E', 'UTF8', '--locale=C', '--no-sync'], run).catch((err: unknown) => {
+    await execa(initdb.path, ['-D', data, '-U', 'postgres', '--auth-local=trust', '--auth-host=reject', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...run, cancelSignal: options.signal }).catch((err: unknown) => {
+      options.signal?.throwIfAborted(); // a cancelled initdb is the cancellation, not a failure
       throw clusterFailure('initdb', err, parent);
     });
+    options.signal?.throwIfAborted();
     // In postgresql.conf rather than on pg_ctl's -o (which goes through a shell): no quoting trap.
     const settings = {
       listen_addresses: confString(''),
@@ -192,9 +196,12 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
     await appendFile(path.join(data, 'postgresql.conf'), `\n# pg-backup throwaway cluster: reachable through its private socket only\n${Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
     options.logger?.info(`starting throwaway PostgreSQL ${initdb.version} (no TCP listener; Unix socket in ${socketDir}, mode 0700)`);
     started = true;
+    // pg_ctl start is not cancelled half-way (a postmaster it already forked would escape the
+    // stop below); it is bounded by -t, and the signal is honoured right after it.
     await execa(pgCtl, ['start', '-D', data, '-l', log, '-w', '-t', '60'], run).catch(async (err: unknown) => {
       throw clusterFailure('the PostgreSQL server', err, parent, await readFile(log, 'utf8').catch(() => ''));
     });
+    options.signal?.throwIfAborted();
     const connection = parseDatabaseUrl(`postgresql:///postgres?host=${encodeURIComponent(socketDir)}&port=${SOCKET_PORT}&user=postgres`);
     return { connection, port: SOCKET_PORT, dir, socketDir, major: initdb.major, version: initdb.version, stop };
   } catch (err) {

@@ -26,14 +26,41 @@ export interface ReliabilityRun {
   rows: RecordedFault[];
 }
 
+/** What a section of the doc explains before its table (keyed by title). */
+const INTROS: Record<string, string[]> = {
+  'Signals at each phase of a drill': [
+    'A drill is interrupted at each of its phases (the moment chosen by watching its processes or',
+    'log lines, not by sleeping): while its throwaway cluster runs initdb or pg_ctl start, during',
+    'the download, during pg_restore, during the checks, and by a reader that closes its stderr.',
+    'Each run exits 130 (SIGINT), 143 (SIGTERM) or 141 (closed output) after the same cleanup: no',
+    'initdb, postgres, zstd or pg_restore process of the run remains, its cluster and download',
+    'directories are gone, and its verdict ("drill cancelled: …") is archived as the drill log and',
+    'report. A second signal ends the run at once.',
+  ],
+  'Damage deep inside multi-MB backups (verify, restore, drill)': [
+    'Objects of 10–25 MB of incompressible data, far more than a pipe buffer holds, damaged at',
+    '10 %, 50 % and 90 % (two flipped bytes, or cut short), for each compression and for age. The',
+    'read-back is one pipeline with one owner (src/backup/readback.ts): the first failure of any',
+    'stage (download, checksum, decryption, decompression, pg_restore/psql) stops every stage —',
+    'programs are killed before their input is closed, so a restore never takes a cut stream for',
+    'a complete one — and is the reason reported; the consequences (a killed pg_restore, EPIPE)',
+    'are not. The sink sees the end of its input only after size and SHA-256 matched the manifest.',
+    'When a later stage fails first, the download is still hashed to its end for up to 5 s, so',
+    'the checksum verdict is usually the reason. "Time" is the slowest run of the row.',
+  ],
+};
+
 /** Sections of the doc, by fault id prefix, in order. */
 export const GROUPS: { prefix: string; title: string }[] = [
   { prefix: 'pg-', title: 'PostgreSQL and pg_dump' },
   { prefix: 'net-', title: 'Network between the tool and S3' },
+  { prefix: 'signal-drill-phase-', title: 'Signals at each phase of a drill' },
+  { prefix: 'signal-drill-epipe', title: 'Signals at each phase of a drill' },
   { prefix: 'signal-', title: 'Signals (a cancelled workflow run)' },
   { prefix: 'disk-', title: 'Local disk' },
   { prefix: 'cluster-', title: "The drill's throwaway cluster" },
   { prefix: 'corrupt-', title: 'Damaged or incomplete backups in the bucket' },
+  { prefix: 'deep-', title: 'Damage deep inside multi-MB backups (verify, restore, drill)' },
   { prefix: 'bad-', title: 'Bad input and configuration' },
   { prefix: 'overwrite-', title: 'Overwrite and immutability' },
   { prefix: 'object-lock-', title: 'Overwrite and immutability' },
@@ -86,6 +113,7 @@ export function renderReliabilityDoc(run: ReliabilityRun): string {
     const rows = run.rows.filter((r) => groupOf(r.faultId) === g.title);
     if (!rows.length) continue;
     out.push(`## ${g.title}`, '');
+    if (INTROS[g.title]) out.push(...INTROS[g.title]!, '');
     if (g.prefix === 'soak') {
       for (const r of rows) out.push(...renderSoak(r));
       continue;
