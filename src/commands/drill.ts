@@ -19,6 +19,7 @@ import { connect, countRows, serverFacts } from '../postgres/server.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { formatBytes, formatSeconds } from './format.ts';
+import { drillMajors, reportedServerVersion, type MajorDrillResult } from './drill-majors.ts';
 
 /** Options of {@link drill}. */
 export interface DrillOptions {
@@ -52,6 +53,15 @@ export interface DrillOptions {
   logger: Logger;
   signal?: AbortSignal;
   now?: () => Date;
+  /**
+   * Upgrade rehearsal: drill into a throwaway cluster of each of these server majors in turn
+   * (`--postgres-version 16,17,18`, see drill-majors.ts). Not with `targetUrl`.
+   */
+  postgresVersions?: number[];
+  /** For drill-majors.ts: the throwaway cluster runs exactly this major. */
+  serverMajor?: number;
+  /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
+  archiveLog?: boolean;
 }
 
 /** One table's row count in the manifest and after the restore. */
@@ -90,6 +100,10 @@ export interface DrillResult {
   phases: { downloadMs: number; restoreMs: number; checksMs: number };
   /** Extensions the archive creates. */
   extensions: string[];
+  /** `server_version` the restore target reported (`17.10`). */
+  serverVersion?: string;
+  /** Upgrade rehearsal (`postgresVersions`): one result per server major, ascending. */
+  majors?: MajorDrillResult[];
   /** Age of the backup when the drill started, in ms (the recovery point it gives). */
   rpoMs?: number;
   tables: TableCheck[];
@@ -119,6 +133,7 @@ export interface DrillResult {
  * @throws UsageError for bad options or missing PostgreSQL binaries (after cleaning up).
  */
 export async function drill(options: DrillOptions): Promise<DrillResult> {
+  if (options.postgresVersions?.length) return drillMajors(options);
   const now = options.now ?? (() => new Date());
   const log = recordingLogger(options.logger);
   const storage = openStorage(options.from, options.s3);
@@ -164,7 +179,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       log.info(`backup: ${manifest.service}/${manifest.environment}/${manifest.database}, taken ${manifest.startedAt} (${formatSeconds(result.rpoMs)} ago), ${formatBytes(manifest.object.sizeBytes)}, PostgreSQL ${manifest.server.version}, pg_dump ${manifest.pgDump.version}`);
       // Before any cluster starts: an encrypted backup without an identity is a usage error.
       const identities = identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
-      const bins = await restoreBinaries(manifest);
+      const bins = await restoreBinaries(manifest, options.serverMajor);
 
       let target: DatabaseConnection;
       if (targetConn) {
@@ -180,11 +195,13 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         await ensureDrillSpace(workDirOf(options.workDir), manifest, { throwaway: true });
         // A signal during initdb or pg_ctl start ends in the cluster's removal too:
         // startThrowawayCluster removes what it made when it fails or is cancelled.
-        cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger: log, signal: options.signal });
+        cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal: options.signal });
         options.signal?.throwIfAborted();
         // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
         target = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
       }
+
+      result.serverVersion = await reportedServerVersion(target);
 
       // Phase 1: download, checksum and decompress to local disk (parallel restore needs a seekable archive).
       const parent = workDirOf(options.workDir);
@@ -207,7 +224,9 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path, options.signal);
         const missing = await missingExtensions(target, result.extensions, options.signal);
         if (missing.length) {
-          result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${missing.length > 1 ? 'them' : 'it'} on the drill server (e.g. postgresql-${manifest.server.major}-${missing[0]}) or drill into a --target-url that has ${missing.length > 1 ? 'them' : 'it'}`);
+          const them = missing.length > 1 ? 'them' : 'it';
+          const targetMajor = cluster?.major ?? manifest.server.major;
+          result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${them} on the drill server (e.g. postgresql-${targetMajor}-${missing[0]}) or ${options.serverMajor ? `set PG_BIN_DIR to a PostgreSQL ${targetMajor} that has ${them}` : `drill into a --target-url that has ${them}`}`);
         } else {
           // Phase 2: restore.
           const parallel = manifest.format === 'plain' ? 1 : jobs;
@@ -269,7 +288,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   // The verdict is written even after a cancellation: through a storage handle that the
   // command's signal does not abort, each write bounded by its own deadline instead.
   const recordStorage = options.s3?.signal ? openStorage(options.from, { ...options.s3, signal: undefined }) : storage;
-  const labels = await archiveDrillLog(recordStorage, options, backup, result, log.lines, startedAt, log);
+  const labels = options.archiveLog === false ? undefined : await archiveDrillLog(recordStorage, options, backup, result, log.lines, startedAt, log);
   if (labels && !result.cancelled) result.history = await drillHistory(storage, labels, 10).catch((err: unknown) => {
     options.logger.warn(`cannot read the previous drills: ${messageOf(err)}`);
     return [];
@@ -399,7 +418,7 @@ async function missingExtensions(target: DatabaseConnection, extensions: string[
  * Writes the drill log (text) and report (JSON) under the drill folder. A storage failure here
  * (read-only credentials) is a warning: the drill's verdict stands.
  */
-async function archiveDrillLog(
+export async function archiveDrillLog(
   storage: Storage,
   options: DrillOptions,
   backup: ResolvedBackup | undefined,

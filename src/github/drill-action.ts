@@ -1,6 +1,7 @@
 import * as core from '@actions/core';
 import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
+import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import {
   actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
@@ -23,6 +24,7 @@ export async function run(): Promise<void> {
       'smoke-sql': optional,
       'max-rto': optional,
       'max-rpo': optional,
+      'postgres-versions': optional,
       ...filterInputs,
       ...issueInputs,
       ...storageInputs,
@@ -37,9 +39,11 @@ export async function run(): Promise<void> {
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
     const reporting = reportingFrom(inputs);
+    if (inputs['pgbackrest-stanza'] && inputs['postgres-versions']) throw new UsageError('postgres-versions rehearses a pg_dump backup in other majors; a physical drill (pgbackrest-stanza) restores into the backup\'s own major: give one of them');
     if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting);
     if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
     checkDatabaseUrl(inputs['target-url']);
+    const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;
     const result = await reported(reporting, 'drill', () => drill({
         from: inputs.from!,
         backup: inputs.backup ?? 'latest',
@@ -50,6 +54,7 @@ export async function run(): Promise<void> {
         smokeSql: inputs['smoke-sql'],
         maxRto: inputs['max-rto'],
         maxRpo: inputs['max-rpo'],
+        postgresVersions,
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
@@ -92,6 +97,16 @@ export async function run(): Promise<void> {
         ...result.history.map((h) => [h.startedAt, h.backupId ?? '-', h.ok ? 'OK' : 'FAILED', formatSeconds(h.rtoMs)]),
       ])
       .write();
+    if (result.majors) {
+      // Upgrade rehearsal: one row per server major.
+      await core.summary
+        .addHeading('Upgrade rehearsal: one drill per server major', 4)
+        .addTable([
+          [{ data: 'major', header: true }, { data: 'server_version', header: true }, { data: 'server binaries', header: true }, { data: 'RTO', header: true }, { data: 'result', header: true }, { data: 'failed check', header: true }],
+          ...result.majors.map((m) => [String(m.major), m.serverVersion ?? '(not started)', m.packageSpec ?? m.binaries ?? '-', formatSeconds(m.rtoMs), m.ok ? '✅ OK' : '❌ FAILED', m.reason ?? '']),
+        ])
+        .write();
+    }
     if (!result.ok) {
       core.setFailed(`restore drill failed: ${result.reason}`);
       process.exitCode = 1;

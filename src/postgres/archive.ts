@@ -5,6 +5,7 @@ import { execa } from 'execa';
 import type { ArchiveSink } from '../backup/readback.ts';
 import { CheckFailedError } from '../errors.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
+import { restoreClientFor } from './server-binaries.ts';
 import type { DatabaseConnection } from './connection.ts';
 import type { DumpFormat } from './dump-options.ts';
 import { childInput, describeFailure, runPgProgram, type RunningProgram } from './processes.ts';
@@ -23,13 +24,18 @@ export interface RestoreBinaries {
 /**
  * Finds the programs that read `manifest`'s archive back: a pg_restore (and, for plain SQL, a
  * psql) at least as new as the pg_dump that wrote it — pg_restore refuses newer archive
- * formats, and a newer pg_dump's SQL may use settings an older psql session lacks.
+ * formats, and a newer pg_dump's SQL may use settings an older psql session lacks. With
+ * `targetMajor` (the server major restored into), the newest installed client from the pg_dump's
+ * major up to `targetMajor` (server-binaries.ts `restoreClientFor`).
  * @throws UsageError naming the version needed and how to install it.
  */
-export async function restoreBinaries(manifest: { format: DumpFormat; pgDump: { major: number; version: string } }): Promise<RestoreBinaries> {
+export async function restoreBinaries(manifest: { format: DumpFormat; pgDump: { major: number; version: string } }, targetMajor?: number): Promise<RestoreBinaries> {
   const why = `reading an archive written by pg_dump ${manifest.pgDump.version}`;
-  const pgRestore = await findPgBinary('pg_restore', manifest.pgDump.major, why);
-  const psql = manifest.format === 'plain' ? await findPgBinary('psql', manifest.pgDump.major, why) : undefined;
+  // With a known target major (an upgrade rehearsal): the newest client up to that major.
+  const find = (program: 'pg_restore' | 'psql') =>
+    targetMajor === undefined ? findPgBinary(program, manifest.pgDump.major, why) : restoreClientFor(program, manifest.pgDump.major, targetMajor, why);
+  const pgRestore = await find('pg_restore');
+  const psql = manifest.format === 'plain' ? await find('psql') : undefined;
   return { pgRestore, psql };
 }
 

@@ -6,6 +6,7 @@ import { execa } from 'execa';
 import { CheckFailedError, UsageError, redact } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
+import { serverInitdb } from './server-binaries.ts';
 import { parseDatabaseUrl, withDatabase, type DatabaseConnection } from './connection.ts';
 import { connect } from './server.ts';
 
@@ -35,6 +36,12 @@ export interface ThrowawayCluster {
 export interface ClusterOptions {
   /** The oldest server major version acceptable (a restore target must be the source's major or newer). */
   minMajor: number;
+  /**
+   * Run exactly this server major instead of the closest installed one at least `minMajor`: an
+   * installed server of that major, else the binaries fetched into the download cache
+   * (server-binaries.ts). Must not be below `minMajor`.
+   */
+  major?: number;
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
@@ -136,7 +143,10 @@ export const CLUSTER_BASE_BYTES = 48 * 1024 * 1024;
  * @throws Error with one line from initdb's or the server's output when either fails otherwise.
  */
 export async function startThrowawayCluster(options: ClusterOptions): Promise<ThrowawayCluster> {
-  const initdb: PgBinary = await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
+  if (options.major !== undefined && options.major < options.minMajor) {
+    throw new CheckFailedError(`PostgreSQL ${options.major} is older than ${options.minMajor}: a dump restores only into its source's major or a newer one`);
+  }
+  const initdb: PgBinary = options.major !== undefined ? await serverInitdb(options.major, options.logger) : await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
   const bin = path.dirname(initdb.path);
   const pgCtl = path.join(bin, 'pg_ctl');
   const parent = workDirOf(options.workDir);
