@@ -355,7 +355,8 @@ async function cleanProblems(client: pg.Client, plan: RestorePlan, role: string)
          LEFT JOIN pg_policy pol ON d.classid = 'pg_policy'::regclass AND pol.oid = d.objid
          LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
      )
-     SELECT DISTINCT pg_describe_object(t.classid, t.objid, 0) AS dependent, pg_describe_object(t.refclassid, t.refobjid, 0) AS on
+     SELECT DISTINCT (SELECT type || ' ' || identity FROM pg_identify_object(t.classid, t.objid, 0)) AS dependent,
+                     (SELECT type || ' ' || identity FROM pg_identify_object(t.refclassid, t.refobjid, 0)) AS on
        FROM top t
       WHERE NOT EXISTS (SELECT 1 FROM dropped x WHERE x.classid = t.classid AND x.objid = t.objid)
         AND NOT EXISTS (SELECT 1 FROM pg_depend e WHERE e.classid = t.classid AND e.objid = t.objid AND e.deptype = 'e')
