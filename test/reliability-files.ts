@@ -16,6 +16,7 @@ export const FAULT_TEST_FILES = [
   'test/integration/local-disk.test.ts',
   'test/integration/verify-drill.test.ts',
   'test/integration/protection.test.ts',
+  'test/integration/restore-safety.test.ts',
   'test/integration/soak.test.ts',
 ];
 
