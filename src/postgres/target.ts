@@ -241,7 +241,8 @@ export async function preflightRestore(client: pg.Client, plan: RestorePlan): Pr
     if (cannot.length) problems.push(`role ${role.u} may not create objects in schema ${cannot.join(', ')} of the target: restore as the database owner or a superuser, or GRANT CREATE ON SCHEMA ${cannot[0]} TO ${role.u}`);
     const toCreate = rows.filter((r) => !r.exists && created.has(r.s));
     if (toCreate.length && !rows[0]!.candb) problems.push(`role ${role.u} may not create schemas in the target database (the backup creates ${toCreate.map((r) => r.s).join(', ')}): restore as the database owner or a superuser, or GRANT CREATE ON DATABASE to it`);
-    const absent = rows.filter((r) => !r.exists && !created.has(r.s)).map((r) => r.s);
+    // Without a TOC (plain SQL) the schemas the dump creates are unknown: only existing ones are checked.
+    const absent = plan.toc ? rows.filter((r) => !r.exists && !created.has(r.s)).map((r) => r.s) : [];
     if (absent.length) problems.push(`the target has no schema ${absent.join(', ')}, which the backup writes into but does not create: CREATE SCHEMA ${absent[0]} first`);
   }
 
@@ -329,7 +330,9 @@ async function cleanProblems(client: pg.Client, plan: RestorePlan, role: string)
     const what = notOwned.slice(0, 3).map((d) => `${d.desc.toLowerCase()} ${d.identity} (owner ${d.owner})`).join(', ');
     problems.push(`role ${role} cannot drop ${what}${notOwned.length > 3 ? ` and ${notOwned.length - 3} more` : ''}, which --clean replaces: restore as the owner or a superuser, or into an empty database`);
   }
-  if (!dropped.length) return problems;
+  // Without a TOC (plain SQL) the backup's views, functions and types are unknown, so a
+  // dependent object cannot be told from one the dump itself drops: the transaction finds those.
+  if (!dropped.length || !plan.toc) return problems;
   const { rows } = await client.query<{ dependent: string; on: string }>(
     `WITH dropped AS (SELECT * FROM unnest($1::oid[], $2::oid[]) AS x(classid, objid)
                       UNION ALL SELECT 'pg_type'::regclass::oid, t FROM unnest($3::oid[]) AS t),
