@@ -136,18 +136,26 @@ const MULTIWORD_DESCS = [
  * between (it may hold spaces: `DEFAULT public orders id`, `FUNCTION public f(integer, integer)`).
  */
 export function parseToc(text: string): TocEntry[] {
-  const out: TocEntry[] = [];
+  const lines: { dumpId: number; desc: string; rest: string }[] = [];
   for (const line of text.split('\n')) {
     const m = /^(\d+); \d+ \d+ (.*)$/.exec(line);
     if (!m) continue;
-    const rest = m[2]!;
-    const desc = MULTIWORD_DESCS.find((d) => rest.startsWith(`${d} `)) ?? rest.split(' ')[0]!;
-    const words = rest.slice(desc.length + 1).split(' ');
-    const schema = words.shift() ?? '-';
-    const owner = words.length > 1 ? words.pop()! : '';
-    out.push({ dumpId: Number(m[1]), desc, schema: schema === '-' ? undefined : schema, name: words.join(' '), owner });
+    const desc = MULTIWORD_DESCS.find((d) => m[2]!.startsWith(`${d} `)) ?? m[2]!.split(' ')[0]!;
+    lines.push({ dumpId: Number(m[1]), desc, rest: m[2]!.slice(desc.length + 1) });
   }
-  return out;
+  // A schema name may hold spaces ("sch ë"): the archive's own SCHEMA entries say which.
+  const schemas = lines
+    .filter((l) => l.desc === 'SCHEMA')
+    .map((l) => l.rest.split(' ').slice(1, -1).join(' '))
+    .filter((n) => n.includes(' '))
+    .sort((a, b) => b.length - a.length);
+  return lines.map(({ dumpId, desc, rest }) => {
+    const spaced = schemas.find((sch) => rest.startsWith(`${sch} `));
+    const schema = spaced ?? rest.split(' ')[0] ?? '-';
+    const words = rest.slice(schema.length + 1).split(' ');
+    const owner = words.length > 1 ? words.pop()! : '';
+    return { dumpId, desc, schema: schema === '-' ? undefined : schema, name: words.join(' '), owner };
+  });
 }
 
 /** TOC types that create an object a `--clean` restore drops first (`DROP … IF EXISTS`). */

@@ -40,6 +40,12 @@ describe('restore target helpers', () => {
     assert.deepEqual(toc[13], { dumpId: 3250, desc: 'FK CONSTRAINT', schema: 'audit', name: 'e e_x_fkey', owner: 'postgres' });
   });
 
+  it('reads schema names with spaces from the archive\'s SCHEMA entries', () => {
+    const toc = parseToc('5; 2615 16385 SCHEMA - sch ë postgres\n210; 1259 16387 TABLE sch ë we\'ird "tåble" `ls` postgres\n');
+    assert.deepEqual(toc[0], { dumpId: 5, desc: 'SCHEMA', schema: undefined, name: 'sch ë', owner: 'postgres' });
+    assert.deepEqual(toc[1], { dumpId: 210, desc: 'TABLE', schema: 'sch ë', name: 'we\'ird "tåble" `ls`', owner: 'postgres' });
+  });
+
   it('estimates the locks of one transaction: 3 per table, 1 per other object, and the dropped tables again', () => {
     const toc = parseToc(TOC);
     // 2 tables × 3 + schema, extension, type, function, sequence, view, constraint = 13.
