@@ -173,8 +173,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       toc = parseToc(listed.stdout);
     }
     const tables = [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
-    const problems = await preflightRestore(client, { toc, tables, clean, noOwner });
+    const { problems, warnings } = await preflightRestore(client, { toc, tables, clean, noOwner });
     await client.end().catch(() => undefined);
+    for (const w of warnings) logger.warn(w);
     if (problems.length) throw new RestoreFailedError('target', target.display, problems.join('; '), 'refused');
     logger.info(`target ${target.display}: ${contents ? `holds ${contents.description}; --clean replaces the backup's objects` : 'empty'}; checks passed (owners, rights${clean ? ', dependencies' : ''}${toc ? ', lock table' : ''})`);
 

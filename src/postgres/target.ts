@@ -170,19 +170,21 @@ const ROUTINE_DESCS = ['FUNCTION', 'PROCEDURE', 'AGGREGATE'];
 const TYPE_DESCS = ['TYPE', 'DOMAIN'];
 
 /**
- * How many heavyweight locks a single-transaction restore of these entries takes, roughly: one
+ * How many lock table entries a single-transaction restore of these entries takes, roughly: one
  * per object it creates, three per table or materialized view (the relation, its TOAST table and
- * the TOAST index), and as many again for the existing relations `--clean` drops. Compared with
- * the server's lock table, `max_locks_per_transaction × (max_connections +
- * max_prepared_transactions)` (PostgreSQL docs, 20.12 "Lock Management").
+ * TOAST index), and, for `--clean`, twice that again for the share of tables that exist and are
+ * dropped (a DROP also locks the row and array types, defaults and constraints). Measured on
+ * PostgreSQL 15: 50 tables with a serial key and a text column took 254 lock objects to create,
+ * 754 to drop and re-create. Compared with the server's lock table by {@link preflightRestore}.
+ * @param droppedShare the share (0…1) of the archive's tables that exist in the target and are dropped.
  */
-export function estimateLocks(toc: TocEntry[], droppedRelations: number): number {
+export function estimateLocks(toc: TocEntry[], droppedShare: number): number {
   let n = 0;
   for (const e of toc) {
     if (e.desc === 'TABLE' || e.desc === 'MATERIALIZED VIEW') n += 3;
     else if (['INDEX', 'CONSTRAINT', 'VIEW', 'SEQUENCE', 'FOREIGN TABLE', 'SCHEMA', 'EXTENSION', 'TYPE', 'DOMAIN', ...ROUTINE_DESCS].includes(e.desc)) n += 1;
   }
-  return n + 3 * droppedRelations;
+  return Math.ceil(n * (1 + 2 * droppedShare));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -209,10 +211,12 @@ export interface RestorePlan {
  * `--clean`, it owns every object that is dropped, no object of another kind sits under an
  * archive object's name, and no object outside the archive depends on one that is dropped (a
  * view, a foreign key, a column default, a function's argument type: `DROP` without `CASCADE`
- * fails on them, `pg_depend`); and the lock table holds what one transaction needs.
- * @returns one line per problem, each naming the object and what to do; empty when the restore can go ahead.
+ * fails on them, `pg_depend`); and the lock table holds what one transaction needs (refused
+ * beyond twice its size, a warning beyond it: see {@link estimateLocks}).
+ * @returns `problems`: one line each, naming the object and what to do (empty when the restore can go
+ *   ahead); `warnings`: what may still fail (a lock table near its size).
  */
-export async function preflightRestore(client: pg.Client, plan: RestorePlan): Promise<string[]> {
+export async function preflightRestore(client: pg.Client, plan: RestorePlan): Promise<{ problems: string[]; warnings: string[] }> {
   const problems: string[] = [];
   const role = (await client.query<{ u: string; su: boolean }>('SELECT current_user AS u, rolsuper AS su FROM pg_roles WHERE rolname = current_user')).rows[0]!;
   const toc = plan.toc ?? [];
@@ -270,9 +274,20 @@ export async function preflightRestore(client: pg.Client, plan: RestorePlan): Pr
     if (needSuper.length) problems.push(`role ${role.u} may not create extension ${needSuper.join(', ')} (it needs a superuser): create ${needSuper.length > 1 ? 'them' : 'it'} in the target as a superuser first${plan.clean ? ' and restore without --clean into an empty database' : ''}, or restore as a superuser`);
   }
 
-  if (plan.clean) problems.push(...(await cleanProblems(client, plan, role.u)));
-  if (toc.length) problems.push(...(await lockProblems(client, toc, plan.clean)));
-  return problems;
+  let droppedShare = 0;
+  if (plan.clean) {
+    const dropped = await droppedObjects(client, plan);
+    problems.push(...(await cleanProblems(client, plan, role.u, dropped)));
+    const tables = toc.filter((e) => e.desc === 'TABLE').length;
+    droppedShare = tables ? Math.min(1, dropped.filter((d) => d.desc === 'TABLE').length / tables) : 0;
+  }
+  const warnings: string[] = [];
+  if (toc.length) {
+    const locks = await lockProblems(client, toc, droppedShare);
+    problems.push(...locks.problems);
+    warnings.push(...locks.warnings);
+  }
+  return { problems, warnings };
 }
 
 /** The existing objects a `--clean` restore drops: those with an archive object's name. */
@@ -326,9 +341,8 @@ async function droppedObjects(client: pg.Client, plan: RestorePlan): Promise<Dro
   return rows;
 }
 
-async function cleanProblems(client: pg.Client, plan: RestorePlan, role: string): Promise<string[]> {
+async function cleanProblems(client: pg.Client, plan: RestorePlan, role: string, dropped: DroppedObject[]): Promise<string[]> {
   const problems: string[] = [];
-  const dropped = await droppedObjects(client, plan);
   const wrongKind = dropped.filter((d) => d.relkind && RELATION_DESCS[d.desc] && !RELATION_DESCS[d.desc]!.includes(d.relkind));
   for (const d of wrongKind.slice(0, 3)) {
     problems.push(`the target has a ${RELKIND_NAMES[d.relkind!] ?? 'relation'} named ${d.identity} where the backup has a ${d.desc.toLowerCase()}: rename or drop it, or restore into an empty database`);
@@ -386,19 +400,26 @@ async function cleanProblems(client: pg.Client, plan: RestorePlan, role: string)
 
 const RELKIND_NAMES: Record<string, string> = { r: 'table', p: 'partitioned table', v: 'view', m: 'materialized view', f: 'foreign table', S: 'sequence', i: 'index', c: 'composite type' };
 
-async function lockProblems(client: pg.Client, toc: TocEntry[], clean: boolean): Promise<string[]> {
-  const { rows } = await client.query<{ per: string; conns: string; prepared: string }>(
-    `SELECT current_setting('max_locks_per_transaction') AS per, current_setting('max_connections') AS conns, current_setting('max_prepared_transactions') AS prepared`,
+/**
+ * The lock table's size: `max_locks_per_transaction × (MaxBackends + max_prepared_transactions)`,
+ * where MaxBackends is `max_connections + autovacuum_max_workers + 1 + max_worker_processes +
+ * max_wal_senders` (PostgreSQL docs 20.12 "Lock Management"; InitializeMaxBackends in postinit.c).
+ */
+async function lockProblems(client: pg.Client, toc: TocEntry[], droppedShare: number): Promise<{ problems: string[]; warnings: string[] }> {
+  const { rows } = await client.query<{ name: string; setting: string }>(
+    `SELECT name, setting FROM pg_settings WHERE name IN ('max_locks_per_transaction', 'max_connections', 'autovacuum_max_workers', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions')`,
   );
-  const { per, conns, prepared } = rows[0]!;
-  const capacity = Number(per) * (Number(conns) + Number(prepared));
-  const droppedRelations = clean ? toc.filter((e) => e.desc === 'TABLE' || e.desc === 'MATERIALIZED VIEW').length : 0;
-  const needed = estimateLocks(toc, droppedRelations);
-  if (needed <= capacity) return [];
-  const suggest = Math.ceil((needed * 1.5) / (Number(conns) + Number(prepared)));
-  return [
-    `the restore runs in one transaction and takes about ${needed} locks, more than the target server's lock table holds (max_locks_per_transaction ${per} × (max_connections ${conns} + max_prepared_transactions ${prepared}) = ${capacity}): set max_locks_per_transaction to ${suggest} or more and restart that server`,
-  ];
+  const g = (name: string) => Number(rows.find((r) => r.name === name)?.setting ?? 0);
+  const per = g('max_locks_per_transaction');
+  const slots = g('max_connections') + g('autovacuum_max_workers') + 1 + g('max_worker_processes') + g('max_wal_senders') + g('max_prepared_transactions');
+  const capacity = per * slots;
+  const needed = estimateLocks(toc, droppedShare);
+  if (needed <= capacity) return { problems: [], warnings: [] };
+  const suggest = Math.ceil((needed * 1.5) / slots);
+  const line = `the restore runs in one transaction and takes about ${needed} locks, more than the target server's lock table holds (max_locks_per_transaction ${per} × ${slots} server processes and prepared transactions = ${capacity}): set max_locks_per_transaction to ${suggest} or more on that server and restart it`;
+  // The lock table can grow into spare shared memory (measured: 304 lock objects fit a table of
+  // 270), so only an estimate far beyond it refuses; a failure nearer the edge is rolled back and named.
+  return needed > 2 * capacity ? { problems: [line], warnings: [] } : { problems: [], warnings: [line.replace(/^the restore runs/, 'the restore may fail: it runs')] };
 }
 
 // ---------------------------------------------------------------------------------------------

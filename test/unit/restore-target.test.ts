@@ -46,11 +46,12 @@ describe('restore target helpers', () => {
     assert.deepEqual(toc[1], { dumpId: 210, desc: 'TABLE', schema: 'sch ë', name: 'we\'ird "tåble" `ls`', owner: 'postgres' });
   });
 
-  it('estimates the locks of one transaction: 3 per table, 1 per other object, and the dropped tables again', () => {
+  it('estimates the locks of one transaction: 3 per table, 1 per other object, twice that again for what --clean drops', () => {
     const toc = parseToc(TOC);
     // 2 tables × 3 + schema, extension, type, function, sequence, view, constraint = 13.
     assert.equal(estimateLocks(toc, 0), 13);
-    assert.equal(estimateLocks(toc, 2), 19);
+    assert.equal(estimateLocks(toc, 1), 39);
+    assert.equal(estimateLocks(toc, 0.5), 26);
   });
 
   it('describes what a target holds in one line', () => {
