@@ -61,7 +61,7 @@ const live = async (db: string) => (await sql<{ n: string; note: string }>(db, '
 const unchanged = (before: unknown) => `unchanged (catalog and rows compared): ${JSON.stringify((before as { rows: Record<string, { n: number }> }).rows['public.orders']?.n)} live orders`;
 
 describe('restore into a database that is not empty', () => {
-  it('refuses a target that is not empty without --clean: exit 2, one line, target unchanged', { timeout: 60_000 }, async () => {
+  it('refuses a target that is not empty without --clean: exit 2, one line, target unchanged', { timeout: 180_000 }, async () => {
     const { to, target } = await fixture('nonempty');
     const before = await snapshot(target);
     const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target)]);
@@ -72,7 +72,7 @@ describe('restore into a database that is not empty', () => {
     await recordFault({ faultId: 'restore-target-not-empty', fault: 'restore into a database holding a live table (500 rows), without --clean', outcome: 'refused before any write, naming what the target holds and what to do', exit: r.code, left: `target ${unchanged(before)}; bucket: ${await leftBehind(to)}`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 
-  it('--clean with a view outside the backup depending on a restored table: exit 1 naming the view, target unchanged', { timeout: 60_000 }, async () => {
+  it('--clean with a view outside the backup depending on a restored table: exit 1 naming the view, target unchanged', { timeout: 180_000 }, async () => {
     const { to, target } = await fixture('depview');
     await sql(target, 'CREATE VIEW order_notes AS SELECT note FROM orders');
     const before = await snapshot(target);
@@ -84,7 +84,7 @@ describe('restore into a database that is not empty', () => {
     await recordFault({ faultId: 'restore-clean-dependent-view', fault: 'restore --clean into a database where a view (not in the backup) depends on a table the backup replaces', outcome: 'refused before any write, naming the view and the table', exit: r.code, left: `target ${unchanged(before)}; bucket: ${await leftBehind(to)}`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 
-  it('a role that cannot own what the archive owns, or create in the schema, gets a target-fault message; nothing changes', { timeout: 90_000 }, async () => {
+  it('a role that cannot own what the archive owns, or create in the schema, gets a target-fault message; nothing changes', { timeout: 240_000 }, async () => {
     const { to, target } = await fixture('rights');
     const role = `restorer_${randomBytes(3).toString('hex')}`;
     await sql('postgres', `CREATE ROLE ${role} LOGIN PASSWORD 'restorerpw'`);
@@ -119,7 +119,7 @@ describe('restore into a database that is not empty', () => {
     await recordFault({ faultId: 'restore-role-lacks-rights', fault: 'restore as a role that may not create in the target\'s schema, or may not give objects to the archive\'s owner', outcome: 'refused before any write, naming the right and the remedy (GRANT, --no-owner); with --no-owner it restores', exit: noOwner.code, left: `target ${unchanged(before)}; the empty target still empty`, file: import.meta.url, message: lastLine(noOwner.stderr) });
   });
 
-  it('--clean replaces the backup\'s objects in one transaction, after a safety dump of the target', { timeout: 90_000 }, async () => {
+  it('--clean replaces the backup\'s objects in one transaction, after a safety dump of the target', { timeout: 240_000 }, async () => {
     const { to, target, dumped } = await fixture('replace');
     await sql(target, 'CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42)');
     const r = await cli(['restore', '--from', to, '--backup', dumped.objectKey, '--target-url', dbUrl(target), '--clean', '--json']);
@@ -158,7 +158,7 @@ describe('restore into a database that is not empty', () => {
       },
     },
   ]) {
-    it(`a damaged archive (${damage}) into a non-empty target with --clean: rolled back, target unchanged, the archive blamed`, { timeout: 60_000 }, async () => {
+    it(`a damaged archive (${damage}) into a non-empty target with --clean: rolled back, target unchanged, the archive blamed`, { timeout: 180_000 }, async () => {
       const { to, target, dumped } = await fixture('corrupt', ['--compression', 'none']);
       const file = objectPath(to, dumped.objectKey);
       await how(file, dumped.manifest.object.sizeBytes);
@@ -173,7 +173,7 @@ describe('restore into a database that is not empty', () => {
     });
   }
 
-  it('a statement the target refuses half-way (an event trigger): rolled back, target unchanged, the target blamed', { timeout: 60_000 }, async () => {
+  it('a statement the target refuses half-way (an event trigger): rolled back, target unchanged, the target blamed', { timeout: 180_000 }, async () => {
     const { to, target } = await fixture('midway');
     // It fires after the first CREATE TABLE: the DROPs of --clean and that CREATE have run.
     await sql(target, `CREATE FUNCTION no_new_tables() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no CREATE TABLE during business hours'; END $$;
@@ -186,7 +186,7 @@ describe('restore into a database that is not empty', () => {
     await recordFault({ faultId: 'restore-target-refuses-midway', fault: 'restore --clean where the target refuses a statement half-way (an event trigger raising after the first CREATE TABLE, once the DROPs of --clean ran)', outcome: 'the single transaction is rolled back; the target is named as the cause', exit: r.code, left: `target ${unchanged(before)}`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 
-  it('directory format: refuses a non-empty target, and with --clean restores in one transaction', { timeout: 90_000 }, async () => {
+  it('directory format: refuses a non-empty target, and with --clean restores in one transaction', { timeout: 240_000 }, async () => {
     const { to, target, dumped } = await fixture('dir', ['--format', 'directory', '--jobs', '2']);
     const refused = await cli(['restore', '--from', to, '--backup', dumped.objectKey, '--target-url', dbUrl(target)]);
     assert.equal(refused.code, 2, refused.stderr);
@@ -200,7 +200,7 @@ describe('restore into a database that is not empty', () => {
     assert.deepEqual(await live(target), { n: '500', note: 'order 1' });
   });
 
-  it('drill --target-url refuses a database that is not empty, before downloading anything: exit 2', { timeout: 60_000 }, async () => {
+  it('drill --target-url refuses a database that is not empty, before downloading anything: exit 2', { timeout: 180_000 }, async () => {
     const { to, target } = await fixture('drilltarget');
     const before = await snapshot(target);
     const r = await cli(['drill', '--from', to, '--target-url', dbUrl(target)]);
