@@ -449,7 +449,8 @@ export function classifyRestoreFailure(program: string, stderr: string, exit: st
   const serverError = /(?:ERROR|FATAL):\s+(.*)$/m.exec(text)?.[1]?.trim();
   const detail = /^DETAIL:\s+(.*)$/m.exec(text)?.[1]?.trim();
   const hint = /^HINT:\s+(.*)$/m.exec(text)?.[1]?.trim();
-  const command = /^Command was:\s+(.*)$/m.exec(text)?.[1]?.trim();
+  // The statement may span lines (CREATE TABLE …): keep its start, whitespace folded.
+  const command = /^Command was:\s+([\s\S]*)/m.exec(text)?.[1]?.replace(/\s+/g, ' ').trim();
   const inCopy = /COPY failed for table|COPY .* FROM stdin|^CONTEXT:\s+COPY /m.test(text);
   const said = (s: string) => s.replace(/\s+/g, ' ').slice(0, 300);
   if (serverError) {

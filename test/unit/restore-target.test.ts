@@ -74,6 +74,12 @@ describe('restore target helpers', () => {
       'target',
       /the restoring role lacks a right in the target: must be member of role "postgres", at: ALTER TABLE public\.orders OWNER TO postgres;.*or with --no-owner/,
     ],
+    [
+      'a statement refused by the target (a multi-line command)',
+      'pg_restore: error: could not execute query: ERROR:  no CREATE TABLE today\nCONTEXT:  PL/pgSQL function f() line 1 at RAISE\nCommand was: CREATE TABLE public.orders (\n    id integer NOT NULL,\n    note text NOT NULL\n);\n',
+      'target',
+      /^the target refused a statement: no CREATE TABLE today, at: CREATE TABLE public\.orders \( id integer NOT NULL, note text NOT NULL \);$/,
+    ],
     ['a missing role', 'pg_restore: error: could not execute query: ERROR:  role "app_rw" does not exist\nCommand was: GRANT SELECT ON TABLE public.orders TO app_rw;\n', 'target', /role "app_rw" does not exist: create that role .*--no-owner --no-acl/],
     ['an existing object', 'psql:<stdin>:25: ERROR:  relation "orders" already exists\n', 'target', /already exists: the target already holds that object/],
     [
