@@ -4,6 +4,7 @@
 // `node scripts/build.ts --cli` builds only the CLI bundle (what `npm ci` runs, through `prepare`).
 import { createHash } from 'node:crypto';
 import { readFile, writeFile, mkdir, rename } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -26,8 +27,18 @@ export const CLI = { entry: 'src/cli/main.ts', bundle: 'dist/cli.js', inputs: 'd
  */
 const CLI_EXTRA_INPUTS = ['package.json', 'package-lock.json'];
 
+/**
+ * Texts the bundles carry inline: Chart.js's minified build, for the self-contained status page
+ * (src/status/chart-library.ts reads it from node_modules when run from the sources).
+ */
+async function inlineTexts(): Promise<Record<string, string>> {
+  const chartJs = path.join(path.dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.min.js');
+  return { __PGB_CHART_JS__: JSON.stringify(await readFile(chartJs, 'utf8')) };
+}
+
 async function esbuild(entry: string, metafile = false) {
   const { build } = await import('esbuild');
+  const define = await inlineTexts();
   return build({
     entryPoints: [path.join(root, entry)],
     bundle: true,
@@ -41,6 +52,7 @@ async function esbuild(entry: string, metafile = false) {
     metafile,
     logLevel: 'warning',
     absWorkingDir: root,
+    define,
     // Some CommonJS dependencies call require(); give the ESM bundle one.
     banner: { js: "import { createRequire as __pgbCreateRequire } from 'node:module';\nconst require = __pgbCreateRequire(import.meta.url);" },
   });

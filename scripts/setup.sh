@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Installs what pg-backup needs on a Debian/Ubuntu machine, then the npm packages.
 #   scripts/setup.sh         PostgreSQL (client, and server binaries for throwaway drill clusters) + zstd
-#   scripts/setup.sh test    also Ceph RGW (the S3 server the tests run against) and the AWS CLI
+#   scripts/setup.sh test    also Ceph RGW (the S3 server the tests run against), the AWS CLI, promtool, Pushgateway and Chromium
 # Safe to run again: packages already installed are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 packages=(postgresql zstd ca-certificates util-linux)
 if [ "${1:-}" = "test" ]; then
-  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace)
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace prometheus prometheus-pushgateway pgbackrest openssl)
+  # The status page test opens the page in headless Chromium (Debian: chromium; GitHub's Ubuntu images ship google-chrome).
+  command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || packages+=(chromium)
 fi
 command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 missing=()

@@ -42,12 +42,15 @@ export function registerSecret(secret: string | undefined): void {
 }
 
 /**
- * Hides secrets in a text: every registered secret, and the password of any
- * `scheme://user:password@host` URL, become `***`.
+ * Hides secrets in a text: every registered secret; the password of any
+ * `scheme://user:password@host` URL, up to the last `@` of the word (so a password with an
+ * unencoded `@` or `/` is hidden whole); and the value of `password=` / `sslpassword=`… in a
+ * libpq `key=value` string or a URL query (quoted or not). Each becomes `***`.
  */
 export function redact(text: string): string {
-  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)([^@/\s]*)@/gi, '$1***@');
-  for (const secret of secrets) out = out.split(secret).join('***');
+  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)(\S*)@/gi, '$1***@');
+  out = out.replace(/\b((?:ssl)?password|oauth_client_secret|scram_(?:client|server)_key)(\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'"]+)/gi, '$1$2***');
+  for (const secret of [...secrets].sort((a, b) => b.length - a.length)) out = out.split(secret).join('***');
   return out;
 }
 

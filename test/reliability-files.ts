@@ -15,9 +15,13 @@ export const FAULT_TEST_FILES = [
   'test/integration/faults.test.ts',
   'test/integration/local-disk.test.ts',
   'test/integration/verify-drill.test.ts',
+  'test/integration/corruption.test.ts',
+  'test/integration/drill-signals.test.ts',
   'test/integration/protection.test.ts',
   'test/integration/restore-safety.test.ts',
   'test/integration/soak.test.ts',
+  'test/integration/blackhole.test.ts',
+  'test/integration/cluster-private.test.ts',
 ];
 
 /** Every `*.test.ts` under test/, relative to the repository. */

@@ -1,7 +1,10 @@
 import { CheckFailedError, UsageError } from '../errors.ts';
-import { NotFoundError, type Storage } from '../storage/index.ts';
+import { NotFoundError, checkLocation, type Storage } from '../storage/index.ts';
 import { encodeSegment, parseManifestKey, type ParsedManifestKey } from './keys.ts';
 import { parseManifest, type Manifest } from './manifest.ts';
+import { VerifyRecordSchema, verifyRecordKey } from './proof.ts';
+import { mapLimit, storedParts } from './readback.ts';
+import { parseBackupObjectKey } from './retention.ts';
 
 /** Narrows a listing to one service, environment and/or database. */
 export interface BackupFilter {
@@ -16,14 +19,17 @@ export interface BackupEntry extends ParsedManifestKey {
   objectKey: string | undefined;
   /** The dump object's stored size in bytes, if the listing holds it. */
   sizeBytes: number | undefined;
+  /**
+   * Every object of the backup the listing holds (manifest, dump object, `<id>.dir/` files,
+   * sidecars, verify record): key → stored size in bytes.
+   */
+  objects: Map<string, number>;
+  /** The key of the backup's verify record (`<stem>.verify.json`, see proof.ts), if the listing holds one. */
+  verifyRecordKey: string | undefined;
 }
 
-/**
- * Lists complete backups — those whose manifest exists — newest first, reading the bucket
- * page by page (1 000 keys a request). Objects without a manifest (a dump that failed or is
- * still uploading) are skipped. Needs List permission only; manifests are not read.
- */
-export async function listBackups(storage: Storage, filter: BackupFilter = {}): Promise<BackupEntry[]> {
+/** The key prefix under which a filter's backups live (`<service>/<environment>/<database>/`, as far as given). */
+export function filterPrefix(filter: BackupFilter): string {
   let prefix = '';
   if (filter.service) {
     prefix = `${encodeSegment(filter.service)}/`;
@@ -32,9 +38,26 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
       if (filter.database) prefix += `${encodeSegment(filter.database)}/`;
     }
   }
+  return prefix;
+}
+
+/**
+ * Lists complete backups — those whose manifest exists — newest first, reading the bucket
+ * page by page (1 000 keys a request). Objects without a manifest (a dump that failed or is
+ * still uploading) are skipped. Needs List permission only; manifests are not read (see
+ * {@link checkBackups} for that).
+ */
+export async function listBackups(storage: Storage, filter: BackupFilter = {}): Promise<BackupEntry[]> {
   const manifests: ParsedManifestKey[] = [];
   const objects = new Map<string, { key: string; sizeBytes: number }>();
-  for await (const obj of storage.list(prefix)) {
+  const byStem = new Map<string, Map<string, number>>();
+  for await (const obj of storage.list(filterPrefix(filter))) {
+    const stem = parseBackupObjectKey(obj.key)?.stem;
+    if (stem) {
+      const all = byStem.get(stem) ?? new Map<string, number>();
+      all.set(obj.key, obj.sizeBytes);
+      byStem.set(stem, all);
+    }
     const parsed = parseManifestKey(obj.key);
     if (parsed) {
       if (
@@ -57,7 +80,9 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
   return manifests
     .map((m) => {
       const object = objects.get(m.stem);
-      return { ...m, objectKey: object?.key, sizeBytes: object?.sizeBytes };
+      const all = byStem.get(m.stem) ?? new Map<string, number>();
+      const record = verifyRecordKey(m.manifestKey);
+      return { ...m, objectKey: object?.key, sizeBytes: object?.sizeBytes, objects: all, verifyRecordKey: all.has(record) ? record : undefined };
     })
     .sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.manifestKey < b.manifestKey ? 1 : -1));
 }
@@ -69,22 +94,31 @@ export interface ResolvedBackup {
   manifest: Manifest;
 }
 
+/** `latest` named more than one service/environment/database: a {@link UsageError} (exit 2). */
+export class AmbiguousLatestError extends UsageError {}
+
 /**
  * Finds a backup by reference: `latest` (the newest complete backup matching the filter), a
  * manifest key, a dump object key, or the full URI of either under this storage location.
- * `listing` (the result of {@link listBackups} with the same filter) saves a second listing.
- * @throws UsageError when no backup matches the reference.
+ * `latest` must mean one database: when the backups in scope belong to more than one
+ * service/environment/database, it is refused. `listing` (the result of {@link listBackups}
+ * with the same filter) saves a second listing.
+ * @throws UsageError when the location does not exist, no backup matches the reference, or
+ * `latest` could mean several databases ({@link AmbiguousLatestError}, naming the candidates).
  * @throws CheckFailedError when the manifest is missing, unreadable or invalid.
  */
 export async function resolveBackup(storage: Storage, ref: string | undefined, filter: BackupFilter = {}, listing?: BackupEntry[]): Promise<ResolvedBackup> {
+  await checkLocation(storage);
   const wanted = (ref ?? 'latest').trim() || 'latest';
   let manifestKey: string;
   if (wanted === 'latest') {
-    const [newest] = listing ?? (await listBackups(storage, filter));
+    const entries = listing ?? (await listBackups(storage, filter));
+    const [newest] = entries;
     if (!newest) {
       const scope = [filter.service, filter.environment, filter.database].filter(Boolean).join('/');
       throw new UsageError(`no complete backup found under ${storage.url}${scope ? ` for ${scope}` : ''}: run a dump first or check --from`);
     }
+    assertOneDatabase(storage, entries);
     manifestKey = newest.manifestKey;
   } else {
     let key = wanted;
@@ -93,6 +127,27 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
     manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?|dir\/?)$/, '') + '.manifest.json';
     if (!parseManifestKey(manifestKey)) throw new UsageError(`${JSON.stringify(wanted)} is not a backup key: use a key printed by "pg-backup list", or "latest"`);
   }
+  return readManifest(storage, manifestKey);
+}
+
+/**
+ * Refuses a listing whose backups belong to more than one service/environment/database: `latest`
+ * would silently pick whichever database dumped last.
+ * @throws AmbiguousLatestError naming up to 5 candidates and the flags that tell them apart.
+ */
+export function assertOneDatabase(storage: Storage, entries: BackupEntry[]): void {
+  const groups = [...new Set(entries.map((e) => `${e.service}/${e.environment}/${e.database}`))];
+  if (groups.length <= 1) return;
+  const flags = (['service', 'environment', 'database'] as const).filter((f) => new Set(entries.map((e) => e[f])).size > 1).map((f) => `--${f}`);
+  const shown = groups.slice(0, 5).join(', ') + (groups.length > 5 ? ` and ${groups.length - 5} more` : '');
+  throw new AmbiguousLatestError(`"latest" is ambiguous: ${storage.url} holds backups of ${groups.length} databases (${shown}); choose one with ${flags.join(' and ')}, or give --backup KEY from "pg-backup list"`);
+}
+
+/**
+ * Reads and validates the manifest at `manifestKey` and checks it belongs there.
+ * @throws CheckFailedError when it is missing, not JSON, invalid, or another backup's.
+ */
+async function readManifest(storage: Storage, manifestKey: string): Promise<ResolvedBackup> {
   let text: string;
   try {
     text = await storage.getText(manifestKey);
@@ -107,4 +162,110 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
     throw new CheckFailedError(`manifest ${manifestKey} belongs to another backup (${manifest.id}): it was copied or overwritten`);
   }
   return { manifestKey, objectKey: dir + manifest.object.name, manifest };
+}
+
+/**
+ * What a listing says of a backup's health:
+ * - `ok`: the manifest is valid and every stored object it names is there with its size;
+ * - `missing`: the dump object (every file of a directory archive) is gone;
+ * - `damaged`: the manifest is not JSON, fails the schema or names another backup, or an object
+ *   has another size than the manifest says, or some files of a directory archive are gone;
+ * - `verify-failed`: the backup's verify record (`<id>.verify.json`, the latest
+ *   `verify --record`) says it FAILED.
+ * Only `ok` backups are restorable as far as the tool knows: retention never counts another one
+ * as a keeper.
+ */
+export type BackupStatus = 'ok' | 'missing' | 'damaged' | 'verify-failed';
+
+/** The health of one backup ({@link checkBackup}). */
+export interface BackupHealth {
+  status: BackupStatus;
+  /** Why it is not ok, one line. */
+  problem?: string;
+  /** The manifest, when it could be read and is valid. */
+  manifest?: Manifest;
+}
+
+/**
+ * Compares the stored objects of `backup` (the dump object, or each file of a directory
+ * archive) with `sizes` (key → stored size in bytes, from a listing).
+ * @returns undefined when all are there with the manifest's sizes, else the status and why.
+ */
+export function storedObjectProblem(storage: Storage, backup: ResolvedBackup, sizes: Map<string, number>): { status: 'missing' | 'damaged'; problem: string } | undefined {
+  const m = backup.manifest;
+  const where = storage.uri(backup.objectKey);
+  if (m.format === 'directory' && !m.files?.length) {
+    const prefix = `${backup.objectKey}/`;
+    const found = [...sizes].filter(([k]) => k.startsWith(prefix));
+    if (found.length === 0) return { status: 'missing', problem: `the archive directory ${where} is missing` };
+    const total = found.reduce((n, [, s]) => n + s, 0);
+    return total === m.object.sizeBytes ? undefined : { status: 'damaged', problem: `the archive directory ${where} holds ${total} bytes, the manifest says ${m.object.sizeBytes} (truncated or replaced)` };
+  }
+  const parts = storedParts(backup);
+  const absent = parts.filter((p) => !sizes.has(p.key));
+  if (m.format !== 'directory') {
+    if (absent.length) return { status: 'missing', problem: `the dump object ${where} is missing` };
+  } else if (absent.length === parts.length) {
+    return { status: 'missing', problem: `the archive directory ${where} is missing (0 of its ${parts.length} files)` };
+  } else if (absent.length) {
+    return { status: 'damaged', problem: `${absent.length} of the ${parts.length} files of ${where} are missing (${absent[0]!.label ?? absent[0]!.key}${absent.length > 1 ? ', …' : ''})` };
+  }
+  for (const p of parts) {
+    const size = sizes.get(p.key)!;
+    if (size !== p.sizeBytes) return { status: 'damaged', problem: `${storage.uri(p.key)} is ${size} bytes, the manifest says ${p.sizeBytes} (truncated or replaced)` };
+  }
+  return undefined;
+}
+
+/**
+ * Checks one listed backup: reads and validates its manifest, compares the stored sizes in the
+ * listing with it, and reads its verify record when there is one. Needs Get on the manifest and
+ * verify record (List was done). A verify record that cannot be parsed is ignored (it proves
+ * nothing either way).
+ * @throws UsageError when the credentials may not read (exit 2); other storage errors as they come.
+ */
+export async function checkBackup(storage: Storage, entry: Pick<BackupEntry, 'manifestKey' | 'objects'>): Promise<BackupHealth> {
+  let backup: ResolvedBackup;
+  try {
+    backup = await readManifest(storage, entry.manifestKey);
+  } catch (err) {
+    if (err instanceof CheckFailedError) return { status: 'damaged', problem: err.message };
+    throw err;
+  }
+  const problem = storedObjectProblem(storage, backup, entry.objects);
+  if (problem) return { ...problem, manifest: backup.manifest };
+  const recordKey = verifyRecordKey(entry.manifestKey);
+  if (entry.objects.has(recordKey)) {
+    let record;
+    try {
+      record = VerifyRecordSchema.parse(JSON.parse(await storage.getText(recordKey)));
+    } catch (err) {
+      if (err instanceof UsageError) throw err;
+      record = undefined;
+    }
+    if (record && record.backupId === backup.manifest.id && !record.ok) {
+      return { status: 'verify-failed', problem: `verify (${record.level}) FAILED at ${record.verifiedAt}${record.reason ? `: ${record.reason}` : ''}`, manifest: backup.manifest };
+    }
+  }
+  return { status: 'ok', manifest: backup.manifest };
+}
+
+/** {@link checkBackup} for each entry, 8 at a time; results in the entries' order. */
+export function checkBackups(storage: Storage, entries: BackupEntry[]): Promise<BackupHealth[]> {
+  return mapLimit(entries, 8, (e) => checkBackup(storage, e));
+}
+
+/**
+ * Confirms a resolved backup's stored objects exist with the manifest's sizes, with one listing
+ * of `<dir>/<id>.` (List permission; the S3 equivalent of a HEAD per object, in one request for
+ * a directory archive's files). The cheapest check that the backup is still there: `verify
+ * --level none` runs it.
+ * @returns problems, one line each (empty when all is there).
+ */
+export async function confirmStored(storage: Storage, backup: ResolvedBackup): Promise<string[]> {
+  const dir = backup.manifestKey.slice(0, backup.manifestKey.lastIndexOf('/') + 1);
+  const sizes = new Map<string, number>();
+  for await (const obj of storage.list(`${dir}${backup.manifest.id}.`)) sizes.set(obj.key, obj.sizeBytes);
+  const problem = storedObjectProblem(storage, backup, sizes);
+  return problem ? [problem.problem] : [];
 }

@@ -1,7 +1,8 @@
-import { Duplex, PassThrough } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import zlib from 'node:zlib';
 import { execa } from 'execa';
 import { UsageError } from '../errors.ts';
+import { childDuplex } from '../postgres/processes.ts';
 
 /** How a dump is compressed on its way to storage, as recorded in the manifest. */
 export interface CompressionSpec {
@@ -35,7 +36,12 @@ export function compressionSuffix(spec: CompressionSpec): string {
   return spec.algorithm === 'zstd' ? '.zst' : spec.algorithm === 'gzip' ? '.gz' : '';
 }
 
-/** A running (de)compressor: write into `stream`, read from it; `done` settles when it exited. */
+/**
+ * A running (de)compressor: write into `stream`, read from it; `done` settles when it exited.
+ * `stream` fails with the codec's own reason (zstd's message, zlib's error); its readable side
+ * ends only after the codec finished cleanly, so a failed codec's partial output is never taken
+ * for a complete one; destroying it stops the codec (the zstd process is killed).
+ */
 export interface Codec {
   stream: Duplex;
   /** Resolves when the codec finished cleanly; rejects with a one-line reason otherwise. */
@@ -100,11 +106,13 @@ export async function startCodec(spec: CompressionSpec, direction: 'compress' | 
       throw new Error(`zstd ${direction === 'compress' ? '' : '-d '}failed: ${why}`);
     },
   );
+  done.catch(() => undefined); // its owner awaits it; no unhandled rejection before that
   const abort = () => {
     // execa settles only once the process exited and its pipes closed: close them ourselves.
     child.stdin.destroy();
     child.stdout.destroy();
     child.kill('SIGKILL');
   };
-  return { stream: Duplex.from({ writable: child.stdin, readable: child.stdout }), done, abort };
+  const stream = childDuplex({ stdin: child.stdin, stdout: child.stdout, done, kill: () => void child.kill('SIGKILL'), program: 'zstd' });
+  return { stream, done, abort };
 }

@@ -1,13 +1,13 @@
 import { createWriteStream } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
+import { Writable, type Duplex, type Readable } from 'node:stream';
+import { finished, pipeline } from 'node:stream/promises';
 import { messageOf } from '../errors.ts';
 import type { Storage } from '../storage/index.ts';
 import type { ResolvedBackup } from './catalog.ts';
-import { compressionSuffix, startCodec, type CompressionSpec } from './compression.ts';
-import { AGE_SUFFIX, startDecrypt } from './encryption.ts';
+import { compressionSuffix, startCodec, type Codec, type CompressionSpec } from './compression.ts';
+import { AGE_SUFFIX, startDecrypt, type CryptoStage } from './encryption.ts';
 import type { Manifest } from './manifest.ts';
 import { Meter } from './meter.ts';
 
@@ -53,7 +53,10 @@ export interface LocalArchive {
 /**
  * Downloads a backup into `scratch`, checking every part's size and SHA-256 against the manifest
  * and decompressing it: one file for custom and plain, a directory of files for the directory
- * format (4 at a time). Needs the manifest's `archiveSizeBytes` of free space.
+ * format (4 at a time). Needs the manifest's `archiveSizeBytes` of free space. The first part
+ * that fails stops the others (their downloads are cancelled); its problems are the ones
+ * reported.
+ * @throws `signal.reason` when `signal` aborted (after every part stopped).
  */
 export async function downloadArchive(storage: Storage, backup: ResolvedBackup, scratch: string, signal?: AbortSignal, identities?: string[]): Promise<LocalArchive> {
   const target = path.join(scratch, localArchiveName(backup.manifest));
@@ -61,12 +64,34 @@ export async function downloadArchive(storage: Storage, backup: ResolvedBackup, 
   if (backup.manifest.format === 'directory') await mkdir(target, { recursive: true });
   const problems: string[] = [];
   let sizeBytes = 0;
-  await mapLimit(parts, 4, async (part) => {
-    const file = part.label ? path.join(target, part.label) : target;
-    const outcome = await streamBackup(storage, part, () => fileSink(file), signal, identities);
-    sizeBytes += outcome.sizeBytes;
-    problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: /, 'writing the archive failed: ')));
-  });
+  // One owner for all parts: the first part with a problem cancels the others.
+  const siblings = new AbortController();
+  const stopSiblings = () => siblings.abort(new Error('stopped: another part of the archive failed'));
+  const onAbort = () => siblings.abort(signal!.reason);
+  if (signal?.aborted) onAbort();
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    await mapLimit(parts, 4, async (part) => {
+      if (siblings.signal.aborted) return;
+      const file = part.label ? path.join(target, part.label) : target;
+      let outcome: ReadbackOutcome;
+      try {
+        outcome = await streamBackup(storage, part, () => fileSink(file), siblings.signal, identities);
+      } catch (err) {
+        if (siblings.signal.aborted && !signal?.aborted) return; // stopped because a sibling failed
+        throw err;
+      }
+      sizeBytes += outcome.sizeBytes;
+      const found = readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: /, 'writing the archive failed: '));
+      if (found.length && !problems.length) {
+        problems.push(...found);
+        stopSiblings();
+      }
+    });
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+  }
+  signal?.throwIfAborted();
   return { path: target, problems, sizeBytes };
 }
 
@@ -76,6 +101,7 @@ function fileSink(file: string): ArchiveSink {
   const done = finished(stream).catch((err: NodeJS.ErrnoException) => {
     throw new Error(err.code === 'ENOSPC' ? `${path.dirname(file)} ran out of space (ENOSPC): free space or choose another --work-dir` : messageOf(err));
   });
+  done.catch(() => undefined);
   return { stream, done };
 }
 
@@ -103,11 +129,15 @@ export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) =>
   return results;
 }
 
-/** What reading a backup back found; every field is filled even when an earlier stage failed. */
+/**
+ * What reading a backup back found. After the first failure only that failure is reported (the
+ * failures it caused downstream, such as a pg_restore killed because its input broke off, are
+ * not); the checksum verdict is given too when the download could still be hashed to its end.
+ */
 export interface ReadbackOutcome {
   /** Bytes downloaded. */
   sizeBytes: number;
-  /** SHA-256 of the downloaded bytes (hex), undefined if the download itself failed. */
+  /** SHA-256 of the downloaded bytes (hex); undefined if the download failed or was stopped before its end. */
   sha256: string | undefined;
   downloadError?: string;
   /** age decryption failed (no identity matched, or the ciphertext was altered). */
@@ -116,41 +146,20 @@ export interface ReadbackOutcome {
   decryptSkipped?: boolean;
   decompressError?: string;
   restoreError?: string;
+  /**
+   * Why the download was not hashed to its end (a later stage failed first and the rest of the
+   * object could not be read within {@link HASH_GRACE_MS}): size and SHA-256 are then unknown.
+   */
+  checksumSkipped?: string;
 }
 
 /**
- * A writable that forwards into `dest` while `dest` accepts data and silently drops the rest
- * once `dest` failed or closed (a decompressor that gave up on corrupt input, a pg_restore that
- * exited on the first error). Upstream keeps flowing, so the download is still hashed in full
- * and the checksum verdict is always available.
+ * Where a read-back's decompressed archive goes: a writable and when it is done with it.
+ * `stream` fails with the sink's own reason (a program's exit status and stderr, never "EPIPE");
+ * its `finish` comes only after the sink succeeded (a program exited 0, a file was flushed);
+ * destroying it before its end stops the sink without letting it take the cut input for a
+ * complete one (a program is killed before its stdin is closed).
  */
-function forwardOrDrain(dest: Writable): Writable {
-  let broken = false;
-  const markBroken = () => {
-    broken = true;
-  };
-  dest.on('error', markBroken);
-  dest.on('close', markBroken);
-  return new Writable({
-    write(chunk, _enc, callback) {
-      if (broken || dest.destroyed) return callback();
-      if (dest.write(chunk)) return callback();
-      const resume = () => {
-        dest.off('drain', resume);
-        dest.off('close', resume);
-        callback();
-      };
-      dest.on('drain', resume);
-      dest.on('close', resume);
-    },
-    final(callback) {
-      if (!broken && !dest.destroyed) dest.end();
-      callback();
-    },
-  });
-}
-
-/** Where a read-back's decompressed archive goes: a writable and when it is done with it. */
 export interface ArchiveSink {
   stream: Writable;
   /** Settles when the sink finished (a process exited, a file was flushed). */
@@ -159,102 +168,233 @@ export interface ArchiveSink {
 
 /**
  * One sink that writes into several (verify's archive read and schema replay share one
- * download). Each part is fed through {@link forwardOrDrain}, so one that gives up does not stall
- * the others; `done` rejects with the first part's failure.
+ * download). A part that fails fails the whole sink (the others are stopped); `done` rejects
+ * with the first part's failure in time.
  */
 export function teeSinks(parts: ArchiveSink[]): ArchiveSink {
   if (parts.length === 1) return parts[0]!;
-  const outs = parts.map((p) => {
-    p.stream.on('error', () => undefined);
-    return forwardOrDrain(p.stream);
-  });
-  const stream = new Writable({
+  const stream: Writable = new Writable({
     write(chunk, _enc, callback) {
-      let pending = outs.length;
-      for (const out of outs) out.write(chunk, () => --pending === 0 && callback());
+      let pending = parts.length;
+      for (const p of parts) p.stream.write(chunk, () => --pending === 0 && callback());
     },
     final(callback) {
-      for (const out of outs) out.end();
-      callback();
+      for (const p of parts) p.stream.end();
+      Promise.all(parts.map((p) => finished(p.stream))).then(() => callback(), callback);
+    },
+    destroy(err, callback) {
+      for (const p of parts) p.stream.destroy();
+      callback(err);
     },
   });
-  return { stream, done: Promise.all(parts.map((p) => p.done)).then(() => undefined) };
+  for (const p of parts) p.stream.on('error', (err) => stream.destroy(err));
+  const done = Promise.all(parts.map((p) => p.done)).then(() => undefined);
+  done.catch(() => undefined);
+  return { stream, done };
 }
 
 /**
- * Streams a backup out of storage through SHA-256 and decompression into `sink`. The download is
- * hashed to the end even when the decompressor or the sink gives up early, so the checksum
- * verdict is always available. Sink errors are reported as `restoreError`.
+ * How long the download goes on being read and hashed after a later stage (decryption,
+ * decompression, the sink) failed, so that the checksum verdict can still be given: 5 s. After
+ * that the download is cancelled and the first failure is reported alone.
+ */
+export const HASH_GRACE_MS = 5_000;
+
+/** How long a torn-down pipeline may take to stop (processes killed, streams closed) before the read-back gives up waiting: 30 s. */
+const SETTLE_LIMIT_MS = 30_000;
+
+type Stage = 'download' | 'checksum' | 'decrypt' | 'decompress' | 'sink' | 'cancelled';
+
+/**
+ * Streams a backup out of storage into `sink`: GET → SHA-256 → age decryption → decompression →
+ * sink. One owner, modelled on `stream/promises` `pipeline()`: the first failure of any stage
+ * tears every stage down at once — child processes are killed (a database sink before its input
+ * closes, so nothing cut off is committed), streams destroyed, every promise settled — and it is
+ * the one reported; what it caused downstream is not. The sink sees the end of its input only
+ * after the whole object was read and matched the manifest's size and SHA-256: a mismatch stops
+ * the sink instead. When a later stage fails first, the download is still hashed to its end for
+ * up to {@link HASH_GRACE_MS}, so the checksum verdict is usually available too.
+ * Sink errors are reported as `restoreError`.
+ * @throws `signal.reason` when `signal` aborted (after every stage stopped).
  */
 export async function streamBackup(storage: Storage, part: StoredPart, openSink: () => ArchiveSink, signal?: AbortSignal, identities?: string[]): Promise<ReadbackOutcome> {
+  signal?.throwIfAborted();
   const outcome: ReadbackOutcome = { sizeBytes: 0, sha256: undefined };
-  let source;
+  let source: Readable;
   try {
-    source = await storage.get(part.key);
+    source = await untilAborted(storage.get(part.key), signal, (late) => late.destroy());
   } catch (err) {
+    if (signal?.aborted) throw signal.reason;
     outcome.downloadError = messageOf(err);
     return outcome;
   }
+  const hashOnly = Boolean(part.encrypted && !identities?.length);
+  if (hashOnly) outcome.decryptSkipped = true; // without an identity only the stored bytes can be checked
+
+  // The stages after the checksum ("downstream"), in order, and what settles when each is done.
+  let decrypt: CryptoStage | undefined;
+  let codec: Codec | undefined;
+  let sink: ArchiveSink | undefined;
+  const downstream: { stage: Stage; stream: Duplex | Writable; done: Promise<void> }[] = [];
+  try {
+    if (!hashOnly) {
+      if (part.encrypted) {
+        decrypt = startDecrypt(identities!);
+        downstream.push({ stage: 'decrypt', stream: decrypt.stream, done: decrypt.done });
+      }
+      codec = await startCodec(part.compression, 'decompress', signal);
+      downstream.push({ stage: 'decompress', stream: codec.stream, done: codec.done });
+      sink = openSink();
+      downstream.push({ stage: 'sink', stream: sink.stream, done: sink.done });
+    }
+  } catch (err) {
+    source.destroy();
+    for (const d of downstream) d.stream.destroy();
+    await Promise.allSettled(downstream.map((d) => d.done));
+    throw err;
+  }
+
   const meter = new Meter('sha256');
-  if (part.encrypted && !identities?.length) {
-    // Without an identity only the stored bytes can be checked: hash them, nothing else.
-    outcome.decryptSkipped = true;
-    source.once('error', () => meter.end());
-    source.pipe(meter).resume();
-    const done = await Promise.allSettled([finished(meter), new Promise<void>((resolve, reject) => source.once('error', reject).once('end', resolve))]);
-    outcome.sizeBytes = meter.bytes;
-    const failed = done.find((d) => d.status === 'rejected');
-    if (failed) outcome.downloadError = messageOf(failed.reason);
-    else outcome.sha256 = meter.digest();
-    return outcome;
-  }
-  const decrypt = part.encrypted ? startDecrypt(identities!) : undefined;
-  decrypt?.stream.on('error', () => undefined); // its `done` tells why
-  const codec = await startCodec(part.compression, 'decompress', signal);
-  const sink = openSink();
-  sink.stream.on('error', () => undefined); // EPIPE when the sink exits early: its own status tells why
-  codec.stream.on('error', () => undefined); // likewise for the decompressor
-  const onAbort = () => source.destroy(signal?.reason instanceof Error ? signal.reason : new Error('cancelled'));
+  let first: { stage: Stage; error: unknown } | undefined;
+  let downstreamBroken = hashOnly; // no downstream: the download is only hashed
+  let unblockFeed: (() => void) | undefined;
+  let graceTimer: NodeJS.Timeout | undefined;
+  let giveUp: () => void = () => undefined;
+  const gaveUp = new Promise<void>((resolve) => (giveUp = resolve));
+  let settleTimer: NodeJS.Timeout | undefined;
+
+  const stopDownload = (why: Error) => {
+    source.destroy(why);
+    meter.destroy(why);
+    feed.destroy(why);
+  };
+  const stopDownstream = (why: Error) => {
+    downstreamBroken = true;
+    unblockFeed?.();
+    for (const d of downstream) d.stream.destroy(why);
+  };
+  /** The first failure wins; every stage is then stopped. */
+  const fail = (stage: Stage, error: unknown) => {
+    if (first) return;
+    first = { stage, error };
+    const why = error instanceof Error ? error : new Error(String(error));
+    settleTimer = setTimeout(giveUp, SETTLE_LIMIT_MS);
+    if (stage === 'decrypt' || stage === 'decompress' || stage === 'sink') {
+      // The download keeps being hashed (into the void) for a moment, for the checksum verdict.
+      stopDownstream(why);
+      graceTimer = setTimeout(() => stopDownload(new Error('stopped: a later stage failed')), HASH_GRACE_MS);
+    } else {
+      stopDownload(why);
+      stopDownstream(why);
+    }
+  };
+  const onAbort = () => fail('cancelled', signal!.reason);
   signal?.addEventListener('abort', onAbort, { once: true });
-  // A download that breaks off ends the pipeline instead of leaving it waiting for more bytes:
-  // the decompressor and the sink then see a truncated stream and fail on their own.
-  source.once('error', () => {
-    source.unpipe(meter);
-    meter.end();
+
+  // The end of the download: size and SHA-256 are checked before the downstream sees its end.
+  const head = downstream[0]?.stream;
+  const feed = new Writable({
+    highWaterMark: 1024 * 1024,
+    write(chunk: Buffer, _enc, callback) {
+      if (downstreamBroken || !head) return callback();
+      if (head.write(chunk)) return callback();
+      // Back-pressure from downstream; released early when the downstream is torn down.
+      const resume = () => {
+        head.off('drain', resume);
+        if (unblockFeed === resume) unblockFeed = undefined;
+        callback();
+      };
+      unblockFeed = resume;
+      head.on('drain', resume);
+    },
+    final(callback) {
+      outcome.sizeBytes = meter.bytes;
+      outcome.sha256 = meter.digest();
+      if (outcome.sizeBytes !== part.sizeBytes || outcome.sha256 !== part.sha256) {
+        return callback(new Error('the object does not match its manifest'));
+      }
+      if (!downstreamBroken) head?.end();
+      callback();
+    },
   });
-  if (decrypt) {
-    source.pipe(meter).pipe(forwardOrDrain(decrypt.stream));
-    decrypt.stream.pipe(forwardOrDrain(codec.stream));
-    // A decryption that gives up ends the decompressor's input instead of leaving it waiting.
-    decrypt.done.catch(() => codec.stream.end());
-  } else {
-    source.pipe(meter).pipe(forwardOrDrain(codec.stream));
+
+  source.on('error', (err) => fail('download', err));
+  meter.on('error', (err) => fail('download', err));
+  feed.on('error', (err) => fail('checksum', err));
+  for (const d of downstream) {
+    d.stream.on('error', (err) => fail(d.stage, err));
+    d.done.catch((err: unknown) => fail(d.stage, err));
   }
-  codec.stream.pipe(forwardOrDrain(sink.stream));
-  const downloaded = new Promise<void>((resolve, reject) => {
-    source.once('error', reject);
-    source.once('end', resolve);
-  });
-  const [download, decompress, sunk, decrypted] = await Promise.allSettled([
-    Promise.all([downloaded, finished(meter)]),
-    codec.done,
-    sink.done,
-    decrypt?.done,
-  ]);
-  signal?.removeEventListener('abort', onAbort);
+  const upstreamDone = pipeline(source, meter, feed).then(() => clearTimeout(graceTimer));
+  upstreamDone.catch(() => undefined);
+  const downstreamDone = downstream.length > 1 ? pipeline(downstream.map((d) => d.stream) as [Duplex, ...Duplex[], Writable]) : Promise.resolve();
+  downstreamDone.catch(() => undefined);
+  const settled = Promise.allSettled([upstreamDone, downstreamDone, ...downstream.map((d) => d.done)]);
+  try {
+    await Promise.race([settled, gaveUp]);
+  } finally {
+    clearTimeout(graceTimer);
+    clearTimeout(settleTimer);
+    signal?.removeEventListener('abort', onAbort);
+  }
+
+  if (signal?.aborted) throw signal.reason;
   outcome.sizeBytes = meter.bytes;
-  if (download.status === 'rejected') {
-    outcome.downloadError = messageOf(download.reason);
-  } else {
-    outcome.sha256 = meter.digest();
+  const hashed = await upstreamDone.then(
+    () => true,
+    () => false,
+  );
+  if (!hashed && outcome.sha256 === undefined && first?.stage !== 'download') {
+    outcome.checksumSkipped = `the download was stopped ${HASH_GRACE_MS / 1000} s after the first failure, before its end`;
   }
-  if (decrypted.status === 'rejected') {
-    outcome.decryptError = messageOf(decrypted.reason);
-    return outcome; // what follows only failed because its input was cut off
+  if (!first) return outcome;
+  // The reason of the stage that failed first: its own settled status (a program's exit status
+  // and stderr, a codec's message) rather than the stream error that announced it.
+  const reasonOf = async (stage: Stage): Promise<string> => {
+    const d = downstream.find((x) => x.stage === stage);
+    const own = d ? await d.done.then(() => undefined, (err: unknown) => err) : undefined;
+    return messageOf(own ?? first!.error);
+  };
+  switch (first.stage) {
+    case 'download':
+      outcome.downloadError = messageOf(first.error);
+      outcome.sha256 = undefined;
+      break;
+    case 'decrypt':
+      outcome.decryptError = await reasonOf('decrypt');
+      break;
+    case 'decompress':
+      outcome.decompressError = await reasonOf('decompress');
+      break;
+    case 'sink':
+      outcome.restoreError = await reasonOf('sink');
+      break;
+    default:
+      break; // checksum: size and sha256 tell; cancelled: thrown above
   }
-  if (decompress.status === 'rejected') outcome.decompressError = messageOf(decompress.reason);
-  if (sunk.status === 'rejected') outcome.restoreError = messageOf(sunk.reason);
   return outcome;
+}
+
+/**
+ * Awaits `promise` unless `signal` aborts first (then rejects with its reason at once); a value
+ * that arrives after the abort is handed to `discard` (e.g. a download stream to destroy).
+ */
+async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined, discard: (late: T) => void): Promise<T> {
+  if (!signal) return promise;
+  signal.throwIfAborted();
+  let onAbort: (() => void) | undefined;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, aborted]);
+  } catch (err) {
+    if (signal.aborted) promise.then(discard, () => undefined);
+    throw err;
+  } finally {
+    signal.removeEventListener('abort', onAbort!);
+  }
 }
 
 /**
@@ -266,7 +406,7 @@ export function readbackProblems(outcome: ReadbackOutcome, part: StoredPart): st
   const problems: string[] = [];
   const of = part.label ? `${part.label}: ` : '';
   if (outcome.downloadError) problems.push(`${of}download failed: ${outcome.downloadError}`);
-  else {
+  else if (!outcome.checksumSkipped) {
     if (outcome.sizeBytes !== expected.sizeBytes) problems.push(`${of}size mismatch: the object has ${outcome.sizeBytes} bytes, the manifest says ${expected.sizeBytes}`);
     if (outcome.sha256 !== expected.sha256) problems.push(`${of}sha256 mismatch: the object hashes to ${outcome.sha256}, the manifest says ${expected.sha256}`);
   }

@@ -1,4 +1,5 @@
 import { UsageError } from '../errors.ts';
+import type { BackupStatus } from './catalog.ts';
 import { formatSeconds } from '../commands/format.ts';
 import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
 
@@ -21,6 +22,13 @@ import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
  *   nothing in that group is deleted.
  * - Incomplete backups (objects without a manifest) whose newest object is older than
  *   `incompleteGraceMs` (default 1 day) are deleted; younger ones may still be uploading.
+ * - Backups that are not restorable (`status` other than `ok`: dump object missing, manifest
+ *   damaged, object of the wrong size, recorded verify FAILED) are never counted by a keep rule
+ *   nor as proven: the keepers are the restorable ones. One newer than every restorable backup
+ *   is kept (flagged: it holds the newest data and shows the failure); an older one is deleted,
+ *   its point in time being covered by a newer restorable backup. A group with complete backups
+ *   but no restorable one is refused, and so is one whose newest restorable backup is older than
+ *   `maxAgeMs`. docs/retention.md tells the same.
  */
 
 /** A retention policy. Durations in ms; counts are backups or periods. */
@@ -57,6 +65,10 @@ export interface StoredBackup {
   lastModified: Date;
   /** Why it is proven (e.g. `drill OK 2026-11-20T03:00:00Z`); undefined when it is not. */
   proof?: string;
+  /** What a check of the manifest and objects found (complete backups); undefined means not checked, taken as `ok`. */
+  status?: BackupStatus;
+  /** Why `status` is not ok, one line. */
+  problem?: string;
 }
 
 /** A backup with its fate and the reasons for it. */
@@ -160,33 +172,43 @@ export function planRetention(backups: StoredBackup[], policy: RetentionPolicy, 
   return { now: now.toISOString(), groups: plans };
 }
 
+/** Whether a backup counts as restorable: complete, and its check (if any) found nothing wrong. */
+export function isRestorable(b: StoredBackup): boolean {
+  return b.complete && (b.status === undefined || b.status === 'ok');
+}
+
 function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date): GroupPlan {
   const { service, environment, database } = members[0]!;
   const complete = members.filter((b) => b.complete).sort(newestFirst);
   const incomplete = members.filter((b) => !b.complete).sort(newestFirst);
+  const restorable = complete.filter(isRestorable);
   const maxAge = policy.maxAgeMs;
   const ageOf = (b: StoredBackup) => now.getTime() - b.startedAt.getTime();
 
   const grace = policy.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS;
   const idleOf = (b: StoredBackup) => now.getTime() - Math.max(b.lastModified.getTime(), b.startedAt.getTime());
   let refused: string | undefined;
-  const newest = complete[0];
+  const newest = restorable[0];
+  const brokenNote = (b: StoredBackup) => `${b.status}${b.problem ? `: ${b.problem}` : ''}`;
   // A group without a complete backup is refused once an incomplete one is past the grace period
   // (its dumps fail); before that its first dump may still be uploading.
-  if (!newest && incomplete.some((b) => idleOf(b) > grace)) refused = 'no complete backup in this group: the dumps are failing, nothing is deleted here';
-  else if (newest && maxAge !== undefined && ageOf(newest) > maxAge) {
-    refused = `the newest complete backup is ${formatSeconds(ageOf(newest))} old (taken ${newest.startedAt.toISOString()}), over max-age ${formatLimit(maxAge)}: the dumps are failing, nothing is deleted here`;
+  if (complete.length === 0 && incomplete.some((b) => idleOf(b) > grace)) refused = 'no complete backup in this group: the dumps are failing, nothing is deleted here';
+  else if (complete.length > 0 && !newest) {
+    refused = `no restorable backup in this group: all ${complete.length} complete backup(s) are not restorable (the newest is ${brokenNote(complete[0]!)}), nothing is deleted here`;
+  } else if (newest && maxAge !== undefined && ageOf(newest) > maxAge) {
+    const which = newest === complete[0] ? 'complete' : 'restorable';
+    refused = `the newest ${which} backup is ${formatSeconds(ageOf(newest))} old (taken ${newest.startedAt.toISOString()}), over max-age ${formatLimit(maxAge)}: the dumps are failing, nothing is deleted here`;
   }
   if (refused) {
     const keepAll = (b: StoredBackup): PlannedBackup => ({ ...b, action: 'keep', reasons: ['group refused (stale)'] });
     return { service, environment, database, refused, backups: complete.map(keepAll), incomplete: incomplete.map(keepAll) };
   }
 
-  const reasons = new Map<StoredBackup, string[]>(complete.map((b) => [b, []]));
-  complete.slice(0, policy.keepLast ?? 0).forEach((b, i) => reasons.get(b)!.push(`last ${i + 1}`));
+  const reasons = new Map<StoredBackup, string[]>(restorable.map((b) => [b, []]));
+  restorable.slice(0, policy.keepLast ?? 0).forEach((b, i) => reasons.get(b)!.push(`last ${i + 1}`));
   const periodRule = (n: number | undefined, label: string, periodOf: (d: Date) => string) => {
     const seen = new Set<string>();
-    for (const b of complete) {
+    for (const b of restorable) {
       if (seen.size >= (n ?? 0)) break;
       const p = periodOf(b.startedAt);
       if (seen.has(p)) continue;
@@ -198,11 +220,16 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
   periodRule(policy.keepWeekly, 'weekly', isoWeekOf);
   periodRule(policy.keepMonthly, 'monthly', monthOf);
   const noKeepRule = !(policy.keepLast || policy.keepDaily || policy.keepWeekly || policy.keepMonthly);
-  const proven = new Set(complete.filter((b) => b.proof).slice(0, policy.keepProven ?? DEFAULT_KEEP_PROVEN));
+  const proven = new Set(restorable.filter((b) => b.proof).slice(0, policy.keepProven ?? DEFAULT_KEEP_PROVEN));
 
   const planned = complete.map((b): PlannedBackup => {
-    const why = reasons.get(b)!;
     const tooOld = maxAge !== undefined && ageOf(b) > maxAge;
+    if (!isRestorable(b)) {
+      const note = `NOT RESTORABLE (${brokenNote(b)}), never counted as a keeper`;
+      if (b.startedAt.getTime() > newest!.startedAt.getTime() && !tooOld) return { ...b, action: 'keep', reasons: [`${note}; kept for inspection: newer than every restorable backup`] };
+      return { ...b, action: 'delete', reasons: [`${note}; the restorable backup of ${newest!.startedAt.toISOString().replace('.000Z', 'Z')} is newer`] };
+    }
+    const why = reasons.get(b)!;
     if (proven.has(b)) return { ...b, action: 'keep', reasons: [`proven: ${b.proof}`, ...(tooOld ? [] : why)] };
     if (tooOld) return { ...b, action: 'delete', reasons: [`older than max-age ${formatLimit(maxAge)} (${formatSeconds(ageOf(b))} old)`] };
     if (noKeepRule) return { ...b, action: 'keep', reasons: ['within max-age'] };

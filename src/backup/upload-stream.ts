@@ -1,6 +1,6 @@
 import { PassThrough, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
-import type { Storage } from '../storage/index.ts';
+import type { Storage, UploadOptions } from '../storage/index.ts';
 import { startCodec, type CompressionSpec } from './compression.ts';
 import { startEncrypt } from './encryption.ts';
 import { Meter, type MeterHash } from './meter.ts';
@@ -37,8 +37,12 @@ export interface MirrorTarget {
 
 /** Live byte counters of a running {@link uploadStream}, for progress lines and the stall watchdog. */
 export interface StreamCounters {
-  raw: Meter;
-  stored: Meter;
+  /** Bytes the producer gave, before compression (for a self-compressing producer: the compressed bytes, as `sent`). */
+  raw: { readonly bytes: number };
+  /** Bytes handed to the storage driver (compressed, encrypted): not yet stored. */
+  sent: { readonly bytes: number };
+  /** Bytes the store acknowledged (see {@link UploadOptions.onStored}): what a progress line may call stored. */
+  stored: { readonly bytes: number };
 }
 
 /**
@@ -86,7 +90,8 @@ export async function uploadStream(
   const stored = new Meter(...(options.hashes ?? ['sha256']));
   const raw = codec ? new Meter() : stored;
   const body = new PassThrough({ highWaterMark: 1024 * 1024 });
-  options.onCounters?.({ raw, stored });
+  const acknowledged = { bytes: 0 };
+  options.onCounters?.({ raw, sent: stored, stored: acknowledged });
   producer.stream.on('error', fail);
   codec?.stream.on('error', fail);
   stored.on('error', fail);
@@ -95,7 +100,7 @@ export async function uploadStream(
   encrypt?.done.catch(fail);
   const compressed = codec ? producer.stream.pipe(raw).pipe(codec.stream) : producer.stream;
   (encrypt ? compressed.pipe(encrypt.stream) : compressed).pipe(stored).pipe(body, { end: false });
-  const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite });
+  const upload = storage.upload(key, body, { signal: controller.signal, sizeHintBytes: options.sizeHintBytes, noOverwrite: options.noOverwrite, onStored: (n) => (acknowledged.bytes = n) });
   upload.catch(fail);
   // Mirror copies: the same stored bytes, teed. A mirror that fails, or that stops reading for
   // `mirrorStallMs` (a hung DR endpoint), is cut loose — unpiped, its multipart upload aborted —

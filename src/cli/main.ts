@@ -11,12 +11,17 @@ import { mirror } from '../commands/mirror.ts';
 import { formatPlan, prune } from '../commands/prune.ts';
 import { restore } from '../commands/restore.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
+import { addStatusCommand } from '../status/cli.ts';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
 import { loadIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
 import { TOOL } from '../version.ts';
+import { reported } from '../notify/index.ts';
+import { reportingOptions } from '../notify/cli-options.ts';
+import { physicalDrillCli } from '../physical/cli.ts';
+import { checkVerifyScope, walFreshness } from '../physical/wal-freshness.ts';
 
 /** Exit codes: 0 success, 1 a check failed (or an unexpected error), 2 a usage error. */
 export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
@@ -32,9 +37,9 @@ interface CommonFlags {
   database?: string;
 }
 
-/** S3 settings for reading: endpoint, region, and the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set. */
-function s3Settings(flags: CommonFlags): S3Settings {
-  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()) };
+/** S3 settings for reading: endpoint, region, the SSE-C key when `PG_BACKUP_SSE_C_KEY` is set, and the command's signal (SIGINT/SIGTERM abort requests in flight). */
+function s3Settings(flags: CommonFlags, signal?: AbortSignal): S3Settings {
+  return { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()), signal };
 }
 
 /** age identities from `--age-identity-file`, else the environment. */
@@ -183,6 +188,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       region: flags.region,
       sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()),
       objectLock: parseObjectLock(flags.objectLock),
+      signal,
     };
     const options = {
       databaseUrls: flags.databaseUrl,
@@ -221,7 +227,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     const several = (flags.databases?.length ?? 0) > 1 || flags.databaseUrl.length > 1;
     let outcomes: DumpOutcome[];
     try {
-      outcomes = await dumpMany(options);
+      outcomes = await reported({ ...flags, logger: options.logger }, 'dump', () => dumpMany(options));
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
       if (flags.json && partial) printJson(partial.map(outcomeJson));
@@ -237,7 +243,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       'print JSON on stdout',
     ),
   ).action(async (flags: CommonFlags & { from: string }) => {
-    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags) });
+    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal) });
     if (flags.json) return printJson(backups);
     if (backups.length === 0) {
       process.stderr.write(`no complete backups under ${flags.from}\n`);
@@ -245,16 +251,20 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     }
     for (const b of backups) {
       const size = b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes);
-      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
+      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.status.toUpperCase().padEnd(13)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
     }
+    const broken = backups.filter((b) => b.status !== 'ok');
+    for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${b.key}: ${b.problem}\n`);
+    if (broken.length) process.stderr.write(`${broken.length} of ${backups.length} backups are not restorable as listed; retention never counts them as keepers\n`);
   });
 
   storageOptions(identityOption(
     filterOptions(
       program
         .command('verify')
-        .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore')
-        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore; or, with --wal-prefix, check that WAL archiving is fresh')
+        .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --wal-prefix)')
+        .option('--wal-prefix <url>', 'instead of backups, a WAL archive (e.g. s3://BUCKET/pgbackrest/archive/main/): fail when its newest object is older than --max-age')
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--level <level>', 'none (no download: freshness only), checksum, archive (+ full pg_restore read) or schema (+ schema replay into a throwaway PostgreSQL)', 'archive')
         .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
@@ -263,9 +273,19 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
         .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
-    const result = await verify({
-      from: flags.from,
+  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
+    checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
+    if (flags.walPrefix) {
+      const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
+      if (flags.json) printJson(wal);
+      if (!wal.ok) {
+        if (!flags.json) process.stderr.write(`verify failed: ${wal.reason}\n`);
+        setExitCode(EXIT.failed);
+      }
+      return;
+    }
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => verify({
+      from: flags.from!,
       backup: flags.backup,
       filter: filterOf(flags),
       level: flags.level,
@@ -274,11 +294,11 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       record: flags.record,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
-    });
+    }));
     if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
     if (!result.ok) {
       if (!flags.json) process.stderr.write(`verify failed: ${result.reason}\n`);
@@ -290,19 +310,29 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     filterOptions(
       program
         .command('drill')
-        .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket')
-        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket; with --pgbackrest-stanza, a point-in-time restore drill of a pgBackRest backup')
+        .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --pgbackrest-stanza)')
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
         .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs)', '2')
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
         .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
-        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h)'),
+        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h); physical: the newest archived WAL segment')
+        .option('--pgbackrest-stanza <name>', 'physical drill: restore this pgBackRest stanza (its own configuration, PGBACKREST_* variables) into a throwaway directory, replay WAL, promote, check')
+        .option('--pgbackrest-config <file>', 'physical drill: pgBackRest configuration file (default: pgBackRest\'s own)')
+        .option('--pgbackrest-verify', 'physical drill: also check every file of the repository (pgbackrest verify)')
+        .option('--target-time <iso8601>', 'physical drill: recover to this moment, e.g. 2026-12-02T09:30:00Z (default: the end of the WAL archive)')
+        .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string }) => {
-    const result = await drill({
-      from: flags.from,
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string }) => {
+    if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
+      await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
+      return;
+    }
+    if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
+      from: flags.from!,
       backup: flags.backup,
       filter: filterOf(flags),
       targetUrl: flags.targetUrl,
@@ -311,11 +341,11 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
-    });
+    }));
     if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
     if (!result.ok) {
       if (!flags.json) process.stderr.write(`drill failed: ${result.reason}\n`);
@@ -346,7 +376,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       safetyDump: flags.safetyDump,
       noOwner: !flags.owner,
       noAcl: !flags.acl,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       ageIdentities: identitiesOf(flags),
       logger: stderrLogger(),
       signal,
@@ -370,7 +400,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--apply', 'delete (default: dry run, print the plan only)'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
-    const result = await prune({
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
       keepLast: flags.keepLast,
@@ -381,10 +411,10 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
       apply: flags.apply,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,
-    });
+    }));
     if (flags.json) printJson(result);
     else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
     if (!result.ok) {
@@ -414,7 +444,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       noncurrentDays: flags.noncurrentDays,
       abortMultipartDays: flags.abortMultipartDays,
       apply: flags.apply,
-      s3: s3Settings(flags),
+      s3: s3Settings(flags, signal),
       logger: stderrLogger(),
     });
     printJson(result.applied ? result.readBack : result.configuration);
@@ -436,7 +466,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
         .option('--dry-run', 'list what would be copied'),
     ).option('--json', 'print the result as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean; sse?: string; sseKmsKeyId?: string; objectLock?: string }) => {
-    const read = s3Settings(flags);
+    const read = s3Settings(flags, signal);
     const protect: S3Settings = { ...read, sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()), objectLock: parseObjectLock(flags.objectLock) };
     const result = await mirror({
       from: flags.from,
@@ -451,6 +481,8 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     });
     if (flags.json) printJson(result);
   });
+
+  addStatusCommand(program, setExitCode);
 
   program
     .command('demo')
@@ -471,13 +503,21 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
       );
     });
 
+  for (const name of ['dump', 'verify', 'drill', 'prune']) reportingOptions(program.commands.find((c) => c.name() === name)!);
+
   return program;
 }
 
+/** Exit code of a run whose output (stdout or stderr) was closed by its reader: 128 + SIGPIPE, as a shell reports a program SIGPIPE killed. */
+export const EXIT_OUTPUT_CLOSED = 141;
+
 /**
  * Runs the CLI with `argv` (as `process.argv`) and returns the exit code. User mistakes print
- * one line and return 2; failed checks return 1; SIGINT/SIGTERM cancel the running command,
- * which aborts its upload and removes its throwaway cluster before exiting.
+ * one line and return 2; failed checks return 1. SIGINT/SIGTERM, and a closed stdout or stderr
+ * (EPIPE, e.g. `pg-backup drill … 2>&1 | head -2`), abort the one AbortController whose signal
+ * every command honours: its upload is aborted, its processes are ended, its throwaway cluster
+ * and temp directories are removed, and the run returns 130 (SIGINT), 143 (SIGTERM) or 141
+ * (closed output) once that cleanup finished. A second signal exits at once.
  */
 export async function main(argv: string[]): Promise<number> {
   const controller = new AbortController();
@@ -490,6 +530,17 @@ export async function main(argv: string[]): Promise<number> {
     exitCode = name === 'SIGINT' ? 130 : 143;
     controller.abort(new UsageError(`cancelled by ${name}`));
   };
+  // A reader that closed our output (EPIPE) ends the run like a signal: without a listener the
+  // 'error' event would kill the process on the spot, leaving a drill's cluster behind. Later
+  // writes to the broken stream fail silently (the listeners stay for the life of the process).
+  const onOutputError = (which: string) => (err: NodeJS.ErrnoException) => {
+    if (signalled) return;
+    signalled = true;
+    exitCode = EXIT_OUTPUT_CLOSED;
+    controller.abort(new UsageError(`${which} was closed (${err.code ?? err.message}): cancelled`));
+  };
+  process.stdout.on('error', onOutputError('stdout'));
+  process.stderr.on('error', onOutputError('stderr'));
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const program = buildProgram(controller.signal, (code) => {

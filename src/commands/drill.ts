@@ -12,6 +12,7 @@ import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } fr
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
 import { connect, countRows, serverFacts } from '../postgres/server.ts';
@@ -102,6 +103,8 @@ export interface DrillResult {
   history: DrillHistoryEntry[];
   drillLogUri?: string;
   drillReportUri?: string;
+  /** The drill was stopped by its signal (SIGINT/SIGTERM, closed output) before it finished; `ok` is false. */
+  cancelled?: boolean;
 }
 
 /**
@@ -110,8 +113,11 @@ export interface DrillResult {
  * table against the manifest (counted in the dump's snapshot). The drill log (ending in
  * `restore drill OK` on success) and a JSON report are written to
  * `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/` in the bucket. The throwaway cluster
- * is always removed.
- * @throws UsageError for bad options or missing PostgreSQL binaries.
+ * and the download directory are always removed. Every failure is a verdict (`ok: false`, the
+ * first reason in `reason`, the log and report archived): a damaged backup, an unexpected error,
+ * and a cancellation by `signal` (at any phase: cluster start, download, restore, checks; then
+ * `cancelled` is set).
+ * @throws UsageError for bad options or missing PostgreSQL binaries (after cleaning up).
  */
 export async function drill(options: DrillOptions): Promise<DrillResult> {
   const now = options.now ?? (() => new Date());
@@ -140,6 +146,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
   let cluster: ThrowawayCluster | undefined;
+  let usageError: UsageError | undefined;
   try {
     try {
       backup = await resolveBackup(storage, options.backup, options.filter);
@@ -147,6 +154,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       if (!(err instanceof CheckFailedError)) throw err;
       result.problems.push(err.message);
     }
+    options.signal?.throwIfAborted();
     if (backup) {
       const { manifest } = backup;
       result.manifest = manifest;
@@ -163,8 +171,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       if (targetConn) {
         target = targetConn;
         result.target = targetConn.display;
-        const client = await connect(target, 'pg-backup drill');
-        try {
+        await withClient(target, options.signal, async (client) => {
           const facts = await serverFacts(client);
           if (facts.major < manifest.server.major) {
             throw new CheckFailedError(`target server ${target.display} runs PostgreSQL ${facts.version}, older than the source's ${manifest.server.version}: restore into major ${manifest.server.major} or newer`);
@@ -172,17 +179,21 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           // Before anything is downloaded: a drill's restore must not mix with other objects.
           const contents = await targetContents(client);
           if (contents) throw new UsageError(`drill target ${target.display} is not empty: it holds ${contents.description}; drill into an empty database (CREATE DATABASE …), or without --target-url into a throwaway cluster`);
-        } finally {
-          await client.end().catch(() => undefined);
-        }
+        });
       } else {
-        cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger: log });
+        await ensureDrillSpace(workDirOf(options.workDir), manifest, { throwaway: true });
+        // A signal during initdb or pg_ctl start ends in the cluster's removal too:
+        // startThrowawayCluster removes what it made when it fails or is cancelled.
+        cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger: log, signal: options.signal });
+        options.signal?.throwIfAborted();
         // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
         target = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
       }
 
       // Phase 1: download, checksum and decompress to local disk (parallel restore needs a seekable archive).
       const parent = workDirOf(options.workDir);
+      await ensureDrillSpace(parent, manifest, { throwaway: !targetConn, clusterRunning: true });
+      options.signal?.throwIfAborted();
       scratch = await mkdtemp(path.join(parent, 'pg-backup-drill-'));
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
       const downloadStart = Date.now();
@@ -197,8 +208,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
 
       if (local.problems.length === 0) {
         // Preflight: every extension the archive creates must be available on the target.
-        result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path);
-        const missing = await missingExtensions(target, result.extensions);
+        result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path, options.signal);
+        const missing = await missingExtensions(target, result.extensions, options.signal);
         if (missing.length) {
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${missing.length > 1 ? 'them' : 'it'} on the drill server (e.g. postgresql-${manifest.server.major}-${missing[0]}) or drill into a --target-url that has ${missing.length > 1 ? 'them' : 'it'}`);
         } else {
@@ -211,13 +222,14 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
             (err: unknown) => messageOf(err),
           ));
           result.phases.restoreMs = Date.now() - restoreStart;
+          options.signal?.throwIfAborted();
           if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
 
           if (!restoreError) {
             // Phase 3: checks.
             const checksStart = Date.now();
-            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log));
+            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log, options.signal));
             result.phases.checksMs = Date.now() - checksStart;
             log.info(`checks phase: ${formatSeconds(result.phases.checksMs)}`);
           }
@@ -225,15 +237,28 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       }
     }
   } catch (err) {
-    if (!(err instanceof CheckFailedError)) throw err;
-    result.problems.push(err.message);
-  } finally {
-    if (cluster) {
-      await cluster.stop();
-      log.info('throwaway cluster removed');
+    // Every failure is a verdict (written, archived, reported), except a usage error, which
+    // needs the user's fix and exits 2. A cancellation (SIGINT/SIGTERM, closed output) is
+    // recorded as the drill's failure too: a job killed for taking too long is one.
+    if (options.signal?.aborted) {
+      result.cancelled = true;
+      result.problems.unshift(`drill cancelled: ${messageOf(options.signal.reason)}`);
+    } else if (err instanceof UsageError) {
+      usageError = err;
+    } else {
+      result.problems.push(err instanceof CheckFailedError ? err.message : `drill failed: ${oneLine(messageOf(err))}`);
     }
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+  } finally {
+    // Removed on every path; each step on its own, so one failing does not skip the other.
+    if (cluster) {
+      await cluster.stop().then(
+        () => log.info('throwaway cluster removed'),
+        (err: unknown) => log.warn(`removing the throwaway cluster failed: ${messageOf(err)} (remove ${cluster!.dir} by hand)`),
+      );
+    }
+    if (scratch) await rm(scratch, { recursive: true, force: true }).catch((err: unknown) => log.warn(`removing ${scratch} failed: ${messageOf(err)}`));
   }
+  if (usageError) throw usageError;
 
   result.rtoMs = result.phases.downloadMs + result.phases.restoreMs + result.phases.checksMs;
   if (maxRtoMs !== undefined && result.rtoMs > maxRtoMs) result.problems.push(`RTO ${formatSeconds(result.rtoMs)} exceeds the budget --max-rto ${options.maxRto}`);
@@ -246,7 +271,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   log.info(`RTO ${formatSeconds(result.rtoMs)} (download ${formatSeconds(result.phases.downloadMs)}, restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`);
   log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
   const labels = await archiveDrillLog(storage, options, backup, result, log.lines, startedAt, log);
-  if (labels) result.history = await drillHistory(storage, labels, 10).catch((err: unknown) => {
+  if (labels && !result.cancelled) result.history = await drillHistory(storage, labels, 10).catch((err: unknown) => {
     options.logger.warn(`cannot read the previous drills: ${messageOf(err)}`);
     return [];
   });
@@ -258,9 +283,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
  * snapshot), sequences not behind their columns, the migration head, and the smoke SQL.
  * Appends every failure to `result.problems`.
  */
-async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger): Promise<void> {
-  const client = await connect(target, 'pg-backup drill');
-  try {
+async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger, signal?: AbortSignal): Promise<void> {
+  await withClient(target, signal, async (client) => {
     const { rows } = await client.query<{ schema: string; table: string }>(
       `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
     );
@@ -298,7 +322,33 @@ async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: 
         if (!r.ok) result.problems.push(`smoke check at line ${r.line} expected ${r.expectation}, got ${r.actual}`);
       }
     }
+  });
+}
+
+/** A multi-line message (a program's output) as one line: its non-blank lines joined by " | ", at most 500 characters. */
+function oneLine(message: string): string {
+  const text = message.split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
+  return text.length > 500 ? `${text.slice(0, 499)}…` : text;
+}
+
+/**
+ * Runs `fn` with a client of `target`, ended afterwards. When `signal` aborts, the connection is
+ * closed at once (a running query fails) and `signal.reason` is thrown.
+ */
+async function withClient<T>(target: DatabaseConnection, signal: AbortSignal | undefined, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  signal?.throwIfAborted();
+  const client = await connect(target, 'pg-backup drill');
+  const onAbort = () => void client.end().catch(() => undefined);
+  signal?.addEventListener('abort', onAbort, { once: true });
+  try {
+    signal?.throwIfAborted();
+    const out = await fn(client);
+    signal?.throwIfAborted();
+    return out;
+  } catch (err) {
+    throw signal?.aborted ? signal.reason : err;
   } finally {
+    signal?.removeEventListener('abort', onAbort);
     await client.end().catch(() => undefined);
   }
 }
@@ -337,16 +387,13 @@ async function sequencesBehind(client: pg.Client): Promise<string[]> {
 }
 
 /** Of `extensions`, those the target server cannot create (`pg_available_extensions`). */
-async function missingExtensions(target: DatabaseConnection, extensions: string[]): Promise<string[]> {
+async function missingExtensions(target: DatabaseConnection, extensions: string[], signal?: AbortSignal): Promise<string[]> {
   if (extensions.length === 0) return [];
-  const client = await connect(target, 'pg-backup drill');
-  try {
+  return withClient(target, signal, async (client) => {
     const { rows } = await client.query<{ name: string }>('SELECT name FROM pg_available_extensions WHERE name = ANY($1::text[])', [extensions]);
     const available = new Set(rows.map((r) => r.name));
     return extensions.filter((e) => !available.has(e));
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  });
 }
 
 /**
@@ -368,14 +415,11 @@ async function archiveDrillLog(
     log.warn('drill log not archived: the backup could not be identified (give --service, --environment and --database)');
     return undefined;
   }
-  const folder = drillFolder(labels, startedAt);
-  const stem = `${folder}${backup?.manifest.id ?? 'unknown'}-drill-${utcStamp(startedAt)}`;
   try {
-    result.drillLogUri = storage.uri(`${stem}.log`);
-    result.drillReportUri = storage.uri(`${stem}.json`);
-    const report = { tool: TOOL, ...result, manifest: undefined, backupId: backup?.manifest.id };
-    await storage.put(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`, 'application/json');
-    await storage.put(`${stem}.log`, `${lines.join('\n')}\n`, 'text/plain; charset=utf-8');
+    const keys = drillRecordKeys(labels, backup?.manifest.id ?? 'unknown', startedAt);
+    result.drillLogUri = storage.uri(keys.log);
+    result.drillReportUri = storage.uri(keys.report);
+    await writeDrillRecord(storage, keys, { ...result, manifest: undefined, backupId: backup?.manifest.id }, lines);
   } catch (err) {
     result.drillLogUri = undefined;
     result.drillReportUri = undefined;
@@ -384,7 +428,28 @@ async function archiveDrillLog(
   return { service: labels.service, environment: labels.environment, database: labels.database };
 }
 
-type DrillLabels = { service: string; environment: string; database: string };
+/** The labels that name a drill folder: service, environment, and the database (or pgBackRest stanza). */
+export type DrillLabels = { service: string; environment: string; database: string };
+
+/**
+ * The keys of one drill's JSON report and text log:
+ * `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<id>-drill-<YYYYMMDDTHHMMSSZ>.{json,log}`
+ * (`id`: the backup's id, or pgBackRest's backup label). Logical and physical drills share it.
+ */
+export function drillRecordKeys(labels: DrillLabels, id: string, startedAt: Date): { report: string; log: string } {
+  const stem = `${drillFolder(labels, startedAt)}${id}-drill-${utcStamp(startedAt)}`;
+  return { report: `${stem}.json`, log: `${stem}.log` };
+}
+
+/**
+ * Writes a drill's report (JSON, with `tool` added; it must carry `startedAt`, `ok`, `rtoMs` and
+ * `backupId` for {@link drillHistory}) and then its log (text lines) at `keys`.
+ * @throws the storage's error when a write fails (the caller decides whether that is a warning).
+ */
+export async function writeDrillRecord(storage: Storage, keys: { report: string; log: string }, report: object, lines: string[]): Promise<void> {
+  await storage.put(keys.report, `${JSON.stringify({ tool: TOOL, ...report }, null, 2)}\n`, 'application/json');
+  await storage.put(keys.log, `${lines.join('\n')}\n`, 'text/plain; charset=utf-8');
+}
 
 /**
  * The newest `limit` drills of one database, read from their JSON reports under

@@ -193,7 +193,7 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
     const sum = (pick: (c: StreamCounters) => number) => counters.reduce((n, c) => n + pick(c), 0);
     let spoolBytes: () => number = () => 0;
     const stopProgress = startProgress(
-      { rawBytes: () => sum((c) => c.raw.bytes) + spoolBytes(), storedBytes: () => sum((c) => c.stored.bytes) },
+      { rawBytes: () => sum((c) => c.raw.bytes) + spoolBytes(), storedBytes: () => sum((c) => c.stored.bytes), sentBytes: () => sum((c) => c.sent.bytes) },
       {
         label: conn.database,
         logger,

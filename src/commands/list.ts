@@ -1,5 +1,5 @@
-import { listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
-import { openStorage, type S3Settings } from '../storage/index.ts';
+import { checkBackups, listBackups, type BackupEntry, type BackupFilter, type BackupStatus } from '../backup/catalog.ts';
+import { checkLocation, openStorage, type S3Settings } from '../storage/index.ts';
 
 /** Options of {@link list}. */
 export interface ListOptions {
@@ -23,16 +23,28 @@ export interface ListedBackup {
   manifestKey: string;
   /** Stored size in bytes, if the dump object is present. */
   sizeBytes: number | undefined;
+  /**
+   * `ok`, or why the backup is not restorable: `missing` (dump object gone), `damaged` (manifest
+   * unreadable or invalid, or an object of another size than the manifest says), `verify-failed`
+   * (its recorded verify FAILED). See `BackupStatus` in src/backup/catalog.ts.
+   */
+  status: BackupStatus;
+  /** Why the status is not ok, one line. */
+  problem?: string;
 }
 
 /**
- * Lists complete backups (manifest present), newest first, paginating through the bucket.
- * Needs List permission only.
+ * Lists complete backups (manifest present), newest first, paginating through the bucket, and
+ * checks each: its manifest is read and validated, the stored sizes compared with it, and its
+ * verify record read, 8 backups at a time. Needs List and Get.
+ * @throws UsageError when the location does not exist or may not be read.
  */
 export async function list(options: ListOptions): Promise<ListedBackup[]> {
   const storage = openStorage(options.from, options.s3);
+  await checkLocation(storage);
   const entries: BackupEntry[] = await listBackups(storage, options.filter);
-  return entries.map((e) => ({
+  const health = await checkBackups(storage, entries);
+  return entries.map((e, i) => ({
     service: e.service,
     environment: e.environment,
     database: e.database,
@@ -42,5 +54,7 @@ export async function list(options: ListOptions): Promise<ListedBackup[]> {
     uri: storage.uri(e.objectKey ?? e.manifestKey),
     manifestKey: e.manifestKey,
     sizeBytes: e.sizeBytes,
+    status: health[i]!.status,
+    ...(health[i]!.problem ? { problem: health[i]!.problem } : {}),
   }));
 }

@@ -1,15 +1,14 @@
-import type { BackupFilter } from '../backup/catalog.ts';
+import { checkBackup, filterPrefix, type BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../backup/duration.ts';
-import { encodeSegment } from '../backup/keys.ts';
 import { findProofs } from '../backup/proof.ts';
 import { mapLimit } from '../backup/readback.ts';
 import {
-  DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, parseBackupObjectKey, planRetention, validatePolicy,
+  DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, isRestorable, parseBackupObjectKey, planRetention, validatePolicy,
   type PlannedBackup, type RetentionPlan, type RetentionPolicy, type StoredBackup,
 } from '../backup/retention.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes } from './format.ts';
 
 /** Options of {@link prune}. Counts and durations may be given as text, as typed by a user. */
@@ -52,8 +51,11 @@ export interface PruneResult {
   refused: string[];
   /** Deletes that failed, one line each. */
   failures: string[];
-  /** Complete backups kept / to delete (or deleted), incomplete ones to delete (or deleted). */
-  counts: { kept: number; deleted: number; incompleteDeleted: number; objectsDeleted: number; bytesDeleted: number };
+  /**
+   * Complete backups kept / to delete (or deleted), incomplete ones to delete (or deleted), and
+   * complete backups found not restorable (missing, damaged, verify-failed: never keepers).
+   */
+  counts: { kept: number; deleted: number; incompleteDeleted: number; objectsDeleted: number; bytesDeleted: number; notRestorable: number };
   durationMs: number;
 }
 
@@ -92,25 +94,24 @@ export function policyFrom(options: Pick<PruneOptions, 'keepLast' | 'keepDaily' 
  * foreign files) are not returned. Needs List only.
  */
 export async function scanBackups(storage: Storage, filter: BackupFilter = {}): Promise<StoredBackup[]> {
-  let prefix = '';
-  if (filter.service) {
-    prefix = `${encodeSegment(filter.service)}/`;
-    if (filter.environment) {
-      prefix += `${encodeSegment(filter.environment)}/`;
-      if (filter.database) prefix += `${encodeSegment(filter.database)}/`;
-    }
-  }
-  const byStem = new Map<string, StoredBackup>();
-  for await (const obj of storage.list(prefix)) {
+  return (await scanWithSizes(storage, filter)).map((s) => s.backup);
+}
+
+/** {@link scanBackups}, with each backup's objects as key → stored size in bytes. */
+async function scanWithSizes(storage: Storage, filter: BackupFilter): Promise<{ backup: StoredBackup; objects: Map<string, number> }[]> {
+  const byStem = new Map<string, { backup: StoredBackup; objects: Map<string, number> }>();
+  for await (const obj of storage.list(filterPrefix(filter))) {
     const parsed = parseBackupObjectKey(obj.key);
     if (!parsed) continue;
     if ((filter.service && parsed.service !== filter.service) || (filter.environment && parsed.environment !== filter.environment) || (filter.database && parsed.database !== filter.database)) continue;
-    let b = byStem.get(parsed.stem);
-    if (!b) {
-      b = { ...parsed, complete: false, keys: [], sizeBytes: 0, lastModified: obj.lastModified };
-      byStem.set(parsed.stem, b);
+    let found = byStem.get(parsed.stem);
+    if (!found) {
+      found = { backup: { ...parsed, complete: false, keys: [], sizeBytes: 0, lastModified: obj.lastModified }, objects: new Map() };
+      byStem.set(parsed.stem, found);
     }
+    const b = found.backup;
     b.keys.push(obj.key);
+    found.objects.set(obj.key, obj.sizeBytes);
     b.sizeBytes += obj.sizeBytes;
     if (obj.lastModified > b.lastModified) b.lastModified = obj.lastModified;
     if (obj.key === `${parsed.stem}.manifest.json`) b.complete = true;
@@ -122,11 +123,15 @@ export async function scanBackups(storage: Storage, filter: BackupFilter = {}): 
  * Applies a retention policy to the backups under `from`: plans per service/environment/database
  * group (see `src/backup/retention.ts` for the rules), and with `apply` deletes what the plan
  * says, oldest backup first; each backup's manifest is deleted before its other objects, so a
- * prune that stops half-way never leaves a listed backup without its dump. A group whose newest
- * complete backup is older than `maxAge` is refused — nothing in it is deleted — and the result
- * is not ok. Drill reports and foreign keys are never touched. Needs List, Get (drill reports
- * and verify records; manifests are not read) and, with `apply`, Delete.
- * @throws UsageError for bad options, unusable storage, or a delete the credentials may not make.
+ * prune that stops half-way never leaves a listed backup without its dump. Every complete backup
+ * is checked first (manifest read and validated, object sizes compared with it, verify record
+ * read): one that is not restorable is never counted as a keeper. A group whose newest
+ * restorable backup is older than `maxAge`, or that has complete backups but no restorable one,
+ * is refused — nothing in it is deleted — and the result is not ok. Drill reports and foreign
+ * keys are never touched. Needs List, Get (manifests, drill reports, verify records) and, with
+ * `apply`, Delete.
+ * @throws UsageError for bad options, a location that does not exist, unusable storage, or a
+ * delete the credentials may not make.
  */
 export async function prune(options: PruneOptions): Promise<PruneResult> {
   const started = Date.now();
@@ -135,10 +140,21 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   const storage = options.storage ?? openStorage(options.from, options.s3);
   const now = (options.now ?? (() => new Date()))();
 
-  const found = await scanBackups(storage, options.filter);
-  // Proof is read only for the groups' complete backups, newest first, until keep-proven are found.
+  await checkLocation(storage);
+  const scanned = await scanWithSizes(storage, options.filter ?? {});
+  const found = scanned.map((s) => s.backup);
+  // Every complete backup is checked (manifest read and validated, sizes compared, verify
+  // record read): one that is not restorable is never a keeper.
+  await mapLimit(scanned.filter((s) => s.backup.complete), 8, async ({ backup, objects }) => {
+    const health = await checkBackup(storage, { manifestKey: `${backup.stem}.manifest.json`, objects });
+    backup.status = health.status;
+    if (health.problem) backup.problem = health.problem;
+  });
+  const broken = found.filter((b) => b.complete && !isRestorable(b));
+  for (const b of broken) logger.warn(`${storage.uri(b.stem)} is not restorable (${b.status}: ${b.problem}): never counted as a keeper`);
+  // Proof is read only for the groups' restorable backups, newest first, until keep-proven are found.
   const groups = new Map<string, StoredBackup[]>();
-  for (const b of found) if (b.complete) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
+  for (const b of found) if (isRestorable(b)) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
   for (const members of groups.values()) {
     members.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.stem < b.stem ? 1 : -1));
     const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger);
@@ -152,7 +168,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     plan,
     refused: [],
     failures: [],
-    counts: { kept: 0, deleted: 0, incompleteDeleted: 0, objectsDeleted: 0, bytesDeleted: 0 },
+    counts: { kept: 0, deleted: 0, incompleteDeleted: 0, objectsDeleted: 0, bytesDeleted: 0, notRestorable: broken.length },
     durationMs: 0,
   };
   const doomed: PlannedBackup[] = [];

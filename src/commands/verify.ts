@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { AmbiguousLatestError, confirmStored, listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseDuration } from '../backup/duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,7 +12,7 @@ import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 import { backupKeys } from '../backup/keys.ts';
 import { VERIFY_RECORD_SUFFIX, verifyRecordKey, type VerifyRecord } from '../backup/proof.ts';
@@ -20,7 +20,9 @@ import { TOOL } from '../version.ts';
 
 /**
  * How deep verify goes; each level includes the ones before it.
- * - `none`: no download; only the freshness checks (`maxAge`, `expectEvery`) and suspicion.
+ * - `none`: no download: the freshness checks (`maxAge`, `expectEvery`), suspicion, and that the
+ *   stored objects exist with the manifest's sizes (one listing; with `latest` over several
+ *   databases, the newest backup of each).
  * - `checksum`: download; size and SHA-256 against the manifest.
  * - `archive`: and read the whole archive with `pg_restore --file=/dev/null`.
  * - `schema`: and replay the schema into a throwaway PostgreSQL (`pg_restore --schema-only`).
@@ -106,6 +108,8 @@ export interface VerifyResult {
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   const result = await verifyBackup(options);
+  // A cancelled verify proves nothing either way: no verdict, no record.
+  options.signal?.throwIfAborted();
   if (options.record) await recordVerification(options, result);
   return result;
 }
@@ -144,6 +148,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const maxAgeMs = options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined;
   const everyMs = options.expectEvery ? parseDuration(options.expectEvery, '--expect-every') : undefined;
   const storage = openStorage(options.from, options.s3);
+  await checkLocation(storage);
   const result: VerifyResult = { ok: false, level, problems: [], suspicions: [], sizeBytes: 0, gaps: [], durationMs: 0 };
   const finish = () => {
     result.ok = result.problems.length === 0 && (!options.failOnSuspicion || result.suspicions.length === 0);
@@ -159,12 +164,16 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const needsHistory = maxAgeMs !== undefined || everyMs !== undefined || (options.backup ?? 'latest') === 'latest';
   const history = needsHistory ? await listBackups(storage, options.filter) : undefined;
   if (history) checkFreshness(history, now(), maxAgeMs, everyMs, options, result);
+  if (level === 'none' && (options.backup ?? 'latest') === 'latest' && history && new Set(history.map((e) => `${e.service}/${e.environment}/${e.database}`)).size > 1) {
+    await verifyNewestOfEachGroup(storage, history, result, logger);
+    return finish();
+  }
 
   let backup: ResolvedBackup;
   try {
     backup = await resolveBackup(storage, options.backup, options.filter, history);
   } catch (err) {
-    if (err instanceof CheckFailedError || (err instanceof UsageError && history && (maxAgeMs !== undefined || everyMs !== undefined))) {
+    if (err instanceof CheckFailedError || (err instanceof UsageError && !(err instanceof AmbiguousLatestError) && history && (maxAgeMs !== undefined || everyMs !== undefined))) {
       result.problems.push(err.message);
       return finish();
     }
@@ -175,7 +184,10 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
   await checkSuspicion(storage, backup, history, result, logger);
-  if (level === 'none') return finish();
+  if (level === 'none') {
+    result.problems.push(...(await confirmStored(storage, backup)));
+    return finish();
+  }
 
   const identities = level === 'checksum' && !options.ageIdentities?.length && !loadIdentities() ? undefined : identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
@@ -186,13 +198,15 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   try {
     let schemaTarget: DatabaseConnection | undefined;
     if (level === 'schema') {
-      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger });
+      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal });
       schemaTarget = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
     }
     const schemaSink = (b: RestoreBinaries, target: DatabaseConnection): ArchiveSink => {
       // custom: the schema alone; plain SQL cannot be split, so it replays whole.
       const sink = restoreSink(manifest.format, b, target, manifest.format === 'plain' ? [] : ['--schema-only', '--no-owner', '--no-acl'], options.signal);
-      return { stream: sink.stream, done: sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`))) };
+      const done = sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`)));
+      done.catch(() => undefined);
+      return { stream: sink.stream, done };
     };
     if (manifest.format === 'directory' && bins) {
       // A directory archive is read from local disk: download it, then pg_restore the folder.
@@ -210,18 +224,16 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
         }
       }
     } else {
-      const sinks: ArchiveSink[] = [];
-      if (bins) sinks.push(readArchiveSink(manifest.format, bins.pgRestore, options.signal));
-      if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
+      // The sinks' programs start only once the download started (streamBackup opens them).
+      const openSinks = (): ArchiveSink => {
+        const sinks: ArchiveSink[] = [];
+        if (bins) sinks.push(readArchiveSink(manifest.format, bins.pgRestore, options.signal));
+        if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
+        return sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() };
+      };
       let totalBytes = 0;
       for (const part of storedParts(backup)) {
-        const outcome = await streamBackup(
-          storage,
-          part,
-          () => (sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() }),
-          options.signal,
-          identities,
-        );
+        const outcome = await streamBackup(storage, part, openSinks, options.signal, identities);
         totalBytes += outcome.sizeBytes;
         result.sha256 = outcome.sha256;
         result.problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: (schema replay failed)/, '$1')));
@@ -232,10 +244,35 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${bins ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
     }
   } finally {
-    await cluster?.stop();
-    if (scratch) await rm(scratch, { recursive: true, force: true });
+    // Removed on every path (a failure, a signal), each step on its own.
+    await cluster?.stop().catch((err: unknown) => logger.warn(`removing the throwaway cluster failed: ${messageOf(err)}`));
+    if (scratch) await rm(scratch, { recursive: true, force: true }).catch((err: unknown) => logger.warn(`removing ${scratch} failed: ${messageOf(err)}`));
   }
+  options.signal?.throwIfAborted();
   return finish();
+}
+
+/**
+ * `--level none` over a location that holds several databases: the newest backup of each
+ * service/environment/database is read (manifest), confirmed stored with its size
+ * ({@link confirmStored}) and compared with the one before it (suspicion).
+ */
+async function verifyNewestOfEachGroup(storage: Storage, history: BackupEntry[], result: VerifyResult, logger: Logger): Promise<void> {
+  const seen = new Set<string>();
+  for (const entry of history) {
+    const scope = `${entry.service}/${entry.environment}/${entry.database}`;
+    if (seen.has(scope)) continue;
+    seen.add(scope);
+    try {
+      const backup = await resolveBackup(storage, entry.manifestKey);
+      result.problems.push(...(await confirmStored(storage, backup)));
+      await checkSuspicion(storage, backup, history, result, logger);
+    } catch (err) {
+      if (!(err instanceof CheckFailedError)) throw err;
+      result.problems.push(err.message);
+    }
+  }
+  if (result.problems.length === 0) logger.info(`checked the newest backup of each of ${seen.size} databases: manifest valid, objects stored with their sizes`);
 }
 
 /** `--max-age` and `--expect-every` over the listed history, per service/environment/database. */

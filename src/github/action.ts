@@ -2,11 +2,12 @@ import * as core from '@actions/core';
 import { z } from 'zod';
 import { CheckFailedError, UsageError, exitCodeOf, messageOf, registerSecret } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { resolveConnection } from '../postgres/connection.ts';
+import { connectionSecrets, resolveConnection } from '../postgres/connection.ts';
 import { loadIdentities, parseIdentities } from '../backup/encryption.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
 import type { IssueSettings } from './issues.ts';
+import type { ReportingOptions, RunScope } from '../notify/index.ts';
 
 /**
  * The GitHub Actions door: typed inputs, masking, logging, outputs and the run wrapper shared
@@ -149,12 +150,10 @@ export function readInputs<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObje
 export function maskSecrets(values: { databaseUrls?: (string | undefined)[]; storage?: { 'aws-secret-access-key'?: string; 'aws-session-token'?: string } }): void {
   for (const url of values.databaseUrls ?? []) {
     if (!url) continue;
-    const password = /^postgres(?:ql)?:\/\/[^:/@]*:([^@]*)@/i.exec(url)?.[1];
-    if (password) {
-      for (const p of new Set([password, safeDecode(password)])) {
-        core.setSecret(p);
-        registerSecret(p);
-      }
+    // Every form: URL (also with an unencoded @ or / in the password), ?password=, key=value.
+    for (const p of connectionSecrets(url)) {
+      core.setSecret(p);
+      registerSecret(p);
     }
   }
   const secrets = [
@@ -169,14 +168,6 @@ export function maskSecrets(values: { databaseUrls?: (string | undefined)[]; sto
       core.setSecret(secret);
       registerSecret(secret);
     }
-  }
-}
-
-function safeDecode(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    return s;
   }
 }
 
@@ -226,4 +217,54 @@ export async function runAction(body: () => Promise<void>): Promise<void> {
 /** Sets several outputs at once; undefined values become empty strings. */
 export function setOutputs(outputs: Record<string, string | number | boolean | undefined>): void {
   for (const [name, value] of Object.entries(outputs)) core.setOutput(name, value === undefined ? '' : String(value));
+}
+
+/** Inputs of the metrics, webhook and healthcheck reporting (dump, verify, drill, prune). */
+export const reportingInputs = {
+  'metrics-file': optional,
+  'pushgateway-url': optional,
+  'notify-url': optional,
+  'notify-on': optional,
+  'healthcheck-url': optional,
+};
+
+/**
+ * Reporting options from {@link reportingInputs} plus what the inputs say of the run's scope
+ * (location, service, environment, database, RTO budget), for `reported()` in src/notify.
+ * The webhook and healthcheck URLs, and a Pushgateway password, are masked first.
+ */
+export function reportingFrom(inputs: { [K in keyof typeof reportingInputs]?: string } & { from?: string; to?: string; service?: string; environment?: string; database?: string; 'max-rto'?: string }): ReportingOptions & RunScope & { logger: Logger } {
+  const secrets = [inputs['notify-url'], inputs['healthcheck-url']];
+  try {
+    if (inputs['pushgateway-url']) secrets.push(decodeURIComponent(new URL(inputs['pushgateway-url']).password), new URL(inputs['pushgateway-url']).password);
+  } catch {
+    // malformed: reported() refuses it with one line naming the input
+  }
+  for (const secret of secrets) {
+    if (secret) {
+      core.setSecret(secret);
+      registerSecret(secret);
+    }
+  }
+  return {
+    metricsFile: inputs['metrics-file'],
+    pushgatewayUrl: inputs['pushgateway-url'],
+    notifyUrl: inputs['notify-url'] ?? process.env.PG_BACKUP_NOTIFY_URL,
+    notifyOn: inputs['notify-on'],
+    healthcheckUrl: inputs['healthcheck-url'] ?? process.env.PG_BACKUP_HEALTHCHECK_URL,
+    optionNames: {
+      metricsFile: 'input "metrics-file"',
+      pushgatewayUrl: 'input "pushgateway-url"',
+      notifyUrl: 'input "notify-url"',
+      notifyOn: 'input "notify-on"',
+      healthcheckUrl: 'input "healthcheck-url"',
+    },
+    from: inputs.from,
+    to: inputs.to,
+    service: inputs.service,
+    environment: inputs.environment,
+    database: inputs.database,
+    maxRto: inputs['max-rto'],
+    logger: actionLogger,
+  };
 }

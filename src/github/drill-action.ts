@@ -2,15 +2,20 @@ import * as core from '@actions/core';
 import { drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
 import {
-  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom,
+  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
+import { reported } from '../notify/index.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
+import { runPhysicalDrill } from './physical-drill-action.ts';
+import { UsageError } from '../errors.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
-      from: required,
+      from: optional,
       backup: optional,
       'target-url': optional,
       'work-dir': optional,
@@ -22,12 +27,21 @@ export async function run(): Promise<void> {
       ...issueInputs,
       ...storageInputs,
       'age-identity': optional,
+      ...reportingInputs,
+      'pgbackrest-stanza': optional,
+      'pgbackrest-config': optional,
+      'pgbackrest-verify': optional,
+      'target-time': optional,
+      'log-to': optional,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
+    const reporting = reportingFrom(inputs);
+    if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting);
+    if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
     checkDatabaseUrl(inputs['target-url']);
-    const result = await drill({
-        from: inputs.from,
+    const result = await reported(reporting, 'drill', () => drill({
+        from: inputs.from!,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
         targetUrl: inputs['target-url'],
@@ -39,7 +53,8 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
-      });
+        signal: cancellation.signal,
+      }));
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,
@@ -82,6 +97,8 @@ export async function run(): Promise<void> {
       process.exitCode = 1;
     }
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 await run();

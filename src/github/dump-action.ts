@@ -5,7 +5,8 @@ import { formatBytes, formatSeconds } from '../commands/format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
 import { UsageError } from '../errors.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
-import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, reportingFrom, reportingInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { reported } from '../notify/index.ts';
 
 /** `actions/dump`: one backup per database, outputs and a job summary. */
 export async function run(): Promise<void> {
@@ -38,14 +39,16 @@ export async function run(): Promise<void> {
       'install-pg-client': optional,
       ...storageInputs,
       ...protectionInputs,
+      ...reportingInputs,
     });
     const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
     maskSecrets({ databaseUrls, storage: inputs });
     for (const url of databaseUrls) checkDatabaseUrl(url);
+    const reporting = { ...reportingFrom(inputs), databases: listInput(inputs.databases), databaseUrl: databaseUrls };
     let outcomes: DumpOutcome[];
     let failure: unknown;
     try {
-      outcomes = await dumpMany({
+      outcomes = await reported(reporting, 'dump', () => dumpMany({
           databaseUrls,
           databases: listInput(inputs.databases),
           to: inputs.to,
@@ -73,7 +76,7 @@ export async function run(): Promise<void> {
           installClient: booleanInput(inputs['install-pg-client'], 'install-pg-client'),
           ...protectionFrom(s3SettingsFrom(inputs), inputs),
           logger: actionLogger,
-        });
+        }));
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
       if (!partial) throw err;

@@ -2,7 +2,8 @@ import * as core from '@actions/core';
 import { formatBytes } from '../commands/format.ts';
 import { prune } from '../commands/prune.ts';
 import { UsageError } from '../errors.ts';
-import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, reportingFrom, reportingInputs } from './action.ts';
+import { reported } from '../notify/index.ts';
 
 /**
  * `actions/prune`: applies a retention policy. A dry run unless `apply: true` — the plan is in
@@ -22,11 +23,13 @@ export async function run(): Promise<void> {
       apply: optional,
       ...filterInputs,
       ...storageInputs,
+      ...reportingInputs,
     });
     maskSecrets({ storage: inputs });
     const apply = (inputs.apply ?? 'false').toLowerCase();
     if (!['true', 'false'].includes(apply)) throw new UsageError(`input "apply" must be true or false (got ${JSON.stringify(inputs.apply)})`);
-    const result = await core.group(apply === 'true' ? 'prune' : 'prune (dry run)', () =>
+    const reporting = reportingFrom(inputs);
+    const result = await reported(reporting, 'prune', () => core.group(apply === 'true' ? 'prune' : 'prune (dry run)', () =>
       prune({
         from: inputs.from,
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
@@ -41,7 +44,7 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         logger: actionLogger,
       }),
-    );
+    ));
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,

@@ -1,14 +1,19 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../commands/format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom } from './action.ts';
+import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
+import { reported } from '../notify/index.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
+import { checkVerifyScope, walFreshness } from '../physical/wal-freshness.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
 export async function run(): Promise<void> {
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
-      from: required,
+      from: optional,
+      'wal-prefix': optional,
       backup: optional,
       level: optional,
       'max-age': optional,
@@ -20,12 +25,38 @@ export async function run(): Promise<void> {
       ...issueInputs,
       ...storageInputs,
       'age-identity': optional,
+      ...reportingInputs,
     });
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ storage: inputs });
-    const result = await core.group('verify', () =>
+    const reporting = reportingFrom(inputs);
+    checkVerifyScope(inputs.from, inputs['wal-prefix'], { from: 'input "from"', walPrefix: 'input "wal-prefix"', maxAge: 'input "max-age"' }, inputs['max-age']);
+    if (inputs['wal-prefix']) {
+      const wal = await reported(reporting, 'verify', () => core.group('WAL archive freshness', () => walFreshness({ prefix: inputs['wal-prefix']!, maxAge: inputs['max-age']!, s3: s3SettingsFrom(inputs), logger: actionLogger })));
+      const labels = { service: inputs.service ?? '*', environment: inputs.environment ?? '*', database: `WAL ${wal.prefix}` };
+      const walIssue = issues ? await syncFailureIssue({ kind: 'verify', ...labels, ok: wal.ok, reason: wal.reason, problems: wal.problems }, issues) : undefined;
+      if (walIssue !== undefined) core.setOutput('issue-number', String(walIssue));
+      setOutputs({ result: wal.ok ? 'ok' : 'failed', reason: wal.reason, 'newest-age-ms': wal.newestAgeMs, 'duration-ms': wal.durationMs, 'backup-uri': wal.newestUri });
+      await core.summary
+        .addHeading(`WAL archive freshness: ${wal.ok ? 'OK' : 'FAILED'}`, 3)
+        .addTable([
+          [{ data: 'check', header: true }, { data: 'result', header: true }],
+          ['WAL archive', wal.prefix],
+          ['objects', String(wal.objects)],
+          ['newest', wal.newestUri ? `${wal.newestUri} (${wal.newestAt})` : '-'],
+          ['age', wal.newestAgeMs === undefined ? '-' : `${formatSeconds(wal.newestAgeMs)} (max-age ${inputs['max-age']})`],
+          ['result', wal.ok ? 'OK' : wal.problems.join('<br>')],
+        ])
+        .write();
+      if (!wal.ok) {
+        core.setFailed(`verify failed: ${wal.reason}`);
+        process.exitCode = 1;
+      }
+      return;
+    }
+    const result = await reported(reporting, 'verify', () => core.group('verify', () =>
       verify({
-        from: inputs.from,
+        from: inputs.from!,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
         level: inputs.level as VerifyLevel | undefined,
@@ -37,8 +68,9 @@ export async function run(): Promise<void> {
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
+        signal: cancellation.signal,
       }),
-    );
+    ));
     const m = result.manifest;
     const labels = { service: m?.service ?? inputs.service ?? '*', environment: m?.environment ?? inputs.environment ?? '*', database: m?.database ?? inputs.database ?? '*' };
     const issue = issues ? await syncFailureIssue({ kind: 'verify', ...labels, ok: result.ok, reason: result.reason, problems: [...result.problems, ...result.suspicions], backupUri: result.backupUri }, issues) : undefined;
@@ -74,6 +106,8 @@ export async function run(): Promise<void> {
       process.exitCode = 1;
     }
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 await run();

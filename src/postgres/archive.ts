@@ -7,7 +7,7 @@ import { CheckFailedError } from '../errors.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
 import type { DatabaseConnection } from './connection.ts';
 import type { DumpFormat } from './dump-options.ts';
-import { describeFailure, runPgProgram } from './processes.ts';
+import { childInput, describeFailure, runPgProgram, type RunningProgram } from './processes.ts';
 
 /**
  * Format-specific handling of a dump once it is back: custom and directory archives are read
@@ -48,40 +48,48 @@ export const PLAIN_TRAILER = '-- PostgreSQL database dump complete';
  */
 export function readArchiveSink(format: DumpFormat, pgRestore: PgBinary, signal?: AbortSignal): ArchiveSink {
   if (format === 'plain') {
-    let tail = '';
-    let resolveDone: () => void;
-    let rejectDone: (err: Error) => void;
+    let settle: (err?: Error) => void;
     const done = new Promise<void>((resolve, reject) => {
-      resolveDone = resolve;
-      rejectDone = reject;
+      settle = (err) => (err ? reject(err) : resolve());
     });
+    done.catch(() => undefined);
+    let tail = '';
     const stream = new Writable({
       write(chunk: Buffer, _enc, callback) {
         tail = (tail + chunk.toString('latin1')).slice(-4096);
         callback();
       },
       final(callback) {
-        if (tail.includes(PLAIN_TRAILER)) resolveDone();
-        else rejectDone(new Error(`the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`));
-        callback();
+        const err = tail.includes(PLAIN_TRAILER) ? undefined : new Error(`the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`);
+        settle(err);
+        callback(err);
+      },
+      destroy(err, callback) {
+        settle(new Error('the SQL read was stopped before the end'));
+        callback(err);
       },
     });
     return { stream, done };
   }
-  const p = runPgProgram(pgRestore, ['--file=/dev/null'], { signal, stdin: 'pipe', stdout: 'ignore' });
-  return { stream: p.stdin, done: p.done };
+  return programSink(runPgProgram(pgRestore, ['--file=/dev/null'], { signal, stdin: 'pipe', stdout: 'ignore' }), 'pg_restore');
+}
+
+/** A program reading its stdin as an {@link ArchiveSink} (see `childInput` for how it stops). */
+function programSink(p: RunningProgram, program: string, mayStopReading = false): ArchiveSink {
+  return { stream: childInput({ ...p, program }, { mayStopReading }), done: p.done };
 }
 
 /**
  * A sink that restores a stream into `target`: plain SQL through `psql -v ON_ERROR_STOP=1
  * --single-transaction`; a custom archive through `pg_restore --exit-on-error` (with `args`).
+ * When the pipeline feeding it fails, the program is killed before its input is closed, so a
+ * cut stream is never taken for a complete one (and psql's single transaction never commits).
  */
 export function restoreSink(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], signal?: AbortSignal): ArchiveSink {
-  const p =
-    format === 'plain'
-      ? runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' })
-      : runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' });
-  return { stream: p.stdin, done: p.done };
+  return format === 'plain'
+    ? programSink(runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'psql')
+    : // --schema-only: pg_restore exits 0 once the schema is in, without reading the data blocks.
+      programSink(runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'pg_restore', args.includes('--schema-only'));
 }
 
 /**
@@ -104,16 +112,18 @@ export async function restoreLocalArchive(
 }
 
 /** Extensions a local archive creates: from the TOC (`pg_restore --list`), or the `CREATE EXTENSION` lines of plain SQL. */
-export async function archiveExtensions(format: DumpFormat, pgRestore: PgBinary, archive: string): Promise<string[]> {
+export async function archiveExtensions(format: DumpFormat, pgRestore: PgBinary, archive: string, signal?: AbortSignal): Promise<string[]> {
   const names = new Set<string>();
   if (format === 'plain') {
     const lines = createInterface({ input: createReadStream(archive), crlfDelay: Infinity });
     for await (const line of lines) {
+      signal?.throwIfAborted();
       const m = /^CREATE EXTENSION (?:IF NOT EXISTS )?("(?:[^"]|"")+"|[^\s;]+)/.exec(line);
       if (m) names.add(m[1]!.replace(/^"(.*)"$/, '$1').replace(/""/g, '"'));
     }
   } else {
-    const listed = await execa(pgRestore.path, ['--list', archive], { reject: false });
+    const listed = await execa(pgRestore.path, ['--list', archive], { reject: false, cancelSignal: signal });
+    signal?.throwIfAborted();
     if (listed.exitCode !== 0) throw new CheckFailedError(`the archive's TOC is unreadable: ${describeFailure('pg_restore --list', listed)}`);
     for (const line of listed.stdout.split('\n')) {
       const m = /^\d+; \d+ \d+ EXTENSION - (\S+)/.exec(line);

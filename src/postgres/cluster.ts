@@ -1,21 +1,29 @@
-import { chown, mkdtemp, rm } from 'node:fs/promises';
+import { appendFile, chmod, chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { UsageError } from '../errors.ts';
+import { CheckFailedError, UsageError, redact } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
 import { parseDatabaseUrl, withDatabase, type DatabaseConnection } from './connection.ts';
 import { connect } from './server.ts';
 
-/** A PostgreSQL cluster the tool started for a drill or a demo; removed by {@link ThrowawayCluster.stop}. */
+/**
+ * A PostgreSQL cluster the tool started for a drill or a demo; removed by {@link ThrowawayCluster.stop}.
+ * It is reachable by this process alone (docs/security.md, "The drill's throwaway cluster"): no
+ * TCP listener (`listen_addresses = ''`), one Unix socket (mode 0700) in a directory of mode
+ * 0700 owned by the cluster's OS user; other OS users (root aside) cannot enter it.
+ */
 export interface ThrowawayCluster {
-  /** Connection to the `postgres` database as superuser `postgres` (trust auth, loopback only). */
+  /** Connection to the `postgres` database as superuser `postgres` over the Unix socket (trust auth, guarded by the directory's mode). */
   connection: DatabaseConnection;
+  /** The port number in the socket's name (`.s.PGSQL.<port>`); nothing listens on TCP. */
   port: number;
-  /** The cluster's directory (data, socket, log); deleted on stop. */
+  /** The cluster's directory (data, socket, log), mode 0700; deleted on stop. */
   dir: string;
+  /** The directory of the server's Unix socket: {@link dir}, or a 0700 directory under /tmp when that path is too long for a socket. */
+  socketDir: string;
   /** The server's major version. */
   major: number;
   version: string;
@@ -30,6 +38,8 @@ export interface ClusterOptions {
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
+  /** Stops the start (initdb is killed; a server already started is stopped) and removes the directory; then rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** The parent directory for scratch files and throwaway clusters: `dir`, else `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
@@ -75,7 +85,7 @@ export async function freePort(): Promise<number> {
  * (which `initdb` refuses), `PG_BACKUP_CLUSTER_USER` or `postgres`.
  * @throws UsageError when running as root and that user does not exist.
  */
-async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> {
+export async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> {
   if (process.getuid?.() !== 0) return undefined;
   const name = process.env.PG_BACKUP_CLUSTER_USER || 'postgres';
   const uid = await execa('id', ['-u', name], { reject: false });
@@ -86,11 +96,44 @@ async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> 
   return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
 }
 
+/** The port number in the throwaway cluster's socket name: with no TCP listener it only names the file, so a fixed one is fine. */
+const SOCKET_PORT = 5432;
+/** The longest Unix socket path Linux takes is 107 bytes (`sun_path`, less the NUL): keep a margin. */
+const MAX_SOCKET_PATH = 100;
+
+/** A value for postgresql.conf, quoted (PostgreSQL docs 20.1.2: single quotes, doubled inside). */
+function confString(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}
+
 /**
- * Starts a throwaway PostgreSQL cluster: `initdb` into a fresh temporary directory, then
- * `pg_ctl start` listening on 127.0.0.1 on a free port (no Unix socket outside its directory),
- * with durability turned off (`fsync=off`), since the data is thrown away.
- * @throws UsageError when no suitable server binaries are installed.
+ * One line for a failed initdb or pg_ctl: out of space (naming `parent`), else the first line of
+ * its output that says what went wrong (`initdb: error: …`, `FATAL: …`, `could not …`), never
+ * the program's whole output.
+ */
+function clusterFailure(program: string, err: unknown, parent: string, serverLog?: string): Error {
+  const e = err as { stderr?: string; stdout?: string; shortMessage?: string; message?: string };
+  const text = `${e.stderr ?? ''}\n${e.stdout ?? ''}\n${serverLog ?? ''}`;
+  if (/No space left on device/i.test(text)) {
+    return new CheckFailedError(`${program} ran out of space in ${parent} (No space left on device): an empty cluster needs about ${Math.round(CLUSTER_BASE_BYTES / 1e6)} MB, plus the restored database; free space or choose another --work-dir`);
+  }
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const reason = lines.find((l) => /\b(error|FATAL|PANIC)\b|could not|cannot/i.test(l)) ?? lines.at(-1) ?? e.shortMessage ?? e.message ?? 'failed';
+  return new Error(redact(`${program} failed for the throwaway cluster in ${parent}: ${reason}`));
+}
+
+/** Disk an empty throwaway cluster takes (initdb's files and the first WAL segments), in bytes: 39 MB measured for PostgreSQL 15, with a margin. */
+export const CLUSTER_BASE_BYTES = 48 * 1024 * 1024;
+
+/**
+ * Starts a throwaway PostgreSQL cluster: `initdb` into a fresh directory (mode 0700) under the
+ * work dir, then `pg_ctl start` with no TCP listener and one Unix socket (mode 0700) in that
+ * directory, so only this process (and root) can connect: other OS users cannot enter it. Trust
+ * authentication stands behind that guard (`--auth-local=trust --auth-host=reject`). Durability
+ * is off (`fsync=off`), since the data is thrown away.
+ * @throws UsageError when no suitable server binaries are installed, or when running as root without the cluster user.
+ * @throws CheckFailedError when initdb or the server runs out of space (one line naming the directory).
+ * @throws Error with one line from initdb's or the server's output when either fails otherwise.
  */
 export async function startThrowawayCluster(options: ClusterOptions): Promise<ThrowawayCluster> {
   const initdb: PgBinary = await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
@@ -98,36 +141,70 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
   const pgCtl = path.join(bin, 'pg_ctl');
   const parent = workDirOf(options.workDir);
   const dir = await mkdtemp(path.join(parent, 'pg-backup-cluster-'));
-  const user = await clusterUser();
+  const data = path.join(dir, 'data');
+  const log = path.join(dir, 'server.log');
+  let socketDir = dir;
+  const user = await clusterUser().catch(async (err: unknown) => {
+    await rm(dir, { recursive: true, force: true });
+    throw err;
+  });
   const run = { ...(user ?? {}), cwd: dir, env: { LC_ALL: 'C.UTF-8', PGTZ: 'UTC' } } as const;
   let started = false;
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    if (started) await execa(pgCtl, ['stop', '-D', path.join(dir, 'data'), '-m', 'immediate', '-w', '-t', '30'], { ...run, reject: false });
+    if (started) await stopServer(pgCtl, data, run);
     await rm(dir, { recursive: true, force: true });
+    if (socketDir !== dir) await rm(socketDir, { recursive: true, force: true });
   };
   try {
+    // mkdtemp makes it 0700 already; said explicitly, since the restored data lives here.
+    await chmod(dir, 0o700);
     if (user) await chown(dir, user.uid, user.gid);
-    await execa(initdb.path, ['-D', path.join(dir, 'data'), '-U', 'postgres', '-A', 'trust', '-E', 'UTF8', '--locale=C', '--no-sync'], run);
-    const port = await freePort();
-    const serverOptions = [
-      '-c listen_addresses=127.0.0.1',
-      `-p ${port}`,
-      `-k ${dir}`,
-      '-c fsync=off',
-      '-c full_page_writes=off',
-      '-c synchronous_commit=off',
-      '-c max_wal_size=1GB',
-    ].join(' ');
-    options.logger?.info(`starting throwaway PostgreSQL ${initdb.version} on 127.0.0.1:${port}`);
+    if (`${dir}/.s.PGSQL.${SOCKET_PORT}`.length > MAX_SOCKET_PATH) {
+      socketDir = await mkdtemp('/tmp/pgb-sock-');
+      await chmod(socketDir, 0o700);
+      if (user) await chown(socketDir, user.uid, user.gid);
+    }
+    await execa(initdb.path, ['-D', data, '-U', 'postgres', '--auth-local=trust', '--auth-host=reject', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...run, cancelSignal: options.signal }).catch((err: unknown) => {
+      options.signal?.throwIfAborted(); // a cancelled initdb is the cancellation, not a failure
+      throw clusterFailure('initdb', err, parent);
+    });
+    options.signal?.throwIfAborted();
+    // In postgresql.conf rather than on pg_ctl's -o (which goes through a shell): no quoting trap.
+    const settings = {
+      listen_addresses: confString(''),
+      port: String(SOCKET_PORT),
+      unix_socket_directories: confString(socketDir),
+      unix_socket_permissions: '0700',
+      fsync: 'off',
+      full_page_writes: 'off',
+      synchronous_commit: 'off',
+      max_wal_size: confString('1GB'),
+    };
+    await appendFile(path.join(data, 'postgresql.conf'), `\n# pg-backup throwaway cluster: reachable through its private socket only\n${Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
+    options.logger?.info(`starting throwaway PostgreSQL ${initdb.version} (no TCP listener; Unix socket in ${socketDir}, mode 0700)`);
     started = true;
-    await execa(pgCtl, ['start', '-D', path.join(dir, 'data'), '-l', path.join(dir, 'server.log'), '-w', '-t', '60', '-o', serverOptions], run);
-    const connection = parseDatabaseUrl(`postgresql://postgres@127.0.0.1:${port}/postgres`);
-    return { connection, port, dir, major: initdb.major, version: initdb.version, stop };
+    // pg_ctl start is not cancelled half-way (a postmaster it already forked would escape the
+    // stop below); it is bounded by -t, and the signal is honoured right after it.
+    await execa(pgCtl, ['start', '-D', data, '-l', log, '-w', '-t', '60'], run).catch(async (err: unknown) => {
+      throw clusterFailure('the PostgreSQL server', err, parent, await readFile(log, 'utf8').catch(() => ''));
+    });
+    options.signal?.throwIfAborted();
+    const connection = parseDatabaseUrl(`postgresql:///postgres?host=${encodeURIComponent(socketDir)}&port=${SOCKET_PORT}&user=postgres`);
+    return { connection, port: SOCKET_PORT, dir, socketDir, major: initdb.major, version: initdb.version, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/**
+ * Stops the server of data directory `dataDir` at once (`pg_ctl stop -m immediate`, at most
+ * 30 s), as the OS user and in the directory `run` gives; never throws (a server that is not
+ * running is fine). For throwaway clusters only: immediate mode skips the shutdown checkpoint.
+ */
+export async function stopServer(pgCtl: string, dataDir: string, run: { uid?: number; gid?: number; cwd?: string; env?: Record<string, string> }): Promise<void> {
+  await execa(pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '30'], { ...run, reject: false });
 }

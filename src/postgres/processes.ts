@@ -1,4 +1,4 @@
-import type { Readable, Writable } from 'node:stream';
+import { Duplex, Writable, type Readable } from 'node:stream';
 import { execa } from 'execa';
 import { redact } from '../errors.ts';
 import type { PgBinary } from './binaries.ts';
@@ -10,6 +10,132 @@ export interface RunningProgram {
   stdin: Writable;
   /** Resolves on exit code 0; rejects with {@link describeFailure}'s one-line reason otherwise. */
   done: Promise<void>;
+  /** Sends SIGTERM now (no-op once it exited); `done` then rejects ("was killed by SIGTERM"). */
+  kill(): void;
+}
+
+/** A child process as a pipeline stage: its pipes, its exit status, and a way to stop it. */
+export interface ChildStage {
+  stdin: Writable;
+  stdout?: Readable;
+  /** Resolves on a clean exit; rejects with the one-line reason of a failed one. */
+  done: Promise<void>;
+  kill(): void;
+  /** The program's name, for "… exited before reading all of its input". */
+  program: string;
+}
+
+/**
+ * Waits for a child that closed its input (EPIPE) to report why: its exit status. A child that
+ * exits 0 without reading all its input failed too.
+ */
+async function whyInputClosed(child: ChildStage): Promise<Error> {
+  try {
+    await child.done;
+    return new Error(`${child.program} exited before reading all of its input`);
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+/**
+ * Writes `chunk` to a child's stdin with back-pressure; calls back with the child's reason when
+ * its stdin broke. With `mayStopReading`, a child that exited 0 before the end of its input
+ * (`pg_restore --schema-only` needs no data blocks) succeeded: the rest is discarded.
+ */
+function writeTo(child: ChildStage, chunk: unknown, callback: (err?: Error | null) => void, mayStopReading = false): void {
+  const { stdin } = child;
+  const stopped = () =>
+    void (mayStopReading ? child.done.then(() => callback(), (err: Error) => callback(err)) : whyInputClosed(child).then(callback));
+  if (stdin.destroyed || stdin.writableEnded) return stopped();
+  if (stdin.write(chunk)) return callback();
+  const go = () => {
+    stdin.off('drain', go);
+    stdin.off('close', go);
+    if (stdin.destroyed) stopped();
+    else callback();
+  };
+  stdin.on('drain', go);
+  stdin.on('close', go);
+}
+
+/**
+ * The input of a child process as a Writable for `stream.pipeline()`, the way execa's
+ * `subprocess.writable()` works but with a stop that cannot commit anything:
+ * - a broken stdin (EPIPE: the child stopped reading) fails the stream with the child's own
+ *   reason (its exit status and stderr), never with "EPIPE";
+ * - `end()` closes stdin and finishes only once the child exited 0, so a pipeline resolves only
+ *   after its last program succeeded;
+ * - `destroy()` before the end kills the child FIRST, then closes stdin: a `psql
+ *   --single-transaction` or `pg_restore` never sees a clean end of a cut input (which it could
+ *   take for the end of the archive and commit).
+ * `mayStopReading`: the child may legitimately exit 0 before the end of its input (e.g.
+ * `pg_restore --schema-only`, which needs no data blocks); the rest of the input is discarded.
+ */
+export function childInput(child: ChildStage, options: { mayStopReading?: boolean } = {}): Writable {
+  child.stdin.on('error', () => undefined); // EPIPE: the child's exit status tells why
+  return new Writable({
+    highWaterMark: child.stdin.writableHighWaterMark,
+    write(chunk, _encoding, callback) {
+      writeTo(child, chunk, callback, options.mayStopReading);
+    },
+    final(callback) {
+      if (!child.stdin.destroyed) child.stdin.end();
+      child.done.then(() => callback(), callback);
+    },
+    destroy(err, callback) {
+      if (!this.writableFinished) child.kill();
+      child.stdin.destroy();
+      callback(err);
+    },
+  });
+}
+
+/**
+ * A child process that reads stdin and writes stdout (a compressor) as one Duplex: the readable
+ * side ends only after the child exited 0 (a failed child's partial output is never taken for a
+ * complete one: the Duplex fails with its reason instead); a broken stdin fails with the child's
+ * reason; `destroy()` kills the child and closes both pipes.
+ */
+export function childDuplex(child: ChildStage & { stdout: Readable }): Duplex {
+  const { stdin, stdout } = child;
+  stdin.on('error', () => undefined);
+  let duplex: Duplex;
+  const onData = (chunk: Buffer) => {
+    if (!duplex.push(chunk)) stdout.pause();
+  };
+  duplex = new Duplex({
+    readableHighWaterMark: stdout.readableHighWaterMark,
+    writableHighWaterMark: stdin.writableHighWaterMark,
+    write(chunk, _encoding, callback) {
+      writeTo(child, chunk, callback);
+    },
+    final(callback) {
+      stdin.end();
+      callback();
+    },
+    read() {
+      stdout.resume();
+    },
+    destroy(err, callback) {
+      stdout.off('data', onData);
+      child.kill();
+      stdin.destroy();
+      stdout.destroy();
+      callback(err);
+    },
+  });
+  stdout.on('data', onData);
+  stdout.once('end', () => {
+    child.done.then(
+      () => duplex.push(null),
+      (err: Error) => duplex.destroy(err),
+    );
+  });
+  stdout.once('error', () => {
+    void whyInputClosed(child).then((err) => duplex.destroy(err));
+  });
+  return duplex;
 }
 
 /**
@@ -40,7 +166,7 @@ export function runPgProgram(
     },
   );
   done.catch(() => undefined); // callers await it; avoid an unhandled rejection before they do
-  return { stdout: child.stdout!, stdin: child.stdin!, done };
+  return { stdout: child.stdout!, stdin: child.stdin!, done, kill: () => void child.kill('SIGTERM') };
 }
 
 /**

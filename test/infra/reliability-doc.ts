@@ -26,13 +26,41 @@ export interface ReliabilityRun {
   rows: RecordedFault[];
 }
 
+/** What a section of the doc explains before its table (keyed by title). */
+const INTROS: Record<string, string[]> = {
+  'Signals at each phase of a drill': [
+    'A drill is interrupted at each of its phases (the moment chosen by watching its processes or',
+    'log lines, not by sleeping): while its throwaway cluster runs initdb or pg_ctl start, during',
+    'the download, during pg_restore, during the checks, and by a reader that closes its stderr.',
+    'Each run exits 130 (SIGINT), 143 (SIGTERM) or 141 (closed output) after the same cleanup: no',
+    'initdb, postgres, zstd or pg_restore process of the run remains, its cluster and download',
+    'directories are gone, and its verdict ("drill cancelled: …") is archived as the drill log and',
+    'report. A second signal ends the run at once.',
+  ],
+  'Damage deep inside multi-MB backups (verify, restore, drill)': [
+    'Objects of 10–25 MB of incompressible data, far more than a pipe buffer holds, damaged at',
+    '10 %, 50 % and 90 % (two flipped bytes, or cut short), for each compression and for age. The',
+    'read-back is one pipeline with one owner (src/backup/readback.ts): the first failure of any',
+    'stage (download, checksum, decryption, decompression, pg_restore/psql) stops every stage —',
+    'programs are killed before their input is closed, so a restore never takes a cut stream for',
+    'a complete one — and is the reason reported; the consequences (a killed pg_restore, EPIPE)',
+    'are not. The sink sees the end of its input only after size and SHA-256 matched the manifest.',
+    'When a later stage fails first, the download is still hashed to its end for up to 5 s, so',
+    'the checksum verdict is usually the reason. "Time" is the slowest run of the row.',
+  ],
+};
+
 /** Sections of the doc, by fault id prefix, in order. */
 export const GROUPS: { prefix: string; title: string }[] = [
   { prefix: 'pg-', title: 'PostgreSQL and pg_dump' },
   { prefix: 'net-', title: 'Network between the tool and S3' },
+  { prefix: 'signal-drill-phase-', title: 'Signals at each phase of a drill' },
+  { prefix: 'signal-drill-epipe', title: 'Signals at each phase of a drill' },
   { prefix: 'signal-', title: 'Signals (a cancelled workflow run)' },
   { prefix: 'disk-', title: 'Local disk' },
+  { prefix: 'cluster-', title: "The drill's throwaway cluster" },
   { prefix: 'corrupt-', title: 'Damaged or incomplete backups in the bucket' },
+  { prefix: 'deep-', title: 'Damage deep inside multi-MB backups (verify, restore, drill)' },
   { prefix: 'bad-', title: 'Bad input and configuration' },
   { prefix: 'overwrite-', title: 'Overwrite and immutability' },
   { prefix: 'object-lock-', title: 'Overwrite and immutability' },
@@ -86,6 +114,7 @@ export function renderReliabilityDoc(run: ReliabilityRun): string {
     const rows = run.rows.filter((r) => groupOf(r.faultId) === g.title);
     if (!rows.length) continue;
     out.push(`## ${g.title}`, '');
+    if (INTROS[g.title]) out.push(...INTROS[g.title]!, '');
     if (g.prefix === 'soak') {
       for (const r of rows) out.push(...renderSoak(r));
       continue;
@@ -99,9 +128,11 @@ export function renderReliabilityDoc(run: ReliabilityRun): string {
   out.push(
     '## Known limits',
     '',
-    '- A stalled S3 connection ends through the stall watchdog (`--stall-timeout`, default 10 min;',
-    '  tested above with 5 s). With the watchdog off (`--stall-timeout 0`), the S3 client\'s 120 s',
-    '  socket idle timeout, retried up to 5 attempts, bounds it (about 10 min; not exercised by the suite).',
+    '- A stalled S3 connection ends through the S3 client\'s idle limit (`PG_BACKUP_S3_IDLE_TIMEOUT`,',
+    '  default 20 s, up to 4 attempts: under 2 min; tested above with 1–2 s) or the stall watchdog',
+    '  (`--stall-timeout`, default 10 min; tested above with 5 s), whichever comes first. The default',
+    '  limits are checked by a unit test of the client\'s resolved configuration (test/unit/s3-timeouts.test.ts),',
+    '  not by a 2-minute run.',
     '- When the request that creates the multipart upload itself stalls, its id never arrives and',
     '  the upload cannot be aborted by the tool; a bucket lifecycle rule',
     '  (`AbortIncompleteMultipartUpload`, see docs/security.md) removes such leftovers.',

@@ -102,19 +102,23 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
   try {
     const pgPort = await freePort();
     let rgwPort = await freePort();
+    let rgwSslPort = await freePort();
+    while (rgwSslPort === rgwPort) rgwSslPort = await freePort();
     console.log(`starting PostgreSQL on 127.0.0.1:${pgPort} and Ceph RGW under ${work}`);
     sh('test/infra/pg-up.sh', { D: pgDir, PG_PORT: String(pgPort) });
     // A single-node Ceph cluster occasionally fails its first start (the monitor not yet
     // answering); one retry on fresh ports, after stopping what the first attempt left.
     for (let attempt = 1; ; attempt++) {
       try {
-        sh('test/infra/rgw-up.sh', { D: rgwDir, RGW_PORT: String(rgwPort), MON_PORT: String(await freePort()), MEMSTORE_BYTES: String(options.memstoreBytes ?? 6 * 1024 ** 3) });
+        sh('test/infra/rgw-up.sh', { D: rgwDir, RGW_PORT: String(rgwPort), RGW_SSL_PORT: String(rgwSslPort), MON_PORT: String(await freePort()), MEMSTORE_BYTES: String(options.memstoreBytes ?? 6 * 1024 ** 3) });
         break;
       } catch (err) {
         if (attempt >= 2) throw err;
         console.log('Ceph RGW did not start; retrying once');
         killPidFiles(path.join(rgwDir, 'run'));
         rgwPort = await freePort();
+        rgwSslPort = await freePort();
+        while (rgwSslPort === rgwPort) rgwSslPort = await freePort();
       }
     }
     const endpoint = `http://127.0.0.1:${rgwPort}`;
@@ -129,6 +133,10 @@ export async function startServices(options: { bucket?: string; memstoreBytes?: 
       PGB_TEST_S3_SECRET_KEY: 'BACKUPSECRET',
       PGB_TEST_PG_URL: `postgresql://postgres:pgtestpw@127.0.0.1:${pgPort}/postgres`,
       PGB_TEST_RGW_CONF: path.join(rgwDir, 'ceph.conf'),
+      // The same RGW over TLS (self-signed; the certificate is its own CA file), for clients that
+      // speak S3 over TLS only, such as pgBackRest.
+      PGB_TEST_S3_TLS_ENDPOINT: `https://127.0.0.1:${rgwSslPort}`,
+      PGB_TEST_S3_CA_FILE: path.join(rgwDir, 'tls', 'rgw.crt'),
     };
     return { work, env, stop };
   } catch (err) {

@@ -9,6 +9,7 @@ import type { Storage } from '../../src/storage/index.ts';
 import { mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { manifestFor } from '../manifest-fixture.ts';
 
 const DAY = 86_400_000;
 const now = new Date('2026-11-23T12:00:00Z');
@@ -213,7 +214,7 @@ describe('prune execution', () => {
       await inner.put(`${stem}.dir/toc.dat.zst`, 'x');
       await inner.put(`${stem}.dir/3001.dat.zst`, 'x');
       await inner.put(`${stem}.dir.sha256`, 'x');
-      await inner.put(`${stem}.manifest.json`, '{}');
+      await inner.put(`${stem}.manifest.json`, manifestFor(stem, { files: { 'toc.dat': 1, '3001.dat': 1 } }));
     }
     await inner.put('drills/api/prod/app/2026-Q4/app-20261101T000000Z-aaaaaa-drill-20261101T010000Z.json', JSON.stringify({ ok: false, backupId: 'app-20261101T000000Z-aaaaaa', startedAt: '2026-11-01T01:00:00Z' }));
     const deletes: string[] = [];
@@ -246,12 +247,16 @@ describe('prune execution', () => {
   it('a dry run deletes nothing', async () => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'pgb-prune-unit-'));
     const inner = new FileStorage(root);
-    for (const d of ['01', '02']) await inner.put(`api/prod/app/2026/11/${d}/app-202611${d}T000000Z-aaaaaa.manifest.json`, '{}');
+    for (const d of ['01', '02']) {
+      const stem = `api/prod/app/2026/11/${d}/app-202611${d}T000000Z-aaaaaa`;
+      await inner.put(`${stem}.dump.zst`, 'xyz');
+      await inner.put(`${stem}.manifest.json`, manifestFor(stem, { sizeBytes: 3 }));
+    }
     const result = await prune({ from: inner.url, keepLast: 1, logger: quiet, now: () => now });
     assert.equal(result.applied, false);
     assert.equal(result.counts.deleted, 1);
     let n = 0;
     for await (const _ of inner.list('')) n++;
-    assert.equal(n, 2);
+    assert.equal(n, 4);
   });
 });

@@ -42,6 +42,22 @@ export class FileStorage implements Storage {
     return full;
   }
 
+  /**
+   * Checks that the root directory exists and is a directory.
+   * @throws UsageError when it does not exist, is not a directory or cannot be read.
+   */
+  async checkRoot(): Promise<void> {
+    let info;
+    try {
+      info = await stat(this.#root);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') throw new UsageError(`${this.url} does not exist: check --from (only a dump creates its directory)`);
+      throw new UsageError(`cannot read ${this.url} (${code ?? (err as Error).message}): check the path and its permissions`);
+    }
+    if (!info.isDirectory()) throw new UsageError(`${this.url} is not a directory: give file:///DIR of a backup location`);
+  }
+
   uri(key: string): string {
     return pathToFileURL(this.#path(key)).href;
   }
@@ -73,6 +89,7 @@ export class FileStorage implements Storage {
     let sizeBytes = 0;
     body.on('data', (chunk: Buffer) => {
       sizeBytes += chunk.length;
+      options.onStored?.(sizeBytes);
     });
     try {
       await pipeline(body, createWriteStream(partial, { flags: 'wx' }), { signal: options.signal });

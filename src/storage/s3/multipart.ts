@@ -12,6 +12,33 @@ import { MAX_PARTS } from './s3.ts';
 
 /** How long the AbortMultipartUpload after a failure may take, retries included (ms). */
 const ABORT_TIMEOUT_MS = 30_000;
+/** The same after a cancellation (SIGINT/SIGTERM): the user waits, a lifecycle rule is the backstop (ms). */
+const ABORT_ON_CANCEL_MS = 4_000;
+/** How long a CreateMultipartUpload in flight may still take after a cancellation, so its id can be aborted (ms). */
+const CREATE_GRACE_MS = 3_000;
+
+/**
+ * A signal that aborts `ms` after `signal` does (with its reason), and a function that detaches
+ * it from `signal`. For a request that should outlive a cancellation briefly but not for long.
+ */
+export function afterAbort(signal: AbortSignal | undefined, ms: number): { signal: AbortSignal | undefined; dispose: () => void } {
+  if (!signal) return { signal: undefined, dispose: () => undefined };
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    timer = setTimeout(() => controller.abort(signal.reason), ms);
+    timer.unref();
+  };
+  if (signal.aborted) arm();
+  else signal.addEventListener('abort', arm, { once: true });
+  return {
+    signal: controller.signal,
+    dispose: () => {
+      signal.removeEventListener('abort', arm);
+      clearTimeout(timer);
+    },
+  };
+}
 
 /** The object-level fields of a streamed write (what PutObject / CreateMultipartUpload take). */
 export interface StreamedObjectParams {
@@ -61,7 +88,16 @@ const COMPLETE_FIELDS = ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerK
  * On any failure — the stream errors, a part fails after its retries (or comes back without an
  * ETag), `signal` aborts — `body` is destroyed with that error at once, the parts in flight are
  * cancelled, the multipart upload is aborted (AbortMultipartUpload, by id) before this rejects
- * with the first error, and nothing is completed.
+ * with the first error, and nothing is completed. After `signal` aborted, a
+ * CreateMultipartUpload in flight gets CREATE_GRACE_MS to return its id and the
+ * AbortMultipartUpload ABORT_ON_CANCEL_MS (ABORT_TIMEOUT_MS after other failures).
+ *
+ * Requests that carry a part (UploadPart, the single PutObject) have no first-byte limit
+ * (`requestTimeout: 0`): how long the send takes depends on the link, and the client's idle
+ * limit (socketTimeout) bounds both the send and the wait for the answer.
+ *
+ * `onStored` is called with the running total of bytes the store acknowledged: after each
+ * UploadPart that returned its ETag, and after the PutObject of a short stream.
  *
  * @param partSize bytes per part (all but the last), at least 5 MiB for S3.
  * @param queueSize parts uploaded at once, at least 1.
@@ -71,7 +107,21 @@ export async function streamToObject(
   client: S3Client,
   params: StreamedObjectParams,
   body: Readable,
-  options: { partSize: number; queueSize: number; signal?: AbortSignal; onUploadId?: (uploadId: string) => void },
+  options: {
+    partSize: number;
+    queueSize: number;
+    signal?: AbortSignal;
+    onUploadId?: (uploadId: string) => void;
+    onStored?: (bytes: number) => void;
+    /**
+     * Where CompleteMultipartUpload goes, and its first-byte limit in ms: the store may take long
+     * to answer it on a large upload (AWS: minutes, sending whitespace meanwhile; Ceph RGW
+     * assembles the part list first), so it can be given a client with a longer idle limit. A
+     * timed-out Complete retried after the store finished answers NoSuchUpload: better not cut it
+     * short. Default: `client` and its limits.
+     */
+    complete?: { client: S3Client; requestTimeout: number };
+  },
 ): Promise<StreamedObject> {
   const { partSize, queueSize } = options;
   if (!(Number.isInteger(queueSize) && queueSize >= 1)) throw new RangeError(`queueSize must be a whole number >= 1, not ${queueSize}`);
@@ -87,6 +137,7 @@ export async function streamToObject(
   let uploadId: string | undefined;
   let partNumber = 0;
   let sizeBytes = 0;
+  let acknowledged = 0;
 
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
@@ -114,9 +165,16 @@ export async function streamToObject(
     return Buffer.allocUnsafeSlow(partSize);
   };
   const startMultipart = async () => {
-    // Not cancellable: cut off, the store may still create the upload while its id never
-    // reaches us, and it could not be aborted (the fault tests hit this with Ceph RGW).
-    const { UploadId } = await client.send(new CreateMultipartUploadCommand(params as never));
+    // Not cancelled at once: cut off, the store may still create the upload while its id never
+    // reaches us, and it could not be aborted (the fault tests hit this with Ceph RGW). After a
+    // cancellation it gets CREATE_GRACE_MS, so a store that never answers cannot hold the exit.
+    const grace = afterAbort(options.signal, CREATE_GRACE_MS);
+    let UploadId: string | undefined;
+    try {
+      ({ UploadId } = await client.send(new CreateMultipartUploadCommand(params as never), { abortSignal: grace.signal }));
+    } finally {
+      grace.dispose();
+    }
     if (!UploadId) throw new Error(`CreateMultipartUpload for ${params.Key} returned no upload id`);
     uploadId = UploadId;
     options.onUploadId?.(UploadId);
@@ -133,7 +191,7 @@ export async function streamToObject(
     const task = client
       .send(
         new UploadPartCommand({ ...pick(params, PART_FIELDS), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, PartNumber: n, Body: buffer.subarray(0, length), ContentLength: length } as never),
-        { abortSignal: cancel.signal },
+        { abortSignal: cancel.signal, requestTimeout: 0 },
       )
       .then(
         (out) => {
@@ -145,6 +203,8 @@ export async function streamToObject(
           if (out.ChecksumSHA256) part.ChecksumSHA256 = out.ChecksumSHA256;
           parts.push(part);
           pool.push(buffer);
+          acknowledged += length;
+          options.onStored?.(acknowledged);
         },
         (err: unknown) => fail(err),
       )
@@ -182,7 +242,8 @@ export async function streamToObject(
     if (!uploadId) {
       // The whole stream fits in one part: a single PutObject.
       const data = first ?? current.subarray(0, filled);
-      const output = await client.send(new PutObjectCommand({ ...params, Body: data, ContentLength: data.length } as never), { abortSignal: cancel.signal });
+      const output = await client.send(new PutObjectCommand({ ...params, Body: data, ContentLength: data.length } as never), { abortSignal: cancel.signal, requestTimeout: 0 });
+      options.onStored?.(data.length);
       return { sizeBytes, output };
     }
     // The last part may be shorter than partSize; a stream ending on a part boundary has none.
@@ -190,19 +251,20 @@ export async function streamToObject(
     while (inflight.size) await Promise.race(inflight);
     check();
     parts.sort((a, b) => a.PartNumber! - b.PartNumber!);
-    const output = await client.send(
+    const output = await (options.complete?.client ?? client).send(
       new CompleteMultipartUploadCommand({ ...pick(params, COMPLETE_FIELDS), Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, MultipartUpload: { Parts: parts } } as never),
-      { abortSignal: cancel.signal },
+      { abortSignal: cancel.signal, ...(options.complete ? { requestTimeout: options.complete.requestTimeout } : {}) },
     );
     return { sizeBytes, uploadId, output };
   } catch (err) {
     fail(err);
     // Let the cancelled parts settle, then abort the upload by id on a fresh request.
     await Promise.allSettled([...inflight]);
-    // Bounded, so an unreachable store cannot hold the failure (and pg_dump's snapshot) for long.
+    // Bounded, so an unreachable store cannot hold the failure (and pg_dump's snapshot) for long,
+    // nor a cancelled run for more than a few seconds.
     if (uploadId) {
       const abort = new AbortMultipartUploadCommand({ Bucket: params.Bucket, Key: params.Key, UploadId: uploadId, ...(params.ExpectedBucketOwner ? { ExpectedBucketOwner: params.ExpectedBucketOwner as string } : {}) });
-      await client.send(abort, { abortSignal: AbortSignal.timeout(ABORT_TIMEOUT_MS) }).catch(() => undefined);
+      await client.send(abort, { abortSignal: AbortSignal.timeout(options.signal?.aborted ? ABORT_ON_CANCEL_MS : ABORT_TIMEOUT_MS) }).catch(() => undefined);
     }
     throw failure ? failure.error : err;
   } finally {

@@ -9,6 +9,7 @@ import {
   paginateListObjectsV2,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
+import { parseDuration } from '../../backup/duration.ts';
 import { UsageError } from '../../errors.ts';
 import { streamToObject } from './multipart.ts';
 import {
@@ -44,6 +45,82 @@ export interface S3Settings {
   sse?: ServerSideEncryption;
   /** Object Lock retention put on every object written (the bucket must have Object Lock enabled). */
   objectLock?: ObjectLockSettings;
+  /**
+   * The command's cancellation (SIGINT/SIGTERM): every request of this storage takes it as its
+   * `abortSignal`, so an aborted command ends its requests in flight at once instead of waiting
+   * for their timeouts. See {@link S3Storage.upload} for what an upload does when it fires.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * The S3 client's network limits. Every request has all of them, set through the SDK's own
+ * `NodeHttpHandler` and retry settings (AWS SDK for JavaScript v3 developer guide, "Configuring
+ * timeouts" / "Configuring retries"):
+ * - `connectMs`: the TCP connection must be established within this (`connectionTimeout`).
+ * - `firstByteMs`: the answer's status line must arrive within this of the request's start
+ *   (`requestTimeout` with `throwOnRequestTimeout`). Not for requests that carry a part: their
+ *   send time depends on the link, and `idleMs` bounds both the send and the wait for the answer.
+ * - `idleMs`: a connection on which no byte moves either way for this long fails (`socketTimeout`).
+ * - `readIdleMs`: the same while an object's body is read (GetObject): longer, because the
+ *   reader may rightly pause (pg_restore waiting for a lock in the target database). Also both
+ *   limits of CompleteMultipartUpload, which a store may take long to answer on a large upload.
+ * - `maxAttempts`: each request is tried at most this often (`maxAttempts`, `retryMode:
+ *   'standard'`: exponential backoff with jitter; timeouts, resets, 5xx and throttling retried).
+ */
+export interface S3Timeouts {
+  connectMs: number;
+  firstByteMs: number;
+  idleMs: number;
+  readIdleMs: number;
+  maxAttempts: number;
+}
+
+/** The defaults of {@link S3Timeouts}: a silent endpoint fails a request within about 2 minutes (see {@link silentEndpointBoundMs}). */
+export const DEFAULT_S3_TIMEOUTS: Readonly<S3Timeouts> = { connectMs: 10_000, firstByteMs: 20_000, idleMs: 20_000, readIdleMs: 120_000, maxAttempts: 4 };
+
+/** The environment variables that override {@link DEFAULT_S3_TIMEOUTS} (durations such as `20s`, `1m`, `500ms`; attempts a whole number). */
+export const S3_TIMEOUT_ENV = {
+  connectMs: 'PG_BACKUP_S3_CONNECT_TIMEOUT',
+  firstByteMs: 'PG_BACKUP_S3_FIRST_BYTE_TIMEOUT',
+  idleMs: 'PG_BACKUP_S3_IDLE_TIMEOUT',
+  readIdleMs: 'PG_BACKUP_S3_READ_IDLE_TIMEOUT',
+  maxAttempts: 'PG_BACKUP_S3_MAX_ATTEMPTS',
+} as const;
+
+/**
+ * The S3 network limits: {@link DEFAULT_S3_TIMEOUTS}, each overridden by its variable in
+ * {@link S3_TIMEOUT_ENV} when set.
+ * @throws UsageError for a value that is not a positive duration (or, for attempts, not 1–10).
+ */
+export function s3Timeouts(env: NodeJS.ProcessEnv = process.env): S3Timeouts {
+  const out: S3Timeouts = { ...DEFAULT_S3_TIMEOUTS };
+  for (const [field, name] of Object.entries(S3_TIMEOUT_ENV) as [keyof S3Timeouts, string][]) {
+    const raw = env[name]?.trim();
+    if (!raw) continue;
+    if (field === 'maxAttempts') {
+      const n = Number(raw);
+      if (!Number.isInteger(n) || n < 1 || n > 10) throw new UsageError(`${name}=${JSON.stringify(raw)} must be a whole number from 1 to 10`);
+      out.maxAttempts = n;
+      continue;
+    }
+    const ms = parseDuration(raw, name);
+    if (!(ms > 0)) throw new UsageError(`${name}=${JSON.stringify(raw)} must be longer than 0 (e.g. 20s)`);
+    out[field] = ms;
+  }
+  return out;
+}
+
+/**
+ * The longest a request to an endpoint that accepts connections and never answers can take,
+ * retries included, in ms: per attempt the first-byte limit, or for a request carrying a part
+ * the idle limit plus the SDK's 6 s wait for `100 Continue` and its 3 s deferral of the idle
+ * timer, plus the standard retry strategy's backoff (at most 20 s per retry, far less at first).
+ */
+export function silentEndpointBoundMs(t: S3Timeouts): number {
+  const perAttempt = Math.max(Math.min(t.firstByteMs, t.idleMs + 3_000), t.idleMs + 9_000);
+  const backoff = [...Array(t.maxAttempts - 1).keys()].reduce((sum, i) => sum + Math.min(20_000, 100 * 2 ** (i + 1)), 0);
+  return t.maxAttempts * perAttempt + backoff;
 }
 
 /**
@@ -87,13 +164,28 @@ export function retainUntil(lock: ObjectLockSettings, now = Date.now()): Date {
   return new Date(Math.ceil((now + lock.days * 86_400_000) / 1000) * 1000);
 }
 
-/** How long an upload may take to settle after an abort before we stop waiting (ms): a request that ignores the cancellation must not hold the process. */
-const ABORT_WATCHDOG_MS = 30_000;
+/**
+ * How long an upload may take to settle after an abort before we stop waiting (ms): the
+ * uploader's grace for CreateMultipartUpload and its bounded AbortMultipartUpload (multipart.ts)
+ * fit in it; a request that ignores the cancellation must not hold the process longer.
+ */
+const ABORT_WATCHDOG_MS = 10_000;
+/** How long the AbortMultipartUpload by id after the watchdog fired may take (ms). */
+const LATE_ABORT_MS = 5_000;
 
 /** The storage driver for S3 and S3-compatible stores. */
 export class S3Storage implements Storage {
   readonly url: string;
+  /** The client of every request but object reads. */
   readonly client: S3Client;
+  /** The client of GetObject and CompleteMultipartUpload: the same settings, with the longer idle limit `readIdleMs` (a body being read may pause; a Complete may take long to answer). */
+  readonly readClient: S3Client;
+  /** The network limits in force. */
+  readonly timeouts: S3Timeouts;
+  /** Where requests go, for messages: the custom endpoint, else `AWS S3 (<region>)`. */
+  readonly endpointLabel: string;
+  /** Whether the endpoint ever answered a request of this storage (any HTTP status). */
+  #answered = false;
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #queueSize: number;
@@ -118,21 +210,48 @@ export class S3Storage implements Storage {
         throw new UsageError(`invalid S3 endpoint ${JSON.stringify(endpoint)}: give a URL such as https://ACCOUNT.r2.cloudflarestorage.com`);
       }
     }
+    const region = settings.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
+    this.endpointLabel = endpoint ? new URL(endpoint).origin : `AWS S3 (${region})`;
+    const t = (this.timeouts = s3Timeouts());
     const config: S3ClientConfig = {
-      region: settings.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1',
+      region,
       forcePathStyle: settings.forcePathStyle ?? Boolean(endpoint),
       // The SDK's default since v3.729.0 sends CRC32 checksums on every request, which R2, B2,
       // older MinIO and Ceph RGW reject or slow down; our own SHA-256 is the integrity check.
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
-      maxAttempts: 5,
-      // socketTimeout: a request whose socket sends and receives nothing for 120 s fails (and is
-      // retried); the handler's requestTimeout would only log a warning unless told to throw.
-      requestHandler: { connectionTimeout: 10_000, socketTimeout: 120_000 },
+      maxAttempts: t.maxAttempts,
+      retryMode: 'standard',
+      // requestTimeout only logs a warning unless throwOnRequestTimeout is set.
+      requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.idleMs },
     };
     if (endpoint) config.endpoint = endpoint;
     if (settings.credentials) config.credentials = settings.credentials;
     this.client = new S3Client(config);
+    this.readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.readIdleMs } });
+    for (const client of [this.client, this.readClient]) {
+      // Innermost, once per attempt: any HTTP answer (even an error status) proves the endpoint
+      // answers; only a request that got none rejects here without a response.
+      client.middlewareStack.add(
+        (next) => async (args) => {
+          const out = await next(args);
+          this.#answered = true;
+          return out;
+        },
+        { step: 'deserialize', priority: 'low', name: 'pgBackupEndpointAnswered' },
+      );
+    }
+  }
+
+  /** The abort signal of a request: the command's ({@link S3Settings.signal}) and `extra`, whichever fires first. */
+  #abortSignal(extra?: AbortSignal): AbortSignal | undefined {
+    const signals = [this.#settings.signal, extra].filter((s): s is AbortSignal => s !== undefined);
+    return signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+  }
+
+  /** {@link mapS3Error} with what this storage knows: its endpoint, its limits, whether the endpoint ever answered. */
+  #mapError(err: unknown, uri: string, action: S3Action): Error {
+    return mapS3Error(err, uri, action, { endpoint: this.endpointLabel, answered: this.#answered, timeouts: this.timeouts });
   }
 
   /**
@@ -182,7 +301,7 @@ export class S3Storage implements Storage {
     if (this.#settings.objectLock && (code === 'InvalidRequest' || code === 'InvalidBucketState') && !/ssl|secure|encryption|customer/i.test(message)) {
       return new UsageError(`the bucket of ${uri} refused Object Lock retention (${code}): create it with Object Lock enabled (s3api create-bucket --object-lock-enabled-for-bucket), or drop --object-lock`);
     }
-    return mapS3Error(err, uri, 'write');
+    return this.#mapError(err, uri, 'write');
   }
 
   #fullKey(key: string): string {
@@ -199,10 +318,18 @@ export class S3Storage implements Storage {
     return uri.startsWith(base) && uri.length > base.length ? uri.slice(base.length) : undefined;
   }
 
+  /**
+   * Streams `body` into `key` (see {@link streamToObject}). `options.onStored` learns the bytes
+   * the store acknowledged. When `options.signal` or the command's signal aborts, the parts in
+   * flight are cancelled at once, a CreateMultipartUpload in flight gets a few seconds to return
+   * its id (so the upload can be aborted rather than left open), the AbortMultipartUpload is
+   * bounded to a few seconds, and the promise rejects with the signal's reason within
+   * ABORT_WATCHDOG_MS whatever the store does.
+   */
   async upload(key: string, body: Readable, options: UploadOptions = {}): Promise<UploadResult> {
     const Key = this.#fullKey(key);
     const params = { ...this.#writeParams(), Bucket: this.#bucket, Key, ContentType: options.contentType ?? 'application/octet-stream', ...(options.noOverwrite ? { IfNoneMatch: '*' } : {}) };
-    const signal = options.signal;
+    const signal = this.#abortSignal(options.signal);
     /** The caller's reason for an abort, as an Error (what a cancelled upload rejects with). */
     const abortReason = () => (signal?.reason instanceof Error ? signal.reason : new Error('upload aborted'));
     let uploadId: string | undefined;
@@ -214,6 +341,9 @@ export class S3Storage implements Storage {
       queueSize: this.#queueSize,
       signal,
       onUploadId: (id) => (uploadId = id),
+      onStored: options.onStored,
+      // The client with the long idle limit, and as long to start answering.
+      complete: { client: this.readClient, requestTimeout: this.timeouts.readIdleMs },
     });
     streamed.then(
       () => (settled = true),
@@ -222,8 +352,7 @@ export class S3Storage implements Storage {
     let stored: Awaited<typeof streamed>;
     try {
       // After an abort, streamToObject settles once its requests do; a request that ignores the
-      // cancellation (CreateMultipartUpload) must not hold the process: give up waiting after
-      // ABORT_WATCHDOG_MS.
+      // cancellation must not hold the process: give up waiting after ABORT_WATCHDOG_MS.
       stored = await Promise.race([
         streamed,
         new Promise<never>((_, reject) => {
@@ -236,7 +365,7 @@ export class S3Storage implements Storage {
     } catch (err) {
       // streamToObject aborts its multipart upload itself before it rejects; only when it has not
       // settled (the watchdog fired) is the upload aborted here, by the id it reported.
-      if (!settled && uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(ABORT_WATCHDOG_MS) }).catch(() => undefined);
+      if (!settled && uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(LATE_ABORT_MS) }).catch(() => undefined);
       throw signal?.aborted ? abortReason() : this.#mapWriteError(err, this.uri(key));
     }
     this.#checkSseEcho(stored.output, this.uri(key), Boolean(stored.uploadId));
@@ -245,9 +374,9 @@ export class S3Storage implements Storage {
       // Ceph RGW 16 ignores the Object Lock headers of CreateMultipartUpload: set the retention
       // on the completed object (needs s3:PutObjectRetention; on AWS it re-states the same date).
       try {
-        await this.client.send(new PutObjectRetentionCommand({ Bucket: this.#bucket, Key, Retention: { Mode: lock.mode, RetainUntilDate: retainUntil(lock) } }));
+        await this.client.send(new PutObjectRetentionCommand({ Bucket: this.#bucket, Key, Retention: { Mode: lock.mode, RetainUntilDate: retainUntil(lock) } }), { abortSignal: this.#abortSignal() });
       } catch (err) {
-        throw mapS3Error(err, this.uri(key), 'retention');
+        throw this.#mapError(err, this.uri(key), 'retention');
       }
     }
     return { key, sizeBytes: stored.sizeBytes };
@@ -258,7 +387,7 @@ export class S3Storage implements Storage {
     try {
       const out = await this.client.send(
         new PutObjectCommand({ ...this.#writeParams(), Bucket: this.#bucket, Key: this.#fullKey(key), Body: body, ContentType: contentType, ...(noOverwrite ? { IfNoneMatch: '*' } : {}) }),
-        { abortSignal: signal },
+        { abortSignal: this.#abortSignal(signal) },
       );
       this.#checkSseEcho(out, this.uri(key));
     } catch (err) {
@@ -268,16 +397,16 @@ export class S3Storage implements Storage {
 
   async delete(key: string): Promise<void> {
     try {
-      await this.client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#fullKey(key) }));
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.#bucket, Key: this.#fullKey(key) }), { abortSignal: this.#abortSignal() });
     } catch (err) {
-      const mapped = mapS3Error(err, this.uri(key), 'delete');
+      const mapped = this.#mapError(err, this.uri(key), 'delete');
       if (!(mapped instanceof NotFoundError)) throw mapped;
     }
   }
 
   async get(key: string): Promise<Readable> {
     try {
-      const read = (params: Record<string, string>) => this.client.send(new GetObjectCommand({ ...params, Bucket: this.#bucket, Key: this.#fullKey(key) }));
+      const read = (params: Record<string, string>) => this.readClient.send(new GetObjectCommand({ ...params, Bucket: this.#bucket, Key: this.#fullKey(key) }), { abortSignal: this.#abortSignal() });
       const out = await read(this.#readParams()).catch((err: unknown) => {
         // AWS refuses SSE-C headers on an object stored without SSE-C (one written before the
         // key was set, or by another tool): read it again without them.
@@ -287,7 +416,7 @@ export class S3Storage implements Storage {
       if (!out.Body) throw new Error(`empty response body for ${this.uri(key)}`);
       return out.Body as Readable;
     } catch (err) {
-      throw mapS3Error(err, this.uri(key), 'read');
+      throw this.#mapError(err, this.uri(key), 'read');
     }
   }
 
@@ -302,27 +431,74 @@ export class S3Storage implements Storage {
     const listPrefix = this.#prefix ? `${this.#prefix}/${prefix}` : prefix;
     const strip = this.#prefix === '' ? 0 : this.#prefix.length + 1;
     try {
-      for await (const page of paginateListObjectsV2({ client: this.client, pageSize: this.#listPageSize }, { Bucket: this.#bucket, Prefix: listPrefix })) {
+      for await (const page of paginateListObjectsV2({ client: this.client, pageSize: this.#listPageSize }, { Bucket: this.#bucket, Prefix: listPrefix }, { abortSignal: this.#abortSignal() })) {
         for (const obj of page.Contents ?? []) {
           if (!obj.Key) continue;
           yield { key: obj.Key.slice(strip), sizeBytes: obj.Size ?? 0, lastModified: obj.LastModified ?? new Date(0) };
         }
       }
     } catch (err) {
-      throw mapS3Error(err, `${this.url}/${prefix}`, 'list');
+      throw this.#mapError(err, `${this.url}/${prefix}`, 'list');
     }
   }
+}
+
+/** What a request did, for messages. */
+export type S3Action = 'read' | 'write' | 'list' | 'delete' | 'retention';
+
+/** What a driver knows when it maps an error: where requests go, whether that endpoint ever answered, the limits in force. */
+export interface S3ErrorContext {
+  endpoint: string;
+  answered: boolean;
+  timeouts: S3Timeouts;
+}
+
+/** `20 s`, `1.5 s`, `500 ms`. */
+function formatLimit(ms: number): string {
+  return ms >= 1000 ? `${Number((ms / 1000).toFixed(1))} s` : `${ms} ms`;
+}
+
+/**
+ * The one line for a request that timed out after its retries: which endpoint, what did not
+ * answer (connection, first byte, a silent connection), after how many attempts. A
+ * {@link UsageError} (exit 2) when the endpoint never answered any request of this run (a wrong
+ * endpoint, a firewall: nothing was stored), else an Error (exit 1: it answered, then stopped).
+ */
+function timeoutError(err: Error & { $metadata?: { attempts?: number } }, uri: string, action: S3Action, ctx: S3ErrorContext): Error {
+  const t = ctx.timeouts;
+  const m = err.message;
+  const what = /establish a connection/.test(m)
+    ? `did not accept a connection within ${formatLimit(t.connectMs)}`
+    : /requestTimeout/.test(m)
+      ? `did not start answering within ${formatLimit(t.firstByteMs)}`
+      : /inactivity/.test(m)
+        ? `went silent (no byte for ${formatLimit(Number(/after (\d+) ms/.exec(m)?.[1] ?? t.idleMs))})`
+        : `timed out (${m})`;
+  const attempts = err.$metadata?.attempts ?? t.maxAttempts;
+  const line = `the S3 endpoint ${ctx.endpoint} ${what} on ${action} of ${uri} (${attempts} attempt${attempts > 1 ? 's' : ''})`;
+  return ctx.answered
+    ? new Error(`${line}: it answered earlier in this run and then stopped; check the store's health and the network (limits: PG_BACKUP_S3_*_TIMEOUT)`)
+    : new UsageError(`${line}; it never answered: check AWS_ENDPOINT_URL_S3 / --endpoint, firewalls and proxies (limits: PG_BACKUP_S3_*_TIMEOUT)`);
 }
 
 /**
  * Turns an AWS SDK error into a one-line, actionable error. Mistakes in configuration
  * (unknown bucket, rejected credentials, missing permission, unreachable endpoint) become
- * {@link UsageError} (exit 2); a missing key becomes {@link NotFoundError}; anything else is
- * returned unchanged.
+ * {@link UsageError} (exit 2); a missing key becomes {@link NotFoundError}; a request cancelled
+ * by the command's signal becomes the signal's reason; a request that timed out after its
+ * retries becomes one line naming the endpoint and what did not answer (with `ctx`: exit 2 when
+ * the endpoint never answered, 1 otherwise); anything else is returned unchanged.
  */
-export function mapS3Error(err: unknown, uri: string, action: 'read' | 'write' | 'list' | 'delete' | 'retention'): Error {
+export function mapS3Error(err: unknown, uri: string, action: S3Action, ctx?: S3ErrorContext): Error {
   if (!(err instanceof Error)) return new Error(String(err));
   if (err instanceof UsageError || err instanceof NotFoundError) return err;
+  // Cancelled (SIGINT/SIGTERM, a failed sibling): the reason, not "Request aborted".
+  if (err.name === 'AbortError' && err.cause instanceof Error) return err.cause;
+  // The handler names resets TimeoutError too (code ECONNRESET/EPIPE): those are handled below.
+  const errCode = (err as { code?: string }).code;
+  if (ctx && err.name === 'TimeoutError' && (errCode === undefined || errCode === 'ETIMEDOUT') && !(err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode) {
+    return timeoutError(err, uri, action, ctx);
+  }
   const e = err as Error & { Code?: string; code?: string; $metadata?: { httpStatusCode?: number } };
   const code = e.name || e.Code || e.code || '';
   const status = e.$metadata?.httpStatusCode;

@@ -1,0 +1,207 @@
+// Benchmarks (`npm run bench [-- dump|verify|drill …]`): a ~1 GB database (pgbench plus a table of
+// incompressible-ish text) on a throwaway PostgreSQL, Ceph RGW on loopback, and, per mode,
+// our command against the hand pipeline a strong engineer would write, alternating rounds in one
+// run on the same database and store:
+//
+//   dump    floor     pg_dump -Fc -Z0 DB | zstd -3 -T0 > /dev/null   (dump + compress, nothing stored)
+//           hand      pg_dump -Fc -Z0 DB | zstd -3 -T0 | rclone -q rcat  (hand-tuned, same compression level)
+//           seed-000  pg_dump DB | zstd -3 | aws s3 cp -              (the runbook pipeline)
+//           ours      pg-backup dump --to s3://…                      (defaults: custom, zstd:3)
+//   verify  hand      rclone -q cat OBJ | zstd -dq | pg_restore -f /dev/null
+//           ours      pg-backup verify --level archive               (sha256 + full archive read)
+//   drill   hand      rclone -q cat OBJ | zstd -dq > FILE; createdb; pg_restore -j2 -d   (into the
+//                     already running server: no initdb, no checks)
+//           ours      pg-backup drill --jobs 2                        (throwaway cluster, every check)
+//
+// Ours runs as `npx pg-backup` does: bin/pg-backup.js, from the CLI bundle (rebuilt first). For
+// each pipeline: median wall seconds, client CPU-seconds (user+sys of the pipeline's processes,
+// from wait4), and for ours the peak RSS of our Node process alone (children are separate
+// processes). Prints the ratios against the targets. A benchmark, not a test.
+//   BENCH_GB=1 (database size), BENCH_ROUNDS=3, BENCH_KEEP=1 (keep the services running),
+//   BENCH_JOBS=2 (pg_restore jobs for both drills).
+import { spawn, spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { writeCliBundle } from '../scripts/build.ts';
+import { startServices } from '../test/infra/services.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const modes = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+const wanted = new Set(modes.length ? modes : ['dump', 'verify', 'drill']);
+for (const m of wanted) if (!['dump', 'verify', 'drill'].includes(m)) throw new Error(`unknown bench mode ${m}: dump, verify or drill`);
+const gb = Number(process.env.BENCH_GB ?? 1);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const jobs = Number(process.env.BENCH_JOBS ?? 2);
+const bin = spawnSync('bash', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1'], { encoding: 'utf8' }).stdout.trim();
+
+console.log(await writeCliBundle());
+const services = await startServices({ bucket: 'bench', memstoreBytes: Math.max(6, Math.ceil(gb * 3)) * 1024 ** 3 });
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'pgb-bench-'));
+chmodSync(scratch, 0o755); // the drill's work dir: the postgres OS user must reach its cluster dir
+process.on('exit', () => {
+  rmSync(scratch, { recursive: true, force: true });
+  if (!process.env.BENCH_KEEP) services.stop();
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+const admin = services.env.PGB_TEST_PG_URL!;
+const dbUrl = admin.replace(/\/postgres$/, '/bench');
+const endpoint = services.env.PGB_TEST_S3_ENDPOINT!;
+// AWS_CA_BUNDLE (set on some machines for HTTPS proxies) makes rclone refuse to start with a
+// plain-HTTP endpoint; nothing here speaks TLS.
+const { AWS_CA_BUNDLE: _caBundle, ...inherited } = process.env;
+const env = {
+  ...inherited,
+  AWS_ACCESS_KEY_ID: 'BACKUPKEY',
+  AWS_SECRET_ACCESS_KEY: 'BACKUPSECRET',
+  AWS_ENDPOINT_URL_S3: endpoint,
+  AWS_DEFAULT_REGION: 'us-east-1',
+  AWS_REGION: 'us-east-1',
+  AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required',
+  AWS_RESPONSE_CHECKSUM_VALIDATION: 'when_required',
+  PGPASSWORD: 'pgtestpw',
+  PG_BACKUP_WORK_DIR: scratch,
+  // rclone's remote "s3:" from the environment (no config file).
+  RCLONE_CONFIG_S3_TYPE: 's3',
+  RCLONE_CONFIG_S3_PROVIDER: 'Ceph',
+  RCLONE_CONFIG_S3_ENDPOINT: endpoint,
+  RCLONE_CONFIG_S3_ACCESS_KEY_ID: 'BACKUPKEY',
+  RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: 'BACKUPSECRET',
+  RCLONE_CONFIG_S3_REGION: 'us-east-1',
+};
+
+async function q(url: string, sql: string): Promise<pg.QueryResultRow[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const r = await c.query(sql);
+    return Array.isArray(r) ? (r.at(-1)?.rows ?? []) : r.rows;
+  } finally {
+    await c.end();
+  }
+}
+
+console.log(`creating a ~${gb} GB database (pgbench scale ${Math.round(50 * gb)} + text) …`);
+const t0 = Date.now();
+await q(admin, 'CREATE DATABASE bench');
+const init = spawnSync(path.join(bin, 'pgbench'), ['-i', '-q', '-s', String(Math.round(50 * gb)), dbUrl], { env, stdio: ['ignore', 'ignore', 'ignore'] });
+if (init.status !== 0) throw new Error('pgbench -i failed');
+// Text that compresses like real rows (hex digests): about a quarter of the size.
+await q(dbUrl, `CREATE TABLE notes AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS body FROM generate_series(1, ${Math.round(2_000_000 * gb)}) g`);
+await q(dbUrl, 'VACUUM ANALYZE');
+const size = (await q(dbUrl, 'SELECT pg_database_size(current_database()) AS s'))[0]!.s as string;
+console.log(`database ready: ${(Number(size) / 1e9).toFixed(2)} GB (pg_database_size) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+
+interface Run {
+  seconds: number;
+  /** user + sys CPU of the pipeline's processes (not the PostgreSQL server or RGW). */
+  cpuSeconds: number;
+  /** Peak RSS of our Node process (ours only). */
+  rssKiB?: number;
+  stdout: string;
+}
+
+const rssFile = path.join(scratch, 'rss');
+const node = path.join(root, 'node_modules/.bin/node');
+const ours = (args: string) => `PGB_RSS_FILE=${rssFile} ${node} --import ${path.join(root, 'test/infra/report-rss.ts')} bin/pg-backup.js ${args}`;
+
+/** Runs a shell pipeline (pipefail) under /usr/bin/time; `ours` also reads our Node process's peak RSS. */
+function time(label: string, command: string, isOurs: boolean): Promise<Run> {
+  if (isOurs) writeFileSync(rssFile, '');
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const child = spawn('/usr/bin/time', ['-f', 'CPU_S=%U+%S', 'bash', '-o', 'pipefail', '-c', command], { env, cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (code !== 0) return reject(new Error(`${label} failed (${code}): ${stderr.slice(-800)}`));
+      const cpu = /CPU_S=([\d.]+)\+([\d.]+)/.exec(stderr);
+      const rss = isOurs ? Math.max(0, ...readFileSync(rssFile, 'utf8').split('\n').filter(Boolean).map(Number)) : undefined;
+      resolve({ seconds, cpuSeconds: cpu ? Number(cpu[1]) + Number(cpu[2]) : NaN, rssKiB: rss, stdout });
+    });
+  });
+}
+
+type Pipeline = { name: string; command: (round: number) => string; ours?: boolean; before?: () => Promise<void> };
+
+/** Alternates the pipelines for `rounds` rounds; prints each run and returns the runs per pipeline. */
+async function alternate(mode: string, pipelines: Pipeline[]): Promise<Map<string, Run[]>> {
+  const results = new Map<string, Run[]>(pipelines.map((p) => [p.name, []]));
+  for (let i = 0; i < rounds; i++) {
+    for (const p of pipelines) {
+      await p.before?.();
+      const r = await time(`${mode} ${p.name}`, p.command(i), p.ours === true);
+      results.get(p.name)!.push(r);
+      console.log(`${mode} round ${i + 1} ${p.name.padEnd(8)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+    }
+  }
+  return results;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const summary: string[] = [];
+
+/** Prints the medians of each pipeline and the ratio of ours to each named baseline with its target. */
+function report(mode: string, results: Map<string, Run[]>, targets: [baseline: string, target: number][]): void {
+  const m = (name: string) => median(results.get(name)!.map((r) => r.seconds));
+  const cpu = (name: string) => median(results.get(name)!.map((r) => r.cpuSeconds));
+  summary.push(`${mode} (${rounds} rounds, medians):`);
+  for (const name of results.keys()) {
+    const rss = name === 'ours' ? Math.max(...results.get(name)!.map((r) => r.rssKiB ?? 0)) / 1024 : undefined;
+    summary.push(`  ${name.padEnd(8)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}`);
+  }
+  for (const [baseline, target] of targets) summary.push(`  ours/${baseline} = ${(m('ours') / m(baseline)).toFixed(2)} (target <= ${target.toFixed(2)})`);
+}
+
+const dumpKey = 'bench/ours';
+if (wanted.has('dump')) {
+  const results = await alternate('dump', [
+    { name: 'floor', command: () => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q > /dev/null` },
+    { name: 'hand', command: (i) => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q | rclone -q rcat s3:bench/hand/${i}.dump.zst` },
+    { name: 'seed-000', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/seed000/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" --only-show-errors` },
+    { name: 'ours', command: () => ours(`dump --database-url '${dbUrl}' --to s3://${dumpKey} --quiet`), ours: true },
+  ]);
+  report('dump', results, [['hand', 1.0], ['seed-000', 0.8], ['floor', 1.1]]);
+} else {
+  await time('dump', ours(`dump --database-url '${dbUrl}' --to s3://${dumpKey} --quiet`), true);
+}
+
+if (wanted.has('verify') || wanted.has('drill')) {
+  const listed = await time('list', `${node} bin/pg-backup.js list --from s3://${dumpKey} --json`, false);
+  const objectUri = (JSON.parse(listed.stdout) as { uri?: string }[])[0]?.uri;
+  if (!objectUri) throw new Error(`cannot find the dump object in: ${listed.stdout.slice(0, 300)}`);
+  const object = objectUri.replace(/^s3:\/\//, 's3:');
+  console.log(`restore benches read ${objectUri}`);
+
+  if (wanted.has('verify')) {
+    const results = await alternate('verify', [
+      { name: 'hand', command: () => `rclone -q cat ${object} | zstd -dq | ${bin}/pg_restore -f /dev/null` },
+      { name: 'ours', command: () => ours(`verify --from s3://${dumpKey} --backup latest --level archive`), ours: true },
+    ]);
+    report('verify', results, [['hand', 1.0]]);
+  }
+  if (wanted.has('drill')) {
+    const local = path.join(scratch, 'hand.dump');
+    const results = await alternate('drill', [
+      {
+        name: 'hand',
+        before: async () => void (await q(admin, 'DROP DATABASE IF EXISTS hand_drill')),
+        command: () => `rclone -q cat ${object} | zstd -dq > ${local} && ${bin}/createdb --maintenance-db='${admin}' hand_drill && ${bin}/pg_restore -j ${jobs} --no-owner --no-acl --exit-on-error -d '${admin.replace(/\/postgres$/, '/hand_drill')}' ${local}; rc=$?; rm -f ${local}; exit $rc`,
+      },
+      { name: 'ours', command: () => ours(`drill --from s3://${dumpKey} --backup latest --jobs ${jobs} --json`), ours: true },
+    ]);
+    report('drill', results, [['hand', 0.9]]);
+    const phases = results.get('ours')!.map((r) => JSON.parse(r.stdout) as { rtoMs?: number; phases?: Record<string, number> });
+    summary.push(`  ours' RTO and phases per round (ms): ${phases.map((p) => JSON.stringify({ rtoMs: p.rtoMs, ...p.phases })).join(' ')}`);
+    await q(admin, 'DROP DATABASE IF EXISTS hand_drill');
+  }
+}
+
+console.log('');
+console.log(`database ${(Number(size) / 1e9).toFixed(2)} GB`);
+for (const line of summary) console.log(line);

@@ -1,0 +1,406 @@
+import { z } from 'zod';
+import { listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
+import { parseDuration } from '../backup/duration.ts';
+import { DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
+import { VerifyRecordSchema, type VerifyRecord } from '../backup/proof.ts';
+import { mapLimit } from '../backup/readback.ts';
+import { formatSeconds } from '../commands/format.ts';
+import { messageOf } from '../errors.ts';
+import type { Storage } from '../storage/index.ts';
+
+/**
+ * The fleet status model: what a bucket tells about every database backed up into it, built
+ * from one listing of the backups ({@link listBackups}), one listing of `drills/`, the verify
+ * records (`<id>.verify.json`, proof.ts) and the drill reports (`drills/<service>/<environment>/
+ * <database or stanza>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSSZ>.json`, drill.ts). Manifests
+ * and dump objects are not read: List and Get of the small JSON records are enough.
+ */
+
+/** Default `--max-age`: a database whose newest complete backup is older is stale. 30 h (a daily backup plus slack). */
+export const DEFAULT_MAX_AGE_MS = 30 * 3_600_000;
+
+/** Drill reports read per database for its RTO history (the newest ones), beside those of the backups kept. */
+export const DEFAULT_DRILL_HISTORY = 30;
+
+/** How far back the size trend looks: the newest backup against the median of up to this many before it. */
+export const SIZE_TREND_WINDOW = 7;
+
+/** A newest backup this much smaller than the median before it (in %) is flagged. */
+export const SIZE_DROP_WARNING_PERCENT = -50;
+
+/**
+ * The verdict for one database, worst first: `failed` (its last drill failed), `stale` (no
+ * complete backup newer than the max age), `warning` (last verify failed, backups whose dump
+ * object is missing, a size drop, an RTO over budget, unreadable records), `ok`.
+ */
+export type DatabaseState = 'failed' | 'stale' | 'warning' | 'ok';
+
+/** `logical`: pg_dump backups under `<service>/<environment>/<database>/`. `physical`: only drill reports (e.g. a pgBackRest stanza). */
+export type DatabaseKind = 'logical' | 'physical';
+
+/** The newest complete backup of a database. */
+export interface NewestBackup {
+  id: string;
+  /** UTC, ISO 8601, to the second. */
+  startedAt: string;
+  /** Age at the time of the status, in ms. */
+  ageMs: number;
+  /** Stored size (the dump object, compressed and encrypted as stored), in bytes. */
+  sizeBytes: number;
+  /** The dump object's key relative to the location (what `--backup` takes). */
+  key: string;
+}
+
+/** The newest verify record of a database (`verify --record`). */
+export interface LastVerify {
+  /** UTC, ISO 8601. */
+  at: string;
+  ok: boolean;
+  /** `checksum`, `archive` or `schema`. */
+  level: string;
+  backupId: string;
+  reason?: string;
+}
+
+/** One drill of a database, from its JSON report. */
+export interface DrillSummary {
+  /** UTC, ISO 8601. */
+  at: string;
+  ok: boolean;
+  /** Recovery time (download + restore + checks, or restore + WAL replay), in ms. */
+  rtoMs: number;
+  /** The backup drilled, when the report names it. */
+  backupId?: string;
+  /** Why it failed. */
+  reason?: string;
+  /** The RTO budget the drill ran with (`--max-rto`), in ms, when the report records it. */
+  maxRtoMs?: number;
+  /** The recovery point the drill measured: the backup's age (logical) or the newest archived WAL's (physical) at drill start, in ms. */
+  rpoMs?: number;
+  /** The drill kind the report names (`physical`), if any. */
+  kind?: string;
+  /** The report's key relative to the location. */
+  reportKey: string;
+}
+
+/** The status of one database (or physical stanza). Every name is user data: escape it before showing it. */
+export interface DatabaseStatus {
+  service: string;
+  environment: string;
+  /** The database name, or the stanza of a physical drill. */
+  database: string;
+  kind: DatabaseKind;
+  state: DatabaseState;
+  /** No complete backup newer than the max age (logical only). */
+  stale: boolean;
+  /** The newest drill failed. */
+  drillFailed: boolean;
+  /** Why the state is `failed` or `stale`, one line each. */
+  problems: string[];
+  /** Why the state is (at least) `warning`, one line each. */
+  warnings: string[];
+  newest: NewestBackup | null;
+  /** Size of the newest backup against the median of up to {@link SIZE_TREND_WINDOW} before it, in %; null with fewer than 2 backups. */
+  sizeTrendPercent: number | null;
+  /** Complete backups kept (manifest and dump object present), proven ones (newest evidence — verify record or drill — passed), and manifests whose dump object is missing. */
+  backups: { complete: number; proven: number; missingObject: number };
+  lastVerify: LastVerify | null;
+  lastDrill: DrillSummary | null;
+  /** RTO of the newest drill against the median of the drills before it, in %; null with fewer than 2 drills. */
+  rtoTrendPercent: number | null;
+  /** The RTO budget that applies: the newest drill report's `maxRtoMs`, else the `--rto-budget` option; null if neither. */
+  rtoBudgetMs: number | null;
+  /** Series for charts, oldest first: every complete backup's size, and the drills read. */
+  history: { sizes: { at: string; sizeBytes: number }[]; drills: { at: string; ok: boolean; rtoMs: number }[] };
+}
+
+/** The status of every database under a location. */
+export interface FleetStatus {
+  /** False when any database is stale or its last drill failed (the CLI then exits 1). */
+  ok: boolean;
+  /** UTC, ISO 8601. */
+  generatedAt: string;
+  /** The location, e.g. `s3://bucket/prefix`. */
+  from: string;
+  maxAgeMs: number;
+  /** The `--rto-budget` option, in ms, if given. */
+  rtoBudgetMs: number | null;
+  counts: { databases: number; ok: number; warning: number; stale: number; failed: number };
+  /** Sorted by service, environment, database. */
+  databases: DatabaseStatus[];
+  /** Records that could not be read (skipped), one line each. */
+  warnings: string[];
+}
+
+/** Options of {@link collectFleetStatus}. */
+export interface FleetStatusOptions {
+  filter?: BackupFilter;
+  /** Default {@link DEFAULT_MAX_AGE_MS}. */
+  maxAgeMs?: number;
+  /** Budget for RTO when a drill report records none, in ms. */
+  rtoBudgetMs?: number;
+  /** Default {@link DEFAULT_DRILL_HISTORY}. */
+  drillHistory?: number;
+  /** The clock (tests). */
+  now?: Date;
+}
+
+/**
+ * The fields of a drill report the status reads; anything else in it is ignored, so reports of
+ * other drill kinds (physical, other majors) count as long as they carry these.
+ */
+const DrillReportSchema = z.looseObject({
+  startedAt: z.string().refine((s) => !Number.isNaN(Date.parse(s)), 'not a date'),
+  ok: z.boolean(),
+  rtoMs: z.number().nonnegative().optional(),
+  backupId: z.string().optional(),
+  reason: z.string().optional(),
+  maxRtoMs: z.number().positive().optional(),
+  maxRto: z.string().optional(),
+  budgets: z.looseObject({ maxRtoMs: z.number().positive().optional() }).optional(),
+  /** `physical` for a pgBackRest (or other physical) drill. */
+  kind: z.string().optional(),
+  /** Age of the backup (logical) or of the newest archived WAL (physical) when the drill started, in ms. */
+  rpoMs: z.number().nonnegative().optional(),
+});
+
+/** `drills/<service>/<environment>/<name>/<YYYY>-Q<n>/<backup id>-drill-<stamp>.json`. */
+const DRILL_REPORT_KEY = /^drills\/([^/]+)\/([^/]+)\/([^/]+)\/\d{4}-Q[1-4]\/(.+)-drill-(\d{8}T\d{6}Z)\.json$/;
+
+/** A backup id of the dump layout: `<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>`. */
+const DUMP_BACKUP_ID = /-\d{8}T\d{6}Z-[0-9a-f]{6}$/;
+
+interface Group {
+  service: string;
+  environment: string;
+  database: string;
+  backups: BackupEntry[];
+  /** Drill report keys with their backup id and stamp, newest first. */
+  reports: { key: string; backupId: string; stamp: string }[];
+}
+
+const groupKey = (g: { service: string; environment: string; database: string }) => JSON.stringify([g.service, g.environment, g.database]);
+
+/**
+ * Walks everything under `storage` and returns the status of every database: logical backups
+ * from {@link listBackups}, drill reports of any kind from `drills/`. A record that cannot be
+ * read or parsed is skipped and named in `warnings` (it is never a reason to fail the walk).
+ * Needs List and Get.
+ * @throws whatever the storage throws for the listing itself (no bucket, no permission).
+ */
+export async function collectFleetStatus(storage: Storage, options: FleetStatusOptions): Promise<FleetStatus> {
+  const now = options.now ?? new Date();
+  const maxAgeMs = options.maxAgeMs ?? DEFAULT_MAX_AGE_MS;
+  const historyLimit = options.drillHistory ?? DEFAULT_DRILL_HISTORY;
+  const filter = options.filter ?? {};
+  const warnings: string[] = [];
+  const warn = (message: string) => void warnings.push(message);
+
+  const groups = new Map<string, Group>();
+  const groupOf = (labels: { service: string; environment: string; database: string }) => {
+    const key = groupKey(labels);
+    let group = groups.get(key);
+    if (!group) groups.set(key, (group = { service: labels.service, environment: labels.environment, database: labels.database, backups: [], reports: [] }));
+    return group;
+  };
+  for (const entry of await listBackups(storage, filter)) groupOf(entry).backups.push(entry);
+
+  let drillsPrefix = `${DRILLS_FOLDER}/`;
+  if (filter.service) {
+    drillsPrefix += `${encodeSegment(filter.service)}/`;
+    if (filter.environment) {
+      drillsPrefix += `${encodeSegment(filter.environment)}/`;
+      if (filter.database) drillsPrefix += `${encodeSegment(filter.database)}/`;
+    }
+  }
+  for await (const obj of storage.list(drillsPrefix)) {
+    const m = DRILL_REPORT_KEY.exec(obj.key);
+    if (!m) continue;
+    let labels: { service: string; environment: string; database: string };
+    try {
+      labels = { service: decodeSegment(m[1]!), environment: decodeSegment(m[2]!), database: decodeSegment(m[3]!) };
+    } catch {
+      warn(`ignoring the drill report ${storage.uri(obj.key)}: its folder names are not valid percent-encoding`);
+      continue;
+    }
+    if ((filter.service && labels.service !== filter.service) || (filter.environment && labels.environment !== filter.environment) || (filter.database && labels.database !== filter.database)) continue;
+    groupOf(labels).reports.push({ key: obj.key, backupId: m[4]!, stamp: m[5]! });
+  }
+
+  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn }));
+  databases.sort((a, b) => compareText(a.service, b.service) || compareText(a.environment, b.environment) || compareText(a.database, b.database));
+  const counts = { databases: databases.length, ok: 0, warning: 0, stale: 0, failed: 0 };
+  for (const d of databases) counts[d.state]++;
+  return {
+    ok: databases.every((d) => !d.stale && !d.drillFailed),
+    generatedAt: now.toISOString(),
+    from: storage.url,
+    maxAgeMs,
+    rtoBudgetMs: options.rtoBudgetMs ?? null,
+    counts,
+    databases,
+    warnings,
+  };
+}
+
+function compareText(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** The median of a non-empty list. */
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+/** `newest` against the median of `before`, in % rounded to 0.1; null when there is nothing to compare with. */
+function trendPercent(newest: number | undefined, before: number[]): number | null {
+  if (newest === undefined || before.length === 0) return null;
+  const base = median(before);
+  if (base <= 0) return null;
+  return Math.round(((newest - base) / base) * 1000) / 10;
+}
+
+const isoSecond = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+
+async function databaseStatus(
+  storage: Storage,
+  group: Group,
+  ctx: { now: Date; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void },
+): Promise<DatabaseStatus> {
+  const { now, maxAgeMs } = ctx;
+  const complete = group.backups.filter((b) => b.objectKey !== undefined && b.sizeBytes !== undefined); // newest first
+  const missingObject = group.backups.length - complete.length;
+  const keptIds = new Set(group.backups.map((b) => b.id));
+
+  // Verify records of the backups kept.
+  const records = (
+    await mapLimit(
+      group.backups.filter((b) => b.verifyRecordKey),
+      8,
+      async (b): Promise<VerifyRecord | undefined> => {
+        try {
+          const record = VerifyRecordSchema.parse(JSON.parse(await storage.getText(b.verifyRecordKey!)));
+          if (record.backupId === b.id) return record;
+          ctx.warn(`ignoring the verify record ${storage.uri(b.verifyRecordKey!)}: it names another backup (${record.backupId})`);
+        } catch (err) {
+          ctx.warn(`ignoring the verify record ${storage.uri(b.verifyRecordKey!)}: ${messageOf(err).split('\n')[0]}`);
+        }
+        return undefined;
+      },
+    )
+  ).filter((r): r is VerifyRecord => r !== undefined);
+
+  // Drill reports: the newest ones (history) and every one of a backup kept (proof).
+  group.reports.sort((a, b) => compareText(b.stamp, a.stamp) || compareText(b.key, a.key));
+  const wanted = group.reports.filter((r, i) => i < ctx.historyLimit || keptIds.has(r.backupId));
+  const drills = (
+    await mapLimit(wanted, 8, async (r): Promise<DrillSummary | undefined> => {
+      try {
+        const report = DrillReportSchema.parse(JSON.parse(await storage.getText(r.key)));
+        let maxRtoMs = report.maxRtoMs ?? report.budgets?.maxRtoMs;
+        if (maxRtoMs === undefined && report.maxRto) {
+          try {
+            maxRtoMs = parseDuration(report.maxRto, 'maxRto');
+          } catch {
+            /* a budget we cannot read is no budget */
+          }
+        }
+        return {
+          at: new Date(report.startedAt).toISOString(),
+          ok: report.ok,
+          rtoMs: Math.round(report.rtoMs ?? 0),
+          backupId: report.backupId ?? (r.backupId === 'unknown' ? undefined : r.backupId),
+          reason: report.ok ? undefined : report.reason,
+          maxRtoMs,
+          ...(report.rpoMs !== undefined ? { rpoMs: Math.round(report.rpoMs) } : {}),
+          ...(report.kind ? { kind: report.kind } : {}),
+          reportKey: r.key,
+        };
+      } catch (err) {
+        const message = err instanceof z.ZodError ? `${err.issues[0]!.path.join('.') || '(root)'}: ${err.issues[0]!.message}` : messageOf(err).split('\n')[0];
+        ctx.warn(`ignoring the drill report ${storage.uri(r.key)}: ${message}`);
+        return undefined;
+      }
+    })
+  ).filter((d): d is DrillSummary => d !== undefined);
+  drills.sort((a, b) => compareText(b.at, a.at)); // newest first
+
+  // Proof per backup: its newest evidence passed (the rule prune's --keep-proven uses).
+  const evidence = new Map<string, { at: string; ok: boolean }>();
+  const consider = (id: string | undefined, at: string, ok: boolean) => {
+    if (!id) return;
+    const prev = evidence.get(id);
+    if (!prev || at > prev.at) evidence.set(id, { at, ok });
+  };
+  for (const r of records) consider(r.backupId, new Date(r.verifiedAt).toISOString(), r.ok);
+  for (const d of drills) consider(d.backupId, d.at, d.ok);
+  const proven = complete.filter((b) => evidence.get(b.id)?.ok === true).length;
+
+  const newestEntry = complete[0];
+  const newest: NewestBackup | null = newestEntry
+    ? {
+        id: newestEntry.id,
+        startedAt: isoSecond(newestEntry.startedAt),
+        ageMs: Math.max(0, now.getTime() - newestEntry.startedAt.getTime()),
+        sizeBytes: newestEntry.sizeBytes!,
+        key: newestEntry.objectKey!,
+      }
+    : null;
+  // No dumps here: physical when a report says so, or when none names a dump's backup id (a pgBackRest label such as 20261201-040000F).
+  const kind: DatabaseKind =
+    group.backups.length > 0 || (!drills.some((d) => d.kind === 'physical') && drills.some((d) => d.backupId && DUMP_BACKUP_ID.test(d.backupId))) ? 'logical' : 'physical';
+
+  const lastRecord = [...records].sort((a, b) => compareText(new Date(b.verifiedAt).toISOString(), new Date(a.verifiedAt).toISOString()))[0];
+  const lastVerify: LastVerify | null = lastRecord
+    ? { at: new Date(lastRecord.verifiedAt).toISOString(), ok: lastRecord.ok, level: lastRecord.level, backupId: lastRecord.backupId, ...(lastRecord.reason ? { reason: lastRecord.reason } : {}) }
+    : null;
+  const lastDrill = drills[0] ?? null;
+  const rtoBudgetMs = lastDrill?.maxRtoMs ?? ctx.rtoBudgetMs ?? null;
+
+  const problems: string[] = [];
+  const warnings: string[] = [];
+  const stale = kind === 'logical' && (!newest || newest.ageMs > maxAgeMs);
+  if (stale) {
+    problems.push(
+      newest
+        ? `stale: the newest complete backup is ${formatSeconds(newest.ageMs)} old (max ${formatSeconds(maxAgeMs)})`
+        : `stale: no complete backup${missingObject ? ` (${missingObject} manifest${missingObject > 1 ? 's' : ''} without a dump object)` : ''}`,
+    );
+  }
+  const drillFailed = lastDrill !== null && !lastDrill.ok;
+  if (drillFailed) problems.push(`last drill failed (${lastDrill.at}): ${lastDrill.reason ?? 'no reason recorded'}`);
+  if (lastVerify && !lastVerify.ok) warnings.push(`last verify failed (${lastVerify.at}, ${lastVerify.level}): ${lastVerify.reason ?? 'no reason recorded'}`);
+  if (group.backups.length === 0 && drills.length === 0) warnings.push('no readable drill report (see the records skipped)');
+  if (missingObject) warnings.push(`${missingObject} manifest${missingObject > 1 ? 's have' : ' has'} no dump object: damaged or deleted by hand`);
+  const sizeTrendPercent = trendPercent(newestEntry?.sizeBytes, complete.slice(1, 1 + SIZE_TREND_WINDOW).map((b) => b.sizeBytes!));
+  if (sizeTrendPercent !== null && sizeTrendPercent <= SIZE_DROP_WARNING_PERCENT) warnings.push(`the newest backup is ${-sizeTrendPercent}% smaller than the ones before it`);
+  if (lastDrill?.ok && rtoBudgetMs !== null && lastDrill.rtoMs > rtoBudgetMs) warnings.push(`last drill's RTO ${formatSeconds(lastDrill.rtoMs)} is over the budget ${formatSeconds(rtoBudgetMs)}`);
+  const okDrillsBefore = drills.slice(1).filter((d) => d.ok).map((d) => d.rtoMs);
+  const rtoTrendPercent = lastDrill?.ok ? trendPercent(lastDrill.rtoMs, okDrillsBefore.slice(0, 5)) : null;
+
+  const state: DatabaseState = drillFailed ? 'failed' : stale ? 'stale' : warnings.length ? 'warning' : 'ok';
+  return {
+    service: group.service,
+    environment: group.environment,
+    database: group.database,
+    kind,
+    state,
+    stale,
+    drillFailed,
+    problems,
+    warnings,
+    newest,
+    sizeTrendPercent,
+    backups: { complete: complete.length, proven, missingObject },
+    lastVerify,
+    lastDrill,
+    rtoTrendPercent,
+    rtoBudgetMs,
+    history: {
+      sizes: [...complete].reverse().map((b) => ({ at: isoSecond(b.startedAt), sizeBytes: b.sizeBytes! })),
+      drills: [...drills].reverse().slice(-ctx.historyLimit).map((d) => ({ at: d.at, ok: d.ok, rtoMs: d.rtoMs })),
+    },
+  };
+}
