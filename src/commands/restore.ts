@@ -291,12 +291,14 @@ async function streamRestore(
     () => {
       program = startRestoreProgram(format, bins, target, args, undefined, signal);
       const p = program;
-      const stream = holdBack(p.stdin, async (tail) => {
-        const ok = await sinkCheck;
-        if (ok && format === 'plain' && !tail.toString('latin1').includes(PLAIN_TRAILER)) trailerMissing = true;
-        if (!ok || trailerMissing) p.stop();
-        return ok && !trailerMissing;
-      });
+      const stream = holdBack(
+        p,
+        async (tail) => {
+          const ok = await sinkCheck;
+          if (ok && format === 'plain' && !tail.toString('latin1').includes(PLAIN_TRAILER)) trailerMissing = true;
+          return ok && !trailerMissing;
+        },
+      );
       return { stream, done: p.done } satisfies ArchiveSink;
     },
     signal,
@@ -307,26 +309,34 @@ async function streamRestore(
   const failed = outcome.downloadError || outcome.decryptError || outcome.decompressError || outcome.restoreError || mismatch || trailerMissing;
   if (!failed) return outcome.sizeBytes;
   const name = target.display;
-  if (outcome.downloadError || mismatch?.startsWith('download failed')) {
-    throw new RestoreFailedError('storage', name, `download failed: ${outcome.downloadError ?? mismatch!.replace(/^download failed: /, '')}`, 'rolled back');
-  }
-  if (fault?.party === 'target' && !mismatch && !outcome.decryptError && !outcome.decompressError) throw new RestoreFailedError('target', name, fault.reason, 'rolled back');
-  const archive = [mismatch, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`, trailerMissing && `the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`]
+  // The download failing first is the storage's fault.
+  if (outcome.downloadError) throw new RestoreFailedError('storage', name, `download failed: ${outcome.downloadError}`, 'rolled back');
+  // Then evidence against the archive: it differs from its manifest, or cannot be decrypted or decompressed.
+  const differs = mismatch && !mismatch.startsWith('download failed') ? mismatch : undefined;
+  const archive = [differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`, trailerMissing && `the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`]
     .filter(Boolean)
     .join('; ');
   if (archive) throw new RestoreFailedError('archive', name, archive, 'rolled back');
+  // Then what pg_restore/psql said (the download may have been stopped because of it).
+  if (fault && !/was stopped/.test(outcome.restoreError ?? '')) throw new RestoreFailedError(fault.party, name, fault.reason, 'rolled back');
+  if (mismatch) throw new RestoreFailedError('storage', name, mismatch, 'rolled back');
   throw new RestoreFailedError(fault?.party ?? 'archive', name, fault?.reason ?? outcome.restoreError ?? 'the restore failed', 'rolled back');
 }
 
 /**
- * A writable into `inner` that holds back the last {@link HOLD_BACK_BYTES}; at the end it asks
- * `release(tail)` and writes the tail and ends `inner` only when it says yes. A dead `inner` (the
- * program exited) is drained, never waited on.
+ * The sink's writable: forwards into the program's stdin but holds back the last
+ * {@link HOLD_BACK_BYTES}; at the end it asks `release(tail)` and writes the tail and closes stdin
+ * only when it says yes, else stops the program. It finishes only once the program exited 0 and
+ * fails with the program's own reason (the {@link ArchiveSink} contract); destroyed before its
+ * end, it stops the program before its input closes, so nothing cut off is committed. A dead
+ * program's stdin is drained, never waited on.
  */
-function holdBack(inner: Writable, release: (tail: Buffer) => Promise<boolean>): Writable {
+function holdBack(program: RestoreProgram, release: (tail: Buffer) => Promise<boolean>): Writable {
+  const inner = program.stdin;
   const held: Buffer[] = [];
   let heldBytes = 0;
   let dead = false;
+  let ended = false;
   inner.on('error', () => (dead = true));
   inner.on('close', () => (dead = true));
   const forward = (buf: Buffer) =>
@@ -357,12 +367,20 @@ function holdBack(inner: Writable, release: (tail: Buffer) => Promise<boolean>):
     final(callback) {
       void (async () => {
         const tail = Buffer.concat(held);
-        if (await release(tail)) {
-          await forward(tail);
-          if (!dead && !inner.destroyed) inner.end();
+        if (!(await release(tail))) {
+          program.stop();
+          await program.done.catch(() => undefined);
+          return callback(new Error('stopped before commit: the archive does not match its manifest'));
         }
-        callback();
+        await forward(tail);
+        ended = true;
+        if (!dead && !inner.destroyed) inner.end();
+        program.done.then(() => callback(), (err: Error) => callback(err));
       })();
+    },
+    destroy(err, callback) {
+      if (!ended) program.stop();
+      callback(err);
     },
   });
 }
