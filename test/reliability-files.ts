@@ -18,6 +18,7 @@ export const FAULT_TEST_FILES = [
   'test/integration/corruption.test.ts',
   'test/integration/drill-signals.test.ts',
   'test/integration/protection.test.ts',
+  'test/integration/restore-safety.test.ts',
   'test/integration/soak.test.ts',
   'test/integration/blackhole.test.ts',
   'test/integration/cluster-private.test.ts',

@@ -16,6 +16,7 @@ import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
 import { connect, countRows, serverFacts } from '../postgres/server.ts';
+import { targetContents } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { formatBytes, formatSeconds } from './format.ts';
@@ -190,6 +191,9 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           if (facts.major < manifest.server.major) {
             throw new CheckFailedError(`target server ${target.display} runs PostgreSQL ${facts.version}, older than the source's ${manifest.server.version}: restore into major ${manifest.server.major} or newer`);
           }
+          // Before anything is downloaded: a drill's restore must not mix with other objects.
+          const contents = await targetContents(client);
+          if (contents) throw new UsageError(`drill target ${target.display} is not empty: it holds ${contents.description}; drill into an empty database (CREATE DATABASE …), or without --target-url into a throwaway cluster`);
         });
       } else {
         await ensureDrillSpace(workDirOf(options.workDir), manifest, { throwaway: true });

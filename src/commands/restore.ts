@@ -1,15 +1,23 @@
-import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
+import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { identitiesFor } from '../backup/encryption.ts';
-import { downloadArchive, readbackProblems, storedParts, streamBackup } from '../backup/readback.ts';
-import { restoreBinaries, restoreLocalArchive, restoreSink } from '../postgres/archive.ts';
+import { Transform, Writable, pipeline, type Readable } from 'node:stream';
+import { execa } from 'execa';
+import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
+import { startCodec } from '../backup/compression.ts';
+import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
+import { downloadArchive, storedParts, streamBackup, type ArchiveSink, type StoredPart } from '../backup/readback.ts';
+import { PLAIN_TRAILER, restoreBinaries, type RestoreBinaries } from '../postgres/archive.ts';
+import type { PgBinary } from '../postgres/binaries.ts';
 import { workDirOf } from '../postgres/cluster.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { resolveConnection } from '../postgres/connection.ts';
+import { libpqEnv, resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
+import type { DumpFormat } from '../postgres/dump-options.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
-import { openStorage, type S3Settings } from '../storage/index.ts';
+import { classifyRestoreFailure, parseToc, preflightRestore, targetContents, type FaultParty, type RestoreFault, type TocEntry } from '../postgres/target.ts';
+import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { dump } from './dump.ts';
 import { formatBytes, formatSeconds } from './format.ts';
 
 /** Options of {@link restore}. */
@@ -18,15 +26,23 @@ export interface RestoreOptions {
   /** `latest`, a manifest or dump key, or its full URI. Required: a restore names what it restores. */
   backup: string;
   filter?: BackupFilter;
-  /** The database to restore into; it must exist. */
+  /** The database to restore into; it must exist, and be empty unless `clean` is set. */
   targetUrl: string;
-  /** Drop objects before recreating them (`pg_restore --clean --if-exists`). */
+  /**
+   * Consent to restore into a database that is not empty: the backup's objects that exist there
+   * are dropped and re-created (`pg_restore --clean --if-exists`), in the same transaction as
+   * the rest of the restore. Objects of the target that the backup does not hold stay.
+   */
   clean?: boolean;
   /** Do not restore ownership / privileges (`--no-owner`, `--no-acl`): for a server without the source's roles. */
   noOwner?: boolean;
   noAcl?: boolean;
-  /** Directory format only: parallel restore jobs. Default 2. */
-  jobs?: number;
+  /**
+   * With `clean` and a target that is not empty: first dump the target into the same location
+   * (service of the backup, environment `pre-restore`, database the target's name), and refuse
+   * the restore when that dump fails. Default true.
+   */
+  safetyDump?: boolean;
   /** Directory format only: where the archive is downloaded first (it needs `archiveSizeBytes`). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
   workDir?: string;
   s3?: S3Settings;
@@ -42,15 +58,54 @@ export interface RestoreResult {
   target: string;
   durationMs: number;
   sizeBytes: number;
+  /** The target held user objects, replaced under `--clean`. */
+  replaced: boolean;
+  /** The dump of the target taken before it was replaced. */
+  safetyDump?: { backupUri: string; manifestUri: string; restoreCommand: string };
+}
+
+/** The environment label of safety dumps (`<service>/pre-restore/<target database>/…`). */
+export const SAFETY_DUMP_ENVIRONMENT = 'pre-restore';
+
+const PARTY: Record<FaultParty, string> = { target: 'the target database', archive: 'the backup archive', storage: 'the storage' };
+
+/**
+ * A restore that was refused before anything was written, or that failed and was rolled back:
+ * the target is as it was. Names whose fault it was ({@link FaultParty}). Exit code 1.
+ */
+export class RestoreFailedError extends CheckFailedError {
+  readonly party: FaultParty;
+  constructor(party: FaultParty, target: string, reason: string, phase: 'refused' | 'rolled back') {
+    super(
+      phase === 'refused'
+        ? `restore refused, nothing was changed in ${target} (cause: ${PARTY[party]}): ${reason}`
+        : `restore failed and was rolled back, ${target} is as it was (cause: ${PARTY[party]}): ${reason}`,
+    );
+    this.party = party;
+  }
 }
 
 /**
- * Restores a backup into an existing database. custom: streams download → decompress →
- * `pg_restore --exit-on-error` (no local disk); plain: → `psql -v ON_ERROR_STOP=1
- * --single-transaction`; directory: downloads to the work dir, then `pg_restore --jobs`.
- * Checks size and SHA-256 against the manifest as it goes and fails if they differ.
- * @throws UsageError for bad options or an older target server.
- * @throws CheckFailedError when the backup is incomplete or corrupt, or pg_restore fails.
+ * Restores a backup into an existing database, all or nothing.
+ *
+ * 1. **Checks before touching anything**: the target's server major; that the target is empty
+ *    ({@link targetContents}) unless `clean` is given (else a {@link UsageError}, exit 2); the
+ *    archive's TOC (custom: read from the head of the object, a partial download; directory:
+ *    after the download) and {@link preflightRestore}: owners, rights, extensions, and with
+ *    `clean` the objects outside the backup that depend on ones it replaces, and the lock table.
+ * 2. With `clean` into a non-empty target: a safety dump of the target (see `safetyDump`).
+ * 3. **One transaction**: custom streams download → decrypt → decompress → `pg_restore
+ *    --single-transaction --exit-on-error` (no local disk); plain → `psql -v ON_ERROR_STOP=1
+ *    --single-transaction`; directory: downloaded and checked first, then `pg_restore
+ *    --single-transaction` with one job (a transaction cannot span `--jobs`). The last 256 KiB
+ *    of a streamed archive are held back until the downloaded object's size and SHA-256 equal
+ *    the manifest's (and a plain dump ends with pg_dump's trailer), so a damaged or truncated
+ *    backup is never committed: pg_restore/psql is stopped and the server rolls back.
+ *
+ * Whatever fails, the target is left as it was, and the error names the cause: the target
+ * (rights, dependencies, existing objects, lock table, disk), the archive, or the storage.
+ * @throws UsageError for bad options, a target that is not empty without `clean`, an older target server.
+ * @throws RestoreFailedError (a CheckFailedError) when a check refuses the restore or the restore failed and was rolled back.
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const { logger } = options;
@@ -59,48 +114,385 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const target = resolveConnection(options.targetUrl);
   const backup = await resolveBackup(storage, options.backup, options.filter);
   const { manifest } = backup;
+  const backupUri = storage.uri(backup.objectKey);
+  const clean = options.clean === true;
+  const noOwner = options.noOwner === true || manifest.options?.noOwner === true;
+
   const client = await connect(target, 'pg-backup restore');
+  let contents: Awaited<ReturnType<typeof targetContents>>;
   try {
     const facts = await serverFacts(client);
     if (facts.major < manifest.server.major) {
       throw new UsageError(`target ${target.display} runs PostgreSQL ${facts.version}, older than the backup's source (${manifest.server.version}): restore into major ${manifest.server.major} or newer`);
     }
+    contents = await targetContents(client);
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw err;
+  }
+  if (contents && !clean) {
+    await client.end().catch(() => undefined);
+    throw new UsageError(`target ${target.display} is not empty: it holds ${contents.description}; restore into an empty database (CREATE DATABASE …), or pass --clean to replace the backup's objects there (the target is dumped first)`);
+  }
+  if (contents && manifest.format === 'plain' && !manifest.options?.clean) {
+    await client.end().catch(() => undefined);
+    throw new UsageError(`target ${target.display} is not empty (${contents.description}) and this plain SQL backup was dumped without --clean, so it cannot replace objects: restore it into an empty database`);
+  }
+
+  let scratch: string | undefined;
+  try {
+    const identities = identitiesFor(manifest.encryption, options.ageIdentities, backupUri);
+    const bins = await restoreBinaries(manifest);
+    const args = ['--single-transaction', '--exit-on-error'];
+    if (clean) args.push('--clean', '--if-exists');
+    if (options.noOwner) args.push('--no-owner');
+    if (options.noAcl) args.push('--no-acl');
+    if (manifest.format === 'plain' && (options.noOwner || options.noAcl)) {
+      logger.warn('--no-owner and --no-acl are chosen at dump time for plain SQL dumps; they are ignored here');
+    }
+
+    // 1. The archive's TOC, and the checks against the target.
+    let toc: TocEntry[] | undefined;
+    let localArchive: string | undefined;
+    let sizeBytes = 0;
+    if (manifest.format === 'custom') {
+      const [part] = storedParts(backup);
+      toc = parseToc(await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal));
+    } else if (manifest.format === 'directory') {
+      scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
+      logger.info(`downloading ${backupUri} into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
+      const local = await downloadArchive(storage, backup, scratch, options.signal, identities);
+      if (local.problems.length) {
+        const party: FaultParty = local.problems.some((p) => /download failed/.test(p)) ? 'storage' : 'archive';
+        throw new RestoreFailedError(party, target.display, local.problems.join('; '), 'refused');
+      }
+      localArchive = local.path;
+      sizeBytes = local.sizeBytes;
+      const listed = await execa(bins.pgRestore.path, ['--list', local.path], { reject: false, maxBuffer: 256 * 1024 * 1024 });
+      if (listed.exitCode !== 0) throw new RestoreFailedError('archive', target.display, classifyRestoreFailure('pg_restore', listed.stderr, `exit code ${listed.exitCode}`).reason, 'refused');
+      toc = parseToc(listed.stdout);
+    }
+    const tables = [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
+    const { problems, warnings } = await preflightRestore(client, { toc, tables, clean, noOwner });
+    await client.end().catch(() => undefined);
+    for (const w of warnings) logger.warn(w);
+    if (problems.length) throw new RestoreFailedError('target', target.display, problems.join('; '), 'refused');
+    logger.info(`target ${target.display}: ${contents ? `holds ${contents.description}; --clean replaces the backup's objects` : 'empty'}; checks passed (owners, rights${clean ? ', dependencies' : ''}${toc ? ', lock table' : ''})`);
+
+    // 2. The safety dump.
+    let safety: RestoreResult['safetyDump'];
+    if (contents && options.safetyDump !== false) {
+      logger.info(`safety dump of ${target.display} into ${storage.url} before replacing its objects (skip with --no-safety-dump)`);
+      try {
+        const taken = await dump({
+          databaseUrl: options.targetUrl,
+          to: options.from,
+          service: manifest.service,
+          environment: SAFETY_DUMP_ENVIRONMENT,
+          s3: options.s3,
+          logger,
+          signal: options.signal,
+          context: { reason: `safety dump before restoring ${manifest.id} with --clean` },
+        });
+        safety = { backupUri: taken.backupUri, manifestUri: taken.manifestUri, restoreCommand: taken.restoreCommand };
+        logger.info(`safety dump: ${taken.backupUri}`);
+      } catch (err) {
+        if (options.signal?.aborted) throw err;
+        const why = `the safety dump of ${target.display} failed (${messageOf(err)}): fix that, or pass --no-safety-dump to replace its objects without one`;
+        throw err instanceof UsageError ? new UsageError(`restore refused, nothing was changed in ${target.display}: ${why}`) : new CheckFailedError(`restore refused, nothing was changed in ${target.display}: ${why}`);
+      }
+    }
+
+    // 3. The restore, in one transaction.
+    logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} in one transaction with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}`);
+    const started = Date.now();
+    if (localArchive) {
+      const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal);
+      await program.done.catch((err: unknown) => {
+        throw new RestoreFailedError(program.fault()?.party ?? 'target', target.display, program.fault()?.reason ?? messageOf(err), 'rolled back');
+      });
+    } else {
+      sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal);
+    }
+    const durationMs = Date.now() - started;
+    logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
+    return { backupUri, target: target.display, durationMs, sizeBytes, replaced: contents !== undefined, safetyDump: safety };
   } finally {
     await client.end().catch(() => undefined);
+    if (scratch) await rm(scratch, { recursive: true, force: true });
   }
-  const identities = identitiesFor(manifest.encryption, options.ageIdentities, storage.uri(backup.objectKey));
-  const bins = await restoreBinaries(manifest);
-  const args: string[] = [];
-  if (options.clean) args.push('--clean', '--if-exists');
-  if (options.noOwner) args.push('--no-owner');
-  if (options.noAcl) args.push('--no-acl');
-  if (manifest.format === 'plain' && (options.clean || options.noOwner || options.noAcl)) {
-    logger.warn('--clean, --no-owner and --no-acl are chosen at dump time for plain SQL dumps; they are ignored here');
-  }
-  const backupUri = storage.uri(backup.objectKey);
-  logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}`);
-  const started = Date.now();
-  let sizeBytes: number;
-  if (manifest.format === 'directory') {
-    const scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
-    try {
-      const local = await downloadArchive(storage, backup, scratch, options.signal, identities);
-      if (local.problems.length) throw new CheckFailedError(`restore failed: ${local.problems.join('; ')}`);
-      await restoreLocalArchive('directory', bins, local.path, target, { jobs: options.jobs ?? 2, args, signal: options.signal }).catch((err: unknown) => {
-        throw new CheckFailedError(`restore failed: ${messageOf(err)}`);
+}
+
+/** Bytes of the decompressed stream held back until the stored object's checksum is known. */
+const HOLD_BACK_BYTES = 256 * 1024;
+
+/**
+ * Streams one stored object into a single-transaction pg_restore/psql. The stored bytes are
+ * hashed on the way in; the last {@link HOLD_BACK_BYTES} of the decompressed archive reach the
+ * program only once size and SHA-256 equal the manifest's (and, for plain SQL, the dump ends with
+ * pg_dump's trailer). Otherwise the program is stopped before it can commit.
+ * @returns the bytes downloaded.
+ * @throws RestoreFailedError naming the cause.
+ */
+async function streamRestore(
+  storage: Storage,
+  part: StoredPart,
+  format: DumpFormat,
+  bins: RestoreBinaries,
+  target: DatabaseConnection,
+  args: string[],
+  identities: string[] | undefined,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  let resolveVerdict!: (v: { sizeBytes: number; sha256?: string; error?: string }) => void;
+  const verdict = new Promise<{ sizeBytes: number; sha256?: string; error?: string }>((resolve) => (resolveVerdict = resolve));
+  const hashing: Storage = {
+    url: storage.url,
+    uri: (k) => storage.uri(k),
+    keyOf: (u) => storage.keyOf(u),
+    upload: (k, b, o) => storage.upload(k, b, o),
+    put: (k, b, o) => storage.put(k, b, o),
+    getText: (k) => storage.getText(k),
+    list: (p) => storage.list(p),
+    delete: (k) => storage.delete(k),
+    get: async (key) => {
+      const source = await storage.get(key);
+      const hash = createHash('sha256');
+      let n = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _enc, callback) {
+          hash.update(chunk);
+          n += chunk.length;
+          callback(null, chunk);
+        },
+        flush(callback) {
+          resolveVerdict({ sizeBytes: n, sha256: hash.digest('hex') });
+          callback();
+        },
       });
-      sizeBytes = local.sizeBytes;
-    } finally {
-      await rm(scratch, { recursive: true, force: true });
-    }
-  } else {
-    const [part] = storedParts(backup);
-    const outcome = await streamBackup(storage, part!, () => restoreSink(manifest.format, bins, target, args, options.signal), options.signal, identities);
-    const problems = readbackProblems(outcome, part!);
-    if (problems.length) throw new CheckFailedError(`restore failed: ${problems.join('; ')}`);
-    sizeBytes = outcome.sizeBytes;
+      pipeline(source, meter, (err) => {
+        if (err) resolveVerdict({ sizeBytes: n, error: messageOf(err) });
+      });
+      return meter;
+    },
+  };
+  let mismatch: string | undefined;
+  const sinkCheck = verdict.then((v) => {
+    if (v.error) mismatch = `download failed: ${v.error}`;
+    else if (v.sizeBytes !== part.sizeBytes) mismatch = `the object has ${v.sizeBytes} bytes, the manifest says ${part.sizeBytes}`;
+    else if (v.sha256 !== part.sha256) mismatch = `the object hashes to sha256 ${v.sha256}, the manifest says ${part.sha256}`;
+    return mismatch === undefined;
+  });
+  let program: RestoreProgram | undefined;
+  let trailerMissing = false;
+  const outcome = await streamBackup(
+    hashing,
+    part,
+    () => {
+      program = startRestoreProgram(format, bins, target, args, undefined, signal);
+      const p = program;
+      const stream = holdBack(
+        p,
+        async (tail) => {
+          const ok = await sinkCheck;
+          if (ok && format === 'plain' && !tail.toString('latin1').includes(PLAIN_TRAILER)) trailerMissing = true;
+          return ok && !trailerMissing;
+        },
+      );
+      return { stream, done: p.done } satisfies ArchiveSink;
+    },
+    signal,
+    identities,
+  );
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('cancelled');
+  const fault = program?.fault();
+  const failed = outcome.downloadError || outcome.decryptError || outcome.decompressError || outcome.restoreError || mismatch || trailerMissing;
+  if (!failed) return outcome.sizeBytes;
+  const name = target.display;
+  // The download failing first is the storage's fault.
+  if (outcome.downloadError) throw new RestoreFailedError('storage', name, `download failed: ${outcome.downloadError}`, 'rolled back');
+  // Then evidence against the archive: it differs from its manifest, or cannot be decrypted or decompressed.
+  const differs = mismatch && !mismatch.startsWith('download failed') ? mismatch : undefined;
+  const archive = [differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`, trailerMissing && `the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`]
+    .filter(Boolean)
+    .join('; ');
+  if (archive) throw new RestoreFailedError('archive', name, archive, 'rolled back');
+  // Then what pg_restore/psql said (the download may have been stopped because of it).
+  if (fault && !/was stopped/.test(outcome.restoreError ?? '')) throw new RestoreFailedError(fault.party, name, fault.reason, 'rolled back');
+  if (mismatch) throw new RestoreFailedError('storage', name, mismatch, 'rolled back');
+  throw new RestoreFailedError(fault?.party ?? 'archive', name, fault?.reason ?? outcome.restoreError ?? 'the restore failed', 'rolled back');
+}
+
+/**
+ * The sink's writable: forwards into the program's stdin but holds back the last
+ * {@link HOLD_BACK_BYTES}; at the end it asks `release(tail)` and writes the tail and closes stdin
+ * only when it says yes, else stops the program. It finishes only once the program exited 0 and
+ * fails with the program's own reason (the {@link ArchiveSink} contract); destroyed before its
+ * end, it stops the program before its input closes, so nothing cut off is committed. A dead
+ * program's stdin is drained, never waited on.
+ */
+function holdBack(program: RestoreProgram, release: (tail: Buffer) => Promise<boolean>): Writable {
+  const inner = program.stdin;
+  const held: Buffer[] = [];
+  let heldBytes = 0;
+  let dead = false;
+  let ended = false;
+  inner.on('error', () => (dead = true));
+  inner.on('close', () => (dead = true));
+  const forward = (buf: Buffer) =>
+    new Promise<void>((resolve) => {
+      if (dead || inner.destroyed) return resolve();
+      if (inner.write(buf)) return resolve();
+      const go = () => {
+        inner.off('drain', go);
+        inner.off('close', go);
+        resolve();
+      };
+      inner.on('drain', go);
+      inner.on('close', go);
+    });
+  return new Writable({
+    write(chunk: Buffer, _enc, callback) {
+      held.push(chunk);
+      heldBytes += chunk.length;
+      void (async () => {
+        while (held.length > 1 && heldBytes - held[0]!.length >= HOLD_BACK_BYTES) {
+          const first = held.shift()!;
+          heldBytes -= first.length;
+          await forward(first);
+        }
+        callback();
+      })();
+    },
+    final(callback) {
+      void (async () => {
+        const tail = Buffer.concat(held);
+        if (!(await release(tail))) {
+          program.stop();
+          await program.done.catch(() => undefined);
+          return callback(new Error('stopped before commit: the archive does not match its manifest'));
+        }
+        await forward(tail);
+        ended = true;
+        if (!dead && !inner.destroyed) inner.end();
+        program.done.then(() => callback(), (err: Error) => callback(err));
+      })();
+    },
+    destroy(err, callback) {
+      if (!ended) program.stop();
+      callback(err);
+    },
+  });
+}
+
+/** A running pg_restore or psql that restores into the target. */
+interface RestoreProgram {
+  stdin: Writable;
+  /** Resolves on exit code 0; rejects otherwise (see {@link fault}). */
+  done: Promise<void>;
+  /** Why it failed, attributed, once `done` rejected. */
+  fault(): RestoreFault | undefined;
+  /** Stops it before it can commit (SIGTERM; the server rolls the transaction back). */
+  stop(): void;
+}
+
+/**
+ * Starts the program that restores into `target` in one transaction: `psql -X -q -v
+ * ON_ERROR_STOP=1 --single-transaction` for plain SQL, `pg_restore` with `args` otherwise. Reads
+ * `file` or, without it, stdin. The password goes in `PGPASSWORD`; the whole stderr is kept to
+ * attribute a failure ({@link classifyRestoreFailure}).
+ */
+function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], file: string | undefined, signal?: AbortSignal): RestoreProgram {
+  const stopper = new AbortController();
+  const cancel = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
+  const bin: PgBinary = format === 'plain' ? bins.psql! : bins.pgRestore;
+  const argv =
+    format === 'plain'
+      ? ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', file ?? '-', `--dbname=${target.url}`]
+      : [...args, `--dbname=${target.url}`, ...(file ? [file] : [])];
+  const child = execa(bin.path, argv, {
+    env: { ...libpqEnv(target), PGAPPNAME: 'pg-backup restore' },
+    stdin: file ? 'ignore' : 'pipe',
+    stdout: 'ignore',
+    stderr: 'pipe',
+    buffer: { stdout: false, stderr: true },
+    cancelSignal: cancel,
+    forceKillAfterDelay: 5_000,
+    maxBuffer: { stderr: 4 * 1024 * 1024 },
+  });
+  let fault: RestoreFault | undefined;
+  const done = child.then(
+    () => undefined,
+    (err: { exitCode?: number; signal?: string; stderr?: string; isCanceled?: boolean }) => {
+      const how = err.isCanceled ? 'was stopped' : err.signal ? `was killed by ${err.signal}` : `exited with code ${err.exitCode}`;
+      fault = classifyRestoreFailure(bin.program, err.stderr ?? '', how);
+      throw new Error(`${bin.program} ${how}: ${fault.reason}`);
+    },
+  );
+  done.catch(() => undefined);
+  const stdin = child.stdin ?? new Writable({ write: (_c, _e, cb) => cb() });
+  stdin.on('error', () => undefined);
+  return { stdin, done, fault: () => fault, stop: () => stopper.abort(new Error('stopped before commit')) };
+}
+
+/**
+ * Reads the TOC at the head of a custom archive without downloading the rest: the object
+ * streams through decryption and decompression into `pg_restore --list`, and the download is
+ * stopped once pg_restore has read the TOC and exited.
+ * @returns pg_restore's `--list` output.
+ * @throws RestoreFailedError: the storage (the download failed) or the archive (unreadable TOC).
+ */
+async function readStreamedToc(storage: Storage, part: StoredPart, pgRestore: PgBinary, identities: string[] | undefined, target: string, signal?: AbortSignal): Promise<string> {
+  let source: Readable;
+  try {
+    source = await storage.get(part.key);
+  } catch (err) {
+    throw new RestoreFailedError('storage', target, `download failed: ${messageOf(err)}`, 'refused');
   }
-  const durationMs = Date.now() - started;
-  logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)}`);
-  return { backupUri, target: target.display, durationMs, sizeBytes };
+  let downloadError: string | undefined;
+  let stageError: string | undefined;
+  let settled = false;
+  // A stage that fails because pg_restore stopped reading (EPIPE, killed at teardown) tells nothing.
+  const noteStage = (err: unknown) => {
+    const m = messageOf(err);
+    if (!settled && !/EPIPE|Broken pipe|SIGPIPE|SIGKILL|SIGTERM|stopped before the end|cancel/i.test(m)) stageError ??= m;
+  };
+  const decrypt = part.encrypted ? startDecrypt(identities!) : undefined;
+  const codec = await startCodec(part.compression, 'decompress', signal);
+  const child = execa(pgRestore.path, ['--list'], { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false, cancelSignal: signal, forceKillAfterDelay: 2_000, maxBuffer: 256 * 1024 * 1024 });
+  child.stdin!.on('error', () => undefined);
+  codec.stream.on('error', () => undefined);
+  decrypt?.stream.on('error', () => undefined);
+  // Each stage ends the next when it fails, so pg_restore never waits on input that cannot come.
+  source.on('error', (err) => {
+    if (!settled) downloadError ??= messageOf(err);
+    (decrypt?.stream ?? codec.stream).end();
+  });
+  if (decrypt) {
+    source.pipe(decrypt.stream);
+    decrypt.done.catch((err: unknown) => {
+      noteStage(err);
+      codec.stream.end();
+    });
+    decrypt.stream.pipe(codec.stream);
+  } else {
+    source.pipe(codec.stream);
+  }
+  codec.done.catch((err: unknown) => {
+    noteStage(err);
+    child.stdin!.end();
+  });
+  codec.stream.pipe(child.stdin!);
+  const listed = await child;
+  settled = true;
+  source.unpipe();
+  source.destroy();
+  codec.abort();
+  decrypt?.stream.destroy();
+  await Promise.allSettled([decrypt?.done, codec.done]);
+  if (listed.exitCode === 0) return listed.stdout;
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('cancelled');
+  if (downloadError) throw new RestoreFailedError('storage', target, `download failed: ${downloadError}`, 'refused');
+  const reading = classifyRestoreFailure('pg_restore', listed.stderr, `exit code ${listed.exitCode}`).reason;
+  throw new RestoreFailedError('archive', target, `the archive's TOC is unreadable: ${reading}${stageError ? `; ${stageError}` : ''}`, 'refused');
 }

@@ -67,6 +67,7 @@ export const GROUPS: { prefix: string; title: string }[] = [
   { prefix: 'sse-', title: 'Encryption' },
   { prefix: 'age-', title: 'Encryption' },
   { prefix: 'mirror-', title: 'Off-region mirror' },
+  { prefix: 'restore-', title: 'Restore into a database that is not empty' },
   { prefix: 'soak', title: 'Soak' },
 ];
 

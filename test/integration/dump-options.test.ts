@@ -17,7 +17,8 @@ describe('dump options', () => {
     await dumpWithCli(db, to, ['--format', 'plain', '--clean']);
     const target = await createDatabase('cleantarget', false);
     for (let i = 0; i < 2; i++) {
-      const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target)]);
+      // The second run replaces the first: a target that is not empty needs --clean.
+      const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), ...(i ? ['--clean', '--no-safety-dump'] : [])]);
       assert.equal(r.code, 0, r.stderr);
     }
     assert.equal((await sql<{ n: string }>(target, 'SELECT count(*) AS n FROM orders'))[0]!.n, '5000');
