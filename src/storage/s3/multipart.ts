@@ -8,7 +8,23 @@ import {
   type CompletedPart,
   type S3Client,
 } from '@aws-sdk/client-s3';
-import { MAX_PARTS } from './s3.ts';
+
+/** S3's minimum part size (all parts but the last): 5 MiB. Source: AWS S3 "Multipart upload limits". */
+export const MIN_PART_SIZE = 5 * 1024 * 1024;
+/** S3's maximum number of parts in one multipart upload. Source: AWS S3 "Multipart upload limits". */
+export const MAX_PARTS = 10_000;
+
+/**
+ * Chooses the multipart part size in bytes for a stream of about `sizeHintBytes`: the smallest
+ * whole number of MiB (at least 5 MiB) that fits the stream in 9 000 parts, leaving 10 % of the
+ * 10 000-part limit as margin for an estimate that was low.
+ */
+export function choosePartSize(sizeHintBytes: number | undefined): number {
+  if (!sizeHintBytes || sizeHintBytes <= 0) return MIN_PART_SIZE;
+  const mib = 1024 * 1024;
+  const needed = Math.ceil(sizeHintBytes / 9_000 / mib) * mib;
+  return Math.max(MIN_PART_SIZE, needed);
+}
 
 /** How long the AbortMultipartUpload after a failure may take, retries included (ms). */
 const ABORT_TIMEOUT_MS = 30_000;

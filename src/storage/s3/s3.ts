@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { parseDuration } from '../../backup/duration.ts';
 import { UsageError } from '../../errors.ts';
-import { streamToObject } from './multipart.ts';
+import { choosePartSize, streamToObject } from './multipart.ts';
 import {
   NotFoundError,
   OverwriteError,
@@ -142,22 +142,9 @@ export interface ObjectLockSettings {
   days: number;
 }
 
-/** S3's minimum part size (all parts but the last): 5 MiB. Source: AWS S3 "Multipart upload limits". */
-export const MIN_PART_SIZE = 5 * 1024 * 1024;
-/** S3's maximum number of parts in one multipart upload. Source: AWS S3 "Multipart upload limits". */
-export const MAX_PARTS = 10_000;
-
-/**
- * Chooses the multipart part size in bytes for a stream of about `sizeHintBytes`: the smallest
- * whole number of MiB (at least 5 MiB) that fits the stream in 9 000 parts, leaving 10 % of the
- * 10 000-part limit as margin for an estimate that was low.
- */
-export function choosePartSize(sizeHintBytes: number | undefined): number {
-  if (!sizeHintBytes || sizeHintBytes <= 0) return MIN_PART_SIZE;
-  const mib = 1024 * 1024;
-  const needed = Math.ceil(sizeHintBytes / 9_000 / mib) * mib;
-  return Math.max(MIN_PART_SIZE, needed);
-}
+// The multipart limits live with the uploader (multipart.ts), which needs them; re-exported
+// here for callers that size uploads through this driver.
+export { MAX_PARTS, MIN_PART_SIZE, choosePartSize } from './multipart.ts';
 
 /** The retain-until date of an object written now under `lock`, rounded up to the next whole second. */
 export function retainUntil(lock: ObjectLockSettings, now = Date.now()): Date {
