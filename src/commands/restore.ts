@@ -279,8 +279,8 @@ async function streamRestore(
   let mismatch: string | undefined;
   const sinkCheck = verdict.then((v) => {
     if (v.error) mismatch = `download failed: ${v.error}`;
-    else if (v.sizeBytes !== part.sizeBytes) mismatch = `the object has ${v.sizeBytes} bytes, the manifest says ${part.sizeBytes}`;
-    else if (v.sha256 !== part.sha256) mismatch = `the object hashes to sha256 ${v.sha256}, the manifest says ${part.sha256}`;
+    else if (v.sizeBytes !== part.sizeBytes) mismatch = `size mismatch: the object has ${v.sizeBytes} bytes, the manifest says ${part.sizeBytes}`;
+    else if (v.sha256 !== part.sha256) mismatch = `sha256 mismatch: the object hashes to ${v.sha256}, the manifest says ${part.sha256}`;
     return mismatch === undefined;
   });
   let program: RestoreProgram | undefined;
