@@ -6,10 +6,13 @@ import type { VerifyLevel } from '../commands/verify.ts';
 import { UsageError } from '../errors.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, reportingFrom, reportingInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { cancelOnSignals } from './cancel.ts';
 import { reported } from '../notify/index.ts';
 
 /** `actions/dump`: one backup per database, outputs and a job summary. */
 export async function run(): Promise<void> {
+  // A cancelled job (SIGINT, then SIGTERM): pg_dump stopped, the multipart upload aborted.
+  const cancellation = cancelOnSignals();
   await runAction(async () => {
     const inputs = readInputs({
       'database-url': optional,
@@ -74,8 +77,9 @@ export async function run(): Promise<void> {
           verify: inputs.verify as VerifyLevel | undefined,
           context: runContext(inputs.reason),
           installClient: booleanInput(inputs['install-pg-client'], 'install-pg-client'),
-          ...protectionFrom(s3SettingsFrom(inputs), inputs),
+          ...protectionFrom({ ...s3SettingsFrom(inputs), signal: cancellation.signal }, inputs),
           logger: actionLogger,
+          signal: cancellation.signal,
         }));
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
@@ -123,6 +127,8 @@ export async function run(): Promise<void> {
       .write();
     if (failure) throw failure;
   });
+  cancellation.dispose();
+  if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
 }
 
 /** A boolean input: `true` / `false` (empty: undefined). */
