@@ -536,16 +536,21 @@ export async function main(argv: string[]): Promise<number> {
     controller.abort(new UsageError(`cancelled by ${name}`));
   };
   // A reader that closed our output (EPIPE) ends the run like a signal: without a listener the
-  // 'error' event would kill the process on the spot, leaving a drill's cluster behind. Later
-  // writes to the broken stream fail silently (the listeners stay for the life of the process).
+  // 'error' event would kill the process on the spot, leaving a drill's cluster behind. This
+  // run's listeners go in `finally`; one silent listener per stream stays for the life of the
+  // process, so later writes to a broken stream fail quietly (and repeated runs in one process,
+  // as in the tests, add nothing).
+  guardOutputStreams();
   const onOutputError = (which: string) => (err: NodeJS.ErrnoException) => {
     if (signalled) return;
     signalled = true;
     exitCode = EXIT_OUTPUT_CLOSED;
     controller.abort(new UsageError(`${which} was closed (${err.code ?? err.message}): cancelled`));
   };
-  process.stdout.on('error', onOutputError('stdout'));
-  process.stderr.on('error', onOutputError('stderr'));
+  const onStdoutError = onOutputError('stdout');
+  const onStderrError = onOutputError('stderr');
+  process.stdout.on('error', onStdoutError);
+  process.stderr.on('error', onStderrError);
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   const program = buildProgram(controller.signal, (code) => {
@@ -567,6 +572,19 @@ export async function main(argv: string[]): Promise<number> {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    process.stdout.off('error', onStdoutError);
+    process.stderr.off('error', onStderrError);
   }
   return exitCode;
+}
+
+let outputGuarded = false;
+
+/** Installs, once per process, a listener that swallows write errors on stdout and stderr. */
+function guardOutputStreams(): void {
+  if (outputGuarded) return;
+  outputGuarded = true;
+  const ignore = () => undefined;
+  process.stdout.on('error', ignore);
+  process.stderr.on('error', ignore);
 }
