@@ -52,12 +52,12 @@ describe('dump to Ceph RGW', () => {
   it('counts rows and dumps in the same snapshot, even while the database changes', async () => {
     const db = await createDatabase('snap');
     const to = s3Location('snap');
-    // pg_dump starts 2 s late; rows inserted meanwhile must appear neither in the dump nor in the counts.
-    const bin = await fakePgBin('sleep 2; exec "$REAL/pg_dump" "$@"');
-    const dumping = cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
-    await new Promise((r) => setTimeout(r, 1200)); // after the snapshot is exported (well under the 2 s delay)
-    await sql(db, `INSERT INTO products SELECT 'LATE-' || g, 'late', 1 FROM generate_series(1, 25) g`);
-    const r = await dumping;
+    // pg_dump is started only after the snapshot was exported: a fake pg_dump that first inserts
+    // rows (committed, in another session) and then runs the real one. Those rows must appear
+    // neither in the dump nor in the counts. (A fixed wait in the test raced the CLI's start-up.)
+    const insert = `INSERT INTO products SELECT 'LATE-' || g, 'late', 1 FROM generate_series(1, 25) g`;
+    const bin = await fakePgBin(`"$REAL/psql" -qAt "$SNAP_URL" -c "${insert}" >/dev/null || exit 3; exec "$REAL/pg_dump" "$@"`);
+    const r = await cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, SNAP_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /snapshot \S+ exported/);
     const manifest = JSON.parse(r.stdout);
