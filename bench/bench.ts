@@ -18,9 +18,13 @@
 // from wait4), and for ours the peak RSS of our Node process alone (children are separate
 // processes). Prints the ratios against the targets. A benchmark, not a test.
 //   BENCH_GB=1 (database size), BENCH_ROUNDS=3, BENCH_KEEP=1 (keep the services running),
-//   BENCH_JOBS=2 (pg_restore jobs for both drills).
+//   BENCH_JOBS=<cores> (pg_restore jobs for both drills).
+// For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
+// ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
+// database's size, which lands in the running server's data directory instead.
 import { spawn, spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { lstat, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -34,7 +38,7 @@ const wanted = new Set(modes.length ? modes : ['dump', 'verify', 'drill']);
 for (const m of wanted) if (!['dump', 'verify', 'drill'].includes(m)) throw new Error(`unknown bench mode ${m}: dump, verify or drill`);
 const gb = Number(process.env.BENCH_GB ?? 1);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const jobs = Number(process.env.BENCH_JOBS ?? 2);
+const jobs = Number(process.env.BENCH_JOBS ?? os.availableParallelism());
 const bin = spawnSync('bash', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1'], { encoding: 'utf8' }).stdout.trim();
 
 console.log(await writeCliBundle());
@@ -100,7 +104,37 @@ interface Run {
   cpuSeconds: number;
   /** Peak RSS of our Node process (ours only). */
   rssKiB?: number;
+  /** Peak bytes of files under the work dir while it ran (drills only). */
+  diskBytes?: number;
   stdout: string;
+}
+
+/** Bytes of all regular files under `dir` now (files that vanish while walking count as 0). */
+async function bytesUnder(dir: string): Promise<number> {
+  let total = 0;
+  const names = await readdir(dir, { recursive: true }).catch(() => [] as string[]);
+  for (const name of names) {
+    const st = await lstat(path.join(dir, name)).catch(() => undefined);
+    if (st?.isFile()) total += st.size;
+  }
+  return total;
+}
+
+/** Samples {@link bytesUnder}(`dir`) every 250 ms until the returned stop() is called; stop() resolves to the peak. */
+function sampleDisk(dir: string): () => Promise<number> {
+  let peak = 0;
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      peak = Math.max(peak, await bytesUnder(dir));
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  })();
+  return async () => {
+    running = false;
+    await loop;
+    return peak;
+  };
 }
 
 const rssFile = path.join(scratch, 'rss');
@@ -127,7 +161,16 @@ function time(label: string, command: string, isOurs: boolean): Promise<Run> {
   });
 }
 
-type Pipeline = { name: string; command: (round: number) => string; ours?: boolean; before?: () => Promise<void> };
+type Pipeline = {
+  name: string;
+  command: (round: number) => string;
+  ours?: boolean;
+  before?: () => Promise<void>;
+  /** Runs after each run: bytes to add to its disk figure (e.g. the hand drill's restored database). */
+  after?: () => Promise<number | void>;
+  /** Sample the disk used in the work dir while it runs. */
+  disk?: boolean;
+};
 
 /** Alternates the pipelines for `rounds` rounds; prints each run and returns the runs per pipeline. */
 async function alternate(mode: string, pipelines: Pipeline[]): Promise<Map<string, Run[]>> {
@@ -135,9 +178,12 @@ async function alternate(mode: string, pipelines: Pipeline[]): Promise<Map<strin
   for (let i = 0; i < rounds; i++) {
     for (const p of pipelines) {
       await p.before?.();
-      const r = await time(`${mode} ${p.name}`, p.command(i), p.ours === true);
+      const stopSampling = p.disk ? sampleDisk(scratch) : undefined;
+      const r = await time(`${mode} ${p.name}`, p.command(i), p.ours === true).finally(() => stopSampling?.());
+      if (stopSampling) r.diskBytes = (await stopSampling()) + ((await p.after?.()) || 0);
+      else await p.after?.();
       results.get(p.name)!.push(r);
-      console.log(`${mode} round ${i + 1} ${p.name.padEnd(8)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+      console.log(`${mode} round ${i + 1} ${p.name.padEnd(8)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}${r.diskBytes ? `, peak disk ${(r.diskBytes / 1e9).toFixed(2)} GB` : ''}`);
     }
   }
   return results;
@@ -153,7 +199,8 @@ function report(mode: string, results: Map<string, Run[]>, targets: [baseline: s
   summary.push(`${mode} (${rounds} rounds, medians):`);
   for (const name of results.keys()) {
     const rss = name === 'ours' ? Math.max(...results.get(name)!.map((r) => r.rssKiB ?? 0)) / 1024 : undefined;
-    summary.push(`  ${name.padEnd(8)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}`);
+    const disk = Math.max(0, ...results.get(name)!.map((r) => r.diskBytes ?? 0));
+    summary.push(`  ${name.padEnd(8)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}${disk ? `, peak disk ${(disk / 1e9).toFixed(2)} GB` : ''}`);
   }
   for (const [baseline, target] of targets) summary.push(`  ours/${baseline} = ${(m('ours') / m(baseline)).toFixed(2)} (target <= ${target.toFixed(2)})`);
 }
@@ -162,8 +209,9 @@ const dumpKey = 'bench/ours';
 if (wanted.has('dump')) {
   const results = await alternate('dump', [
     { name: 'floor', command: () => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q > /dev/null` },
-    { name: 'hand', command: (i) => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q | rclone -q rcat s3:bench/hand/${i}.dump.zst` },
-    { name: 'seed-000', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/seed000/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" --only-show-errors` },
+    // The baselines' objects are deleted after each run: the store keeps everything in memory.
+    { name: 'hand', command: (i) => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q | rclone -q rcat s3:bench/hand/${i}.dump.zst`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/hand'], { env }) },
+    { name: 'seed-000', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/seed000/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" --only-show-errors`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/seed000'], { env }) },
     { name: 'ours', command: () => ours(`dump --database-url '${dbUrl}' --to s3://${dumpKey} --quiet`), ours: true },
   ]);
   report('dump', results, [['hand', 1.0], ['seed-000', 0.8], ['floor', 1.1]]);
@@ -191,13 +239,18 @@ if (wanted.has('verify') || wanted.has('drill')) {
       {
         name: 'hand',
         before: async () => void (await q(admin, 'DROP DATABASE IF EXISTS hand_drill')),
+        disk: true,
+        after: async () => Number((await q(admin, `SELECT pg_database_size('hand_drill') AS s`))[0]!.s),
         command: () => `rclone -q cat ${object} | zstd -dq > ${local} && ${bin}/createdb --maintenance-db='${admin}' hand_drill && ${bin}/pg_restore -j ${jobs} --no-owner --no-acl --exit-on-error -d '${admin.replace(/\/postgres$/, '/hand_drill')}' ${local}; rc=$?; rm -f ${local}; exit $rc`,
       },
-      { name: 'ours', command: () => ours(`drill --from s3://${dumpKey} --backup latest --jobs ${jobs} --json`), ours: true },
+      { name: 'ours', command: () => ours(`drill --from s3://${dumpKey} --backup latest --jobs ${jobs} --json`), ours: true, disk: true },
     ]);
     report('drill', results, [['hand', 0.9]]);
     const phases = results.get('ours')!.map((r) => JSON.parse(r.stdout) as { rtoMs?: number; phases?: Record<string, number> });
     summary.push(`  ours' RTO and phases per round (ms): ${phases.map((p) => JSON.stringify({ rtoMs: p.rtoMs, ...p.phases })).join(' ')}`);
+    const handMedian = median(results.get('hand')!.map((r) => r.seconds));
+    const rtoMedian = median(phases.map((p) => (p.rtoMs ?? NaN) / 1000));
+    summary.push(`  ours' RTO (median ${rtoMedian.toFixed(2)} s) / hand = ${(rtoMedian / handMedian).toFixed(2)}`);
     await q(admin, 'DROP DATABASE IF EXISTS hand_drill');
   }
 }
