@@ -139,7 +139,7 @@ function sampleDisk(dir: string): () => Promise<number> {
 
 const rssFile = path.join(scratch, 'rss');
 const node = path.join(root, 'node_modules/.bin/node');
-const ours = (args: string) => `PGB_RSS_FILE=${rssFile} ${node} --import ${path.join(root, 'test/infra/report-rss.ts')} bin/pg-backup.js ${args}`;
+const ours = (args: string) => `PGB_RSS_FILE=${rssFile} ${node} --import ${path.join(root, 'test/infra/report-rss.js')} bin/pg-backup.js ${args}`;
 
 /** Runs a shell pipeline (pipefail) under /usr/bin/time; `ours` also reads our Node process's peak RSS. */
 function time(label: string, command: string, isOurs: boolean): Promise<Run> {

@@ -1,7 +1,10 @@
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
+import { findAll } from '../postgres/binaries.ts';
 import { connect } from '../postgres/server.ts';
-import { checkDumpOptions, dump, type DumpOptions, type DumpResult } from './dump.ts';
+import type pg from 'pg';
+import { runDump, type DumpOptions, type DumpResult } from './dump.ts';
+import { forDatabase, planDump } from './dump-plan.ts';
 
 /** Options of {@link dumpMany}: those of {@link dump}, for several databases. */
 export interface DumpManyOptions extends Omit<DumpOptions, 'databaseUrl'> {
@@ -31,17 +34,31 @@ export interface DumpOutcome {
  */
 export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]> {
   const { logger } = options;
-  await checkDumpOptions(options);
+  // The options are read once, into one frozen plan shared by every database of the run.
+  const shared = await planDump(options);
+  const runtime = { logger, signal: options.signal, now: options.now ?? (() => new Date()) };
   const targets = resolveTargets(options);
-  for (const target of targets) {
-    const client = await connect(target, 'pg-backup dump');
-    await client.end().catch(() => undefined);
-  }
+  findAll('pg_dump').catch(() => undefined); // the search for pg_dump (a --version per copy) runs while we connect
   if (new Set(targets.map((t) => t.url)).size !== targets.length) throw new UsageError('the same database is listed twice: list each once');
+  // Every target is reached first. The first one's connection is the one its dump uses (set up
+  // once); the others are closed and opened again when their turn comes, so none sits idle
+  // through a long dump of another database.
+  let first: pg.Client | undefined;
+  try {
+    for (const [i, target] of targets.entries()) {
+      const client = await connect(target, 'pg-backup dump');
+      if (i === 0) first = client;
+      else await client.end().catch(() => undefined);
+    }
+  } catch (err) {
+    await first?.end().catch(() => undefined);
+    throw err;
+  }
   const outcomes: DumpOutcome[] = [];
-  for (const target of targets) {
+  for (const [i, target] of targets.entries()) {
     try {
-      const result = await logger.group(`dump ${target.database}`, () => dump({ ...options, databaseUrl: connectionUrl(target) }));
+      const client = i === 0 ? first : undefined;
+      const result = await logger.group(`dump ${target.database}`, () => runDump(forDatabase(shared, target), runtime, client));
       const problem = result.verification && !result.verification.ok ? `verify failed: ${result.verification.reason}` : result.mirror && !result.mirror.ok ? `mirror copy failed: ${result.mirror.error}` : undefined;
       outcomes.push({ database: target.database, ok: problem === undefined, result, error: problem });
     } catch (err) {
@@ -71,11 +88,4 @@ function resolveTargets(options: DumpManyOptions): DatabaseConnection[] {
   if (names.length === 0) return base;
   if (base.length > 1) throw new UsageError('give either several --database-url or one with --databases, not both');
   return names.map((name) => withDatabase(base[0]!, name));
-}
-
-/** A URL carrying the password again, for {@link dump} (which strips it back out). */
-function connectionUrl(conn: DatabaseConnection): string {
-  const u = new URL(conn.url);
-  if (conn.password !== undefined) u.password = encodeURIComponent(conn.password);
-  return u.href;
 }

@@ -1,36 +1,29 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, statSync } from 'node:fs';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import path from 'node:path';
-import { finished } from 'node:stream/promises';
-import { compressionSuffix, parseCompression, requireZstd, type CompressionSpec } from '../backup/compression.ts';
-import { parseDuration } from '../backup/duration.ts';
-import { AGE_SUFFIX, loadIdentities, parseRecipients } from '../backup/encryption.ts';
-import { backupKeys, validateLabel } from '../backup/keys.ts';
+import type pg from 'pg';
+import { backupKeys, type BackupKeys } from '../backup/keys.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
-import type { MeterHash } from '../backup/meter.ts';
+import { loadIdentities } from '../backup/encryption.ts';
 import { startProgress } from '../backup/progress.ts';
-import { mapLimit } from '../backup/readback.ts';
 import { uploadStream, type MirrorTarget, type StreamCounters } from '../backup/upload-stream.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { findPgBinary, type PgBinary } from '../postgres/binaries.ts';
-import { workDirOf } from '../postgres/cluster.ts';
+import { findAll, findPgBinary, type PgBinary } from '../postgres/binaries.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
-import { pgDumpArgs, selectTables, validateSelection, type DumpSelection } from '../postgres/dump-options.ts';
-import { findMigrationHead } from '../postgres/migrations.ts';
+import { selectTables, type DumpSelection, type SelectedTable } from '../postgres/dump-options.ts';
 import { pgDumpThroughZstd } from '../postgres/dump-pipe.ts';
 import { installPgClient } from '../postgres/install-client.ts';
+import { findMigrationHead, type MigrationHead } from '../postgres/migrations.ts';
 import { runPgProgram } from '../postgres/processes.ts';
-import { connect, countRows, listUserTables, serverFacts } from '../postgres/server.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
-import { retainUntil } from '../storage/s3/s3.ts';
+import { connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
+import type { S3Settings } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
+import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan } from './dump-plan.ts';
+import { dumpDirectory, type StoredFile } from './dump-directory.ts';
 import { formatBytes, formatSeconds } from './format.ts';
-import { VERIFY_LEVELS, verify, type VerifyLevel, type VerifyResult } from './verify.ts';
+import { verify, type VerifyLevel, type VerifyResult } from './verify.ts';
 
-/** Checksum files a team's tooling may expect beside each dump (seed 000 uploads an `.md5`). */
-export type ChecksumSidecar = 'md5' | 'sha256';
+export type { ChecksumSidecar } from './dump-plan.ts';
+export { planDump, forDatabase, type DumpPlan } from './dump-plan.ts';
 
 /** Options of {@link dump}. */
 export interface DumpOptions extends DumpSelection {
@@ -121,8 +114,14 @@ export interface DumpResult {
   mirror?: MirrorResult;
 }
 
-/** Object-name suffix per format, before the compression suffix. */
-const FORMAT_SUFFIX = { custom: '.dump', plain: '.sql', directory: '.dir' } as const;
+
+/** What a dump needs besides its plan: where to log, how to be cancelled, the clock. */
+export interface DumpRuntime {
+  logger: Logger;
+  /** Aborting cancels the dump: pg_dump is stopped and the multipart upload aborted. */
+  signal?: AbortSignal;
+  now: () => Date;
+}
 
 /**
  * Takes one backup of one database. custom and plain: `pg_dump` → compression (its own process)
@@ -133,225 +132,307 @@ const FORMAT_SUFFIX = { custom: '.dump', plain: '.sql', directory: '.dir' } as c
  * pg_dump and the compressor exited 0 and every upload completed; on any failure the multipart
  * upload is aborted and nothing is visible as a backup.
  *
+ * The options are read once into a frozen {@link DumpPlan} ({@link planDump}); {@link runDump}
+ * then runs the stages on it.
+ *
  * Needs only write access to the bucket (PutObject, multipart upload): no List, Get or Head.
  * @throws UsageError for bad options, an unreachable database or bucket, a filter matching nothing, or a pg_dump older than the server.
  * @throws Error when pg_dump, the compressor or the upload fails or stalls.
  */
 export async function dump(options: DumpOptions): Promise<DumpResult> {
-  const { logger } = options;
-  const now = options.now ?? (() => new Date());
-  const { service, environment, compression, selection, storage, stallTimeoutMs, recipients, mirror } = await checkDumpOptions(options);
-  const encryptTo = recipients.length ? recipients : undefined;
-  const encSuffix = encryptTo ? AGE_SUFFIX : '';
-  const conn = resolveConnection(options.databaseUrl);
-
-  const client = await connect(conn, 'pg-backup dump');
-  try {
-    const server = await serverFacts(client);
-    const why = `dumping PostgreSQL ${server.version} at ${conn.display}`;
-    const pgDump = await findPgBinary('pg_dump', server.major, why).catch(async (err: unknown) => {
-      if (!options.installClient || !(err instanceof UsageError)) throw err;
-      await installPgClient(server.major, logger);
-      return findPgBinary('pg_dump', server.major, why);
-    });
-    logger.info(`${conn.database}: dumping ${conn.display} (PostgreSQL ${server.version}, ${formatBytes(server.databaseSizeBytes)}) with pg_dump ${pgDump.version}, ${selection.format} format → ${storage.url}`);
-
-    // The snapshot stays exported while this transaction is open: pg_dump imports it, and the
-    // row counts below run in it, so both see the same data. PostgreSQL docs 9.27.5, "Snapshot
-    // Synchronization Functions".
-    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
-    const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
-    const selected = await selectTables(client, await listUserTables(client), selection, (m) => logger.warn(`${conn.database}: ${m}`));
-    const migrationHead = await findMigrationHead(client, true);
-    const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
-    const counted = selected.filter((t) => t.withData);
-    logger.info(`${conn.database}: snapshot ${snapshot} exported; ${counted.length} tables to count in it`);
-
-    const startedAt = now();
-    const keys = backupKeys(
-      { service, environment, database: conn.database },
-      startedAt,
-      selection.format === 'directory' ? FORMAT_SUFFIX.directory : `${FORMAT_SUFFIX[selection.format]}${compressionSuffix(compression)}${encSuffix}`,
-    );
-    const stem = keys.manifestKey.slice(0, -'.manifest.json'.length);
-    const stall = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, stall.signal]) : stall.signal;
-    const hashes: MeterHash[] = options.checksumSidecars?.includes('md5') ? ['sha256', 'md5'] : ['sha256'];
-    const common = [...pgDumpArgs(selection), `--snapshot=${snapshot}`, '--no-password'];
-
-    const mirrors: MirrorTarget[] = mirror ? [{ storage: mirror }] : [];
-    // Below the primary's stall watchdog, so a hung mirror is dropped before the primary is failed.
-    const mirrorStallMs = stallTimeoutMs > 0 ? Math.min(60_000, Math.max(1_000, stallTimeoutMs / 2)) : 60_000;
-    let mirrorError: unknown;
-    const noteMirror = (errors: unknown[]) => {
-      mirrorError ??= errors.find((e) => e !== undefined);
-    };
-    const counts = countRows(client, counted);
-    counts.catch(() => undefined);
-    // Every stream's counters (the directory format uploads several files at once): summed.
-    const counters: StreamCounters[] = [];
-    const sum = (pick: (c: StreamCounters) => number) => counters.reduce((n, c) => n + pick(c), 0);
-    let spoolBytes: () => number = () => 0;
-    const stopProgress = startProgress(
-      { rawBytes: () => sum((c) => c.raw.bytes) + spoolBytes(), storedBytes: () => sum((c) => c.stored.bytes), sentBytes: () => sum((c) => c.sent.bytes) },
-      {
-        label: conn.database,
-        logger,
-        intervalMs: options.progressIntervalMs,
-        stallTimeoutMs,
-        onStall: (message) => stall.abort(new Error(message)),
-      },
-    );
-    let stored: { storedBytes: number; rawBytes: number; sha256: string; md5?: string; files?: (NonNullable<Manifest['files']>[number] & { md5?: string })[] };
-    try {
-      if (selection.format === 'directory') {
-        stored = await dumpDirectory({ pgDump, conn, args: common, jobs: selection.jobs ?? 1, storage, folder: keys.objectKey, compression, hashes, signal, workDir: options.workDir, logger, sizeHint: server.databaseSizeBytes, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c), encryptTo, mirrors, mirrorStallMs, onMirrorErrors: noteMirror });
-      } else {
-        const dumpArgs = [`--format=${selection.format}`, ...(selection.format === 'custom' ? ['--compress=0'] : []), ...common];
-        const s = await uploadStream(storage, keys.objectKey, (sig) => {
-          // zstd: an OS pipe from pg_dump into zstd, the uncompressed stream never enters this process.
-          if (compression.algorithm === 'zstd') return pgDumpThroughZstd(pgDump, dumpArgs, conn, compression.level ?? 3, sig);
-          const p = runPgProgram(pgDump, dumpArgs, { connection: conn, signal: sig });
-          return { stream: p.stdout, done: p.done };
-        }, { compression, hashes, sizeHintBytes: server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c), encryptTo, noOverwrite: true, mirrors, mirrorStallMs });
-        noteMirror(s.mirrorErrors);
-        stored = { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5 };
-      }
-    } catch (err) {
-      throw stall.signal.aborted && !options.signal?.aborted ? stall.signal.reason : err;
-    } finally {
-      stopProgress();
-    }
-
-    const sidecars: NonNullable<Manifest['sidecars']> = [];
-    const objectName = keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1);
-    // Small objects go to the primary at once; the mirror gets them after the primary's manifest,
-    // each with a deadline, so a hung mirror can never hold back or cost the primary backup.
-    const mirrorPuts: { key: string; body: string; contentType: string }[] = [];
-    const putEverywhere = async (key: string, body: string, contentType: string) => {
-      await storage.put(key, body, { contentType, noOverwrite: true });
-      mirrorPuts.push({ key, body, contentType });
-    };
-    if (options.schemaSidecar) {
-      const schema = await uploadStream(storage, `${stem}.schema.sql${encSuffix}`, (sig) => {
-        const p = runPgProgram(pgDump, ['--format=plain', '--schema-only', ...common], { connection: conn, signal: sig });
-        return { stream: p.stdout, done: p.done };
-      }, { compression: { algorithm: 'none' }, signal, encryptTo, noOverwrite: true, mirrors: mirrorError === undefined ? mirrors : [], mirrorStallMs });
-      noteMirror(schema.mirrorErrors);
-      sidecars.push({ name: `${stem.slice(stem.lastIndexOf('/') + 1)}.schema.sql${encSuffix}`, kind: 'schema', sizeBytes: schema.storedBytes, sha256: schema.digests.sha256! });
-    }
-    for (const kind of options.checksumSidecars ?? []) {
-      // The formats of md5sum / sha256sum, so `md5sum -c` works on a downloaded copy.
-      const lines = stored.files
-        ? stored.files.map((f) => `${kind === 'md5' ? f.md5 : f.sha256}  ${objectName}/${f.name}${compressionSuffix(compression)}${encSuffix}`)
-        : [`${kind === 'md5' ? stored.md5 : stored.sha256}  ${objectName}`];
-      const text = `${lines.join('\n')}\n`;
-      await putEverywhere(`${keys.objectKey}.${kind}`, text, 'text/plain');
-      sidecars.push({ name: `${objectName}.${kind}`, kind, sizeBytes: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') });
-    }
-
-    const tableRows = await counts;
-    await client.query('COMMIT');
-    const finishedAt = now();
-    const manifest: Manifest = ManifestSchema.parse({
-      manifestVersion: 1,
-      tool: TOOL,
-      id: keys.id,
-      service,
-      environment,
-      database: conn.database,
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      format: selection.format,
-      compression,
-      object: { name: objectName, sizeBytes: stored.storedBytes, sha256: stored.sha256 },
-      files: stored.files?.map(({ name, sizeBytes, sha256, archiveSizeBytes }) => ({ name, sizeBytes, sha256, archiveSizeBytes })),
-      sidecars: sidecars.length ? sidecars : undefined,
-      options: recordedOptions(selection),
-      roles,
-      archiveSizeBytes: stored.rawBytes,
-      pgDump: { path: pgDump.path, version: pgDump.version, major: pgDump.major },
-      server: { version: server.version, versionNum: server.versionNum, major: server.major },
-      databaseSizeBytes: server.databaseSizeBytes,
-      tables: tableRows,
-      tablesWithoutData: selected.some((t) => !t.withData) ? selected.filter((t) => !t.withData).map(({ schema, table }) => ({ schema, table })) : undefined,
-      migrationHead,
-      encryption: encryptTo ? { scheme: 'age', recipients: encryptTo } : undefined,
-      serverSideEncryption: serverSideEncryptionOf(options.s3),
-      objectLock: options.s3?.objectLock ? { mode: options.s3.objectLock.mode, retainUntil: retainUntil(options.s3.objectLock, startedAt.getTime()).toISOString() } : undefined,
-      context: options.context && Object.values(options.context).some((v) => v) ? options.context : undefined,
-    });
-    // The manifest is the commit marker: written last (and never over an existing one).
-    await putEverywhere(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, 'application/json');
-    logger.info(`${conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(stored.storedBytes)} (${formatBytes(stored.rawBytes)} before ${compression.algorithm}), sha256 ${manifest.object.sha256}`);
-    const result: DumpResult = {
-      manifest,
-      restoreCommand: `npx pg-backup restore --from ${shellQuote(options.to)} --backup ${shellQuote(keys.objectKey)} --target-url "$TARGET_DATABASE_URL"`,
-      backupUri: storage.uri(keys.objectKey),
-      manifestUri: storage.uri(keys.manifestKey),
-      objectKey: keys.objectKey,
-      manifestKey: keys.manifestKey,
-    };
-    if (mirror) {
-      for (const p of mirrorPuts) {
-        if (mirrorError !== undefined) break;
-        await mirror.put(p.key, p.body, { contentType: p.contentType, noOverwrite: true, signal: AbortSignal.timeout(mirrorStallMs) }).catch((err: unknown) => {
-          mirrorError ??= (err as Error).name === 'TimeoutError' ? new Error(`writing ${p.key} to the mirror took over ${Math.round(mirrorStallMs / 1000)} s: copy abandoned`) : err;
-        });
-      }
-      result.mirror = await checkMirror(mirror, keys.objectKey, mirrorError, options, logger);
-    }
-    if (options.verify && options.verify !== 'none') {
-      // An encrypted backup reads back past its checksum only with an identity, which the dump
-      // runner should not hold: without one, verify what can be verified and say so.
-      const identities = encryptTo ? loadIdentities() : undefined;
-      let level = options.verify;
-      if (encryptTo && !identities && level !== 'checksum') {
-        logger.warn(`the backup is encrypted with age and no identity is set here: verifying at level checksum instead of ${level}; run verify --level ${level} (or a drill) where the identity is`);
-        level = 'checksum';
-      }
-      result.verification = await verify({ from: options.to, backup: keys.objectKey, level, ageIdentities: identities, s3: options.verifyS3 ?? options.s3, logger, signal: options.signal, workDir: options.workDir });
-    }
-    return result;
-  } finally {
-    await client.end().catch(() => undefined);
-  }
+  const plan = await planDump(options, resolveConnection(options.databaseUrl));
+  return runDump(plan, { logger: options.logger, signal: options.signal, now: options.now ?? (() => new Date()) });
 }
 
 /**
  * Validates every option that needs no database, so a mistake fails before any connection or
- * write.
+ * write. Kept for callers that only check; a dump builds its plan with {@link planDump}.
  * @throws UsageError naming the first bad option.
  */
-export async function checkDumpOptions(options: Omit<DumpOptions, 'databaseUrl'>) {
-  const service = validateLabel('service', options.service?.trim() || 'default');
-  const environment = validateLabel('environment', options.environment?.trim() || 'default');
-  const compression = parseCompression(options.compression);
-  const selection = validateSelection(options);
-  const storage = openStorage(options.to, options.s3);
-  if (compression.algorithm === 'zstd') await requireZstd();
-  if (options.verify && !VERIFY_LEVELS.includes(options.verify)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
-  const stallTimeoutMs = parseDuration(options.stallTimeout ?? '10m', '--stall-timeout');
-  for (const sidecar of options.checksumSidecars ?? []) {
-    if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
-  }
-  const recipients = parseRecipients(options.ageRecipients ?? []);
-  const mirror = options.mirrorTo ? openStorage(options.mirrorTo, options.mirrorS3) : undefined;
-  if (mirror && mirror.url === storage.url) throw new UsageError(`--mirror-to ${options.mirrorTo} is the backup location itself: give another bucket (another region or provider)`);
-  for (const s of [storage, mirror]) {
-    if (s && 'onWarning' in s) (s as { onWarning?: (m: string) => void }).onWarning = (m) => options.logger.warn(m);
-  }
-  return { service, environment, compression, selection, storage, stallTimeoutMs, recipients, mirror };
+export async function checkDumpOptions(options: Omit<DumpOptions, 'databaseUrl'>): Promise<DumpPlan> {
+  return planDump(options);
 }
 
-/** The manifest's record of the server-side encryption asked for (never the SSE-C key). */
-function serverSideEncryptionOf(s3: S3Settings | undefined): Manifest['serverSideEncryption'] {
-  const sse = s3?.sse;
-  if (!sse) return undefined;
-  if (sse.type === 'sse-c') return { type: 'SSE-C' };
-  if (sse.type === 'aws:kms') return { type: 'aws:kms', kmsKeyId: sse.kmsKeyId };
-  return { type: 'AES256' };
+/**
+ * Runs a planned dump, stage by stage: open the snapshot (connect, server facts, pg_dump for the
+ * server major, export the snapshot) → read the selection in it → start pg_dump and, beside it,
+ * the facts (migration head, roles, row counts) in the same snapshot → compress → (encrypt) →
+ * hash → upload → sidecars → manifest (last) → mirror copy and verify, when asked for.
+ * @param client an open connection to `plan.connection` to use (and close) instead of a new one.
+ * @throws as {@link dump}.
+ */
+export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Client): Promise<DumpResult> {
+  const session = await openSnapshot(plan, rt, client);
+  try {
+    const selected = await selectInSnapshot(plan, session, rt.logger);
+    const startedAt = rt.now();
+    const keys = backupKeys({ service: plan.service, environment: plan.environment, database: session.conn.database }, startedAt, plan.objectSuffix);
+    // pg_dump starts first; the facts queue on our own connection, in the same snapshot, while it runs.
+    const stream = streamArchive(plan, session, keys, rt);
+    stream.catch(() => undefined);
+    const facts = readFacts(session, selected);
+    facts.catch(() => undefined);
+    const archive = await stream;
+    const sidecars = await writeSidecars(plan, session, keys, archive, rt);
+    const { tableRows, migrationHead, roles } = await facts;
+    await session.client.query('COMMIT');
+    const manifest = buildManifest(plan, session, { keys, startedAt, finishedAt: rt.now(), archive, sidecars: sidecars.written, selected, tableRows, migrationHead, roles });
+    // The manifest is the commit marker: written last (and never over an existing one).
+    const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
+    await plan.storage.put(keys.manifestKey, manifestText, { contentType: 'application/json', noOverwrite: true });
+    sidecars.forMirror.push({ key: keys.manifestKey, body: manifestText, contentType: 'application/json' });
+    rt.logger.info(`${session.conn.database}: OK in ${formatSeconds(manifest.durationMs)}, ${formatBytes(archive.storedBytes)} (${formatBytes(archive.rawBytes)} before ${plan.compression.algorithm}), sha256 ${manifest.object.sha256}`);
+    const result: DumpResult = {
+      manifest,
+      restoreCommand: `npx pg-backup restore --from ${shellQuote(plan.to)} --backup ${shellQuote(keys.objectKey)} --target-url "$TARGET_DATABASE_URL"`,
+      backupUri: plan.storage.uri(keys.objectKey),
+      manifestUri: plan.storage.uri(keys.manifestKey),
+      objectKey: keys.objectKey,
+      manifestKey: keys.manifestKey,
+    };
+    if (plan.mirror) result.mirror = await finishMirror(plan, keys.objectKey, archive.mirrorError ?? sidecars.mirrorError, sidecars.forMirror, rt);
+    if (plan.verify !== 'none') result.verification = await verifyAfterDump(plan, keys.objectKey, rt);
+    return result;
+  } finally {
+    await session.client.end().catch(() => undefined);
+  }
+}
+
+/** The dump's connection, in the transaction whose snapshot pg_dump imports. */
+interface Session {
+  conn: DatabaseConnection;
+  client: pg.Client;
+  server: ServerFacts;
+  pgDump: PgBinary;
+  /** `pg_export_snapshot()`'s id. */
+  snapshot: string;
+}
+
+/**
+ * Stage 1: connects (or takes `given`), reads the server facts, finds pg_dump for the server
+ * major (installing the client when the plan says so), then opens a REPEATABLE READ, READ ONLY
+ * transaction and exports its snapshot. The snapshot stays exported while this transaction is
+ * open: pg_dump imports it and the facts are read in it, so both see the same data (PostgreSQL
+ * docs 9.27.5, "Snapshot Synchronization Functions"). The search for pg_dump binaries (a
+ * `--version` per copy found) runs while the connection is made.
+ */
+async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client): Promise<Session> {
+  const conn = plan.connection!;
+  findAll('pg_dump').catch(() => undefined);
+  const client = given ?? (await connect(conn, 'pg-backup dump'));
+  try {
+    const server = await serverFacts(client);
+    const why = `dumping PostgreSQL ${server.version} at ${conn.display}`;
+    const pgDump = await findPgBinary('pg_dump', server.major, why).catch(async (err: unknown) => {
+      if (!plan.installClient || !(err instanceof UsageError)) throw err;
+      await installPgClient(server.major, rt.logger);
+      return findPgBinary('pg_dump', server.major, why);
+    });
+    rt.logger.info(`${conn.database}: dumping ${conn.display} (PostgreSQL ${server.version}, ${formatBytes(server.databaseSizeBytes)}) with pg_dump ${pgDump.version}, ${plan.format} format → ${plan.storage.url}`);
+    await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
+    const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
+    return { conn, client, server, pgDump, snapshot };
+  } catch (err) {
+    await client.end().catch(() => undefined);
+    throw err;
+  }
+}
+
+/**
+ * Stage 2: the tables pg_dump will dump, read in the snapshot before anything is written, so an
+ * include pattern that matches nothing fails as a UsageError with nothing uploaded.
+ */
+async function selectInSnapshot(plan: DumpPlan, session: Session, logger: Logger): Promise<SelectedTable[]> {
+  const selected = await selectTables(session.client, await listUserTables(session.client), plan.selection, (m) => logger.warn(`${session.conn.database}: ${m}`));
+  logger.info(`${session.conn.database}: snapshot ${session.snapshot} exported; ${selected.filter((t) => t.withData).length} tables to count in it`);
+  return selected;
+}
+
+/** What the snapshot says beside the archive: exact row counts, the migration head, the roles. */
+interface SnapshotFacts {
+  tableRows: TableRowCount[];
+  migrationHead: MigrationHead | undefined;
+  roles: string[];
+}
+
+/**
+ * Stage 3 (beside pg_dump): the migration head, the roles and the exact row count of every table
+ * whose data is dumped, all read in the dump's snapshot on the session's connection (one query
+ * at a time, so they do not add connections or compete with pg_dump for more than one backend).
+ */
+async function readFacts(session: Session, selected: SelectedTable[]): Promise<SnapshotFacts> {
+  const { client } = session;
+  const migrationHead = await findMigrationHead(client, true);
+  const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
+  const tableRows = await countRows(client, selected.filter((t) => t.withData));
+  return { tableRows, migrationHead, roles };
+}
+
+
+/** What the archive stage stored. */
+interface StoredArchive {
+  /** Bytes stored (compressed, encrypted). */
+  storedBytes: number;
+  /** Bytes pg_dump wrote (the archive before compression). */
+  rawBytes: number;
+  sha256: string;
+  md5?: string;
+  /** Directory format: each file. */
+  files?: StoredFile[];
+  /** Why the mirror's copy failed, if it did. */
+  mirrorError?: unknown;
+}
+
+/**
+ * Stage 4: pg_dump → compress → (encrypt) → hash → upload, with the progress reporter and the
+ * stall watchdog around it. custom and plain stream into one object; directory spools, then
+ * uploads each file ({@link dumpDirectory}).
+ */
+async function streamArchive(plan: DumpPlan, session: Session, keys: BackupKeys, rt: DumpRuntime): Promise<StoredArchive> {
+  const stall = new AbortController();
+  const signal = rt.signal ? AbortSignal.any([rt.signal, stall.signal]) : stall.signal;
+  const args = [...plan.pgDumpArgs, `--snapshot=${session.snapshot}`, '--no-password'];
+  const mirrors: MirrorTarget[] = plan.mirror ? [{ storage: plan.mirror.storage }] : [];
+  let mirrorError: unknown;
+  const noteMirror = (errors: unknown[]) => {
+    mirrorError ??= errors.find((e) => e !== undefined);
+  };
+  // Every stream's counters (the directory format uploads several files at once): summed.
+  const counters: StreamCounters[] = [];
+  const sum = (pick: (c: StreamCounters) => number) => counters.reduce((n, c) => n + pick(c), 0);
+  let spoolBytes: () => number = () => 0;
+  const stopProgress = startProgress(
+    { rawBytes: () => sum((c) => c.raw.bytes) + spoolBytes(), storedBytes: () => sum((c) => c.stored.bytes), sentBytes: () => sum((c) => c.sent.bytes) },
+    { label: session.conn.database, logger: rt.logger, intervalMs: plan.progressIntervalMs, stallTimeoutMs: plan.stallTimeoutMs, onStall: (message) => stall.abort(new Error(message)) },
+  );
+  try {
+    if (plan.format === 'directory') {
+      const stored = await dumpDirectory(plan, session, { args, folder: keys.objectKey, signal, logger: rt.logger, mirrors, onSpool: (fn) => (spoolBytes = fn), onCounters: (c) => counters.push(c), onMirrorErrors: noteMirror });
+      return { ...stored, mirrorError };
+    }
+    const dumpArgs = [`--format=${plan.format}`, ...(plan.format === 'custom' ? ['--compress=0'] : []), ...args];
+    const s = await uploadStream(plan.storage, keys.objectKey, (sig) => {
+      // zstd: an OS pipe from pg_dump into zstd, the uncompressed stream never enters this process.
+      if (plan.compression.algorithm === 'zstd') return pgDumpThroughZstd(session.pgDump, dumpArgs, session.conn, plan.compression.level ?? 3, sig);
+      const p = runPgProgram(session.pgDump, dumpArgs, { connection: session.conn, signal: sig });
+      return { stream: p.stdout, done: p.done };
+    }, { compression: plan.compression, hashes: [...plan.hashes], sizeHintBytes: session.server.databaseSizeBytes, signal, onCounters: (c) => counters.push(c), encryptTo: plan.encryptTo && [...plan.encryptTo], noOverwrite: true, mirrors, mirrorStallMs: plan.mirrorStallMs });
+    noteMirror(s.mirrorErrors);
+    return { storedBytes: s.storedBytes, rawBytes: s.rawBytes, sha256: s.digests.sha256!, md5: s.digests.md5, mirrorError };
+  } catch (err) {
+    throw stall.signal.aborted && !rt.signal?.aborted ? stall.signal.reason : err;
+  } finally {
+    stopProgress();
+  }
+}
+
+/** A small object written to the primary at once and to the mirror after the primary's manifest. */
+interface MirrorPut {
+  key: string;
+  body: string;
+  contentType: string;
+}
+
+/**
+ * Stage 5: the sidecars, after the archive: the schema-only SQL (`<id>.schema.sql`, same
+ * snapshot) and the `md5sum` / `sha256sum` files, so `md5sum -c` works on a downloaded copy.
+ */
+async function writeSidecars(plan: DumpPlan, session: Session, keys: BackupKeys, archive: StoredArchive, rt: DumpRuntime): Promise<{ written: NonNullable<Manifest['sidecars']>; forMirror: MirrorPut[]; mirrorError?: unknown }> {
+  const written: NonNullable<Manifest['sidecars']> = [];
+  const forMirror: MirrorPut[] = [];
+  let mirrorError: unknown;
+  const stem = keys.manifestKey.slice(0, -'.manifest.json'.length);
+  const objectName = keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1);
+  const encSuffix = plan.encryptionSuffix;
+  if (plan.schemaSidecar) {
+    const schema = await uploadStream(plan.storage, `${stem}.schema.sql${encSuffix}`, (sig) => {
+      const p = runPgProgram(session.pgDump, ['--format=plain', '--schema-only', ...plan.pgDumpArgs, `--snapshot=${session.snapshot}`, '--no-password'], { connection: session.conn, signal: sig });
+      return { stream: p.stdout, done: p.done };
+    }, { compression: { algorithm: 'none' }, signal: rt.signal, encryptTo: plan.encryptTo && [...plan.encryptTo], noOverwrite: true, mirrors: plan.mirror && archive.mirrorError === undefined ? [{ storage: plan.mirror.storage }] : [], mirrorStallMs: plan.mirrorStallMs });
+    mirrorError = schema.mirrorErrors.find((e) => e !== undefined);
+    written.push({ name: `${stem.slice(stem.lastIndexOf('/') + 1)}.schema.sql${encSuffix}`, kind: 'schema', sizeBytes: schema.storedBytes, sha256: schema.digests.sha256! });
+  }
+  for (const kind of plan.checksumSidecars) {
+    const lines = archive.files
+      ? archive.files.map((f) => `${kind === 'md5' ? f.md5 : f.sha256}  ${objectName}/${f.name}${plan.fileSuffix}`)
+      : [`${kind === 'md5' ? archive.md5 : archive.sha256}  ${objectName}`];
+    const text = `${lines.join('\n')}\n`;
+    await plan.storage.put(`${keys.objectKey}.${kind}`, text, { contentType: 'text/plain', noOverwrite: true });
+    forMirror.push({ key: `${keys.objectKey}.${kind}`, body: text, contentType: 'text/plain' });
+    written.push({ name: `${objectName}.${kind}`, kind, sizeBytes: Buffer.byteLength(text), sha256: createHash('sha256').update(text).digest('hex') });
+  }
+  return { written, forMirror, mirrorError };
+}
+
+/** Stage 6: the manifest, from the plan, the session and what the stages produced (checked by its schema). */
+function buildManifest(
+  plan: DumpPlan,
+  session: Session,
+  o: { keys: BackupKeys; startedAt: Date; finishedAt: Date; archive: StoredArchive; sidecars: NonNullable<Manifest['sidecars']>; selected: SelectedTable[] } & SnapshotFacts,
+): Manifest {
+  const { server, pgDump, conn } = session;
+  const withoutData = o.selected.filter((t) => !t.withData);
+  return ManifestSchema.parse({
+    manifestVersion: 1,
+    tool: TOOL,
+    id: o.keys.id,
+    service: plan.service,
+    environment: plan.environment,
+    database: conn.database,
+    startedAt: o.startedAt.toISOString(),
+    finishedAt: o.finishedAt.toISOString(),
+    durationMs: o.finishedAt.getTime() - o.startedAt.getTime(),
+    format: plan.format,
+    compression: plan.compression,
+    object: { name: o.keys.objectKey.slice(o.keys.objectKey.lastIndexOf('/') + 1), sizeBytes: o.archive.storedBytes, sha256: o.archive.sha256 },
+    files: o.archive.files?.map(({ name, sizeBytes, sha256, archiveSizeBytes }) => ({ name, sizeBytes, sha256, archiveSizeBytes })),
+    sidecars: o.sidecars.length ? o.sidecars : undefined,
+    options: plan.manifest.options,
+    roles: o.roles,
+    archiveSizeBytes: o.archive.rawBytes,
+    pgDump: { path: pgDump.path, version: pgDump.version, major: pgDump.major },
+    server: { version: server.version, versionNum: server.versionNum, major: server.major },
+    databaseSizeBytes: server.databaseSizeBytes,
+    tables: o.tableRows,
+    tablesWithoutData: withoutData.length ? withoutData.map(({ schema, table }) => ({ schema, table })) : undefined,
+    migrationHead: o.migrationHead,
+    encryption: plan.encryptTo ? { scheme: 'age', recipients: [...plan.encryptTo] } : undefined,
+    serverSideEncryption: plan.manifest.serverSideEncryption,
+    objectLock: objectLockOf(plan, o.startedAt),
+    context: plan.manifest.context,
+  });
+}
+
+/**
+ * Stage 7a, after the primary's manifest: the small objects (sidecars, then the manifest) go to
+ * the mirror, each with a deadline, so a hung mirror can never hold back or cost the primary
+ * backup; then the copy is checked ({@link checkMirror}).
+ */
+async function finishMirror(plan: DumpPlan, objectKey: string, failed: unknown, puts: MirrorPut[], rt: DumpRuntime): Promise<MirrorResult> {
+  let mirrorError = failed;
+  const mirror = plan.mirror!;
+  for (const p of puts) {
+    if (mirrorError !== undefined) break;
+    await mirror.storage.put(p.key, p.body, { contentType: p.contentType, noOverwrite: true, signal: AbortSignal.timeout(plan.mirrorStallMs) }).catch((err: unknown) => {
+      mirrorError ??= (err as Error).name === 'TimeoutError' ? new Error(`writing ${p.key} to the mirror took over ${Math.round(plan.mirrorStallMs / 1000)} s: copy abandoned`) : err;
+    });
+  }
+  return checkMirror(plan, objectKey, mirrorError, rt);
+}
+
+/**
+ * Stage 7b: the verify right after the dump. An encrypted backup reads back past its checksum
+ * only with an identity, which the dump runner should not hold: without one, verify what can be
+ * verified (checksum) and say so.
+ */
+async function verifyAfterDump(plan: DumpPlan, objectKey: string, rt: DumpRuntime): Promise<VerifyResult> {
+  const identities = plan.encryptTo ? loadIdentities() : undefined;
+  let level = plan.verify as VerifyLevel;
+  if (plan.encryptTo && !identities && level !== 'checksum') {
+    rt.logger.warn(`the backup is encrypted with age and no identity is set here: verifying at level checksum instead of ${level}; run verify --level ${level} (or a drill) where the identity is`);
+    level = 'checksum';
+  }
+  return verify({ from: plan.to, backup: objectKey, level, ageIdentities: identities, s3: plan.verifyS3 ?? plan.s3, logger: rt.logger, signal: rt.signal, workDir: plan.workDir });
 }
 
 /**
@@ -359,15 +440,16 @@ function serverSideEncryptionOf(s3: S3Settings | undefined): Manifest['serverSid
  * SHA-256 against the manifest (a checksum-level verify of the mirror). Mirror credentials
  * without read access leave the copy unverified, with a warning.
  */
-async function checkMirror(mirror: Storage, objectKey: string, mirrorError: unknown, options: DumpOptions, logger: Logger): Promise<MirrorResult> {
-  const uri = mirror.uri(objectKey);
+async function checkMirror(plan: DumpPlan, objectKey: string, mirrorError: unknown, rt: DumpRuntime): Promise<MirrorResult> {
+  const { logger } = rt;
+  const uri = plan.mirror!.storage.uri(objectKey);
   if (mirrorError !== undefined) {
     const error = messageOf(mirrorError);
     logger.warn(`mirror copy to ${uri} FAILED: ${error} (the backup itself is complete)`);
     return { uri, ok: false, verified: false, error };
   }
   try {
-    const check = await verify({ from: options.mirrorTo!, backup: objectKey, level: 'checksum', s3: options.mirrorS3, logger: quiet(logger), signal: options.signal });
+    const check = await verify({ from: plan.mirror!.to, backup: objectKey, level: 'checksum', s3: plan.mirrorS3, logger: quiet(logger), signal: rt.signal });
     if (!check.ok) {
       logger.warn(`mirror copy at ${uri} does not match the manifest: ${check.reason}`);
       return { uri, ok: false, verified: false, error: check.reason };
@@ -407,100 +489,4 @@ export function runContext(reason: string | undefined, env: NodeJS.ProcessEnv = 
 /** Quotes a word for a POSIX shell when it needs it. */
 function shellQuote(word: string): string {
   return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
-}
-
-/** The selection as recorded in the manifest (only what was set). */
-function recordedOptions(s: DumpSelection): Manifest['options'] {
-  const out: NonNullable<Manifest['options']> = {};
-  if (s.clean) out.clean = true;
-  if (s.noOwner) out.noOwner = true;
-  if (s.noAcl) out.noAcl = true;
-  if (s.schemas?.length) out.schemas = s.schemas;
-  if (s.excludeSchemas?.length) out.excludeSchemas = s.excludeSchemas;
-  if (s.tables?.length) out.tables = s.tables;
-  if (s.excludeTables?.length) out.excludeTables = s.excludeTables;
-  if (s.excludeTableData?.length) out.excludeTableData = s.excludeTableData;
-  if (s.jobs) out.jobs = s.jobs;
-  if (s.extraArgs?.length) out.extraArgs = s.extraArgs;
-  return Object.keys(out).length ? out : undefined;
-}
-
-/**
- * The directory format: `pg_dump --format=directory --compress=0 --jobs N` into a spool
- * directory, then each file compressed and uploaded to `<folder>/<file><suffix>` (4 at a time).
- * On failure, the files already uploaded are deleted when the credentials allow it (without a
- * manifest they are never listed or restored either way), and the spool is always removed.
- */
-async function dumpDirectory(o: {
-  pgDump: PgBinary;
-  conn: DatabaseConnection;
-  args: string[];
-  jobs: number;
-  storage: Storage;
-  folder: string;
-  compression: CompressionSpec;
-  hashes: MeterHash[];
-  signal: AbortSignal;
-  workDir?: string;
-  logger: Logger;
-  sizeHint: number;
-  onSpool: (bytes: () => number) => void;
-  onCounters: (c: StreamCounters) => void;
-  encryptTo?: string[];
-  mirrors: MirrorTarget[];
-  mirrorStallMs: number;
-  onMirrorErrors: (errors: unknown[]) => void;
-}): Promise<{ storedBytes: number; rawBytes: number; sha256: string; files: (NonNullable<Manifest['files']>[number] & { md5?: string })[] }> {
-  const parent = workDirOf(o.workDir);
-  const spool = await mkdtemp(path.join(parent, 'pg-backup-dump-'));
-  const dir = path.join(spool, 'archive');
-  const uploaded: string[] = [];
-  o.onSpool(() => {
-    try {
-      return readdirSync(dir).reduce((n, f) => n + statSync(path.join(dir, f)).size, 0);
-    } catch {
-      return 0;
-    }
-  });
-  try {
-    o.logger.info(`spooling the directory archive in ${spool} with ${o.jobs} job${o.jobs > 1 ? 's' : ''} (needs about ${formatBytes(o.sizeHint)} free)`);
-    await runPgProgram(o.pgDump, ['--format=directory', '--compress=0', `--jobs=${o.jobs}`, `--file=${dir}`, ...o.args], { connection: o.conn, signal: o.signal, stdout: 'ignore' }).done.catch((err: unknown) => {
-      const text = messageOf(err);
-      throw new Error(/No space left on device/i.test(text) ? `${parent} ran out of space spooling the directory archive (about ${formatBytes(o.sizeHint)} needed): choose another --work-dir. ${text}` : text);
-    });
-    const names = (await readdir(dir)).sort();
-    const suffix = `${compressionSuffix(o.compression)}${o.encryptTo ? AGE_SUFFIX : ''}`;
-    // The first failed file stops its siblings; every upload has settled before we clean up.
-    const siblings = new AbortController();
-    const signal = AbortSignal.any([o.signal, siblings.signal]);
-    const files = await mapLimit(names, 4, async (name) => {
-      const key = `${o.folder}/${name}${suffix}`;
-      try {
-        const s = await uploadStream(o.storage, key, () => {
-          const stream = createReadStream(path.join(dir, name));
-          return { stream, done: finished(stream) };
-        }, { compression: o.compression, hashes: o.hashes, signal, sizeHintBytes: statSync(path.join(dir, name)).size, onCounters: o.onCounters, encryptTo: o.encryptTo, noOverwrite: true, mirrors: o.mirrors, mirrorStallMs: o.mirrorStallMs });
-        o.onMirrorErrors(s.mirrorErrors);
-        uploaded.push(key);
-        return { name, sizeBytes: s.storedBytes, sha256: s.digests.sha256!, md5: s.digests.md5, archiveSizeBytes: s.rawBytes };
-      } catch (err) {
-        siblings.abort(err);
-        throw err;
-      }
-    });
-    const listing = files.map((f) => `${f.sha256}  ${f.name}\n`).join('');
-    return {
-      storedBytes: files.reduce((n, f) => n + f.sizeBytes, 0),
-      rawBytes: files.reduce((n, f) => n + f.archiveSizeBytes, 0),
-      sha256: createHash('sha256').update(listing).digest('hex'),
-      files,
-    };
-  } catch (err) {
-    const left: string[] = [];
-    for (const key of uploaded) await o.storage.delete(key).catch(() => left.push(key));
-    if (left.length) o.logger.warn(`${left.length} file(s) of the failed directory backup remain under ${o.storage.uri(o.folder)}/ (no delete permission); without a manifest they are never listed or restored`);
-    throw err;
-  } finally {
-    await rm(spool, { recursive: true, force: true });
-  }
 }

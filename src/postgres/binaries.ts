@@ -55,6 +55,9 @@ export async function candidateDirs(env: NodeJS.ProcessEnv = process.env): Promi
 
 const cache = new Map<string, Promise<PgBinary[]>>();
 
+/** Dispatchers that run one of the real programs found elsewhere (Debian's postgresql-common). */
+const WRAPPERS = new Set(['/usr/share/postgresql-common/pg_wrapper']);
+
 /** Forgets the programs found so far (after installing a client). */
 export function clearBinaryCache(): void {
   cache.clear();
@@ -67,7 +70,8 @@ export function findAll(program: PgProgram, env: NodeJS.ProcessEnv = process.env
   if (!found) {
     found = (async () => {
       const seen = new Set<string>();
-      const out: PgBinary[] = [];
+      const files: string[] = [];
+      const realpathOf = new Map<string, string>();
       for (const dir of await candidateDirs(env)) {
         const file = path.join(dir, program);
         try {
@@ -78,11 +82,19 @@ export function findAll(program: PgProgram, env: NodeJS.ProcessEnv = process.env
         const real = await realpath(file).catch(() => file);
         if (seen.has(real)) continue;
         seen.add(real);
-        const result = await execa(file, ['--version'], { reject: false, timeout: 10_000 });
-        const v = parsePgVersion(result.stdout);
-        if (v) out.push({ program, path: file, ...v });
+        realpathOf.set(file, real);
+        files.push(file);
       }
-      return out;
+      // Debian's pg_wrapper (/usr/bin/pg_dump → /usr/share/postgresql-common/pg_wrapper, a Perl
+      // script) only dispatches to a /usr/lib/postgresql/<major>/bin program, which the search
+      // has found itself: asking it for its version costs a Perl start-up (~20–150 ms) for
+      // nothing. It is kept when it is all there is (PG_BIN_DIR=/usr/bin).
+      const real = new Set(files.filter((f) => !WRAPPERS.has(realpathOf.get(f)!)));
+      if (real.size) files.splice(0, files.length, ...files.filter((f) => real.has(f)));
+      // The --version checks run at once (a dump waits for them before pg_dump starts); the
+      // result keeps the search order.
+      const versions = await Promise.all(files.map((file) => execa(file, ['--version'], { reject: false, timeout: 10_000 }).then((r) => parsePgVersion(r.stdout))));
+      return files.flatMap((file, i) => (versions[i] ? [{ program, path: file, ...versions[i] }] : []));
     })();
     cache.set(cacheKey, found);
   }

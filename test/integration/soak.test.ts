@@ -28,7 +28,7 @@ async function step(args: string[], env: Record<string, string>): Promise<Step> 
   const scratch = await mkdtemp(path.join(os.tmpdir(), 'pgb-rss-'));
   const rssFile = path.join(scratch, 'rss');
   const started = Date.now();
-  const r = await run(process.execPath, ['--import', pathToFileURL(path.join(root, 'test/infra/report-rss.ts')).href, path.join(root, 'bin/pg-backup.js'), ...args], {
+  const r = await run(process.execPath, ['--import', pathToFileURL(path.join(root, 'test/infra/report-rss.js')).href, path.join(root, 'bin/pg-backup.js'), ...args], {
     env: { ...s3Env(), DATABASE_URL: undefined, ...env, PGB_RSS_FILE: rssFile },
   });
   const durationMs = Date.now() - started;
