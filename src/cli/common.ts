@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
 import { loadIdentities } from '../backup/encryption.ts';
+import { stderrLogger } from '../log.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { parseSse, sseCustomerKey } from '../storage/protection.ts';
 
@@ -45,6 +46,31 @@ export function identitiesOf(flags: CommonFlags): string[] | undefined {
 /** The `--service` / `--environment` / `--database` filter of the backups a command reads. */
 export function filterOf(flags: CommonFlags) {
   return { service: flags.service, environment: flags.environment, database: flags.database };
+}
+
+/**
+ * What a command that reads (and may decrypt) backups passes down from its flags: the
+ * `--service/--environment/--database` filter, S3 settings with the run's signal, the age
+ * identities, a stderr logger and the signal itself.
+ * @throws UsageError when the age identity file cannot be read.
+ */
+export function readerOptions(flags: CommonFlags, signal: AbortSignal) {
+  return { filter: filterOf(flags), s3: s3Settings(flags, signal), ageIdentities: identitiesOf(flags), logger: stderrLogger(), signal };
+}
+
+/** A verify or drill result as `--json` prints it: the manifest left out, its id as `backupId`. */
+export function checkJson(result: { manifest?: { id: string } }) {
+  return { ...result, manifest: undefined, backupId: result.manifest?.id };
+}
+
+/**
+ * The end of a run whose check may have failed (verify, drill, prune): when `result.ok` is false,
+ * `<command> failed: <reason>` on stderr (unless `--json` printed the result) and exit code 1.
+ */
+export function exitOnFailedCheck(result: { ok: boolean; reason?: string }, command: string, json: boolean | undefined, setExitCode: (code: number) => void): void {
+  if (result.ok) return;
+  if (!json) process.stderr.write(`${command} failed: ${result.reason}\n`);
+  setExitCode(EXIT.failed);
 }
 
 /** Prints `value` on stdout as indented JSON (the `--json` output). */

@@ -6,7 +6,7 @@ import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { physicalDrillCli } from '../../physical/cli.ts';
-import { EXIT, filterOf, filterOptions, identitiesOf, identityOption, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup drill`: a restore drill of a logical backup (one major, or each of `--postgres-version`), or with `--pgbackrest-stanza` a physical drill; exit code 1 when the drill fails.
@@ -41,9 +41,9 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
     const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
     const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
+      ...readerOptions(flags, signal),
       from: flags.from!,
       backup: flags.backup,
-      filter: filterOf(flags),
       targetUrl: flags.targetUrl,
       workDir: flags.workDir,
       jobs: Number(flags.jobs),
@@ -51,16 +51,9 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
       postgresVersions,
-      s3: s3Settings(flags, signal),
-      ageIdentities: identitiesOf(flags),
-      logger: stderrLogger(),
-      signal,
     }));
-    if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
-    if (!result.ok) {
-      if (!flags.json) process.stderr.write(`drill failed: ${result.reason}\n`);
-      setExitCode(EXIT.failed);
-    }
+    if (flags.json) printJson(checkJson(result));
+    exitOnFailedCheck(result, 'drill', flags.json, setExitCode);
   });
   return reportingOptions(command);
 }

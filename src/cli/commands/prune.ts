@@ -3,7 +3,7 @@ import { formatPlan, prune } from '../../commands/prune.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
-import { EXIT, filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { exitOnFailedCheck, filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup prune`: applies a retention policy; prints the plan (`--json`: result and plan), deletes only with `--apply`; exit code 1 when a group is refused or a delete fails.
@@ -42,10 +42,7 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
     }));
     if (flags.json) printJson(result);
     else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
-    if (!result.ok) {
-      if (!flags.json) process.stderr.write(`prune failed: ${result.reason}\n`);
-      setExitCode(EXIT.failed);
-    }
+    exitOnFailedCheck(result, 'prune', flags.json, setExitCode);
   });
   return reportingOptions(command);
 }

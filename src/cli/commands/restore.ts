@@ -1,7 +1,6 @@
 import type { Command } from 'commander';
 import { restore } from '../../commands/restore.ts';
-import { stderrLogger } from '../../log.ts';
-import { filterOf, filterOptions, identitiesOf, identityOption, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup restore`: restores a backup into an existing database in one transaction (all or nothing); `--json` prints the result.
@@ -22,18 +21,14 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
     ).option('--json', 'print the result as JSON on stdout'),
   )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean }) => {
     const result = await restore({
+      ...readerOptions(flags, signal),
       from: flags.from,
       backup: flags.backup,
-      filter: filterOf(flags),
       targetUrl: flags.targetUrl,
       clean: flags.clean,
       safetyDump: flags.safetyDump,
       noOwner: !flags.owner,
       noAcl: !flags.acl,
-      s3: s3Settings(flags, signal),
-      ageIdentities: identitiesOf(flags),
-      logger: stderrLogger(),
-      signal,
     });
     if (flags.json) printJson(result);
   });

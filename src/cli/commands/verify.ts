@@ -4,7 +4,7 @@ import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { checkVerifyScope, walFreshness } from '../../physical/wal-freshness.ts';
-import { EXIT, filterOf, filterOptions, identitiesOf, identityOption, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup verify`: checks a backup at `--level` (or, with `--wal-prefix`, the freshness of a WAL archive); exit code 1 when the check fails.
@@ -30,32 +30,22 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
     if (flags.walPrefix) {
       const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
       if (flags.json) printJson(wal);
-      if (!wal.ok) {
-        if (!flags.json) process.stderr.write(`verify failed: ${wal.reason}\n`);
-        setExitCode(EXIT.failed);
-      }
+      exitOnFailedCheck(wal, 'verify', flags.json, setExitCode);
       return;
     }
     const result = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => verify({
+      ...readerOptions(flags, signal),
       from: flags.from!,
       backup: flags.backup,
-      filter: filterOf(flags),
       level: flags.level,
       maxAge: flags.maxAge,
       expectEvery: flags.expectEvery,
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       record: flags.record,
-      s3: s3Settings(flags, signal),
-      ageIdentities: identitiesOf(flags),
-      logger: stderrLogger(),
-      signal,
     }));
-    if (flags.json) printJson({ ...result, manifest: undefined, backupId: result.manifest?.id });
-    if (!result.ok) {
-      if (!flags.json) process.stderr.write(`verify failed: ${result.reason}\n`);
-      setExitCode(EXIT.failed);
-    }
+    if (flags.json) printJson(checkJson(result));
+    exitOnFailedCheck(result, 'verify', flags.json, setExitCode);
   });
   return reportingOptions(command);
 }
