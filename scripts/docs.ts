@@ -74,7 +74,7 @@ export function renderCliReference(program: Command): string {
     out.push(`## pg-backup ${command.name()}`, '', mdText(command.description()), '', '```', `pg-backup ${command.name()} ${command.usage()}`, '```', '');
     out.push('| option | default | description |', '|---|---|---|');
     for (const option of command.options.filter((o) => !o.hidden)) {
-      const choices = option.argChoices ? ` One of ${option.argChoices.map((c) => `\`${c}\``).join(', ')}.` : '';
+      const choices = option.argChoices ? ` (one of ${option.argChoices.map((c) => `\`${c}\``).join(', ')})` : '';
       out.push(`| ${code(option.flags)} | ${optionDefault(option)} | ${mdText(option.description)}${choices} |`);
     }
     out.push('');
