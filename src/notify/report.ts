@@ -187,31 +187,32 @@ function dumpTargets(scope: RunScope, outcomes: DumpOutcome[] | undefined, error
   });
 }
 
-function verifyTarget(scope: RunScope, r: VerifyResult): TargetReport {
+/**
+ * The target of a run that checked one backup (verify or drill): labels from the backup's
+ * manifest, else the run's filters; `durationMs` is the run's own measure (verify: its duration,
+ * drill: the RTO), in ms.
+ */
+function checkedTarget(scope: RunScope, r: VerifyResult | DrillResult, durationMs: number): TargetReport {
   const m = r.manifest;
-  const wal = (r as { walLastArchivedAt?: Date | string }).walLastArchivedAt;
   return {
     labels: { service: m?.service ?? scope.service ?? '', environment: m?.environment ?? scope.environment ?? '', database: m?.database ?? scope.database ?? '', ...extraLabels(scope, r) },
     ok: r.ok,
     reason: oneLine(r.reason),
-    durationSeconds: r.durationMs / 1000,
+    durationSeconds: durationMs / 1000,
     sizeBytes: m?.object.sizeBytes,
     backupKey: keyOf(r.backupUri, scope.from),
     backupUri: r.backupUri,
-    walLastArchivedSeconds: wal === undefined ? undefined : new Date(wal).getTime() / 1000,
   };
 }
 
+function verifyTarget(scope: RunScope, r: VerifyResult): TargetReport {
+  const wal = (r as { walLastArchivedAt?: Date | string }).walLastArchivedAt;
+  return { ...checkedTarget(scope, r, r.durationMs), walLastArchivedSeconds: wal === undefined ? undefined : new Date(wal).getTime() / 1000 };
+}
+
 function drillTarget(scope: RunScope, r: DrillResult): TargetReport {
-  const m = r.manifest;
   return {
-    labels: { service: m?.service ?? scope.service ?? '', environment: m?.environment ?? scope.environment ?? '', database: m?.database ?? scope.database ?? '', ...extraLabels(scope, r) },
-    ok: r.ok,
-    reason: oneLine(r.reason),
-    durationSeconds: r.rtoMs / 1000,
-    sizeBytes: m?.object.sizeBytes,
-    backupKey: keyOf(r.backupUri, scope.from),
-    backupUri: r.backupUri,
+    ...checkedTarget(scope, r, r.rtoMs),
     drill: { rtoSeconds: r.backupUri ? r.rtoMs / 1000 : undefined, rtoBudgetSeconds: scope.maxRto ? parseDuration(scope.maxRto, '--max-rto') / 1000 : undefined },
   };
 }

@@ -304,6 +304,18 @@ interface DroppedObject {
   owned: boolean;
 }
 
+/**
+ * SQL `LEFT JOIN`s that attach to each row of `row` (an object address: columns `classid`,
+ * `objid`, as in pg_depend) the row of the system catalog it names, one join per catalog, under
+ * the given alias; a row of another catalog gets NULLs there. Catalog names and aliases are
+ * constants of this file, never input.
+ */
+function catalogJoins(row: string, catalogs: Record<string, string>): string {
+  return Object.entries(catalogs)
+    .map(([catalog, alias]) => `LEFT JOIN ${catalog} ${alias} ON ${row}.classid = '${catalog}'::regclass AND ${alias}.oid = ${row}.objid`)
+    .join('\n         ');
+}
+
 async function droppedObjects(client: pg.Client, plan: RestorePlan): Promise<DroppedObject[]> {
   const entries: { desc: string; schema: string; name: string }[] = plan.toc
     ? plan.toc.filter((e) => e.desc in RELATION_DESCS || ROUTINE_DESCS.includes(e.desc) || TYPE_DESCS.includes(e.desc) || e.desc === 'SCHEMA' || e.desc === 'EXTENSION').map((e) => ({ desc: e.desc, schema: e.schema ?? '', name: e.name }))
@@ -326,11 +338,7 @@ async function droppedObjects(client: pg.Client, plan: RestorePlan): Promise<Dro
      owned AS (
        SELECT f.*, COALESCE(c.relowner, p.proowner, t.typowner, n.nspowner, x.extowner) AS ownerid, c.reltype AS rowtype, c.relkind::text AS relkind
          FROM found f
-         LEFT JOIN pg_class c ON f.classid = 'pg_class'::regclass AND c.oid = f.objid
-         LEFT JOIN pg_proc p ON f.classid = 'pg_proc'::regclass AND p.oid = f.objid
-         LEFT JOIN pg_type t ON f.classid = 'pg_type'::regclass AND t.oid = f.objid
-         LEFT JOIN pg_namespace n ON f.classid = 'pg_namespace'::regclass AND n.oid = f.objid
-         LEFT JOIN pg_extension x ON f.classid = 'pg_extension'::regclass AND x.oid = f.objid
+         ${catalogJoins('f', { pg_class: 'c', pg_proc: 'p', pg_type: 't', pg_namespace: 'n', pg_extension: 'x' })}
         WHERE f.objid IS NOT NULL
      )
      SELECT kind AS desc, CASE WHEN schema = '' THEN name ELSE schema || '.' || name END AS identity, classid::text AS classid, objid::text AS objid,
@@ -374,11 +382,7 @@ async function cleanProblems(client: pg.Client, plan: RestorePlan, role: string,
                    ELSE d.objid END AS objid,
               d.refclassid, d.refobjid
          FROM deps d
-         LEFT JOIN pg_rewrite r ON d.classid = 'pg_rewrite'::regclass AND r.oid = d.objid
-         LEFT JOIN pg_attrdef ad ON d.classid = 'pg_attrdef'::regclass AND ad.oid = d.objid
-         LEFT JOIN pg_trigger tg ON d.classid = 'pg_trigger'::regclass AND tg.oid = d.objid
-         LEFT JOIN pg_policy pol ON d.classid = 'pg_policy'::regclass AND pol.oid = d.objid
-         LEFT JOIN pg_constraint con ON d.classid = 'pg_constraint'::regclass AND con.oid = d.objid
+         ${catalogJoins('d', { pg_rewrite: 'r', pg_attrdef: 'ad', pg_trigger: 'tg', pg_policy: 'pol', pg_constraint: 'con' })}
      )
      SELECT DISTINCT (SELECT type || ' ' || identity FROM pg_identify_object(t.classid, t.objid, 0)) AS dependent,
                      (SELECT type || ' ' || identity FROM pg_identify_object(t.refclassid, t.refobjid, 0)) AS on

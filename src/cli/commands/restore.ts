@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { restore } from '../../commands/restore.ts';
+import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+
+/**
+ * `pg-backup restore`: restores a backup into an existing database in one transaction (all or nothing); `--json` prints the result.
+ */
+export function addRestoreCommand(program: Command, { signal }: CliContext): Command {
+  return storageOptions(identityOption(
+    filterOptions(
+      program
+        .command('restore')
+        .description('restore a backup into an existing database, in one transaction: all or nothing (custom and plain stream, no local disk)')
+        .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
+        .requiredOption('--backup <key>', 'a key from "pg-backup list", or latest (with --service/--environment/--database)')
+        .requiredOption('--target-url <url>', 'postgresql://… of the database to restore into (it must exist, and be empty unless --clean)')
+        .option('--clean', 'allow a target that is not empty: drop the backup\'s objects there and re-create them (pg_restore --clean --if-exists), in the same transaction')
+        .option('--no-safety-dump', 'with --clean: do not dump the target into --from (environment "pre-restore") before replacing its objects')
+        .option('--no-owner', 'do not restore object ownership')
+        .option('--no-acl', 'do not restore privileges'),
+    ).option('--json', 'print the result as JSON on stdout'),
+  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean }) => {
+    const result = await restore({
+      ...readerOptions(flags, signal),
+      from: flags.from,
+      backup: flags.backup,
+      targetUrl: flags.targetUrl,
+      clean: flags.clean,
+      safetyDump: flags.safetyDump,
+      noOwner: !flags.owner,
+      noAcl: !flags.acl,
+    });
+    if (flags.json) printJson(result);
+  });
+}

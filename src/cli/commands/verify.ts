@@ -1,0 +1,51 @@
+import type { Command } from 'commander';
+import { verify, type VerifyLevel } from '../../commands/verify.ts';
+import { stderrLogger } from '../../log.ts';
+import { reported } from '../../notify/index.ts';
+import { reportingOptions } from '../../notify/cli-options.ts';
+import { checkVerifyScope, walFreshness } from '../../physical/wal-freshness.ts';
+import { checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+
+/**
+ * `pg-backup verify`: checks a backup at `--level` (or, with `--wal-prefix`, the freshness of a WAL archive); exit code 1 when the check fails.
+ */
+export function addVerifyCommand(program: Command, { signal, setExitCode }: CliContext): Command {
+  const command = storageOptions(identityOption(
+    filterOptions(
+      program
+        .command('verify')
+        .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore; or, with --wal-prefix, check that WAL archiving is fresh')
+        .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --wal-prefix)')
+        .option('--wal-prefix <url>', 'instead of backups, a WAL archive (e.g. s3://BUCKET/pgbackrest/archive/main/): fail when its newest object is older than --max-age')
+        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
+        .option('--level <level>', 'none (no download: freshness only), checksum, archive (+ full pg_restore read) or schema (+ schema replay into a throwaway PostgreSQL)', 'archive')
+        .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
+        .option('--expect-every <duration>', 'fail on gaps longer than 1.5x this cadence in the listed history (e.g. 6h)')
+        .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
+        .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
+        .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
+    ).option('--json', 'print the result as JSON on stdout'),
+  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
+    checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
+    if (flags.walPrefix) {
+      const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
+      if (flags.json) printJson(wal);
+      exitOnFailedCheck(wal, 'verify', flags.json, setExitCode);
+      return;
+    }
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => verify({
+      ...readerOptions(flags, signal),
+      from: flags.from!,
+      backup: flags.backup,
+      level: flags.level,
+      maxAge: flags.maxAge,
+      expectEvery: flags.expectEvery,
+      failOnSuspicion: flags.failOnSuspicion,
+      workDir: flags.workDir,
+      record: flags.record,
+    }));
+    if (flags.json) printJson(checkJson(result));
+    exitOnFailedCheck(result, 'verify', flags.json, setExitCode);
+  });
+  return reportingOptions(command);
+}
