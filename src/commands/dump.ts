@@ -145,15 +145,6 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
 }
 
 /**
- * Validates every option that needs no database, so a mistake fails before any connection or
- * write. Kept for callers that only check; a dump builds its plan with {@link planDump}.
- * @throws UsageError naming the first bad option.
- */
-export async function checkDumpOptions(options: Omit<DumpOptions, 'databaseUrl'>): Promise<DumpPlan> {
-  return planDump(options);
-}
-
-/**
  * Runs a planned dump, stage by stage: open the snapshot (connect, server facts, pg_dump for the
  * server major, export the snapshot) → read the selection in it → start pg_dump and, beside it,
  * the facts (migration head, roles, row counts) in the same snapshot → compress → (encrypt) →
