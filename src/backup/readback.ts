@@ -323,7 +323,12 @@ export async function streamBackup(storage: Storage, part: StoredPart, openSink:
     if (!hashOnly) {
       if (part.encrypted) {
         decrypt = startDecrypt(identities!);
-        downstream.push({ stage: 'decrypt', stream: decrypt.stream, done: decrypt.done });
+        // The decrypter's own promise may wait for a write that nobody reads any more once its
+        // stream failed: settle on the stream's failure too.
+        const failed = new Promise<never>((_, reject) => decrypt!.stream.once('error', (err) => reject(new Error(`age decryption failed: ${messageOf(err)}`))));
+        const decryptDone = Promise.race([decrypt.done, failed]);
+        decryptDone.catch(() => undefined);
+        downstream.push({ stage: 'decrypt', stream: decrypt.stream, done: decryptDone });
       }
       if (direct && part.compression.algorithm === 'zstd') {
         const z = await startDirectZstd(direct, signal);
@@ -338,10 +343,8 @@ export async function streamBackup(storage: Storage, part: StoredPart, openSink:
     }
   } catch (err) {
     source.destroy();
-    for (const d of [...downstream].reverse()) {
-      d.stop?.();
-      d.stream?.destroy();
-    }
+    for (const d of downstream) d.stop?.();
+    for (const d of downstream) d.stream?.destroy();
     await Promise.allSettled(downstream.map((d) => d.done));
     throw err;
   }
@@ -363,11 +366,9 @@ export async function streamBackup(storage: Storage, part: StoredPart, openSink:
   const stopDownstream = (why: Error) => {
     downstreamBroken = true;
     unblockFeed?.();
-    // The last stage first: a program is killed before its input can end.
-    for (const d of [...downstream].reverse()) {
-      d.stop?.();
-      d.stream?.destroy(why);
-    }
+    // A program fed by zstd's pipe is killed first, before its input can end; then the streams.
+    for (const d of downstream) d.stop?.();
+    for (const d of downstream) d.stream?.destroy(why);
   };
   /** The first failure wins; every stage is then stopped. */
   const fail = (stage: Stage, error: unknown) => {

@@ -21,6 +21,8 @@ export interface OrderedRangeOptions {
    */
   concurrency: number;
   fetch: RangeFetch;
+  /** Ranges in flight from the start (default 1; at most `concurrency`). */
+  initialWidth?: number;
   /**
    * The body of the first range, already open (`[0, firstEnd)`): the request that learned the
    * object's size and ETag. Read as range 0; if it breaks, the rest of it is fetched again.
@@ -72,7 +74,7 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
   const slots: Slot[] = [];
   let next = 0;
   /** Ranges in flight allowed now: grows while the consumer waits on the network. */
-  let width = 1;
+  let width = Math.min(concurrency, Math.max(1, options.initialWidth ?? 1));
   let firstBody = options.first;
   let failed: { error: unknown } | undefined;
 
