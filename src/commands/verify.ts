@@ -5,6 +5,7 @@ import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { identitiesFor, loadIdentities } from '../backup/encryption.ts';
+import { requireZstd } from '../backup/compression.ts';
 import { downloadArchive, readbackProblems, storedParts, streamBackup, teeSinks, type ArchiveSink, type DirectSink, type ProgramSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
 import { describeFailure, runPgProgram } from '../postgres/processes.ts';
@@ -186,15 +187,21 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   result.manifest = manifest;
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
-  await checkSuspicion(storage, backup, history, result, logger);
   if (level === 'none') {
+    await checkSuspicion(storage, backup, history, result, logger);
     result.problems.push(...(await confirmStored(storage, backup)));
     return finish();
   }
 
   const identities = level === 'checksum' && !options.ageIdentities?.length && !loadIdentities() ? undefined : identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
-  const bins = level === 'checksum' ? undefined : await restoreBinaries(manifest);
+  // Start-up work that does not depend on each other, at once: the previous manifest (suspicion),
+  // the pg_restore for the archive's format (its --version runs), the zstd check.
+  const [, bins] = await Promise.all([
+    checkSuspicion(storage, backup, history, result, logger),
+    level === 'checksum' ? undefined : restoreBinaries(manifest),
+    manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined,
+  ]);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;

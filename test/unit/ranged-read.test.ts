@@ -131,3 +131,18 @@ describe('orderedRangeStream', () => {
     await assert.rejects(collect(orderedRangeStream({ totalBytes: object.length, rangeBytes: 100_000, concurrency: 1, fetch, maxAttempts: 1, retryable })), /more bytes than asked for/);
   });
 });
+
+describe('readRangeSettings', () => {
+  it('reads PG_BACKUP_S3_READ_RANGE_SIZE and PG_BACKUP_S3_READ_CONCURRENCY, defaults 8 MiB and 4', async () => {
+    const { readRangeSettings } = await import('../../src/storage/s3/s3.ts');
+    assert.deepEqual(readRangeSettings({}), { rangeBytes: 8 * 1024 * 1024, concurrency: 4 });
+    assert.deepEqual(readRangeSettings({ PG_BACKUP_S3_READ_RANGE_SIZE: '64KiB', PG_BACKUP_S3_READ_CONCURRENCY: '2' }), { rangeBytes: 65536, concurrency: 2 });
+    assert.equal(readRangeSettings({ PG_BACKUP_S3_READ_RANGE_SIZE: '16mib' }).rangeBytes, 16 * 1024 * 1024);
+    for (const bad of ['1KiB', '2GiB', 'lots', '-1']) {
+      assert.throws(() => readRangeSettings({ PG_BACKUP_S3_READ_RANGE_SIZE: bad }), (err: Error) => err.name === 'UsageError' && /PG_BACKUP_S3_READ_RANGE_SIZE=.* must be a size from 64KiB to 1GiB/.test(err.message));
+    }
+    for (const bad of ['0', '33', '1.5']) {
+      assert.throws(() => readRangeSettings({ PG_BACKUP_S3_READ_CONCURRENCY: bad }), /PG_BACKUP_S3_READ_CONCURRENCY=.* must be a whole number from 1 to 32/);
+    }
+  });
+});

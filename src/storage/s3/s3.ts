@@ -205,6 +205,8 @@ export class S3Storage implements Storage {
   readonly endpointLabel: string;
   /** Whether the endpoint ever answered a request of this storage (any HTTP status). */
   #answered = false;
+  /** How large objects are read ({@link readRangeSettings}): checked when the storage opens. */
+  readonly #reads: { rangeBytes: number; concurrency: number };
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #queueSize: number;
@@ -232,6 +234,7 @@ export class S3Storage implements Storage {
     const region = settings.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
     this.endpointLabel = endpoint ? new URL(endpoint).origin : `AWS S3 (${region})`;
     const t = (this.timeouts = s3Timeouts());
+    this.#reads = readRangeSettings();
     const config: S3ClientConfig = {
       region,
       forcePathStyle: settings.forcePathStyle ?? Boolean(endpoint),
@@ -439,8 +442,8 @@ export class S3Storage implements Storage {
   async get(key: string, options: GetOptions = {}): Promise<Readable> {
     const Key = this.#fullKey(key);
     const uri = this.uri(key);
-    const rangeBytes = options.rangeBytes ?? readRangeSettings().rangeBytes;
-    const concurrency = options.concurrency ?? readRangeSettings().concurrency;
+    const rangeBytes = options.rangeBytes ?? this.#reads.rangeBytes;
+    const concurrency = options.concurrency ?? this.#reads.concurrency;
     const abortSignal = this.#abortSignal(options.signal);
     let sseParams = this.#readParams();
     const request = async (extra: { Range?: string; IfMatch?: string }, signal: AbortSignal | undefined) => {
