@@ -184,8 +184,10 @@ export interface ProgramSink {
  * archive is only decompressed, to check it), or into a program's stdin (`program`, e.g.
  * `pg_restore --file=/dev/null`). The same order of events as the streamed path: zstd's input
  * ends only after the object matched the manifest, so the program sees the end of its input
- * only then; on a failure the program is killed before zstd. `fallback` is the streamed sink
- * used when the object is not zstd (gzip and none decompress in this process).
+ * only then; on a failure the program is killed before zstd. An object that is not zstd (gzip
+ * and none decompress in this process) goes to the streamed equivalent: a file written here,
+ * nothing, or the program's `fallback`. Measured on a 115 MB object (732 MB archive): the
+ * streamed path spent about 0.25 CPU-s in this process writing the archive to pg_restore.
  */
 export type DirectSink =
   | { kind: 'file'; path: string }
@@ -295,7 +297,9 @@ type Stage = 'download' | 'checksum' | 'decrypt' | 'decompress' | 'sink' | 'canc
  * after the whole object was read and matched the manifest's size and SHA-256: a mismatch stops
  * the sink instead. When a later stage fails first, the download is still hashed to its end for
  * up to {@link HASH_GRACE_MS}, so the checksum verdict is usually available too.
- * Sink errors are reported as `restoreError`.
+ * Sink errors are reported as `restoreError`. `openSink` is a streamed sink, opened once the
+ * download answered, or a {@link DirectSink} that zstd writes into itself; `readOptions` are
+ * passed to {@link Storage.get} (range size and concurrency of the S3 driver's ranged GETs).
  * @throws `signal.reason` when `signal` aborted (after every stage stopped).
  */
 export async function streamBackup(storage: Storage, part: StoredPart, openSink: (() => ArchiveSink) | DirectSink, signal?: AbortSignal, identities?: string[], readOptions: Omit<GetOptions, 'signal'> = {}): Promise<ReadbackOutcome> {
