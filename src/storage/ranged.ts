@@ -14,9 +14,9 @@ export interface OrderedRangeOptions {
   rangeBytes: number;
   /**
    * Ranges read at most at once; each holds at most `rangeBytes` in memory. At least 1. The
-   * stream starts with one range in flight and widens by one (up to this) after each range
-   * during which the consumer spent over half of the time waiting mid-body for bytes that had
-   * not arrived yet: then one connection, not the consumer, is the bottleneck. (Measured on
+   * stream starts with one range in flight and widens by one (up to this) after two ranges in
+   * a row during which the consumer spent over half of the time waiting mid-body for bytes that
+   * had not arrived yet: then one connection, not the consumer, is the bottleneck. (Measured on
    * loopback: more ranges in flight than needed cost memory and CPU and gain nothing.)
    */
   concurrency: number;
@@ -38,6 +38,9 @@ export interface OrderedRangeOptions {
   signal?: AbortSignal;
 }
 
+/** Bytes the range being emitted may hold ahead of the consumer before its read waits: 512 KiB. */
+const HEAD_BUFFER_BYTES = 512 * 1024;
+
 /** One range being read: the chunks not yet emitted, and whether it is complete. */
 interface Slot {
   start: number;
@@ -46,6 +49,10 @@ interface Slot {
   chunks: Buffer[];
   /** Bytes received so far. */
   received: number;
+  /** Bytes received and not yet emitted. */
+  pending: number;
+  /** Resumes the read of the range being emitted once the consumer took its bytes. */
+  resume?: () => void;
   done: boolean;
   error?: unknown;
   wake?: () => void;
@@ -54,10 +61,11 @@ interface Slot {
 /**
  * An object read as consecutive byte ranges, up to `concurrency` of them in flight, re-assembled in
  * order into one stream (the way `aws s3 cp` and rclone's multi-thread download read large
- * objects; HTTP range requests: RFC 9110 §14, S3 GetObject `Range`). Each range is read to its end
- * as fast as the store sends it, into memory of at most `rangeBytes`: the memory bound is
- * `concurrency × rangeBytes` whatever the object's size, and a slow consumer only stops new
- * ranges from starting. A range whose request or body fails with a retryable error is fetched
+ * objects; HTTP range requests: RFC 9110 §14, S3 GetObject `Range`). The range being emitted is
+ * read as the consumer takes it (at most 512 KiB ahead, back-pressure on its connection); each
+ * range ahead of it is read to its end as fast as the store sends it, into memory of at most
+ * `rangeBytes`: the memory bound is `concurrency × rangeBytes` whatever the object's size, and a
+ * slow consumer only stops new ranges from starting. A range whose request or body fails with a retryable error is fetched
  * again from the byte where it broke, up to `maxAttempts` times; any other failure (or an abort)
  * destroys the stream with that error and cancels every range in flight. Destroying the stream
  * cancels them too. Emits the bytes in order, in the chunks the network delivered.
@@ -67,6 +75,10 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
   if (!(rangeBytes >= 1) || !(concurrency >= 1) || !(maxAttempts >= 1)) throw new Error('orderedRangeStream: rangeBytes, concurrency and maxAttempts must be at least 1');
   const backoff = options.backoffMs ?? ((attempt: number) => Math.min(5_000, 100 * 2 ** (attempt - 2)));
   const controller = new AbortController();
+  // An abort also releases the reads waiting for the consumer.
+  controller.signal.addEventListener('abort', () => {
+    for (const slot of slots) slot.resume?.();
+  }, { once: true });
   const stop = () => controller.abort(options.signal?.reason);
   if (options.signal?.aborted) stop();
   options.signal?.addEventListener('abort', stop, { once: true });
@@ -107,7 +119,13 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
           slot.chunks.push(buf);
           offset += buf.length;
           slot.received += buf.length;
+          slot.pending += buf.length;
           slot.wake?.();
+          // The range being emitted follows the consumer (back-pressure on its connection, as a
+          // single GET would); only the ranges ahead of it fill their buffers.
+          while (slots[0] === slot && slot.pending > HEAD_BUFFER_BYTES && !controller.signal.aborted) {
+            await new Promise<void>((resolve) => (slot.resume = resolve));
+          }
         }
         if (offset !== slot.end) throw Object.assign(new Error(`the store ended range ${slot.start}-${slot.end - 1} after ${offset - slot.start} bytes`), { code: 'ECONNRESET' });
         return;
@@ -121,7 +139,7 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
   const launch = () => {
     while (!failed && slots.length < width && next < totalBytes) {
       const end = firstBody ? Math.min(firstBody.end, totalBytes) : Math.min(next + rangeBytes, totalBytes);
-      const slot: Slot = { start: next, end, chunks: [], received: 0, done: false };
+      const slot: Slot = { start: next, end, chunks: [], received: 0, pending: 0, done: false };
       const body = firstBody?.body;
       firstBody = undefined;
       next = end;
@@ -143,6 +161,7 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
   };
 
   let starvedMs = 0;
+  let starvedRanges = 0;
   let rangeFrom = performance.now();
   async function* ordered(): AsyncGenerator<Buffer> {
     try {
@@ -151,7 +170,14 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
         const slot = slots[0]!;
         while (true) {
           if (slot.chunks.length) {
-            yield slot.chunks.shift()!;
+            const chunk = slot.chunks.shift()!;
+            slot.pending -= chunk.length;
+            if (slot.pending <= HEAD_BUFFER_BYTES && slot.resume) {
+              const resume = slot.resume;
+              slot.resume = undefined;
+              resume();
+            }
+            yield chunk;
             continue;
           }
           if (failed) throw failed.error;
@@ -165,7 +191,13 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
         // The consumer waited on the network for over half of this range's time: one
         // connection is the bottleneck, read one more range ahead.
         const rangeMs = performance.now() - rangeFrom;
-        if (width < concurrency && slot.start > 0 && starvedMs > rangeMs / 2) width++; // the first range also waits for start-up
+        // Two ranges in a row (the first also waits for start-up, so it does not count): a
+        // passing stall (a busy store, a busy CPU) adds no connection.
+        starvedRanges = slot.start > 0 && starvedMs > rangeMs / 2 ? starvedRanges + 1 : 0;
+        if (width < concurrency && starvedRanges >= 2) {
+          width++;
+          starvedRanges = 0;
+        }
         starvedMs = 0;
         rangeFrom = performance.now();
         slots.shift();

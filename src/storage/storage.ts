@@ -56,8 +56,8 @@ export interface GetOptions {
 
 /** Bytes per ranged GET of a large object: 8 MiB (an object up to this size is read in one GET). */
 export const DEFAULT_READ_RANGE_BYTES = 8 * 1024 * 1024;
-/** Ranged GETs in flight: 4 (memory: at most 4 × the range size, 32 MiB by default). */
-export const DEFAULT_READ_CONCURRENCY = 4;
+/** Ranged GETs in flight at most: 2 (memory: at most 2 × the range size, 16 MiB by default; more for a link where one connection is the bottleneck, at range size each). */
+export const DEFAULT_READ_CONCURRENCY = 2;
 
 /** What an upload stored. */
 export interface UploadResult {
