@@ -133,9 +133,9 @@ describe('orderedRangeStream', () => {
 });
 
 describe('readRangeSettings', () => {
-  it('reads PG_BACKUP_S3_READ_RANGE_SIZE and PG_BACKUP_S3_READ_CONCURRENCY, defaults 8 MiB and 2', async () => {
+  it('reads PG_BACKUP_S3_READ_RANGE_SIZE and PG_BACKUP_S3_READ_CONCURRENCY, defaults 8 MiB and 1', async () => {
     const { readRangeSettings } = await import('../../src/storage/s3/s3.ts');
-    assert.deepEqual(readRangeSettings({}), { rangeBytes: 8 * 1024 * 1024, concurrency: 2 });
+    assert.deepEqual(readRangeSettings({}), { rangeBytes: 8 * 1024 * 1024, concurrency: 1 });
     assert.deepEqual(readRangeSettings({ PG_BACKUP_S3_READ_RANGE_SIZE: '64KiB', PG_BACKUP_S3_READ_CONCURRENCY: '2' }), { rangeBytes: 65536, concurrency: 2 });
     assert.equal(readRangeSettings({ PG_BACKUP_S3_READ_RANGE_SIZE: '16mib' }).rangeBytes, 16 * 1024 * 1024);
     for (const bad of ['1KiB', '2GiB', 'lots', '-1']) {
