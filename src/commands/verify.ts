@@ -5,9 +5,13 @@ import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { identitiesFor, loadIdentities } from '../backup/encryption.ts';
-import { downloadArchive, readbackProblems, storedParts, streamBackup, teeSinks, type ArchiveSink } from '../backup/readback.ts';
+import { requireZstd } from '../backup/compression.ts';
+import { downloadArchive, readbackProblems, storedParts, streamBackup, teeSinks, type ArchiveSink, type DirectSink, type ProgramSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
-import { runPgProgram } from '../postgres/processes.ts';
+import { describeFailure, runPgProgram } from '../postgres/processes.ts';
+import type { PgBinary } from '../postgres/binaries.ts';
+import type { Readable } from 'node:stream';
+import { execa } from 'execa';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
@@ -183,15 +187,21 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   result.manifest = manifest;
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
-  await checkSuspicion(storage, backup, history, result, logger);
   if (level === 'none') {
+    await checkSuspicion(storage, backup, history, result, logger);
     result.problems.push(...(await confirmStored(storage, backup)));
     return finish();
   }
 
   const identities = level === 'checksum' && !options.ageIdentities?.length && !loadIdentities() ? undefined : identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
-  const bins = level === 'checksum' ? undefined : await restoreBinaries(manifest);
+  // Start-up work that does not depend on each other, at once: the previous manifest (suspicion),
+  // the pg_restore for the archive's format (its --version runs), the zstd check.
+  const [, bins] = await Promise.all([
+    checkSuspicion(storage, backup, history, result, logger),
+    level === 'checksum' ? undefined : restoreBinaries(manifest),
+    manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined,
+  ]);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
@@ -231,9 +241,12 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
         if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
         return sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() };
       };
+      // One reader of a zstd custom archive (level archive) or none (checksum): zstd writes
+      // straight into pg_restore's stdin (or /dev/null), not through this process.
+      const sink: (() => ArchiveSink) | DirectSink = !bins ? { kind: 'discard' } : !schemaTarget && manifest.format === 'custom' ? { kind: 'program', start: (input) => readArchiveProgram(bins.pgRestore, input, options.signal), fallback: openSinks } : openSinks;
       let totalBytes = 0;
       for (const part of storedParts(backup)) {
-        const outcome = await streamBackup(storage, part, openSinks, options.signal, identities);
+        const outcome = await streamBackup(storage, part, sink, options.signal, identities);
         totalBytes += outcome.sizeBytes;
         result.sha256 = outcome.sha256;
         result.problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: (schema replay failed)/, '$1')));
@@ -250,6 +263,32 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   }
   options.signal?.throwIfAborted();
   return finish();
+}
+
+/**
+ * `pg_restore --file=/dev/null` reading a custom archive from `input`, an operating-system pipe
+ * handed to it as its stdin (zstd's output): it reads every data block and exits 1 on a
+ * truncated or unreadable archive. `done` rejects with its one-line failure.
+ */
+function readArchiveProgram(pgRestore: PgBinary, input: Readable, signal?: AbortSignal): ProgramSink {
+  const child = execa(pgRestore.path, ['--file=/dev/null'], {
+    stdin: input,
+    stdout: 'ignore',
+    stderr: 'pipe',
+    buffer: { stderr: true },
+    maxBuffer: { stderr: 1024 * 1024 },
+    env: { PGAPPNAME: 'pg-backup' },
+    cancelSignal: signal,
+    forceKillAfterDelay: 5_000,
+  });
+  const done = child.then(
+    () => undefined,
+    (err: unknown) => {
+      throw new Error(describeFailure(pgRestore.program, err));
+    },
+  );
+  done.catch(() => undefined);
+  return { done, kill: () => void child.kill('SIGKILL') };
 }
 
 /**

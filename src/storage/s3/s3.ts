@@ -1,4 +1,4 @@
-import { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -12,12 +12,16 @@ import {
 import { parseDuration } from '../../backup/duration.ts';
 import { UsageError } from '../../errors.ts';
 import { choosePartSize, streamToObject } from './multipart.ts';
+import { orderedRangeStream } from '../ranged.ts';
 import {
+  DEFAULT_READ_CONCURRENCY,
+  DEFAULT_READ_RANGE_BYTES,
   NotFoundError,
   OverwriteError,
   assertSafeKey,
   joinKey,
   putOptions,
+  type GetOptions,
   type PutOptions,
   type Storage,
   type StoredObject,
@@ -111,6 +115,34 @@ export function s3Timeouts(env: NodeJS.ProcessEnv = process.env): S3Timeouts {
   return out;
 }
 
+/** The environment variables that set how large objects are read: bytes per ranged GET (`8MiB`, `512KiB`, a plain number of bytes) and ranged GETs in flight. */
+export const S3_READ_ENV = { rangeBytes: 'PG_BACKUP_S3_READ_RANGE_SIZE', concurrency: 'PG_BACKUP_S3_READ_CONCURRENCY' } as const;
+
+/**
+ * How large objects are read: {@link DEFAULT_READ_RANGE_BYTES} and {@link DEFAULT_READ_CONCURRENCY},
+ * each overridden by its variable in {@link S3_READ_ENV}.
+ * @throws UsageError for a range size that is not 64KiB–1GiB or a concurrency that is not 1–32.
+ */
+export function readRangeSettings(env: NodeJS.ProcessEnv = process.env): { rangeBytes: number; concurrency: number } {
+  let rangeBytes = DEFAULT_READ_RANGE_BYTES;
+  let concurrency = DEFAULT_READ_CONCURRENCY;
+  const rawSize = env[S3_READ_ENV.rangeBytes]?.trim();
+  if (rawSize) {
+    const m = /^(\d+)\s*(B|KiB|MiB|GiB)?$/i.exec(rawSize);
+    const unit = { b: 1, kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3 }[(m?.[2] ?? 'b').toLowerCase() as 'b'];
+    const n = m ? Number(m[1]) * unit : NaN;
+    if (!(n >= 64 * 1024 && n <= 1024 ** 3)) throw new UsageError(`${S3_READ_ENV.rangeBytes}=${JSON.stringify(rawSize)} must be a size from 64KiB to 1GiB (e.g. 8MiB)`);
+    rangeBytes = n;
+  }
+  const rawConcurrency = env[S3_READ_ENV.concurrency]?.trim();
+  if (rawConcurrency) {
+    const n = Number(rawConcurrency);
+    if (!Number.isInteger(n) || n < 1 || n > 32) throw new UsageError(`${S3_READ_ENV.concurrency}=${JSON.stringify(rawConcurrency)} must be a whole number from 1 to 32`);
+    concurrency = n;
+  }
+  return { rangeBytes, concurrency };
+}
+
 /**
  * The longest a request to an endpoint that accepts connections and never answers can take,
  * retries included, in ms: per attempt the first-byte limit, or for a request carrying a part
@@ -173,6 +205,8 @@ export class S3Storage implements Storage {
   readonly endpointLabel: string;
   /** Whether the endpoint ever answered a request of this storage (any HTTP status). */
   #answered = false;
+  /** How large objects are read ({@link readRangeSettings}): checked when the storage opens. */
+  readonly #reads: { rangeBytes: number; concurrency: number };
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #queueSize: number;
@@ -200,6 +234,7 @@ export class S3Storage implements Storage {
     const region = settings.region || process.env.AWS_REGION || process.env.AWS_DEFAULT_REGION || 'us-east-1';
     this.endpointLabel = endpoint ? new URL(endpoint).origin : `AWS S3 (${region})`;
     const t = (this.timeouts = s3Timeouts());
+    this.#reads = readRangeSettings();
     const config: S3ClientConfig = {
       region,
       forcePathStyle: settings.forcePathStyle ?? Boolean(endpoint),
@@ -391,20 +426,100 @@ export class S3Storage implements Storage {
     }
   }
 
-  async get(key: string): Promise<Readable> {
-    try {
-      const read = (params: Record<string, string>) => this.readClient.send(new GetObjectCommand({ ...params, Bucket: this.#bucket, Key: this.#fullKey(key) }), { abortSignal: this.#abortSignal() });
-      const out = await read(this.#readParams()).catch((err: unknown) => {
+  /**
+   * Reads an object as ranged GETs (RFC 9110 §14; S3 GetObject `Range` and `If-Match`): the first
+   * GET asks for the first range and learns the object's size (`Content-Range`) and ETag; an
+   * object no larger than one range is then read whole by that one request (no HEAD, no second
+   * request). A larger object is read as consecutive ranges, `concurrency` at once, each with
+   * `If-Match: <ETag of the first answer>` so every byte comes from the same object version,
+   * re-assembled in order ({@link orderedRangeStream}; memory at most concurrency × range size).
+   * A range whose body breaks off (reset, idle timeout) is resumed where it broke, within the
+   * same `maxAttempts` as every request; the SDK retries each request as usual. An object
+   * replaced while it is read fails the stream with one line (exit 1). An empty object (which
+   * a range cannot address: 416) is read with a plain GET.
+   * @throws NotFoundError when the key does not exist; the mapped S3 error otherwise.
+   */
+  async get(key: string, options: GetOptions = {}): Promise<Readable> {
+    const Key = this.#fullKey(key);
+    const uri = this.uri(key);
+    const rangeBytes = options.rangeBytes ?? this.#reads.rangeBytes;
+    const concurrency = options.concurrency ?? this.#reads.concurrency;
+    const abortSignal = this.#abortSignal(options.signal);
+    let sseParams = this.#readParams();
+    const request = async (extra: { Range?: string; IfMatch?: string }, signal: AbortSignal | undefined) => {
+      const send = (params: Record<string, string>) => this.readClient.send(new GetObjectCommand({ ...params, ...extra, Bucket: this.#bucket, Key }), { abortSignal: signal });
+      return send(sseParams).catch((err: unknown) => {
         // AWS refuses SSE-C headers on an object stored without SSE-C (one written before the
         // key was set, or by another tool): read it again without them.
-        if (this.#settings.sse?.type === 'sse-c' && /not applicable to this object/i.test((err as Error).message ?? '')) return read({});
+        if (this.#settings.sse?.type === 'sse-c' && Object.keys(sseParams).length && /not applicable to this object/i.test((err as Error).message ?? '')) {
+          sseParams = {};
+          return send(sseParams);
+        }
         throw err;
       });
-      if (!out.Body) throw new Error(`empty response body for ${this.uri(key)}`);
-      return out.Body as Readable;
+    };
+    let first: Awaited<ReturnType<typeof request>>;
+    try {
+      try {
+        first = await request({ Range: `bytes=0-${rangeBytes - 1}` }, abortSignal);
+      } catch (err) {
+        // An empty object has no byte 0 to ask for: S3 answers 416 InvalidRange.
+        if ((err as { name?: string }).name !== 'InvalidRange' && (err as { $metadata?: { httpStatusCode?: number } }).$metadata?.httpStatusCode !== 416) throw err;
+        first = await request({}, abortSignal);
+      }
     } catch (err) {
-      throw this.#mapError(err, this.uri(key), 'read');
+      throw this.#mapError(err, uri, 'read');
     }
+    if (!first.Body) throw new Error(`empty response body for ${uri}`);
+    const body = first.Body as Readable;
+    const total = /\/(\d+)\s*$/.exec(first.ContentRange ?? '')?.[1];
+    // A store that ignores Range answers 200 with the whole object; one range covers a small one.
+    if (total === undefined || Number(total) <= rangeBytes) return body;
+    const etag = first.ETag;
+    if (!etag) {
+      body.destroy();
+      throw new Error(`S3 read of ${uri} failed: the store sent no ETag, so the parts of the object cannot be matched to one version`);
+    }
+    // A body that breaks off is resumed; a request that failed was already retried by the SDK.
+    const retryable = (err: unknown) => {
+      const e = err as { name?: string; noRetry?: boolean; $metadata?: { httpStatusCode?: number } };
+      return !e.noRetry && e.name !== 'PreconditionFailed' && e.$metadata?.httpStatusCode !== 412 && e.name !== 'AbortError';
+    };
+    const stream = orderedRangeStream({
+      totalBytes: Number(total),
+      rangeBytes,
+      concurrency,
+      maxAttempts: this.timeouts.maxAttempts,
+      retryable,
+      signal: abortSignal,
+      first: { body, end: rangeBytes },
+      fetch: async (start, end, signal) => {
+        try {
+          const out = await request({ Range: `bytes=${start}-${end - 1}`, IfMatch: etag }, signal);
+          if (!out.Body) throw new Error(`empty response body for ${uri}`);
+          return out.Body as Readable;
+        } catch (err) {
+          throw Object.assign(err instanceof Error ? err : new Error(String(err)), { noRetry: true });
+        }
+      },
+    });
+    // One line for the reason a range failed: a replaced object, a cancellation, the mapped S3 error.
+    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+    stream.on('error', (err: unknown) => {
+      const e = err as Error & { $metadata?: { httpStatusCode?: number } };
+      const mapped =
+        e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412
+          ? new Error(`${uri} changed while it was being read (its ETag no longer matches ${etag}): another writer replaced the object; read it again`)
+          : abortSignal?.aborted && err === abortSignal.reason
+            ? (err as Error)
+            : this.#mapError(err, uri, 'read');
+      out.destroy(mapped);
+    });
+    out.on('close', () => {
+      if (!stream.destroyed) stream.destroy();
+    });
+    stream.pipe(out);
+    return out;
   }
 
   async getText(key: string): Promise<string> {
