@@ -16,7 +16,7 @@ import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type Throwaw
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { findMigrationHead } from '../postgres/migrations.ts';
-import { connect, countRows, serverFacts } from '../postgres/server.ts';
+import { connect, countRows, serverFacts, type TableRowCount } from '../postgres/server.ts';
 import { targetContents } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
@@ -237,6 +237,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   /** When the restore work (download ∥ cluster start) began and ended (the end of the checks, or where the drill stopped): the RTO. */
   let workStart: number | undefined;
   let workEnd: number | undefined;
+  let archiveRemoval: Promise<void> | undefined;
   try {
     try {
       backup = await resolveBackup(storage, options.backup, options.filter);
@@ -324,6 +325,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
             (err: unknown) => messageOf(err),
           ));
           result.phases.restoreMs = Date.now() - restoreStart;
+          // The archive is no longer needed: its removal runs beside the checks.
+          archiveRemoval = rm(local.path, { recursive: true, force: true }).catch(() => undefined);
           options.signal?.throwIfAborted();
           if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
@@ -331,7 +334,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           if (!restoreError) {
             // Phase 3: checks.
             const checksStart = Date.now();
-            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log, options.signal));
+            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal));
             result.phases.checksMs = Date.now() - checksStart;
             log.info(`checks phase: ${formatSeconds(result.phases.checksMs)}`);
           }
@@ -355,13 +358,14 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   } finally {
     // Removed on every path, both at once; each on its own, so one failing does not skip the other.
     const shutdownStart = Date.now();
+    archiveRemoval ??= Promise.resolve();
     const cluster = held.cluster;
     await Promise.all([
       cluster?.stop().then(
         () => log.info('throwaway cluster removed (server stopped, directory deleted)'),
         (err: unknown) => log.warn(`removing the throwaway cluster failed: ${messageOf(err)} (remove ${cluster.dir} by hand)`),
       ),
-      scratch ? rm(scratch, { recursive: true, force: true }).catch((err: unknown) => log.warn(`removing ${scratch} failed: ${messageOf(err)}`)) : undefined,
+      scratch ? archiveRemoval.then(() => rm(scratch!, { recursive: true, force: true })).catch((err: unknown) => log.warn(`removing ${scratch} failed: ${messageOf(err)}`)) : undefined,
     ]);
     result.phases.shutdownMs = Date.now() - shutdownStart;
   }
@@ -457,16 +461,19 @@ async function downloadWhileClusterStarts(o: {
 /**
  * The post-restore checks: row counts per table against the manifest (counted in the dump's
  * snapshot), sequences not behind their columns, the migration head, and the smoke SQL.
- * Appends every failure to `result.problems`.
+ * Appends every failure to `result.problems`. The row counts run over up to `connections`
+ * connections at once (see {@link countRowsInParallel}); the rest on one.
  */
-async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger, signal?: AbortSignal): Promise<void> {
+async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger, connections: number, signal?: AbortSignal): Promise<void> {
   await withClient(target, signal, async (client) => {
-    const { rows } = await client.query<{ schema: string; table: string }>(
-      `SELECT n.nspname AS schema, c.relname AS table FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
+    const { rows } = await client.query<{ schema: string; table: string; bytes: string }>(
+      `SELECT n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
     );
     const key = (t: { schema: string; table: string }) => `${t.schema}\u0000${t.table}`;
-    const present = new Set(rows.map(key));
-    const counts = new Map((await countRows(client, manifest.tables.filter((t) => present.has(key(t))))).map((c) => [key(c), c.rows]));
+    const bytes = new Map(rows.map((r) => [key(r), Number(r.bytes)]));
+    // Largest first, so that the biggest table does not start last on a busy connection.
+    const present = manifest.tables.filter((t) => bytes.has(key(t))).sort((a, b) => bytes.get(key(b))! - bytes.get(key(a))!);
+    const counts = new Map((await countRowsInParallel(target, present, connections, signal)).map((c) => [key(c), c.rows]));
     result.tables = manifest.tables.map((t) => {
       const actual = counts.get(key(t));
       return { schema: t.schema, table: t.table, expected: t.rows, actual, ok: actual === t.rows };
@@ -477,7 +484,7 @@ async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: 
         t.actual === undefined ? `table ${t.schema}.${t.table} is missing after the restore` : `row count of ${t.schema}.${t.table} is ${t.actual}, the manifest says ${t.expected}`,
       );
     }
-    log.info(`row counts: ${result.tables.length - bad.length}/${result.tables.length} tables match the manifest`);
+    log.info(`row counts: ${result.tables.length - bad.length}/${result.tables.length} tables match the manifest (counted over ${Math.max(1, Math.min(connections, present.length))} connection${Math.min(connections, present.length) > 1 ? 's' : ''})`);
 
     result.sequencesBehind = await sequencesBehind(client);
     for (const s of result.sequencesBehind) result.problems.push(`sequence ${s}`);
@@ -499,6 +506,32 @@ async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: 
       }
     }
   });
+}
+
+/**
+ * Counts the rows of `tables` (`count(*)`, the server's parallel scans allowed) over up to
+ * `connections` connections to `target` at once, each taking the next table of the list in
+ * turn, so a big table's count runs beside the others'. Measured on a 2-core machine after a
+ * restore of 1.06 GB (5 M + 2 M rows and three small tables, hint bits not yet set): 0.66–0.98 s
+ * over two connections against 1.12–1.24 s over one, for the same server CPU (0.58 against
+ * 0.62 s).
+ * @returns one count per table, in no particular order.
+ * @throws the first connection's or query's error; `signal.reason` when `signal` aborts (every connection is closed).
+ */
+async function countRowsInParallel(target: DatabaseConnection, tables: { schema: string; table: string }[], connections: number, signal?: AbortSignal): Promise<TableRowCount[]> {
+  const queue = [...tables];
+  const out: TableRowCount[] = [];
+  const worker = () =>
+    withClient(target, signal, async (client) => {
+      for (let t = queue.shift(); t; t = queue.shift()) out.push(...(await countRows(client, [t])));
+    }).catch((err: unknown) => {
+      queue.length = 0; // the first failure ends the counting on every connection
+      throw err;
+    });
+  const settled = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(connections, tables.length)) }, worker));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  return out;
 }
 
 /** A multi-line message (a program's output) as one line: its non-blank lines joined by " | ", at most 500 characters. */

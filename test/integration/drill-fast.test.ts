@@ -71,6 +71,7 @@ describe('a fast drill', () => {
     assert.equal(shown[1], (report.rtoMs / 1000).toFixed(1));
     assert.equal(shown[6], (p.shutdownMs / 1000).toFixed(1));
     assert.match(r.stderr.trimEnd().split('\n').at(-1)!, /restore drill OK/);
+    assert.match(log, /row counts: \d+\/\d+ tables match the manifest \(counted over [2-8] connections\)/);
 
     // --jobs defaults to the cores, 2 to 8.
     assert.equal(defaultDrillJobs(1), 2);
