@@ -237,7 +237,6 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   /** When the restore work (download ∥ cluster start) began and ended (the end of the checks, or where the drill stopped): the RTO. */
   let workStart: number | undefined;
   let workEnd: number | undefined;
-  let archiveRemoval: Promise<void> | undefined;
   try {
     try {
       backup = await resolveBackup(storage, options.backup, options.filter);
@@ -287,7 +286,11 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           cluster: targetConn
             ? undefined
             : async (signal) => {
-                const cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal, bulkRestore: {} });
+                const cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal, bulkRestore: {} }).catch((err: unknown) => {
+                  // startThrowawayCluster removed what it made.
+                  log.info(`throwaway cluster removed: its start ${signal.aborted ? 'was stopped' : 'failed'}`);
+                  throw err;
+                });
                 held.cluster = cluster;
                 signal.throwIfAborted();
                 // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
@@ -325,8 +328,6 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
             (err: unknown) => messageOf(err),
           ));
           result.phases.restoreMs = Date.now() - restoreStart;
-          // The archive is no longer needed: its removal runs beside the checks.
-          archiveRemoval = rm(local.path, { recursive: true, force: true }).catch(() => undefined);
           options.signal?.throwIfAborted();
           if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
@@ -358,14 +359,13 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   } finally {
     // Removed on every path, both at once; each on its own, so one failing does not skip the other.
     const shutdownStart = Date.now();
-    archiveRemoval ??= Promise.resolve();
     const cluster = held.cluster;
     await Promise.all([
       cluster?.stop().then(
         () => log.info('throwaway cluster removed (server stopped, directory deleted)'),
         (err: unknown) => log.warn(`removing the throwaway cluster failed: ${messageOf(err)} (remove ${cluster.dir} by hand)`),
       ),
-      scratch ? archiveRemoval.then(() => rm(scratch!, { recursive: true, force: true })).catch((err: unknown) => log.warn(`removing ${scratch} failed: ${messageOf(err)}`)) : undefined,
+      scratch ? rm(scratch, { recursive: true, force: true }).catch((err: unknown) => log.warn(`removing ${scratch} failed: ${messageOf(err)}`)) : undefined,
     ]);
     result.phases.shutdownMs = Date.now() - shutdownStart;
   }
