@@ -214,15 +214,21 @@ describe('signals at each phase of a drill', () => {
       assert.doesNotMatch(r.stderr, /download phase: /, 'the download was cancelled, not finished');
       const left = await leftBehind(to);
       assert.match(left, /the drill log \(\.json \+ \.log\)/, `the verdict is archived: ${left}`);
-      await recordFault({ faultId: 'drill-initdb-fails-during-download', fault: 'initdb fails while the drill downloads the archive (S3 at 1 MB/s)', outcome: 'the download is cancelled at once, the download directory removed, the verdict names initdb\'s error', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
+      await recordFault({ faultId: 'cluster-initdb-fails-during-download', fault: 'initdb fails while the drill downloads the archive (S3 at 1 MB/s)', outcome: 'the download is cancelled at once, the download directory removed, the verdict names initdb\'s error', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
     } finally {
       await proxy.close();
       await rm(bin, { recursive: true, force: true });
     }
   });
 
-  it('SIGINT during the restore (pg_restore --jobs): exit 130, pg_restore and the cluster ended', { timeout: 120_000 }, async () => {
-    const to = await copyOfBackup();
+  it('SIGINT during the restore (pg_restore --jobs): exit 130, pg_restore and the cluster ended', { timeout: 180_000 }, async () => {
+    // A restore long enough to be seen running: the bulk-load cluster restores the shared
+    // backup's 200 000 rows in about 0.1 s, less than the process poll can rely on.
+    const big = await createDatabase('sigrestore', false);
+    await sql(big, `CREATE TABLE t3 AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, 2000000) g;
+      ALTER TABLE t3 ADD PRIMARY KEY (id); CREATE INDEX ON t3 (payload);`);
+    const to = await fileLocation();
+    await dumpWithCli(big, to);
     const r = await drillInterrupted(['--from', to], {}, async ({ mark, child }) => {
       await until('pg_restore --jobs', running(mark, /pg_restore .*--jobs=/));
       child.kill('SIGINT');
