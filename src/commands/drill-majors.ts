@@ -27,7 +27,7 @@ export interface MajorDrillResult {
   /** The npm package the binaries came from, for `download`. */
   packageSpec?: string;
   ok: boolean;
-  /** Recovery time into this major: download + restore + checks, in ms. */
+  /** Recovery time into this major, in ms: wall time from its download's start to its checks' end (see DrillResult.rtoMs). */
   rtoMs: number;
   phases: DrillResult['phases'];
   /** The first failed check (one line), when not ok. */

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { drill } from '../commands/drill.ts';
+import { describePhases, drill } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
 import { parsePostgresVersions } from '../commands/drill-majors.ts';
 import {
@@ -82,7 +82,8 @@ export async function run(): Promise<void> {
         [{ data: 'what', header: true }, { data: 'value', header: true }],
         ['backup', result.backupUri ?? '(not found)'],
         ['target', result.target],
-        ['RTO', `${formatSeconds(result.rtoMs)} (download ${formatSeconds(result.phases.downloadMs)}, restore ${formatSeconds(result.phases.restoreMs)}, checks ${formatSeconds(result.phases.checksMs)})`],
+        ['RTO', `${formatSeconds(result.rtoMs)}: from the download's start to the checks' end`],
+        ['phases', describePhases(result.phases, result.target === 'throwaway' || result.majors !== undefined)],
         ['sequences', result.sequencesBehind.length ? result.sequencesBehind.join('<br>') : 'none behind their columns'],
         ['migration head', result.migrationHead ? `${result.migrationHead.actual ?? 'missing'}${result.migrationHead.ok ? ' (as recorded)' : ` (expected ${result.migrationHead.expected})`}` : 'no migration table'],
         ['smoke checks', result.smoke.length ? `${result.smoke.filter((r) => r.ok).length}/${result.smoke.length} passed` : 'none given'],

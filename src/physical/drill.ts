@@ -1,21 +1,25 @@
 import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { parseDuration } from '../backup/duration.ts';
 import { validateLabel } from '../backup/keys.ts';
-import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
-import { drillHistory, drillRecordKeys, writeDrillRecord, type DrillHistoryEntry } from '../commands/drill.ts';
+import { runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
+import { drillBudgets, drillHistory, drillRecordKeys, writeDrillRecord, type DrillCommonOptions, type DrillHistoryEntry } from '../commands/drill.ts';
 import { formatSeconds } from '../commands/format.ts';
 import { CheckFailedError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { clusterUser, workDirOf } from '../postgres/cluster.ts';
-import { openStorage, type S3Settings } from '../storage/index.ts';
+import { openStorage } from '../storage/index.ts';
 import type { ArchiveFacts, PhysicalBackup, PhysicalDriver } from './driver.ts';
 import { walSegmentName, walSegmentNumber } from './pgbackrest.ts';
 import { startRestoredServer, type RestoredServer } from './restored-server.ts';
 import { parseTargetTime, pgbackrestTime, type RecoveryTarget } from './target-time.ts';
 
-/** Options of {@link physicalDrill}. */
-export interface PhysicalDrillOptions {
+/**
+ * Options of {@link physicalDrill}: the common drill options (work dir, smoke SQL, budgets, S3
+ * settings of `logTo`, logger, signal) plus the physical ones. `workDir` holds the drill's
+ * private directory (restored data directory, socket, log); `maxRto` budgets restore + WAL
+ * replay until promotion; `maxRpo` the age of the newest archived WAL segment.
+ */
+export interface PhysicalDrillOptions extends DrillCommonOptions {
   /** The backup tool's driver, e.g. `new PgBackRestDriver({ stanza })`. */
   driver: PhysicalDriver;
   /** `--target-time`: ISO 8601 with a zone, or `latest`/undefined for the end of the archive. */
@@ -27,20 +31,8 @@ export interface PhysicalDrillOptions {
   environment?: string;
   /** The database the smoke SQL runs in. Default `postgres`. */
   database?: string;
-  /** Parent of the drill's private directory (restored data directory, socket, log). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
-  workDir?: string;
-  /** Smoke SQL file (see src/backup/smoke.ts). */
-  smokeSql?: string;
   /** Also check every file of the repository (`pgbackrest verify`). */
   verifyRepository?: boolean;
-  /** Budgets: RTO (restore + WAL replay until promotion), RPO (age of the newest archived WAL). */
-  maxRto?: string;
-  maxRpo?: string;
-  /** S3 settings of `logTo`. */
-  s3?: S3Settings;
-  logger: Logger;
-  signal?: AbortSignal;
-  now?: () => Date;
 }
 
 /** How recovery ended on the restored server. */
@@ -112,9 +104,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
   const service = validateLabel('service', options.service ?? 'default');
   const environment = validateLabel('environment', options.environment ?? 'default');
   const target: RecoveryTarget = parseTargetTime(options.targetTime);
-  const maxRtoMs = options.maxRto ? parseDuration(options.maxRto, '--max-rto') : undefined;
-  const maxRpoMs = options.maxRpo ? parseDuration(options.maxRpo, '--max-rpo') : undefined;
-  const smokeChecks: SmokeCheck[] = options.smokeSql ? await readSmokeChecks(options.smokeSql) : [];
+  const { maxRtoMs, maxRpoMs, smokeChecks } = await drillBudgets(options);
   // Not bound to the command's signal: a cancelled drill still writes its verdict (each write has its own deadline).
   const storage = options.logTo ? openStorage(options.logTo, { ...options.s3, signal: undefined }) : undefined;
   const startedAt = now();

