@@ -79,7 +79,7 @@ describe('a fast drill', () => {
     assert.equal(defaultDrillJobs(64), 8);
     assert.match(log, new RegExp(`with pg_restore [\\d.]+, ${defaultDrillJobs()} jobs`));
     const help = await cli(['drill', '--help']);
-    assert.match(help.stdout.replace(/\s+/g, ' '), new RegExp(`--jobs <n> .*default: the cores, 2 to 8: ${defaultDrillJobs()} here`));
+    assert.match(help.stdout.replace(/\s+/g, ' '), /--jobs <n> .*default: the cores, 2 to 8\)/);
   });
 
   it('leaves a --target-url server\'s settings as they were', { timeout: 180_000 }, async () => {

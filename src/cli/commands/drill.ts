@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { defaultDrillJobs, drill } from '../../commands/drill.ts';
+import { drill } from '../../commands/drill.ts';
 import { parsePostgresVersions } from '../../commands/drill-majors.ts';
 import { UsageError } from '../../errors.ts';
 import { stderrLogger } from '../../log.ts';
@@ -21,7 +21,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
-        .option('--jobs <n>', `parallel restore jobs (pg_restore --jobs) (default: the cores, 2 to 8: ${defaultDrillJobs()} here)`)
+        .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs) (default: the cores, 2 to 8)')
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
         .option('--max-rto <duration>', 'fail when the recovery time (from the download\'s start to the checks\' end) exceeds this (e.g. 30m)')
         .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h); physical: the newest archived WAL segment')
