@@ -676,14 +676,16 @@ export async function drillHistory(storage: Storage, labels: DrillLabels, limit:
   for await (const obj of storage.list(folder)) if (/-drill-\d{8}T\d{6}Z\.json$/.test(obj.key)) keys.push(obj.key);
   const stamp = (k: string) => /-drill-(\d{8}T\d{6}Z)\.json$/.exec(k)![1]!;
   keys.sort((a, b) => (stamp(a) < stamp(b) ? 1 : stamp(a) > stamp(b) ? -1 : 0));
-  const out: DrillHistoryEntry[] = [];
-  for (const key of keys.slice(0, limit)) {
-    try {
-      const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string };
-      out.push({ startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key });
-    } catch {
-      /* an unreadable report is skipped */
-    }
-  }
-  return out;
+  // The reports are read at once (at most `limit` small GETs), kept in the keys' order.
+  const entries = await Promise.all(
+    keys.slice(0, limit).map(async (key): Promise<DrillHistoryEntry | undefined> => {
+      try {
+        const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string };
+        return { startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key };
+      } catch {
+        return undefined; // an unreadable report is skipped
+      }
+    }),
+  );
+  return entries.filter((e): e is DrillHistoryEntry => e !== undefined);
 }
