@@ -3,8 +3,9 @@ import { NotFoundError, checkLocation, type Storage } from '../storage/index.ts'
 import { encodeSegment, parseManifestKey, type ParsedManifestKey } from './keys.ts';
 import { parseManifest, type Manifest } from './manifest.ts';
 import { VerifyRecordSchema, verifyRecordKey } from './proof.ts';
-import { mapLimit, storedParts } from './readback.ts';
-import { parseBackupObjectKey } from './retention.ts';
+import { mapLimit } from '../map-limit.ts';
+import { storedParts } from './parts.ts';
+import { parseBackupObjectKey, type BackupStatus } from './retention.ts';
 
 /** Narrows a listing to one service, environment and/or database. */
 export interface BackupFilter {
@@ -164,18 +165,7 @@ async function readManifest(storage: Storage, manifestKey: string): Promise<Reso
   return { manifestKey, objectKey: dir + manifest.object.name, manifest };
 }
 
-/**
- * What a listing says of a backup's health:
- * - `ok`: the manifest is valid and every stored object it names is there with its size;
- * - `missing`: the dump object (every file of a directory archive) is gone;
- * - `damaged`: the manifest is not JSON, fails the schema or names another backup, or an object
- *   has another size than the manifest says, or some files of a directory archive are gone;
- * - `verify-failed`: the backup's verify record (`<id>.verify.json`, the latest
- *   `verify --record`) says it FAILED.
- * Only `ok` backups are restorable as far as the tool knows: retention never counts another one
- * as a keeper.
- */
-export type BackupStatus = 'ok' | 'missing' | 'damaged' | 'verify-failed';
+export type { BackupStatus };
 
 /** The health of one backup ({@link checkBackup}). */
 export interface BackupHealth {

@@ -1,4 +1,4 @@
-import { formatBytes } from '../commands/format.ts';
+import { formatBytes } from '../format.ts';
 import type { Logger } from '../log.ts';
 
 /** Byte counters a progress reporter reads. */

@@ -8,34 +8,12 @@ import { messageOf } from '../errors.ts';
 import type { GetOptions, Storage } from '../storage/index.ts';
 import { childInput } from '../postgres/processes.ts';
 import type { ResolvedBackup } from './catalog.ts';
+import { mapLimit } from '../map-limit.ts';
+import { storedParts, type StoredPart } from './parts.ts';
 import { compressionSuffix, requireZstd, startCodec, type Codec, type CompressionSpec } from './compression.ts';
 import { AGE_SUFFIX, startDecrypt, type CryptoStage } from './encryption.ts';
 import type { Manifest } from './manifest.ts';
 import { Meter } from './meter.ts';
-
-/** One stored object of a backup and what the manifest says of it. */
-export interface StoredPart {
-  key: string;
-  compression: CompressionSpec;
-  sizeBytes: number;
-  sha256: string;
-  /** For a directory archive: the file's name, used in messages and as the local file name. */
-  label?: string;
-  /** Encrypted on the client with age (decrypted before decompression). */
-  encrypted?: boolean;
-}
-
-/**
- * The stored objects of a backup: the one dump object, or each file of a directory archive
- * (stored as `<id>.dir/<file><compression suffix>`).
- */
-export function storedParts(backup: ResolvedBackup): StoredPart[] {
-  const m = backup.manifest;
-  const encrypted = m.encryption?.scheme === 'age';
-  if (m.format !== 'directory') return [{ key: backup.objectKey, compression: m.compression, sizeBytes: m.object.sizeBytes, sha256: m.object.sha256, encrypted }];
-  const suffix = `${compressionSuffix(m.compression)}${encrypted ? AGE_SUFFIX : ''}`;
-  return (m.files ?? []).map((f) => ({ key: `${backup.objectKey}/${f.name}${suffix}`, compression: m.compression, sizeBytes: f.sizeBytes, sha256: f.sha256, label: f.name, encrypted }));
-}
 
 /** The local name of a downloaded archive: `<id>.dump`, `<id>.sql`, or the directory `<id>.dir`. */
 export function localArchiveName(m: Manifest): string {
@@ -107,29 +85,6 @@ function fileSink(file: string): ArchiveSink {
   return { stream, done };
 }
 
-/**
- * Runs `fn` over `items`, at most `limit` at a time. After the first failure no new item is
- * started, and the promise settles only once every started call has settled (so nothing runs on
- * after it), rejecting with the first failure.
- */
-export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const results: R[] = new Array(items.length);
-  let next = 0;
-  let failure: { error: unknown } | undefined;
-  const worker = async () => {
-    while (!failure && next < items.length) {
-      const i = next++;
-      try {
-        results[i] = await fn(items[i]!);
-      } catch (error) {
-        failure ??= { error };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure) throw failure.error;
-  return results;
-}
 
 /**
  * What reading a backup back found. After the first failure only that failure is reported (the

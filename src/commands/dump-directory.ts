@@ -4,7 +4,7 @@ import { mkdtemp, readdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { finished } from 'node:stream/promises';
 import type { Manifest } from '../backup/manifest.ts';
-import { mapLimit } from '../backup/readback.ts';
+import { mapLimit } from '../map-limit.ts';
 import { uploadStream, type MirrorTarget, type StreamCounters } from '../backup/upload-stream.ts';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -13,7 +13,7 @@ import { workDirOf } from '../postgres/cluster.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import type { DumpPlan } from './dump-plan.ts';
-import { formatBytes } from './format.ts';
+import { formatBytes } from '../format.ts';
 
 /** A stored file of a directory backup (with its MD5 for an `.md5` sidecar). */
 export type StoredFile = NonNullable<Manifest['files']>[number] & { md5?: string };

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { compressionSuffix, parseCompression, requireZstd } from '../backup/compression.ts';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { AGE_SUFFIX, parseRecipients } from '../backup/encryption.ts';
 import { validateLabel } from '../backup/keys.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';

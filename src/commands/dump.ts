@@ -19,7 +19,7 @@ import type { S3Settings } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan } from './dump-plan.ts';
 import { dumpDirectory, type StoredFile } from './dump-directory.ts';
-import { formatBytes, formatSeconds } from './format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 import { verify, type VerifyLevel, type VerifyResult } from './verify.ts';
 
 export type { ChecksumSidecar } from './dump-plan.ts';

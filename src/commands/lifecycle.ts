@@ -1,6 +1,6 @@
 import { GetBucketLifecycleConfigurationCommand, PutBucketLifecycleConfigurationCommand, type LifecycleRule } from '@aws-sdk/client-s3';
 import type { BackupFilter } from '../backup/catalog.ts';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { encodeSegment } from '../backup/keys.ts';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';

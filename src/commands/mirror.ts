@@ -1,12 +1,12 @@
 import { Transform, type TransformCallback } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { listBackups, resolveBackup, type BackupFilter } from '../backup/catalog.ts';
-import { parseDuration } from '../backup/duration.ts';
-import { storedParts } from '../backup/readback.ts';
+import { parseDuration } from '../duration.ts';
+import { storedParts } from '../backup/parts.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { OverwriteError, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
-import { formatBytes, formatSeconds } from './format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 
 /** Options of {@link mirror}. */
 export interface MirrorOptions {

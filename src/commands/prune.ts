@@ -1,7 +1,7 @@
 import { checkBackup, filterPrefix, type BackupFilter } from '../backup/catalog.ts';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { findProofs } from '../backup/proof.ts';
-import { mapLimit } from '../backup/readback.ts';
+import { mapLimit } from '../map-limit.ts';
 import {
   DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, isRestorable, parseBackupObjectKey, planRetention, validatePolicy,
   type PlannedBackup, type RetentionPlan, type RetentionPolicy, type StoredBackup,
@@ -9,7 +9,7 @@ import {
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
-import { formatBytes } from './format.ts';
+import { formatBytes } from '../format.ts';
 
 /** Options of {@link prune}. Counts and durations may be given as text, as typed by a user. */
 export interface PruneOptions {

@@ -6,7 +6,8 @@ import { execa } from 'execa';
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { startCodec } from '../backup/compression.ts';
 import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
-import { downloadArchive, storedParts, streamBackup, type ArchiveSink, type StoredPart } from '../backup/readback.ts';
+import { storedParts, type StoredPart } from '../backup/parts.ts';
+import { downloadArchive, streamBackup, type ArchiveSink } from '../backup/readback.ts';
 import { PLAIN_TRAILER, restoreBinaries, type RestoreBinaries } from '../postgres/archive.ts';
 import type { PgBinary } from '../postgres/binaries.ts';
 import { workDirOf } from '../postgres/cluster.ts';
@@ -18,7 +19,7 @@ import { connect, serverFacts } from '../postgres/server.ts';
 import { classifyRestoreFailure, parseToc, preflightRestore, targetContents, type FaultParty, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
-import { formatBytes, formatSeconds } from './format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {

@@ -1,7 +1,7 @@
 import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { BackupFilter } from '../backup/catalog.ts';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';

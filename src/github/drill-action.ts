@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
-import { describePhases, drill } from '../commands/drill.ts';
-import { formatSeconds } from '../commands/format.ts';
-import { parsePostgresVersions } from '../commands/drill-majors.ts';
+import { describePhases } from '../commands/drill.ts';
+import { formatSeconds } from '../format.ts';
+import { parsePostgresVersions, runDrill } from '../commands/drill-majors.ts';
 import {
   actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
@@ -44,7 +44,7 @@ export async function run(): Promise<void> {
     if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
     checkDatabaseUrl(inputs['target-url']);
     const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;
-    const result = await reported(reporting, 'drill', () => drill({
+    const result = await reported(reporting, 'drill', () => runDrill({
         from: inputs.from!,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },

@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
 import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
-import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
 import { UsageError } from '../errors.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { formatSeconds } from '../commands/format.ts';
+import { formatSeconds } from '../format.ts';
 import { UsageError } from '../errors.ts';
 import { physicalDrill } from '../physical/drill.ts';
 import { PgBackRestDriver } from '../physical/pgbackrest.ts';

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { formatBytes } from '../commands/format.ts';
+import { formatBytes } from '../format.ts';
 import { prune } from '../commands/prune.ts';
 import { UsageError } from '../errors.ts';
 import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, reportingFrom, reportingInputs } from './action.ts';

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
 import { reported } from '../notify/index.ts';

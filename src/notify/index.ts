@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { UsageError, messageOf, registerSecret } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { DEFAULT_TIMEOUT_MS, type DeliveryOptions } from './deliver.ts';

@@ -2,7 +2,7 @@ import type { DumpOutcome } from '../commands/dump-many.ts';
 import type { DrillResult } from '../commands/drill.ts';
 import type { PruneResult } from '../commands/prune.ts';
 import type { VerifyResult } from '../commands/verify.ts';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { messageOf } from '../errors.ts';
 import { resolveConnection } from '../postgres/connection.ts';
 

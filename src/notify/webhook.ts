@@ -1,4 +1,4 @@
-import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 import { redact } from '../errors.ts';
 import { deliver, type DeliveryOptions } from './deliver.ts';
 import type { RunReport, TargetReport } from './report.ts';

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { validateLabel } from '../backup/keys.ts';
 import { runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { drillBudgets, drillHistory, drillRecordKeys, writeDrillRecord, type DrillCommonOptions, type DrillHistoryEntry } from '../commands/drill.ts';
-import { formatSeconds } from '../commands/format.ts';
+import { formatSeconds } from '../format.ts';
 import { CheckFailedError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { clusterUser, workDirOf } from '../postgres/cluster.ts';

@@ -1,5 +1,5 @@
-import { parseDuration } from '../backup/duration.ts';
-import { formatSeconds } from '../commands/format.ts';
+import { parseDuration } from '../duration.ts';
+import { formatSeconds } from '../format.ts';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';

@@ -1,6 +1,6 @@
 import { statfs } from 'node:fs/promises';
 import type { Manifest } from '../backup/manifest.ts';
-import { formatBytes } from '../commands/format.ts';
+import { formatBytes } from '../format.ts';
 import { CheckFailedError, UsageError } from '../errors.ts';
 import { CLUSTER_BASE_BYTES } from './cluster.ts';
 

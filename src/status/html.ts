@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { formatSeconds } from '../commands/format.ts';
+import { formatSeconds } from '../format.ts';
 import { TOOL } from '../version.ts';
 import type { ChartLibrary } from './chart-library.ts';
 import type { DatabaseState, FleetStatus } from './model.ts';

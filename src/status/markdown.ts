@@ -1,4 +1,4 @@
-import { formatSeconds } from '../commands/format.ts';
+import { formatSeconds } from '../format.ts';
 import type { FleetStatus } from './model.ts';
 import { databaseName, rowCells, verdictLine } from './text.ts';
 

@@ -1,10 +1,10 @@
 import { z } from 'zod';
 import { listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
-import { parseDuration } from '../backup/duration.ts';
+import { parseDuration } from '../duration.ts';
 import { DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
 import { VerifyRecordSchema, type VerifyRecord } from '../backup/proof.ts';
-import { mapLimit } from '../backup/readback.ts';
-import { formatSeconds } from '../commands/format.ts';
+import { mapLimit } from '../map-limit.ts';
+import { formatSeconds } from '../format.ts';
 import { messageOf } from '../errors.ts';
 import type { Storage } from '../storage/index.ts';
 

@@ -1,4 +1,4 @@
-import { formatBytes, formatSeconds } from '../commands/format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 import type { DatabaseState, DatabaseStatus, FleetStatus } from './model.ts';
 
 /** Shared wording of the status views (terminal, Markdown, HTML). */

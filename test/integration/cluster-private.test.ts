@@ -4,7 +4,7 @@ import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { formatBytes } from '../../src/commands/format.ts';
+import { formatBytes } from '../../src/format.ts';
 import { CheckFailedError } from '../../src/errors.ts';
 import { startThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { connect } from '../../src/postgres/server.ts';

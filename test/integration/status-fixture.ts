@@ -14,7 +14,7 @@ import { dump } from '../../src/commands/dump.ts';
 import { verify } from '../../src/commands/verify.ts';
 import { backupKeys, drillFolder, utcStamp } from '../../src/backup/keys.ts';
 import { verifyRecordKey } from '../../src/backup/proof.ts';
-import { mapLimit } from '../../src/backup/readback.ts';
+import { mapLimit } from '../../src/map-limit.ts';
 import type { Storage } from '../../src/storage/index.ts';
 import { dbUrl, sql } from '../helpers.ts';
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { demo } from '../../commands/demo.ts';
-import { formatBytes, formatSeconds } from '../../commands/format.ts';
+import { formatBytes, formatSeconds } from '../../format.ts';
 import { stderrLogger } from '../../log.ts';
 import type { CliContext } from '../common.ts';
 

@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
-import { drill } from '../../commands/drill.ts';
-import { parsePostgresVersions } from '../../commands/drill-majors.ts';
+import { parsePostgresVersions, runDrill } from '../../commands/drill-majors.ts';
 import { UsageError } from '../../errors.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
@@ -40,7 +39,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
     }
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
     const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
-    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drill({
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => runDrill({
       ...readerOptions(flags, signal),
       from: flags.from!,
       backup: flags.backup,

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { formatBytes } from '../../commands/format.ts';
+import { formatBytes } from '../../format.ts';
 import { list } from '../../commands/list.ts';
 import { filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 

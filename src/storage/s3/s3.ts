@@ -9,7 +9,7 @@ import {
   paginateListObjectsV2,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { parseDuration } from '../../backup/duration.ts';
+import { parseDuration } from '../../duration.ts';
 import { UsageError } from '../../errors.ts';
 import { choosePartSize, streamToObject } from './multipart.ts';
 import { orderedRangeStream } from '../ranged.ts';
