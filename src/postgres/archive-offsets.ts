@@ -157,6 +157,7 @@ class Cursor {
       scale *= 256;
     }
     this.pos += 1 + this.intSize;
+    if (value > Number.MAX_SAFE_INTEGER) throw new ArchiveLayoutError(`an integer at byte ${this.pos - 1 - this.intSize} exceeds 2^53: a corrupt archive`);
     return negative ? -value : value;
   }
 
@@ -194,7 +195,7 @@ async function readToc(fh: FileHandle, size: number): Promise<ArchiveToc> {
     throw new ArchiveLayoutError(`archive version ${version}.${vrev} is not one this parser knows (${SUPPORTED_VERSIONS.join(', ')})`);
   }
   if (format !== FORMAT_CUSTOM) throw new ArchiveLayoutError(`archive format byte ${format} is not the custom format (1)`);
-  if (intSize < 1 || intSize > 6) throw new ArchiveLayoutError(`integer size ${intSize} bytes is outside 1–6`);
+  if (intSize < 1 || intSize > 8) throw new ArchiveLayoutError(`integer size ${intSize} bytes is outside 1–8`);
   if (offSize < 1 || offSize > 8) throw new ArchiveLayoutError(`offset size ${offSize} bytes is outside 1–8`);
   const minor = vmin;
   const c = new Cursor(fh, size, head.length, 1024 * 1024, intSize);
