@@ -81,7 +81,7 @@ function build(spec: Spec, offsets: boolean, corruptOffsetOf?: number): Buffer {
     return Buffer.concat(parts);
   };
   const tocEntry = (e: Entry, flag: number, pos: number) => {
-    const parts = [int(e.dumpId), int(e.block ? 1 : 0), str('1259'), str(String(16000 + e.dumpId)), str(e.tag), str(e.desc), int(e.block ? 3 : 2)];
+    const parts: Buffer[] = [int(e.dumpId), int(e.block ? 1 : 0), str('1259'), str(String(16000 + e.dumpId)), str(e.tag), str(e.desc), int(e.block ? 3 : 2)];
     parts.push(str(''), str(''), str(e.block?.kind === 'data' ? `COPY public.${e.tag} (id) FROM stdin;\n` : ''), str('public'), str(''));
     if (spec.vmin >= 14) parts.push(str(e.block?.kind === 'data' ? 'heap' : ''));
     if (spec.vmin >= 16) parts.push(int(e.block?.kind === 'data' ? 114 : 0));
