@@ -65,7 +65,7 @@ function build(spec: Spec, offsets: boolean, corruptOffsetOf?: number): Buffer {
   head.push(str('shop'), str('15.8 (Debian 15.8-0+deb12u1)'), str('15.8 (Debian 15.8-0+deb12u1)'));
   const blockBytes = (dumpId: number, block: Block) => {
     const type = spec.badType?.dumpId === dumpId ? spec.badType.type : block.kind === 'data' ? 1 : 3;
-    const parts = [Buffer.from([type]), int(dumpId)];
+    const parts: Buffer[] = [Buffer.from([type]), int(dumpId)];
     const chunks = (cs: Buffer[]) => {
       for (const c of cs) parts.push(int(c.length), c);
       parts.push(int(0));
