@@ -9,6 +9,7 @@ import { parseDuration } from '../duration.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
+import { addDataOffsets } from '../postgres/archive-offsets.ts';
 import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
@@ -281,7 +282,13 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       workStart = Date.now();
       const ready = await log.group(targetConn ? 'download' : 'download + cluster start', () =>
         downloadWhileClusterStarts({
-          download: (signal) => downloadArchive(storage, backup!, scratch!, signal, identities),
+          // A custom archive dumped through a pipe lacks its data offsets: write them into this
+          // scratch copy (part of the download phase, while the cluster still starts).
+          download: (signal) =>
+            downloadArchive(storage, backup!, scratch!, signal, identities).then(async (local) => {
+              if (manifest.format === 'custom' && local.problems.length === 0) await addDataOffsets(local.path, log, signal);
+              return local;
+            }),
           cluster: targetConn
             ? undefined
             : async (signal) => {
