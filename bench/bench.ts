@@ -11,6 +11,9 @@
 //           ours      pg-backup verify --level archive               (sha256 + full archive read)
 //   drill   hand      rclone -q cat OBJ | zstd -dq > FILE; createdb; pg_restore -j2 -d   (into the
 //                     already running server: no initdb, no checks)
+//           hand-full the same with what a drill script needs for the same proof, one step after
+//                     the other: initdb + start (fsync off), download, restore, count(*) of every
+//                     table, stop, rm
 //           ours      pg-backup drill --jobs 2                        (throwaway cluster, every check)
 //
 // Ours runs as `npx pg-backup` does: bin/pg-backup.js, from the CLI bundle (rebuilt first). For
@@ -243,9 +246,30 @@ if (wanted.has('verify') || wanted.has('drill')) {
         after: async () => Number((await q(admin, `SELECT pg_database_size('hand_drill') AS s`))[0]!.s),
         command: () => `rclone -q cat ${object} | zstd -dq > ${local} && ${bin}/createdb --maintenance-db='${admin}' hand_drill && ${bin}/pg_restore -j ${jobs} --no-owner --no-acl --exit-on-error -d '${admin.replace(/\/postgres$/, '/hand_drill')}' ${local}; rc=$?; rm -f ${local}; exit $rc`,
       },
+      {
+        // What a hand-written drill script does for the same proof: its own throwaway server
+        // (initdb, start with fsync off, as the runbooks do), the download, the restore, an exact
+        // row count of every table, then stop and clean up — one step after the other.
+        name: 'hand-full',
+        disk: true,
+        command: () => {
+          const dir = path.join(scratch, 'hand-full');
+          const sock = path.join(dir, 'sock');
+          const asPg = (cmd: string) => `runuser -u postgres -- ${cmd}`;
+          return [
+            `mkdir -p ${sock} && chown -R postgres: ${dir}`,
+            asPg(`${bin}/initdb -D ${dir}/data -U postgres --auth-local=trust --auth-host=reject -E UTF8 --locale=C --no-sync >/dev/null`),
+            asPg(`${bin}/pg_ctl -D ${dir}/data -l ${dir}/log -w -o "-c listen_addresses='' -k ${sock} -c fsync=off -c full_page_writes=off -c synchronous_commit=off" start >/dev/null`),
+            `rclone -q cat ${object} | zstd -dq > ${dir}/a.dump`,
+            `${bin}/createdb -h ${sock} -U postgres drill`,
+            `${bin}/pg_restore -h ${sock} -U postgres -j ${jobs} --no-owner --no-acl --exit-on-error -d drill ${dir}/a.dump`,
+            `for t in $(${bin}/psql -h ${sock} -U postgres -d drill -Atc "SELECT format('%I.%I', schemaname, relname) FROM pg_stat_user_tables"); do ${bin}/psql -h ${sock} -U postgres -d drill -Atc "SELECT count(*) FROM $t" >/dev/null; done`,
+          ].join(' && ') + `; rc=$?; ${asPg(`${bin}/pg_ctl -D ${dir}/data -m immediate stop >/dev/null`)}; rm -rf ${dir}; exit $rc`;
+        },
+      },
       { name: 'ours', command: () => ours(`drill --from s3://${dumpKey} --backup latest --jobs ${jobs} --json`), ours: true, disk: true },
     ]);
-    report('drill', results, [['hand', 0.9]]);
+    report('drill', results, [['hand', 0.9], ['hand-full', 0.9]]);
     const phases = results.get('ours')!.map((r) => JSON.parse(r.stdout) as { rtoMs?: number; phases?: Record<string, number> });
     summary.push(`  ours' RTO and phases per round (ms): ${phases.map((p) => JSON.stringify({ rtoMs: p.rtoMs, ...p.phases })).join(' ')}`);
     const handMedian = median(results.get('hand')!.map((r) => r.seconds));
