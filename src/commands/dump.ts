@@ -17,7 +17,7 @@ import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
-import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan } from './dump-plan.ts';
+import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan, type DumpPlanInput } from './dump-plan.ts';
 import { dumpDirectory, type StoredFile } from './dump-directory.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { verify, type VerifyLevel, type VerifyResult } from './verify.ts';
@@ -25,66 +25,14 @@ import { verify, type VerifyLevel, type VerifyResult } from './verify.ts';
 export type { ChecksumSidecar } from './dump-plan.ts';
 export { planDump, forDatabase, type DumpPlan } from './dump-plan.ts';
 
-/** Options of {@link dump}. */
-export interface DumpOptions extends DumpSelection {
+/** Options of {@link dump}: the plan's inputs ({@link DumpPlanInput}), the database, the signal and the clock. */
+export interface DumpOptions extends DumpPlanInput {
   /** libpq URL; default `DATABASE_URL`, then the `PG*` variables. */
   databaseUrl?: string;
-  /** `s3://BUCKET/PREFIX` or `file:///DIR`. */
-  to: string;
-  /** Default `default`. */
-  service?: string;
-  /** Default `default`. */
-  environment?: string;
-  /** `zstd[:level]` (default `zstd:3`), `gzip[:level]`, `none`. */
-  compression?: string;
-  /** Write `<object>.md5` / `<object>.sha256` in `md5sum` / `sha256sum` format beside the dump. */
-  checksumSidecars?: ChecksumSidecar[];
-  /** Also write `<id>.schema.sql`: the schema alone, plain SQL, uncompressed, in the same snapshot (grep and diff it). */
-  schemaSidecar?: boolean;
-  /** Directory format: where pg_dump spools the archive before upload (needs about the database's size). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
-  workDir?: string;
-  /** Fail when no byte moved for this long (`10m`, the default; `0` disables). */
-  stallTimeout?: string;
-  /** Progress report interval in ms. Default 500 on a terminal, 10 000 elsewhere. */
-  progressIntervalMs?: number;
-  s3?: S3Settings;
-  logger: Logger;
   /** Aborting cancels the dump: pg_dump is stopped and the multipart upload aborted. */
   signal?: AbortSignal;
   /** Clock, for tests. */
   now?: () => Date;
-  /**
-   * When no pg_dump of the server's major (or newer) is installed, install
-   * `postgresql-client-<major>` from the PostgreSQL apt repository first (needs root or
-   * passwordless sudo, as on GitHub-hosted runners). Default false.
-   */
-  installClient?: boolean;
-  /** Recorded in the manifest's `context`: why this backup was taken, and (in Actions) the commit, ref, actor and run. */
-  context?: Manifest['context'];
-  /**
-   * Verify the backup right after writing it, at this level (`checksum`, `archive`, `schema`).
-   * Needs read access (Get) besides write. Default `none`.
-   */
-  verify?: VerifyLevel;
-  /**
-   * Encrypt on the client with age to these public recipients (`age1…`), after compression.
-   * Only holders of a matching identity can restore; the dump itself needs no secret.
-   */
-  ageRecipients?: string[];
-  /**
-   * An off-region copy: `s3://BUCKET/PREFIX` or `file:///DIR` that receives the same bytes as
-   * they are uploaded (teed, no second read of the primary, so write-only credentials suffice),
-   * then the sidecars and the manifest, after the primary's manifest. The copy is then re-read
-   * and its SHA-256 checked when the mirror's credentials allow reading.
-   */
-  mirrorTo?: string;
-  /** Settings (endpoint, region, credentials, SSE, Object Lock) for {@link mirrorTo}. */
-  mirrorS3?: S3Settings;
-  /**
-   * Settings for the verify right after the dump, e.g. read-only credentials apart from the
-   * write-only ones in `s3` (least privilege). Default: `s3`.
-   */
-  verifyS3?: S3Settings;
 }
 
 /** How the off-region copy went. */
