@@ -1,7 +1,4 @@
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
-import { drillFolder, parseManifestKey, utcStamp } from '../backup/keys.ts';
-import type { Manifest } from '../backup/manifest.ts';
-import type pg from 'pg';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,18 +7,34 @@ import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
 import { addDataOffsets } from '../postgres/archive-offsets.ts';
-import { readSmokeChecks, runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
+import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
-import { findMigrationHead } from '../postgres/migrations.ts';
-import { connect, countRows, serverFacts, type TableRowCount } from '../postgres/server.ts';
+import { serverFacts } from '../postgres/server.ts';
 import { targetContents } from '../postgres/target.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
-import { TOOL } from '../version.ts';
+import { openStorage, type S3Settings } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
+import { missingExtensions, reportedServerVersion, runChecks, withClient } from './drill-checks.ts';
+import { archiveDrillLog, describePhases, drillHistory, type DrillPhases, type DrillResult } from './drill-report.ts';
+
+export {
+  archiveDrillLog,
+  describePhases,
+  drillHistory,
+  drillRecordKeys,
+  writeDrillRecord,
+  DRILL_RECORD_DEADLINE_MS,
+  type DrillHistoryEntry,
+  type DrillLabels,
+  type DrillPhases,
+  type DrillResult,
+  type MajorDrillResult,
+  type TableCheck,
+} from './drill-report.ts';
+export { reportedServerVersion } from './drill-checks.ts';
 
 /**
  * The options every kind of drill takes (a logical drill, {@link DrillOptions}; a physical
@@ -111,84 +124,6 @@ export interface DrillOptions extends DrillCommonOptions {
   serverMajor?: number;
   /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
   archiveLog?: boolean;
-}
-
-/** One table's row count in the manifest and after the restore. */
-export interface TableCheck {
-  schema: string;
-  table: string;
-  expected: number;
-  /** Undefined when the table is missing after the restore. */
-  actual: number | undefined;
-  ok: boolean;
-}
-
-/** Time per phase of a logical drill, in ms; a phase that did not run (or not to its end) is 0. */
-export interface DrillPhases {
-  /** GET, SHA-256, decryption and decompression into a local file. */
-  downloadMs: number;
-  /**
-   * The throwaway cluster ready for the restore: initdb, server start and CREATE DATABASE, run
-   * while the download runs (0 with a target URL).
-   */
-  clusterReadyMs: number;
-  /** pg_restore (or psql for a plain dump). */
-  restoreMs: number;
-  /** Row counts, sequences, migration head and smoke SQL. */
-  checksMs: number;
-  /** After the RTO: the throwaway cluster stopped and removed, the download directory removed. */
-  shutdownMs: number;
-}
-
-/** One past drill, as its JSON report in the bucket tells. */
-export interface DrillHistoryEntry {
-  startedAt: string;
-  ok: boolean;
-  rtoMs: number;
-  backupId: string | undefined;
-  reportKey: string;
-}
-
-/** The outcome of {@link drill}; a failed drill is a result (`ok: false`), not an exception. */
-export interface DrillResult {
-  ok: boolean;
-  reason?: string;
-  problems: string[];
-  backupUri?: string;
-  manifestUri?: string;
-  manifest?: Manifest;
-  /** `throwaway` (a cluster the tool started) or the target URL without password. */
-  target: string;
-  startedAt: string;
-  /**
-   * Recovery time in ms: the wall time a user waits for a checked database, from the start of
-   * the download (the throwaway cluster starts meanwhile) to the end of the checks, or to the
-   * point where the drill stopped. It is not the sum of {@link phases}: the download and the
-   * cluster start overlap, and the extension preflight sits between the download and the
-   * restore. The shutdown comes after it.
-   */
-  rtoMs: number;
-  phases: DrillPhases;
-  /** Extensions the archive creates. */
-  extensions: string[];
-  /** `server_version` the restore target reported (`17.10`). */
-  serverVersion?: string;
-  /** Upgrade rehearsal (`postgresVersions`): one result per server major, ascending. */
-  majors?: MajorDrillResult[];
-  /** Age of the backup when the drill started, in ms (the recovery point it gives). */
-  rpoMs?: number;
-  tables: TableCheck[];
-  /** Sequences whose value is behind the greatest value of the column they feed. */
-  sequencesBehind: string[];
-  /** The migration head recorded in the manifest and the one found after the restore. */
-  migrationHead?: { expected: string | undefined; actual: string | undefined; ok: boolean };
-  smoke: SmokeResult[];
-  /** This drill and the previous ones of the same database, newest first (at most 10), read back from the bucket. */
-  history: DrillHistoryEntry[];
-  drillLogUri?: string;
-  drillReportUri?: string;
-  /** The drill was stopped by its signal (SIGINT/SIGTERM, closed output) before it finished; `ok` is false. */
-  cancelled?: boolean;
 }
 
 /**
@@ -399,16 +334,6 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
 }
 
 /**
- * The phases as one line for the drill log, the CLI and the job summary:
- * `download 3.9 s ∥ cluster ready 1.1 s, restore 12.0 s, checks 0.7 s; shutdown 0.3 s after`
- * (`∥`: the two overlap; without a throwaway cluster the cluster part is left out).
- */
-export function describePhases(phases: DrillPhases, throwaway = phases.clusterReadyMs > 0): string {
-  const f = formatSeconds;
-  return `download ${f(phases.downloadMs)}${throwaway ? ` ∥ cluster ready ${f(phases.clusterReadyMs)}` : ''}, restore ${f(phases.restoreMs)}, checks ${f(phases.checksMs)}; shutdown ${f(phases.shutdownMs)} after`;
-}
-
-/**
  * Runs the download and, when `cluster` is given, the throwaway cluster's start at the same
  * time, with one owner: the first to fail (a thrown error, or a download with problems such as
  * a SHA-256 mismatch) cancels the other through a shared AbortController, as does `signal`.
@@ -464,275 +389,8 @@ async function downloadWhileClusterStarts(o: {
   }
 }
 
-/**
- * The post-restore checks: row counts per table against the manifest (counted in the dump's
- * snapshot), sequences not behind their columns, the migration head, and the smoke SQL.
- * Appends every failure to `result.problems`. The row counts run over up to `connections`
- * connections at once (see {@link countRowsInParallel}); the rest on one.
- */
-async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger, connections: number, signal?: AbortSignal): Promise<void> {
-  await withClient(target, signal, async (client) => {
-    const { rows } = await client.query<{ schema: string; table: string; bytes: string }>(
-      `SELECT n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
-    );
-    const key = (t: { schema: string; table: string }) => `${t.schema}\u0000${t.table}`;
-    const bytes = new Map(rows.map((r) => [key(r), Number(r.bytes)]));
-    // Largest first, so that the biggest table does not start last on a busy connection.
-    const present = manifest.tables.filter((t) => bytes.has(key(t))).sort((a, b) => bytes.get(key(b))! - bytes.get(key(a))!);
-    const counts = new Map((await countRowsInParallel(target, present, connections, signal)).map((c) => [key(c), c.rows]));
-    result.tables = manifest.tables.map((t) => {
-      const actual = counts.get(key(t));
-      return { schema: t.schema, table: t.table, expected: t.rows, actual, ok: actual === t.rows };
-    });
-    const bad = result.tables.filter((t) => !t.ok);
-    for (const t of bad) {
-      result.problems.push(
-        t.actual === undefined ? `table ${t.schema}.${t.table} is missing after the restore` : `row count of ${t.schema}.${t.table} is ${t.actual}, the manifest says ${t.expected}`,
-      );
-    }
-    log.info(`row counts: ${result.tables.length - bad.length}/${result.tables.length} tables match the manifest (counted over ${Math.max(1, Math.min(connections, present.length))} connection${Math.min(connections, present.length) > 1 ? 's' : ''})`);
-
-    result.sequencesBehind = await sequencesBehind(client);
-    for (const s of result.sequencesBehind) result.problems.push(`sequence ${s}`);
-    log.info(`sequences: ${result.sequencesBehind.length ? `${result.sequencesBehind.length} behind their columns` : 'none behind their columns'}`);
-
-    const head = await findMigrationHead(client);
-    const expected = manifest.migrationHead?.head;
-    if (expected !== undefined || head) {
-      result.migrationHead = { expected, actual: head?.head, ok: head?.head === expected };
-      if (!result.migrationHead.ok) result.problems.push(`migration head is ${head?.head ?? 'missing'} after the restore, the manifest says ${expected ?? 'none'}`);
-      log.info(`migration head (${head?.table ?? manifest.migrationHead?.table}): ${head?.head ?? 'missing'}${result.migrationHead.ok ? ', as recorded' : `, expected ${expected}`}`);
-    }
-
-    if (smoke.length) {
-      result.smoke = await runSmokeChecks(client, smoke);
-      for (const r of result.smoke) {
-        log.info(`smoke line ${r.line} (${r.expectation}): ${r.ok ? 'OK' : 'FAILED'}, got ${r.actual}`);
-        if (!r.ok) result.problems.push(`smoke check at line ${r.line} expected ${r.expectation}, got ${r.actual}`);
-      }
-    }
-  });
-}
-
-/**
- * Counts the rows of `tables` (`count(*)`, the server's parallel scans allowed) over up to
- * `connections` connections to `target` at once, each taking the next table of the list in
- * turn, so a big table's count runs beside the others'. Measured on a 2-core machine after a
- * restore of 1.06 GB (5 M + 2 M rows and three small tables, hint bits not yet set): 0.66–0.98 s
- * over two connections against 1.12–1.24 s over one, for the same server CPU (0.58 against
- * 0.62 s).
- * @returns one count per table, in no particular order.
- * @throws the first connection's or query's error; `signal.reason` when `signal` aborts (every connection is closed).
- */
-async function countRowsInParallel(target: DatabaseConnection, tables: { schema: string; table: string }[], connections: number, signal?: AbortSignal): Promise<TableRowCount[]> {
-  const queue = [...tables];
-  const out: TableRowCount[] = [];
-  const worker = () =>
-    withClient(target, signal, async (client) => {
-      for (let t = queue.shift(); t; t = queue.shift()) out.push(...(await countRows(client, [t])));
-    }).catch((err: unknown) => {
-      queue.length = 0; // the first failure ends the counting on every connection
-      throw err;
-    });
-  const settled = await Promise.allSettled(Array.from({ length: Math.max(1, Math.min(connections, tables.length)) }, worker));
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-  if (failed) throw failed.reason;
-  return out;
-}
-
 /** A multi-line message (a program's output) as one line: its non-blank lines joined by " | ", at most 500 characters. */
 function oneLine(message: string): string {
   const text = message.split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
   return text.length > 500 ? `${text.slice(0, 499)}…` : text;
-}
-
-/**
- * Runs `fn` with a client of `target`, ended afterwards. When `signal` aborts, the connection is
- * closed at once (a running query fails) and `signal.reason` is thrown.
- */
-async function withClient<T>(target: DatabaseConnection, signal: AbortSignal | undefined, fn: (client: pg.Client) => Promise<T>): Promise<T> {
-  signal?.throwIfAborted();
-  const client = await connect(target, 'pg-backup drill');
-  const onAbort = () => void client.end().catch(() => undefined);
-  signal?.addEventListener('abort', onAbort, { once: true });
-  try {
-    signal?.throwIfAborted();
-    const out = await fn(client);
-    signal?.throwIfAborted();
-    return out;
-  } catch (err) {
-    throw signal?.aborted ? signal.reason : err;
-  } finally {
-    signal?.removeEventListener('abort', onAbort);
-    await client.end().catch(() => undefined);
-  }
-}
-
-/**
- * Sequences owned by an integer column (serial or identity) whose next value would collide
- * with existing rows: `last_value` (or, if never called, `last_value - increment`) below the
- * column's max. This is what a data-only restore or a bad `setval` leaves behind (seed 002).
- */
-async function sequencesBehind(client: pg.Client): Promise<string[]> {
-  const { rows } = await client.query<{ seq: string; col: string; tbl: string; increment: string }>(
-    `SELECT format('%I.%I', sn.nspname, s.relname) AS seq, format('%I', a.attname) AS col, format('%I.%I', tn.nspname, t.relname) AS tbl,
-            ps.seqincrement::text AS increment
-       FROM pg_depend d
-       JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'
-       JOIN pg_namespace sn ON sn.oid = s.relnamespace
-       JOIN pg_sequence ps ON ps.seqrelid = s.oid
-       JOIN pg_class t ON t.oid = d.refobjid
-       JOIN pg_namespace tn ON tn.oid = t.relnamespace
-       JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
-      WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-        AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)`,
-  );
-  const behind: string[] = [];
-  for (const r of rows) {
-    const state = await client.query<{ last: string; called: boolean; max: string | null }>(
-      `SELECT last_value::text AS last, is_called AS called, (SELECT max(${r.col})::text FROM ${r.tbl}) AS max FROM ${r.seq}`,
-    );
-    const { last, called, max } = state.rows[0]!;
-    if (max === null) continue;
-    const increment = BigInt(r.increment);
-    const current = called ? BigInt(last) : BigInt(last) - increment;
-    if (increment > 0n ? current < BigInt(max) : false) behind.push(`${r.seq} is behind ${r.tbl}.${r.col}: its value is ${current}, the column's max is ${max}`);
-  }
-  return behind;
-}
-
-/** Of `extensions`, those the target server cannot create (`pg_available_extensions`). */
-async function missingExtensions(target: DatabaseConnection, extensions: string[], signal?: AbortSignal): Promise<string[]> {
-  if (extensions.length === 0) return [];
-  return withClient(target, signal, async (client) => {
-    const { rows } = await client.query<{ name: string }>('SELECT name FROM pg_available_extensions WHERE name = ANY($1::text[])', [extensions]);
-    const available = new Set(rows.map((r) => r.name));
-    return extensions.filter((e) => !available.has(e));
-  });
-}
-
-/**
- * Writes the drill log (text) and report (JSON) under the drill folder. A storage failure here
- * (read-only credentials) is a warning: the drill's verdict stands.
- */
-export async function archiveDrillLog(
-  storage: Storage,
-  options: DrillOptions,
-  backup: ResolvedBackup | undefined,
-  result: DrillResult,
-  lines: string[],
-  startedAt: Date,
-  log: Logger,
-): Promise<DrillLabels | undefined> {
-  const fromKey = options.backup && options.backup !== 'latest' ? parseManifestKey(options.backup.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?|dir\/?)$/, '.manifest.json')) : undefined;
-  const labels = backup?.manifest ?? fromKey ?? (options.filter?.service && options.filter.environment && options.filter.database ? (options.filter as Required<BackupFilter>) : undefined);
-  if (!labels) {
-    log.warn('drill log not archived: the backup could not be identified (give --service, --environment and --database)');
-    return undefined;
-  }
-  try {
-    const keys = drillRecordKeys(labels, backup?.manifest.id ?? 'unknown', startedAt);
-    result.drillLogUri = storage.uri(keys.log);
-    result.drillReportUri = storage.uri(keys.report);
-    await writeDrillRecord(storage, keys, { ...result, manifest: undefined, backupId: backup?.manifest.id }, lines);
-  } catch (err) {
-    result.drillLogUri = undefined;
-    result.drillReportUri = undefined;
-    log.warn(`drill log not archived: ${messageOf(err)}`);
-  }
-  return { service: labels.service, environment: labels.environment, database: labels.database };
-}
-
-/** The labels that name a drill folder: service, environment, and the database (or pgBackRest stanza). */
-export type DrillLabels = { service: string; environment: string; database: string };
-
-/**
- * The keys of one drill's JSON report and text log:
- * `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<id>-drill-<YYYYMMDDTHHMMSSZ>.{json,log}`
- * (`id`: the backup's id, or pgBackRest's backup label). Logical and physical drills share it.
- */
-export function drillRecordKeys(labels: DrillLabels, id: string, startedAt: Date): { report: string; log: string } {
-  const stem = `${drillFolder(labels, startedAt)}${id}-drill-${utcStamp(startedAt)}`;
-  return { report: `${stem}.json`, log: `${stem}.log` };
-}
-
-/**
- * Writes a drill's report (JSON, with `tool` added; it must carry `startedAt`, `ok`, `rtoMs` and
- * `backupId` for {@link drillHistory}) and then its log (text lines) at `keys`.
- * @throws the storage's error when a write fails (the caller decides whether that is a warning).
- */
-export async function writeDrillRecord(storage: Storage, keys: { report: string; log: string }, report: object, lines: string[]): Promise<void> {
-  // Each write has its own deadline: the verdict of a cancelled drill is still written, and a
-  // store that does not answer cannot hold the drill's exit for longer than this.
-  const deadline = () => AbortSignal.timeout(DRILL_RECORD_DEADLINE_MS);
-  await storage.put(keys.report, `${JSON.stringify({ tool: TOOL, ...report }, null, 2)}\n`, { contentType: 'application/json', signal: deadline() });
-  await storage.put(keys.log, `${lines.join('\n')}\n`, { contentType: 'text/plain; charset=utf-8', signal: deadline() });
-}
-
-/** How long one write of the drill log or report may take (ms), cancelled drills included. */
-export const DRILL_RECORD_DEADLINE_MS = 20_000;
-
-/**
- * The newest `limit` drills of one database, read from their JSON reports under
- * `drills/<service>/<environment>/<database>/` (all quarters), newest first.
- */
-export async function drillHistory(storage: Storage, labels: DrillLabels, limit: number): Promise<DrillHistoryEntry[]> {
-  const folder = drillFolder(labels, new Date()).replace(/\d{4}-Q\d\/$/, '');
-  const keys: string[] = [];
-  for await (const obj of storage.list(folder)) if (/-drill-\d{8}T\d{6}Z\.json$/.test(obj.key)) keys.push(obj.key);
-  const stamp = (k: string) => /-drill-(\d{8}T\d{6}Z)\.json$/.exec(k)![1]!;
-  keys.sort((a, b) => (stamp(a) < stamp(b) ? 1 : stamp(a) > stamp(b) ? -1 : 0));
-  // The reports are read at once (at most `limit` small GETs), kept in the keys' order.
-  const entries = await Promise.all(
-    keys.slice(0, limit).map(async (key): Promise<DrillHistoryEntry | undefined> => {
-      try {
-        const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string };
-        return { startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key };
-      } catch {
-        return undefined; // an unreadable report is skipped
-      }
-    }),
-  );
-  return entries.filter((e): e is DrillHistoryEntry => e !== undefined);
-}
-
-/** One major's outcome in an upgrade rehearsal. */
-export interface MajorDrillResult {
-  /** The target server's major version, e.g. 17. */
-  major: number;
-  /** `server_version` as the target reported it, trimmed at the first space (`17.10`); undefined when no server started. */
-  serverVersion?: string;
-  /** Where its server binaries came from: `installed` (PG_BIN_DIR, apt…) or `download` (the npm package). */
-  binaries?: 'installed' | 'download';
-  /** The npm package the binaries came from, for `download`. */
-  packageSpec?: string;
-  ok: boolean;
-  /** Recovery time into this major, in ms: wall time from its download's start to its checks' end (see DrillResult.rtoMs). */
-  rtoMs: number;
-  phases: DrillResult['phases'];
-  /** The first failed check (one line), when not ok. */
-  reason?: string;
-  problems: string[];
-  extensions: string[];
-  tables: TableCheck[];
-  sequencesBehind: string[];
-  migrationHead?: DrillResult['migrationHead'];
-  smoke: DrillResult['smoke'];
-}
-
-/**
- * `server_version` as `target` reports it, trimmed at the first space (`15.18 (Debian …)` →
- * `15.18`), or undefined when it cannot be read (the drill's checks report the connection problem).
- */
-export async function reportedServerVersion(target: DatabaseConnection): Promise<string | undefined> {
-  try {
-    const client = await connect(target, 'pg-backup drill');
-    try {
-      return (await serverFacts(client)).version;
-    } finally {
-      await client.end().catch(() => undefined);
-    }
-  } catch {
-    return undefined;
-  }
 }
