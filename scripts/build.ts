@@ -5,6 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readFile, writeFile, mkdir, rename } from 'node:fs/promises';
 import { createRequire } from 'node:module';
+import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -91,7 +92,11 @@ export async function writeCliBundle(): Promise<string> {
   await writeFile(`${bundle}.tmp`, text);
   await rename(`${bundle}.tmp`, bundle);
   await writeFile(path.join(root, CLI.inputs), `${JSON.stringify(inputs, null, 1)}\n`);
-  return `wrote ${CLI.bundle} (${(text.length / 1024).toFixed(0)} KiB, ${Object.keys(inputs.files).length} inputs checked at start-up)`;
+  // Warm V8's compile cache for this bundle, so that `dump` can read it without writing
+  // (bin/pg-backup.js, "compile cache"); a failure only leaves dump without the cache.
+  const warm = spawnSync(process.execPath, [path.join(root, 'bin/pg-backup.js')], { env: { ...process.env, PGB_WARM_COMPILE_CACHE: '1', PGB_CLI_SOURCES: '' }, stdio: 'ignore' });
+  const warmed = warm.status === 0 ? ', compile cache warmed' : '';
+  return `wrote ${CLI.bundle} (${(text.length / 1024).toFixed(0)} KiB, ${Object.keys(inputs.files).length} inputs checked at start-up${warmed})`;
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {

@@ -43,4 +43,5 @@ export const ENVIRONMENT: readonly EnvironmentVariable[] = [
   { group: 'launcher', names: ['PGB_CLI_SOURCES'], default: '', use: '`1`: run the TypeScript sources, not the bundle `dist/cli.js`' },
   { group: 'launcher', names: ['PGB_TRACE_LAUNCHER'], default: '', use: '`1`: say on stderr which entry (bundle or sources) runs' },
   { group: 'launcher', names: ['PGB_HEAP_CAP'], default: '', use: "`0`: do not cap V8's young generation (`--max-semi-space-size=1`)" },
+  { group: 'launcher', names: ['PGB_WARM_COMPILE_CACHE'], default: '', use: "`1`: compile the bundle into V8's compile cache (`dist/compile-cache/`) and record it, then exit; `npm run build` and `npm ci` do it, so that `dump` can read the cache without writing a file" },
 ];

@@ -12,7 +12,8 @@ const TRACED = ['open', 'openat', 'openat2', 'creat', 'rename', 'renameat', 'ren
 /**
  * The local writes in an `strace -f` log: every open with a write/create/truncate flag, and
  * every creat/rename/mkdir/link/symlink/mknod/truncate, whose path is not under /dev or /proc
- * (attempts count too, failed or not: the dump must not even try). Relative paths count.
+ * (attempts count too, failed or not: the dump must not even try — but for the compile cache's
+ * existing directory, below). Relative paths count.
  */
 function localWrites(trace: string): string[] {
   const out: string[] = [];
@@ -23,6 +24,10 @@ function localWrites(trace: string): string[] {
     if (call === 'execve') continue;
     const writing = /^open/.test(call) ? /O_WRONLY|O_RDWR|O_CREAT|O_TRUNC|O_TMPFILE/.test(rest) : true;
     if (!writing) continue;
+    // The one exception: Node's mkdir of the compile cache's existing directory, which the
+    // launcher allows dump only when the build warmed the cache (every lookup then hits); it
+    // fails with EEXIST and writes nothing.
+    if (/^mkdir/.test(call) && rest.includes(`${root}/dist/compile-cache/`) && /= -1 EEXIST/.test(rest)) continue;
     const paths = [...rest.matchAll(/"((?:[^"\\]|\\.)*)"/g)].map((p) => p[1]!);
     if (paths.some((p) => !/^\/(dev|proc)\//.test(p))) out.push(line);
   }
