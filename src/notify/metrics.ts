@@ -29,7 +29,7 @@ export const METRICS = {
   pg_backup_duration_seconds: 'Wall time of the last run of this command, in seconds (a drill: its RTO).',
   pg_backup_size_bytes: 'Stored size of the backup of the last successful run (dump: written; verify, drill: checked), in bytes.',
   pg_backup_drill_success: '1 when the last restore drill passed every check, 0 when it failed.',
-  pg_backup_drill_rto_seconds: 'Recovery time of the last restore drill (download, restore, checks), in seconds.',
+  pg_backup_drill_rto_seconds: 'Recovery time of the last restore drill (wall time from the download\'s start to the checks\' end), in seconds.',
   pg_backup_drill_rto_budget_seconds: 'The RTO budget the last drill was held to (--max-rto), in seconds.',
   pg_backup_prune_kept_backups: 'Complete backups the last prune kept.',
   pg_backup_prune_deleted_backups: 'Backups (complete and incomplete) the last prune deleted, or would delete in a dry run.',

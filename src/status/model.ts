@@ -67,7 +67,7 @@ export interface DrillSummary {
   /** UTC, ISO 8601. */
   at: string;
   ok: boolean;
-  /** Recovery time (download + restore + checks, or restore + WAL replay), in ms. */
+  /** Recovery time (wall time from the download's start to the checks' end, or restore + WAL replay), in ms. */
   rtoMs: number;
   /** The backup drilled, when the report names it. */
   backupId?: string;
