@@ -36,6 +36,8 @@ export interface OrderedRangeOptions {
   backoffMs?: (attempt: number) => number;
   /** Aborting it stops every range in flight; the stream fails with its reason. */
   signal?: AbortSignal;
+  /** Turns the error the stream fails with into the one its reader sees (one line naming the object). Default: the error itself. */
+  describeError?: (err: unknown) => Error;
 }
 
 /** Bytes the range being emitted may hold ahead of the consumer before its read waits: 512 KiB. */
@@ -225,7 +227,7 @@ export function orderedRangeStream(options: OrderedRangeOptions): Readable {
         if (!stream.push(value)) return;
       }
     } catch (err) {
-      stream.destroy(err as Error);
+      stream.destroy(options.describeError ? options.describeError(err) : (err as Error));
     } finally {
       pumping = false;
     }

@@ -1,4 +1,4 @@
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
@@ -485,7 +485,7 @@ export class S3Storage implements Storage {
       const e = err as { name?: string; noRetry?: boolean; $metadata?: { httpStatusCode?: number } };
       return !e.noRetry && e.name !== 'PreconditionFailed' && e.$metadata?.httpStatusCode !== 412 && e.name !== 'AbortError';
     };
-    const stream = orderedRangeStream({
+    return orderedRangeStream({
       totalBytes: Number(total),
       rangeBytes,
       concurrency,
@@ -502,24 +502,15 @@ export class S3Storage implements Storage {
           throw Object.assign(err instanceof Error ? err : new Error(String(err)), { noRetry: true });
         }
       },
+      // One line for the reason a range failed: a replaced object, a cancellation, the mapped S3 error.
+      describeError: (err) => {
+        const e = err as Error & { $metadata?: { httpStatusCode?: number } };
+        if (e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412) {
+          return new Error(`${uri} changed while it was being read (its ETag no longer matches ${etag}): another writer replaced the object; read it again`);
+        }
+        return abortSignal?.aborted && err === abortSignal.reason ? (err as Error) : this.#mapError(err, uri, 'read');
+      },
     });
-    // One line for the reason a range failed: a replaced object, a cancellation, the mapped S3 error.
-    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-    stream.on('error', (err: unknown) => {
-      const e = err as Error & { $metadata?: { httpStatusCode?: number } };
-      const mapped =
-        e.name === 'PreconditionFailed' || e.$metadata?.httpStatusCode === 412
-          ? new Error(`${uri} changed while it was being read (its ETag no longer matches ${etag}): another writer replaced the object; read it again`)
-          : abortSignal?.aborted && err === abortSignal.reason
-            ? (err as Error)
-            : this.#mapError(err, uri, 'read');
-      out.destroy(mapped);
-    });
-    out.on('close', () => {
-      if (!stream.destroyed) stream.destroy();
-    });
-    stream.pipe(out);
-    return out;
   }
 
   async getText(key: string): Promise<string> {
