@@ -7,12 +7,9 @@ import path from 'node:path';
 import { identitiesFor, loadIdentities } from '../backup/encryption.ts';
 import { requireZstd } from '../backup/compression.ts';
 import { storedParts } from '../backup/parts.ts';
-import { downloadArchive, readbackProblems, streamBackup, teeSinks, type ArchiveSink, type DirectSink, type ProgramSink } from '../backup/readback.ts';
+import { downloadArchive, readbackProblems, streamBackup, teeSinks, type ArchiveSink, type DirectSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
-import { describeFailure, runPgProgram } from '../postgres/processes.ts';
-import type { PgBinary } from '../postgres/binaries.ts';
-import type { Readable } from 'node:stream';
-import { execa } from 'execa';
+import { runPgProgram } from '../postgres/processes.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
@@ -244,7 +241,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       };
       // One reader of a zstd custom archive (level archive) or none (checksum): zstd writes
       // straight into pg_restore's stdin (or /dev/null), not through this process.
-      const sink: (() => ArchiveSink) | DirectSink = !bins ? { kind: 'discard' } : !schemaTarget && manifest.format === 'custom' ? { kind: 'program', start: (input) => readArchiveProgram(bins.pgRestore, input, options.signal), fallback: openSinks } : openSinks;
+      const sink: (() => ArchiveSink) | DirectSink = !bins ? { kind: 'discard' } : !schemaTarget && manifest.format === 'custom' ? { kind: 'program', start: (input) => runPgProgram(bins.pgRestore, ['--file=/dev/null'], { stdin: input, stdout: 'ignore', signal: options.signal }), fallback: openSinks } : openSinks;
       let totalBytes = 0;
       for (const part of storedParts(backup)) {
         const outcome = await streamBackup(storage, part, sink, options.signal, identities);
@@ -264,32 +261,6 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   }
   options.signal?.throwIfAborted();
   return finish();
-}
-
-/**
- * `pg_restore --file=/dev/null` reading a custom archive from `input`, an operating-system pipe
- * handed to it as its stdin (zstd's output): it reads every data block and exits 1 on a
- * truncated or unreadable archive. `done` rejects with its one-line failure.
- */
-function readArchiveProgram(pgRestore: PgBinary, input: Readable, signal?: AbortSignal): ProgramSink {
-  const child = execa(pgRestore.path, ['--file=/dev/null'], {
-    stdin: input,
-    stdout: 'ignore',
-    stderr: 'pipe',
-    buffer: { stderr: true },
-    maxBuffer: { stderr: 1024 * 1024 },
-    env: { PGAPPNAME: 'pg-backup' },
-    cancelSignal: signal,
-    forceKillAfterDelay: 5_000,
-  });
-  const done = child.then(
-    () => undefined,
-    (err: unknown) => {
-      throw new Error(describeFailure(pgRestore.program, err));
-    },
-  );
-  done.catch(() => undefined);
-  return { done, kill: () => void child.kill('SIGKILL') };
 }
 
 /**

@@ -7,6 +7,7 @@ import { libpqEnv, type DatabaseConnection } from './connection.ts';
 /** A PostgreSQL program running as a child process. */
 export interface RunningProgram {
   stdout: Readable;
+  /** The child's stdin pipe (`stdin: 'pipe'`); not to be used when `stdin` was given a stream. */
   stdin: Writable;
   /** Resolves on exit code 0; rejects with {@link describeFailure}'s one-line reason otherwise. */
   done: Promise<void>;
@@ -141,12 +142,14 @@ export function childDuplex(child: ChildStage & { stdout: Readable }): Duplex {
 /**
  * Runs a PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`) without a shell: the
  * connection goes in `--dbname` (password removed) and the password in `PGPASSWORD`.
- * stdout is streamed, never buffered; stderr is kept for the error message.
+ * stdout is streamed, never buffered; stderr is kept for the error message. `stdin` may be
+ * another process's output stream (e.g. `zstd -d`'s stdout), handed over as the child's stdin
+ * so the bytes never pass through this process; `stdin` of the result is then null.
  */
 export function runPgProgram(
   bin: PgBinary,
   args: string[],
-  options: { connection?: DatabaseConnection; signal?: AbortSignal; stdin?: 'pipe' | 'ignore'; stdout?: 'pipe' | 'ignore' },
+  options: { connection?: DatabaseConnection; signal?: AbortSignal; stdin?: 'pipe' | 'ignore' | Readable; stdout?: 'pipe' | 'ignore' },
 ): RunningProgram {
   const dbname = options.connection ? [`--dbname=${options.connection.url}`] : [];
   const child = execa(bin.path, [...args, ...dbname], {
