@@ -186,7 +186,7 @@ async function alternate(mode: string, pipelines: Pipeline[]): Promise<Map<strin
       if (stopSampling) r.diskBytes = (await stopSampling()) + ((await p.after?.()) || 0);
       else await p.after?.();
       results.get(p.name)!.push(r);
-      console.log(`${mode} round ${i + 1} ${p.name.padEnd(8)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}${r.diskBytes ? `, peak disk ${(r.diskBytes / 1e9).toFixed(2)} GB` : ''}`);
+      console.log(`${mode} round ${i + 1} ${p.name.padEnd(9)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}${r.diskBytes ? `, peak disk ${(r.diskBytes / 1e9).toFixed(2)} GB` : ''}`);
     }
   }
   return results;
@@ -203,7 +203,7 @@ function report(mode: string, results: Map<string, Run[]>, targets: [baseline: s
   for (const name of results.keys()) {
     const rss = name === 'ours' ? Math.max(...results.get(name)!.map((r) => r.rssKiB ?? 0)) / 1024 : undefined;
     const disk = Math.max(0, ...results.get(name)!.map((r) => r.diskBytes ?? 0));
-    summary.push(`  ${name.padEnd(8)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}${disk ? `, peak disk ${(disk / 1e9).toFixed(2)} GB` : ''}`);
+    summary.push(`  ${name.padEnd(9)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}${disk ? `, peak disk ${(disk / 1e9).toFixed(2)} GB` : ''}`);
   }
   for (const [baseline, target] of targets) summary.push(`  ours/${baseline} = ${(m('ours') / m(baseline)).toFixed(2)} (target <= ${target.toFixed(2)})`);
 }
