@@ -7,7 +7,7 @@ import { UsageError } from '../errors.ts';
  * ```
  * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.dump[.zst|.gz][.age]
  * <service>/<environment>/<database>/YYYY/MM/DD/<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>.manifest.json
- * drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSSZ>.{log,json}
+ * drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSS.mmmZ>.{log,json}
  * ```
  *
  * Dates are UTC. The random suffix makes two dumps started in the same second two backups.
@@ -54,6 +54,19 @@ export function validateLabel(kind: 'service' | 'environment', value: string): s
 export function utcStamp(date: Date): string {
   return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}Z$/, 'Z');
 }
+
+/**
+ * The stamp in a drill record's key: UTC in ISO 8601 basic format with milliseconds
+ * (`20261202T152328.123Z`), so two drills of one backup started within the same second (a
+ * rehearsal, a retry, a fast failure) do not write over each other's record. Keys written before
+ * 2026-12-02 carry seconds only; {@link DRILL_STAMP} matches both.
+ */
+export function drillStamp(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '');
+}
+
+/** A regular-expression source matching {@link drillStamp}'s stamps and the older seconds-only ones (`20261123T040000Z`). */
+export const DRILL_STAMP = String.raw`\d{8}T\d{6}(?:\.\d{3})?Z`;
 
 /** The keys of one backup. */
 export interface BackupKeys {

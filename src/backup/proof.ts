@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Storage } from '../storage/index.ts';
-import { DRILLS_FOLDER, encodeSegment } from './keys.ts';
+import { DRILL_STAMP, DRILLS_FOLDER, encodeSegment } from './keys.ts';
 
 /**
  * Proof that a backup restores: a drill report (`drills/<svc>/<env>/<db>/<YYYY>-Q<n>/<id>-drill-
@@ -65,7 +65,7 @@ export async function findProofs(
   const folder = `${DRILLS_FOLDER}/${encodeSegment(group.service)}/${encodeSegment(group.environment)}/${encodeSegment(group.database)}/`;
   const drillReports = new Map<string, string[]>();
   for await (const obj of storage.list(folder)) {
-    const m = /\/([^/]+)-drill-\d{8}T\d{6}Z\.json$/.exec(obj.key);
+    const m = new RegExp(String.raw`\/([^/]+)-drill-${DRILL_STAMP}\.json$`).exec(obj.key);
     if (m) drillReports.set(m[1]!, [...(drillReports.get(m[1]!) ?? []), obj.key]);
   }
   for (const backup of backups) {

@@ -1,5 +1,5 @@
 import type { BackupFilter, ResolvedBackup } from '../backup/catalog.ts';
-import { drillFolder, parseManifestKey, utcStamp } from '../backup/keys.ts';
+import { DRILL_STAMP, drillFolder, drillStamp, parseManifestKey } from '../backup/keys.ts';
 import type { Manifest } from '../backup/manifest.ts';
 import type { SmokeResult } from '../backup/smoke.ts';
 import { messageOf } from '../errors.ts';
@@ -139,11 +139,11 @@ export type DrillLabels = { service: string; environment: string; database: stri
 
 /**
  * The keys of one drill's JSON report and text log:
- * `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<id>-drill-<YYYYMMDDTHHMMSSZ>.{json,log}`
+ * `drills/<service>/<environment>/<database>/<YYYY>-Q<n>/<id>-drill-<YYYYMMDDTHHMMSS.mmmZ>.{json,log}`
  * (`id`: the backup's id, or pgBackRest's backup label). Logical and physical drills share it.
  */
 export function drillRecordKeys(labels: DrillLabels, id: string, startedAt: Date): { report: string; log: string } {
-  const stem = `${drillFolder(labels, startedAt)}${id}-drill-${utcStamp(startedAt)}`;
+  const stem = `${drillFolder(labels, startedAt)}${id}-drill-${drillStamp(startedAt)}`;
   return { report: `${stem}.json`, log: `${stem}.log` };
 }
 
@@ -170,8 +170,10 @@ export const DRILL_RECORD_DEADLINE_MS = 20_000;
 export async function drillHistory(storage: Storage, labels: DrillLabels, limit: number): Promise<DrillHistoryEntry[]> {
   const folder = drillFolder(labels, new Date()).replace(/\d{4}-Q\d\/$/, '');
   const keys: string[] = [];
-  for await (const obj of storage.list(folder)) if (/-drill-\d{8}T\d{6}Z\.json$/.test(obj.key)) keys.push(obj.key);
-  const stamp = (k: string) => /-drill-(\d{8}T\d{6}Z)\.json$/.exec(k)![1]!;
+  const reportKeyPattern = new RegExp(`-drill-(${DRILL_STAMP})\\.json$`);
+  for await (const obj of storage.list(folder)) if (reportKeyPattern.test(obj.key)) keys.push(obj.key);
+  // Seconds-only stamps (older records) sort as if at .000.
+  const stamp = (k: string) => reportKeyPattern.exec(k)![1]!.replace(/(\d{6})Z$/, '$1.000Z');
   keys.sort((a, b) => (stamp(a) < stamp(b) ? 1 : stamp(a) > stamp(b) ? -1 : 0));
   // The reports are read at once (at most `limit` small GETs), kept in the keys' order.
   const entries = await Promise.all(

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../duration.ts';
-import { DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
+import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
 import { VerifyRecordSchema, type VerifyRecord } from '../backup/proof.ts';
 import { mapLimit } from '../map-limit.ts';
 import { formatSeconds } from '../format.ts';
@@ -12,7 +12,7 @@ import type { Storage } from '../storage/index.ts';
  * The fleet status model: what a bucket tells about every database backed up into it, built
  * from one listing of the backups ({@link listBackups}), one listing of `drills/`, the verify
  * records (`<id>.verify.json`, proof.ts) and the drill reports (`drills/<service>/<environment>/
- * <database or stanza>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSSZ>.json`, drill.ts). Manifests
+ * <database or stanza>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSS.mmmZ>.json`, drill.ts). Manifests
  * and dump objects are not read: List and Get of the small JSON records are enough.
  */
 
@@ -165,7 +165,7 @@ const DrillReportSchema = z.looseObject({
 });
 
 /** `drills/<service>/<environment>/<name>/<YYYY>-Q<n>/<backup id>-drill-<stamp>.json`. */
-const DRILL_REPORT_KEY = /^drills\/([^/]+)\/([^/]+)\/([^/]+)\/\d{4}-Q[1-4]\/(.+)-drill-(\d{8}T\d{6}Z)\.json$/;
+const DRILL_REPORT_KEY = new RegExp(String.raw`^drills\/([^/]+)\/([^/]+)\/([^/]+)\/\d{4}-Q[1-4]\/(.+)-drill-(${DRILL_STAMP})\.json$`);
 
 /** A backup id of the dump layout: `<database>-<YYYYMMDDTHHMMSSZ>-<6 hex>`. */
 const DUMP_BACKUP_ID = /-\d{8}T\d{6}Z-[0-9a-f]{6}$/;
