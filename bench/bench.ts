@@ -7,7 +7,10 @@
 //           hand      pg_dump -Fc -Z0 DB | zstd -3 -T0 | rclone -q rcat  (hand-tuned, same compression level)
 //           seed-000  pg_dump DB | zstd -3 | aws s3 cp -              (the runbook pipeline)
 //           ours      pg-backup dump --to s3://…                      (defaults: custom, zstd:3)
-//   verify  hand      rclone -q cat OBJ | zstd -dq | pg_restore -f /dev/null
+//   verify  hand      rclone -q cat OBJ | zstd -dq | pg_restore -f /dev/null  (no checksum)
+//           hand-full the same proof as ours: the manifest's sha256 (rclone cat | grep), then
+//                     rclone -q cat OBJ | tee FIFO | sha256sum, with zstd -dq < FIFO | pg_restore
+//                     -f /dev/null beside it, and the two checksums compared
 //           ours      pg-backup verify --level archive               (sha256 + full archive read)
 //   drill   hand      rclone -q cat OBJ | zstd -dq > FILE; createdb; pg_restore -j2 -d   (into the
 //                     already running server: no initdb, no checks)
@@ -16,7 +19,7 @@
 //                     table, stop, rm
 //           ours      pg-backup drill --jobs 2                        (throwaway cluster, every check)
 //
-// Ours runs as `npx pg-backup` does: bin/pg-backup.js, from the CLI bundle (rebuilt first). For
+// Ours runs as `npx pg-backup` does: bin/pg-backup.js as a program, from the CLI bundle (rebuilt first). For
 // each pipeline: median wall seconds, client CPU-seconds (user+sys of the pipeline's processes,
 // from wait4), and for ours the peak RSS of our Node process alone (children are separate
 // processes). Prints the ratios against the targets. A benchmark, not a test.
@@ -142,7 +145,9 @@ function sampleDisk(dir: string): () => Promise<number> {
 
 const rssFile = path.join(scratch, 'rss');
 const node = path.join(root, 'node_modules/.bin/node');
-const ours = (args: string) => `PGB_RSS_FILE=${rssFile} ${node} --import ${path.join(root, 'test/infra/report-rss.js')} bin/pg-backup.js ${args}`;
+// As `npx pg-backup` runs it: the program itself (its shebang line finds the project's Node 24
+// first on the PATH), with the RSS reporter preloaded through NODE_OPTIONS.
+const ours = (args: string) => `PATH=${path.join(root, 'node_modules/.bin')}:"$PATH" NODE_OPTIONS="--import=${path.join(root, 'test/infra/report-rss.js')}" PGB_RSS_FILE=${rssFile} bin/pg-backup.js ${args}`;
 
 /** Runs a shell pipeline (pipefail) under /usr/bin/time; `ours` also reads our Node process's peak RSS. */
 function time(label: string, command: string, isOurs: boolean): Promise<Run> {
@@ -230,11 +235,29 @@ if (wanted.has('verify') || wanted.has('drill')) {
   console.log(`restore benches read ${objectUri}`);
 
   if (wanted.has('verify')) {
+    const fifo = path.join(scratch, 'verify.fifo');
+    const manifestObject = object.replace(/\.dump\.zst$/, '.manifest.json');
     const results = await alternate('verify', [
       { name: 'hand', command: () => `rclone -q cat ${object} | zstd -dq | ${bin}/pg_restore -f /dev/null` },
+      {
+        // The same proof as ours, as a script would give it: the checksum the manifest records,
+        // the object streamed once through sha256sum and into the archive read, then compared.
+        name: 'hand-full',
+        command: () =>
+          [
+            'set -e',
+            `want=$(rclone -q cat ${manifestObject} | grep -o -m1 '"sha256": *"[0-9a-f]*"' | grep -o '[0-9a-f]\\{64\\}')`,
+            `rm -f ${fifo}; mkfifo ${fifo}`,
+            `( zstd -dq < ${fifo} | ${bin}/pg_restore -f /dev/null ) & reader=$!`,
+            `got=$(rclone -q cat ${object} | tee ${fifo} | sha256sum | cut -c1-64)`,
+            'wait $reader',
+            `rm -f ${fifo}`,
+            '[ -n "$want" ] && [ "$got" = "$want" ]',
+          ].join('\n'),
+      },
       { name: 'ours', command: () => ours(`verify --from s3://${dumpKey} --backup latest --level archive`), ours: true },
     ]);
-    report('verify', results, [['hand', 1.0]]);
+    report('verify', results, [['hand', 1.0], ['hand-full', 1.0]]);
   }
   if (wanted.has('drill')) {
     const local = path.join(scratch, 'hand.dump');

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 PGB_MALLOC_ARENA=1 node --max-semi-space-size=1
 // pg-backup CLI launcher. Runs dist/cli.js, the CLI bundled by `npm run build` (also run by
 // `npm ci`), when it is present and fresh (every source file it was built from unchanged);
 // otherwise the TypeScript sources directly with Node's type stripping (Node 22.18+/23.6+; the
@@ -14,20 +14,40 @@ if (major < 22 || (major === 22 && minor < 18) || (major === 23 && minor < 6)) {
   process.exit(2);
 }
 
-// Memory: V8 grows the young generation up to 16 MiB per semi-space (x3 in use while
-// scavenging) under the stream of 64 KiB chunks a dump pushes through; capped at 1 MiB, peak
-// RSS drops by ~30 MiB at no measurable cost in time (docs/performance.md). The flag works only
-// at start-up, so the launcher replaces itself (same pid, stdio and signals) once with it, unless
-// the caller already chose a size. PGB_HEAP_CAP=0 turns this off.
+// Memory, two settings that only work from the start of the process:
+// - V8 grows the young generation up to 16 MiB per semi-space (x3 in use while scavenging) under
+//   the stream of 64 KiB chunks a dump pushes through; capped at 1 MiB, peak RSS drops by ~30 MiB
+//   at no measurable cost in time (docs/performance.md).
+// - glibc gives each thread that calls malloc an arena of its own (up to 8 per core); V8's
+//   background threads free the 64 KiB chunk buffers into them, and a 10 GB dump's RSS crept to
+//   129–130 MiB; with MALLOC_ARENA_MAX=2, 122 MiB (docs/performance.md). Other C libraries
+//   ignore the variable. It is meant for this process only: it is taken out of the environment
+//   that pg_dump, zstd and PostgreSQL inherit (PGB_MALLOC_ARENA=1 marks it as ours).
+// The shebang line passes both (`env -S`, GNU coreutils 8.30+, BSD/macOS), so `npx pg-backup`
+// and `./bin/pg-backup.js` start once; started any other way (`node bin/pg-backup.js`), the
+// launcher replaces itself (same pid, stdio and signals) once with them, a second Node start of
+// ~40 ms, unless the caller already chose a semi-space size (then neither is added). A
+// MALLOC_ARENA_MAX of the caller's own is kept there; the shebang line sets 2 regardless.
+// PGB_HEAP_CAP=0 turns both off.
 const SEMI = '--max-semi-space-size';
-if (
-  process.env.PGB_HEAP_CAP !== '0' &&
-  typeof process.execve === 'function' &&
-  !process.execArgv.some((a) => a.startsWith(SEMI)) &&
-  !(process.env.NODE_OPTIONS ?? '').includes(SEMI)
-) {
+const CAP = `${SEMI}=1`;
+const trace = process.env.PGB_TRACE_LAUNCHER === '1';
+const arenaIsOurs = process.env.PGB_MALLOC_ARENA === '1';
+if (arenaIsOurs) {
+  delete process.env.MALLOC_ARENA_MAX;
+  delete process.env.PGB_MALLOC_ARENA;
+}
+const wantCap = process.env.PGB_HEAP_CAP !== '0' && !(process.env.NODE_OPTIONS ?? '').includes(SEMI);
+const flags = process.execArgv;
+// Started without the cap (and without a size of the caller's): add it. Started by the shebang
+// with it while PGB_HEAP_CAP=0 or NODE_OPTIONS chose a size: take it out.
+const restartWith =
+  wantCap && !flags.some((a) => a.startsWith(SEMI)) ? [CAP, ...flags] : !wantCap && flags.includes(CAP) ? flags.filter((a) => a !== CAP) : undefined;
+if (restartWith && typeof process.execve === 'function') {
+  const env = wantCap && process.env.MALLOC_ARENA_MAX === undefined ? { ...process.env, MALLOC_ARENA_MAX: '2', PGB_MALLOC_ARENA: '1' } : process.env;
   try {
-    process.execve(process.execPath, [process.execPath, `${SEMI}=1`, ...process.execArgv, ...process.argv.slice(1)], process.env);
+    if (trace) process.stderr.write(`pg-backup: restarting node with ${restartWith.join(' ') || 'no node flags'}${env === process.env ? '' : ' and MALLOC_ARENA_MAX=2'}\n`);
+    process.execve(process.execPath, [process.execPath, ...restartWith, ...process.argv.slice(1)], env);
   } catch {
     // Not supported here (Windows) or refused: run as we are.
   }
@@ -92,7 +112,7 @@ if (warming) {
   writeFileSync(WARM_MARK, `${JSON.stringify(mark)}\n`);
   process.exit(0);
 }
-if (process.env.PGB_TRACE_LAUNCHER === '1') process.stderr.write(`pg-backup: running ${entry.slice(3)} (${process.execArgv.join(' ') || 'no node flags'})\n`);
+if (trace) process.stderr.write(`pg-backup: running ${entry.slice(3)} (${process.execArgv.join(' ') || 'no node flags'}${arenaIsOurs ? ', MALLOC_ARENA_MAX=2' : ''})\n`);
 const { main } = await import(entry);
 const code = await main(process.argv);
 process.stdout.write('', () => process.exit(code));

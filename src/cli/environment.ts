@@ -42,6 +42,7 @@ export const ENVIRONMENT: readonly EnvironmentVariable[] = [
   { group: 'output', names: ['PG_BACKUP_DEBUG'], default: '', use: 'any value: print the stack trace of an unexpected error (never of a usage mistake)' },
   { group: 'launcher', names: ['PGB_CLI_SOURCES'], default: '', use: '`1`: run the TypeScript sources, not the bundle `dist/cli.js`' },
   { group: 'launcher', names: ['PGB_TRACE_LAUNCHER'], default: '', use: '`1`: say on stderr which entry (bundle or sources) runs' },
-  { group: 'launcher', names: ['PGB_HEAP_CAP'], default: '', use: "`0`: do not cap V8's young generation (`--max-semi-space-size=1`)" },
+  { group: 'launcher', names: ['PGB_HEAP_CAP'], default: '', use: "`0`: run node without the memory settings the launcher gives it: V8's young generation capped at 1 MiB (`--max-semi-space-size=1`) and glibc's `MALLOC_ARENA_MAX=2` (for this process only; its children do not inherit it)" },
+  { group: 'launcher', names: ['PGB_MALLOC_ARENA'], default: '', use: "set by the launcher's shebang line and restart, not by users: `1` marks `MALLOC_ARENA_MAX` as the launcher's own, which it then takes out of the environment pg_dump, zstd and PostgreSQL inherit" },
   { group: 'launcher', names: ['PGB_WARM_COMPILE_CACHE'], default: '', use: "`1`: compile the bundle into V8's compile cache (`dist/compile-cache/`) and record it, then exit; `npm run build` and `npm ci` do it, so that `dump` can read the cache without writing a file" },
 ];

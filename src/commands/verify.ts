@@ -10,6 +10,7 @@ import { storedParts } from '../backup/parts.ts';
 import { downloadArchive, readbackProblems, streamBackup, teeSinks, type ArchiveSink, type DirectSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
 import { runPgProgram } from '../postgres/processes.ts';
+import { prefetchPrograms } from '../postgres/binaries.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
@@ -150,6 +151,11 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const maxAgeMs = options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined;
   const everyMs = options.expectEvery ? parseDuration(options.expectEvery, '--expect-every') : undefined;
   const storage = openStorage(options.from, options.s3);
+  // The programs the archive's read needs are looked up while the store is listed.
+  if (level === 'archive' || level === 'schema') {
+    prefetchPrograms('pg_restore');
+    requireZstd().catch(() => undefined);
+  }
   await checkLocation(storage);
   const result: VerifyResult = { ok: false, level, problems: [], suspicions: [], sizeBytes: 0, gaps: [], durationMs: 0 };
   const finish = () => {
@@ -193,13 +199,11 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
 
   const identities = level === 'checksum' && !options.ageIdentities?.length && !loadIdentities() ? undefined : identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
-  // Start-up work that does not depend on each other, at once: the previous manifest (suspicion),
-  // the pg_restore for the archive's format (its --version runs), the zstd check.
-  const [, bins] = await Promise.all([
-    checkSuspicion(storage, backup, history, result, logger),
-    level === 'checksum' ? undefined : restoreBinaries(manifest),
-    manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined,
-  ]);
+  // The comparison with the previous backup (one more manifest to read) runs beside the read of
+  // this one; the pg_restore for the archive's format and zstd were looked up during the listing.
+  const suspicion = checkSuspicion(storage, backup, history, result, logger);
+  suspicion.catch(() => undefined); // awaited below; a failure before that must not go unhandled
+  const [bins] = await Promise.all([level === 'checksum' ? undefined : restoreBinaries(manifest), manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined]);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
@@ -251,10 +255,12 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       }
       result.sizeBytes = totalBytes;
     }
+    await suspicion;
     if (result.problems.length === 0) {
       logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${bins ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
     }
   } finally {
+    await suspicion.catch(() => undefined); // nothing left running when verify returns
     // Removed on every path (a failure, a signal), each step on its own.
     await cluster?.stop().catch((err: unknown) => logger.warn(`removing the throwaway cluster failed: ${messageOf(err)}`));
     if (scratch) await rm(scratch, { recursive: true, force: true }).catch((err: unknown) => logger.warn(`removing ${scratch} failed: ${messageOf(err)}`));

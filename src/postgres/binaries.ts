@@ -102,6 +102,16 @@ export function findAll(program: PgProgram, env: NodeJS.ProcessEnv = process.env
 }
 
 /**
+ * Starts the search for `programs` (each copy's `--version` run, ~30–40 ms a program) without
+ * waiting: a later {@link findAll} or {@link findPgBinary} finds the result cached. For commands
+ * that know what they will run before they know which version they need (verify and drill read
+ * the manifest first). Failures are left for that later call to report.
+ */
+export function prefetchPrograms(...programs: PgProgram[]): void {
+  for (const program of programs) findAll(program).catch(() => undefined);
+}
+
+/**
  * Finds `program` of major version `minMajor` or newer, preferring the closest major: pg_dump
  * must be at least the server's major (PostgreSQL docs, pg_dump: "cannot dump from PostgreSQL
  * servers newer than its own major version"), while a much newer pg_dump writes archive formats

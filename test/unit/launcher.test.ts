@@ -1,10 +1,11 @@
 // The launcher (bin/pg-backup.js) on a throwaway copy: it runs dist/cli.js only while every
-// input recorded in dist/cli.inputs.json is unchanged, else the sources; and it restarts node
-// once with a 1 MiB semi-space unless told not to.
+// input recorded in dist/cli.inputs.json is unchanged, else the sources; and it runs node with a
+// 1 MiB semi-space and glibc's MALLOC_ARENA_MAX=2 unless told not to: from its shebang line when
+// started as a program (`npx`), by restarting node once when started as `node bin/pg-backup.js`.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, it } from 'node:test';
@@ -14,27 +15,48 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const dir = mkdtempSync(path.join(os.tmpdir(), 'pgb-launcher-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
-const fake = (what: string) => `export async function main() { process.stdout.write(JSON.stringify({ what: ${JSON.stringify(what)}, flags: process.execArgv })); return 0; }\n`;
+// The fake CLI reports how it was started: node's flags, MALLOC_ARENA_MAX in the environment
+// the process started with (/proc/self/environ: what glibc read), and in the one its children
+// would inherit.
+const fake = (what: string) => `import { readFileSync } from 'node:fs';
+export async function main() {
+  const started = readFileSync('/proc/self/environ', 'latin1').split('\\0').find((v) => v.startsWith('MALLOC_ARENA_MAX='));
+  process.stdout.write(JSON.stringify({ what: ${JSON.stringify(what)}, flags: process.execArgv, arena: started ? started.slice(17) : null, childArena: process.env.MALLOC_ARENA_MAX ?? null }));
+  return 0;
+}
+`;
 const sha = (text: string) => createHash('sha256').update(text).digest('hex');
 mkdirSync(path.join(dir, 'bin'));
 mkdirSync(path.join(dir, 'src/cli'), { recursive: true });
 mkdirSync(path.join(dir, 'dist'));
 copyFileSync(path.join(root, 'bin/pg-backup.js'), path.join(dir, 'bin/pg-backup.js'));
+chmodSync(path.join(dir, 'bin/pg-backup.js'), 0o755);
 writeFileSync(path.join(dir, 'src/cli/main.ts'), fake('sources'));
 writeFileSync(path.join(dir, 'dist/cli.js'), fake('bundle'));
 const input = 'export const x = 1;\n';
 writeFileSync(path.join(dir, 'src/x.ts'), input);
 const record = (files: Record<string, string>) => writeFileSync(path.join(dir, 'dist/cli.inputs.json'), JSON.stringify({ files }));
+const fresh = () => record({ 'src/x.ts': sha(input), 'src/cli/main.ts': sha(fake('sources')) });
 
-function launch(env: Record<string, string> = {}): { what: string; flags: string[] } {
-  const r = spawnSync(process.execPath, [path.join(dir, 'bin/pg-backup.js')], { encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '', ...env } });
+type Launch = { what: string; flags: string[]; arena: string | null; childArena: string | null; restarted: boolean };
+
+/**
+ * Runs the copied launcher as `node bin/pg-backup.js`, or with `asProgram` as a program (its
+ * shebang line, finding this Node first on the PATH, as `npx` does). `restarted`: whether it
+ * replaced itself to change node's flags.
+ */
+function launch(env: Record<string, string> = {}, asProgram = false): Launch {
+  const script = path.join(dir, 'bin/pg-backup.js');
+  const { MALLOC_ARENA_MAX: _ours, ...inherited } = process.env;
+  const base = { ...inherited, PATH: `${path.dirname(process.execPath)}${path.delimiter}${process.env.PATH}`, NODE_OPTIONS: '', PGB_TRACE_LAUNCHER: '1', ...env };
+  const r = asProgram ? spawnSync(script, [], { encoding: 'utf8', env: base }) : spawnSync(process.execPath, [script], { encoding: 'utf8', env: base });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as { what: string; flags: string[] };
+  return { ...(JSON.parse(r.stdout) as Omit<Launch, 'restarted'>), restarted: /restarting node/.test(r.stderr) };
 }
 
 describe('launcher', () => {
   it('runs the bundle while its inputs are unchanged, the sources otherwise', () => {
-    record({ 'src/x.ts': sha(input), 'src/cli/main.ts': sha(fake('sources')) });
+    fresh();
     assert.equal(launch().what, 'bundle');
     assert.equal(launch({ PGB_CLI_SOURCES: '1' }).what, 'sources');
     writeFileSync(path.join(dir, 'src/x.ts'), 'export const x = 2;\n');
@@ -51,9 +73,20 @@ describe('launcher', () => {
     assert.equal(launch().what, 'sources');
   });
 
-  it('caps the V8 semi-space at 1 MiB unless told otherwise', () => {
-    assert.deepEqual(launch().flags, ['--max-semi-space-size=1']);
-    assert.deepEqual(launch({ PGB_HEAP_CAP: '0' }).flags, []);
-    assert.deepEqual(launch({ NODE_OPTIONS: '--max-semi-space-size=8' }).flags, []);
+  it('caps the V8 semi-space at 1 MiB and glibc at 2 malloc arenas unless told otherwise; children do not inherit the arena setting', () => {
+    fresh();
+    assert.deepEqual(launch(), { what: 'bundle', flags: ['--max-semi-space-size=1'], arena: '2', childArena: null, restarted: true });
+    assert.deepEqual(launch({ PGB_HEAP_CAP: '0' }), { what: 'bundle', flags: [], arena: null, childArena: null, restarted: false });
+    assert.deepEqual(launch({ NODE_OPTIONS: '--max-semi-space-size=8' }), { what: 'bundle', flags: [], arena: null, childArena: null, restarted: false });
+    // A caller's own MALLOC_ARENA_MAX is kept, for the process and its children.
+    assert.deepEqual(launch({ MALLOC_ARENA_MAX: '4' }), { what: 'bundle', flags: ['--max-semi-space-size=1'], arena: '4', childArena: '4', restarted: true });
+  });
+
+  it('started as a program, takes both from its shebang line without restarting node', () => {
+    fresh();
+    assert.deepEqual(launch({}, true), { what: 'bundle', flags: ['--max-semi-space-size=1'], arena: '2', childArena: null, restarted: false });
+    // Told otherwise, it restarts once without them.
+    assert.deepEqual(launch({ PGB_HEAP_CAP: '0' }, true), { what: 'bundle', flags: [], arena: null, childArena: null, restarted: true });
+    assert.deepEqual(launch({ NODE_OPTIONS: '--max-semi-space-size=8' }, true), { what: 'bundle', flags: [], arena: null, childArena: null, restarted: true });
   });
 });
