@@ -47,8 +47,11 @@ export const SUPPORTED_VERSIONS = ['1.13', '1.14', '1.15', '1.16'] as const;
 
 const MAGIC = Buffer.from('PGDMP', 'latin1');
 const FORMAT_CUSTOM = 1;
-/** Read size of the data scan: pg_dump -Z0 writes one chunk per COPY row, so never a read per chunk. */
-const SCAN_BUFFER_BYTES = 8 * 1024 * 1024;
+/**
+ * Read size of the data scan: pg_dump -Z0 writes one chunk per COPY row, so never a read per
+ * chunk; 1 MiB rather than 8 since the scan runs beside the download, whose buffers it adds to.
+ */
+const SCAN_BUFFER_BYTES = 1024 * 1024;
 
 /** One TOC entry as far as data offsets go. */
 export interface ArchiveTocEntry {
@@ -347,7 +350,7 @@ function offsetBytes(value: number, offSize: number): Buffer {
  * each table's data instead of reading through the blocks before it. Nothing else in the file
  * changes; its size never does.
  *
- * Reads the header and TOC, then every data block header and chunk length (8 MiB reads, chunk
+ * Reads the header and TOC, then every data block header and chunk length (1 MiB reads, chunk
  * payloads skipped by arithmetic; about one pass over the file). Any surprise — not a custom
  * archive, a version outside {@link SUPPORTED_VERSIONS}, a truncated file, an unknown block type,
  * a block whose dump ID is not in the TOC or appears twice, an entry marked as having data

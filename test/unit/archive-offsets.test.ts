@@ -172,7 +172,7 @@ describe('writeDataOffsets on archive layouts 1.13–1.16', () => {
     });
   }
 
-  it('blocks in another order than the TOC, 8-byte ints, chunks across the 8 MiB read buffer', async () => {
+  it('blocks in another order than the TOC, 8-byte ints, chunks across the 1 MiB read buffer', async () => {
     const entries = shop();
     entries[4]!.block = { kind: 'data', chunks: rows(400_000, 20) }; // ~11 MB of small chunks
     const spec: Spec = { vmin: 14, intSize: 8, entries, order: [14, 12, 10, 11] };
