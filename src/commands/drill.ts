@@ -4,10 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseDuration } from '../duration.ts';
 import { identitiesFor } from '../backup/encryption.ts';
-import { downloadArchive, localArchiveName, type LocalArchive } from '../backup/readback.ts';
+import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
-import { addDataOffsets, followDataOffsets } from '../postgres/archive-offsets.ts';
+import { addDataOffsets } from '../postgres/archive-offsets.ts';
 import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
@@ -16,7 +16,7 @@ import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { serverFacts } from '../postgres/server.ts';
 import { targetContents } from '../postgres/target.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { openStorage, type S3Settings } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { missingExtensions, reportedServerVersion, runChecks, withClient } from './drill-checks.ts';
 import { archiveDrillLog, describePhases, drillHistory, type DrillPhases, type DrillResult } from './drill-report.ts';
@@ -220,9 +220,15 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       workStart = Date.now();
       const ready = await log.group(targetConn ? 'download' : 'download + cluster start', () =>
         downloadWhileClusterStarts({
-          // A custom archive dumped through a pipe lacks its data offsets: they are found while
-          // it downloads and written into this scratch copy once its SHA-256 matched.
-          download: (signal) => downloadWithDataOffsets(storage, backup!, scratch!, identities, log, signal),
+          // A custom archive dumped through a pipe lacks its data offsets: write them into this
+          // scratch copy (part of the download phase, while the cluster still starts). Scanning
+          // the file while zstd wrote it hid the scan's ~0.3 s per GB, but raised a 10 GB drill's
+          // peak RSS from 107 to 126–132 MiB (docs/performance.md): not taken.
+          download: (signal) =>
+            downloadArchive(storage, backup!, scratch!, signal, identities).then(async (local) => {
+              if (manifest.format === 'custom' && local.problems.length === 0) await addDataOffsets(local.path, log, signal);
+              return local;
+            }),
           cluster: targetConn
             ? undefined
             : async (signal) => {
@@ -330,30 +336,6 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     return [];
   });
   return result;
-}
-
-/**
- * Downloads the backup into `scratch` ({@link downloadArchive}). A custom archive gets its data
- * offsets ({@link addDataOffsets}): scanned while zstd writes it ({@link followDataOffsets}), so
- * only the scan's tail and the writes come after the download; written only when every byte
- * matched the manifest. Both have stopped when this returns or throws.
- */
-async function downloadWithDataOffsets(storage: Storage, backup: ResolvedBackup, scratch: string, identities: string[] | undefined, log: Logger, signal: AbortSignal): Promise<LocalArchive> {
-  if (backup.manifest.format !== 'custom') return downloadArchive(storage, backup, scratch, signal, identities);
-  let downloaded = false;
-  const downloading = downloadArchive(storage, backup, scratch, signal, identities).finally(() => (downloaded = true));
-  const scan = followDataOffsets(path.join(scratch, localArchiveName(backup.manifest)), () => downloaded, signal);
-  scan.catch(() => undefined); // settled below on every path
-  let local: LocalArchive;
-  try {
-    local = await downloading;
-  } catch (err) {
-    await scan.catch(() => undefined);
-    throw err;
-  }
-  if (local.problems.length === 0) await addDataOffsets(local.path, log, signal, scan);
-  else await scan.catch(() => undefined);
-  return local;
 }
 
 /**

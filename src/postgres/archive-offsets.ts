@@ -49,7 +49,8 @@ const MAGIC = Buffer.from('PGDMP', 'latin1');
 const FORMAT_CUSTOM = 1;
 /**
  * Read size of the data scan: pg_dump -Z0 writes one chunk per COPY row, so never a read per
- * chunk; 1 MiB rather than 8 since the scan runs beside the download, whose buffers it adds to.
+ * chunk. 1 MiB: the drill's peak RSS on a 10 GB archive was 128 MiB with 8 MiB reads, 107–108
+ * MiB with 1 MiB reads (and MALLOC_ARENA_MAX=2), at the same scan time.
  */
 const SCAN_BUFFER_BYTES = 1024 * 1024;
 
@@ -83,8 +84,6 @@ export interface ArchiveToc {
   entries: ArchiveTocEntry[];
   /** File position just after the TOC: the first data block (bytes). */
   dataStart: number;
-  /** @internal The file's size as last seen while reading (it may still have been growing). */
-  sizeSeen?: number;
 }
 
 /** What {@link writeDataOffsets} did. */
@@ -102,12 +101,6 @@ export class ArchiveLayoutError extends Error {
   override name = 'ArchiveLayoutError';
 }
 
-/**
- * The size of a file another process is still writing: resolves with its size once it has at
- * least `end` bytes, or once its writer finished (then the final size, which may be less).
- */
-type Growth = (end: number) => Promise<number>;
-
 /** Buffered positional reader: large reads, synchronous getters between refills. */
 class Cursor {
   private buf: Buffer;
@@ -118,29 +111,17 @@ class Cursor {
   /** Current file position. */
   pos: number;
   private readonly fh: FileHandle;
-  /** File size in bytes: the final size, or while the file is still being written, the size seen last. */
-  size: number;
+  /** File size in bytes. */
+  readonly size: number;
   /** Bytes of an int after its sign byte. */
   readonly intSize: number;
-  private readonly growth?: Growth;
 
-  constructor(fh: FileHandle, size: number, pos: number, bufferBytes: number, intSize: number, growth?: Growth) {
+  constructor(fh: FileHandle, size: number, pos: number, bufferBytes: number, intSize: number) {
     this.fh = fh;
     this.size = size;
     this.intSize = intSize;
     this.buf = Buffer.allocUnsafe(bufferBytes);
     this.pos = pos;
-    this.growth = growth;
-  }
-
-  /**
-   * Whether the file has at least `end` bytes: at once for a finished file; for one still being
-   * written, once it has grown that far (true) or its writer finished short of it (false).
-   */
-  async reaches(end: number): Promise<boolean> {
-    if (end <= this.size) return true;
-    if (this.growth) this.size = await this.growth(end);
-    return end <= this.size;
   }
 
   /** Whether `n` bytes from `pos` are in the buffer. */
@@ -151,7 +132,7 @@ class Cursor {
   /** Makes `n` bytes from `pos` available; throws at the end of the file. */
   async fill(n: number, what: string): Promise<void> {
     if (this.has(n)) return;
-    if (!(await this.reaches(this.pos + n))) throw new ArchiveLayoutError(`the archive ends inside ${what} (at byte ${this.pos} of ${this.size}): truncated`);
+    if (this.pos + n > this.size) throw new ArchiveLayoutError(`the archive ends inside ${what} (at byte ${this.pos} of ${this.size}): truncated`);
     if (n > this.buf.length) this.buf = Buffer.allocUnsafe(n);
     const want = Math.min(this.buf.length, this.size - this.pos);
     let got = 0;
@@ -194,7 +175,7 @@ class Cursor {
     const len = await this.readInt(what);
     if (len < 0) return null;
     if (!keep) {
-      if (!(await this.reaches(this.pos + len))) throw new ArchiveLayoutError(`the archive ends inside ${what} (at byte ${this.pos} of ${this.size}): truncated`);
+      if (this.pos + len > this.size) throw new ArchiveLayoutError(`the archive ends inside ${what} (at byte ${this.pos} of ${this.size}): truncated`);
       this.pos += len;
       return '';
     }
@@ -207,9 +188,8 @@ class Cursor {
 }
 
 /** Reads the header and the TOC (the `ReadHead` + `ReadToc` part of pg_restore). */
-async function readToc(fh: FileHandle, size: number, growth?: Growth): Promise<ArchiveToc> {
+async function readToc(fh: FileHandle, size: number): Promise<ArchiveToc> {
   const head = Buffer.alloc(11);
-  if (growth && size < head.length) size = await growth(head.length);
   const { bytesRead } = await fh.read(head, 0, head.length, 0);
   if (bytesRead < head.length) throw new ArchiveLayoutError(`the file is ${size} bytes long: too short for a custom-format archive header`);
   if (!head.subarray(0, 5).equals(MAGIC)) throw new ArchiveLayoutError('the file does not start with PGDMP: not a custom-format archive');
@@ -222,7 +202,7 @@ async function readToc(fh: FileHandle, size: number, growth?: Growth): Promise<A
   if (intSize < 1 || intSize > 8) throw new ArchiveLayoutError(`integer size ${intSize} bytes is outside 1–8`);
   if (offSize < 1 || offSize > 8) throw new ArchiveLayoutError(`offset size ${offSize} bytes is outside 1–8`);
   const minor = vmin;
-  const c = new Cursor(fh, size, head.length, 1024 * 1024, intSize, growth);
+  const c = new Cursor(fh, size, head.length, 1024 * 1024, intSize);
 
   let compression: string;
   if (minor >= 15) {
@@ -273,7 +253,7 @@ async function readToc(fh: FileHandle, size: number, growth?: Growth): Promise<A
     }
     entries.push({ dumpId, desc, tag, offsetFlag, offset, flagPosition });
   }
-  return { version: `${version}.${vrev}`, intSize, offSize, compression, entries, dataStart: c.pos, sizeSeen: c.size };
+  return { version: `${version}.${vrev}`, intSize, offSize, compression, entries, dataStart: c.pos };
 }
 
 /**
@@ -292,11 +272,11 @@ export async function readArchiveToc(file: string): Promise<ArchiveToc> {
 }
 
 /** Scans the data blocks from `toc.dataStart` to the end of the file: the position of each block header by dump ID. */
-async function scanBlocks(fh: FileHandle, size: number, toc: ArchiveToc, signal?: AbortSignal, growth?: Growth): Promise<{ positions: Map<number, number>; size: number }> {
-  const c = new Cursor(fh, size, toc.dataStart, SCAN_BUFFER_BYTES, toc.intSize, growth);
+async function scanBlocks(fh: FileHandle, size: number, toc: ArchiveToc, signal?: AbortSignal): Promise<Map<number, number>> {
+  const c = new Cursor(fh, size, toc.dataStart, SCAN_BUFFER_BYTES, toc.intSize);
   const positions = new Map<number, number>();
   const intBytes = 1 + toc.intSize;
-  while (await c.reaches(c.pos + 1)) {
+  while (c.pos < size) {
     signal?.throwIfAborted();
     const blockPosition = c.pos;
     await c.fill(1 + intBytes, `the data block header at byte ${blockPosition}`);
@@ -324,11 +304,11 @@ async function scanBlocks(fh: FileHandle, size: number, toc: ArchiveToc, signal?
         if (len === 0) break;
         if (len < 0) throw new ArchiveLayoutError(`chunk length ${len} at byte ${c.pos - intBytes} in ${what}`);
         c.pos += len;
-        if (c.pos > c.size && !(await c.reaches(c.pos))) throw new ArchiveLayoutError(`the archive ends inside ${what}: truncated`);
+        if (c.pos > size) throw new ArchiveLayoutError(`the archive ends inside ${what}: truncated`);
       }
     }
   }
-  return { positions, size: c.size };
+  return positions;
 }
 
 /** Offset bytes: `value` in `offSize` bytes, least significant first (`WriteOffset`). */
@@ -369,146 +349,43 @@ export async function writeDataOffsets(file: string, signal?: AbortSignal): Prom
   signal?.throwIfAborted();
   const fh = await open(file, 'r+');
   try {
-    const plan = await planOffsets(fh, (await fh.stat()).size, signal);
-    return await applyOffsets(fh, plan, signal);
-  } finally {
-    await fh.close();
-  }
-}
-
-/** What a scan found: the patches to write, or why none may be written. */
-interface OffsetsPlan {
-  toc?: ArchiveToc;
-  patches: { entry: ArchiveTocEntry; position: number }[];
-  blocks: number;
-  reason?: string;
-  /** The file size the scan ended at. */
-  size: number;
-}
-
-/** Reads the TOC and scans the data blocks (following the file while `growth` says it grows); computes the patches. Writes nothing. */
-async function planOffsets(fh: FileHandle, size: number, signal?: AbortSignal, growth?: Growth): Promise<OffsetsPlan> {
-  let toc: ArchiveToc;
-  let positions: Map<number, number>;
-  try {
-    toc = await readToc(fh, size, growth);
-    ({ positions, size } = await scanBlocks(fh, toc.sizeSeen ?? size, toc, signal, growth));
-  } catch (err) {
-    if (err instanceof ArchiveLayoutError) return { patches: [], blocks: 0, reason: err.message, size };
-    throw err;
-  }
-  const refuse = (reason: string): OffsetsPlan => ({ patches: [], blocks: positions.size, reason, size });
-  const byId = new Map(toc.entries.map((e) => [e.dumpId, e]));
-  for (const [dumpId, position] of positions) {
-    const entry = byId.get(dumpId);
-    if (!entry) return refuse(`the data block at byte ${position} has dump ID ${dumpId}, which the TOC does not list`);
-    if (entry.offsetFlag === OFFSET_FLAG.noData) return refuse(`TOC entry ${dumpId} (${entry.desc} ${entry.tag}) is marked as having no data, but has a block at byte ${position}`);
-    if (entry.offsetFlag === OFFSET_FLAG.set && entry.offset !== position) {
-      return refuse(`TOC entry ${dumpId} (${entry.desc} ${entry.tag}) records offset ${entry.offset}, but its block is at byte ${position}`);
-    }
-  }
-  const patches: OffsetsPlan['patches'] = [];
-  for (const entry of toc.entries) {
-    if (entry.offsetFlag !== OFFSET_FLAG.notSet) continue;
-    const position = positions.get(entry.dumpId);
-    if (position === undefined) return refuse(`TOC entry ${entry.dumpId} (${entry.desc} ${entry.tag}) has data but no data block in the archive`);
-    if (toc.offSize < 8 && position >= 2 ** (8 * toc.offSize)) return refuse(`offset ${position} does not fit in the archive's ${toc.offSize}-byte offsets`);
-    patches.push({ entry, position });
-  }
-  if (patches.length === 0) return refuse(positions.size ? 'every TOC entry with data already has its offset' : 'the archive has no data blocks');
-  return { toc, patches, blocks: positions.size, size };
-}
-
-/** Writes a plan's patches: first all offset bytes (ignored while the flag says "not set"), then the flags. */
-async function applyOffsets(fh: FileHandle, plan: OffsetsPlan, signal?: AbortSignal): Promise<DataOffsetsResult> {
-  if (!plan.toc || plan.patches.length === 0) return { patched: 0, blocks: plan.blocks, reason: plan.reason };
-  signal?.throwIfAborted();
-  for (const { entry, position } of plan.patches) await writeAll(fh, offsetBytes(position, plan.toc.offSize), entry.flagPosition + 1);
-  const flag = Buffer.from([OFFSET_FLAG.set]);
-  for (const { entry } of plan.patches) await writeAll(fh, flag, entry.flagPosition);
-  return { patched: plan.patches.length, blocks: plan.blocks };
-}
-
-/** How often a scan following a file being written looks at its size again: 20 ms. */
-const FOLLOW_POLL_MS = 20;
-
-/** Opens `file` for reading, waiting (polling) while it does not exist yet and its writer is not finished. */
-async function openWhenCreated(file: string, finished: () => boolean, signal?: AbortSignal): Promise<FileHandle> {
-  for (;;) {
-    const done = finished();
+    const size = (await fh.stat()).size;
+    let toc: ArchiveToc;
+    let positions: Map<number, number>;
     try {
-      return await open(file, 'r');
+      toc = await readToc(fh, size);
+      positions = await scanBlocks(fh, size, toc, signal);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT' || done) throw err;
+      if (err instanceof ArchiveLayoutError) return { patched: 0, blocks: 0, reason: err.message };
+      throw err;
     }
-    signal?.throwIfAborted();
-    await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
-  }
-}
-
-/** The scan of an archive that was still being written, done as it was written: see {@link followDataOffsets}. */
-export interface FollowedOffsets {
-  /** ms from the writer's end to the scan's end (the part of the scan that was not hidden behind the write). */
-  tailMs: number;
-  /**
-   * Writes the offsets found ({@link writeDataOffsets}' rules) if the file still has the size the
-   * scan ended at; otherwise, or if the scan refused the archive, writes nothing and says why.
-   */
-  apply(signal?: AbortSignal): Promise<DataOffsetsResult>;
-}
-
-/**
- * Scans a custom archive for its data blocks while another process still writes it (the drill's
- * download, zstd writing the archive): the scan follows the file as it grows (its size looked at
- * every 20 ms) and ends once `finished()` is true and the final size is scanned. The scan's
- * ~0.3 s per GB of archive then runs beside the download instead of after it. Create the file
- * before calling (the drill's download opens it before zstd starts); call `apply` only once the
- * writer is done and its output proven (the download's SHA-256).
- * @param file - the archive being written.
- * @param finished - true once the writer has written its last byte (checked before each size read).
- * @param signal - aborts the scan.
- * @throws `signal.reason` when aborted; file system errors as they come.
- */
-export async function followDataOffsets(file: string, finished: () => boolean, signal?: AbortSignal): Promise<FollowedOffsets> {
-  signal?.throwIfAborted();
-  const fh = await openWhenCreated(file, finished, signal);
-  let finishedAt: number | undefined;
-  const growth: Growth = async (end) => {
-    for (;;) {
-      // The writer's end is seen before the size is read: a size read after it is final.
-      const done = finished();
-      const { size } = await fh.stat();
-      if (size >= end || done) {
-        if (done) finishedAt ??= Date.now();
-        return size;
+    const byId = new Map(toc.entries.map((e) => [e.dumpId, e]));
+    for (const [dumpId, position] of positions) {
+      const entry = byId.get(dumpId);
+      if (!entry) return { patched: 0, blocks: positions.size, reason: `the data block at byte ${position} has dump ID ${dumpId}, which the TOC does not list` };
+      if (entry.offsetFlag === OFFSET_FLAG.noData) return { patched: 0, blocks: positions.size, reason: `TOC entry ${dumpId} (${entry.desc} ${entry.tag}) is marked as having no data, but has a block at byte ${position}` };
+      if (entry.offsetFlag === OFFSET_FLAG.set && entry.offset !== position) {
+        return { patched: 0, blocks: positions.size, reason: `TOC entry ${dumpId} (${entry.desc} ${entry.tag}) records offset ${entry.offset}, but its block is at byte ${position}` };
       }
-      signal?.throwIfAborted();
-      await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
     }
-  };
-  let plan: OffsetsPlan;
-  try {
-    plan = await planOffsets(fh, (await fh.stat()).size, signal, growth);
-    // A scan that never waited for the writer read a file already whole: wait for its end anyway.
-    if (!finished()) await growth(Number.MAX_SAFE_INTEGER);
+    const patches: { entry: ArchiveTocEntry; position: number }[] = [];
+    for (const entry of toc.entries) {
+      if (entry.offsetFlag !== OFFSET_FLAG.notSet) continue;
+      const position = positions.get(entry.dumpId);
+      if (position === undefined) return { patched: 0, blocks: positions.size, reason: `TOC entry ${entry.dumpId} (${entry.desc} ${entry.tag}) has data but no data block in the archive` };
+      if (toc.offSize < 8 && position >= 2 ** (8 * toc.offSize)) return { patched: 0, blocks: positions.size, reason: `offset ${position} does not fit in the archive's ${toc.offSize}-byte offsets` };
+      patches.push({ entry, position });
+    }
+    if (patches.length === 0) return { patched: 0, blocks: positions.size, reason: positions.size ? 'every TOC entry with data already has its offset' : 'the archive has no data blocks' };
+    signal?.throwIfAborted();
+    // Offsets first (pg_restore ignores them while the flag says "not set"), then the flags.
+    for (const { entry, position } of patches) await writeAll(fh, offsetBytes(position, toc.offSize), entry.flagPosition + 1);
+    const flag = Buffer.from([OFFSET_FLAG.set]);
+    for (const { entry } of patches) await writeAll(fh, flag, entry.flagPosition);
+    return { patched: patches.length, blocks: positions.size };
   } finally {
     await fh.close();
   }
-  const tailMs = finishedAt === undefined ? 0 : Date.now() - finishedAt;
-  return {
-    tailMs,
-    apply: async (applySignal) => {
-      if (!plan.toc || plan.patches.length === 0) return { patched: 0, blocks: plan.blocks, reason: plan.reason };
-      const out = await open(file, 'r+');
-      try {
-        const size = (await out.stat()).size;
-        if (size !== plan.size) return { patched: 0, blocks: plan.blocks, reason: `the archive is ${size} bytes, not the ${plan.size} the scan read` };
-        return await applyOffsets(out, plan, applySignal);
-      } finally {
-        await out.close();
-      }
-    },
-  };
 }
 
 async function writeAll(fh: FileHandle, bytes: Buffer, position: number): Promise<void> {
@@ -522,33 +399,24 @@ async function writeAll(fh: FileHandle, bytes: Buffer, position: number): Promis
 /**
  * {@link writeDataOffsets} for the drill's downloaded copy of a custom archive, with one log
  * line: `data offsets: written for N TOC entries in 0.4 s (…)`, or `data offsets not written:
- * <reason>; pg_restore will scan the archive`. With `followed` (a {@link followDataOffsets} scan
- * that ran during the download), only its result is written, and the time logged is what the
- * scan and the writes took after the download ended. A refusal or a file system error is not a
- * drill failure: pg_restore reads an archive without offsets as before, only slower with `--jobs`.
- * @returns the time spent after the download, in ms.
+ * <reason>; pg_restore will scan the archive`. A refusal or a file system error is not a drill
+ * failure: pg_restore reads an archive without offsets as before, only slower with `--jobs`.
+ * @returns the time spent, in ms.
  * @throws `signal.reason` when aborted.
  */
-export async function addDataOffsets(file: string, log: Logger, signal?: AbortSignal, followed?: Promise<FollowedOffsets>): Promise<number> {
+export async function addDataOffsets(file: string, log: Logger, signal?: AbortSignal): Promise<number> {
   const start = Date.now();
   let result: DataOffsetsResult;
-  let tailMs = 0;
   try {
-    if (followed) {
-      const scan = await followed;
-      tailMs = scan.tailMs;
-      result = await scan.apply(signal);
-    } else {
-      result = await writeDataOffsets(file, signal);
-    }
+    result = await writeDataOffsets(file, signal);
   } catch (err) {
     signal?.throwIfAborted();
     result = { patched: 0, blocks: 0, reason: messageOf(err) };
   }
-  const ms = tailMs + Date.now() - start;
-  const took = followed ? `found while the archive downloaded, ${(ms / 1000).toFixed(2)} s after its end` : `in ${(ms / 1000).toFixed(2)} s`;
-  if (result.patched > 0) log.info(`data offsets: written for ${result.patched} TOC entr${result.patched === 1 ? 'y' : 'ies'} ${took} (the archive was dumped through a pipe; pg_restore --jobs now seeks to each table's data)`);
-  else if (result.blocks > 0 && result.reason?.startsWith('every TOC entry')) log.info(`data offsets: already in the archive (checked ${took})`);
+  const ms = Date.now() - start;
+  const took = `${(ms / 1000).toFixed(2)} s`;
+  if (result.patched > 0) log.info(`data offsets: written for ${result.patched} TOC entr${result.patched === 1 ? 'y' : 'ies'} in ${took} (the archive was dumped through a pipe; pg_restore --jobs now seeks to each table's data)`);
+  else if (result.blocks > 0 && result.reason?.startsWith('every TOC entry')) log.info(`data offsets: already in the archive (checked in ${took})`);
   else log.info(`data offsets not written: ${result.reason ?? 'no reason given'}; pg_restore will scan the archive`);
   return ms;
 }

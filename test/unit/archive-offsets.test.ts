@@ -5,11 +5,11 @@
 // are covered here; real pg_dump 15 archives in test/integration/archive-offsets.test.ts.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { OFFSET_FLAG, followDataOffsets, readArchiveToc, writeDataOffsets } from '../../src/postgres/archive-offsets.ts';
+import { OFFSET_FLAG, readArchiveToc, writeDataOffsets } from '../../src/postgres/archive-offsets.ts';
 
 type Block = { kind: 'data'; chunks: Buffer[] } | { kind: 'blobs'; objects: { oid: number; chunks: Buffer[] }[] };
 interface Entry {
@@ -231,81 +231,5 @@ describe('writeDataOffsets on archive layouts 1.13–1.16', () => {
     const before = await sha(f);
     await assert.rejects(writeDataOffsets(f, AbortSignal.abort(new Error('drill cancelled'))), /drill cancelled/);
     assert.equal(await sha(f), before);
-  });
-});
-
-/**
- * Writes `bytes` into `f` the way the drill's zstd does, in pieces with pauses (the file created
- * after `createAfterMs`), then marks the writer finished; returns the "finished" probe and the
- * writer's promise. `upTo` stops the writer early (a download that broke off).
- */
-function slowWriter(f: string, bytes: Buffer, options: { pieces?: number; pauseMs?: number; createAfterMs?: number; upTo?: number } = {}) {
-  let done = false;
-  const end = options.upTo ?? bytes.length;
-  const written = (async () => {
-    await new Promise((r) => setTimeout(r, options.createAfterMs ?? 0));
-    const fh = await open(f, 'w');
-    try {
-      const pieces = options.pieces ?? 25;
-      const step = Math.ceil(end / pieces);
-      for (let at = 0; at < end; at += step) {
-        await fh.write(bytes, at, Math.min(step, end - at), at);
-        await new Promise((r) => setTimeout(r, options.pauseMs ?? 5));
-      }
-    } finally {
-      await fh.close();
-      done = true;
-    }
-  })();
-  return { finished: () => done, written };
-}
-
-describe('followDataOffsets: the scan runs while the archive is written', () => {
-  it('finds what writeDataOffsets finds, and writes it once the writer is done: byte for byte the archive pg_dump writes to a file', async () => {
-    const entries = shop();
-    entries[4]!.block = { kind: 'data', chunks: rows(200_000, 20) }; // ~5 MB: many reads of a growing file
-    const spec: Spec = { vmin: 14, entries };
-    const f = path.join(dir, `follow${n++}.dump`);
-    const w = slowWriter(f, build(spec, false), { pieces: 40, createAfterMs: 30 });
-    const followed = await followDataOffsets(f, w.finished);
-    await w.written;
-    assert.ok(followed.tailMs >= 0);
-    assert.deepEqual(await followed.apply(), { patched: 4, blocks: 4 });
-    assert.ok((await readFile(f)).equals(build(spec, true)));
-  });
-
-  it('a writer that stops short (a broken download) is refused as truncated, and apply writes nothing', async () => {
-    const bytes = build({ vmin: 15, entries: shop() }, false);
-    const f = path.join(dir, `follow${n++}.dump`);
-    const w = slowWriter(f, bytes, { upTo: Math.floor(bytes.length * 0.7) });
-    const followed = await followDataOffsets(f, w.finished);
-    await w.written;
-    const before = await sha(f);
-    const r = await followed.apply();
-    assert.equal(r.patched, 0);
-    assert.match(r.reason ?? '', /truncated/);
-    assert.equal(await sha(f), before);
-  });
-
-  it('writes nothing when the file changed size after the scan', async () => {
-    const spec: Spec = { vmin: 16, entries: shop() };
-    const f = path.join(dir, `follow${n++}.dump`);
-    const w = slowWriter(f, build(spec, false));
-    const followed = await followDataOffsets(f, w.finished);
-    await w.written;
-    await writeFile(f, Buffer.concat([build(spec, false), Buffer.from([0])]));
-    const before = await sha(f);
-    const r = await followed.apply();
-    assert.equal(r.patched, 0);
-    assert.match(r.reason ?? '', /not the \d+ the scan read/);
-    assert.equal(await sha(f), before);
-  });
-
-  it('an abort stops the scan while it waits for the writer', async () => {
-    const f = path.join(dir, `follow${n++}.dump`);
-    await writeFile(f, build({ vmin: 14, entries: shop() }, false).subarray(0, 100));
-    const controller = new AbortController();
-    setTimeout(() => controller.abort(new Error('drill cancelled')), 50);
-    await assert.rejects(followDataOffsets(f, () => false, controller.signal), /drill cancelled/);
   });
 });
