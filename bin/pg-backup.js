@@ -19,8 +19,9 @@ if (major < 22 || (major === 22 && minor < 18) || (major === 23 && minor < 6)) {
 //   the stream of 64 KiB chunks a dump pushes through; capped at 1 MiB, peak RSS drops by ~30 MiB
 //   at no measurable cost in time (docs/performance.md).
 // - glibc gives each thread that calls malloc an arena of its own (up to 8 per core); V8's
-//   background threads free the 64 KiB chunk buffers into them, and a 10 GB dump's RSS crept to
-//   129–130 MiB; with MALLOC_ARENA_MAX=2, 122 MiB (docs/performance.md). Other C libraries
+//   background threads free the 64 KiB chunk buffers into them, and a 10 GB dump's peak RSS was
+//   128–129 MiB; with MALLOC_ARENA_MAX=2, 123–124 MiB (3 alternating pairs, same time;
+//   docs/performance.md). Other C libraries
 //   ignore the variable. It is meant for this process only: it is taken out of the environment
 //   that pg_dump, zstd and PostgreSQL inherit (PGB_MALLOC_ARENA=1 marks it as ours).
 // The shebang line passes both (`env -S`, GNU coreutils 8.30+, BSD/macOS), so `npx pg-backup`
