@@ -1,5 +1,6 @@
 import { CheckFailedError, UsageError } from '../errors.ts';
 import { NotFoundError, checkLocation, type Storage } from '../storage/index.ts';
+import { isBackupIdRef, manifestKeyOfId } from './backup-id.ts';
 import { encodeSegment, parseManifestKey, type ParsedManifestKey } from './keys.ts';
 import { parseManifest, type Manifest } from './manifest.ts';
 import { VerifyRecordSchema, verifyRecordKey } from './proof.ts';
@@ -100,6 +101,7 @@ export class AmbiguousLatestError extends UsageError {}
 
 /**
  * Finds a backup by reference: `latest` (the newest complete backup matching the filter), a
+ * backup id (the manifest's `id`, see backup-id.ts: looked up in the filter's listing), a
  * manifest key, a dump object key, or the full URI of either under this storage location.
  * `latest` must mean one database: when the backups in scope belong to more than one
  * service/environment/database, it is refused. `listing` (the result of {@link listBackups}
@@ -121,6 +123,8 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
     }
     assertOneDatabase(storage, entries);
     manifestKey = newest.manifestKey;
+  } else if (isBackupIdRef(wanted)) {
+    manifestKey = manifestKeyOfId(storage.url, wanted, listing ?? (await listBackups(storage, filter)), filter);
   } else {
     let key = wanted;
     if (/^[a-z0-9]+:\/\//.test(key)) key = storage.keyOf(key) ?? key;

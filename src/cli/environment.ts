@@ -38,6 +38,7 @@ export const ENVIRONMENT: readonly EnvironmentVariable[] = [
   { group: 'throwaway clusters', names: ['PG_BACKUP_WORK_DIR'], default: 'the temp dir', use: 'parent directory of downloads, spools and throwaway clusters, when no `--work-dir` is given' },
   { group: 'throwaway clusters', names: ['PG_BACKUP_CLUSTER_USER'], default: '`postgres`', use: 'OS user that runs a throwaway cluster when `pg-backup` runs as root (initdb refuses root)' },
   { group: 'throwaway clusters', names: ['PG_BACKUP_POSTGRES_CACHE'], default: '`${XDG_CACHE_HOME:-~/.cache}/pg-backup/postgres`; as root `/var/cache/pg-backup/postgres`', use: 'where server binaries fetched for `drill --postgres-version` are kept' },
+  { group: 'settings', names: ['PG_BACKUP_CONFIG'], default: '`./pg-backup.yml` if present', use: 'the settings file (docs/configuration.md), when no `--config` is given; flags and the other variables win over its settings' },
   { group: 'output', names: ['NO_COLOR'], default: '', use: '`status`: no colours on a terminal' },
   { group: 'output', names: ['PG_BACKUP_DEBUG'], default: '', use: 'any value: print the stack trace of an unexpected error (never of a usage mistake)' },
   { group: 'launcher', names: ['PGB_CLI_SOURCES'], default: '', use: '`1`: run the TypeScript sources, not the bundle `dist/cli.js`' },

@@ -3,6 +3,7 @@ import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { addStatusCommand } from '../status/cli.ts';
 import { TOOL } from '../version.ts';
 import { EXIT } from './common.ts';
+import { installConfigFile } from './config.ts';
 import { addDemoCommand } from './commands/demo.ts';
 import { addDrillCommand } from './commands/drill.ts';
 import { addDumpCommand } from './commands/dump.ts';
@@ -41,6 +42,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
   addMirrorCommand(program, context);
   addStatusCommand(program, setExitCode);
   addDemoCommand(program, context);
+  installConfigFile(program); // pg-backup.yml: --config on each command, `config check`
 
   return program;
 }

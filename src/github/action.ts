@@ -8,6 +8,7 @@ import type { S3Settings } from '../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../storage/protection.ts';
 import type { IssueSettings } from './issues.ts';
 import type { ReportingOptions, RunScope } from '../notify/index.ts';
+import { fillInputsFromConfig } from './config-inputs.ts';
 
 /**
  * The GitHub Actions door: typed inputs, masking, logging, outputs and the run wrapper shared
@@ -128,12 +129,14 @@ export const filterInputs = {
 
 /**
  * Reads and validates the inputs named in `shape` (kebab-case, as in action.yml) from the
- * runner's `INPUT_<NAME>` variables.
- * @throws UsageError naming the first invalid input.
+ * runner's `INPUT_<NAME>` variables. With `command` (the action's name), inputs left empty are
+ * filled from the settings file of the `config` input (src/github/config-inputs.ts).
+ * @throws UsageError naming the first invalid input, or the file's line for an invalid settings file.
  */
-export function readInputs<S extends z.ZodRawShape>(shape: S): z.infer<z.ZodObject<S>> {
+export function readInputs<S extends z.ZodRawShape>(shape: S, command?: 'dump' | 'verify' | 'drill' | 'prune'): z.infer<z.ZodObject<S>> {
   const raw: Record<string, string> = {};
   for (const name of Object.keys(shape)) raw[name] = core.getInput(name);
+  if (command) fillInputsFromConfig(raw, command);
   const parsed = z.object(shape).safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

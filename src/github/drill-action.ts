@@ -35,7 +35,7 @@ export async function run(): Promise<void> {
       'pgbackrest-verify': optional,
       'target-time': optional,
       'log-to': optional,
-    });
+    }, 'drill');
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
     const reporting = reportingFrom(inputs);

@@ -43,7 +43,7 @@ export async function run(): Promise<void> {
       ...storageInputs,
       ...protectionInputs,
       ...reportingInputs,
-    });
+    }, 'dump');
     const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
     maskSecrets({ databaseUrls, storage: inputs });
     for (const url of databaseUrls) checkDatabaseUrl(url);

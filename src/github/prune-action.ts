@@ -24,7 +24,7 @@ export async function run(): Promise<void> {
       ...filterInputs,
       ...storageInputs,
       ...reportingInputs,
-    });
+    }, 'prune');
     maskSecrets({ storage: inputs });
     const apply = (inputs.apply ?? 'false').toLowerCase();
     if (!['true', 'false'].includes(apply)) throw new UsageError(`input "apply" must be true or false (got ${JSON.stringify(inputs.apply)})`);

@@ -26,7 +26,7 @@ export async function run(): Promise<void> {
       ...storageInputs,
       'age-identity': optional,
       ...reportingInputs,
-    });
+    }, 'verify');
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ storage: inputs });
     const reporting = reportingFrom(inputs);

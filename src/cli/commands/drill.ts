@@ -17,7 +17,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .command('drill')
         .description('restore a backup into a throwaway PostgreSQL (or --target-url), check row counts, time it, and archive the drill log in the bucket; with --pgbackrest-stanza, a point-in-time restore drill of a pgBackRest backup')
         .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --pgbackrest-stanza)')
-        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
+        .option('--backup <key>', 'a key or id from "pg-backup list" (or a drill report\'s backupId), or latest', 'latest')
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
         .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs) (default: the cores, 2 to 8)')

@@ -12,7 +12,7 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .command('restore')
         .description('restore a backup into an existing database, in one transaction: all or nothing (custom and plain stream, no local disk)')
         .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
-        .requiredOption('--backup <key>', 'a key from "pg-backup list", or latest (with --service/--environment/--database)')
+        .requiredOption('--backup <key>', 'a key or id from "pg-backup list", or latest (with --service/--environment/--database)')
         .requiredOption('--target-url <url>', 'postgresql://… of the database to restore into (it must exist, and be empty unless --clean)')
         .option('--clean', 'allow a target that is not empty: drop the backup\'s objects there and re-create them (pg_restore --clean --if-exists), in the same transaction')
         .option('--no-safety-dump', 'with --clean: do not dump the target into --from (environment "pre-restore") before replacing its objects')

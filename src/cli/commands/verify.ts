@@ -17,7 +17,7 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
         .description('re-download a backup, check size and sha256 against its manifest, and read the whole archive with pg_restore; or, with --wal-prefix, check that WAL archiving is fresh')
         .option('--from <url>', 's3://BUCKET/PREFIX or file:///DIR (required unless --wal-prefix)')
         .option('--wal-prefix <url>', 'instead of backups, a WAL archive (e.g. s3://BUCKET/pgbackrest/archive/main/): fail when its newest object is older than --max-age')
-        .option('--backup <key>', 'a key from "pg-backup list", or latest', 'latest')
+        .option('--backup <key>', 'a key or id from "pg-backup list" (or a drill report\'s backupId), or latest', 'latest')
         .option('--level <level>', 'none (no download: freshness only), checksum, archive (+ full pg_restore read) or schema (+ schema replay into a throwaway PostgreSQL)', 'archive')
         .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
         .option('--expect-every <duration>', 'fail on gaps longer than 1.5x this cadence in the listed history (e.g. 6h)')
