@@ -5,7 +5,7 @@
 //
 //   dump    floor     pg_dump -Fc -Z0 DB | zstd -3 -T0 > /dev/null   (dump + compress, nothing stored)
 //           hand      pg_dump -Fc -Z0 DB | zstd -3 -T0 | rclone -q rcat  (hand-tuned, same compression level)
-//           seed-000  pg_dump DB | zstd -3 | aws s3 cp -              (the runbook pipeline)
+//           aws-cp    pg_dump DB | zstd -3 | aws s3 cp -              (what backup scripts typically run)
 //           ours      pg-backup dump --to s3://…                      (defaults: custom, zstd:3)
 //   verify  hand      rclone -q cat OBJ | zstd -dq | pg_restore -f /dev/null  (no checksum)
 //           hand-full the same proof as ours: the manifest's sha256 (rclone cat | grep), then
@@ -219,10 +219,10 @@ if (wanted.has('dump')) {
     { name: 'floor', command: () => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q > /dev/null` },
     // The baselines' objects are deleted after each run: the store keeps everything in memory.
     { name: 'hand', command: (i) => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q | rclone -q rcat s3:bench/hand/${i}.dump.zst`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/hand'], { env }) },
-    { name: 'seed-000', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/seed000/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" --only-show-errors`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/seed000'], { env }) },
+    { name: 'aws-cp', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/awscp/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" --only-show-errors`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/awscp'], { env }) },
     { name: 'ours', command: () => ours(`dump --database-url '${dbUrl}' --to s3://${dumpKey} --quiet`), ours: true },
   ]);
-  report('dump', results, [['hand', 1.0], ['seed-000', 0.8], ['floor', 1.1]]);
+  report('dump', results, [['hand', 1.0], ['aws-cp', 0.8], ['floor', 1.1]]);
 } else {
   await time('dump', ours(`dump --database-url '${dbUrl}' --to s3://${dumpKey} --quiet`), true);
 }

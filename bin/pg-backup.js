@@ -3,14 +3,16 @@
 // `npm ci`), when it is present and fresh (every source file it was built from unchanged);
 // otherwise the TypeScript sources directly with Node's type stripping (Node 22.18+/23.6+; the
 // project targets Node 24, which `npm ci` installs as node_modules/.bin/node and `npx pg-backup`
-// puts first on the PATH). The bundle starts in about half the time and memory.
+// puts first on the PATH). The bundle starts in about half the time and memory. The npm package
+// (`npm i -g pg-backup-actions`, `npx pg-backup-actions@1`) ships the bundle without the
+// sources: then the bundle is what runs.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import module from 'node:module';
 
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 18) || (major === 23 && minor < 6)) {
-  process.stderr.write(`pg-backup: needs Node.js 24 (this is ${process.versions.node}): run "npm ci" in the repository, then "npx pg-backup …"\n`);
+  process.stderr.write(`pg-backup: needs Node.js 24 (this is ${process.versions.node}): install Node.js 24, or in a clone of the repository run "npm ci", then "npx pg-backup …"\n`);
   process.exit(2);
 }
 
@@ -54,13 +56,17 @@ if (restartWith && typeof process.execve === 'function') {
   }
 }
 
-/** True when dist/cli.js exists and every file recorded in dist/cli.inputs.json still has its recorded SHA-256. */
+/**
+ * True when dist/cli.js exists and either the sources are not there (the npm package ships the
+ * bundle alone) or every file recorded in dist/cli.inputs.json still has its recorded SHA-256.
+ */
 function bundleIsFresh() {
   if (process.env.PGB_CLI_SOURCES === '1') return false;
   try {
     const root = new URL('../', import.meta.url);
-    const { files } = JSON.parse(readFileSync(new URL('dist/cli.inputs.json', root), 'utf8'));
     if (!existsSync(new URL('dist/cli.js', root))) return false;
+    if (!existsSync(new URL('src/cli/main.ts', root))) return true;
+    const { files } = JSON.parse(readFileSync(new URL('dist/cli.inputs.json', root), 'utf8'));
     for (const [file, sha256] of Object.entries(files)) {
       if (createHash('sha256').update(readFileSync(new URL(file, root))).digest('hex') !== sha256) return false;
     }

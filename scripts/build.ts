@@ -104,7 +104,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     try {
       console.log(await writeCliBundle());
     } catch (err) {
-      // `npm ci --omit=dev` has no esbuild: the CLI then runs from the sources.
+      // No esbuild (an install without devDependencies, where every package is one): nothing to build.
       if ((err as { code?: string }).code !== 'ERR_MODULE_NOT_FOUND') throw err;
       console.log('esbuild is not installed: the CLI will run from its sources');
     }

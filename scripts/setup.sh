@@ -26,4 +26,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   # The postgresql package starts a cluster of its own; pg-backup does not need it, so keep it off.
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-npm ci --no-audit --no-fund
+# pg-backup and its packages run on Node.js 24, which npm ci installs into node_modules/.bin
+# (the `node` devDependency). Debian and Ubuntu ship an older Node (20): npm running on it would
+# check every package's engines against that Node and print an EBADENGINE warning for each one
+# that needs 22 or 24, about Node that never runs them. So on an older Node, npm itself runs on
+# the pinned Node 24 (fetched by npm exec into the npm cache, the same one npm ci installs).
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 24 ]; then
+  pinned=$(node -p 'require("./package.json").devDependencies.node')
+  echo "Node.js $(node --version) here; installing with Node $pinned, the one pg-backup runs on (node_modules/.bin/node)"
+  npm exec --yes --package="node@$pinned" -- node "$(readlink -f "$(command -v npm)")" ci --no-audit --no-fund
+else
+  npm ci --no-audit --no-fund
+fi

@@ -7,6 +7,7 @@ import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
+import { installPgClient } from '../postgres/install-client.ts';
 import { addDataOffsets } from '../postgres/archive-offsets.ts';
 import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
@@ -125,6 +126,12 @@ export interface DrillOptions extends DrillCommonOptions {
   serverMajor?: number;
   /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
   archiveLog?: boolean;
+  /**
+   * When no pg_restore (psql for plain dumps) at least as new as the backup's pg_dump is
+   * installed, install `postgresql-client-<pg_dump major>` from the PostgreSQL apt repository
+   * (root or passwordless sudo) and look again, as `dump --install-pg-client` does. Default false.
+   */
+  installClient?: boolean;
 }
 
 /**
@@ -193,7 +200,11 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       log.info(`backup: ${manifest.service}/${manifest.environment}/${manifest.database}, taken ${manifest.startedAt} (${formatSeconds(result.rpoMs)} ago), ${formatBytes(manifest.object.sizeBytes)}, PostgreSQL ${manifest.server.version}, pg_dump ${manifest.pgDump.version}`);
       // Before any cluster starts: an encrypted backup without an identity is a usage error.
       const identities = identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
-      const bins = await restoreBinaries(manifest, options.serverMajor);
+      const bins = await restoreBinaries(manifest, options.serverMajor).catch(async (err: unknown) => {
+        if (!options.installClient || !(err instanceof UsageError)) throw err;
+        await installPgClient(manifest.pgDump.major, log);
+        return restoreBinaries(manifest, options.serverMajor);
+      });
       const parent = workDirOf(options.workDir);
 
       if (targetConn) {

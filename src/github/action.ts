@@ -271,3 +271,13 @@ export function reportingFrom(inputs: { [K in keyof typeof reportingInputs]?: st
     logger: actionLogger,
   };
 }
+
+/**
+ * A boolean input: `true` / `false` (empty: undefined).
+ * @throws UsageError naming the input for any other value.
+ */
+export function booleanInput(value: string | undefined, name: string): boolean | undefined {
+  if (value === undefined) return undefined;
+  if (value !== 'true' && value !== 'false') throw new UsageError(`input "${name}" must be true or false (got ${JSON.stringify(value)})`);
+  return value === 'true';
+}

@@ -3,7 +3,7 @@ import { describePhases } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
 import { parsePostgresVersions, runDrill } from '../commands/drill-majors.ts';
 import {
-  actionLogger, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
+  actionLogger, booleanInput, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
 import { reported } from '../notify/index.ts';
 import { cancelOnSignals } from './cancel.ts';
@@ -25,6 +25,7 @@ export async function run(): Promise<void> {
       'max-rto': optional,
       'max-rpo': optional,
       'postgres-versions': optional,
+      'install-pg-client': optional,
       ...filterInputs,
       ...issueInputs,
       ...storageInputs,
@@ -55,6 +56,7 @@ export async function run(): Promise<void> {
         maxRto: inputs['max-rto'],
         maxRpo: inputs['max-rpo'],
         postgresVersions,
+        installClient: booleanInput(inputs['install-pg-client'], 'install-pg-client'),
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,

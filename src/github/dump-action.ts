@@ -5,7 +5,7 @@ import { formatBytes, formatSeconds } from '../format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
 import { UsageError } from '../errors.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
-import { actionLogger, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, reportingFrom, reportingInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
+import { actionLogger, booleanInput, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, reportingFrom, reportingInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
 import { cancelOnSignals } from './cancel.ts';
 import { reported } from '../notify/index.ts';
 
@@ -129,13 +129,6 @@ export async function run(): Promise<void> {
   });
   cancellation.dispose();
   if (cancellation.exitCode() !== undefined) process.exitCode = cancellation.exitCode();
-}
-
-/** A boolean input: `true` / `false` (empty: undefined). */
-function booleanInput(value: string | undefined, name: string): boolean | undefined {
-  if (value === undefined) return undefined;
-  if (value !== 'true' && value !== 'false') throw new UsageError(`input "${name}" must be true or false (got ${JSON.stringify(value)})`);
-  return value === 'true';
 }
 
 await run();

