@@ -13,7 +13,7 @@ import { evaluateTemplate, parseWorkflowFile } from '../infra/workflow-parser.ts
 
 const workflowFiles = async () => [
   ...(await readdir(path.join(root, '.github/workflows'))).map((f) => `.github/workflows/${f}`),
-  ...(await readdir(path.join(root, 'docs/examples'))).map((f) => `docs/examples/${f}`),
+  ...(await readdir(path.join(root, 'docs/examples'))).filter((f) => /\.ya?ml$/.test(f)).map((f) => `docs/examples/${f}`),
 ];
 
 /** Reads one of this repository's workflows by its path. */

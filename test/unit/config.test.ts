@@ -309,8 +309,8 @@ describe('backup ids', () => {
 });
 
 describe('the documented example', () => {
-  it('docs/examples/pg-backup.yml is valid and means what docs/configuration.md says', async () => {
-    const config = loadConfigFile(path.join(root, 'docs/examples/pg-backup.yml'));
+  it('docs/examples/config/pg-backup.yml is valid and means what docs/configuration.md says', async () => {
+    const config = loadConfigFile(path.join(root, 'docs/examples/config/pg-backup.yml'));
     const production = fileValues(config, 'production');
     assert.equal(production.get('location')!.raw, 's3://acme-backups-prod/pg');
     assert.equal(production.get('location.endpoint'), undefined);
