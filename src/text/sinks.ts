@@ -149,10 +149,11 @@ export function markdownCodeBlock(text: string, info = ''): string {
 /**
  * Text inside HTML that GitHub renders from Markdown (a job summary's `<td>` and `<p>`, as
  * `core.summary` writes them): {@link terminalText} (a blank line would end the HTML block and
- * let Markdown in), `& < > " '` as entities, and a zero-width space (`&#8203;`) after `@`.
+ * let Markdown in), `& < > " '` as entities, and a zero-width space (`&#8203;`) after `@`; `[`,
+ * `]` and backticks as entities too, so the text stays inert even where it is read as Markdown.
  */
 export function githubHtmlText(text: string): string {
-  const escaped = terminalText(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+  const escaped = terminalText(text).replace(/[&<>"'[\]`]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;', '[': '&#91;', ']': '&#93;', '`': '&#96;' })[c]!);
   return breakMentions(escaped, '&#8203;');
 }
 
