@@ -33,7 +33,7 @@ const SERVICE = decodeURIComponent(SERVICE_SEGMENT);
 const ENV_SEGMENT = 'prod%0A::error::pgbinjected';
 const ENVIRONMENT = decodeURIComponent(ENV_SEGMENT);
 const DATABASE = `db <!channel> @org/team \x1b[2J\u202e`;
-const SERVER_VERSION = `15.0${HOSTILE.addMask}\n::stop-commands::pgbstoptoken2`;
+const SERVER_VERSION = `15.0${HOSTILE.addMask}\n::stop-commands::pgbstoptoken2 ##[add-mask]pgblegacy`;
 const REASON = `${HOSTILE.mention} ${HOSTILE.slackLink} ${HOSTILE.markdownLink}`;
 
 /** Tokens that appear in the corpus' command payloads: none may reach a workflow command. */
