@@ -238,11 +238,11 @@ describe('status views (unit)', () => {
       }],
     };
     const md = renderMarkdown(fleet);
-    assert.ok(md.includes('svc\\|x/env?\\[31m/db"\\] &lt;script&gt;'), md);
+    assert.ok(md.includes('svc\\|x/env\\\\x1b\\[31m/db"\\]\\\\n&lt;script&gt;'), md);
     assert.match(md, /x-axis \["svc_x\/env__31m\/db____script_"\]/);
     assert.doesNotMatch(md, /line \[/, 'no budget, no line');
     const table = formatTable(fleet);
     assert.ok(!table.includes('\u001b'), 'no terminal escape from a name');
-    assert.match(table, /svc\|x\/env\?\[31m\/db"\]\?<script>/);
+    assert.match(table, /svc\|x\/env\\x1b\[31m\/db"\]\\n<script>/, 'control characters shown escaped');
   });
 });
