@@ -259,6 +259,24 @@ describe('untrusted text: one hostile corpus through every sink', () => {
     assert.equal(message.text.split('\n').length, 2, 'the verdict line and the run URL: no line from the corpus');
     assert.ok(message.text.includes('ping &lt;!channel&gt; now'));
   });
+
+  it('actions/verify and actions/prune: runner log and job summary escaped', { timeout: 120_000 }, async () => {
+    const verified = await runActionBundle('verify', { from: location, backup: forgedKey, level: 'checksum', 'issue-on-failure': 'false' });
+    const pruned = await runActionBundle('prune', { from: location, 'keep-last': '1' });
+    for (const [what, r] of [['verify', verified], ['prune', pruned]] as const) {
+      assert.equal(r.code, 0, `${what}: ${r.stdout}`);
+      const log = r.stdout + r.stderr;
+      assert.doesNotMatch(log, RAW_CONTROL, what);
+      for (const c of runnerCommands(log)) {
+        assert.ok(['add-mask', 'group', 'endgroup', 'warning', 'debug'].includes(c.command), `${what}: unexpected command ${c.command}: ${c.line}`);
+        assert.doesNotMatch(c.command === 'add-mask' ? c.data : '', PAYLOAD, `${what}: a mask from the corpus: ${c.line}`);
+      }
+      assert.doesNotMatch(r.summary, RAW_CONTROL, what);
+      for (const live of LIVE_MARKUP) assert.doesNotMatch(r.summary, live, `${what} summary`);
+    }
+    assert.ok(verified.summary.includes('shopx%250A::stop-commands::pgbstoptoken'), verified.summary);
+    assert.ok(pruned.summary.includes('shopx\\n::stop-commands::pgbstoptoken/prod\\n::error::pgbinjected/db &lt;!channel&gt; @&#8203;org/team \\x1b&#91;2J\\u202e'), pruned.summary);
+  });
 });
 
 describe('webhook and healthcheck URLs with credentials', () => {
