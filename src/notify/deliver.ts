@@ -47,7 +47,7 @@ function safeDecode(text: string): string {
  * percent-encoded parts decoded), as curl does: `fetch` refuses a URL with credentials. An
  * `authorization` header already in `headers` wins.
  */
-export function withBasicAuth(url: URL, headers?: RequestInit["headers"]): { url: URL; headers: Headers } {
+export function withBasicAuth(url: URL, headers?: RequestInit['headers']): { url: URL; headers: Headers } {
   const target = new URL(url.href);
   const out = new Headers(headers);
   if (target.username || target.password) {

@@ -223,6 +223,7 @@ describe('untrusted text: one hostile corpus through every sink', () => {
       assert.ok(['add-mask', 'group', 'endgroup', 'error', 'warning', 'debug'].includes(c.command), `unexpected command ${c.command}: ${c.line}`);
       assert.doesNotMatch(c.command === 'add-mask' ? c.data : '', PAYLOAD, `a mask from the corpus: ${c.line}`);
     }
+    assert.ok(commands.some((c) => c.command === 'add-mask' && c.data === '/hook/generic'), 'the webhook URL\'s path is masked');
     const errors = commands.filter((c) => c.command === 'error');
     assert.ok(errors.length >= 1 && errors.every((e) => /^restore drill failed: /.test(e.data)), errors.map((e) => e.line).join('\n'));
     assert.ok(log.includes('PostgreSQL 15.0z\\r\\x3a:add-mask::pgbmasked') || log.includes('PostgreSQL 15.0z\\r::add-mask::pgbmasked\\n::stop-commands::pgbstoptoken2'), 'server.version shown escaped in the log');
