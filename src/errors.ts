@@ -42,15 +42,18 @@ export function registerSecret(secret: string | undefined): void {
 }
 
 /**
- * Hides secrets in a text: every registered secret; the password of any
+ * Hides secrets in a text: every registered secret (longest first); the password of any
  * `scheme://user:password@host` URL, up to the last `@` of the word (so a password with an
  * unencoded `@` or `/` is hidden whole); and the value of `password=` / `sslpassword=`… in a
  * libpq `key=value` string or a URL query (quoted or not). Each becomes `***`.
  */
 export function redact(text: string): string {
-  let out = text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)(\S*)@/gi, '$1***@');
-  out = out.replace(/\b((?:ssl)?password|oauth_client_secret|scram_(?:client|server)_key)(\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'"]+)/gi, '$1$2***');
+  // Registered secrets first, longest first: a whole registered URL (a webhook's, with its user)
+  // is hidden before the URL pattern below rewrites its password and so changes it.
+  let out = text;
   for (const secret of [...secrets].sort((a, b) => b.length - a.length)) out = out.split(secret).join('***');
+  out = out.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)(\S*)@/gi, '$1***@');
+  out = out.replace(/\b((?:ssl)?password|oauth_client_secret|scram_(?:client|server)_key)(\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&'"]+)/gi, '$1$2***');
   return out;
 }
 

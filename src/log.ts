@@ -1,9 +1,14 @@
 import { redact } from './errors.ts';
+import { terminalText } from './text/sinks.ts';
 
 /**
  * Where commands report progress. The CLI prints to stderr (stdout is kept for `--json`); the
  * GitHub action adapter maps it onto `@actions/core` (log groups, warnings).
- * Every message passes through {@link redact} before it is printed.
+ * Every message passes through {@link redact} before it is printed, and through the sink's own
+ * escaping (src/text/sinks.ts) as it is written: a message may carry names and fields read from a
+ * bucket or a database, so a logger never prints a control character or starts a line (or, in
+ * the runner log, a workflow command) because of one. A message is one line: a line break in it
+ * is shown as `\n`.
  */
 export interface Logger {
   info(message: string): void;
@@ -14,41 +19,41 @@ export interface Logger {
   progress?(line: string): void;
 }
 
-/** A logger that writes timestamp-free lines to stderr, the CLI default. */
+/** A logger that writes timestamp-free lines to stderr, the CLI default; control characters in a message are shown escaped ({@link terminalText}). */
 export function stderrLogger(quiet = false): Logger {
   return {
     info(message) {
-      if (!quiet) process.stderr.write(`${redact(message)}\n`);
+      if (!quiet) process.stderr.write(`${terminalText(redact(message))}\n`);
     },
     warn(message) {
-      process.stderr.write(`warning: ${redact(message)}\n`);
+      process.stderr.write(`warning: ${terminalText(redact(message))}\n`);
     },
     async group(name, fn) {
-      if (!quiet) process.stderr.write(`${redact(name)}\n`);
+      if (!quiet) process.stderr.write(`${terminalText(redact(name))}\n`);
       return fn();
     },
     progress(line) {
-      if (!quiet && process.stderr.isTTY) process.stderr.write(`\r\x1b[K${redact(line)}`);
+      if (!quiet && process.stderr.isTTY) process.stderr.write(`\r\x1b[K${terminalText(redact(line))}`);
     },
   };
 }
 
-/** A logger that records lines in memory (used for drill logs and tests) and forwards them. */
+/** A logger that records lines in memory (used for drill logs and tests) and forwards them; recorded lines are escaped as for a terminal, so the archived drill log is safe to `cat`. */
 export function recordingLogger(forward: Logger): Logger & { lines: string[] } {
   const lines: string[] = [];
   const stamp = () => new Date().toISOString();
   return {
     lines,
     info(message) {
-      lines.push(`${stamp()} ${redact(message)}`);
+      lines.push(`${stamp()} ${terminalText(redact(message))}`);
       forward.info(message);
     },
     warn(message) {
-      lines.push(`${stamp()} WARNING ${redact(message)}`);
+      lines.push(`${stamp()} WARNING ${terminalText(redact(message))}`);
       forward.warn(message);
     },
     async group(name, fn) {
-      lines.push(`${stamp()} == ${redact(name)}`);
+      lines.push(`${stamp()} == ${terminalText(redact(name))}`);
       return forward.group(name, fn);
     },
   };

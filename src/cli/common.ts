@@ -4,6 +4,7 @@ import { loadIdentities } from '../backup/encryption.ts';
 import { stderrLogger } from '../log.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { parseSse, sseCustomerKey } from '../storage/protection.ts';
+import { terminalJson, terminalText } from '../text/sinks.ts';
 
 // What every command's CLI definition (src/cli/commands/<command>.ts) shares: the exit codes,
 // the run's context, the option groups several commands take, and how flags become settings.
@@ -65,17 +66,18 @@ export function checkJson(result: { manifest?: { id: string } }) {
 
 /**
  * The end of a run whose check may have failed (verify, drill, prune): when `result.ok` is false,
- * `<command> failed: <reason>` on stderr (unless `--json` printed the result) and exit code 1.
+ * `<command> failed: <reason>` on stderr (unless `--json` printed the result; the reason escaped
+ * for the terminal) and exit code 1.
  */
 export function exitOnFailedCheck(result: { ok: boolean; reason?: string }, command: string, json: boolean | undefined, setExitCode: (code: number) => void): void {
   if (result.ok) return;
-  if (!json) process.stderr.write(`${command} failed: ${result.reason}\n`);
+  if (!json) process.stderr.write(`${command} failed: ${terminalText(result.reason ?? 'failed')}\n`);
   setExitCode(EXIT.failed);
 }
 
-/** Prints `value` on stdout as indented JSON (the `--json` output). */
+/** Prints `value` on stdout as indented JSON (the `--json` output), with the characters JSON leaves raw that a terminal would act on escaped ({@link terminalJson}). */
 export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${terminalJson(value, 2)}\n`);
 }
 
 /** Adds `--endpoint` and `--region` (the S3 connection; credentials come from the environment). */

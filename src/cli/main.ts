@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { addStatusCommand } from '../status/cli.ts';
+import { terminalText } from '../text/sinks.ts';
 import { TOOL } from '../version.ts';
 import { EXIT } from './common.ts';
 import { installConfigFile } from './config.ts';
@@ -98,7 +99,7 @@ export async function main(argv: string[]): Promise<number> {
       return EXIT.usage; // commander already printed the one-line error
     }
     if (signalled) return exitCode;
-    process.stderr.write(`pg-backup: ${messageOf(err)}\n`);
+    process.stderr.write(`pg-backup: ${terminalText(messageOf(err))}\n`);
     if (exitCodeOf(err) !== EXIT.usage && process.env.PG_BACKUP_DEBUG && err instanceof Error && err.stack) {
       process.stderr.write(`${err.stack}\n`);
     }

@@ -9,6 +9,8 @@ import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerK
 import type { IssueSettings } from './issues.ts';
 import type { ReportingOptions, RunScope } from '../notify/index.ts';
 import { fillInputsFromConfig } from './config-inputs.ts';
+import { urlSecrets } from '../notify/deliver.ts';
+import { runnerLogText } from '../text/sinks.ts';
 
 /**
  * The GitHub Actions door: typed inputs, masking, logging, outputs and the run wrapper shared
@@ -16,11 +18,27 @@ import { fillInputsFromConfig } from './config-inputs.ts';
  * read inputs → call a command → publish outputs and the job summary.
  */
 
-/** A logger over `@actions/core`: info lines, `::warning::` annotations, collapsible groups. */
+/**
+ * The runner log's one way out: every line, annotation and group name an action writes goes
+ * through {@link runnerLogText}, so nothing read from a bucket or a database (a key, a table
+ * name, a manifest field, a reason) can start a workflow command (`::stop-commands::`,
+ * `::add-mask::`, `::error::`, `##[…]`) or a line of its own. `core.info` writes its text as it
+ * is (no escaping at all); `core.warning`, `core.error` and `core.setFailed` escape only `%`, CR
+ * and LF of their data.
+ */
+export const runnerLog = {
+  info: (message: string) => core.info(runnerLogText(message)),
+  warning: (message: string) => core.warning(runnerLogText(message)),
+  /** `core.setFailed`: an `::error::` annotation and exit code 1 (callers may set another). */
+  failed: (message: string) => core.setFailed(runnerLogText(message)),
+  group: <T>(name: string, fn: () => Promise<T>) => core.group(runnerLogText(name), fn),
+};
+
+/** A logger over `@actions/core` through {@link runnerLog}: info lines, `::warning::` annotations, collapsible groups. */
 export const actionLogger: Logger = {
-  info: (message) => core.info(message),
-  warn: (message) => core.warning(message),
-  group: (name, fn) => core.group(name, fn),
+  info: (message) => runnerLog.info(message),
+  warn: (message) => runnerLog.warning(message),
+  group: (name, fn) => runnerLog.group(name, fn),
 };
 
 /** An optional string input: absent or blank becomes undefined. */
@@ -113,7 +131,7 @@ export function issueSettingsFrom(inputs: { 'github-token'?: string; 'issue-on-f
   if (enabled === 'false') return undefined;
   const token = inputs['github-token'] ?? process.env.GITHUB_TOKEN;
   if (!token) {
-    core.info('no github-token: no failure issue will be opened');
+    runnerLog.info('no github-token: no failure issue will be opened');
     return undefined;
   }
   core.setSecret(token);
@@ -211,7 +229,7 @@ export async function runAction(body: () => Promise<void>): Promise<void> {
   try {
     await body();
   } catch (err) {
-    core.setFailed(messageOf(err));
+    runnerLog.failed(messageOf(err));
     if (!(err instanceof UsageError) && !(err instanceof CheckFailedError) && err instanceof Error && err.stack) core.debug(err.stack);
     process.exitCode = exitCodeOf(err);
   }
@@ -234,10 +252,12 @@ export const reportingInputs = {
 /**
  * Reporting options from {@link reportingInputs} plus what the inputs say of the run's scope
  * (location, service, environment, database, RTO budget), for `reported()` in src/notify.
- * The webhook and healthcheck URLs, and a Pushgateway password, are masked first.
+ * The webhook and healthcheck URLs (whole and in parts: credentials, path, query), and a
+ * Pushgateway password, are masked first.
  */
 export function reportingFrom(inputs: { [K in keyof typeof reportingInputs]?: string } & { from?: string; to?: string; service?: string; environment?: string; database?: string; 'max-rto'?: string }): ReportingOptions & RunScope & { logger: Logger } {
-  const secrets = [inputs['notify-url'], inputs['healthcheck-url']];
+  // Each URL whole and each part that may be a token (credentials, path, query).
+  const secrets = [inputs['notify-url'], inputs['healthcheck-url']].flatMap((url) => (url ? urlSecrets(url) : []));
   try {
     if (inputs['pushgateway-url']) secrets.push(decodeURIComponent(new URL(inputs['pushgateway-url']).password), new URL(inputs['pushgateway-url']).password);
   } catch {

@@ -3,13 +3,14 @@ import { describePhases } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
 import { parsePostgresVersions, runDrill } from '../commands/drill-majors.ts';
 import {
-  actionLogger, booleanInput, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
+  actionLogger, booleanInput, runnerLog, checkDatabaseUrl, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs,
 } from './action.ts';
 import { reported } from '../notify/index.ts';
 import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { runPhysicalDrill } from './physical-drill-action.ts';
 import { UsageError } from '../errors.ts';
+import { githubHtmlText as h } from '../text/sinks.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
@@ -77,27 +78,28 @@ export async function run(): Promise<void> {
       ? await syncFailureIssue({ kind: 'drill', ...labels, ok: result.ok, reason: result.reason, problems: result.problems, drillLogUri: result.drillLogUri, backupUri: result.backupUri }, issues)
       : undefined;
     if (issue !== undefined) core.setOutput('issue-number', String(issue));
-    const rows = result.tables.map((t) => [`${t.schema}.${t.table}`, String(t.expected), t.actual === undefined ? 'missing' : String(t.actual), t.ok ? '✅' : '❌']);
+    // Every value from the bucket or the database is escaped for the summary's HTML (h).
+    const rows = result.tables.map((t) => [h(`${t.schema}.${t.table}`), String(t.expected), t.actual === undefined ? 'missing' : String(t.actual), t.ok ? '✅' : '❌']);
     await core.summary
       .addHeading(`Restore drill: ${result.ok ? 'OK' : 'FAILED'}`, 3)
       .addTable([
         [{ data: 'what', header: true }, { data: 'value', header: true }],
-        ['backup', result.backupUri ?? '(not found)'],
-        ['target', result.target],
+        ['backup', h(result.backupUri ?? '(not found)')],
+        ['target', h(result.target)],
         ['RTO', `${formatSeconds(result.rtoMs)}: from the download's start to the checks' end`],
-        ['phases', describePhases(result.phases, result.target === 'throwaway' || result.majors !== undefined)],
-        ['sequences', result.sequencesBehind.length ? result.sequencesBehind.join('<br>') : 'none behind their columns'],
-        ['migration head', result.migrationHead ? `${result.migrationHead.actual ?? 'missing'}${result.migrationHead.ok ? ' (as recorded)' : ` (expected ${result.migrationHead.expected})`}` : 'no migration table'],
+        ['phases', h(describePhases(result.phases, result.target === 'throwaway' || result.majors !== undefined))],
+        ['sequences', result.sequencesBehind.length ? result.sequencesBehind.map(h).join('<br>') : 'none behind their columns'],
+        ['migration head', result.migrationHead ? h(`${result.migrationHead.actual ?? 'missing'}${result.migrationHead.ok ? ' (as recorded)' : ` (expected ${result.migrationHead.expected})`}`) : 'no migration table'],
         ['smoke checks', result.smoke.length ? `${result.smoke.filter((r) => r.ok).length}/${result.smoke.length} passed` : 'none given'],
         ['RPO (backup age)', result.rpoMs === undefined ? '-' : formatSeconds(result.rpoMs)],
-        ['drill log', result.drillLogUri ?? '(not archived)'],
-        ['result', result.ok ? 'restore drill OK' : result.problems.join('<br>')],
+        ['drill log', h(result.drillLogUri ?? '(not archived)')],
+        ['result', result.ok ? 'restore drill OK' : result.problems.map(h).join('<br>')],
       ])
       .addTable([[{ data: 'table', header: true }, { data: 'rows in manifest', header: true }, { data: 'rows restored', header: true }, { data: '', header: true }], ...rows])
       .addHeading('RTO trend (newest first)', 4)
       .addTable([
         [{ data: 'drill', header: true }, { data: 'backup', header: true }, { data: 'result', header: true }, { data: 'RTO', header: true }],
-        ...result.history.map((h) => [h.startedAt, h.backupId ?? '-', h.ok ? 'OK' : 'FAILED', formatSeconds(h.rtoMs)]),
+        ...result.history.map((r) => [h(r.startedAt), h(r.backupId ?? '-'), r.ok ? 'OK' : 'FAILED', formatSeconds(r.rtoMs)]),
       ])
       .write();
     if (result.majors) {
@@ -106,12 +108,12 @@ export async function run(): Promise<void> {
         .addHeading('Upgrade rehearsal: one drill per server major', 4)
         .addTable([
           [{ data: 'major', header: true }, { data: 'server_version', header: true }, { data: 'server binaries', header: true }, { data: 'RTO', header: true }, { data: 'result', header: true }, { data: 'failed check', header: true }],
-          ...result.majors.map((m) => [String(m.major), m.serverVersion ?? '(not started)', m.packageSpec ?? m.binaries ?? '-', formatSeconds(m.rtoMs), m.ok ? '✅ OK' : '❌ FAILED', m.reason ?? '']),
+          ...result.majors.map((m) => [String(m.major), h(m.serverVersion ?? '(not started)'), h(m.packageSpec ?? m.binaries ?? '-'), formatSeconds(m.rtoMs), m.ok ? '✅ OK' : '❌ FAILED', h(m.reason ?? '')]),
         ])
         .write();
     }
     if (!result.ok) {
-      core.setFailed(`restore drill failed: ${result.reason}`);
+      runnerLog.failed(`restore drill failed: ${result.reason}`);
       process.exitCode = 1;
     }
   });

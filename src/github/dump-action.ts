@@ -8,6 +8,7 @@ import type { DumpFormat } from '../postgres/dump-options.ts';
 import { actionLogger, booleanInput, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, reportingFrom, reportingInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
 import { cancelOnSignals } from './cancel.ts';
 import { reported } from '../notify/index.ts';
+import { githubHtmlText as h, markdownCodeBlock } from '../text/sinks.ts';
 
 /** `actions/dump`: one backup per database, outputs and a job summary. */
 export async function run(): Promise<void> {
@@ -106,15 +107,15 @@ export async function run(): Promise<void> {
       const r = o.result;
       const mm = r?.manifest;
       return [
-        `${mm ? `${mm.service}/${mm.environment}/` : ''}${o.database}`,
-        o.ok ? '✅' : `❌ ${o.error ?? ''}`,
-        r?.backupUri ?? '-',
+        h(`${mm ? `${mm.service}/${mm.environment}/` : ''}${o.database}`),
+        o.ok ? '✅' : `❌ ${h(o.error ?? '')}`,
+        h(r?.backupUri ?? '-'),
         mm ? `${formatBytes(mm.object.sizeBytes)} (${mm.format}, ${mm.compression.algorithm}${mm.compression.level ? `:${mm.compression.level}` : ''}; ${formatBytes(mm.archiveSizeBytes)} before)` : '-',
-        mm ? `<code>${mm.object.sha256}</code>` : '-',
+        mm ? `<code>${h(mm.object.sha256)}</code>` : '-',
         mm ? formatSeconds(mm.durationMs) : '-',
-        mm ? `${mm.tables.length} tables, ${mm.tables.reduce((n, t) => n + t.rows, 0)} rows; migration head ${mm.migrationHead?.head ?? '-'}` : '-',
-        r?.verification ? `${r.verification.level}: ${r.verification.ok ? 'OK' : `FAILED: ${r.verification.reason}`}` : 'not asked',
-        r?.mirror ? `${r.mirror.uri}: ${!r.mirror.ok ? `FAILED: ${r.mirror.error}` : r.mirror.verified ? 'sha256 OK' : 'written, not re-read'}` : '-',
+        mm ? h(`${mm.tables.length} tables, ${mm.tables.reduce((n, t) => n + t.rows, 0)} rows; migration head ${mm.migrationHead?.head ?? '-'}`) : '-',
+        r?.verification ? h(`${r.verification.level}: ${r.verification.ok ? 'OK' : `FAILED: ${r.verification.reason}`}`) : 'not asked',
+        r?.mirror ? h(`${r.mirror.uri}: ${!r.mirror.ok ? `FAILED: ${r.mirror.error}` : r.mirror.verified ? 'sha256 OK' : 'written, not re-read'}`) : '-',
       ];
     });
     await core.summary
@@ -123,7 +124,7 @@ export async function run(): Promise<void> {
         ['database', 'result', 'where', 'size', 'sha256', 'duration', 'contents', 'verified', 'mirror'].map((data) => ({ data, header: true })),
         ...rows,
       ])
-      .addRaw(first ? `\n\nRestore it:\n\n\`\`\`sh\n${first.restoreCommand}\n\`\`\`\n` : '')
+      .addRaw(first ? `\n\nRestore it:\n\n${markdownCodeBlock(first.restoreCommand, 'sh')}\n` : '')
       .write();
     if (failure) throw failure;
   });

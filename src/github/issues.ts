@@ -1,6 +1,7 @@
 import * as core from '@actions/core';
 import * as github from '@actions/github';
 import { messageOf } from '../errors.ts';
+import { issueTitleText, markdownCode, markdownText, runnerLogText } from '../text/sinks.ts';
 
 /** What failed (or passed), for the failure issue. */
 export interface CheckOutcome {
@@ -50,40 +51,44 @@ export async function syncFailureIssue(outcome: CheckOutcome, settings: IssueSet
     const marker = issueMarker(outcome);
     const open = await octokit.paginate(octokit.rest.issues.listForRepo, { owner, repo, state: 'open', labels: settings.label, per_page: 100 });
     const existing = open.find((i) => !i.pull_request && (i.body ?? '').includes(marker));
+    // The names, reason and problems come from the bucket and the database: each is escaped for
+    // where it goes (Markdown body, plain title, runner log), at the moment it is written.
     const target = `${outcome.service}/${outcome.environment}/${outcome.database}`;
+    const targetMd = markdownCode(target);
     const run = runUrl();
     const details = [
-      outcome.reason ? `**Reason:** ${outcome.reason}` : undefined,
-      outcome.problems && outcome.problems.length > 1 ? `**All problems:**\n${outcome.problems.map((p) => `- ${p}`).join('\n')}` : undefined,
-      outcome.backupUri ? `**Backup:** \`${outcome.backupUri}\`` : undefined,
-      outcome.drillLogUri ? `**Drill log:** \`${outcome.drillLogUri}\`` : undefined,
+      outcome.reason ? `**Reason:** ${markdownText(outcome.reason)}` : undefined,
+      outcome.problems && outcome.problems.length > 1 ? `**All problems:**\n${outcome.problems.map((p) => `- ${markdownText(p)}`).join('\n')}` : undefined,
+      outcome.backupUri ? `**Backup:** ${markdownCode(outcome.backupUri)}` : undefined,
+      outcome.drillLogUri ? `**Drill log:** ${markdownCode(outcome.drillLogUri)}` : undefined,
       run ? `**Run:** ${run}` : undefined,
     ].filter(Boolean).join('\n\n');
+    const log = (message: string) => core.info(runnerLogText(message));
     if (!outcome.ok) {
       if (existing) {
-        await octokit.rest.issues.createComment({ owner, repo, issue_number: existing.number, body: `The ${outcome.kind} of ${target} failed again.\n\n${details}` });
-        core.info(`commented on issue #${existing.number}: ${outcome.kind} of ${target} still failing`);
+        await octokit.rest.issues.createComment({ owner, repo, issue_number: existing.number, body: `The ${outcome.kind} of ${targetMd} failed again.\n\n${details}` });
+        log(`commented on issue #${existing.number}: ${outcome.kind} of ${target} still failing`);
         return existing.number;
       }
       const created = await octokit.rest.issues.create({
         owner,
         repo,
-        title: `Backup ${outcome.kind} failed: ${target}`,
+        title: issueTitleText(`Backup ${outcome.kind} failed: ${target}`),
         labels: [settings.label],
-        body: `The backup ${outcome.kind} of **${target}** failed. A backup that cannot be proven to restore is not a backup: treat this as an incident.\n\n${details}\n\n${marker}`,
+        body: `The backup ${outcome.kind} of **${targetMd}** failed. A backup that cannot be proven to restore is not a backup: treat this as an incident.\n\n${details}\n\n${marker}`,
       });
-      core.info(`opened issue #${created.data.number}: ${outcome.kind} of ${target} failed`);
+      log(`opened issue #${created.data.number}: ${outcome.kind} of ${target} failed`);
       return created.data.number;
     }
     if (existing) {
-      await octokit.rest.issues.createComment({ owner, repo, issue_number: existing.number, body: `The ${outcome.kind} of ${target} passed.${run ? ` Run: ${run}` : ''} Closing.` });
+      await octokit.rest.issues.createComment({ owner, repo, issue_number: existing.number, body: `The ${outcome.kind} of ${targetMd} passed.${run ? ` Run: ${run}` : ''} Closing.` });
       await octokit.rest.issues.update({ owner, repo, issue_number: existing.number, state: 'closed', state_reason: 'completed' });
-      core.info(`closed issue #${existing.number}: ${outcome.kind} of ${target} passes again`);
+      log(`closed issue #${existing.number}: ${outcome.kind} of ${target} passes again`);
       return existing.number;
     }
     return undefined;
   } catch (err) {
-    core.warning(`could not update the failure issue on GitHub: ${messageOf(err)} (the workflow needs "permissions: issues: write")`);
+    core.warning(runnerLogText(`could not update the failure issue on GitHub: ${messageOf(err)} (the workflow needs "permissions: issues: write")`));
     return undefined;
   }
 }

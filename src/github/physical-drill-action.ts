@@ -3,10 +3,11 @@ import { formatSeconds } from '../format.ts';
 import { UsageError } from '../errors.ts';
 import { physicalDrill } from '../physical/drill.ts';
 import { PgBackRestDriver } from '../physical/pgbackrest.ts';
-import { actionLogger, s3SettingsFrom, setOutputs, type issueInputs, type storageInputs } from './action.ts';
+import { actionLogger, runnerLog, s3SettingsFrom, setOutputs, type issueInputs, type storageInputs } from './action.ts';
 import { syncFailureIssue, type IssueSettings } from './issues.ts';
 import type { Logger } from '../log.ts';
 import { reported, type ReportingOptions, type RunScope } from '../notify/index.ts';
+import { githubHtmlText as h } from '../text/sinks.ts';
 
 type Inputs = { [K in keyof typeof storageInputs | keyof typeof issueInputs]?: string } & {
   from?: string;
@@ -74,26 +75,26 @@ export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | u
     .addHeading(`Restore drill (pgBackRest): ${result.ok ? 'OK' : 'FAILED'}`, 3)
     .addTable([
       [{ data: 'what', header: true }, { data: 'value', header: true }],
-      ['stanza', `${result.scope} (${result.toolVersion ?? 'pgBackRest'})`],
-      ['backup', result.backup ? `${result.backup.label} (${result.backup.type}, stopped ${result.backup.stoppedAt})` : '(none restored)'],
-      ['target', result.target.type === 'time' ? `${result.target.time} (${result.target.pgbackrest})` : 'the end of the WAL archive'],
-      ['recovery', r ? `ended at ${r.switchLsn ?? '?'}: ${r.stopReason ?? '?'}; last transaction ${r.lastTransactionAt ?? 'none'}` : '-'],
+      ['stanza', h(`${result.scope} (${result.toolVersion ?? 'pgBackRest'})`)],
+      ['backup', result.backup ? h(`${result.backup.label} (${result.backup.type}, stopped ${result.backup.stoppedAt})`) : '(none restored)'],
+      ['target', result.target.type === 'time' ? h(`${result.target.time} (${result.target.pgbackrest})`) : 'the end of the WAL archive'],
+      ['recovery', r ? h(`ended at ${r.switchLsn ?? '?'}: ${r.stopReason ?? '?'}; last transaction ${r.lastTransactionAt ?? 'none'}`) : '-'],
       ['RTO', `${formatSeconds(result.rtoMs)} (restore ${formatSeconds(result.phases.restoreMs)}, WAL replay until promotion ${formatSeconds(result.phases.replayMs)})`],
-      ['RPO (newest archived WAL)', result.rpoMs === undefined ? '-' : `${formatSeconds(result.rpoMs)} (${result.newestWal?.segment ?? '?'})`],
-      ['extensions', result.extensions.length ? result.extensions.join('<br>') : 'none beyond plpgsql'],
+      ['RPO (newest archived WAL)', result.rpoMs === undefined ? '-' : h(`${formatSeconds(result.rpoMs)} (${result.newestWal?.segment ?? '?'})`)],
+      ['extensions', result.extensions.length ? result.extensions.map(h).join('<br>') : 'none beyond plpgsql'],
       ['smoke checks', result.smoke.length ? `${result.smoke.filter((s) => s.ok).length}/${result.smoke.length} passed` : 'none given'],
-      ['repository verify', result.repositoryVerify ? (result.repositoryVerify.ok ? 'every file valid' : result.repositoryVerify.problems.join('<br>')) : 'not asked'],
-      ['drill log', result.drillLogUri ?? '(not archived)'],
-      ['result', result.ok ? 'restore drill OK' : result.problems.join('<br>')],
+      ['repository verify', result.repositoryVerify ? (result.repositoryVerify.ok ? 'every file valid' : result.repositoryVerify.problems.map(h).join('<br>')) : 'not asked'],
+      ['drill log', h(result.drillLogUri ?? '(not archived)')],
+      ['result', result.ok ? 'restore drill OK' : result.problems.map(h).join('<br>')],
     ])
     .addHeading('RTO trend (newest first)', 4)
     .addTable([
       [{ data: 'drill', header: true }, { data: 'backup', header: true }, { data: 'result', header: true }, { data: 'RTO', header: true }],
-      ...result.history.map((h) => [h.startedAt, h.backupId ?? '-', h.ok ? 'OK' : 'FAILED', formatSeconds(h.rtoMs)]),
+      ...result.history.map((r) => [h(r.startedAt), h(r.backupId ?? '-'), r.ok ? 'OK' : 'FAILED', formatSeconds(r.rtoMs)]),
     ])
     .write();
   if (!result.ok) {
-    core.setFailed(`restore drill failed: ${result.reason}`);
+    runnerLog.failed(`restore drill failed: ${result.reason}`);
     process.exitCode = 1;
   }
 }

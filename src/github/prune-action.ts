@@ -2,8 +2,9 @@ import * as core from '@actions/core';
 import { formatBytes } from '../format.ts';
 import { prune } from '../commands/prune.ts';
 import { UsageError } from '../errors.ts';
-import { actionLogger, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, reportingFrom, reportingInputs } from './action.ts';
+import { actionLogger, runnerLog, filterInputs, maskSecrets, optional, readInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs, reportingFrom, reportingInputs } from './action.ts';
 import { reported } from '../notify/index.ts';
+import { githubHtmlText as h } from '../text/sinks.ts';
 
 /**
  * `actions/prune`: applies a retention policy. A dry run unless `apply: true` — the plan is in
@@ -29,7 +30,7 @@ export async function run(): Promise<void> {
     const apply = (inputs.apply ?? 'false').toLowerCase();
     if (!['true', 'false'].includes(apply)) throw new UsageError(`input "apply" must be true or false (got ${JSON.stringify(inputs.apply)})`);
     const reporting = reportingFrom(inputs);
-    const result = await reported(reporting, 'prune', () => core.group(apply === 'true' ? 'prune' : 'prune (dry run)', () =>
+    const result = await reported(reporting, 'prune', () => runnerLog.group(apply === 'true' ? 'prune' : 'prune (dry run)', () =>
       prune({
         from: inputs.from,
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
@@ -59,25 +60,25 @@ export async function run(): Promise<void> {
     const verb = result.applied ? 'deleted' : 'to delete';
     const rows = result.plan.groups.flatMap((g) =>
       [...g.backups, ...g.incomplete].map((b) => [
-        `${g.service}/${g.environment}/${g.database}`,
-        b.id + (b.complete ? '' : ' (incomplete)'),
+        h(`${g.service}/${g.environment}/${g.database}`),
+        h(b.id) + (b.complete ? '' : ' (incomplete)'),
         b.startedAt.toISOString().replace('.000Z', 'Z'),
         formatBytes(b.sizeBytes),
         b.action === 'keep' ? 'keep' : result.applied ? '🗑️ deleted' : '🗑️ delete',
-        b.reasons.join('; '),
+        h(b.reasons.join('; ')),
       ]),
     );
     await core.summary
       .addHeading(`Prune: ${result.ok ? (result.applied ? 'applied' : 'dry run (nothing deleted; set apply: true to delete)') : 'FAILED'}`, 3)
       .addRaw(`<p>kept ${result.counts.kept}; ${verb} ${result.counts.deleted} backup(s) and ${result.counts.incompleteDeleted} incomplete (${formatBytes(result.counts.bytesDeleted)})</p>`)
-      .addRaw(result.refused.length ? `<p>Refused: ${result.refused.join('<br>')}</p>` : '')
+      .addRaw(result.refused.length ? `<p>Refused: ${result.refused.map(h).join('<br>')}</p>` : '')
       .addTable([
         [{ data: 'group', header: true }, { data: 'backup', header: true }, { data: 'taken (UTC)', header: true }, { data: 'size', header: true }, { data: 'action', header: true }, { data: 'why', header: true }],
         ...rows,
       ])
       .write();
     if (!result.ok) {
-      core.setFailed(`prune failed: ${result.reason}`);
+      runnerLog.failed(`prune failed: ${result.reason}`);
       process.exitCode = 1;
     }
   });

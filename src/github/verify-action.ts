@@ -1,11 +1,12 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
+import { actionLogger, runnerLog, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
 import { reported } from '../notify/index.ts';
 import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { checkVerifyScope, walFreshness } from '../physical/wal-freshness.ts';
+import { githubHtmlText as h } from '../text/sinks.ts';
 
 /** `actions/verify`: proves a stored backup intact and readable. */
 export async function run(): Promise<void> {
@@ -32,7 +33,7 @@ export async function run(): Promise<void> {
     const reporting = reportingFrom(inputs);
     checkVerifyScope(inputs.from, inputs['wal-prefix'], { from: 'input "from"', walPrefix: 'input "wal-prefix"', maxAge: 'input "max-age"' }, inputs['max-age']);
     if (inputs['wal-prefix']) {
-      const wal = await reported(reporting, 'verify', () => core.group('WAL archive freshness', () => walFreshness({ prefix: inputs['wal-prefix']!, maxAge: inputs['max-age']!, s3: s3SettingsFrom(inputs), logger: actionLogger })));
+      const wal = await reported(reporting, 'verify', () => runnerLog.group('WAL archive freshness', () => walFreshness({ prefix: inputs['wal-prefix']!, maxAge: inputs['max-age']!, s3: s3SettingsFrom(inputs), logger: actionLogger })));
       const labels = { service: inputs.service ?? '*', environment: inputs.environment ?? '*', database: `WAL ${wal.prefix}` };
       const walIssue = issues ? await syncFailureIssue({ kind: 'verify', ...labels, ok: wal.ok, reason: wal.reason, problems: wal.problems }, issues) : undefined;
       if (walIssue !== undefined) core.setOutput('issue-number', String(walIssue));
@@ -41,20 +42,20 @@ export async function run(): Promise<void> {
         .addHeading(`WAL archive freshness: ${wal.ok ? 'OK' : 'FAILED'}`, 3)
         .addTable([
           [{ data: 'check', header: true }, { data: 'result', header: true }],
-          ['WAL archive', wal.prefix],
+          ['WAL archive', h(wal.prefix)],
           ['objects', String(wal.objects)],
-          ['newest', wal.newestUri ? `${wal.newestUri} (${wal.newestAt})` : '-'],
-          ['age', wal.newestAgeMs === undefined ? '-' : `${formatSeconds(wal.newestAgeMs)} (max-age ${inputs['max-age']})`],
-          ['result', wal.ok ? 'OK' : wal.problems.join('<br>')],
+          ['newest', wal.newestUri ? h(`${wal.newestUri} (${wal.newestAt})`) : '-'],
+          ['age', wal.newestAgeMs === undefined ? '-' : h(`${formatSeconds(wal.newestAgeMs)} (max-age ${inputs['max-age']})`)],
+          ['result', wal.ok ? 'OK' : wal.problems.map(h).join('<br>')],
         ])
         .write();
       if (!wal.ok) {
-        core.setFailed(`verify failed: ${wal.reason}`);
+        runnerLog.failed(`verify failed: ${wal.reason}`);
         process.exitCode = 1;
       }
       return;
     }
-    const result = await reported(reporting, 'verify', () => core.group('verify', () =>
+    const result = await reported(reporting, 'verify', () => runnerLog.group('verify', () =>
       verify({
         from: inputs.from!,
         backup: inputs.backup ?? 'latest',
@@ -90,19 +91,19 @@ export async function run(): Promise<void> {
       .addHeading(`Verify: ${result.ok ? 'OK' : 'FAILED'}`, 3)
       .addTable([
         [{ data: 'check', header: true }, { data: 'result', header: true }],
-        ['backup', result.backupUri ?? '(not found)'],
+        ['backup', h(result.backupUri ?? '(not found)')],
         ['size', result.manifest ? `${formatBytes(result.sizeBytes)} (manifest: ${formatBytes(result.manifest.object.sizeBytes)})` : '-'],
-        ['sha256', result.sha256 ? `<code>${result.sha256}</code>` : '-'],
+        ['sha256', result.sha256 ? `<code>${h(result.sha256)}</code>` : '-'],
         ['level', result.level],
-        ['result', result.ok ? 'OK' : [...result.problems, ...result.suspicions].join('<br>')],
-        ['suspicions', result.suspicions.length ? result.suspicions.join('<br>') : 'none'],
-        ['verify record', result.recordUri ?? (inputs.record === 'true' ? 'not written (see the warning)' : '-')],
+        ['result', result.ok ? 'OK' : [...result.problems, ...result.suspicions].map(h).join('<br>')],
+        ['suspicions', result.suspicions.length ? result.suspicions.map(h).join('<br>') : 'none'],
+        ['verify record', result.recordUri ? h(result.recordUri) : inputs.record === 'true' ? 'not written (see the warning)' : '-'],
         ['newest backup age', result.newestAgeMs === undefined ? '-' : formatSeconds(result.newestAgeMs)],
         ['duration', formatSeconds(result.durationMs)],
       ])
       .write();
     if (!result.ok) {
-      core.setFailed(`verify failed: ${result.reason}`);
+      runnerLog.failed(`verify failed: ${result.reason}`);
       process.exitCode = 1;
     }
   });

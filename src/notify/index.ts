@@ -2,11 +2,12 @@ import { randomUUID } from 'node:crypto';
 import { parseDuration } from '../duration.ts';
 import { UsageError, messageOf, registerSecret } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { DEFAULT_TIMEOUT_MS, type DeliveryOptions } from './deliver.ts';
+import { DEFAULT_TIMEOUT_MS, urlSecrets, type DeliveryOptions } from './deliver.ts';
 import { ping } from './healthcheck.ts';
 import { pushMetrics, writeMetricsFile } from './metrics.ts';
 import { buildReport, type ReportedCommand, type RunReport, type RunScope } from './report.ts';
-import { postWebhook, webhookMessage } from './webhook.ts';
+import { plainMessage, postWebhook } from './webhook.ts';
+import { terminalText } from '../text/sinks.ts';
 
 export type { ReportedCommand, RunReport, RunScope } from './report.ts';
 
@@ -57,8 +58,10 @@ function httpUrl(value: string, option: string): string {
 }
 
 /**
- * Checks the reporting options and registers the webhook and healthcheck URLs (and a
- * Pushgateway password) as secrets, so no message ever shows them.
+ * Checks the reporting options and registers the webhook and healthcheck URLs, each of their
+ * parts that may be a token (user and password, path, query; see `urlSecrets`), and a
+ * Pushgateway password as secrets, so no message ever shows them; delivery warnings name only
+ * `scheme://host:port`. `user:password@` in a URL is sent as HTTP Basic auth.
  * @returns undefined when nothing is to be reported.
  * @throws UsageError for a malformed URL, `notifyOn` or timeout (one line naming the option).
  */
@@ -69,8 +72,8 @@ export function reportingSettings(options: ReportingOptions): ReportingSettings 
   const notifyUrl = blank(options.notifyUrl);
   const healthcheckUrl = blank(options.healthcheckUrl);
   const pushgatewayUrl = blank(options.pushgatewayUrl);
-  registerSecret(notifyUrl);
-  registerSecret(healthcheckUrl);
+  // The whole URL and each part that may be a token (credentials, path, query): no message shows them.
+  for (const url of [notifyUrl, healthcheckUrl]) if (url) for (const part of urlSecrets(url)) registerSecret(part);
   if (notifyUrl) httpUrl(notifyUrl, name('notifyUrl', '--notify-url'));
   if (healthcheckUrl) httpUrl(healthcheckUrl, name('healthcheckUrl', '--healthcheck-url'));
   if (pushgatewayUrl) {
@@ -105,7 +108,7 @@ export async function deliverReport(settings: ReportingSettings, report: RunRepo
   if (settings.notifyUrl && (!report.ok || settings.notifyOn === 'always')) tasks.push(postWebhook(settings.notifyUrl, report, options));
   if (settings.healthcheckUrl) {
     // Success: the run's summary line (scope, backup, size); failure: the one-line reason.
-    const body = report.ok ? webhookMessage(report).text.split('\n')[0]!.replace(/^\S+ /, '') : `pg-backup ${report.command} failed: ${report.reason ?? 'failed'}`;
+    const body = report.ok ? plainMessage(report).split('\n')[0]!.replace(/^\S+ /, '') : `pg-backup ${report.command} failed: ${terminalText(report.reason ?? 'failed')}`;
     tasks.push(ping(settings.healthcheckUrl, report.ok ? 'success' : 'fail', runId, body, options));
   }
   await Promise.allSettled(tasks);

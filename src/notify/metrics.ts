@@ -3,7 +3,7 @@ import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Gauge, Registry } from 'prom-client';
 import type { RunReport, TargetReport } from './report.ts';
-import { deliver, type DeliveryOptions } from './deliver.ts';
+import { deliver, withBasicAuth, type DeliveryOptions } from './deliver.ts';
 
 /**
  * Prometheus metrics of a run, in the text exposition format written by prom-client, delivered
@@ -180,16 +180,14 @@ export function pushgatewayGroupUrl(gateway: URL, command: string, t: TargetRepo
  */
 export async function pushMetrics(gatewayUrl: string, report: RunReport, options: DeliveryOptions): Promise<boolean> {
   const gateway = new URL(gatewayUrl);
-  const headers: Record<string, string> = {};
-  if (gateway.username || gateway.password) {
-    headers.authorization = `Basic ${Buffer.from(`${decodeURIComponent(gateway.username)}:${decodeURIComponent(gateway.password)}`).toString('base64')}`;
-  }
+  // Basic-auth credentials in the gateway URL become an Authorization header.
+  const authorization = withBasicAuth(gateway).headers.get('authorization');
   const results = await Promise.all(
     report.targets.map(async (t) => {
       const registry = registryOf(seriesOf(report, t));
       const body = await registry.metrics();
       const group = [t.labels.service, t.labels.environment, t.labels.database].filter(Boolean).join('/');
-      return deliver(`Pushgateway push (${report.command}${group ? ` ${group}` : ''})`, pushgatewayGroupUrl(gateway, report.command, t), { method: 'POST', headers: { ...headers, 'content-type': registry.contentType }, body }, options);
+      return deliver(`Pushgateway push (${report.command}${group ? ` ${group}` : ''})`, pushgatewayGroupUrl(gateway, report.command, t), { method: 'POST', headers: { ...(authorization ? { authorization } : {}), 'content-type': registry.contentType }, body }, options);
     }),
   );
   return results.every(Boolean);

@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
+import { terminalText } from '../text/sinks.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { physicalDrill, type PhysicalDrillResult } from './drill.ts';
 import { PgBackRestDriver } from './pgbackrest.ts';
@@ -54,7 +55,7 @@ export async function physicalDrillCli(
   });
   if (io.json) io.printJson(result);
   if (!result.ok) {
-    if (!io.json) process.stderr.write(`drill failed: ${result.reason}\n`);
+    if (!io.json) process.stderr.write(`drill failed: ${terminalText(result.reason ?? 'failed')}\n`);
     io.setExitCode();
   }
   return result;

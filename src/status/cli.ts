@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { status } from '../commands/status.ts';
 import { stderrLogger } from '../log.ts';
 import { parseSse, sseCustomerKey } from '../storage/protection.ts';
+import { terminalJson } from '../text/sinks.ts';
 import { formatTable } from './text.ts';
 
 interface StatusFlags {
@@ -52,7 +53,7 @@ export function addStatusCommand(program: Command, setExitCode: (code: number) =
         s3: { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()) },
         logger: stderrLogger(flags.json),
       });
-      if (flags.json) process.stdout.write(`${JSON.stringify(result.fleet, null, 2)}\n`);
+      if (flags.json) process.stdout.write(`${terminalJson(result.fleet, 2)}\n`);
       else process.stdout.write(formatTable(result.fleet, Boolean(process.stdout.isTTY) && !process.env.NO_COLOR));
       for (const file of [result.htmlFile, result.markdownFile]) if (file) process.stderr.write(`wrote ${file}\n`);
       if (!result.fleet.ok) setExitCode(1);

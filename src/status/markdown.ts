@@ -1,19 +1,22 @@
 import { formatSeconds } from '../format.ts';
 import type { FleetStatus } from './model.ts';
+import { markdownCode, markdownText } from '../text/sinks.ts';
 import { databaseName, rowCells, verdictLine } from './text.ts';
 
 /**
  * The fleet status as GitHub-flavoured Markdown, for a job summary (`GITHUB_STEP_SUMMARY`) or
  * an issue: a verdict line, the table, the problems, and a Mermaid `xychart-beta` of the last
  * drill's RTO per database with the budget as a line (GitHub renders Mermaid blocks; see
- * https://mermaid.js.org/syntax/xyChart.html). Every value from the bucket is escaped.
+ * https://mermaid.js.org/syntax/xyChart.html). Every value from the bucket is escaped for
+ * Markdown (src/text/sinks.ts: {@link markdownText} in cells and notes, {@link markdownCode} for
+ * the location; Mermaid labels keep letters, digits and `._/-` only).
  */
 export function renderMarkdown(fleet: FleetStatus): string {
   const icon = { failed: '🔴', stale: '🟠', warning: '🟡', ok: '🟢' } as const;
   const out: string[] = [];
   out.push(`## Backup status: ${fleet.ok ? 'all fresh, no failed drill' : 'action needed'}`);
   out.push('');
-  out.push(`${mdEscape(verdictLine(fleet))} — \`${codeEscape(fleet.from)}\`, max age ${formatSeconds(fleet.maxAgeMs)}, ${fleet.generatedAt.slice(0, 16).replace('T', ' ')} UTC`);
+  out.push(`${markdownText(verdictLine(fleet))} — ${markdownCode(fleet.from)}, max age ${formatSeconds(fleet.maxAgeMs)}, ${fleet.generatedAt.slice(0, 16).replace('T', ' ')} UTC`);
   out.push('');
   if (fleet.databases.length) {
     out.push('| state | database | newest backup (UTC) | age | size | trend | complete | proven | last verify | last drill | RTO |');
@@ -21,12 +24,12 @@ export function renderMarkdown(fleet: FleetStatus): string {
     for (const d of fleet.databases) {
       const c = rowCells(d);
       const cells = [`${icon[d.state]} ${c.state}`, c.database, c.newest, c.age, c.size, c.trend, c.complete, c.proven, c.verify, c.drill, c.rto];
-      out.push(`| ${cells.map(mdEscape).join(' | ')} |`);
+      out.push(`| ${cells.map(markdownText).join(' | ')} |`);
     }
     out.push('');
   }
-  const notes = fleet.databases.flatMap((d) => [...d.problems.map((p) => `**${mdEscape(databaseName(d))}**: ${mdEscape(p)}`), ...d.warnings.map((w) => `${mdEscape(databaseName(d))}: ${mdEscape(w)}`)]);
-  notes.push(...fleet.warnings.map((w) => `skipped: ${mdEscape(w)}`));
+  const notes = fleet.databases.flatMap((d) => [...d.problems.map((p) => `**${markdownText(databaseName(d))}**: ${markdownText(p)}`), ...d.warnings.map((w) => `${markdownText(databaseName(d))}: ${markdownText(w)}`)]);
+  notes.push(...fleet.warnings.map((w) => `skipped: ${markdownText(w)}`));
   if (notes.length) {
     out.push(...notes.map((n) => `- ${n}`));
     out.push('');
@@ -48,22 +51,6 @@ export function renderMarkdown(fleet: FleetStatus): string {
     out.push('');
   }
   return `${out.join('\n')}\n`;
-}
-
-/** Escapes text for a Markdown table cell or paragraph: HTML-significant characters as entities, Markdown punctuation with a backslash, newlines as spaces, other control characters as `?`. */
-export function mdEscape(text: string): string {
-  return text
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/[\\`*_[\]|~]/g, (c) => `\\${c}`)
-    .replace(/\r?\n|\r/g, ' ')
-    .replace(/[\u0000-\u001f\u007f-\u009f]/g, '?'); // eslint-disable-line no-control-regex
-}
-
-/** Text inside an inline code span: a backtick would end it. */
-function codeEscape(text: string): string {
-  return text.replace(/`/g, "'").replace(/\r?\n|\r/g, ' ');
 }
 
 /** A Mermaid axis label: only letters, digits, space and `._/-` survive (quotes and brackets would end it). */

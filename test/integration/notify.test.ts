@@ -272,10 +272,10 @@ describe('alerts and metrics: dump, verify, drill, prune', () => {
     ]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).ok, true, 'stdout stays the verify result');
-    assert.match(r.stderr, /warning: webhook notification \(verify\) not delivered \(no answer within 1 s\)/);
-    assert.match(r.stderr, /warning: healthcheck ping \(start\) not delivered \(.*ECONNREFUSED/);
+    assert.match(r.stderr, /warning: webhook notification \(verify\) not delivered to http:\/\/127\.0\.0\.1:\d+ \(no answer within 1 s\)/);
+    assert.match(r.stderr, /warning: healthcheck ping \(start\) not delivered to http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED/);
     assert.match(r.stderr, /warning: healthcheck ping \(success\) not delivered/);
-    assert.match(r.stderr, /warning: Pushgateway push \(verify .*\) not delivered \(.*ECONNREFUSED/);
+    assert.match(r.stderr, /warning: Pushgateway push \(verify .*\) not delivered to http:\/\/127\.0\.0\.1:\d+ \(.*ECONNREFUSED/);
     assert.match(r.stderr, /warning: metrics file .* not written/);
     assert.equal(hooks.requests.slice(from).filter((q) => q.url === '/slow/hook').length, 3, 'three attempts, then it gives up');
   });

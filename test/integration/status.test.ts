@@ -9,7 +9,8 @@ import { UsageError } from '../../src/errors.ts';
 import { backupKeys, drillFolder, utcStamp } from '../../src/backup/keys.ts';
 import { verifyRecordKey } from '../../src/backup/proof.ts';
 import { openStorage } from '../../src/storage/index.ts';
-import { mdEscape, renderMarkdown } from '../../src/status/markdown.ts';
+import { renderMarkdown } from '../../src/status/markdown.ts';
+import { markdownText } from '../../src/text/sinks.ts';
 import { esc } from '../../src/status/html.ts';
 import { formatTable } from '../../src/status/text.ts';
 import type { FleetStatus } from '../../src/status/model.ts';
@@ -96,7 +97,7 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
       assert.match(mdText, /^## Backup status: action needed/);
       assert.match(mdText, /\| 🟠 STALE \| shop/);
       assert.match(mdText, /\| 🔴 DRILL FAILED \| shop/);
-      assert.ok(mdText.includes(`shop/production/${mdEscape(HOSTILE)}`), 'hostile name escaped in the table');
+      assert.ok(mdText.includes(`shop/production/${markdownText(HOSTILE)}`), 'hostile name escaped in the table');
       assert.ok(!mdText.includes('<img'), 'no raw HTML from the bucket');
       assert.match(mdText, /```mermaid\nxychart-beta\n {4}title "RTO of the last drill \(minutes\), line: budget"\n {4}x-axis \["shop\/dev\/app", "shop\/production\/app", "shop\/production\/main", "shop\/staging\/app"\]\n {4}y-axis "RTO \(min\)" 0 --> \d+(\.\d+)?\n {4}bar \[[\d., ]+\]\n {4}line \[1, 2, 3, 1\]\n```/);
       const page = await readFile(html, 'utf8');
@@ -237,11 +238,11 @@ describe('status views (unit)', () => {
       }],
     };
     const md = renderMarkdown(fleet);
-    assert.ok(md.includes('svc\\|x/env?\\[31m/db"\\] &lt;script&gt;'), md);
+    assert.ok(md.includes('svc\\|x/env\\\\x1b\\[31m/db"\\]\\\\n&lt;script&gt;'), md);
     assert.match(md, /x-axis \["svc_x\/env__31m\/db____script_"\]/);
     assert.doesNotMatch(md, /line \[/, 'no budget, no line');
     const table = formatTable(fleet);
     assert.ok(!table.includes('\u001b'), 'no terminal escape from a name');
-    assert.match(table, /svc\|x\/env\?\[31m\/db"\]\?<script>/);
+    assert.match(table, /svc\|x\/env\\x1b\[31m\/db"\]\\n<script>/, 'control characters shown escaped');
   });
 });

@@ -6,6 +6,8 @@ import { reportingSettings } from '../../src/notify/index.ts';
 import { parseKeptSeries, pushgatewayGroupUrl, registryOf, seriesOf } from '../../src/notify/metrics.ts';
 import { buildReport, type RunReport } from '../../src/notify/report.ts';
 import { webhookMessage } from '../../src/notify/webhook.ts';
+import { deliver, shownUrl, urlSecrets, withBasicAuth } from '../../src/notify/deliver.ts';
+import { redact } from '../../src/errors.ts';
 
 const started = new Date('2026-12-02T03:00:00Z');
 const finished = new Date('2026-12-02T03:00:10Z');
@@ -72,6 +74,35 @@ describe('webhook message', () => {
     assert.equal(JSON.stringify(m).includes(':pw@'), false);
     const quoted = webhookMessage(report(false, { reason: 'auth failed for pa"ss\\word' }));
     assert.equal(quoted.reason, 'auth failed for ***', 'a secret with a quote and a backslash is found before JSON escaping');
+  });
+});
+
+describe('URLs with credentials', () => {
+  it('user:password@ becomes a Basic Authorization header (decoded), the URL loses it; a given header wins', () => {
+    const { url, headers } = withBasicAuth(new URL('https://a%20b:p%40ss%3Aw@hooks.example:8443/x?token=t'));
+    assert.equal(url.href, 'https://hooks.example:8443/x?token=t');
+    assert.equal(headers.get('authorization'), `Basic ${Buffer.from('a b:p@ss:w').toString('base64')}`);
+    assert.equal(withBasicAuth(new URL('https://u:p@h/'), { authorization: 'Bearer k' }).headers.get('authorization'), 'Bearer k');
+    assert.equal(withBasicAuth(new URL('https://h/x')).headers.has('authorization'), false);
+  });
+
+  it('shows scheme://host:port only; every part that may be a token is a secret', () => {
+    assert.equal(shownUrl(new URL('https://u:p@hc-ping.com/0f2c-uuid?create=1')), 'https://hc-ping.com');
+    assert.equal(shownUrl(new URL('http://127.0.0.1:9091/x')), 'http://127.0.0.1:9091');
+    const url = 'https://user:pa%24s@hooks.example/services/T0/B0/tok?token=qq';
+    for (const part of urlSecrets(url)) registerSecret(part);
+    const shown = redact(`failed: ${url} /services/T0/B0/tok?token=qq pa$s token=qq`);
+    for (const leak of ['tok', 'qq', 'pa$s', 'pa%24s', 'user:']) assert.ok(!shown.includes(leak), `${leak} in ${shown}`);
+  });
+
+  it('a delivery that fails warns with scheme://host:port, never the path or query', async () => {
+    const warnings: string[] = [];
+    const logger = { info: () => undefined, warn: (m: string) => warnings.push(m), group: <T>(_n: string, fn: () => Promise<T>) => fn() };
+    const ok = await deliver('webhook notification (dump)', new URL('http://u:pw@127.0.0.1:9/never/tok-123?token=zz'), { method: 'POST' }, { timeoutMs: 2000, attempts: 1, logger });
+    assert.equal(ok, false);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /^webhook notification \(dump\) not delivered to http:\/\/127\.0\.0\.1:9 \(/);
+    for (const leak of ['tok-123', 'zz', 'pw', 'u:']) assert.ok(!warnings[0]!.includes(leak), `${leak} in ${warnings[0]}`);
   });
 });
 

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
 import { formatBytes } from '../../format.ts';
 import { list } from '../../commands/list.ts';
+import { terminalText } from '../../text/sinks.ts';
 import { filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup list`: complete backups under `--from`, newest first, one line each (`--json`: the array); a backup that is not restorable as listed is named on stderr.
+ * Names and keys come from the bucket: each is escaped for the terminal as it is printed.
  */
 export function addListCommand(program: Command, { signal }: CliContext): Command {
   return storageOptions(
@@ -16,15 +18,15 @@ export function addListCommand(program: Command, { signal }: CliContext): Comman
     const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal) });
     if (flags.json) return printJson(backups);
     if (backups.length === 0) {
-      process.stderr.write(`no complete backups under ${flags.from}\n`);
+      process.stderr.write(`no complete backups under ${terminalText(flags.from)}\n`);
       return;
     }
     for (const b of backups) {
       const size = b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes);
-      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.status.toUpperCase().padEnd(13)}  ${b.service}/${b.environment}/${b.database}  ${b.key}\n`);
+      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.status.toUpperCase().padEnd(13)}  ${terminalText(`${b.service}/${b.environment}/${b.database}`)}  ${terminalText(b.key)}\n`);
     }
     const broken = backups.filter((b) => b.status !== 'ok');
-    for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${b.key}: ${b.problem}\n`);
+    for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${terminalText(b.key)}: ${terminalText(b.problem ?? '')}\n`);
     if (broken.length) process.stderr.write(`${broken.length} of ${backups.length} backups are not restorable as listed; retention never counts them as keepers\n`);
   });
 }

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatPlan, prune } from '../../commands/prune.ts';
 import { stderrLogger } from '../../log.ts';
+import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { exitOnFailedCheck, filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
@@ -41,7 +42,7 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
       signal,
     }));
     if (flags.json) printJson(result);
-    else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
+    else for (const line of formatPlan(result.plan)) process.stdout.write(`${terminalText(line)}\n`); // names, ids and reasons from the bucket
     exitOnFailedCheck(result, 'prune', flags.json, setExitCode);
   });
   return reportingOptions(command);
