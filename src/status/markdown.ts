@@ -9,7 +9,7 @@ import { databaseName, rowCells, verdictLine } from './text.ts';
  * https://mermaid.js.org/syntax/xyChart.html). Every value from the bucket is escaped.
  */
 export function renderMarkdown(fleet: FleetStatus): string {
-  const icon = { failed: '🔴', stale: '🟠', warning: '🟡', ok: '🟢' } as const;
+  const icon = { failed: '🔴', stale: '🟠', untrusted: '🟣', warning: '🟡', ok: '🟢' } as const;
   const out: string[] = [];
   out.push(`## Backup status: ${fleet.ok ? 'all fresh, no failed drill' : 'action needed'}`);
   out.push('');

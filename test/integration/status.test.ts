@@ -227,9 +227,9 @@ describe('status views (unit)', () => {
   it('escape names from the bucket in Markdown, Mermaid and the terminal', () => {
     const fleet: FleetStatus = {
       ok: true, generatedAt: '2026-12-01T06:00:00.000Z', from: 'file:///b', maxAgeMs: 108_000_000, rtoBudgetMs: null, warnings: [],
-      counts: { databases: 1, ok: 1, warning: 0, stale: 0, failed: 0 },
+      counts: { databases: 1, ok: 1, warning: 0, untrusted: 0, stale: 0, failed: 0 },
       databases: [{
-        service: 'svc|x', environment: 'env\u001b[31m', database: 'db"]\n<script>', kind: 'logical', state: 'ok', stale: false, drillFailed: false, problems: [], warnings: [],
+        service: 'svc|x', environment: 'env\u001b[31m', database: 'db"]\n<script>', kind: 'logical', state: 'ok', stale: false, drillFailed: false, untrusted: [], problems: [], warnings: [],
         newest: { id: 'x', startedAt: '2026-12-01T02:00:00Z', ageMs: 14_400_000, sizeBytes: 1234, key: 'k' }, sizeTrendPercent: 2.5,
         backups: { complete: 1, proven: 0, missingObject: 0 }, lastVerify: null,
         lastDrill: { at: '2026-12-01T03:00:00.000Z', ok: true, rtoMs: 61_000, reportKey: 'r' }, rtoTrendPercent: null, rtoBudgetMs: null,
