@@ -3,6 +3,7 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   PutObjectCommand,
   PutObjectRetentionCommand,
   S3Client,
@@ -23,6 +24,8 @@ import {
   putOptions,
   type GetOptions,
   type PutOptions,
+  type ServerTime,
+  type ServerTimeOptions,
   type Storage,
   type StoredObject,
   type UploadOptions,
@@ -205,6 +208,8 @@ export class S3Storage implements Storage {
   readonly endpointLabel: string;
   /** Whether the endpoint ever answered a request of this storage (any HTTP status). */
   #answered = false;
+  /** The `Date` header of the newest answer (any HTTP status), for {@link serverTime}. */
+  #lastDate: ServerTime | undefined;
   /** How large objects are read ({@link readRangeSettings}): checked when the storage opens. */
   readonly #reads: { rangeBytes: number; concurrency: number };
   readonly #bucket: string;
@@ -253,11 +258,15 @@ export class S3Storage implements Storage {
     this.readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.readIdleMs } });
     for (const client of [this.client, this.readClient]) {
       // Innermost, once per attempt: any HTTP answer (even an error status) proves the endpoint
-      // answers; only a request that got none rejects here without a response.
+      // answers; only a request that got none rejects here without a response. Its raw `Date`
+      // header is the store's clock (serverTime).
       client.middlewareStack.add(
         (next) => async (args) => {
           const out = await next(args);
           this.#answered = true;
+          const date = (out.response as { headers?: Record<string, string | undefined> } | undefined)?.headers?.date;
+          const serverDate = date ? new Date(date) : undefined;
+          if (serverDate && !Number.isNaN(serverDate.getTime())) this.#lastDate = { serverDate, receivedAtMs: performance.now() };
           return out;
         },
         { step: 'deserialize', priority: 'low', name: 'pgBackupEndpointAnswered' },
@@ -415,6 +424,19 @@ export class S3Storage implements Storage {
     } catch (err) {
       throw this.#mapWriteError(err, this.uri(key));
     }
+  }
+
+  /**
+   * The store's clock (see `Storage.serverTime`): the `Date` of the newest answer, else of a
+   * HeadBucket sent for it (any status; its error is ignored: the command's own requests report
+   * what is wrong with the bucket or the credentials).
+   */
+  async serverTime(options: ServerTimeOptions = {}): Promise<ServerTime | undefined> {
+    if (!this.#lastDate) {
+      const signal = this.#abortSignal(AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 10_000), ...(options.signal ? [options.signal] : [])]));
+      await this.client.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal: signal }).catch(() => undefined);
+    }
+    return this.#lastDate;
   }
 
   async delete(key: string): Promise<void> {
