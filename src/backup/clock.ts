@@ -113,7 +113,8 @@ export function judgeTimes(clock: ClockCheck, record: RecordTimes): TimeProblem 
     [record.kind === 'verify record' ? 'verifiedAt' : 'startedAt', at],
     ['finishedAt', finished],
   ];
-  const ahead = stamps.filter((s): s is [string, Date] => s[1] !== undefined && isFuture(clock, s[1])).sort((a, b) => b[1].getTime() - a[1].getTime())[0];
+  // The first stamp ahead, in the order a reader meets them: the key, then the record's own.
+  const ahead = stamps.find((s): s is [string, Date] => s[1] !== undefined && isFuture(clock, s[1]));
   if (ahead) {
     const by = ahead[1].getTime() - clock.now.getTime();
     return {
