@@ -55,7 +55,7 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
       assert.equal(json.code, 1, json.stderr);
       const fleet = JSON.parse(json.stdout) as FleetStatus;
       assert.equal(fleet.ok, false);
-      assert.deepEqual(fleet.counts, { databases: 5, ok: 3, warning: 0, stale: 1, failed: 1 });
+      assert.deepEqual(fleet.counts, { databases: 5, ok: 3, warning: 0, untrusted: 0, stale: 1, failed: 1 });
       assert.deepEqual(
         fleet.databases.map((d) => ({ name: `${d.service}/${d.environment}/${d.database}`, state: d.state, complete: d.kind === 'physical' ? null : d.backups.complete, proven: d.kind === 'physical' ? null : d.backups.proven })),
         fixture.rows,
