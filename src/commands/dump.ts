@@ -147,11 +147,14 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
  * manifest carry this machine's time; stamped ahead, it would be FUTURE for every reader (never
  * latest, never fresh: src/backup/clock.ts); stamped behind, it looks older than it is. Further
  * apart than `plan.maxClockSkewMs`: a warning, or with `enforceClockSkew` a refusal. No store
- * clock (file://, or no answer): nothing to compare.
+ * clock (file://, or no answer: then a warning with `enforceClockSkew`): nothing to compare.
  * @throws UsageError with both times when the clocks are too far apart and `enforceClockSkew` is set.
  */
-export function checkClock(storage: Pick<Storage, 'url'>, serverTime: ServerTime | undefined, now: Date, plan: Pick<DumpPlan, 'maxClockSkewMs' | 'enforceClockSkew'>, logger: Logger): void {
-  if (!serverTime) return;
+export function checkClock(storage: Pick<Storage, 'url' | 'serverTime'>, serverTime: ServerTime | undefined, now: Date, plan: Pick<DumpPlan, 'maxClockSkewMs' | 'enforceClockSkew'>, logger: Logger): void {
+  if (!serverTime) {
+    if (storage.serverTime && plan.enforceClockSkew) logger.warn(`the clock of ${storage.url} could not be read (no answer within 5 s): this machine's clock was not compared with it`);
+    return;
+  }
   const storeNow = new Date(serverTime.serverDate.getTime() + Math.max(0, performance.now() - serverTime.receivedAtMs));
   const skew = now.getTime() - storeNow.getTime();
   // The Date header has whole seconds: 1 s of slack on top of the tolerance.

@@ -79,7 +79,7 @@ export interface ServerTime {
 export interface ServerTimeOptions {
   /** Aborting it ends the request (the answer is then undefined). */
   signal?: AbortSignal;
-  /** Give up waiting for an answer after this long (ms). Default 10 000. */
+  /** Give up waiting for an answer after this long (ms). Default 5 000. */
   timeoutMs?: number;
 }
 
