@@ -5,7 +5,9 @@
 // hides no real failed drill; a dump on a machine whose clock is off warns, and refuses with
 // --max-clock-skew before anything is written.
 import assert from 'node:assert/strict';
-import { rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it, type TestContext } from 'node:test';
 import { backupKeys, drillFolder, drillStamp } from '../../src/backup/keys.ts';
@@ -121,10 +123,19 @@ describe('a backup stamped in the future', () => {
       assert.equal(d.newest.id, newest.manifest.id);
       assert.deepEqual(d.untrusted.map((u: { kind: string; key: string; time: string }) => [u.kind, u.key, u.time]), [['backup', future.manifestKey, 'future']]);
       assert.equal(d.backups.complete, 2);
-      const table = await cli(['status', '--from', to, '--max-age', '30d']);
+      const views = await mkdtemp(path.join(os.tmpdir(), 'pgb-clock-views-'));
+      t.after(() => rm(views, { recursive: true, force: true }));
+      const table = await cli(['status', '--from', to, '--max-age', '30d', '--html', path.join(views, 'index.html'), '--markdown', path.join(views, 'status.md')]);
       assert.equal(table.code, 1);
       assert.match(table.stdout, /^FUTURE +default\/default\//m);
       assert.match(table.stdout, /: FUTURE backup \S+\.manifest\.json: stamped in the future/);
+      assert.match(table.stdout, /1 with records stamped in the future or misdated/);
+      const page = await readFile(path.join(views, 'index.html'), 'utf8');
+      assert.match(page, /<span class="badge badge-untrusted">FUTURE<\/span>/);
+      assert.match(page, /<li>FUTURE backup \S+: stamped in the future: its key says/);
+      const md = await readFile(path.join(views, 'status.md'), 'utf8');
+      assert.match(md, /^\| 🟣 FUTURE \| default\/default\//m);
+      assert.match(md, /\*\*default\/default\/\S+\*\*: FUTURE backup \S+: stamped in the future/);
 
       // prune --keep-last 1 --apply: the genuine newest is the keeper, the older one goes, the future one stays.
       const pruned = await cli(['prune', '--from', to, '--keep-last', '1', '--keep-proven', '0', '--apply']);
