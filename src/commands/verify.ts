@@ -203,7 +203,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
   if (level === 'none') {
-    await checkSuspicion(storage, backup, history, result, logger);
+    await checkSuspicion(storage, backup, believed, result, logger);
     result.problems.push(...(await confirmStored(storage, backup)));
     return finish();
   }
@@ -212,7 +212,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
   // The comparison with the previous backup (one more manifest to read) runs beside the read of
   // this one; the pg_restore for the archive's format and zstd were looked up during the listing.
-  const suspicion = checkSuspicion(storage, backup, history, result, logger);
+  const suspicion = checkSuspicion(storage, backup, believed, result, logger);
   suspicion.catch(() => undefined); // awaited below; a failure before that must not go unhandled
   const [bins] = await Promise.all([level === 'checksum' ? undefined : restoreBinaries(manifest), manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined]);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
