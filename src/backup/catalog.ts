@@ -1,6 +1,7 @@
 import { CheckFailedError, UsageError } from '../errors.ts';
 import { NotFoundError, checkLocation, type Storage } from '../storage/index.ts';
 import { isBackupIdRef, manifestKeyOfId } from './backup-id.ts';
+import { clockCheck, isFuture, judgeTimes, type ClockCheck, type TimeProblem } from './clock.ts';
 import { encodeSegment, parseManifestKey, type ParsedManifestKey } from './keys.ts';
 import { parseManifest, type Manifest } from './manifest.ts';
 import { VerifyRecordSchema, verifyRecordKey } from './proof.ts';
@@ -28,6 +29,59 @@ export interface BackupEntry extends ParsedManifestKey {
   objects: Map<string, number>;
   /** The key of the backup's verify record (`<stem>.verify.json`, see proof.ts), if the listing holds one. */
   verifyRecordKey: string | undefined;
+  /**
+   * The verdict on its times once {@link judgeNewest} judged it: `ok`, or why they are not
+   * believed (`future`, `misdated`; see clock.ts). Absent: not judged (an older backup behind a
+   * believed one, whose time cannot make it win anything).
+   */
+  time?: TimeProblem | 'ok';
+  /** Its manifest as {@link judgeNewest} read it (saves a second read). */
+  resolved?: ResolvedBackup;
+}
+
+/** Whether an entry's times are believed: judged `ok`, or not judged (see {@link BackupEntry.time}). */
+export function isBelieved(entry: BackupEntry): boolean {
+  return entry.time === undefined || entry.time === 'ok';
+}
+
+/**
+ * Judges the times of the newest backups of each service/environment/database in `entries`
+ * (newest first, as {@link listBackups} returns them), in place: a backup whose key is stamped
+ * later than `clock` allows is marked `future` without a read; the newest one that is not has
+ * its manifest read and its `startedAt`/`finishedAt` judged against the clock and its key
+ * stamp ({@link judgeTimes}); when it is not believed either, the next one is read, and so on
+ * until one is. So the backup every decision on time takes (latest, freshness) is a believed
+ * one, at the cost of one manifest read per group (plus one per untrusted backup). A manifest
+ * that cannot be read ends its group's walk unjudged: that is not a clock matter, and the
+ * caller's own read reports it. Idempotent; 8 groups at a time. Needs Get.
+ * @throws UsageError when the credentials may not read (exit 2); other storage errors as they come.
+ */
+export async function judgeNewest(storage: Storage, entries: BackupEntry[], clock: ClockCheck): Promise<void> {
+  const groups = new Map<string, BackupEntry[]>();
+  for (const e of entries) {
+    const k = JSON.stringify([e.service, e.environment, e.database]);
+    groups.set(k, [...(groups.get(k) ?? []), e]);
+  }
+  await mapLimit([...groups.values()], 8, async (group) => {
+    for (const e of group) {
+      if (e.time === 'ok') return;
+      if (e.time) continue;
+      if (isFuture(clock, e.startedAt)) {
+        e.time = judgeTimes(clock, { kind: 'backup', keyStamp: e.startedAt })!;
+        continue;
+      }
+      let resolved: ResolvedBackup;
+      try {
+        resolved = await readManifest(storage, e.manifestKey);
+      } catch (err) {
+        if (err instanceof CheckFailedError || err instanceof NotFoundError) return;
+        throw err;
+      }
+      e.resolved = resolved;
+      e.time = judgeTimes(clock, { kind: 'backup', keyStamp: e.startedAt, at: resolved.manifest.startedAt, finishedAt: resolved.manifest.finishedAt }) ?? 'ok';
+      if (e.time === 'ok') return;
+    }
+  });
 }
 
 /** The key prefix under which a filter's backups live (`<service>/<environment>/<database>/`, as far as given). */
@@ -96,41 +150,70 @@ export interface ResolvedBackup {
   manifest: Manifest;
 }
 
+/** Options of {@link resolveBackup}. */
+export interface ResolveOptions {
+  /** Now and the tolerance records are judged against (`--max-clock-skew`). Default: this machine's clock, 10 min. */
+  clock?: ClockCheck;
+  /**
+   * Told one line per backup whose time is not believed: each newer one `latest` passed over,
+   * or the backup named by key (which is taken as asked).
+   */
+  warn?: (line: string) => void;
+}
+
 /** `latest` named more than one service/environment/database: a {@link UsageError} (exit 2). */
 export class AmbiguousLatestError extends UsageError {}
 
 /**
- * Finds a backup by reference: `latest` (the newest complete backup matching the filter), a
- * backup id (the manifest's `id`, see backup-id.ts: looked up in the filter's listing), a
- * manifest key, a dump object key, or the full URI of either under this storage location.
- * `latest` must mean one database: when the backups in scope belong to more than one
- * service/environment/database, it is refused. `listing` (the result of {@link listBackups}
- * with the same filter) saves a second listing.
+ * Finds a backup by reference: `latest` (the newest complete backup matching the filter whose
+ * times are believed, see {@link judgeNewest}), a backup id (the manifest's `id`, see
+ * backup-id.ts: looked up in the filter's listing), a manifest key, a dump object key, or the
+ * full URI of either under this storage location. A backup stamped in the future or misdated is
+ * never `latest` (each one passed over is told to `options.warn`); one named by key or id is
+ * taken as asked (with a warning). `latest` must mean one database: when the believed backups in
+ * scope belong to more than one service/environment/database, it is refused. `listing` (the
+ * result of {@link listBackups} with the same filter) saves a second listing.
  * @throws UsageError when the location does not exist, no backup matches the reference, or
  * `latest` could mean several databases ({@link AmbiguousLatestError}, naming the candidates).
- * @throws CheckFailedError when the manifest is missing, unreadable or invalid.
+ * @throws CheckFailedError when the manifest is missing, unreadable or invalid, or when every
+ * backup in scope is stamped in the future or misdated.
  */
-export async function resolveBackup(storage: Storage, ref: string | undefined, filter: BackupFilter = {}, listing?: BackupEntry[]): Promise<ResolvedBackup> {
+export async function resolveBackup(storage: Storage, ref: string | undefined, filter: BackupFilter = {}, listing?: BackupEntry[], options: ResolveOptions = {}): Promise<ResolvedBackup> {
   await checkLocation(storage);
+  const clock = options.clock ?? clockCheck();
   const wanted = (ref ?? 'latest').trim() || 'latest';
   let manifestKey: string;
   if (wanted === 'latest') {
     const entries = listing ?? (await listBackups(storage, filter));
-    const [newest] = entries;
-    if (!newest) {
+    if (!entries[0]) {
       const scope = [filter.service, filter.environment, filter.database].filter(Boolean).join('/');
       throw new UsageError(`no complete backup found under ${storage.url}${scope ? ` for ${scope}` : ''}: run a dump first or check --from`);
     }
-    assertOneDatabase(storage, entries);
+    await judgeNewest(storage, entries, clock);
+    const believed = entries.filter(isBelieved);
+    const newest = believed[0];
+    if (!newest) {
+      const first = entries[0].time as TimeProblem;
+      throw new CheckFailedError(`no backup under ${storage.url} can be "latest": all ${entries.length} are stamped in the future or misdated (the newest, ${storage.uri(entries[0].manifestKey)}, is ${first.problem}); check the clock of the runner that dumps, or give --backup KEY`);
+    }
+    assertOneDatabase(storage, believed);
+    for (const e of entries) {
+      if (e === newest) break;
+      if (!isBelieved(e)) options.warn?.(`"latest" passes over ${storage.uri(e.manifestKey)}: ${(e.time as TimeProblem).problem}`);
+    }
+    if (newest.resolved) return newest.resolved;
     manifestKey = newest.manifestKey;
-  } else if (isBackupIdRef(wanted)) {
-    manifestKey = manifestKeyOfId(storage.url, wanted, listing ?? (await listBackups(storage, filter)), filter);
   } else {
-    let key = wanted;
+    let key = isBackupIdRef(wanted) ? manifestKeyOfId(storage.url, wanted, listing ?? (await listBackups(storage, filter)), filter) : wanted;
     if (/^[a-z0-9]+:\/\//.test(key)) key = storage.keyOf(key) ?? key;
     if (/^[a-z0-9]+:\/\//.test(key)) throw new UsageError(`backup ${wanted} is not under ${storage.url}: give a key relative to --from, or "latest"`);
     manifestKey = key.endsWith('.manifest.json') ? key : key.replace(/\.(?:(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?|dir\/?)$/, '') + '.manifest.json';
-    if (!parseManifestKey(manifestKey)) throw new UsageError(`${JSON.stringify(wanted)} is not a backup key: use a key printed by "pg-backup list", or "latest"`);
+    const parsed = parseManifestKey(manifestKey);
+    if (!parsed) throw new UsageError(`${JSON.stringify(wanted)} is not a backup key: use a key printed by "pg-backup list", or "latest"`);
+    const backup = await readManifest(storage, manifestKey);
+    const untrusted = judgeTimes(clock, { kind: 'backup', keyStamp: parsed.startedAt, at: backup.manifest.startedAt, finishedAt: backup.manifest.finishedAt });
+    if (untrusted) options.warn?.(`${storage.uri(manifestKey)} is ${untrusted.problem}; taken as asked`);
+    return backup;
   }
   return readManifest(storage, manifestKey);
 }
@@ -212,20 +295,27 @@ export function storedObjectProblem(storage: Storage, backup: ResolvedBackup, si
 }
 
 /**
- * Checks one listed backup: reads and validates its manifest, compares the stored sizes in the
- * listing with it, and reads its verify record when there is one. Needs Get on the manifest and
- * verify record (List was done). A verify record that cannot be parsed is ignored (it proves
- * nothing either way).
+ * Checks one listed backup: reads and validates its manifest, judges its times against `clock`
+ * (`future`, `misdated`: see clock.ts; they come first, since no other verdict matters for a
+ * backup whose time is not believed), compares the stored sizes in the listing with it, and
+ * reads its verify record when there is one. Needs Get on the manifest and verify record (List
+ * was done). A verify record that cannot be parsed is ignored (it proves nothing either way).
+ * @param clock now and the tolerance (`--max-clock-skew`); default this machine's clock, 10 min.
  * @throws UsageError when the credentials may not read (exit 2); other storage errors as they come.
  */
-export async function checkBackup(storage: Storage, entry: Pick<BackupEntry, 'manifestKey' | 'objects'>): Promise<BackupHealth> {
+export async function checkBackup(storage: Storage, entry: Pick<BackupEntry, 'manifestKey' | 'objects'>, clock: ClockCheck = clockCheck()): Promise<BackupHealth> {
+  const keyStamp = parseManifestKey(entry.manifestKey)?.startedAt;
   let backup: ResolvedBackup;
   try {
     backup = await readManifest(storage, entry.manifestKey);
   } catch (err) {
-    if (err instanceof CheckFailedError) return { status: 'damaged', problem: err.message };
-    throw err;
+    if (!(err instanceof CheckFailedError)) throw err;
+    const ahead = keyStamp && judgeTimes(clock, { kind: 'backup', keyStamp });
+    return ahead ? { status: ahead.time, problem: `${ahead.problem} (and ${err.message})` } : { status: 'damaged', problem: err.message };
   }
+  const m = backup.manifest;
+  const untrusted = judgeTimes(clock, { kind: 'backup', keyStamp, at: m.startedAt, finishedAt: m.finishedAt });
+  if (untrusted) return { status: untrusted.time, problem: untrusted.problem, manifest: m };
   const problem = storedObjectProblem(storage, backup, entry.objects);
   if (problem) return { ...problem, manifest: backup.manifest };
   const recordKey = verifyRecordKey(entry.manifestKey);
@@ -245,8 +335,8 @@ export async function checkBackup(storage: Storage, entry: Pick<BackupEntry, 'ma
 }
 
 /** {@link checkBackup} for each entry, 8 at a time; results in the entries' order. */
-export function checkBackups(storage: Storage, entries: BackupEntry[]): Promise<BackupHealth[]> {
-  return mapLimit(entries, 8, (e) => checkBackup(storage, e));
+export function checkBackups(storage: Storage, entries: BackupEntry[], clock: ClockCheck = clockCheck()): Promise<BackupHealth[]> {
+  return mapLimit(entries, 8, (e) => checkBackup(storage, e, clock));
 }
 
 /**

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Storage } from '../storage/index.ts';
+import { clockCheck, judgeTimes, parseKeyStamp, type ClockCheck } from './clock.ts';
 import { DRILL_STAMP, DRILLS_FOLDER, encodeSegment } from './keys.ts';
 
 /**
@@ -50,7 +51,11 @@ interface Evidence {
  * Finds which of one group's backups are proven, newest first, stopping after `limit` proven
  * ones (so a prune reads only what it needs). A backup is proven when its newest evidence — the
  * verify record or a drill report, whichever is later — passed. Unreadable evidence is skipped
- * with a warning. Needs List and Get.
+ * with a warning, and so is evidence whose time is not believed ({@link judgeTimes}: a drill
+ * report or verify record stamped later than `clock` allows, or a drill report whose key stamp
+ * and `startedAt` disagree): a record stamped ahead would otherwise be the newest evidence for
+ * ever and hide every real failure after it. Needs List and Get.
+ * @param clock now and the tolerance (`--max-clock-skew`); default this machine's clock, 10 min.
  * @returns backup id → proof text (e.g. `drill OK 2026-11-20T03:00:00Z`), for the proven ones.
  */
 export async function findProofs(
@@ -59,14 +64,16 @@ export async function findProofs(
   backups: { id: string; keys: string[] }[],
   limit: number,
   logger: Logger,
+  clock: ClockCheck = clockCheck(),
 ): Promise<Map<string, string>> {
   const proofs = new Map<string, string>();
   if (limit <= 0 || backups.length === 0) return proofs;
   const folder = `${DRILLS_FOLDER}/${encodeSegment(group.service)}/${encodeSegment(group.environment)}/${encodeSegment(group.database)}/`;
-  const drillReports = new Map<string, string[]>();
+  const drillReports = new Map<string, { key: string; stamp: Date | undefined }[]>();
+  const reportKey = new RegExp(String.raw`\/([^/]+)-drill-(${DRILL_STAMP})\.json$`);
   for await (const obj of storage.list(folder)) {
-    const m = new RegExp(String.raw`\/([^/]+)-drill-${DRILL_STAMP}\.json$`).exec(obj.key);
-    if (m) drillReports.set(m[1]!, [...(drillReports.get(m[1]!) ?? []), obj.key]);
+    const m = reportKey.exec(obj.key);
+    if (m) drillReports.set(m[1]!, [...(drillReports.get(m[1]!) ?? []), { key: obj.key, stamp: parseKeyStamp(m[2]!) }]);
   }
   for (const backup of backups) {
     if (proofs.size >= limit) break;
@@ -75,15 +82,22 @@ export async function findProofs(
     if (recordKey) {
       try {
         const record = VerifyRecordSchema.parse(JSON.parse(await storage.getText(recordKey)));
-        if (record.backupId === backup.id) evidence.push({ at: record.verifiedAt, ok: record.ok, what: `verify (${record.level}) ${record.ok ? 'OK' : 'FAILED'} ${record.verifiedAt}` });
+        const untrusted = judgeTimes(clock, { kind: 'verify record', at: record.verifiedAt });
+        if (untrusted) logger.warn(`ignoring the verify record ${storage.uri(recordKey)}: ${untrusted.problem}`);
+        else if (record.backupId === backup.id) evidence.push({ at: record.verifiedAt, ok: record.ok, what: `verify (${record.level}) ${record.ok ? 'OK' : 'FAILED'} ${record.verifiedAt}` });
       } catch (err) {
         logger.warn(`ignoring the verify record ${storage.uri(recordKey)}: ${messageOf(err)}`);
       }
     }
-    for (const key of drillReports.get(backup.id) ?? []) {
+    for (const { key, stamp } of drillReports.get(backup.id) ?? []) {
       try {
         const report = JSON.parse(await storage.getText(key)) as { ok?: unknown; backupId?: unknown; startedAt?: unknown };
         if (report.backupId !== backup.id || typeof report.startedAt !== 'string' || typeof report.ok !== 'boolean') continue;
+        const untrusted = judgeTimes(clock, { kind: 'drill report', keyStamp: stamp, at: report.startedAt });
+        if (untrusted) {
+          logger.warn(`ignoring the drill report ${storage.uri(key)}: ${untrusted.problem}`);
+          continue;
+        }
         evidence.push({ at: new Date(report.startedAt).toISOString(), ok: report.ok, what: `drill ${report.ok ? 'OK' : 'FAILED'} ${report.startedAt}` });
       } catch (err) {
         logger.warn(`ignoring the drill report ${storage.uri(key)}: ${messageOf(err)}`);

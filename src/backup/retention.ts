@@ -1,5 +1,6 @@
 import { UsageError } from '../errors.ts';
 import { formatSeconds } from '../format.ts';
+import { DEFAULT_MAX_CLOCK_SKEW_MS, isFuture, judgeTimes, type ClockCheck } from './clock.ts';
 import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
 
 /**
@@ -9,11 +10,21 @@ import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
  * - `damaged`: the manifest is not JSON, fails the schema or names another backup, or an object
  *   has another size than the manifest says, or some files of a directory archive are gone;
  * - `verify-failed`: the backup's verify record (`<id>.verify.json`, the latest
- *   `verify --record`) says it FAILED.
+ *   `verify --record`) says it FAILED;
+ * - `future`: its key or manifest is stamped later than now + the clock tolerance
+ *   (`--max-clock-skew`, see clock.ts): a wrong clock or a forged object;
+ * - `misdated`: its key stamp and its manifest's `startedAt` disagree (or `finishedAt` is before
+ *   `startedAt`): one of them was changed.
  * Only `ok` backups are restorable as far as the tool knows: retention never counts another one
- * as a keeper.
+ * as a keeper. `future` and `misdated` ones are never `latest`, never fresh, and never deleted
+ * because of their time either: a prune keeps them for inspection.
  */
-export type BackupStatus = 'ok' | 'missing' | 'damaged' | 'verify-failed';
+export type BackupStatus = 'ok' | 'missing' | 'damaged' | 'verify-failed' | 'future' | 'misdated';
+
+/** Whether a status says the backup's time is not believed (`future`, `misdated`). */
+export function isUntrustedTime(status: BackupStatus | undefined): status is 'future' | 'misdated' {
+  return status === 'future' || status === 'misdated';
+}
 
 /**
  * Retention planning: which stored backups a prune keeps and which it deletes, and why. Pure —
@@ -40,7 +51,11 @@ export type BackupStatus = 'ok' | 'missing' | 'damaged' | 'verify-failed';
  *   is kept (flagged: it holds the newest data and shows the failure); an older one is deleted,
  *   its point in time being covered by a newer restorable backup. A group with complete backups
  *   but no restorable one is refused, and so is one whose newest restorable backup is older than
- *   `maxAgeMs`. docs/retention.md tells the same.
+ *   `maxAgeMs`.
+ * - Backups whose time is not believed (status `future` or `misdated`, or a key stamped later
+ *   than `now` + `maxClockSkewMs`, complete or not): never a keeper, never the newest restorable,
+ *   never counted in a keep-last or period slot, never proven — and never deleted either, since
+ *   their age means nothing: kept for inspection, flagged. docs/retention.md tells the same.
  */
 
 /** A retention policy. Durations in ms; counts are backups or periods. */
@@ -55,6 +70,8 @@ export interface RetentionPolicy {
   keepProven?: number;
   /** Incomplete backups are deleted once their newest object is this old. Default 1 day. */
   incompleteGraceMs?: number;
+  /** A backup stamped later than now + this is `future` (see clock.ts). Default {@link DEFAULT_MAX_CLOCK_SKEW_MS}. */
+  maxClockSkewMs?: number;
 }
 
 /** One backup as found in the bucket: every object sharing the stem `<dir>/<id>`. */
@@ -88,6 +105,8 @@ export interface PlannedBackup extends StoredBackup {
   action: 'keep' | 'delete';
   /** Every rule that keeps it, or why it goes. */
   reasons: string[];
+  /** Set when its time is not believed (`future`, `misdated`): kept for inspection. */
+  untrustedTime?: 'future' | 'misdated';
 }
 
 /** The plan of one service/environment/database group. */
@@ -189,11 +208,34 @@ export function isRestorable(b: StoredBackup): boolean {
   return b.complete && (b.status === undefined || b.status === 'ok');
 }
 
+/**
+ * Whether a backup's time is not believed: its check said `future` or `misdated`, or its key is
+ * stamped later than the clock allows (judged here too, so an unchecked backup cannot win).
+ * @returns the verdict and why, or undefined.
+ */
+export function untrustedTimeOf(b: StoredBackup, clock: ClockCheck): { time: 'future' | 'misdated'; problem: string } | undefined {
+  if (isUntrustedTime(b.status)) return { time: b.status, problem: b.problem ?? b.status };
+  if (!isFuture(clock, b.startedAt)) return undefined;
+  return judgeTimes(clock, { kind: 'backup', keyStamp: b.startedAt });
+}
+
 function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date): GroupPlan {
   const { service, environment, database } = members[0]!;
+  const clock: ClockCheck = { now, maxSkewMs: policy.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS };
+  const untrusted = new Map(members.flatMap((b) => {
+    const t = untrustedTimeOf(b, clock);
+    return t ? [[b, t] as const] : [];
+  }));
+  /** A backup kept whatever happens, because its time means nothing: flagged. */
+  const forInspection = (b: StoredBackup): PlannedBackup => {
+    const t = untrusted.get(b)!;
+    const label = t.time === 'future' ? 'FUTURE' : 'MISDATED';
+    const why = t.time === 'future' ? 'stamped in the future' : 'its stamps disagree';
+    return { ...b, ...(b.complete ? { status: t.time, problem: t.problem } : {}), action: 'keep', untrustedTime: t.time, reasons: [`${label} (${t.problem}), never counted as a keeper${b.complete ? '' : ' (incomplete)'}; kept for inspection: ${why}`] };
+  };
   const complete = members.filter((b) => b.complete).sort(newestFirst);
   const incomplete = members.filter((b) => !b.complete).sort(newestFirst);
-  const restorable = complete.filter(isRestorable);
+  const restorable = complete.filter((b) => isRestorable(b) && !untrusted.has(b));
   const maxAge = policy.maxAgeMs;
   const ageOf = (b: StoredBackup) => now.getTime() - b.startedAt.getTime();
 
@@ -201,7 +243,10 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
   const idleOf = (b: StoredBackup) => now.getTime() - Math.max(b.lastModified.getTime(), b.startedAt.getTime());
   let refused: string | undefined;
   const newest = restorable[0];
-  const brokenNote = (b: StoredBackup) => `${b.status}${b.problem ? `: ${b.problem}` : ''}`;
+  const brokenNote = (b: StoredBackup) => {
+    const t = untrusted.get(b);
+    return t ? `${t.time}: ${t.problem}` : `${b.status}${b.problem ? `: ${b.problem}` : ''}`;
+  };
   // A group without a complete backup is refused once an incomplete one is past the grace period
   // (its dumps fail); before that its first dump may still be uploading.
   if (complete.length === 0 && incomplete.some((b) => idleOf(b) > grace)) refused = 'no complete backup in this group: the dumps are failing, nothing is deleted here';
@@ -212,7 +257,7 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
     refused = `the newest ${which} backup is ${formatSeconds(ageOf(newest))} old (taken ${newest.startedAt.toISOString()}), over max-age ${formatLimit(maxAge)}: the dumps are failing, nothing is deleted here`;
   }
   if (refused) {
-    const keepAll = (b: StoredBackup): PlannedBackup => ({ ...b, action: 'keep', reasons: ['group refused (stale)'] });
+    const keepAll = (b: StoredBackup): PlannedBackup => (untrusted.has(b) ? forInspection(b) : { ...b, action: 'keep', reasons: ['group refused (stale)'] });
     return { service, environment, database, refused, backups: complete.map(keepAll), incomplete: incomplete.map(keepAll) };
   }
 
@@ -235,6 +280,7 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
   const proven = new Set(restorable.filter((b) => b.proof).slice(0, policy.keepProven ?? DEFAULT_KEEP_PROVEN));
 
   const planned = complete.map((b): PlannedBackup => {
+    if (untrusted.has(b)) return forInspection(b);
     const tooOld = maxAge !== undefined && ageOf(b) > maxAge;
     if (!isRestorable(b)) {
       const note = `NOT RESTORABLE (${brokenNote(b)}), never counted as a keeper`;
@@ -249,6 +295,7 @@ function planGroup(members: StoredBackup[], policy: RetentionPolicy, now: Date):
   });
 
   const plannedIncomplete = incomplete.map((b): PlannedBackup => {
+    if (untrusted.has(b)) return forInspection(b);
     const idle = idleOf(b);
     return idle > grace
       ? { ...b, action: 'delete', reasons: [`incomplete (no manifest), last written ${formatSeconds(idle)} ago, over the grace period ${formatLimit(grace)}`] }

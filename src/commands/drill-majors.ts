@@ -1,4 +1,5 @@
 import { resolveBackup, type ResolvedBackup } from '../backup/catalog.ts';
+import { parseMaxClockSkew } from '../backup/clock.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger } from '../log.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
@@ -65,7 +66,7 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
 
   let backup: ResolvedBackup | undefined;
   try {
-    backup = await resolveBackup(storage, options.backup, options.filter);
+    backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: { now: startedAt, maxSkewMs: parseMaxClockSkew(options.maxClockSkew) }, warn: (line) => log.warn(line) });
   } catch (err) {
     if (!(err instanceof CheckFailedError)) throw err;
     // The per-major drill reports it in its own words.

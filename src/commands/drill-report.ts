@@ -1,5 +1,6 @@
 import type { BackupFilter, ResolvedBackup } from '../backup/catalog.ts';
 import { DRILL_STAMP, drillFolder, drillStamp, parseManifestKey } from '../backup/keys.ts';
+import { clockCheck, isFuture, judgeTimes, parseKeyStamp, type ClockCheck } from '../backup/clock.ts';
 import type { Manifest } from '../backup/manifest.ts';
 import type { SmokeResult } from '../backup/smoke.ts';
 import { messageOf } from '../errors.ts';
@@ -165,13 +166,19 @@ export const DRILL_RECORD_DEADLINE_MS = 20_000;
 
 /**
  * The newest `limit` drills of one database, read from their JSON reports under
- * `drills/<service>/<environment>/<database>/` (all quarters), newest first.
+ * `drills/<service>/<environment>/<database>/` (all quarters), newest first. A report whose time
+ * is not believed (stamped later than `clock` allows, or its key stamp and `startedAt` apart:
+ * src/backup/clock.ts) is left out: it would sit on top of the history for ever.
  */
-export async function drillHistory(storage: Storage, labels: DrillLabels, limit: number): Promise<DrillHistoryEntry[]> {
+export async function drillHistory(storage: Storage, labels: DrillLabels, limit: number, clock: ClockCheck = clockCheck()): Promise<DrillHistoryEntry[]> {
   const folder = drillFolder(labels, new Date()).replace(/\d{4}-Q\d\/$/, '');
   const keys: string[] = [];
   const reportKeyPattern = new RegExp(`-drill-(${DRILL_STAMP})\\.json$`);
-  for await (const obj of storage.list(folder)) if (reportKeyPattern.test(obj.key)) keys.push(obj.key);
+  for await (const obj of storage.list(folder)) {
+    const m = reportKeyPattern.exec(obj.key);
+    const keyStamp = m ? parseKeyStamp(m[1]!) : undefined;
+    if (m && !(keyStamp && isFuture(clock, keyStamp))) keys.push(obj.key);
+  }
   // Seconds-only stamps (older records) sort as if at .000.
   const stamp = (k: string) => reportKeyPattern.exec(k)![1]!.replace(/(\d{6})Z$/, '$1.000Z');
   keys.sort((a, b) => (stamp(a) < stamp(b) ? 1 : stamp(a) > stamp(b) ? -1 : 0));
@@ -180,6 +187,7 @@ export async function drillHistory(storage: Storage, labels: DrillLabels, limit:
     keys.slice(0, limit).map(async (key): Promise<DrillHistoryEntry | undefined> => {
       try {
         const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string };
+        if (typeof r.startedAt === 'string' && judgeTimes(clock, { kind: 'drill report', keyStamp: parseKeyStamp(reportKeyPattern.exec(key)![1]!), at: r.startedAt })) return undefined;
         return { startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key };
       } catch {
         return undefined; // an unreadable report is skipped

@@ -1,4 +1,5 @@
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { parseMaxClockSkew } from '../backup/clock.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,6 +56,11 @@ export interface DrillCommonOptions {
   maxRto?: string;
   /** Fail when the recovery point is older than this at drill time (`30h`): for a logical drill the backup's age. */
   maxRpo?: string;
+  /**
+   * A backup stamped later than now + this (`10m`, the default) is never `latest`: the drill
+   * takes the newest backup whose time is believed (src/backup/clock.ts).
+   */
+  maxClockSkew?: string;
   /** S3 settings of the bucket the drill reads from or writes its log to. */
   s3?: S3Settings;
   logger: Logger;
@@ -69,17 +75,20 @@ export interface DrillBudgets {
   maxRtoMs?: number;
   /** `maxRpo` in ms, undefined without a budget. */
   maxRpoMs?: number;
+  /** `maxClockSkew` in ms (default 10 min). */
+  maxClockSkewMs: number;
   smokeChecks: SmokeCheck[];
 }
 
 /**
- * Parses `maxRto`/`maxRpo` and reads the smoke SQL file, before a drill starts anything.
+ * Parses `maxRto`/`maxRpo`/`maxClockSkew` and reads the smoke SQL file, before a drill starts anything.
  * @throws UsageError for a duration that does not parse or an unreadable or malformed smoke file.
  */
 export async function drillBudgets(options: DrillCommonOptions): Promise<DrillBudgets> {
   return {
     maxRtoMs: options.maxRto ? parseDuration(options.maxRto, '--max-rto') : undefined,
     maxRpoMs: options.maxRpo ? parseDuration(options.maxRpo, '--max-rpo') : undefined,
+    maxClockSkewMs: parseMaxClockSkew(options.maxClockSkew),
     smokeChecks: options.smokeSql ? await readSmokeChecks(options.smokeSql) : [],
   };
 }
@@ -170,7 +179,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   };
   const jobs = options.jobs ?? defaultDrillJobs();
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
-  const { maxRtoMs, maxRpoMs, smokeChecks } = await drillBudgets(options);
+  const { maxRtoMs, maxRpoMs, maxClockSkewMs, smokeChecks } = await drillBudgets(options);
   let scratch: string | undefined;
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
@@ -184,7 +193,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   prefetchPrograms('pg_restore', ...(targetConn ? [] : (['initdb'] as const)));
   try {
     try {
-      backup = await resolveBackup(storage, options.backup, options.filter);
+      backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: { now: startedAt, maxSkewMs: maxClockSkewMs }, warn: (line) => log.warn(line) });
     } catch (err) {
       if (!(err instanceof CheckFailedError)) throw err;
       result.problems.push(err.message);

@@ -3,6 +3,7 @@ import { compressionSuffix, parseCompression, requireZstd } from '../backup/comp
 import { parseDuration } from '../duration.ts';
 import { AGE_SUFFIX, parseRecipients } from '../backup/encryption.ts';
 import { validateLabel } from '../backup/keys.ts';
+import { parseMaxClockSkew } from '../backup/clock.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
 import type { MeterHash } from '../backup/meter.ts';
 import { UsageError } from '../errors.ts';
@@ -64,6 +65,10 @@ export const DumpPlanSchema = z.object({
   mirrorStallMs: z.number().int().positive(),
   /** Progress report interval in ms; absent: 500 on a terminal, 10 000 elsewhere. */
   progressIntervalMs: z.number().int().positive().optional(),
+  /** How far this machine's clock may be from the store's before the dump warns (or refuses), in ms. */
+  maxClockSkewMs: z.number().positive(),
+  /** Refuse (exit 2, nothing written) rather than warn when the clocks are further apart: `--max-clock-skew` was given. */
+  enforceClockSkew: z.boolean(),
   /** Where the directory format spools; absent: `PG_BACKUP_WORK_DIR` or the temp dir. */
   workDir: z.string().optional(),
   installClient: z.boolean(),
@@ -113,6 +118,13 @@ export interface DumpPlanInput extends DumpSelection {
   stallTimeout?: string;
   /** Progress report interval in ms. Default 500 on a terminal, 10 000 elsewhere. */
   progressIntervalMs?: number;
+  /**
+   * Before stamping a backup, this machine's clock is compared with the store's (S3: the `Date`
+   * header of an answer; a file:// store shares this clock). Further apart than this: given,
+   * the dump refuses (exit 2, nothing written); not given, it warns beyond 10 min. A backup
+   * stamped ahead would be FUTURE for every reader (src/backup/clock.ts).
+   */
+  maxClockSkew?: string;
   s3?: S3Settings;
   logger: Logger;
   /**
@@ -167,6 +179,7 @@ export async function planDump(options: DumpPlanInput, connection?: DatabaseConn
   const verifyLevel = options.verify ?? 'none';
   if (!(['none', ...VERIFY_LEVELS] as string[]).includes(verifyLevel)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
   const stallTimeoutMs = parseDuration(options.stallTimeout ?? '10m', '--stall-timeout');
+  const maxClockSkewMs = parseMaxClockSkew(options.maxClockSkew);
   for (const sidecar of options.checksumSidecars ?? []) {
     if (sidecar !== 'md5' && sidecar !== 'sha256') throw new UsageError(`unknown checksum sidecar ${JSON.stringify(sidecar)}: use md5 or sha256`);
   }
@@ -200,6 +213,8 @@ export async function planDump(options: DumpPlanInput, connection?: DatabaseConn
     // Below the primary's stall watchdog, so a hung mirror is dropped before the primary is failed.
     mirrorStallMs: stallTimeoutMs > 0 ? Math.round(Math.min(60_000, Math.max(1_000, stallTimeoutMs / 2))) : 60_000,
     progressIntervalMs: options.progressIntervalMs,
+    maxClockSkewMs,
+    enforceClockSkew: Boolean(options.maxClockSkew?.trim()),
     workDir: options.workDir,
     installClient: options.installClient ?? false,
     verify: verifyLevel,

@@ -15,7 +15,7 @@ import { installPgClient } from '../postgres/install-client.ts';
 import { findMigrationHead, type MigrationHead } from '../postgres/migrations.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
-import type { S3Settings } from '../storage/index.ts';
+import type { S3Settings, ServerTime, Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan, type DumpPlanInput } from './dump-plan.ts';
 import { dumpDirectory, type StoredFile } from './dump-directory.ts';
@@ -101,9 +101,13 @@ export async function dump(options: DumpOptions): Promise<DumpResult> {
  * @throws as {@link dump}.
  */
 export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Client): Promise<DumpResult> {
+  // The store's clock is asked for while the database is connected to; checked before the stamp.
+  const storeTime = plan.storage.serverTime?.({ signal: rt.signal });
+  storeTime?.catch(() => undefined);
   const session = await openSnapshot(plan, rt, client);
   try {
     const selected = await selectInSnapshot(plan, session, rt.logger);
+    checkClock(plan.storage, await storeTime, rt.now(), plan, rt.logger);
     const startedAt = rt.now();
     const keys = backupKeys({ service: plan.service, environment: plan.environment, database: session.conn.database }, startedAt, plan.objectSuffix);
     // pg_dump starts first; the facts queue on our own connection, in the same snapshot, while it runs.
@@ -135,6 +139,30 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
   } finally {
     await session.client.end().catch(() => undefined);
   }
+}
+
+/**
+ * Stage 2b, before anything is stamped: this machine's clock (`now`) against the store's
+ * (`serverTime`: its `Date` header advanced by the time since it arrived). A backup's key and
+ * manifest carry this machine's time; stamped ahead, it would be FUTURE for every reader (never
+ * latest, never fresh: src/backup/clock.ts); stamped behind, it looks older than it is. Further
+ * apart than `plan.maxClockSkewMs`: a warning, or with `enforceClockSkew` a refusal. No store
+ * clock (file://, or no answer: then a warning with `enforceClockSkew`): nothing to compare.
+ * @throws UsageError with both times when the clocks are too far apart and `enforceClockSkew` is set.
+ */
+export function checkClock(storage: Pick<Storage, 'url' | 'serverTime'>, serverTime: ServerTime | undefined, now: Date, plan: Pick<DumpPlan, 'maxClockSkewMs' | 'enforceClockSkew'>, logger: Logger): void {
+  if (!serverTime) {
+    if (storage.serverTime && plan.enforceClockSkew) logger.warn(`the clock of ${storage.url} could not be read (no answer within 5 s): this machine's clock was not compared with it`);
+    return;
+  }
+  const storeNow = new Date(serverTime.serverDate.getTime() + Math.max(0, performance.now() - serverTime.receivedAtMs));
+  const skew = now.getTime() - storeNow.getTime();
+  // The Date header has whole seconds: 1 s of slack on top of the tolerance.
+  if (Math.abs(skew) <= plan.maxClockSkewMs + 1000) return;
+  const iso = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+  const line = `this machine's clock says ${iso(now)}, the store ${storage.url} says ${iso(storeNow)} (its Date header): ${formatSeconds(Math.abs(skew))} ${skew > 0 ? 'ahead' : 'behind'}, over ${formatSeconds(plan.maxClockSkewMs)} (--max-clock-skew)`;
+  if (plan.enforceClockSkew) throw new UsageError(`${line}: refusing to stamp a backup with this time, nothing was written; set the clock right (NTP: timedatectl set-ntp true, chrony) or raise --max-clock-skew`);
+  logger.warn(`${line}: the backup is stamped with this machine's time${skew > 0 ? ', so readers take it as FUTURE (never latest, never fresh)' : ', so it looks older than it is'}; set the clock right (NTP), or give --max-clock-skew to refuse such dumps`);
 }
 
 /** The dump's connection, in the transaction whose snapshot pg_dump imports. */

@@ -1,5 +1,6 @@
 import { checkBackups, listBackups, type BackupEntry, type BackupFilter, type BackupStatus } from '../backup/catalog.ts';
 import { checkLocation, openStorage, type S3Settings } from '../storage/index.ts';
+import { parseMaxClockSkew } from '../backup/clock.ts';
 
 /** Options of {@link list}. */
 export interface ListOptions {
@@ -7,6 +8,10 @@ export interface ListOptions {
   from: string;
   filter?: BackupFilter;
   s3?: S3Settings;
+  /** A backup stamped later than now + this (`10m`, the default) is `future` (src/backup/clock.ts). */
+  maxClockSkew?: string;
+  /** The clock (tests). */
+  now?: () => Date;
 }
 
 /** One complete backup in a listing. */
@@ -26,7 +31,9 @@ export interface ListedBackup {
   /**
    * `ok`, or why the backup is not restorable: `missing` (dump object gone), `damaged` (manifest
    * unreadable or invalid, or an object of another size than the manifest says), `verify-failed`
-   * (its recorded verify FAILED). See `BackupStatus` in src/backup/catalog.ts.
+   * (its recorded verify FAILED), `future` (its key or manifest is stamped later than now +
+   * `--max-clock-skew`), `misdated` (its key stamp and its manifest's `startedAt` disagree). See
+   * `BackupStatus` in src/backup/retention.ts.
    */
   status: BackupStatus;
   /** Why the status is not ok, one line. */
@@ -36,14 +43,16 @@ export interface ListedBackup {
 /**
  * Lists complete backups (manifest present), newest first, paginating through the bucket, and
  * checks each: its manifest is read and validated, the stored sizes compared with it, and its
- * verify record read, 8 backups at a time. Needs List and Get.
- * @throws UsageError when the location does not exist or may not be read.
+ * verify record read, and its times judged (src/backup/clock.ts), 8 backups at a time. Needs
+ * List and Get.
+ * @throws UsageError for a bad `maxClockSkew`, or when the location does not exist or may not be read.
  */
 export async function list(options: ListOptions): Promise<ListedBackup[]> {
+  const clock = { now: (options.now ?? (() => new Date()))(), maxSkewMs: parseMaxClockSkew(options.maxClockSkew) };
   const storage = openStorage(options.from, options.s3);
   await checkLocation(storage);
   const entries: BackupEntry[] = await listBackups(storage, options.filter);
-  const health = await checkBackups(storage, entries);
+  const health = await checkBackups(storage, entries, clock);
   return entries.map((e, i) => ({
     service: e.service,
     environment: e.environment,

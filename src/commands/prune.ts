@@ -1,9 +1,10 @@
 import { checkBackup, filterPrefix, type BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../duration.ts';
+import { parseMaxClockSkew } from '../backup/clock.ts';
 import { findProofs } from '../backup/proof.ts';
 import { mapLimit } from '../map-limit.ts';
 import {
-  DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, isRestorable, parseBackupObjectKey, planRetention, validatePolicy,
+  DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, isRestorable, isUntrustedTime, parseBackupObjectKey, planRetention, validatePolicy,
   type PlannedBackup, type RetentionPlan, type RetentionPolicy, type StoredBackup,
 } from '../backup/retention.ts';
 import { UsageError, messageOf } from '../errors.ts';
@@ -27,6 +28,12 @@ export interface PruneOptions {
   keepProven?: number | string;
   /** Incomplete backups older than this are deleted. Default `1d`. */
   incompleteGrace?: string;
+  /**
+   * A backup, drill report or verify record stamped later than now + this (`10m`, the default)
+   * is not believed: such a backup is never a keeper and never deleted (kept for inspection),
+   * such a record proves nothing. See src/backup/clock.ts.
+   */
+  maxClockSkew?: string;
   /** Delete. Default false: plan only (dry run). */
   apply?: boolean;
   s3?: S3Settings;
@@ -53,9 +60,11 @@ export interface PruneResult {
   failures: string[];
   /**
    * Complete backups kept / to delete (or deleted), incomplete ones to delete (or deleted), and
-   * complete backups found not restorable (missing, damaged, verify-failed: never keepers).
+   * complete backups found not restorable (missing, damaged, verify-failed, future, misdated:
+   * never keepers), and among them those whose time is not believed (future, misdated: kept for
+   * inspection).
    */
-  counts: { kept: number; deleted: number; incompleteDeleted: number; objectsDeleted: number; bytesDeleted: number; notRestorable: number };
+  counts: { kept: number; deleted: number; incompleteDeleted: number; objectsDeleted: number; bytesDeleted: number; notRestorable: number; untrustedTime: number };
   durationMs: number;
 }
 
@@ -74,7 +83,7 @@ export function parseCount(value: number | string | undefined, flag: string): nu
  * The policy the options describe.
  * @throws UsageError for a malformed count or duration, or no rule at all.
  */
-export function policyFrom(options: Pick<PruneOptions, 'keepLast' | 'keepDaily' | 'keepWeekly' | 'keepMonthly' | 'maxAge' | 'keepProven' | 'incompleteGrace'>): RetentionPolicy {
+export function policyFrom(options: Pick<PruneOptions, 'keepLast' | 'keepDaily' | 'keepWeekly' | 'keepMonthly' | 'maxAge' | 'keepProven' | 'incompleteGrace' | 'maxClockSkew'>): RetentionPolicy {
   const policy: RetentionPolicy = {
     keepLast: parseCount(options.keepLast, '--keep-last'),
     keepDaily: parseCount(options.keepDaily, '--keep-daily'),
@@ -83,6 +92,7 @@ export function policyFrom(options: Pick<PruneOptions, 'keepLast' | 'keepDaily' 
     maxAgeMs: options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined,
     keepProven: parseCount(options.keepProven, '--keep-proven') ?? DEFAULT_KEEP_PROVEN,
     incompleteGraceMs: options.incompleteGrace ? parseDuration(options.incompleteGrace, '--incomplete-grace') : DEFAULT_INCOMPLETE_GRACE_MS,
+    maxClockSkewMs: parseMaxClockSkew(options.maxClockSkew),
   };
   validatePolicy(policy);
   return policy;
@@ -127,7 +137,10 @@ async function scanWithSizes(storage: Storage, filter: BackupFilter): Promise<{ 
  * is checked first (manifest read and validated, object sizes compared with it, verify record
  * read): one that is not restorable is never counted as a keeper. A group whose newest
  * restorable backup is older than `maxAge`, or that has complete backups but no restorable one,
- * is refused — nothing in it is deleted — and the result is not ok. Drill reports and foreign
+ * is refused — nothing in it is deleted — and the result is not ok. A backup stamped in the
+ * future or misdated (`maxClockSkew`, see src/backup/clock.ts) is never a keeper and never
+ * deleted: kept for inspection, with a warning; drill reports and verify records stamped in the
+ * future prove nothing. Drill reports and foreign
  * keys are never touched. Needs List, Get (manifests, drill reports, verify records) and, with
  * `apply`, Delete.
  * @throws UsageError for bad options, a location that does not exist, unusable storage, or a
@@ -139,6 +152,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   const policy = policyFrom(options);
   const storage = options.storage ?? openStorage(options.from, options.s3);
   const now = (options.now ?? (() => new Date()))();
+  const clock = { now, maxSkewMs: policy.maxClockSkewMs! };
 
   await checkLocation(storage);
   const scanned = await scanWithSizes(storage, options.filter ?? {});
@@ -146,18 +160,21 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   // Every complete backup is checked (manifest read and validated, sizes compared, verify
   // record read): one that is not restorable is never a keeper.
   await mapLimit(scanned.filter((s) => s.backup.complete), 8, async ({ backup, objects }) => {
-    const health = await checkBackup(storage, { manifestKey: `${backup.stem}.manifest.json`, objects });
+    const health = await checkBackup(storage, { manifestKey: `${backup.stem}.manifest.json`, objects }, clock);
     backup.status = health.status;
     if (health.problem) backup.problem = health.problem;
   });
   const broken = found.filter((b) => b.complete && !isRestorable(b));
-  for (const b of broken) logger.warn(`${storage.uri(b.stem)} is not restorable (${b.status}: ${b.problem}): never counted as a keeper`);
+  for (const b of broken) {
+    if (isUntrustedTime(b.status)) logger.warn(`${storage.uri(b.stem)} is ${b.status === 'future' ? 'FUTURE' : 'MISDATED'} (${b.problem}): never counted as a keeper, never deleted; kept for inspection`);
+    else logger.warn(`${storage.uri(b.stem)} is not restorable (${b.status}: ${b.problem}): never counted as a keeper`);
+  }
   // Proof is read only for the groups' restorable backups, newest first, until keep-proven are found.
   const groups = new Map<string, StoredBackup[]>();
   for (const b of found) if (isRestorable(b)) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
   for (const members of groups.values()) {
     members.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.stem < b.stem ? 1 : -1));
-    const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger);
+    const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger, clock);
     for (const b of members) b.proof = proofs.get(b.id);
   }
   const plan = planRetention(found, policy, now);
@@ -168,7 +185,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     plan,
     refused: [],
     failures: [],
-    counts: { kept: 0, deleted: 0, incompleteDeleted: 0, objectsDeleted: 0, bytesDeleted: 0, notRestorable: broken.length },
+    counts: { kept: 0, deleted: 0, incompleteDeleted: 0, objectsDeleted: 0, bytesDeleted: 0, notRestorable: broken.length, untrustedTime: 0 },
     durationMs: 0,
   };
   const doomed: PlannedBackup[] = [];
@@ -179,6 +196,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
       logger.warn(`prune refused for ${scope}: ${g.refused}`);
     }
     result.counts.kept += g.backups.filter((b) => b.action === 'keep').length;
+    result.counts.untrustedTime += [...g.backups, ...g.incomplete].filter((b) => b.untrustedTime).length;
     doomed.push(...g.backups.filter((b) => b.action === 'delete'), ...g.incomplete.filter((b) => b.action === 'delete'));
   }
   doomed.sort((a, b) => a.startedAt.getTime() - b.startedAt.getTime());

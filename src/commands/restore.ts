@@ -4,6 +4,7 @@ import path from 'node:path';
 import { Transform, Writable, pipeline, type Readable } from 'node:stream';
 import { execa } from 'execa';
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
+import { clockCheck, parseMaxClockSkew } from '../backup/clock.ts';
 import { startCodec } from '../backup/compression.ts';
 import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
 import { storedParts, type StoredPart } from '../backup/parts.ts';
@@ -49,6 +50,8 @@ export interface RestoreOptions {
   s3?: S3Settings;
   /** age identities for a client-side encrypted backup; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. */
   ageIdentities?: string[];
+  /** With `latest`: a backup stamped later than now + this (`10m`, the default) is passed over (src/backup/clock.ts). */
+  maxClockSkew?: string;
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -113,7 +116,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   if (!options.backup?.trim()) throw new UsageError('restore needs --backup KEY (from "pg-backup list") or --backup latest');
   const storage = openStorage(options.from, options.s3);
   const target = resolveConnection(options.targetUrl);
-  const backup = await resolveBackup(storage, options.backup, options.filter);
+  const backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: clockCheck(new Date(), parseMaxClockSkew(options.maxClockSkew)), warn: (line) => logger.warn(line) });
   const { manifest } = backup;
   const backupUri = storage.uri(backup.objectKey);
   const clean = options.clean === true;

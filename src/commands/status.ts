@@ -2,6 +2,7 @@ import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../duration.ts';
+import { parseMaxClockSkew } from '../backup/clock.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
@@ -22,6 +23,11 @@ export interface StatusOptions {
   maxAge?: string;
   /** The RTO budget for drills whose report records none (`30m`). */
   rtoBudget?: string;
+  /**
+   * A backup, drill report or verify record stamped later than now + this (`10m`, the default)
+   * is `future`: not counted, named, and the status fails (src/backup/clock.ts).
+   */
+  maxClockSkew?: string;
   /** Write the self-contained HTML page to this file. */
   htmlFile?: string;
   /** Write the Markdown version (job summary) to this file. */
@@ -48,8 +54,8 @@ export interface StatusResult {
 /**
  * The state of every backup under a location: per database the newest backup and its age, size
  * and trend, complete and proven backups kept, last verify and last drill with RTO — see
- * {@link collectFleetStatus}. `fleet.ok` is false when a database is stale or its last drill
- * failed (the CLI exits 1). Optionally writes an HTML page and a Markdown summary (each file
+ * {@link collectFleetStatus}. `fleet.ok` is false when a database is stale, its last drill
+ * failed, or it holds a record stamped in the future or misdated (the CLI exits 1). Optionally writes an HTML page and a Markdown summary (each file
  * written whole or not at all) and publishes the page into the bucket; a failed publish is a
  * warning, the status stands.
  * @throws UsageError for a bad duration, an unwritable output file, or a location holding no
@@ -61,9 +67,10 @@ export async function status(options: StatusOptions): Promise<StatusResult> {
   const rtoBudgetMs = options.rtoBudget === undefined ? undefined : parseDuration(options.rtoBudget, '--rto-budget');
   if (rtoBudgetMs !== undefined && rtoBudgetMs <= 0) throw new UsageError(`--rto-budget ${JSON.stringify(options.rtoBudget)} must be longer than 0`);
   for (const file of [options.htmlFile, options.markdownFile]) if (file !== undefined && !file.trim()) throw new UsageError('an output file name is empty: give a path, e.g. --html status.html');
+  const maxClockSkewMs = parseMaxClockSkew(options.maxClockSkew);
   const storage = options.storage ?? openStorage(options.from, options.s3);
 
-  const fleet = await collectFleetStatus(storage, { filter: options.filter, maxAgeMs, rtoBudgetMs, now: options.now?.() });
+  const fleet = await collectFleetStatus(storage, { filter: options.filter, maxAgeMs, rtoBudgetMs, maxClockSkewMs, now: options.now?.() });
   if (fleet.databases.length === 0) {
     const scope = [options.filter?.service, options.filter?.environment, options.filter?.database].filter(Boolean).join('/');
     throw new UsageError(`no backups and no drill reports under ${storage.url}${scope ? ` for ${scope}` : ''}: check --from (it is the prefix the dumps were written to)`);

@@ -1,5 +1,6 @@
 import { Writable } from 'node:stream';
-import { AmbiguousLatestError, confirmStored, listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { AmbiguousLatestError, confirmStored, isBelieved, judgeNewest, listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { parseMaxClockSkew, type ClockCheck, type TimeProblem } from '../backup/clock.ts';
 import { parseDuration } from '../duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -47,6 +48,11 @@ export interface VerifyOptions {
   maxAge?: string;
   /** Expected cadence (`6h`): gaps longer than 1.5× this in the listed history (and up to now) fail. */
   expectEvery?: string;
+  /**
+   * A backup stamped later than now + this (`10m`, the default), or whose key stamp and
+   * manifest disagree, is never `latest` and never counts as fresh (src/backup/clock.ts).
+   */
+  maxClockSkew?: string;
   /** Turn suspicions (a much smaller backup, a collapsed table) into failures. Default: warnings. */
   failOnSuspicion?: boolean;
   /** Parent directory of the throwaway cluster for `schema`. */
@@ -150,6 +156,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   if (!VERIFY_LEVELS.includes(level)) throw new UsageError(`unknown verify level ${JSON.stringify(level)}: use ${VERIFY_LEVELS.join(', ')}`);
   const maxAgeMs = options.maxAge ? parseDuration(options.maxAge, '--max-age') : undefined;
   const everyMs = options.expectEvery ? parseDuration(options.expectEvery, '--expect-every') : undefined;
+  const clock: ClockCheck = { now: now(), maxSkewMs: parseMaxClockSkew(options.maxClockSkew) };
   const storage = openStorage(options.from, options.s3);
   // The programs the archive's read needs are looked up while the store is listed.
   if (level === 'archive' || level === 'schema') {
@@ -171,15 +178,19 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   // Freshness and cadence need the listing; so does latest.
   const needsHistory = maxAgeMs !== undefined || everyMs !== undefined || (options.backup ?? 'latest') === 'latest';
   const history = needsHistory ? await listBackups(storage, options.filter) : undefined;
-  if (history) checkFreshness(history, now(), maxAgeMs, everyMs, options, result);
-  if (level === 'none' && (options.backup ?? 'latest') === 'latest' && history && new Set(history.map((e) => `${e.service}/${e.environment}/${e.database}`)).size > 1) {
-    await verifyNewestOfEachGroup(storage, history, result, logger);
+  // A backup stamped in the future or misdated is never fresh and never latest: judged first.
+  if (history) await judgeNewest(storage, history, clock);
+  const believed = history?.filter(isBelieved);
+  for (const e of history ?? []) if (!isBelieved(e)) logger.warn(`not counted: ${storage.uri(e.manifestKey)} is ${(e.time as TimeProblem).problem}`);
+  if (believed) checkFreshness(believed, clock.now, maxAgeMs, everyMs, options, result, history!.length - believed.length);
+  if (level === 'none' && (options.backup ?? 'latest') === 'latest' && believed && new Set(believed.map((e) => `${e.service}/${e.environment}/${e.database}`)).size > 1) {
+    await verifyNewestOfEachGroup(storage, believed, result, logger);
     return finish();
   }
 
   let backup: ResolvedBackup;
   try {
-    backup = await resolveBackup(storage, options.backup, options.filter, history);
+    backup = await resolveBackup(storage, options.backup, options.filter, history, { clock });
   } catch (err) {
     if (err instanceof CheckFailedError || (err instanceof UsageError && !(err instanceof AmbiguousLatestError) && history && (maxAgeMs !== undefined || everyMs !== undefined))) {
       result.problems.push(err.message);
@@ -192,7 +203,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
   if (level === 'none') {
-    await checkSuspicion(storage, backup, history, result, logger);
+    await checkSuspicion(storage, backup, believed, result, logger);
     result.problems.push(...(await confirmStored(storage, backup)));
     return finish();
   }
@@ -201,7 +212,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   if (manifest.encryption && !identities) logger.warn(`${result.backupUri} is encrypted with age and no identity was given: only the stored bytes are checked, not the decryption`);
   // The comparison with the previous backup (one more manifest to read) runs beside the read of
   // this one; the pg_restore for the archive's format and zstd were looked up during the listing.
-  const suspicion = checkSuspicion(storage, backup, history, result, logger);
+  const suspicion = checkSuspicion(storage, backup, believed, result, logger);
   suspicion.catch(() => undefined); // awaited below; a failure before that must not go unhandled
   const [bins] = await Promise.all([level === 'checksum' ? undefined : restoreBinaries(manifest), manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined]);
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
@@ -292,13 +303,17 @@ async function verifyNewestOfEachGroup(storage: Storage, history: BackupEntry[],
   if (result.problems.length === 0) logger.info(`checked the newest backup of each of ${seen.size} databases: manifest valid, objects stored with their sizes`);
 }
 
-/** `--max-age` and `--expect-every` over the listed history, per service/environment/database. */
-function checkFreshness(history: BackupEntry[], now: Date, maxAgeMs: number | undefined, everyMs: number | undefined, options: VerifyOptions, result: VerifyResult): void {
+/**
+ * `--max-age` and `--expect-every` over the listed history, per service/environment/database.
+ * `history` holds the backups whose times are believed (see `judgeNewest`); `untrusted` counts
+ * those left out (stamped in the future or misdated), for the message.
+ */
+function checkFreshness(history: BackupEntry[], now: Date, maxAgeMs: number | undefined, everyMs: number | undefined, options: VerifyOptions, result: VerifyResult, untrusted = 0): void {
   if (maxAgeMs === undefined && everyMs === undefined) return;
   const scopeOf = (e: BackupEntry) => `${e.service}/${e.environment}/${e.database}`;
   if (history.length === 0) {
     const scope = [options.filter?.service, options.filter?.environment, options.filter?.database].filter(Boolean).join('/') || 'this location';
-    result.problems.push(`no complete backup at all for ${scope}: backups are overdue`);
+    result.problems.push(untrusted ? `no complete backup whose time is believed for ${scope} (${untrusted} stamped in the future or misdated, not counted): backups are overdue` : `no complete backup at all for ${scope}: backups are overdue`);
     return;
   }
   result.newestAgeMs = now.getTime() - history[0]!.startedAt.getTime();

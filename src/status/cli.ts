@@ -12,6 +12,7 @@ interface StatusFlags {
   markdown?: string;
   maxAge?: string;
   rtoBudget?: string;
+  maxClockSkew: string;
   publish?: boolean;
   service?: string;
   environment?: string;
@@ -22,15 +23,16 @@ interface StatusFlags {
 
 /**
  * Adds `pg-backup status` to the program: the table on stdout (or `--json`), optional HTML and
- * Markdown files; exit code 1 (through `setExitCode`) when a database is stale or its last
- * drill failed.
+ * Markdown files; exit code 1 (through `setExitCode`) when a database is stale, its last
+ * drill failed, or it holds a record stamped in the future or misdated.
  */
 export function addStatusCommand(program: Command, setExitCode: (code: number) => void): void {
   program
     .command('status')
-    .description('the state of every backup under a location: per database the newest backup and its age, size and trend, complete and proven backups, last verify and last drill with RTO; exit 1 when one is stale or its last drill failed')
+    .description('the state of every backup under a location: per database the newest backup and its age, size and trend, complete and proven backups, last verify and last drill with RTO; exit 1 when one is stale, its last drill failed, or a record is stamped in the future or misdated')
     .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR: every service, environment and database under it')
     .option('--max-age <duration>', 'a database whose newest complete backup is older is stale', '30h')
+    .option('--max-clock-skew <duration>', 'a backup, drill report or verify record stamped later than now plus this is FUTURE: not counted, named, exit 1', '10m')
     .option('--rto-budget <duration>', 'RTO budget for the charts and warnings when a drill report records none (e.g. 30m)')
     .option('--html <file>', 'write a self-contained HTML page (table and charts, no network request when opened)')
     .option('--markdown <file>', 'write a Markdown version (table and a Mermaid RTO chart) for a GitHub job summary')
@@ -47,6 +49,7 @@ export function addStatusCommand(program: Command, setExitCode: (code: number) =
         filter: { service: flags.service, environment: flags.environment, database: flags.database },
         maxAge: flags.maxAge,
         rtoBudget: flags.rtoBudget,
+        maxClockSkew: flags.maxClockSkew,
         htmlFile: flags.html,
         markdownFile: flags.markdown,
         publish: flags.publish,

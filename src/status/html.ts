@@ -4,7 +4,7 @@ import { TOOL } from '../version.ts';
 import type { ChartLibrary } from './chart-library.ts';
 import type { DatabaseState, FleetStatus } from './model.ts';
 import { PAGE_SCRIPT } from './page-client.ts';
-import { STATE_LABEL, databaseName, rowCells, verdictLine } from './text.ts';
+import { STATE_LABEL, databaseName, rowCells, timeMarkers, verdictLine } from './text.ts';
 
 /**
  * The fleet status as one self-contained HTML page: the table (status colours and words,
@@ -43,7 +43,7 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
   const hasDrills = data.databases.some((d) => d.drills.length);
   const hasAges = data.databases.some((d) => d.ageMs !== null);
   const generated = `${fleet.generatedAt.slice(0, 16).replace('T', ' ')} UTC`;
-  const overall: DatabaseState = fleet.counts.failed ? 'failed' : fleet.counts.stale ? 'stale' : fleet.counts.warning ? 'warning' : 'ok';
+  const overall: DatabaseState = fleet.counts.failed ? 'failed' : fleet.counts.stale ? 'stale' : fleet.counts.untrusted ? 'untrusted' : fleet.counts.warning ? 'warning' : 'ok';
 
   const headers: [string, 'text' | 'number'][] = [
     ['State', 'number'],
@@ -58,10 +58,10 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
     ['Last drill (UTC)', 'text'],
     ['RTO', 'number'],
   ];
-  const rank: Record<DatabaseState, number> = { failed: 0, stale: 1, warning: 2, ok: 3 };
+  const rank: Record<DatabaseState, number> = { failed: 0, stale: 1, untrusted: 2, warning: 3, ok: 4 };
   const rows = fleet.databases.map((d) => {
     const c = rowCells(d);
-    const badges = [d.drillFailed ? `<span class="badge badge-failed">${STATE_LABEL.failed}</span>` : '', d.stale ? `<span class="badge badge-stale">${STATE_LABEL.stale}</span>` : ''].filter(Boolean);
+    const badges = [d.drillFailed ? `<span class="badge badge-failed">${STATE_LABEL.failed}</span>` : '', d.stale ? `<span class="badge badge-stale">${STATE_LABEL.stale}</span>` : '', ...timeMarkers(d).map((m) => `<span class="badge badge-untrusted">${m}</span>`)].filter(Boolean);
     if (!badges.length) badges.push(`<span class="badge badge-${d.state}">${STATE_LABEL[d.state]}</span>`);
     const notes = [...d.problems, ...d.warnings];
     const cell = (label: string, sort: string | number | null, html: string, cls = '') =>
@@ -174,7 +174,7 @@ footer { margin: 32px 0 8px; }
 .verdict.state-ok { background: var(--ok-bg); border-color: var(--ok); }
 .verdict.state-warning { background: var(--warning-bg); border-color: var(--warning); }
 .verdict.state-stale { background: var(--stale-bg); border-color: var(--stale); }
-.verdict.state-failed { background: var(--failed-bg); border-color: var(--failed); }
+.verdict.state-failed, .verdict.state-untrusted { background: var(--failed-bg); border-color: var(--failed); }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
 th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--border); vertical-align: top; }
 th { white-space: nowrap; }
@@ -186,7 +186,7 @@ tbody tr { border-left: 6px solid transparent; }
 tbody tr.state-ok { border-left-color: var(--ok); }
 tbody tr.state-warning { border-left-color: var(--warning); background: var(--warning-bg); }
 tbody tr.state-stale { border-left-color: var(--stale); background: var(--stale-bg); }
-tbody tr.state-failed { border-left-color: var(--failed); background: var(--failed-bg); }
+tbody tr.state-failed, tbody tr.state-untrusted { border-left-color: var(--failed); background: var(--failed-bg); }
 td.bad { color: var(--failed); font-weight: 600; }
 td.good { color: var(--ok); }
 td.nowrap { white-space: nowrap; }
@@ -194,7 +194,7 @@ td.nowrap { white-space: nowrap; }
 .badge-ok { background: var(--ok); }
 .badge-warning { background: var(--warning); }
 .badge-stale { background: var(--stale); }
-.badge-failed { background: var(--failed); }
+.badge-failed, .badge-untrusted { background: var(--failed); }
 @media (prefers-color-scheme: dark) { .badge { color: #0d1117; } }
 .name { font-weight: 600; overflow-wrap: break-word; }
 .kind { color: var(--muted); font-size: 0.8rem; }

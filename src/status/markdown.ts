@@ -12,7 +12,7 @@ import { databaseName, rowCells, verdictLine } from './text.ts';
  * the location; Mermaid labels keep letters, digits and `._/-` only).
  */
 export function renderMarkdown(fleet: FleetStatus): string {
-  const icon = { failed: '🔴', stale: '🟠', warning: '🟡', ok: '🟢' } as const;
+  const icon = { failed: '🔴', stale: '🟠', untrusted: '🟣', warning: '🟡', ok: '🟢' } as const;
   const out: string[] = [];
   out.push(`## Backup status: ${fleet.ok ? 'all fresh, no failed drill' : 'action needed'}`);
   out.push('');

@@ -1,5 +1,6 @@
 import { z } from 'zod';
-import { listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
+import { isBelieved, judgeNewest, listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
+import { DEFAULT_MAX_CLOCK_SKEW_MS, judgeTimes, parseKeyStamp, type ClockCheck, type TimeProblem, type UntrustedTime } from '../backup/clock.ts';
 import { parseDuration } from '../duration.ts';
 import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
 import { VerifyRecordSchema, type VerifyRecord } from '../backup/proof.ts';
@@ -12,8 +13,14 @@ import type { Storage } from '../storage/index.ts';
  * The fleet status model: what a bucket tells about every database backed up into it, built
  * from one listing of the backups ({@link listBackups}), one listing of `drills/`, the verify
  * records (`<id>.verify.json`, proof.ts) and the drill reports (`drills/<service>/<environment>/
- * <database or stanza>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSS.mmmZ>.json`, drill.ts). Manifests
- * and dump objects are not read: List and Get of the small JSON records are enough.
+ * <database or stanza>/<YYYY>-Q<n>/<backup id>-drill-<YYYYMMDDTHHMMSS.mmmZ>.json`, drill.ts). Dump
+ * objects are not read, and of the manifests only the newest of each database (and one more per
+ * backup whose time is not believed: see `judgeNewest`): List and Get of small JSON records.
+ *
+ * Records whose time is not believed (src/backup/clock.ts: stamped later than now + the
+ * tolerance, or whose two stamps disagree) never count: a backup so stamped is not the newest
+ * (not fresh), a drill report not the last drill, a verify record not the last verify, neither
+ * is proof; each is named in `untrusted`, and the database's state is `untrusted` (exit 1).
  */
 
 /** Default `--max-age`: a database whose newest complete backup is older is stale. 30 h (a daily backup plus slack). */
@@ -30,10 +37,22 @@ export const SIZE_DROP_WARNING_PERCENT = -50;
 
 /**
  * The verdict for one database, worst first: `failed` (its last drill failed), `stale` (no
- * complete backup newer than the max age), `warning` (last verify failed, backups whose dump
- * object is missing, a size drop, an RTO over budget, unreadable records), `ok`.
+ * complete backup newer than the max age), `untrusted` (a backup, drill report or verify record
+ * stamped in the future or misdated: see {@link UntrustedRecord}), `warning` (last verify
+ * failed, backups whose dump object is missing, a size drop, an RTO over budget, unreadable
+ * records), `ok`.
  */
-export type DatabaseState = 'failed' | 'stale' | 'warning' | 'ok';
+export type DatabaseState = 'failed' | 'stale' | 'untrusted' | 'warning' | 'ok';
+
+/** A record whose time is not believed (src/backup/clock.ts): not counted, named. */
+export interface UntrustedRecord {
+  kind: 'backup' | 'drill report' | 'verify record';
+  /** Its key relative to the location (a backup: its manifest). */
+  key: string;
+  time: UntrustedTime;
+  /** One line: which stamp, how far ahead or apart. */
+  problem: string;
+}
 
 /** `logical`: pg_dump backups under `<service>/<environment>/<database>/`. `physical`: only drill reports (e.g. a pgBackRest stanza). */
 export type DatabaseKind = 'logical' | 'physical';
@@ -95,7 +114,9 @@ export interface DatabaseStatus {
   stale: boolean;
   /** The newest drill failed. */
   drillFailed: boolean;
-  /** Why the state is `failed` or `stale`, one line each. */
+  /** Records stamped in the future or misdated: not counted anywhere, each a problem. */
+  untrusted: UntrustedRecord[];
+  /** Why the state is `failed`, `stale` or `untrusted`, one line each. */
   problems: string[];
   /** Why the state is (at least) `warning`, one line each. */
   warnings: string[];
@@ -116,7 +137,7 @@ export interface DatabaseStatus {
 
 /** The status of every database under a location. */
 export interface FleetStatus {
-  /** False when any database is stale or its last drill failed (the CLI then exits 1). */
+  /** False when any database is stale, its last drill failed, or it holds a record stamped in the future or misdated (the CLI then exits 1). */
   ok: boolean;
   /** UTC, ISO 8601. */
   generatedAt: string;
@@ -125,7 +146,7 @@ export interface FleetStatus {
   maxAgeMs: number;
   /** The `--rto-budget` option, in ms, if given. */
   rtoBudgetMs: number | null;
-  counts: { databases: number; ok: number; warning: number; stale: number; failed: number };
+  counts: { databases: number; ok: number; warning: number; untrusted: number; stale: number; failed: number };
   /** Sorted by service, environment, database. */
   databases: DatabaseStatus[];
   /** Records that could not be read (skipped), one line each. */
@@ -141,6 +162,8 @@ export interface FleetStatusOptions {
   rtoBudgetMs?: number;
   /** Default {@link DEFAULT_DRILL_HISTORY}. */
   drillHistory?: number;
+  /** A record stamped later than now + this is `future` (`--max-clock-skew`, in ms). Default {@link DEFAULT_MAX_CLOCK_SKEW_MS}. */
+  maxClockSkewMs?: number;
   /** The clock (tests). */
   now?: Date;
 }
@@ -203,7 +226,10 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
     if (!group) groups.set(key, (group = { service: labels.service, environment: labels.environment, database: labels.database, backups: [], reports: [] }));
     return group;
   };
-  for (const entry of await listBackups(storage, filter)) groupOf(entry).backups.push(entry);
+  const clock: ClockCheck = { now, maxSkewMs: options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS };
+  const entries = await listBackups(storage, filter);
+  await judgeNewest(storage, entries, clock);
+  for (const entry of entries) groupOf(entry).backups.push(entry);
 
   let drillsPrefix = `${DRILLS_FOLDER}/`;
   if (filter.service) {
@@ -227,12 +253,12 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
     groupOf(labels).reports.push({ key: obj.key, backupId: m[4]!, stamp: m[5]! });
   }
 
-  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn }));
+  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, clock, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn }));
   databases.sort((a, b) => compareText(a.service, b.service) || compareText(a.environment, b.environment) || compareText(a.database, b.database));
-  const counts = { databases: databases.length, ok: 0, warning: 0, stale: 0, failed: 0 };
+  const counts = { databases: databases.length, ok: 0, warning: 0, untrusted: 0, stale: 0, failed: 0 };
   for (const d of databases) counts[d.state]++;
   return {
-    ok: databases.every((d) => !d.stale && !d.drillFailed),
+    ok: databases.every((d) => !d.stale && !d.drillFailed && d.untrusted.length === 0),
     generatedAt: now.toISOString(),
     from: storage.url,
     maxAgeMs,
@@ -267,11 +293,16 @@ const isoSecond = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 async function databaseStatus(
   storage: Storage,
   group: Group,
-  ctx: { now: Date; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void },
+  ctx: { now: Date; clock: ClockCheck; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void },
 ): Promise<DatabaseStatus> {
   const { now, maxAgeMs } = ctx;
-  const complete = group.backups.filter((b) => b.objectKey !== undefined && b.sizeBytes !== undefined); // newest first
-  const missingObject = group.backups.length - complete.length;
+  const untrusted: UntrustedRecord[] = [];
+  const distrust = (kind: UntrustedRecord['kind'], key: string, t: TimeProblem) => void untrusted.push({ kind, key, time: t.time, problem: t.problem });
+  // Backups whose time is not believed (judged by judgeNewest) count nowhere below.
+  for (const b of group.backups) if (!isBelieved(b)) distrust('backup', b.manifestKey, b.time as TimeProblem);
+  const believed = group.backups.filter(isBelieved);
+  const complete = believed.filter((b) => b.objectKey !== undefined && b.sizeBytes !== undefined); // newest first
+  const missingObject = believed.length - complete.length;
   const keptIds = new Set(group.backups.map((b) => b.id));
 
   // Verify records of the backups kept.
@@ -282,6 +313,8 @@ async function databaseStatus(
       async (b): Promise<VerifyRecord | undefined> => {
         try {
           const record = VerifyRecordSchema.parse(JSON.parse(await storage.getText(b.verifyRecordKey!)));
+          const t = judgeTimes(ctx.clock, { kind: 'verify record', at: record.verifiedAt });
+          if (t) return void distrust('verify record', b.verifyRecordKey!, t);
           if (record.backupId === b.id) return record;
           ctx.warn(`ignoring the verify record ${storage.uri(b.verifyRecordKey!)}: it names another backup (${record.backupId})`);
         } catch (err) {
@@ -299,6 +332,8 @@ async function databaseStatus(
     await mapLimit(wanted, 8, async (r): Promise<DrillSummary | undefined> => {
       try {
         const report = DrillReportSchema.parse(JSON.parse(await storage.getText(r.key)));
+        const t = judgeTimes(ctx.clock, { kind: 'drill report', keyStamp: parseKeyStamp(r.stamp), at: report.startedAt });
+        if (t) return void distrust('drill report', r.key, t);
         let maxRtoMs = report.maxRtoMs ?? report.budgets?.maxRtoMs;
         if (maxRtoMs === undefined && report.maxRto) {
           try {
@@ -372,7 +407,8 @@ async function databaseStatus(
   const drillFailed = lastDrill !== null && !lastDrill.ok;
   if (drillFailed) problems.push(`last drill failed (${lastDrill.at}): ${lastDrill.reason ?? 'no reason recorded'}`);
   if (lastVerify && !lastVerify.ok) warnings.push(`last verify failed (${lastVerify.at}, ${lastVerify.level}): ${lastVerify.reason ?? 'no reason recorded'}`);
-  if (group.backups.length === 0 && drills.length === 0) warnings.push('no readable drill report (see the records skipped)');
+  for (const u of untrusted) problems.push(`${u.time === 'future' ? 'FUTURE' : 'MISDATED'} ${u.kind} ${storage.uri(u.key)}: ${u.problem}`);
+  if (group.backups.length === 0 && drills.length === 0 && untrusted.length === 0) warnings.push('no readable drill report (see the records skipped)');
   if (missingObject) warnings.push(`${missingObject} manifest${missingObject > 1 ? 's have' : ' has'} no dump object: damaged or deleted by hand`);
   const sizeTrendPercent = trendPercent(newestEntry?.sizeBytes, complete.slice(1, 1 + SIZE_TREND_WINDOW).map((b) => b.sizeBytes!));
   if (sizeTrendPercent !== null && sizeTrendPercent <= SIZE_DROP_WARNING_PERCENT) warnings.push(`the newest backup is ${-sizeTrendPercent}% smaller than the ones before it`);
@@ -380,7 +416,7 @@ async function databaseStatus(
   const okDrillsBefore = drills.slice(1).filter((d) => d.ok).map((d) => d.rtoMs);
   const rtoTrendPercent = lastDrill?.ok ? trendPercent(lastDrill.rtoMs, okDrillsBefore.slice(0, 5)) : null;
 
-  const state: DatabaseState = drillFailed ? 'failed' : stale ? 'stale' : warnings.length ? 'warning' : 'ok';
+  const state: DatabaseState = drillFailed ? 'failed' : stale ? 'stale' : untrusted.length ? 'untrusted' : warnings.length ? 'warning' : 'ok';
   return {
     service: group.service,
     environment: group.environment,
@@ -389,6 +425,7 @@ async function databaseStatus(
     state,
     stale,
     drillFailed,
+    untrusted,
     problems,
     warnings,
     newest,

@@ -61,7 +61,7 @@ export const PAGE_SCRIPT = String.raw`(function () {
     for (var i = 0; i < 8; i++) palette.push(v('--series-' + i));
     // One colour per database, the same in every chart.
     function colorOf(d) { return palette[data.databases.indexOf(d) % palette.length]; }
-    var stateColor = { ok: v('--ok'), warning: v('--warning'), stale: v('--stale'), failed: v('--failed') };
+    var stateColor = { ok: v('--ok'), warning: v('--warning'), stale: v('--stale'), untrusted: v('--failed'), failed: v('--failed') };
     Chart.defaults.color = v('--muted');
     Chart.defaults.borderColor = v('--grid');
     Chart.defaults.font.family = v('--font');

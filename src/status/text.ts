@@ -5,7 +5,12 @@ import type { DatabaseState, DatabaseStatus, FleetStatus } from './model.ts';
 /** Shared wording of the status views (terminal, Markdown, HTML). */
 
 /** The marker shown for a state: words, not colours alone. */
-export const STATE_LABEL: Record<DatabaseState, string> = { failed: 'DRILL FAILED', stale: 'STALE', warning: 'WARNING', ok: 'OK' };
+export const STATE_LABEL: Record<DatabaseState, string> = { failed: 'DRILL FAILED', stale: 'STALE', untrusted: 'UNTRUSTED TIME', warning: 'WARNING', ok: 'OK' };
+
+/** The markers of a database's records whose time is not believed: `FUTURE`, `MISDATED` (each once). */
+export function timeMarkers(d: Pick<DatabaseStatus, 'untrusted'>): string[] {
+  return [...new Set(d.untrusted.map((u) => (u.time === 'future' ? 'FUTURE' : 'MISDATED')))];
+}
 
 /** `service/environment/database`. */
 export function databaseName(d: Pick<DatabaseStatus, 'service' | 'environment' | 'database'>): string {
@@ -25,7 +30,7 @@ export function shortTime(iso: string): string {
 
 /** The cells of one database's row, as plain text (escape before putting them into markup). */
 export function rowCells(d: DatabaseStatus): Record<'state' | 'database' | 'kind' | 'newest' | 'age' | 'size' | 'trend' | 'complete' | 'proven' | 'verify' | 'drill' | 'rto', string> {
-  const markers = [d.drillFailed ? STATE_LABEL.failed : '', d.stale ? STATE_LABEL.stale : ''].filter(Boolean);
+  const markers = [d.drillFailed ? STATE_LABEL.failed : '', d.stale ? STATE_LABEL.stale : '', ...timeMarkers(d)].filter(Boolean);
   return {
     state: markers.length ? markers.join(', ') : STATE_LABEL[d.state],
     database: databaseName(d),
@@ -47,6 +52,7 @@ export function verdictLine(fleet: FleetStatus): string {
   const c = fleet.counts;
   const parts = [`${c.ok} ok`];
   if (c.warning) parts.push(`${c.warning} with warnings`);
+  if (c.untrusted) parts.push(`${c.untrusted} with records stamped in the future or misdated`);
   if (c.stale) parts.push(`${c.stale} stale`);
   if (c.failed) parts.push(`${c.failed} with a failed drill`);
   return `${c.databases} database${c.databases === 1 ? '' : 's'}: ${parts.join(', ')}`;
@@ -69,7 +75,7 @@ const COLUMNS = [
   ['rto', 'RTO'],
 ] as const;
 
-const ANSI: Record<DatabaseState, string> = { failed: '\x1b[31m', stale: '\x1b[31m', warning: '\x1b[33m', ok: '\x1b[32m' };
+const ANSI: Record<DatabaseState, string> = { failed: '\x1b[31m', stale: '\x1b[31m', untrusted: '\x1b[31m', warning: '\x1b[33m', ok: '\x1b[32m' };
 
 /**
  * The fleet as a terminal table (UTC times), then one line per problem or warning, then the

@@ -4,7 +4,7 @@ import { parseLocation } from './location.ts';
 import { S3Storage, type S3Settings } from './s3/s3.ts';
 import type { Storage } from './storage.ts';
 
-export type { GetOptions, PutOptions, Storage, StoredObject, UploadOptions, UploadResult } from './storage.ts';
+export type { GetOptions, PutOptions, ServerTime, ServerTimeOptions, Storage, StoredObject, UploadOptions, UploadResult } from './storage.ts';
 export { DEFAULT_READ_CONCURRENCY, DEFAULT_READ_RANGE_BYTES, NotFoundError, OverwriteError, joinKey } from './storage.ts';
 export type { S3Settings, ServerSideEncryption, ObjectLockSettings } from './s3/s3.ts';
 

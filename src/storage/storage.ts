@@ -64,6 +64,25 @@ export const DEFAULT_READ_RANGE_BYTES = 8 * 1024 * 1024;
  */
 export const DEFAULT_READ_CONCURRENCY = 1;
 
+/**
+ * The store's own clock, as one of its answers told it: the HTTP `Date` header (RFC 9110
+ * §6.6.1, "the date and time at which the message was originated": whole seconds, UTC).
+ */
+export interface ServerTime {
+  /** The `Date` header of the answer. */
+  serverDate: Date;
+  /** `performance.now()` when that answer arrived (ms): the store's time now is `serverDate` + the time since. */
+  receivedAtMs: number;
+}
+
+/** Options of {@link Storage.serverTime}. */
+export interface ServerTimeOptions {
+  /** Aborting it ends the request (the answer is then undefined). */
+  signal?: AbortSignal;
+  /** Give up waiting for an answer after this long (ms). Default 5 000. */
+  timeoutMs?: number;
+}
+
 /** What an upload stored. */
 export interface UploadResult {
   key: string;
@@ -107,6 +126,15 @@ export interface Storage {
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Deletes one object; a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * The store's own clock, so a dump can check this machine's before it stamps a backup (keys
+   * and manifests carry this machine's time; one stamped ahead would be `future` for every
+   * reader: src/backup/clock.ts). S3: the `Date` header of the newest answer this storage got,
+   * or, when none came yet, of one HEAD of the bucket made for it — whatever its status (write-
+   * only credentials get a 403, which carries the header too). Never throws: undefined when no
+   * answer came within `timeoutMs`. Absent on stores that share this machine's clock (file).
+   */
+  serverTime?(options?: ServerTimeOptions): Promise<ServerTime | undefined>;
 }
 
 /** Raised by a write with `noOverwrite` when the key already exists: nothing was replaced. */

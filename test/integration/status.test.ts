@@ -56,7 +56,7 @@ describe('pg-backup status over a fixture bucket (3 environments, 30 days)', () 
       assert.equal(json.code, 1, json.stderr);
       const fleet = JSON.parse(json.stdout) as FleetStatus;
       assert.equal(fleet.ok, false);
-      assert.deepEqual(fleet.counts, { databases: 5, ok: 3, warning: 0, stale: 1, failed: 1 });
+      assert.deepEqual(fleet.counts, { databases: 5, ok: 3, warning: 0, untrusted: 0, stale: 1, failed: 1 });
       assert.deepEqual(
         fleet.databases.map((d) => ({ name: `${d.service}/${d.environment}/${d.database}`, state: d.state, complete: d.kind === 'physical' ? null : d.backups.complete, proven: d.kind === 'physical' ? null : d.backups.proven })),
         fixture.rows,
@@ -228,9 +228,9 @@ describe('status views (unit)', () => {
   it('escape names from the bucket in Markdown, Mermaid and the terminal', () => {
     const fleet: FleetStatus = {
       ok: true, generatedAt: '2026-12-01T06:00:00.000Z', from: 'file:///b', maxAgeMs: 108_000_000, rtoBudgetMs: null, warnings: [],
-      counts: { databases: 1, ok: 1, warning: 0, stale: 0, failed: 0 },
+      counts: { databases: 1, ok: 1, warning: 0, untrusted: 0, stale: 0, failed: 0 },
       databases: [{
-        service: 'svc|x', environment: 'env\u001b[31m', database: 'db"]\n<script>', kind: 'logical', state: 'ok', stale: false, drillFailed: false, problems: [], warnings: [],
+        service: 'svc|x', environment: 'env\u001b[31m', database: 'db"]\n<script>', kind: 'logical', state: 'ok', stale: false, drillFailed: false, untrusted: [], problems: [], warnings: [],
         newest: { id: 'x', startedAt: '2026-12-01T02:00:00Z', ageMs: 14_400_000, sizeBytes: 1234, key: 'k' }, sizeTrendPercent: 2.5,
         backups: { complete: 1, proven: 0, missingObject: 0 }, lastVerify: null,
         lastDrill: { at: '2026-12-01T03:00:00.000Z', ok: true, rtoMs: 61_000, reportKey: 'r' }, rtoTrendPercent: null, rtoBudgetMs: null,

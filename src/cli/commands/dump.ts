@@ -31,6 +31,7 @@ interface DumpFlags {
   schemaSidecar?: boolean;
   workDir?: string;
   stallTimeout: string;
+  maxClockSkew?: string;
   verify: VerifyLevel;
   reason?: string;
   installPgClient?: boolean;
@@ -100,6 +101,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--schema-sidecar', 'also write <id>.schema.sql: the schema alone, plain SQL, uncompressed')
       .option('--work-dir <dir>', 'directory format: where pg_dump spools the archive before upload (default: $PG_BACKUP_WORK_DIR or the temp dir)')
       .option('--stall-timeout <duration>', 'fail when no byte moved for this long (0: never)', '10m')
+      .option('--max-clock-skew <duration>', 'refuse to dump (exit 2, nothing written) when this machine\'s clock is further than this from the store\'s (S3 Date header); not given: warn beyond 10m')
       .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access: $PG_BACKUP_READER_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY if set, else the dump\'s credentials)', 'none')
       .option('--install-pg-client', 'when no pg_dump of the server major is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)')
       .option('--reason <text>', 'why this backup is taken (recorded in the manifest), e.g. "before migration 0042"')
@@ -144,6 +146,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       schemaSidecar: flags.schemaSidecar,
       workDir: flags.workDir,
       stallTimeout: flags.stallTimeout,
+      maxClockSkew: flags.maxClockSkew,
       verify: flags.verify,
       context: runContext(flags.reason),
       installClient: flags.installPgClient,

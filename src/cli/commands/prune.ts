@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { formatPlan, prune } from '../../commands/prune.ts';
+import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
@@ -23,9 +24,10 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--max-age <duration>', 'delete backups older than this (e.g. 90d); refuse to prune a group whose newest backup is older')
         .option('--keep-proven <n>', 'never delete the N newest backups that passed a drill or a recorded verify', '1')
         .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
+        .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--apply', 'delete (default: dry run, print the plan only)'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; maxClockSkew: string; apply?: boolean }) => {
     const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
@@ -36,6 +38,7 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
       maxAge: flags.maxAge,
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
+      maxClockSkew: flags.maxClockSkew,
       apply: flags.apply,
       s3: s3Settings(flags, signal),
       logger: stderrLogger(),

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { restore } from '../../commands/restore.ts';
+import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
@@ -17,9 +18,10 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .option('--clean', 'allow a target that is not empty: drop the backup\'s objects there and re-create them (pg_restore --clean --if-exists), in the same transaction')
         .option('--no-safety-dump', 'with --clean: do not dump the target into --from (environment "pre-restore") before replacing its objects')
         .option('--no-owner', 'do not restore object ownership')
-        .option('--no-acl', 'do not restore privileges'),
+        .option('--no-acl', 'do not restore privileges')
+        .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean }) => {
+  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; maxClockSkew: string }) => {
     const result = await restore({
       ...readerOptions(flags, signal),
       from: flags.from,
@@ -29,6 +31,7 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
       safetyDump: flags.safetyDump,
       noOwner: !flags.owner,
       noAcl: !flags.acl,
+      maxClockSkew: flags.maxClockSkew,
     });
     if (flags.json) printJson(result);
   });

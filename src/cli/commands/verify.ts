@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { verify, type VerifyLevel } from '../../commands/verify.ts';
+import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
@@ -21,11 +22,12 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
         .option('--level <level>', 'none (no download: freshness only), checksum, archive (+ full pg_restore read) or schema (+ schema replay into a throwaway PostgreSQL)', 'archive')
         .option('--max-age <duration>', 'fail when the newest complete backup in scope is older (e.g. 30h)')
         .option('--expect-every <duration>', 'fail on gaps longer than 1.5x this cadence in the listed history (e.g. 6h)')
+        .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
         .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
         .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; maxClockSkew: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
     checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
     if (flags.walPrefix) {
       const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
@@ -40,6 +42,7 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
       level: flags.level,
       maxAge: flags.maxAge,
       expectEvery: flags.expectEvery,
+      maxClockSkew: flags.maxClockSkew,
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       record: flags.record,

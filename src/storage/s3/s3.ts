@@ -3,6 +3,7 @@ import {
   AbortMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   PutObjectCommand,
   PutObjectRetentionCommand,
   S3Client,
@@ -23,6 +24,8 @@ import {
   putOptions,
   type GetOptions,
   type PutOptions,
+  type ServerTime,
+  type ServerTimeOptions,
   type Storage,
   type StoredObject,
   type UploadOptions,
@@ -205,6 +208,8 @@ export class S3Storage implements Storage {
   readonly endpointLabel: string;
   /** Whether the endpoint ever answered a request of this storage (any HTTP status). */
   #answered = false;
+  /** The `Date` header of the newest answer (any HTTP status), for {@link serverTime}. */
+  #lastDate: ServerTime | undefined;
   /** How large objects are read ({@link readRangeSettings}): checked when the storage opens. */
   readonly #reads: { rangeBytes: number; concurrency: number };
   readonly #bucket: string;
@@ -212,6 +217,9 @@ export class S3Storage implements Storage {
   readonly #queueSize: number;
   readonly #listPageSize: number;
   readonly #settings: S3Settings;
+  /** The client's configuration, for the one-attempt client of {@link serverTime}. */
+  readonly #config: S3ClientConfig;
+  #probeClient: S3Client | undefined;
   #sseWarned = false;
   /** Called with a one-line warning (e.g. the store did not confirm server-side encryption). */
   onWarning?: (message: string) => void;
@@ -251,18 +259,26 @@ export class S3Storage implements Storage {
     if (settings.credentials) config.credentials = settings.credentials;
     this.client = new S3Client(config);
     this.readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.readIdleMs } });
-    for (const client of [this.client, this.readClient]) {
-      // Innermost, once per attempt: any HTTP answer (even an error status) proves the endpoint
-      // answers; only a request that got none rejects here without a response.
-      client.middlewareStack.add(
-        (next) => async (args) => {
-          const out = await next(args);
-          this.#answered = true;
-          return out;
-        },
-        { step: 'deserialize', priority: 'low', name: 'pgBackupEndpointAnswered' },
-      );
-    }
+    this.#config = config;
+    for (const client of [this.client, this.readClient]) this.#watchAnswers(client);
+  }
+
+  /** Adds the middleware that notes every answer of `client`: that the endpoint answers, and its `Date` header. */
+  #watchAnswers(client: S3Client): void {
+    // Innermost, once per attempt: any HTTP answer (even an error status) proves the endpoint
+    // answers; only a request that got none rejects here without a response. Its raw `Date`
+    // header is the store's clock (serverTime).
+    client.middlewareStack.add(
+      (next) => async (args) => {
+        const out = await next(args);
+        this.#answered = true;
+        const date = (out.response as { headers?: Record<string, string | undefined> } | undefined)?.headers?.date;
+        const serverDate = date ? new Date(date) : undefined;
+        if (serverDate && !Number.isNaN(serverDate.getTime())) this.#lastDate = { serverDate, receivedAtMs: performance.now() };
+        return out;
+      },
+      { step: 'deserialize', priority: 'low', name: 'pgBackupEndpointAnswered' },
+    );
   }
 
   /** The abort signal of a request: the command's ({@link S3Settings.signal}) and `extra`, whichever fires first. */
@@ -415,6 +431,22 @@ export class S3Storage implements Storage {
     } catch (err) {
       throw this.#mapWriteError(err, this.uri(key));
     }
+  }
+
+  /**
+   * The store's clock (see `Storage.serverTime`): the `Date` of the newest answer, else of a
+   * HeadBucket sent for it, once, without retries (any status: its error is ignored, the
+   * command's own requests report what is wrong with the bucket or the credentials; one attempt,
+   * so a store answering 503 or not at all costs the command at most `timeoutMs`, and its own
+   * requests meet the store as they would have).
+   */
+  async serverTime(options: ServerTimeOptions = {}): Promise<ServerTime | undefined> {
+    if (!this.#lastDate) {
+      if (!this.#probeClient) this.#watchAnswers((this.#probeClient = new S3Client({ ...this.#config, maxAttempts: 1 })));
+      const signal = this.#abortSignal(AbortSignal.any([AbortSignal.timeout(options.timeoutMs ?? 5_000), ...(options.signal ? [options.signal] : [])]));
+      await this.#probeClient.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal: signal }).catch(() => undefined);
+    }
+    return this.#lastDate;
   }
 
   async delete(key: string): Promise<void> {
