@@ -122,7 +122,7 @@ export interface Storage {
   get(key: string, options?: GetOptions): Promise<Readable>;
   /** Reads a small object into memory. */
   getText(key: string): Promise<string>;
-  /** Lists every object whose key starts with `prefix` (paginating as needed). */
+  /** Lists every object whose key starts with `prefix` (paginating as needed); keys that {@link isSafeKey} refuses are left out. */
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Deletes one object; a missing object is not an error. */
   delete(key: string): Promise<void>;
@@ -158,15 +158,18 @@ export class NotFoundError extends Error {
  * @throws Error (a bug: keys are built by the tool, never taken raw from a user).
  */
 export function assertSafeKey(key: string): void {
+  if (!isSafeKey(key)) throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
+}
+
+/**
+ * Whether {@link assertSafeKey} accepts `key`. Drivers list only such keys: an object someone
+ * else wrote under a name the tool never makes (a control character, a `..` segment) is not a
+ * backup, and must not make a listing fail for every backup beside it.
+ */
+export function isSafeKey(key: string): boolean {
   // eslint-disable-next-line no-control-regex
-  if (key.length === 0 || key.startsWith('/') || key.includes('\\') || /[\u0000-\u001f]/.test(key)) {
-    throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
-  }
-  for (const segment of key.split('/')) {
-    if (segment === '' || segment === '.' || segment === '..') {
-      throw new Error(`unsafe storage key: ${JSON.stringify(key)}`);
-    }
-  }
+  if (key.length === 0 || key.startsWith('/') || key.includes('\\') || /[\u0000-\u001f]/.test(key)) return false;
+  return key.split('/').every((segment) => segment !== '' && segment !== '.' && segment !== '..');
 }
 
 /** Joins key segments with `/`, dropping empty ones. */

@@ -10,6 +10,7 @@ import {
   NotFoundError,
   OverwriteError,
   assertSafeKey,
+  isSafeKey,
   putOptions,
   type GetOptions,
   type PutOptions,
@@ -187,7 +188,7 @@ export class FileStorage implements Storage {
       const key = dirKey === '' ? entry.name : `${dirKey}/${entry.name}`;
       if (entry.isDirectory()) {
         if (prefix.startsWith(`${key}/`) || key.startsWith(prefix)) yield* this.#walk(path.join(dir, entry.name), key, prefix);
-      } else if (entry.isFile() && key.startsWith(prefix) && !/\.partial-[0-9a-f]{8}$/.test(entry.name)) {
+      } else if (entry.isFile() && key.startsWith(prefix) && !/\.partial-[0-9a-f]{8}$/.test(entry.name) && isSafeKey(key)) {
         const info = await stat(path.join(dir, entry.name));
         yield { key, sizeBytes: info.size, lastModified: info.mtime };
       }

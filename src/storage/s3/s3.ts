@@ -20,6 +20,7 @@ import {
   NotFoundError,
   OverwriteError,
   assertSafeKey,
+  isSafeKey,
   joinKey,
   putOptions,
   type GetOptions,
@@ -558,7 +559,7 @@ export class S3Storage implements Storage {
     try {
       for await (const page of paginateListObjectsV2({ client: this.client, pageSize: this.#listPageSize }, { Bucket: this.#bucket, Prefix: listPrefix }, { abortSignal: this.#abortSignal() })) {
         for (const obj of page.Contents ?? []) {
-          if (!obj.Key) continue;
+          if (!obj.Key || !isSafeKey(obj.Key.slice(strip))) continue;
           yield { key: obj.Key.slice(strip), sizeBytes: obj.Size ?? 0, lastModified: obj.LastModified ?? new Date(0) };
         }
       }
