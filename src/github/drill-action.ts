@@ -1,4 +1,5 @@
 import * as core from '@actions/core';
+import { booleanInput } from './boolean-input.ts';
 import { describePhases } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
 import { parsePostgresVersions, runDrill } from '../commands/drill-majors.ts';
@@ -20,6 +21,7 @@ export async function run(): Promise<void> {
       backup: optional,
       'target-url': optional,
       'work-dir': optional,
+      'allow-same-os-user': optional,
       jobs: optional,
       'smoke-sql': optional,
       'max-rto': optional,
@@ -50,6 +52,7 @@ export async function run(): Promise<void> {
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
         targetUrl: inputs['target-url'],
         workDir: inputs['work-dir'],
+        allowSameOsUser: booleanInput(inputs, 'allow-same-os-user'),
         jobs: inputs.jobs === undefined ? undefined : Number(inputs.jobs),
         smokeSql: inputs['smoke-sql'],
         maxRto: inputs['max-rto'],

@@ -1,4 +1,5 @@
 import * as core from '@actions/core';
+import { booleanInput } from './boolean-input.ts';
 import { formatSeconds } from '../format.ts';
 import { UsageError } from '../errors.ts';
 import { physicalDrill } from '../physical/drill.ts';
@@ -16,6 +17,7 @@ type Inputs = { [K in keyof typeof storageInputs | keyof typeof issueInputs]?: s
   environment?: string;
   database?: string;
   'work-dir'?: string;
+  'allow-same-os-user'?: string;
   'smoke-sql'?: string;
   'max-rto'?: string;
   'max-rpo'?: string;
@@ -46,6 +48,7 @@ export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | u
     environment: inputs.environment,
     database: inputs.database,
     workDir: inputs['work-dir'],
+    allowSameOsUser: booleanInput(inputs, 'allow-same-os-user'),
     smokeSql: inputs['smoke-sql'],
     verifyRepository: verify === 'true',
     maxRto: inputs['max-rto'],

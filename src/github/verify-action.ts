@@ -1,4 +1,5 @@
 import * as core from '@actions/core';
+import { booleanInput } from './boolean-input.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
 import { actionLogger, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
@@ -20,6 +21,7 @@ export async function run(): Promise<void> {
       'expect-every': optional,
       'fail-on-suspicion': optional,
       'work-dir': optional,
+      'allow-same-os-user': optional,
       record: optional,
       ...filterInputs,
       ...issueInputs,
@@ -64,6 +66,7 @@ export async function run(): Promise<void> {
         expectEvery: inputs['expect-every'],
         failOnSuspicion: inputs['fail-on-suspicion'] === 'true',
         workDir: inputs['work-dir'],
+        allowSameOsUser: booleanInput(inputs, 'allow-same-os-user'),
         record: inputs.record === 'true',
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),

@@ -21,6 +21,7 @@ export interface PhysicalDrillFlags {
   smokeSql?: string;
   maxRto?: string;
   maxRpo?: string;
+  allowSameOsUser?: boolean;
 }
 
 /**
@@ -48,6 +49,7 @@ export async function physicalDrillCli(
     verifyRepository: flags.pgbackrestVerify,
     maxRto: flags.maxRto,
     maxRpo: flags.maxRpo,
+    allowSameOsUser: flags.allowSameOsUser,
     s3: io.s3,
     logger: stderrLogger(),
     signal: io.signal,

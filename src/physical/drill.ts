@@ -1,12 +1,15 @@
-import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import os from 'node:os';
+import { execa } from 'execa';
 import path from 'node:path';
 import { validateLabel } from '../backup/keys.ts';
 import { runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { drillBudgets, drillHistory, drillRecordKeys, writeDrillRecord, type DrillCommonOptions, type DrillHistoryEntry } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
-import { CheckFailedError, messageOf } from '../errors.ts';
+import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
-import { clusterUser, workDirOf } from '../postgres/cluster.ts';
+import { workDirOf } from '../postgres/cluster.ts';
+import { clusterIsolation, readAsClusterUser, removeClusterDirs, type ClusterIsolation } from '../postgres/cluster-user.ts';
 import { openStorage } from '../storage/index.ts';
 import type { ArchiveFacts, PhysicalBackup, PhysicalDriver } from './driver.ts';
 import { walSegmentName, walSegmentNumber } from './pgbackrest.ts';
@@ -124,7 +127,10 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     smoke: [],
     history: [],
   };
-  const user = await clusterUser();
+  // Who runs the restored server: settled before anything starts (a refusal, exit 2, leaves nothing behind).
+  const checksUser = await clusterIsolation({ allowSameOsUser: options.allowSameOsUser });
+  const recoveryUser = await pgbackrestIsolation();
+  const user = recoveryUser.mode === 'root' ? recoveryUser.user : undefined;
   result.toolVersion = await driver.version(options.signal);
   let dir: string | undefined;
   let server: RestoredServer | undefined;
@@ -156,8 +162,10 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
         startRestoredServer({
           dataDir,
           major: facts.pgMajor,
-          user,
+          recovery: recoveryUser,
+          checks: checksUser,
           env: driver.serverEnv(),
+          onHandedOver: (description) => log.info(`promoted server restarted for the checks: ${description}; repository credentials not in its environment`),
           signal: options.signal,
           timeoutMs: maxRtoMs !== undefined ? Math.max(maxRtoMs * 2, 60_000) : 24 * 3_600_000,
           onStarted: (port) => log.info(`PostgreSQL ${facts.pgMajor} replaying WAL (private socket, port ${port}, no TCP)`),
@@ -177,7 +185,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
 
     // Phase 3: checks.
     const checksStart = Date.now();
-    await log.group('checks', () => runChecks(server!, driver, facts, target, dataDir, smokeChecks, options, result, log));
+    await log.group('checks', () => runChecks(server!, driver, facts, target, dataDir, smokeChecks, options, result, log, checksUser));
     if (options.verifyRepository) {
       const verification = await log.group('verify repository', () => driver.verifyRepository(options.signal));
       result.repositoryVerify = verification;
@@ -194,7 +202,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
       await server.stop();
       log.info('restored server stopped');
     }
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (dir) await removeClusterDirs(checksUser, [dir]);
   }
 
   result.rtoMs = result.phases.restoreMs + result.phases.replayMs;
@@ -230,6 +238,26 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     return [];
   });
   return result;
+}
+
+/**
+ * Who runs the restored server during recovery, whose restore_command (`pgbackrest
+ * archive-get`) must read the repository and pgBackRest's configuration: as root, OS user
+ * `PG_BACKUP_PGBACKREST_USER` (default `postgres`, the user pgBackRest runs as in the
+ * PostgreSQL packages); otherwise this process's own user. No restored SQL runs in that phase
+ * (see startRestoredServer).
+ * @throws UsageError when root and that user does not exist.
+ */
+export async function pgbackrestIsolation(): Promise<ClusterIsolation> {
+  const info = os.userInfo();
+  const self = { name: info.username, uid: info.uid, gid: info.gid };
+  if (self.uid !== 0) return { mode: 'same-user', user: self, self, description: `recovery runs as OS user ${self.name}` };
+  const name = process.env.PG_BACKUP_PGBACKREST_USER || 'postgres';
+  const r = await execa('id', [name], { reject: false, env: { LC_ALL: 'C' } });
+  const uid = /uid=(\d+)/.exec(String(r.stdout))?.[1];
+  const gid = /gid=(\d+)/.exec(String(r.stdout))?.[1];
+  if (r.exitCode !== 0 || !uid || !gid) throw new UsageError(`the restored server's recovery runs as the OS user that reads the pgBackRest repository, ${JSON.stringify(name)}, which does not exist: set PG_BACKUP_PGBACKREST_USER to the user pgBackRest runs as`);
+  return { mode: 'root', user: { name, uid: Number(uid), gid: Number(gid) }, self, description: `recovery runs as OS user ${name} (uid ${uid})` };
 }
 
 /** Logs the archive's facts and sets the RPO (age of the newest archived segment). */
@@ -270,6 +298,7 @@ async function runChecks(
   options: PhysicalDrillOptions,
   result: PhysicalDrillResult,
   log: Logger,
+  checksUser: ClusterIsolation,
 ): Promise<void> {
   const serverLog = await server.log();
   if (!/consistent recovery state reached/.test(serverLog)) result.problems.push('the restored server never logged "consistent recovery state reached"');
@@ -283,9 +312,11 @@ async function runChecks(
     );
     const { tli, last, seg } = rows[0]!;
     const segmentBytes = parseSize(seg);
-    const recovery: RecoveryOutcome = { timeline: tli, lastTransactionAt: last?.toISOString() };
+    // The server was restarted after its promotion (startRestoredServer), so replay's last commit time comes from the recovery log.
+    const lastReplayed = last ?? lastTransactionInLog(serverLog);
+    const recovery: RecoveryOutcome = { timeline: tli, lastTransactionAt: lastReplayed?.toISOString() };
     result.recovery = recovery;
-    const history = await readFile(path.join(dataDir, 'pg_wal', `${tli.toString(16).toUpperCase().padStart(8, '0')}.history`), 'utf8').catch(() => '');
+    const history = (await readAsClusterUser(checksUser, path.join(dataDir, 'pg_wal', `${tli.toString(16).toUpperCase().padStart(8, '0')}.history`))) ?? '';
     const branch = history.trim().split('\n').filter((l) => /^\d+\t/.test(l)).at(-1)?.split('\t');
     if (branch) {
       recovery.switchLsn = branch[1];
@@ -299,8 +330,8 @@ async function runChecks(
       // Stopped at the target: PostgreSQL records "before/after <commit time>" in the history file.
       if (!recovery.stopReason || !/^(before|after) /.test(recovery.stopReason)) {
         result.problems.push(`recovery did not stop at the target time ${target.iso}: ${recovery.stopReason ?? 'no timeline history'}`);
-      } else if (last && last.getTime() > target.at.getTime()) {
-        result.problems.push(`recovery replayed a transaction committed at ${last.toISOString()}, after the target time ${target.iso}`);
+      } else if (lastReplayed && lastReplayed.getTime() > target.at.getTime()) {
+        result.problems.push(`recovery replayed a transaction committed at ${lastReplayed.toISOString()}, after the target time ${target.iso}`);
       } else {
         log.info(`recovery stopped at the target: ${recovery.stopReason}`);
       }
@@ -358,6 +389,18 @@ async function runChecks(
       if (!r.ok) result.problems.push(`smoke check at line ${r.line} expected ${r.expectation}, got ${r.actual}`);
     }
   }
+}
+
+/**
+ * The commit time of the last transaction replayed, from PostgreSQL's end-of-recovery line
+ * (`last completed transaction was at log time 2026-12-07 16:06:19.069012+00`; the restored
+ * server logs in UTC, `log_timezone` being set by throwawaySettings), or undefined.
+ */
+export function lastTransactionInLog(log: string): Date | undefined {
+  const m = [...log.matchAll(/last completed transaction was at log time (\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::?(\d\d))?/g)].at(-1);
+  if (!m) return undefined;
+  const at = new Date(`${m[1]}T${m[2]}${m[3]}:${m[4] ?? '00'}`);
+  return Number.isNaN(at.getTime()) ? undefined : at;
 }
 
 /** `16MB` (SHOW wal_segment_size) in bytes. */
