@@ -1,4 +1,4 @@
-import { chown, mkdir, mkdtemp, readFile } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, stat } from 'node:fs/promises';
 import os from 'node:os';
 import { execa } from 'execa';
 import path from 'node:path';
@@ -131,6 +131,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
   const checksUser = await clusterIsolation({ allowSameOsUser: options.allowSameOsUser });
   const recoveryUser = await pgbackrestIsolation();
   const user = recoveryUser.mode === 'root' ? recoveryUser.user : undefined;
+  await warnReadableCredentials(driver, checksUser, log);
   result.toolVersion = await driver.version(options.signal);
   let dir: string | undefined;
   let server: RestoredServer | undefined;
@@ -258,6 +259,20 @@ export async function pgbackrestIsolation(): Promise<ClusterIsolation> {
   const gid = /gid=(\d+)/.exec(String(r.stdout))?.[1];
   if (r.exitCode !== 0 || !uid || !gid) throw new UsageError(`the restored server's recovery runs as the OS user that reads the pgBackRest repository, ${JSON.stringify(name)}, which does not exist: set PG_BACKUP_PGBACKREST_USER to the user pgBackRest runs as`);
   return { mode: 'root', user: { name, uid: Number(uid), gid: Number(gid) }, self, description: `recovery runs as OS user ${name} (uid ${uid})` };
+}
+
+/**
+ * Warns about each of the tool's configuration files that every OS user can read: the restored
+ * server's checks run as the cluster user, and code restored from the backup could read the
+ * repository's credentials there.
+ */
+async function warnReadableCredentials(driver: PhysicalDriver, checksUser: ClusterIsolation, log: Logger): Promise<void> {
+  if (checksUser.mode === 'same-user') return; // that user reads the file whatever its mode
+  for (const file of driver.credentialFiles?.() ?? []) {
+    const s = await stat(file).catch(() => undefined);
+    if (!s || !(s.mode & 0o004)) continue;
+    log.warn(`${file} is readable by every OS user (mode ${(s.mode & 0o777).toString(8).padStart(4, '0')}): the restored server's checks run as ${checksUser.user.name}, and code restored from the backup could read the repository's credentials in it; make it readable by its owner and group only (chmod 640)`);
+  }
 }
 
 /** Logs the archive's facts and sets the RPO (age of the newest archived segment). */
