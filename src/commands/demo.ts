@@ -76,9 +76,9 @@ export async function demo(options: { bucket: string; logger: Logger; signal?: A
     );
     const listed = await list({ from: options.bucket, filter: { service: 'demo', environment: 'local', database: 'shop' } });
     logger.info(`list: ${listed.length} complete backup(s) of demo/local/shop, newest ${listed[0]?.key}`);
-    const verified = await logger.group('verify', () => verify({ from: options.bucket, backup: dumped.objectKey, logger, signal: options.signal, allowSameOsUser: true }));
+    const verified = await logger.group('verify', () => verify({ from: options.bucket, backup: dumped.objectKey, logger, signal: options.signal, allowSameOsUser: true, sameOsUserReason: SAME_USER_REASON }));
     if (!verified.ok) throw new CheckFailedError(`verify failed: ${verified.reason}`);
-    const drilled = await logger.group('drill', () => drill({ from: options.bucket, backup: dumped.objectKey, logger, signal: options.signal, allowSameOsUser: true }));
+    const drilled = await logger.group('drill', () => drill({ from: options.bucket, backup: dumped.objectKey, logger, signal: options.signal, allowSameOsUser: true, sameOsUserReason: SAME_USER_REASON }));
     if (!drilled.ok) throw new CheckFailedError(`drill failed: ${drilled.reason}`);
     return {
       database: 'shop',

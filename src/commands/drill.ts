@@ -56,6 +56,8 @@ export interface DrillCommonOptions {
    * anything starts (src/postgres/cluster-user.ts).
    */
   allowSameOsUser?: boolean;
+  /** Why the same OS user is acceptable, for the drill log (the demo's own data); default `--allow-same-os-user`. */
+  sameOsUserReason?: string;
   /** A smoke SQL file: queries, each preceded by `-- expect: …` (see `src/backup/smoke.ts`). */
   smokeSql?: string;
   /** Fail when RTO exceeds this duration (`30m`, `1h`). */
@@ -173,7 +175,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
   const { maxRtoMs, maxRpoMs, smokeChecks } = await drillBudgets(options);
   // Who runs the throwaway cluster is settled before anything starts: a refusal (exit 2) leaves nothing behind.
-  if (!options.targetUrl) await clusterIsolation({ allowSameOsUser: options.allowSameOsUser });
+  if (!options.targetUrl) await clusterIsolation({ allowSameOsUser: options.allowSameOsUser, reason: options.sameOsUserReason });
   let scratch: string | undefined;
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
@@ -242,7 +244,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           cluster: targetConn
             ? undefined
             : async (signal) => {
-                const cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal, bulkRestore: {}, allowSameOsUser: options.allowSameOsUser }).catch((err: unknown) => {
+                const cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal, bulkRestore: {}, allowSameOsUser: options.allowSameOsUser, sameOsUserReason: options.sameOsUserReason }).catch((err: unknown) => {
                   // startThrowawayCluster removed what it made.
                   log.info(`throwaway cluster removed: its start ${signal.aborted ? 'was stopped' : 'failed'}`);
                   throw err;

@@ -54,6 +54,8 @@ export interface VerifyOptions {
   workDir?: string;
   /** `schema`: run the throwaway PostgreSQL as this process's own OS user when no other can be had (`--allow-same-os-user`; see `DrillCommonOptions.allowSameOsUser`). */
   allowSameOsUser?: boolean;
+  /** Why the same OS user is acceptable, for the log (the demo's own data). */
+  sameOsUserReason?: string;
   s3?: S3Settings;
   /** age identities for client-side encrypted backups; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. Without one, `checksum` checks the stored bytes only. */
   ageIdentities?: string[];
@@ -114,7 +116,7 @@ export interface VerifyResult {
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
   // Who runs the schema level's throwaway cluster is settled before anything is read: a refusal (exit 2) leaves nothing behind.
-  if (options.level === 'schema') await clusterIsolation({ allowSameOsUser: options.allowSameOsUser });
+  if (options.level === 'schema') await clusterIsolation({ allowSameOsUser: options.allowSameOsUser, reason: options.sameOsUserReason });
   const result = await verifyBackup(options);
   // A cancelled verify proves nothing either way: no verdict, no record.
   options.signal?.throwIfAborted();
@@ -215,7 +217,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   try {
     let schemaTarget: DatabaseConnection | undefined;
     if (level === 'schema') {
-      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal, allowSameOsUser: options.allowSameOsUser });
+      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal, allowSameOsUser: options.allowSameOsUser, sameOsUserReason: options.sameOsUserReason });
       schemaTarget = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
     }
     const schemaSink = (b: RestoreBinaries, target: DatabaseConnection): ArchiveSink => {

@@ -49,6 +49,8 @@ export interface RestoredServerOptions {
   env?: Record<string, string>;
   /** Called once the server process runs (before recovery ends). */
   onStarted?: (port: number) => void;
+  /** Called once recovery ended and the server was promoted (before the restart for the checks). */
+  onPromoted?: () => void;
   /** Called once the promoted server was restarted as the checks' user. */
   onHandedOver?: (description: string) => void;
   signal?: AbortSignal;
@@ -182,6 +184,7 @@ export async function startRestoredServer(options: RestoredServerOptions): Promi
     await runAsClusterUser(recovery, pgCtl, ['start', '-W', '-D', options.dataDir, '-l', logFile, '-o', settings], envOfRecovery, { cancelSignal: options.signal });
     options.onStarted?.(port);
     await waitForPromotion(options, readLog);
+    options.onPromoted?.();
 
     // Phase 2: the promoted server, restarted as the checks' user without the repository's credentials.
     await runAsClusterUser(recovery, pgCtl, ['stop', '-D', options.dataDir, '-m', 'fast', '-w', '-t', '300'], envOfRecovery, { reject: false });

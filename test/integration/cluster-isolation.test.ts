@@ -250,6 +250,18 @@ describe('restored code cannot reach a secret', () => {
     assert.deepEqual(await readdir(work), []);
   });
 
+  it('the demo without root or sudo proceeds, saying why: it restores only the data it made', { timeout: 240_000 }, async () => {
+    const user = users.plain!;
+    const bucket = await mkdtemp(path.join(base, 'bucket-demo-'));
+    await chown(bucket, user.uid, user.gid);
+    const r = await cliAs(user, ['demo', '--bucket', `file://${bucket}`], { ...secrets, PG_BACKUP_WORK_DIR: await workDirFor(user, 'demo') });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`throwaway cluster runs as your own OS user ${plainUser} \\(uid ${user.uid}, the demo restores only the sample data it made itself\\), environment scrubbed`));
+    assert.match(r.stdout, /demo OK/);
+    assert.ok((r.stderr.match(/the demo restores only the sample data it made itself/g) ?? []).length >= 2, 'the demo\'s source cluster and its drill say so');
+    assert.doesNotMatch(r.stderr, /--allow-same-os-user\)/);
+  });
+
   it('as root: the cluster runs as pg-backup-drill, not postgres; no secret reached', { timeout: 180_000 }, async () => {
     const from = await bucketFor(customFrom, undefined, 'root');
     const work = await workDirFor(undefined, 'root');
