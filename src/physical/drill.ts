@@ -261,13 +261,13 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
 export async function pgbackrestIsolation(): Promise<ClusterIsolation> {
   const info = os.userInfo();
   const self = { name: info.username, uid: info.uid, gid: info.gid };
-  if (self.uid !== 0) return { mode: 'same-user', user: self, self, description: `recovery runs as OS user ${self.name}` };
+  if (self.uid !== 0) return { mode: 'same-user', user: self, self, isolateNetwork: false, description: `recovery runs as OS user ${self.name}` };
   const name = process.env.PG_BACKUP_PGBACKREST_USER || 'postgres';
   const r = await execa('id', [name], { reject: false, env: { LC_ALL: 'C' } });
   const uid = /uid=(\d+)/.exec(String(r.stdout))?.[1];
   const gid = /gid=(\d+)/.exec(String(r.stdout))?.[1];
   if (r.exitCode !== 0 || !uid || !gid) throw new UsageError(`the restored server's recovery runs as the OS user that reads the pgBackRest repository, ${JSON.stringify(name)}, which does not exist: set PG_BACKUP_PGBACKREST_USER to the user pgBackRest runs as`);
-  return { mode: 'root', user: { name, uid: Number(uid), gid: Number(gid) }, self, description: `recovery runs as OS user ${name} (uid ${uid})` };
+  return { mode: 'root', user: { name, uid: Number(uid), gid: Number(gid) }, self, isolateNetwork: false, description: `recovery runs as OS user ${name} (uid ${uid})` };
 }
 
 /**

@@ -37,6 +37,13 @@ export interface ClusterIsolation {
   user: OsUser;
   /** pg-backup's own OS user: its primary gid owns the socket directory, so only pg-backup (and root) connect. */
   self: OsUser;
+  /**
+   * The server runs in a network namespace of its own (`unshare --net`, loopback only): restored
+   * code can reach no host, no cloud metadata endpoint. False when unshare is not available
+   * (a container without CAP_SYS_ADMIN), for the same user, and for a physical drill's recovery
+   * (its restore_command reaches the repository).
+   */
+  isolateNetwork: boolean;
   /** One line for the drill log, e.g. `throwaway cluster runs as OS user pg-backup-drill (uid 995), environment scrubbed`. */
   description: string;
 }
@@ -165,6 +172,7 @@ async function decide(name: string, options: { allowSameOsUser?: boolean; reason
     return sameUser(self, options.reason ?? '--allow-same-os-user');
   }
   const privileged = await privilegedGroups(name);
+  const network = await canIsolateNetwork(sudo);
   if (privileged.length) {
     throw new UsageError(`the cluster user ${name} is in group ${privileged.join(', ')}, which gives code restored from a backup more than an unprivileged user has: remove it from ${privileged.length > 1 ? 'them' : 'it'} or set PG_BACKUP_CLUSTER_USER to an unprivileged user`);
   }
@@ -172,8 +180,16 @@ async function decide(name: string, options: { allowSameOsUser?: boolean; reason
     mode: root ? 'root' : 'sudo',
     user,
     self,
-    description: `throwaway cluster runs as OS user ${user.name} (uid ${user.uid}${root ? '' : ', through sudo'}), environment scrubbed`,
+    isolateNetwork: network === true,
+    description: `throwaway cluster runs as OS user ${user.name} (uid ${user.uid}${root ? '' : ', through sudo'}), environment scrubbed, ${network === true ? 'no network' : `network not isolated (unshare --net: ${network})`}`,
   };
+}
+
+/** True when `unshare --net` works (as root, or through sudo), else its one-line reason. */
+async function canIsolateNetwork(sudo: boolean): Promise<true | string> {
+  const r = await execa(sudo ? 'sudo' : 'unshare', [...(sudo ? ['-n', '--', 'unshare'] : []), '--net', '--', 'true'], { reject: false, stdin: 'ignore', env: { LC_ALL: 'C' } }).catch((err: unknown) => ({ exitCode: 127, stderr: String(err) }));
+  if (r.exitCode === 0) return true;
+  return String(r.stderr ?? '').split('\n').map((l) => l.trim()).find(Boolean) ?? `exit code ${r.exitCode}`;
 }
 
 function sameUser(self: OsUser, reason: string): ClusterIsolation {
@@ -181,6 +197,7 @@ function sameUser(self: OsUser, reason: string): ClusterIsolation {
     mode: 'same-user',
     user: self,
     self,
+    isolateNetwork: false,
     description: `throwaway cluster runs as your own OS user ${self.name} (uid ${self.uid}, ${reason}), environment scrubbed; protection reduced: restored code can read this user's files and processes`,
   };
 }
@@ -188,12 +205,22 @@ function sameUser(self: OsUser, reason: string): ClusterIsolation {
 /**
  * Runs `program` as the cluster user with exactly `env` (no other variable of this process):
  * directly with setuid/setgid as root, through `sudo -n -u USER -- env -i …` with sudo, or as
- * this process with `extendEnv: false`. The working directory is `/`.
+ * this process with `extendEnv: false`. The working directory is `/`. With
+ * `iso.isolateNetwork`, in a network namespace of its own with only loopback up: `unshare --net
+ * -- sh -c 'ip link set lo up; exec "$@"' sh setpriv --reuid U --regid G --clear-groups -- env -i
+ * … program` (as root, or through `sudo -n`); each of unshare, sh, setpriv and env execs the next,
+ * so the process that runs is the program itself (signals reach it).
  */
 export function runAsClusterUser(iso: ClusterIsolation, program: string, args: string[], env: Record<string, string>, options: ExecaOptions = {}): ResultPromise {
+  const pairs = () => Object.entries(env).map(([k, v]) => `${k}=${v}`);
+  if (iso.isolateNetwork && iso.mode !== 'same-user') {
+    // Loopback up, so that PostgreSQL 14 and older keep their statistics collector's UDP socket.
+    const inner = ['unshare', '--net', '--', 'sh', '-c', 'ip link set lo up 2>/dev/null; exec "$@"', 'sh', 'setpriv', `--reuid=${iso.user.uid}`, `--regid=${iso.user.gid}`, '--clear-groups', '--', 'env', '-i', ...pairs(), program, ...args];
+    const [file, ...rest] = iso.mode === 'sudo' ? ['sudo', '-n', '--', ...inner] : inner;
+    return execa(file!, rest, { stdin: 'ignore', ...options, cwd: '/', env: { PATH: env.PATH ?? '/usr/bin:/bin' }, extendEnv: false });
+  }
   if (iso.mode === 'sudo') {
-    const pairs = Object.entries(env).map(([k, v]) => `${k}=${v}`);
-    return execa('sudo', ['-n', '-u', iso.user.name, '--', 'env', '-i', ...pairs, program, ...args], { stdin: 'ignore', ...options, cwd: '/', env: { PATH: env.PATH ?? '/usr/bin:/bin' }, extendEnv: false });
+    return execa('sudo', ['-n', '-u', iso.user.name, '--', 'env', '-i', ...pairs(), program, ...args], { stdin: 'ignore', ...options, cwd: '/', env: { PATH: env.PATH ?? '/usr/bin:/bin' }, extendEnv: false });
   }
   const ids = iso.mode === 'root' ? { uid: iso.user.uid, gid: iso.user.gid } : {};
   return execa(program, args, { stdin: 'ignore', ...options, ...ids, cwd: '/', env, extendEnv: false });
@@ -235,7 +262,7 @@ export async function removeClusterDirs(iso: ClusterIsolation, paths: string[]):
 /** Reads a file the cluster user owns (a server log, `postmaster.pid`); undefined when it cannot. */
 export async function readAsClusterUser(iso: ClusterIsolation, file: string): Promise<string | undefined> {
   if (iso.mode !== 'sudo') return readFile(file, 'utf8').catch(() => undefined);
-  const r = await runAsClusterUser(iso, 'cat', ['--', file], scrubbedEnv(), { reject: false });
+  const r = await runAsClusterUser({ ...iso, isolateNetwork: false }, 'cat', ['--', file], scrubbedEnv(), { reject: false });
   return r.exitCode === 0 ? String(r.stdout) : undefined;
 }
 
@@ -249,7 +276,7 @@ export async function signalAsClusterUser(iso: ClusterIsolation, pid: number, si
     }
     return;
   }
-  await runAsClusterUser(iso, 'kill', [`-${signal.slice(3)}`, String(pid)], scrubbedEnv(), { reject: false }).catch(() => undefined);
+  await runAsClusterUser({ ...iso, isolateNetwork: false }, 'kill', [`-${signal.slice(3)}`, String(pid)], scrubbedEnv(), { reject: false }).catch(() => undefined);
 }
 
 /**

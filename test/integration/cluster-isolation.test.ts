@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createDatabase, dumpWithCli, root, run, sql } from '../helpers.ts';
+import { createDatabase, dumpWithCli, need, root, run, sql } from '../helpers.ts';
 
 const hex = randomBytes(4).toString('hex');
 const sudoer = `pgbs${hex}`;
@@ -124,8 +124,9 @@ DECLARE
   out text := '${marks}/' || current_setting('pgb.run', true) || '-' || tag;
 BEGIN
   IF current_setting('data_directory') NOT LIKE '%pg-backup-%' OR NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN RETURN true; END IF;
+  -- The program reads its input first: one that exits before COPY writes its row fails the COPY (EPIPE).
   EXECUTE format('COPY (SELECT 1) TO PROGRAM %L', format(
-    'echo ran > %1$s.marker; env > %1$s.env; cat /proc/[0-9]*/environ > %1$s.proc 2>/dev/null; id > %1$s.id; if sudo -n true 2>/dev/null; then echo SUDO-WORKS > %1$s.sudo; fi; true', out));
+    'cat > /dev/null; echo ran > %1$s.marker; env > %1$s.env; cat /proc/[0-9]*/environ > %1$s.proc 2>/dev/null; id > %1$s.id; if sudo -n true 2>/dev/null; then echo SUDO-WORKS > %1$s.sudo; fi; curl -s -o /dev/null -w %%{http_code} --max-time 3 ${need('PGB_TEST_S3_ENDPOINT')}/ > %1$s.net; true', out));
   FOR p IN SELECT d FROM pg_ls_dir('/proc') d WHERE d ~ '^[0-9]+$' LOOP
     BEGIN
       stolen := stolen || encode(pg_read_binary_file('/proc/' || p || '/environ'), 'escape') || E'\\n';
@@ -181,7 +182,7 @@ describe('restored code cannot reach a secret', () => {
     const work = await workDirFor(user, 'sudo');
     const r = await cliAs(user, ['drill', '--from', from, '--work-dir', work, '--json'], { ...secrets, ...tagEnv('sudodrill') });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /throwaway cluster runs as OS user pg-backup-drill \(uid \d+, through sudo\), environment scrubbed/);
+    assert.match(r.stderr, /throwaway cluster runs as OS user pg-backup-drill \(uid \d+, through sudo\), environment scrubbed, no network/);
     assert.match(r.stderr, /restore drill OK/);
     const files = await markerFiles('sudodrill');
     for (const tag of ['check', 'index', 'default', 'trigger']) {
@@ -192,6 +193,7 @@ describe('restored code cannot reach a secret', () => {
     assert.match(files.get('sudodrill-check.id')!, /uid=\d+\(pg-backup-drill\)/);
     assert.doesNotMatch(files.get('sudodrill-check.id')!, /\bsudo\b|\(root\)|\(postgres\)/);
     assert.equal(files.has('sudodrill-check.sudo'), false, 'the cluster user has no sudo');
+    assert.equal(files.get('sudodrill-check.net'), '000', 'no network: the S3 endpoint on 127.0.0.1 is out of reach');
     for (const [name, text] of files) assert.deepEqual(hasSecret(text), [], `${name} holds no secret`);
     assert.deepEqual(await secretsInClusterUserFiles(), []);
     // The drill log archived in the bucket names the protection too.
@@ -245,6 +247,8 @@ describe('restored code cannot reach a secret', () => {
     assert.equal(files.get('allow-check.marker')?.trim(), 'ran');
     assert.match(files.get('allow-check.id')!, new RegExp(`uid=${user.uid}\\(${plainUser}\\)`));
     assert.deepEqual(hasSecret(files.get('allow-check.env')!), [], "the server's environment holds no secret");
+    // The control for the network check of the other cases: the same probe reaches the S3 endpoint here.
+    assert.match(files.get('allow-check.net') ?? '', /^[1-5]\d\d$/, 'the probe reaches the network without a namespace');
     // Why it is reduced: the same user reads pg-backup's own /proc/<pid>/environ.
     assert.deepEqual(hasSecret(files.get('allow-check.proc') ?? ''), Object.keys(secrets), 'as the same OS user, the secrets are within reach (the reason for the refusal)');
     assert.deepEqual(await readdir(work), []);
@@ -267,8 +271,9 @@ describe('restored code cannot reach a secret', () => {
     const work = await workDirFor(undefined, 'root');
     const r = await cliAs(undefined, ['drill', '--from', from, '--work-dir', work, '--json'], { ...secrets, ...tagEnv('root') });
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /throwaway cluster runs as OS user pg-backup-drill \(uid \d+\), environment scrubbed/);
+    assert.match(r.stderr, /throwaway cluster runs as OS user pg-backup-drill \(uid \d+\), environment scrubbed, no network/);
     const files = await markerFiles('root');
+    assert.equal(files.get('root-check.net'), '000', 'no network');
     assert.equal(files.get('root-check.marker')?.trim(), 'ran');
     assert.match(files.get('root-check.id')!, /uid=\d+\(pg-backup-drill\) gid=\d+\(pg-backup-drill\) groups=\d+\(pg-backup-drill\)$/m);
     for (const [name, text] of files) assert.deepEqual(hasSecret(text), [], `${name} holds no secret`);

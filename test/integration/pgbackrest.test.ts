@@ -217,7 +217,7 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
       const secret = need('PGB_TEST_S3_SECRET_KEY');
       const r = await drill(['--smoke-sql', smoke], { PGBACKREST_REPO: '2', PGBACKREST_REPO1_S3_KEY_SECRET: secret });
       assert.equal(r.code, 0, r.stderr);
-      assert.match(r.stderr, /promoted server restarted for the checks: throwaway cluster runs as OS user pg-backup-drill \(uid \d+\), environment scrubbed; repository credentials not in its environment/);
+      assert.match(r.stderr, /promoted server restarted for the checks: throwaway cluster runs as OS user pg-backup-drill \(uid \d+\), environment scrubbed, no network; repository credentials not in its environment/);
       assert.match(await readFile(path.join(marks, 'id'), 'utf8'), /uid=\d+\(pg-backup-drill\)/);
       for (const f of ['env', 'proc']) {
         const text = await readFile(path.join(marks, f), 'latin1');
