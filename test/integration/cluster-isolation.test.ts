@@ -16,6 +16,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { createDatabase, dumpWithCli, need, root, run, sql } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 
 const hex = randomBytes(4).toString('hex');
 const sudoer = `pgbs${hex}`;
@@ -253,6 +254,34 @@ describe('restored code cannot reach a secret', () => {
     assert.deepEqual(hasSecret(files.get('allow-check.proc') ?? ''), Object.keys(secrets), 'as the same OS user, the secrets are within reach (the reason for the refusal)');
     assert.deepEqual(await readdir(work), []);
   });
+
+  for (const [signal, code, cue] of [['SIGINT', 130, /\binitdb\b/], ['SIGTERM', 143, /row counts: /]] as const) {
+    it(`${signal} ${code === 130 ? 'during initdb' : 'during the checks'} of a drill through sudo: exit ${code}, no process of the cluster user left, nothing left in the work dir`, { timeout: 180_000 }, async () => {
+      const user = users.sudoer!;
+      const from = await bucketFor(customFrom, user, `sig${code}`);
+      const work = await workDirFor(user, `sig${code}`);
+      const smoke = path.join(work, 'smoke.sql');
+      await writeFile(smoke, '-- expect: ok\nSELECT pg_sleep(60);\n', { mode: 0o644 });
+      const { mark, env: markEnv } = leftoverMark();
+      const child = spawn('setpriv', ['--reuid', String(user.uid), '--regid', String(user.gid), '--init-groups', '--', process.execPath, path.join(root, 'bin/pg-backup.js'), 'drill', '--from', from, '--work-dir', work, '--smoke-sql', smoke], {
+        cwd: '/',
+        env: { PATH: process.env.PATH!, HOME: base, ...secrets, ...tagEnv(`sig${code}`), ...markEnv },
+      });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      const end = Date.now() + 120_000;
+      // initdb runs ~1 s (a process scan sees it); the checks wait on the 60 s smoke query.
+      const seen = async () => (signal === 'SIGINT' ? (await markedProcesses(mark)).some((p) => cue.test(p)) : cue.test(stderr));
+      while (!(await seen()) && Date.now() < end && child.exitCode === null) await new Promise((r) => setTimeout(r, 20));
+      // setpriv execs node: the signal reaches pg-backup itself.
+      child.kill(signal);
+      assert.equal(await exited, code, stderr);
+      assert.match(stderr, new RegExp(`received ${signal}: cancelling and cleaning up`));
+      assert.deepEqual(await markedProcesses(mark), [], 'no initdb, pg_ctl, postgres or sudo process left');
+      assert.deepEqual((await readdir(work)).filter((n) => n !== 'smoke.sql'), [], 'the cluster (the cluster user\'s files) and the download removed');
+    });
+  }
 
   it('the demo without root or sudo proceeds, saying why: it restores only the data it made', { timeout: 240_000 }, async () => {
     const user = users.plain!;
