@@ -157,6 +157,8 @@ export async function startRestoredServer(options: RestoredServerOptions): Promi
   const envOfChecks = scrubbedEnv();
   let running: { iso: ClusterIsolation; env: Record<string, string> } | undefined;
   let stopped = false;
+  let pidSeen = false;
+  let startedAt = Date.now();
   const readLog = () => readFile(logFile, 'utf8').catch(() => '');
   const users = [...new Set(['postgres', process.env.PG_BACKUP_CLUSTER_USER, os.userInfo().username].filter((u): u is string => Boolean(u)))];
   const server: RestoredServer = {
@@ -174,16 +176,24 @@ export async function startRestoredServer(options: RestoredServerOptions): Promi
     async stop() {
       if (stopped) return;
       stopped = true;
-      if (running) await stopServer(running.iso, pgCtl, options.dataDir, running.env);
+      if (!running) return;
+      // pg_ctl start -W returns before the postmaster writes its pid file; pg_ctl stop without
+      // one stops nothing (a drill cancelled at once left a recovering server behind). Wait for
+      // the file first, at most 5 s after the start.
+      const pidFile = path.join(options.dataDir, 'postmaster.pid');
+      while (!pidSeen && Date.now() - startedAt < 5_000 && (await readAsClusterUser(running.iso, pidFile)) === undefined) await sleep(20);
+      await stopServer(running.iso, pgCtl, options.dataDir, running.env);
     },
   };
   try {
     running = { iso: recovery, env: envOfRecovery };
+    startedAt = Date.now();
     const settings = throwawaySettings(dir, options.dataDir, port, recoverySocket).map(optionArg).join(' ');
     // -W: pg_ctl returns at once; the wait below knows recovery from failure and honours the signal.
     await runAsClusterUser(recovery, pgCtl, ['start', '-W', '-D', options.dataDir, '-l', logFile, '-o', settings], envOfRecovery, { cancelSignal: options.signal });
     options.onStarted?.(port);
     await waitForPromotion(options, readLog);
+    pidSeen = true;
     options.onPromoted?.();
 
     // Phase 2: the promoted server, restarted as the checks' user without the repository's credentials.
