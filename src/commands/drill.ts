@@ -14,6 +14,7 @@ import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { clusterIsolation } from '../postgres/cluster-user.ts';
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { serverFacts } from '../postgres/server.ts';
@@ -50,6 +51,15 @@ export interface DrillCommonOptions {
    * restored data directory). Default `PG_BACKUP_WORK_DIR` or the OS temp dir.
    */
   workDir?: string;
+  /**
+   * `--allow-same-os-user`: when this process is neither root nor has passwordless sudo, run
+   * the throwaway PostgreSQL as this process's own OS user anyway (environment still scrubbed;
+   * restored code could read this user's files). Without it that case is refused before
+   * anything starts (src/postgres/cluster-user.ts).
+   */
+  allowSameOsUser?: boolean;
+  /** Why the same OS user is acceptable, for the drill log (the demo's own data); default `--allow-same-os-user`. */
+  sameOsUserReason?: string;
   /** A smoke SQL file: queries, each preceded by `-- expect: …` (see `src/backup/smoke.ts`). */
   smokeSql?: string;
   /** Fail when RTO exceeds this duration (`30m`, `1h`). */
@@ -180,6 +190,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   const jobs = options.jobs ?? defaultDrillJobs();
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
   const { maxRtoMs, maxRpoMs, maxClockSkewMs, smokeChecks } = await drillBudgets(options);
+  // Who runs the throwaway cluster is settled before anything starts: a refusal (exit 2) leaves nothing behind.
+  if (!options.targetUrl) await clusterIsolation({ allowSameOsUser: options.allowSameOsUser, reason: options.sameOsUserReason });
   let scratch: string | undefined;
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
@@ -252,7 +264,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           cluster: targetConn
             ? undefined
             : async (signal) => {
-                const cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal, bulkRestore: {} }).catch((err: unknown) => {
+                const cluster = await startThrowawayCluster({ minMajor: manifest.server.major, major: options.serverMajor, workDir: options.workDir, logger: log, signal, bulkRestore: {}, allowSameOsUser: options.allowSameOsUser, sameOsUserReason: options.sameOsUserReason }).catch((err: unknown) => {
                   // startThrowawayCluster removed what it made.
                   log.info(`throwaway cluster removed: its start ${signal.aborted ? 'was stopped' : 'failed'}`);
                   throw err;

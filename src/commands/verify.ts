@@ -15,6 +15,7 @@ import { prefetchPrograms } from '../postgres/binaries.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { clusterIsolation } from '../postgres/cluster-user.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
 import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
@@ -57,6 +58,10 @@ export interface VerifyOptions {
   failOnSuspicion?: boolean;
   /** Parent directory of the throwaway cluster for `schema`. */
   workDir?: string;
+  /** `schema`: run the throwaway PostgreSQL as this process's own OS user when no other can be had (`--allow-same-os-user`; see `DrillCommonOptions.allowSameOsUser`). */
+  allowSameOsUser?: boolean;
+  /** Why the same OS user is acceptable, for the log (the demo's own data). */
+  sameOsUserReason?: string;
   s3?: S3Settings;
   /** age identities for client-side encrypted backups; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. Without one, `checksum` checks the stored bytes only. */
   ageIdentities?: string[];
@@ -116,6 +121,8 @@ export interface VerifyResult {
  * @throws UsageError for bad options, no matching backup, unusable storage or missing binaries.
  */
 export async function verify(options: VerifyOptions): Promise<VerifyResult> {
+  // Who runs the schema level's throwaway cluster is settled before anything is read: a refusal (exit 2) leaves nothing behind.
+  if (options.level === 'schema') await clusterIsolation({ allowSameOsUser: options.allowSameOsUser, reason: options.sameOsUserReason });
   const result = await verifyBackup(options);
   // A cancelled verify proves nothing either way: no verdict, no record.
   options.signal?.throwIfAborted();
@@ -221,7 +228,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   try {
     let schemaTarget: DatabaseConnection | undefined;
     if (level === 'schema') {
-      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal });
+      cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal, allowSameOsUser: options.allowSameOsUser, sameOsUserReason: options.sameOsUserReason });
       schemaTarget = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
     }
     const schemaSink = (b: RestoreBinaries, target: DatabaseConnection): ArchiveSink => {

@@ -3,7 +3,7 @@ import { formatSeconds } from '../format.ts';
 import { UsageError } from '../errors.ts';
 import { physicalDrill } from '../physical/drill.ts';
 import { PgBackRestDriver } from '../physical/pgbackrest.ts';
-import { actionLogger, runnerLog, s3SettingsFrom, setOutputs, type issueInputs, type storageInputs } from './action.ts';
+import { actionLogger, booleanInput, runnerLog, s3SettingsFrom, setOutputs, type issueInputs, type storageInputs } from './action.ts';
 import { syncFailureIssue, type IssueSettings } from './issues.ts';
 import type { Logger } from '../log.ts';
 import { reported, type ReportingOptions, type RunScope } from '../notify/index.ts';
@@ -17,6 +17,7 @@ type Inputs = { [K in keyof typeof storageInputs | keyof typeof issueInputs]?: s
   environment?: string;
   database?: string;
   'work-dir'?: string;
+  'allow-same-os-user'?: string;
   'smoke-sql'?: string;
   'max-rto'?: string;
   'max-rpo'?: string;
@@ -47,6 +48,7 @@ export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | u
     environment: inputs.environment,
     database: inputs.database,
     workDir: inputs['work-dir'],
+    allowSameOsUser: booleanInput(inputs['allow-same-os-user'], 'allow-same-os-user'),
     smokeSql: inputs['smoke-sql'],
     verifyRepository: verify === 'true',
     maxRto: inputs['max-rto'],

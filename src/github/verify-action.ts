@@ -1,7 +1,7 @@
 import * as core from '@actions/core';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { verify, type VerifyLevel } from '../commands/verify.ts';
-import { actionLogger, runnerLog, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
+import { actionLogger, booleanInput, runnerLog, filterInputs, issueInputs, issueSettingsFrom, maskSecrets, optional, readInputs, runAction, s3SettingsFrom, setOutputs, storageInputs, identitiesFrom, reportingFrom, reportingInputs } from './action.ts';
 import { reported } from '../notify/index.ts';
 import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
@@ -22,6 +22,7 @@ export async function run(): Promise<void> {
       'expect-every': optional,
       'fail-on-suspicion': optional,
       'work-dir': optional,
+      'allow-same-os-user': optional,
       record: optional,
       ...filterInputs,
       ...issueInputs,
@@ -67,6 +68,7 @@ export async function run(): Promise<void> {
         expectEvery: inputs['expect-every'],
         failOnSuspicion: inputs['fail-on-suspicion'] === 'true',
         workDir: inputs['work-dir'],
+        allowSameOsUser: booleanInput(inputs['allow-same-os-user'], 'allow-same-os-user'),
         record: inputs.record === 'true',
         s3: s3SettingsFrom(inputs),
         ageIdentities: identitiesFrom(inputs['age-identity']),

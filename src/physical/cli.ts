@@ -22,6 +22,7 @@ export interface PhysicalDrillFlags {
   smokeSql?: string;
   maxRto?: string;
   maxRpo?: string;
+  allowSameOsUser?: boolean;
 }
 
 /**
@@ -49,6 +50,7 @@ export async function physicalDrillCli(
     verifyRepository: flags.pgbackrestVerify,
     maxRto: flags.maxRto,
     maxRpo: flags.maxRpo,
+    allowSameOsUser: flags.allowSameOsUser,
     s3: io.s3,
     logger: stderrLogger(),
     signal: io.signal,

@@ -1,12 +1,15 @@
-import { chown, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chown, mkdir, mkdtemp, readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import { execa } from 'execa';
 import path from 'node:path';
 import { validateLabel } from '../backup/keys.ts';
 import { runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { drillBudgets, drillHistory, drillRecordKeys, writeDrillRecord, type DrillCommonOptions, type DrillHistoryEntry } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
-import { CheckFailedError, messageOf } from '../errors.ts';
+import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
-import { clusterUser, workDirOf } from '../postgres/cluster.ts';
+import { workDirOf } from '../postgres/cluster.ts';
+import { clusterIsolation, readAsClusterUser, removeClusterDirs, type ClusterIsolation } from '../postgres/cluster-user.ts';
 import { openStorage } from '../storage/index.ts';
 import type { ArchiveFacts, PhysicalBackup, PhysicalDriver } from './driver.ts';
 import { walSegmentName, walSegmentNumber } from './pgbackrest.ts';
@@ -68,7 +71,11 @@ export interface PhysicalDrillResult {
   startedAt: string;
   /** Restore + WAL replay until promotion, in ms. */
   rtoMs: number;
-  phases: { restoreMs: number; replayMs: number; checksMs: number };
+  /**
+   * `handoverMs`: stopping the promoted server, giving its files to the cluster user and starting
+   * it again for the checks (startRestoredServer): not part of the RTO.
+   */
+  phases: { restoreMs: number; replayMs: number; handoverMs: number; checksMs: number };
   /** Age of the newest archived WAL segment at drill start, in ms. */
   rpoMs?: number;
   newestWal?: { segment: string; archivedAt?: string };
@@ -119,12 +126,16 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     target: target.type === 'time' ? { type: 'time', time: target.iso, pgbackrest: pgbackrestTime(target.at) } : { type: 'latest' },
     startedAt: startedAt.toISOString(),
     rtoMs: 0,
-    phases: { restoreMs: 0, replayMs: 0, checksMs: 0 },
+    phases: { restoreMs: 0, replayMs: 0, handoverMs: 0, checksMs: 0 },
     extensions: [],
     smoke: [],
     history: [],
   };
-  const user = await clusterUser();
+  // Who runs the restored server: settled before anything starts (a refusal, exit 2, leaves nothing behind).
+  const checksUser = await clusterIsolation({ allowSameOsUser: options.allowSameOsUser });
+  const recoveryUser = await pgbackrestIsolation();
+  const user = recoveryUser.mode === 'root' ? recoveryUser.user : undefined;
+  await warnReadableCredentials(driver, checksUser, log);
   result.toolVersion = await driver.version(options.signal);
   let dir: string | undefined;
   let server: RestoredServer | undefined;
@@ -151,13 +162,19 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
 
     // Phase 2: WAL replay until promotion.
     const replayStart = Date.now();
+    let promotedAt: number | undefined;
     try {
       server = await log.group('replay', () =>
         startRestoredServer({
           dataDir,
           major: facts.pgMajor,
-          user,
+          recovery: recoveryUser,
+          checks: checksUser,
           env: driver.serverEnv(),
+          onPromoted: () => {
+            promotedAt = Date.now();
+          },
+          onHandedOver: (description) => log.info(`promoted server restarted for the checks: ${description}; repository credentials not in its environment`),
           signal: options.signal,
           timeoutMs: maxRtoMs !== undefined ? Math.max(maxRtoMs * 2, 60_000) : 24 * 3_600_000,
           onStarted: (port) => log.info(`PostgreSQL ${facts.pgMajor} replaying WAL (private socket, port ${port}, no TCP)`),
@@ -171,13 +188,14 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
       const explained = await explainStop(driver, serverLog, dataDir, options.signal);
       throw new CheckFailedError(`${err.message}${explained ? `; ${explained}` : ''}`);
     } finally {
-      result.phases.replayMs = Date.now() - replayStart;
+      result.phases.replayMs = (promotedAt ?? Date.now()) - replayStart;
+      if (promotedAt) result.phases.handoverMs = Date.now() - promotedAt;
     }
-    log.info(`replay phase: ${formatSeconds(result.phases.replayMs)}, promoted`);
+    log.info(`replay phase: ${formatSeconds(result.phases.replayMs)}, promoted; restarted for the checks in ${formatSeconds(result.phases.handoverMs)}`);
 
     // Phase 3: checks.
     const checksStart = Date.now();
-    await log.group('checks', () => runChecks(server!, driver, facts, target, dataDir, smokeChecks, options, result, log));
+    await log.group('checks', () => runChecks(server!, driver, facts, target, dataDir, smokeChecks, options, result, log, checksUser));
     if (options.verifyRepository) {
       const verification = await log.group('verify repository', () => driver.verifyRepository(options.signal));
       result.repositoryVerify = verification;
@@ -194,7 +212,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
       await server.stop();
       log.info('restored server stopped');
     }
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (dir) await removeClusterDirs(checksUser, [dir]);
   }
 
   result.rtoMs = result.phases.restoreMs + result.phases.replayMs;
@@ -230,6 +248,40 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     return [];
   });
   return result;
+}
+
+/**
+ * Who runs the restored server during recovery, whose restore_command (`pgbackrest
+ * archive-get`) must read the repository and pgBackRest's configuration: as root, OS user
+ * `PG_BACKUP_PGBACKREST_USER` (default `postgres`, the user pgBackRest runs as in the
+ * PostgreSQL packages); otherwise this process's own user. No restored SQL runs in that phase
+ * (see startRestoredServer).
+ * @throws UsageError when root and that user does not exist.
+ */
+export async function pgbackrestIsolation(): Promise<ClusterIsolation> {
+  const info = os.userInfo();
+  const self = { name: info.username, uid: info.uid, gid: info.gid };
+  if (self.uid !== 0) return { mode: 'same-user', user: self, self, isolateNetwork: false, description: `recovery runs as OS user ${self.name}` };
+  const name = process.env.PG_BACKUP_PGBACKREST_USER || 'postgres';
+  const r = await execa('id', [name], { reject: false, env: { LC_ALL: 'C' } });
+  const uid = /uid=(\d+)/.exec(String(r.stdout))?.[1];
+  const gid = /gid=(\d+)/.exec(String(r.stdout))?.[1];
+  if (r.exitCode !== 0 || !uid || !gid) throw new UsageError(`the restored server's recovery runs as the OS user that reads the pgBackRest repository, ${JSON.stringify(name)}, which does not exist: set PG_BACKUP_PGBACKREST_USER to the user pgBackRest runs as`);
+  return { mode: 'root', user: { name, uid: Number(uid), gid: Number(gid) }, self, isolateNetwork: false, description: `recovery runs as OS user ${name} (uid ${uid})` };
+}
+
+/**
+ * Warns about each of the tool's configuration files that every OS user can read: the restored
+ * server's checks run as the cluster user, and code restored from the backup could read the
+ * repository's credentials there.
+ */
+async function warnReadableCredentials(driver: PhysicalDriver, checksUser: ClusterIsolation, log: Logger): Promise<void> {
+  if (checksUser.mode === 'same-user') return; // that user reads the file whatever its mode
+  for (const file of driver.credentialFiles?.() ?? []) {
+    const s = await stat(file).catch(() => undefined);
+    if (!s || !(s.mode & 0o004)) continue;
+    log.warn(`${file} is readable by every OS user (mode ${(s.mode & 0o777).toString(8).padStart(4, '0')}): the restored server's checks run as ${checksUser.user.name}, and code restored from the backup could read the repository's credentials in it; make it readable by its owner and group only (chmod 640)`);
+  }
 }
 
 /** Logs the archive's facts and sets the RPO (age of the newest archived segment). */
@@ -270,6 +322,7 @@ async function runChecks(
   options: PhysicalDrillOptions,
   result: PhysicalDrillResult,
   log: Logger,
+  checksUser: ClusterIsolation,
 ): Promise<void> {
   const serverLog = await server.log();
   if (!/consistent recovery state reached/.test(serverLog)) result.problems.push('the restored server never logged "consistent recovery state reached"');
@@ -283,9 +336,11 @@ async function runChecks(
     );
     const { tli, last, seg } = rows[0]!;
     const segmentBytes = parseSize(seg);
-    const recovery: RecoveryOutcome = { timeline: tli, lastTransactionAt: last?.toISOString() };
+    // The server was restarted after its promotion (startRestoredServer), so replay's last commit time comes from the recovery log.
+    const lastReplayed = last ?? lastTransactionInLog(serverLog);
+    const recovery: RecoveryOutcome = { timeline: tli, lastTransactionAt: lastReplayed?.toISOString() };
     result.recovery = recovery;
-    const history = await readFile(path.join(dataDir, 'pg_wal', `${tli.toString(16).toUpperCase().padStart(8, '0')}.history`), 'utf8').catch(() => '');
+    const history = (await readAsClusterUser(checksUser, path.join(dataDir, 'pg_wal', `${tli.toString(16).toUpperCase().padStart(8, '0')}.history`))) ?? '';
     const branch = history.trim().split('\n').filter((l) => /^\d+\t/.test(l)).at(-1)?.split('\t');
     if (branch) {
       recovery.switchLsn = branch[1];
@@ -299,8 +354,8 @@ async function runChecks(
       // Stopped at the target: PostgreSQL records "before/after <commit time>" in the history file.
       if (!recovery.stopReason || !/^(before|after) /.test(recovery.stopReason)) {
         result.problems.push(`recovery did not stop at the target time ${target.iso}: ${recovery.stopReason ?? 'no timeline history'}`);
-      } else if (last && last.getTime() > target.at.getTime()) {
-        result.problems.push(`recovery replayed a transaction committed at ${last.toISOString()}, after the target time ${target.iso}`);
+      } else if (lastReplayed && lastReplayed.getTime() > target.at.getTime()) {
+        result.problems.push(`recovery replayed a transaction committed at ${lastReplayed.toISOString()}, after the target time ${target.iso}`);
       } else {
         log.info(`recovery stopped at the target: ${recovery.stopReason}`);
       }
@@ -358,6 +413,18 @@ async function runChecks(
       if (!r.ok) result.problems.push(`smoke check at line ${r.line} expected ${r.expectation}, got ${r.actual}`);
     }
   }
+}
+
+/**
+ * The commit time of the last transaction replayed, from PostgreSQL's end-of-recovery line
+ * (`last completed transaction was at log time 2026-12-07 16:06:19.069012+00`; the restored
+ * server logs in UTC, `log_timezone` being set by throwawaySettings), or undefined.
+ */
+export function lastTransactionInLog(log: string): Date | undefined {
+  const m = [...log.matchAll(/last completed transaction was at log time (\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d(?:\.\d+)?)([+-]\d\d)(?::?(\d\d))?/g)].at(-1);
+  if (!m) return undefined;
+  const at = new Date(`${m[1]}T${m[2]}${m[3]}:${m[4] ?? '00'}`);
+  return Number.isNaN(at.getTime()) ? undefined : at;
 }
 
 /** `16MB` (SHOW wal_segment_size) in bytes. */

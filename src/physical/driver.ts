@@ -28,6 +28,11 @@ export interface PhysicalDriver {
   /** Extra environment of the restored server (its restore_command runs the tool). */
   serverEnv(): Record<string, string>;
   /**
+   * The tool's configuration files, which may hold the repository's credentials: the drill
+   * warns when another OS user (the restored server's checks run as one) can read them.
+   */
+  credentialFiles?(): string[];
+  /**
    * The tool's reason why WAL segment `segment` cannot be fetched (`undefined` when it can), asked
    * as the restored server's restore_command would ask (`dataDir`: the restored data directory;
    * the probe's copy lands beside it).

@@ -214,6 +214,12 @@ export class PgBackRestDriver implements PhysicalDriver {
     return { PGBACKREST_ARCHIVE_ASYNC: 'n' };
   }
 
+  credentialFiles(): string[] {
+    // pgBackRest's configuration: --config, else PGBACKREST_CONFIG, else its default (pgBackRest
+    // configuration reference, "config"); and the include path's files are read too.
+    return [this.options.config ?? process.env.PGBACKREST_CONFIG ?? '/etc/pgbackrest/pgbackrest.conf'];
+  }
+
   async explainMissingWal(segment: string, dataDir: string, signal?: AbortSignal): Promise<string | undefined> {
     const dir = path.dirname(dataDir);
     const r = await this.run('archive-get', ['--log-level-console=info', '--archive-async=n', `--pg1-path=${dataDir}`, '--reset-pg1-host'], { signal, cwd: dir, positional: [segment, path.join(dir, `probe-${segment}`)] });

@@ -1,30 +1,46 @@
-import { access, appendFile, chmod, chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { execa } from 'execa';
-import { CheckFailedError, UsageError, redact } from '../errors.ts';
+import { CheckFailedError, redact } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary, type PgBinary } from './binaries.ts';
-import { serverInitdb } from './server-binaries.ts';
+import { checkReachable, serverInitdb } from './server-binaries.ts';
+import {
+  checkClusterUserReaches,
+  clusterIsolation,
+  makeClusterDirs,
+  processAlive,
+  processOwner,
+  readAsClusterUser,
+  removeClusterDirs,
+  runAsClusterUser,
+  scrubbedEnv,
+  signalAsClusterUser,
+  type ClusterIsolation,
+} from './cluster-user.ts';
 import { parseDatabaseUrl, withDatabase, type DatabaseConnection } from './connection.ts';
 import { connect } from './server.ts';
 
 /**
  * A PostgreSQL cluster the tool started for a drill or a demo; removed by {@link ThrowawayCluster.stop}.
- * It is reachable by this process alone (docs/security.md, "The drill's throwaway cluster"): no
- * TCP listener (`listen_addresses = ''`), one Unix socket (mode 0700) in a directory of mode
- * 0700 owned by the cluster's OS user; other OS users (root aside) cannot enter it.
+ * It is reachable by this process's OS user alone (docs/security.md, "The drill's throwaway
+ * cluster"): no TCP listener (`listen_addresses = ''`), one Unix socket (mode 0770) in a
+ * directory owned by the cluster's OS user with this process's group (mode 2710); other OS
+ * users (root aside) cannot enter it. It runs as the cluster user with a scrubbed environment
+ * ({@link isolation}).
  */
 export interface ThrowawayCluster {
   /** Connection to the `postgres` database as superuser `postgres` over the Unix socket (trust auth, guarded by the directory's mode). */
   connection: DatabaseConnection;
   /** The port number in the socket's name (`.s.PGSQL.<port>`); nothing listens on TCP. */
   port: number;
-  /** The cluster's directory (data, socket, log), mode 0700; deleted on stop. */
+  /** The cluster's directory (this process's, mode 0711; 0700 as the same user), holding `data` (0700) and `socket`; deleted on stop. */
   dir: string;
-  /** The directory of the server's Unix socket: {@link dir}, or a 0700 directory under /tmp when that path is too long for a socket. */
+  /** The directory of the server's Unix socket: `<dir>/socket`, or one under /tmp when that path is too long for a socket. */
   socketDir: string;
+  /** Who runs the server and how (the drill log names it). */
+  isolation: ClusterIsolation;
   /** The server's major version. */
   major: number;
   version: string;
@@ -45,6 +61,14 @@ export interface ClusterOptions {
   /** Parent directory for the cluster's files. Default: `PG_BACKUP_WORK_DIR`, else the OS temp dir. */
   workDir?: string;
   logger?: Logger;
+  /**
+   * Run the cluster as this process's own OS user when neither root nor passwordless sudo can
+   * run it as the cluster user (explicit consent: `--allow-same-os-user`; the demo). Without
+   * it, that case is refused (UsageError).
+   */
+  allowSameOsUser?: boolean;
+  /** Why the same user is acceptable, for the drill log (default `--allow-same-os-user`). */
+  sameOsUserReason?: string;
   /** Stops the start (initdb is killed; a server already started is stopped) and removes the directory; then rejects with the signal's reason. */
   signal?: AbortSignal;
   /**
@@ -110,17 +134,27 @@ export function workDirOf(dir?: string): string {
 
 /**
  * Creates database `name` in a throwaway cluster (from template0, UTF8) and returns its
- * connection. When `roles` are given, the missing ones are created NOLOGIN too, so a plain
- * dump's `OWNER TO` and `GRANT` statements replay.
+ * connection. A name the cluster already has (`postgres`, `template1`: a backup of one of those
+ * is drilled like any other) is dropped first and made anew from template0, so the restore meets
+ * an empty database; a new `template1` is marked a template again. When `roles` are given, the
+ * missing ones are created NOLOGIN too, so a plain dump's `OWNER TO` and `GRANT` statements replay.
  */
 export async function createThrowawayDatabase(cluster: ThrowawayCluster, name: string, roles?: string[]): Promise<DatabaseConnection> {
-  const admin = await connect(cluster.connection, 'pg-backup');
+  // The admin session must not sit in the database it drops: `postgres` is replaced from template1.
+  const admin = await connect(name === 'postgres' ? withDatabase(cluster.connection, 'template1') : cluster.connection, 'pg-backup');
   try {
-    await admin.query(`CREATE DATABASE ${admin.escapeIdentifier(name)} TEMPLATE template0 ENCODING 'UTF8'`);
+    const db = admin.escapeIdentifier(name);
+    const { rows: existing } = await admin.query<{ datistemplate: boolean }>('SELECT datistemplate FROM pg_database WHERE datname = $1', [name]);
+    if (existing[0]) {
+      if (existing[0].datistemplate) await admin.query(`ALTER DATABASE ${db} IS_TEMPLATE false`);
+      await admin.query(`DROP DATABASE ${db}`);
+    }
+    await admin.query(`CREATE DATABASE ${db} TEMPLATE template0 ENCODING 'UTF8'`);
+    if (existing[0]?.datistemplate) await admin.query(`ALTER DATABASE ${db} IS_TEMPLATE true`);
     if (roles?.length) {
       const { rows } = await admin.query<{ rolname: string }>('SELECT rolname FROM pg_roles');
-      const existing = new Set(rows.map((r) => r.rolname));
-      for (const role of roles) if (!existing.has(role)) await admin.query(`CREATE ROLE ${admin.escapeIdentifier(role)} NOLOGIN`);
+      const have = new Set(rows.map((r) => r.rolname));
+      for (const role of roles) if (!have.has(role)) await admin.query(`CREATE ROLE ${admin.escapeIdentifier(role)} NOLOGIN`);
     }
   } finally {
     await admin.end().catch(() => undefined);
@@ -142,30 +176,21 @@ export async function freePort(): Promise<number> {
 }
 
 /**
- * The OS user that runs `initdb` and `postgres`: the current user, or, when running as root
- * (which `initdb` refuses), `PG_BACKUP_CLUSTER_USER` or `postgres`.
- * @throws UsageError when running as root and that user does not exist.
+ * The OS user a throwaway cluster runs as when it is not this process's own: the cluster user
+ * (`PG_BACKUP_CLUSTER_USER`, default `pg-backup-drill`, created on demand) when this process is
+ * root or has passwordless sudo; undefined when the cluster would run as this process's user
+ * (see {@link clusterIsolation}).
+ * @throws UsageError when the cluster user cannot be created or is privileged.
  */
-export async function clusterUser(): Promise<{ uid: number; gid: number } | undefined> {
-  if (process.getuid?.() !== 0) return undefined;
-  const name = process.env.PG_BACKUP_CLUSTER_USER || 'postgres';
-  const uid = await execa('id', ['-u', name], { reject: false });
-  const gid = await execa('id', ['-g', name], { reject: false });
-  if (uid.exitCode !== 0 || gid.exitCode !== 0) {
-    throw new UsageError(`initdb refuses to run as root and user ${JSON.stringify(name)} does not exist: create it (useradd --system postgres) or set PG_BACKUP_CLUSTER_USER`);
-  }
-  return { uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+export async function clusterUser(): Promise<{ name: string; uid: number; gid: number } | undefined> {
+  const iso = await clusterIsolation({ allowSameOsUser: true });
+  return iso.mode === 'same-user' ? undefined : iso.user;
 }
 
 /** The port number in the throwaway cluster's socket name: with no TCP listener it only names the file, so a fixed one is fine. */
 const SOCKET_PORT = 5432;
 /** The longest Unix socket path Linux takes is 107 bytes (`sun_path`, less the NUL): keep a margin. */
 const MAX_SOCKET_PATH = 100;
-
-/** A value for postgresql.conf, quoted (PostgreSQL docs 20.1.2: single quotes, doubled inside). */
-function confString(value: string): string {
-  return `'${value.replace(/'/g, "''")}'`;
-}
 
 /**
  * One line for a failed initdb or pg_ctl: out of space (naming `parent`), else the first line of
@@ -186,14 +211,32 @@ function clusterFailure(program: string, err: unknown, parent: string, serverLog
 /** Disk an empty throwaway cluster takes (initdb's files and the first WAL segments), in bytes: 39 MB measured for PostgreSQL 15, with a margin. */
 export const CLUSTER_BASE_BYTES = 48 * 1024 * 1024;
 
+/** One `-c name=value` for pg_ctl's `-o`, which a shell splits: single-quoted for /bin/sh. */
+export function serverOptionArg([name, value]: [string, string]): string {
+  return `-c '${name}=${value.replace(/'/g, "'\\''")}'`;
+}
+
 /**
- * Starts a throwaway PostgreSQL cluster: `initdb` into a fresh directory (mode 0700) under the
- * work dir, then `pg_ctl start` with no TCP listener and one Unix socket (mode 0700) in that
- * directory, so only this process (and root) can connect: other OS users cannot enter it. Trust
- * authentication stands behind that guard (`--auth-local=trust --auth-host=reject`). Durability
- * is off (`fsync`, `full_page_writes`, `synchronous_commit`), since the data is thrown away; with
- * `bulkRestore`, WAL is skipped too ({@link bulkRestoreSettings}).
- * @throws UsageError when no suitable server binaries are installed, or when running as root without the cluster user.
+ * Starts a throwaway PostgreSQL cluster. Who runs it is decided first ({@link clusterIsolation}):
+ * the cluster user (`pg-backup-drill`, created on demand) when this process is root or has
+ * passwordless sudo, else this process's own user only with `allowSameOsUser` (refused
+ * otherwise, before anything is made). initdb, pg_ctl and postgres get a scrubbed environment
+ * ({@link scrubbedEnv}: PATH, locale, TZ; no credential of this process).
+ *
+ * Layout: a directory of this process under the work dir (mode 0711: others may pass, not
+ * list, and the cluster user cannot write it, so it cannot swap its own directories for links
+ * before they are removed), holding `data` (the cluster user's, 0700; the server log is
+ * `data/pg-backup-server.log`) and `socket` (owner the cluster user, group this process's
+ * primary group, mode 2710: the socket inherits that group and gets mode 0770, so this process
+ * connects and no other user can; the socket directory moves to a 0711 directory under /tmp
+ * when the path is too long for a socket). As the same user, both are 0700. No TCP listener;
+ * trust authentication behind that guard (`--auth-local=trust --auth-host=reject`). Durability
+ * is off (`fsync`, `full_page_writes`, `synchronous_commit`), since the data is thrown away;
+ * with `bulkRestore`, WAL is skipped too ({@link bulkRestoreSettings}). The settings go on the
+ * server's command line (pg_ctl -o), since this process cannot write the cluster user's files.
+ * @throws UsageError when no suitable server binaries are installed, when the cluster would run
+ *   as this process's user without `allowSameOsUser`, or when the cluster user cannot reach the
+ *   work dir or the binaries.
  * @throws CheckFailedError when initdb or the server runs out of space (one line naming the directory).
  * @throws Error with one line from initdb's or the server's output when either fails otherwise.
  */
@@ -201,65 +244,73 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
   if (options.major !== undefined && options.major < options.minMajor) {
     throw new CheckFailedError(`PostgreSQL ${options.major} is older than ${options.minMajor}: a dump restores only into its source's major or a newer one`);
   }
+  const iso = await clusterIsolation({ allowSameOsUser: options.allowSameOsUser, reason: options.sameOsUserReason });
   const initdb: PgBinary = options.major !== undefined ? await serverInitdb(options.major, options.logger) : await findPgBinary('initdb', options.minMajor, 'a throwaway PostgreSQL cluster');
   const bin = path.dirname(initdb.path);
   const pgCtl = path.join(bin, 'pg_ctl');
   const parent = workDirOf(options.workDir);
+  if (iso.mode !== 'same-user') {
+    await checkReachable(bin, iso.user, initdb.major);
+    await checkClusterUserReaches(iso, parent, 'the work dir');
+  }
+  const env = scrubbedEnv();
+  const private_ = iso.mode === 'same-user';
   const dir = await mkdtemp(path.join(parent, 'pg-backup-cluster-'));
   const data = path.join(dir, 'data');
-  const log = path.join(dir, 'server.log');
-  let socketDir = dir;
-  const user = await clusterUser().catch(async (err: unknown) => {
-    await rm(dir, { recursive: true, force: true });
-    throw err;
-  });
-  const run = { ...(user ?? {}), cwd: dir, env: { LC_ALL: 'C.UTF-8', PGTZ: 'UTC' } } as const;
+  const log = path.join(data, 'pg-backup-server.log');
+  let socketParent: string | undefined;
+  let socketDir = path.join(dir, 'socket');
+  let made = false;
   let started = false;
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
     stopped = true;
-    if (started) await stopThrowawayServer(pgCtl, data, run);
+    if (started) await stopThrowawayServer(iso, pgCtl, data, env);
+    if (made) await removeClusterDirs(iso, [data, socketDir]);
     await rm(dir, { recursive: true, force: true });
-    if (socketDir !== dir) await rm(socketDir, { recursive: true, force: true });
+    if (socketParent) await rm(socketParent, { recursive: true, force: true });
   };
   try {
-    // mkdtemp makes it 0700 already; said explicitly, since the restored data lives here.
-    await chmod(dir, 0o700);
-    if (user) await chown(dir, user.uid, user.gid);
-    if (`${dir}/.s.PGSQL.${SOCKET_PORT}`.length > MAX_SOCKET_PATH) {
-      socketDir = await mkdtemp('/tmp/pgb-sock-');
-      await chmod(socketDir, 0o700);
-      if (user) await chown(socketDir, user.uid, user.gid);
+    // Others may pass through (the cluster user must), not list; as the same user, 0700.
+    await chmod(dir, private_ ? 0o700 : 0o711);
+    if (`${socketDir}/.s.PGSQL.${SOCKET_PORT}`.length > MAX_SOCKET_PATH) {
+      socketParent = await mkdtemp('/tmp/pgb-sock-');
+      await chmod(socketParent, private_ ? 0o700 : 0o711);
+      socketDir = path.join(socketParent, 's');
     }
-    await execa(initdb.path, ['-D', data, '-U', 'postgres', '--auth-local=trust', '--auth-host=reject', '-E', 'UTF8', '--locale=C', '--no-sync'], { ...run, cancelSignal: options.signal }).catch((err: unknown) => {
+    made = true;
+    await makeClusterDirs(iso, [
+      { path: data, mode: 0o700 },
+      { path: socketDir, mode: 0o2710, group: iso.self.gid },
+    ]);
+    await runAsClusterUser(iso, initdb.path, ['-D', data, '-U', 'postgres', '--auth-local=trust', '--auth-host=reject', '-E', 'UTF8', '--locale=C', '--no-sync'], env, { cancelSignal: options.signal }).catch((err: unknown) => {
       options.signal?.throwIfAborted(); // a cancelled initdb is the cancellation, not a failure
       throw clusterFailure('initdb', err, parent);
     });
     options.signal?.throwIfAborted();
-    // In postgresql.conf rather than on pg_ctl's -o (which goes through a shell): no quoting trap.
-    const settings = {
-      listen_addresses: confString(''),
+    const settings: Record<string, string> = {
+      listen_addresses: '',
       port: String(SOCKET_PORT),
-      unix_socket_directories: confString(socketDir),
-      unix_socket_permissions: '0700',
+      unix_socket_directories: /[\s,"]/.test(socketDir) ? `"${socketDir.replace(/"/g, '""')}"` : socketDir,
+      unix_socket_permissions: private_ ? '0700' : '0770',
       fsync: 'off',
       full_page_writes: 'off',
       synchronous_commit: 'off',
-      max_wal_size: confString('1GB'),
+      max_wal_size: '1GB',
       ...(options.bulkRestore ? bulkRestoreSettings(options.bulkRestore) : {}),
     };
-    await appendFile(path.join(data, 'postgresql.conf'), `\n# pg-backup throwaway cluster: reachable through its private socket only\n${Object.entries(settings).map(([k, v]) => `${k} = ${v}`).join('\n')}\n`);
-    options.logger?.info(`starting throwaway PostgreSQL ${initdb.version} (no TCP listener; Unix socket in ${socketDir}, mode 0700)`);
+    options.logger?.info(`starting throwaway PostgreSQL ${initdb.version} (no TCP listener; Unix socket in ${socketDir}, only this process's user can connect); ${iso.description}`);
     started = true;
     // pg_ctl start is not cancelled half-way (a postmaster it already forked would escape the
     // stop below); it is bounded by -t, and the signal is honoured right after it.
-    await execa(pgCtl, ['start', '-D', data, '-l', log, '-w', '-t', '60'], run).catch(async (err: unknown) => {
-      throw clusterFailure('the PostgreSQL server', err, parent, await readFile(log, 'utf8').catch(() => ''));
+    const opts = Object.entries(settings).map(serverOptionArg).join(' ');
+    await runAsClusterUser(iso, pgCtl, ['start', '-D', data, '-l', log, '-w', '-t', '60', '-o', opts], env).catch(async (err: unknown) => {
+      throw clusterFailure('the PostgreSQL server', err, parent, (await readAsClusterUser(iso, log)) ?? '');
     });
     options.signal?.throwIfAborted();
     const connection = parseDatabaseUrl(`postgresql:///postgres?host=${encodeURIComponent(socketDir)}&port=${SOCKET_PORT}&user=postgres`);
-    return { connection, port: SOCKET_PORT, dir, socketDir, major: initdb.major, version: initdb.version, stop };
+    return { connection, port: SOCKET_PORT, dir, socketDir, major: initdb.major, version: initdb.version, isolation: iso, stop };
   } catch (err) {
     await stop();
     throw err;
@@ -268,36 +319,38 @@ export async function startThrowawayCluster(options: ClusterOptions): Promise<Th
 
 /**
  * Stops a throwaway cluster's server the way `pg_ctl stop -m immediate` does, without pg_ctl's
- * 100 ms polling: SIGQUIT to the postmaster named in `postmaster.pid` (only when its command
- * line names `dataDir`), then a wait in 10 ms steps, at most 30 s, for the postmaster to remove
- * that file, which it does once every backend has exited (PostgreSQL docs 19.5, "Shutting Down
- * the Server": SIGQUIT is the immediate mode). Measured: 0.11–0.12 s with pg_ctl (mostly its first 100 ms wait), 0.01–0.05 s
- * so. Falls back to {@link stopServer} when the pid file or the process cannot be read (no
- * /proc), the process is not that postmaster, or it has not stopped in time. Never throws.
+ * 100 ms polling: SIGQUIT to the postmaster named in `postmaster.pid` (only when that process
+ * belongs to the cluster's OS user and its command line names `dataDir`), then a wait in 10 ms
+ * steps, at most 30 s, for it to exit, which it does once every backend has exited (PostgreSQL
+ * docs 19.5, "Shutting Down the Server": SIGQUIT is the immediate mode). Measured: 0.11–0.12 s
+ * with pg_ctl (mostly its first 100 ms wait), 0.01–0.05 s so. Falls back to {@link stopServer}
+ * when the pid file or the process cannot be read (no /proc), the process is not that
+ * postmaster, or it has not stopped in time. Never throws.
  */
-async function stopThrowawayServer(pgCtl: string, dataDir: string, run: { uid?: number; gid?: number; cwd?: string; env?: Record<string, string> }): Promise<void> {
-  const pidFile = path.join(dataDir, 'postmaster.pid');
+async function stopThrowawayServer(iso: ClusterIsolation, pgCtl: string, dataDir: string, env: Record<string, string>): Promise<void> {
   try {
-    const pid = Number((await readFile(pidFile, 'utf8')).split('\n')[0]);
+    const pid = Number((await readAsClusterUser(iso, path.join(dataDir, 'postmaster.pid')))?.split('\n')[0]);
     if (!Number.isInteger(pid) || pid <= 1) throw new Error('no postmaster pid');
+    // The pid file is the cluster user's: restored code may have rewritten it. Signal only that user's postmaster of this directory.
+    if ((await processOwner(pid)) !== iso.user.uid) throw new Error("not the cluster user's process");
     const cmdline = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
-    if (!cmdline.includes(dataDir)) throw new Error('not this cluster\'s postmaster');
-    process.kill(pid, 'SIGQUIT');
+    if (!cmdline.includes(dataDir)) throw new Error("not this cluster's postmaster");
+    await signalAsClusterUser(iso, pid, 'SIGQUIT');
     for (const end = Date.now() + 30_000; Date.now() < end; ) {
-      if (!(await access(pidFile).then(() => true, () => false))) return;
+      if (!(await processAlive(pid))) return;
       await new Promise((resolve) => setTimeout(resolve, 10));
     }
   } catch {
     /* pg_ctl below */
   }
-  await stopServer(pgCtl, dataDir, run);
+  await stopServer(iso, pgCtl, dataDir, env);
 }
 
 /**
  * Stops the server of data directory `dataDir` at once (`pg_ctl stop -m immediate`, at most
- * 30 s), as the OS user and in the directory `run` gives; never throws (a server that is not
+ * 30 s) as the cluster's OS user with environment `env`; never throws (a server that is not
  * running is fine). For throwaway clusters only: immediate mode skips the shutdown checkpoint.
  */
-export async function stopServer(pgCtl: string, dataDir: string, run: { uid?: number; gid?: number; cwd?: string; env?: Record<string, string> }): Promise<void> {
-  await execa(pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '30'], { ...run, reject: false });
+export async function stopServer(iso: ClusterIsolation, pgCtl: string, dataDir: string, env: Record<string, string> = scrubbedEnv()): Promise<void> {
+  await runAsClusterUser(iso, pgCtl, ['stop', '-D', dataDir, '-m', 'immediate', '-w', '-t', '30'], env, { reject: false }).catch(() => undefined);
 }

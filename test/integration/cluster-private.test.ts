@@ -52,14 +52,21 @@ async function postgresUnder(dir: string): Promise<string[]> {
 }
 
 describe("the drill's throwaway cluster is private", () => {
-  it('no TCP listener, a 0700 socket in a 0700 directory: another OS user cannot connect, the cluster user can', { timeout: 120_000 }, async () => {
+  it('no TCP listener, a 0770 socket in a 2710 directory of the cluster user and our group: another OS user cannot connect, the cluster user can', { timeout: 120_000 }, async () => {
     assert.equal(process.getuid?.(), 0, 'this test switches OS users with runuser: run it as root');
     const work = await workDir('private');
     const cluster = await startThrowawayCluster({ minMajor: 0, workDir: work, logger: quietLogger });
     try {
-      assert.equal((await stat(cluster.dir)).mode & 0o777, 0o700, 'cluster directory');
-      assert.equal((await stat(path.join(cluster.dir, 'data'))).mode & 0o777, 0o700, 'data directory');
-      assert.equal((await stat(path.join(cluster.socketDir, '.s.PGSQL.5432'))).mode & 0o777, 0o700, 'socket');
+      // Ours, passable (the cluster user must reach its directories), not listable.
+      assert.equal((await stat(cluster.dir)).mode & 0o7777, 0o711, 'cluster directory');
+      const data = await stat(path.join(cluster.dir, 'data'));
+      assert.equal(data.mode & 0o777, 0o700, 'data directory');
+      assert.equal(data.uid, cluster.isolation.user.uid, 'the data directory belongs to the cluster user');
+      assert.equal(cluster.isolation.user.name, 'pg-backup-drill');
+      const sockDir = await stat(cluster.socketDir);
+      assert.deepEqual({ mode: sockDir.mode & 0o7777, uid: sockDir.uid, gid: sockDir.gid }, { mode: 0o2710, uid: cluster.isolation.user.uid, gid: process.getgid!() }, 'socket directory: the cluster user, our group, setgid');
+      const socket = await stat(path.join(cluster.socketDir, '.s.PGSQL.5432'));
+      assert.deepEqual({ mode: socket.mode & 0o777, gid: socket.gid }, { mode: 0o770, gid: process.getgid!() }, 'socket: our group inherited');
       const client = await connect(cluster.connection);
       try {
         const { rows } = await client.query<{ listen: string; addr: string | null }>("SELECT current_setting('listen_addresses') AS listen, inet_server_addr()::text AS addr");
@@ -72,10 +79,10 @@ describe("the drill's throwaway cluster is private", () => {
       assert.match(other.stderr, /Permission denied/);
       // The control: the same command as the cluster's own OS user works, so the refusal above
       // comes from the directory's mode, not from a wrong command.
-      const owner = await psqlAs('postgres', cluster.socketDir);
+      const owner = await psqlAs('pg-backup-drill', cluster.socketDir);
       assert.equal(owner.code, 0, owner.stderr);
       assert.equal(owner.stdout.trim(), '42');
-      await recordFault({ faultId: 'cluster-other-os-user', fault: 'another OS user (`nobody`) connects to a running throwaway cluster as `postgres`', outcome: 'refused: no TCP listener, and its Unix socket (0700) is in a 0700 directory of the cluster user; the cluster user itself connects', exit: `psql ${other.code}`, left: 'nothing (cluster stopped and removed)', file: import.meta.url, message: lastLine(other.stderr) });
+      await recordFault({ faultId: 'cluster-other-os-user', fault: 'another OS user (`nobody`) connects to a running throwaway cluster as `postgres`', outcome: 'refused: no TCP listener, and its Unix socket (0770, our group) is in a 2710 directory of the cluster user pg-backup-drill with our group; the cluster user itself connects', exit: `psql ${other.code}`, left: 'nothing (cluster stopped and removed)', file: import.meta.url, message: lastLine(other.stderr) });
     } finally {
       await cluster.stop();
       await rm(work, { recursive: true, force: true });
@@ -83,7 +90,7 @@ describe("the drill's throwaway cluster is private", () => {
     assert.deepEqual(await postgresUnder(work), []);
   });
 
-  it('during a real drill: the cluster and the downloaded archive are 0700 and nobody cannot connect', { timeout: 180_000 }, async () => {
+  it('during a real drill: the cluster\'s data and socket directories and the downloaded archive are closed to others; nobody cannot connect', { timeout: 180_000 }, async () => {
     const db = await createDatabase('privdrill');
     const from = await fileLocation();
     await dumpWithCli(db, from);
@@ -92,7 +99,7 @@ describe("the drill's throwaway cluster is private", () => {
     // Holds the drill open in its checks phase long enough to look at it.
     await writeFile(smoke, '-- expect: ok\nSELECT pg_sleep(8);\n');
     await chmod(smoke, 0o644);
-    const seen: { cluster?: number; scratch?: number; nobody?: { code: number; stderr: string }; archiveRead?: number } = {};
+    const seen: { cluster?: number; socketDir?: number; scratch?: number; nobody?: { code: number; stderr: string }; archiveRead?: number } = {};
     const drill = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'drill', '--from', from, '--work-dir', work, '--smoke-sql', smoke], { env: process.env });
     let stderr = '';
     drill.stderr.on('data', (d) => (stderr += d));
@@ -104,9 +111,10 @@ describe("the drill's throwaway cluster is private", () => {
       const names = await readdir(work);
       const clusterDir = path.join(work, names.find((n) => n.startsWith('pg-backup-cluster-'))!);
       const scratch = path.join(work, names.find((n) => n.startsWith('pg-backup-drill-'))!);
-      seen.cluster = (await stat(clusterDir)).mode & 0o777;
+      seen.cluster = (await stat(path.join(clusterDir, 'data'))).mode & 0o7777;
+      seen.socketDir = (await stat(path.join(clusterDir, 'socket'))).mode & 0o7777;
       seen.scratch = (await stat(scratch)).mode & 0o777;
-      seen.nobody = await psqlAs('nobody', clusterDir);
+      seen.nobody = await psqlAs('nobody', path.join(clusterDir, 'socket'));
       const archive = (await readdir(scratch))[0]!;
       seen.archiveRead = (await run('runuser', ['-u', 'nobody', '--', 'head', '-c', '1', path.join(scratch, archive)], { cwd: '/' })).code;
     } finally {
@@ -114,7 +122,8 @@ describe("the drill's throwaway cluster is private", () => {
       assert.equal(code, 0, stderr);
     }
     assert.match(stderr, /restore drill OK/);
-    assert.equal(seen.cluster, 0o700, 'cluster directory mode');
+    assert.equal(seen.cluster, 0o700, 'data directory mode');
+    assert.equal(seen.socketDir, 0o2710, 'socket directory mode');
     assert.equal(seen.scratch, 0o700, 'download directory mode');
     assert.notEqual(seen.nobody!.code, 0, 'nobody connected to the drill cluster');
     assert.match(seen.nobody!.stderr, /Permission denied/);

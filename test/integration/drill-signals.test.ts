@@ -146,8 +146,10 @@ describe('signals at each phase of a drill', () => {
 
   it('SIGTERM during pg_ctl start (cluster start): exit 143, the started server stopped and removed', { timeout: 120_000 }, async () => {
     const to = await copyOfBackup();
-    const r = await drillInterrupted(['--from', to], {}, async ({ mark, child }) => {
-      await until('pg_ctl start', running(mark, /pg_ctl start/));
+    // pg_ctl start lives ~0.1 s, less than a scan of /proc can rely on: the drill's line right
+    // before it (after initdb; the cluster's directories exist, the server is being started) is the cue.
+    const r = await drillInterrupted(['--from', to], {}, async ({ stderr, child }) => {
+      await until('the server start', () => /starting throwaway PostgreSQL/.test(stderr()));
       child.kill('SIGTERM');
     });
     const left = await assertCancelled(r, to, 143, /received SIGTERM: cancelling and cleaning up/);

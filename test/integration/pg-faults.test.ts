@@ -86,8 +86,8 @@ describe('PostgreSQL faults mid-dump', () => {
         let stopped: { code: number; stderr: string } | undefined;
         await whenCopying(async (text) => (await client.query<{ pid: number }>(text)).rows, 'stopme', async () => {
           await client.end();
-          // The cluster's files belong to the postgres OS user (initdb refuses root).
-          const asOwner = process.getuid?.() === 0 ? ['runuser', ['-u', 'postgres', '--', pgCtl]] as const : [pgCtl, []] as const;
+          // The cluster's files belong to its OS user (pg-backup-drill when root).
+          const asOwner = process.getuid?.() === 0 ? ['runuser', ['-u', cluster.isolation.user.name, '--', pgCtl]] as const : [pgCtl, []] as const;
           stopped = await run(asOwner[0], [...asOwner[1], 'stop', '-D', path.join(cluster.dir, 'data'), '-m', c.mode, '-w', '-t', '60']);
         }).catch(async (err: unknown) => {
           await proxy.close();

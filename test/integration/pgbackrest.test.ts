@@ -207,6 +207,30 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     assert.match(r.stderr, /restore drill OK/);
   });
 
+  it('the checks and the smoke SQL run as pg-backup-drill without the repository\'s credentials: recovery as postgres, then a restart', T, async () => {
+    const marks = await mkdtemp(path.join(os.tmpdir(), 'pgb-pgbr-marks-'));
+    await chmod(marks, 0o1777);
+    try {
+      const smoke = path.join(dir, 'smoke-attack.sql');
+      // What restored code could do as superuser in the checks phase: run a program as the server's OS user.
+      await writeFile(smoke, `-- expect: ok\nCOPY (SELECT 1) TO PROGRAM 'env > ${marks}/env; id > ${marks}/id; cat /proc/[0-9]*/environ > ${marks}/proc 2>/dev/null; true';\n-- expect: value = 2300\nSELECT count(*) FROM t;\n`);
+      const secret = need('PGB_TEST_S3_SECRET_KEY');
+      const r = await drill(['--smoke-sql', smoke], { PGBACKREST_REPO: '2', PGBACKREST_REPO1_S3_KEY_SECRET: secret });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, /promoted server restarted for the checks: throwaway cluster runs as OS user pg-backup-drill \(uid \d+\), environment scrubbed, no network; repository credentials not in its environment/);
+      assert.match(await readFile(path.join(marks, 'id'), 'utf8'), /uid=\d+\(pg-backup-drill\)/);
+      for (const f of ['env', 'proc']) {
+        const text = await readFile(path.join(marks, f), 'latin1');
+        assert.equal(text.includes(secret), false, `${f}: no repository secret`);
+        assert.doesNotMatch(text, /PGBACKREST_|AWS_/, `${f}: no PGBACKREST_* or AWS_* variable`);
+      }
+      // The test's pgbackrest.conf (0644, with the S3 key) is one the cluster user could read: said so.
+      assert.match(r.stderr, new RegExp(`warning: ${conf.replace(/[.]/g, '\\.')} is readable by every OS user \\(mode 0644\\): the restored server's checks run as pg-backup-drill`));
+    } finally {
+      await rm(marks, { recursive: true, force: true });
+    }
+  });
+
   it('a target before the oldest backup fails with pgBackRest\'s reason', T, async () => {
     const before = new Date(backupStoppedAt - 3_600_000).toISOString();
     const r = await drill(['--target-time', before]);

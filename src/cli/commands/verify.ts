@@ -25,9 +25,10 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
         .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
+        .option('--allow-same-os-user', 'level schema without root or passwordless sudo: run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused')
         .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; maxClockSkew: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; maxClockSkew: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean; allowSameOsUser?: boolean }) => {
     checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
     if (flags.walPrefix) {
       const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
@@ -46,6 +47,7 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
       failOnSuspicion: flags.failOnSuspicion,
       workDir: flags.workDir,
       record: flags.record,
+      allowSameOsUser: flags.allowSameOsUser,
     }));
     if (flags.json) printJson(checkJson(result));
     exitOnFailedCheck(result, 'verify', flags.json, setExitCode);
