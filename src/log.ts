@@ -8,15 +8,31 @@ import { redact } from './errors.ts';
 export interface Logger {
   info(message: string): void;
   warn(message: string): void;
+  /**
+   * Detail meant for the tool's developers and for debugging (snapshot ids, TOC offsets, socket
+   * paths): the CLI shows it only with `--verbose`, the action as `::debug::`, the drill log
+   * always records it. Optional: a logger without it drops such lines.
+   */
+  debug?(message: string): void;
   /** Runs `fn` inside a named phase (a collapsible group in Actions logs). */
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
   /** Redraws a one-line progress bar in place (terminals only); an empty line clears it. */
   progress?(line: string): void;
 }
 
-/** A logger that writes timestamp-free lines to stderr, the CLI default. */
+let verbose = false;
+
+/** Turns the CLI's `--verbose` on or off for this process: {@link stderrLogger}'s `debug` lines are printed only when on. */
+export function setVerbose(on: boolean): void {
+  verbose = on;
+}
+
+/** A logger that writes timestamp-free lines to stderr, the CLI default; `debug` lines only with {@link setVerbose}. */
 export function stderrLogger(quiet = false): Logger {
   return {
+    debug(message) {
+      if (verbose && !quiet) process.stderr.write(`${redact(message)}\n`);
+    },
     info(message) {
       if (!quiet) process.stderr.write(`${redact(message)}\n`);
     },
@@ -34,7 +50,7 @@ export function stderrLogger(quiet = false): Logger {
 }
 
 /** A logger that records lines in memory (used for drill logs and tests) and forwards them. */
-export function recordingLogger(forward: Logger): Logger & { lines: string[] } {
+export function recordingLogger(forward: Logger): Logger & { lines: string[]; debug(message: string): void } {
   const lines: string[] = [];
   const stamp = () => new Date().toISOString();
   return {
@@ -46,6 +62,10 @@ export function recordingLogger(forward: Logger): Logger & { lines: string[] } {
     warn(message) {
       lines.push(`${stamp()} WARNING ${redact(message)}`);
       forward.warn(message);
+    },
+    debug(message) {
+      lines.push(`${stamp()} ${redact(message)}`);
+      forward.debug?.(message);
     },
     async group(name, fn) {
       lines.push(`${stamp()} == ${redact(name)}`);

@@ -7,6 +7,8 @@ export interface ListOptions {
   from: string;
   filter?: BackupFilter;
   s3?: S3Settings;
+  /** List the safety dumps of `restore --clean` (src/backup/safety.ts) instead of the backups. */
+  safetyDumps?: boolean;
 }
 
 /** One complete backup in a listing. */
@@ -31,18 +33,21 @@ export interface ListedBackup {
   status: BackupStatus;
   /** Why the status is not ok, one line. */
   problem?: string;
+  /** Set when this is a safety dump of `restore --clean` (listed only with `safetyDumps`). */
+  safetyDump?: true;
 }
 
 /**
  * Lists complete backups (manifest present), newest first, paginating through the bucket, and
  * checks each: its manifest is read and validated, the stored sizes compared with it, and its
- * verify record read, 8 backups at a time. Needs List and Get.
+ * verify record read, 8 backups at a time. Needs List and Get. Safety dumps of `restore
+ * --clean` are listed only with `safetyDumps` (and then only they).
  * @throws UsageError when the location does not exist or may not be read.
  */
 export async function list(options: ListOptions): Promise<ListedBackup[]> {
   const storage = openStorage(options.from, options.s3);
   await checkLocation(storage);
-  const entries: BackupEntry[] = await listBackups(storage, options.filter);
+  const entries: BackupEntry[] = await listBackups(storage, options.filter, { safetyDumps: options.safetyDumps });
   const health = await checkBackups(storage, entries);
   return entries.map((e, i) => ({
     service: e.service,
@@ -56,5 +61,6 @@ export async function list(options: ListOptions): Promise<ListedBackup[]> {
     sizeBytes: e.sizeBytes,
     status: health[i]!.status,
     ...(health[i]!.problem ? { problem: health[i]!.problem } : {}),
+    ...(e.safetyDump ? { safetyDump: true as const } : {}),
   }));
 }

@@ -20,6 +20,7 @@ import { fillInputsFromConfig } from './config-inputs.ts';
 export const actionLogger: Logger = {
   info: (message) => core.info(message),
   warn: (message) => core.warning(message),
+  debug: (message) => core.debug(message),
   group: (name, fn) => core.group(name, fn),
 };
 

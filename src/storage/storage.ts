@@ -107,6 +107,15 @@ export interface Storage {
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Deletes one object; a missing object is not an error. */
   delete(key: string): Promise<void>;
+  /**
+   * Checks, before a dump starts, that `key` may be written — the location is reachable, the
+   * bucket exists, the credentials are accepted and may write there — and leaves nothing behind.
+   * S3: CreateMultipartUpload, then AbortMultipartUpload of that upload (both are the writer's
+   * own permissions, s3:PutObject and s3:AbortMultipartUpload; no object is created). file: the
+   * directory is created if needed and must be writable.
+   * @throws UsageError naming the fix (unknown bucket, rejected credentials, denied write).
+   */
+  probeWrite?(key: string): Promise<void>;
 }
 
 /** Raised by a write with `noOverwrite` when the key already exists: nothing was replaced. */

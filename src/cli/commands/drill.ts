@@ -5,6 +5,7 @@ import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { physicalDrillCli } from '../../physical/cli.ts';
+import { printDrillRecordUris } from '../drill-output.ts';
 import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
@@ -52,6 +53,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       postgresVersions,
     }));
     if (flags.json) printJson(checkJson(result));
+    else printDrillRecordUris(result);
     exitOnFailedCheck(result, 'drill', flags.json, setExitCode);
   });
   return reportingOptions(command);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { formatPlan, prune } from '../../commands/prune.ts';
+import { DEFAULT_KEEP_SAFETY_DUMPS } from '../../backup/safety.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
@@ -22,9 +23,10 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--max-age <duration>', 'delete backups older than this (e.g. 90d); refuse to prune a group whose newest backup is older')
         .option('--keep-proven <n>', 'never delete the N newest backups that passed a drill or a recorded verify', '1')
         .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
+        .option('--keep-safety-dumps <duration>', 'delete the safety dumps restore --clean took once older than this (they never count as backups)', DEFAULT_KEEP_SAFETY_DUMPS)
         .option('--apply', 'delete (default: dry run, print the plan only)'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; keepSafetyDumps: string; apply?: boolean }) => {
     const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
@@ -35,13 +37,14 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
       maxAge: flags.maxAge,
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
+      keepSafetyDumps: flags.keepSafetyDumps,
       apply: flags.apply,
       s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,
     }));
     if (flags.json) printJson(result);
-    else for (const line of formatPlan(result.plan)) process.stdout.write(`${line}\n`);
+    else for (const line of formatPlan(result.plan, result.safetyDumps)) process.stdout.write(`${line}\n`);
     exitOnFailedCheck(result, 'prune', flags.json, setExitCode);
   });
   return reportingOptions(command);

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   PutObjectCommand,
@@ -415,6 +416,19 @@ export class S3Storage implements Storage {
     } catch (err) {
       throw this.#mapWriteError(err, this.uri(key));
     }
+  }
+
+  async probeWrite(key: string): Promise<void> {
+    const Key = this.#fullKey(key);
+    let uploadId: string | undefined;
+    try {
+      ({ UploadId: uploadId } = await this.client.send(new CreateMultipartUploadCommand({ ...this.#writeParams(), Bucket: this.#bucket, Key, ContentType: 'application/octet-stream' } as never), { abortSignal: this.#abortSignal() }));
+    } catch (err) {
+      throw this.#mapWriteError(err, this.uri(key));
+    }
+    // Nothing was uploaded; an abort that fails leaves an empty upload for the lifecycle rule's
+    // AbortIncompleteMultipartUpload (`pg-backup lifecycle`) to clear.
+    if (uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(LATE_ABORT_MS) }).catch(() => undefined);
   }
 
   async delete(key: string): Promise<void> {
