@@ -57,7 +57,7 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]>
   }
   // The bucket and the credentials are checked once, before the first "dumping …" line.
   try {
-    await checkWritable(shared.storage, shared);
+    await checkWritable(shared.storage, shared, options.signal);
   } catch (err) {
     await first?.end().catch(() => undefined);
     throw err;

@@ -17,9 +17,10 @@ export function writeCheckKey(labels: { service: string; environment: string }):
  * line (and before pg_dump starts). With S3 it is the cheapest request a write-only credential
  * may make and that leaves nothing: CreateMultipartUpload under {@link writeCheckKey}, then
  * AbortMultipartUpload of that empty upload (`Storage.probeWrite`). A storage without the check
- * passes.
+ * passes. `signal` (SIGINT/SIGTERM) cancels it.
+ * @throws `signal.reason` when cancelled.
  * @throws UsageError naming the fix (bucket, credentials, permission, endpoint).
  */
-export async function checkWritable(storage: Storage, labels: { service: string; environment: string }): Promise<void> {
-  await storage.probeWrite?.(writeCheckKey(labels));
+export async function checkWritable(storage: Storage, labels: { service: string; environment: string }, signal?: AbortSignal): Promise<void> {
+  await storage.probeWrite?.(writeCheckKey(labels), signal);
 }

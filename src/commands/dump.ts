@@ -90,7 +90,7 @@ export interface DumpRuntime {
  */
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const plan = await planDump(options, resolveConnection(options.databaseUrl));
-  await checkWritable(plan.storage, plan); // bucket and credentials before "dumping …"
+  await checkWritable(plan.storage, plan, options.signal); // bucket and credentials before "dumping …"
   return runDump(plan, { logger: options.logger, signal: options.signal, now: options.now ?? (() => new Date()) });
 }
 

@@ -113,9 +113,10 @@ export interface Storage {
    * S3: CreateMultipartUpload, then AbortMultipartUpload of that upload (both are the writer's
    * own permissions, s3:PutObject and s3:AbortMultipartUpload; no object is created). file: the
    * directory is created if needed and must be writable.
+   * `signal` cancels it (SIGINT/SIGTERM: rejects with the signal's reason).
    * @throws UsageError naming the fix (unknown bucket, rejected credentials, denied write).
    */
-  probeWrite?(key: string): Promise<void>;
+  probeWrite?(key: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** Raised by a write with `noOverwrite` when the key already exists: nothing was replaced. */

@@ -83,7 +83,8 @@ export class FileStorage implements Storage {
     }
   }
 
-  async probeWrite(key: string): Promise<void> {
+  async probeWrite(key: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const dir = path.dirname(this.#path(key));
     await this.#prepareDir(this.#path(key));
     try {
