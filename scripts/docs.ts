@@ -67,7 +67,7 @@ export function renderCliReference(program: Command): string {
     '|---|---|',
     ...commandsOf(program).map((c) => `| [\`${c.name()}\`](#pg-backup-${c.name()}) | ${mdText(c.description())} |`),
     '',
-    'Options that take a value accept `--option value` and `--option=value`. Repeatable options say so; a list option (`--databases`, `--postgres-version`) takes commas. Durations are numbers with units: `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `90s`, `30h`, `7d`, `1h30m`).',
+    'Options that take a value accept `--option value` and `--option=value`. Repeatable options say so; a list option (`--databases`, `--postgres-version`) takes commas. Durations are numbers with units: `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `90s`, `30h`, `7d`, `1h30m`). `--verbose`, before or after the command, also prints internals on stderr (snapshot ids, TOC offsets, socket paths); the drill log in the bucket always holds them.',
     '',
   ];
   for (const command of commandsOf(program)) {

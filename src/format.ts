@@ -1,6 +1,14 @@
 /** Human-readable sizes and durations for log lines and summaries. */
 
-/** Bytes as `18.4 MB` (decimal units, as `aws s3 ls --human-readable` and most dashboards). */
+/**
+ * Bytes as `18.4 MB`: decimal (SI) units — kB, MB, GB, TB, PB, powers of 1000 — one decimal
+ * below 100 of a unit, none above. The one size format of every output (list, prune, status,
+ * dump, verify, drill, summaries, webhooks; the status page's client script copies it), so a
+ * backup shows the same figure everywhere. Binary units (MiB) are kept for settings that are
+ * powers of two (part and range sizes). A backup's size is its archive's stored size (the dump
+ * object, or the files of a directory archive: the manifest's `object.sizeBytes`), see
+ * `archiveBytes` in src/backup/parts.ts.
+ */
 export function formatBytes(bytes: number): string {
   if (bytes < 1000) return `${bytes} B`;
   const units = ['kB', 'MB', 'GB', 'TB', 'PB'];

@@ -13,15 +13,31 @@ import { terminalText } from './text/sinks.ts';
 export interface Logger {
   info(message: string): void;
   warn(message: string): void;
+  /**
+   * Detail meant for the tool's developers and for debugging (snapshot ids, TOC offsets, socket
+   * paths): the CLI shows it only with `--verbose`, the action as `::debug::`, the drill log
+   * always records it. Optional: a logger without it drops such lines.
+   */
+  debug?(message: string): void;
   /** Runs `fn` inside a named phase (a collapsible group in Actions logs). */
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
   /** Redraws a one-line progress bar in place (terminals only); an empty line clears it. */
   progress?(line: string): void;
 }
 
-/** A logger that writes timestamp-free lines to stderr, the CLI default; control characters in a message are shown escaped ({@link terminalText}). */
+let verbose = false;
+
+/** Turns the CLI's `--verbose` on or off for this process: {@link stderrLogger}'s `debug` lines are printed only when on. */
+export function setVerbose(on: boolean): void {
+  verbose = on;
+}
+
+/** A logger that writes timestamp-free lines to stderr, the CLI default; control characters in a message are shown escaped ({@link terminalText}); `debug` lines only with {@link setVerbose}. */
 export function stderrLogger(quiet = false): Logger {
   return {
+    debug(message) {
+      if (verbose && !quiet) process.stderr.write(`${terminalText(redact(message))}\n`);
+    },
     info(message) {
       if (!quiet) process.stderr.write(`${terminalText(redact(message))}\n`);
     },
@@ -39,7 +55,7 @@ export function stderrLogger(quiet = false): Logger {
 }
 
 /** A logger that records lines in memory (used for drill logs and tests) and forwards them; recorded lines are escaped as for a terminal, so the archived drill log is safe to `cat`. */
-export function recordingLogger(forward: Logger): Logger & { lines: string[] } {
+export function recordingLogger(forward: Logger): Logger & { lines: string[]; debug(message: string): void } {
   const lines: string[] = [];
   const stamp = () => new Date().toISOString();
   return {
@@ -51,6 +67,10 @@ export function recordingLogger(forward: Logger): Logger & { lines: string[] } {
     warn(message) {
       lines.push(`${stamp()} WARNING ${terminalText(redact(message))}`);
       forward.warn(message);
+    },
+    debug(message) {
+      lines.push(`${stamp()} ${terminalText(redact(message))}`);
+      forward.debug?.(message);
     },
     async group(name, fn) {
       lines.push(`${stamp()} == ${terminalText(redact(name))}`);

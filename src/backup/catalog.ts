@@ -8,6 +8,7 @@ import { VerifyRecordSchema, verifyRecordKey } from './proof.ts';
 import { mapLimit } from '../map-limit.ts';
 import { storedParts } from './parts.ts';
 import { parseBackupObjectKey, type BackupStatus } from './retention.ts';
+import { SAFETY_PREFIX } from './safety.ts';
 
 /** Narrows a listing to one service, environment and/or database. */
 export interface BackupFilter {
@@ -101,13 +102,15 @@ export function filterPrefix(filter: BackupFilter): string {
  * Lists complete backups — those whose manifest exists — newest first, reading the bucket
  * page by page (1 000 keys a request). Objects without a manifest (a dump that failed or is
  * still uploading) are skipped. Needs List permission only; manifests are not read (see
- * {@link checkBackups} for that).
+ * {@link checkBackups} for that). Safety dumps of `restore --clean` (safety.ts) are left out, or,
+ * with `options.safetyDumps`, are the only ones listed.
  */
-export async function listBackups(storage: Storage, filter: BackupFilter = {}): Promise<BackupEntry[]> {
+export async function listBackups(storage: Storage, filter: BackupFilter = {}, options: { safetyDumps?: boolean } = {}): Promise<BackupEntry[]> {
   const manifests: ParsedManifestKey[] = [];
   const objects = new Map<string, { key: string; sizeBytes: number }>();
   const byStem = new Map<string, Map<string, number>>();
-  for await (const obj of storage.list(filterPrefix(filter))) {
+  const wanted = (m: ParsedManifestKey) => Boolean(m.safetyDump) === Boolean(options.safetyDumps);
+  for await (const obj of listPrefixes(storage, filter, options.safetyDumps)) {
     const stem = parseBackupObjectKey(obj.key)?.stem;
     if (stem) {
       const all = byStem.get(stem) ?? new Map<string, number>();
@@ -117,6 +120,7 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
     const parsed = parseManifestKey(obj.key);
     if (parsed) {
       if (
+        wanted(parsed) &&
         (!filter.service || parsed.service === filter.service) &&
         (!filter.environment || parsed.environment === filter.environment) &&
         (!filter.database || parsed.database === filter.database)
@@ -141,6 +145,16 @@ export async function listBackups(storage: Storage, filter: BackupFilter = {}): 
       return { ...m, objectKey: object?.key, sizeBytes: object?.sizeBytes, objects: all, verifyRecordKey: all.has(record) ? record : undefined };
     })
     .sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.manifestKey < b.manifestKey ? 1 : -1));
+}
+
+/**
+ * The objects a listing reads: under the filter's prefix, and for safety dumps under
+ * `safety-dumps/` + that prefix as well (those of the older `<service>/pre-restore/` layout lie
+ * under the filter's prefix). See safety.ts.
+ */
+async function* listPrefixes(storage: Storage, filter: BackupFilter, safetyDumps: boolean | undefined) {
+  if (safetyDumps) yield* storage.list(`${SAFETY_PREFIX}${filterPrefix(filter)}`);
+  for await (const obj of storage.list(filterPrefix(filter))) if (!safetyDumps || !obj.key.startsWith(SAFETY_PREFIX)) yield obj;
 }
 
 /** A backup chosen for verify, drill or restore, with its manifest read and validated. */

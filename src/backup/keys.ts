@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { UsageError } from '../errors.ts';
+import { SAFETY_FOLDER, isSafetyDumpKey, splitSafetyKey } from './safety.ts';
 
 /**
  * Key layout, relative to the storage location's prefix:
@@ -47,6 +48,7 @@ export function validateLabel(kind: 'service' | 'environment', value: string): s
     throw new UsageError(`invalid ${kind} ${JSON.stringify(value)}: use 1-100 characters without "/" or control characters`);
   }
   if (kind === 'service' && value === DRILLS_FOLDER) throw new UsageError(`"${DRILLS_FOLDER}" is reserved for drill logs: choose another service name`);
+  if (kind === 'service' && value === SAFETY_FOLDER) throw new UsageError(`"${SAFETY_FOLDER}" is reserved for the safety dumps of restore --clean: choose another service name`);
   return value;
 }
 
@@ -102,13 +104,16 @@ export interface ParsedManifestKey {
   manifestKey: string;
   /** Common stem of the backup's objects: the manifest key without `.manifest.json`. */
   stem: string;
+  /** Set for a safety dump of `restore --clean` (under `safety-dumps/`, or environment `pre-restore`; see safety.ts). */
+  safetyDump?: true;
 }
 
 const MANIFEST_KEY = /^([^/]+)\/([^/]+)\/([^/]+)\/\d{4}\/\d{2}\/\d{2}\/([^/]+-(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-[0-9a-f]{6})\.manifest\.json$/;
 
 /** Parses a manifest key of the layout above; undefined for any other key. */
 export function parseManifestKey(key: string): ParsedManifestKey | undefined {
-  const m = MANIFEST_KEY.exec(key);
+  const { inFolder, rest } = splitSafetyKey(key);
+  const m = MANIFEST_KEY.exec(rest);
   if (!m || m[1] === DRILLS_FOLDER) return undefined;
   try {
     const [, service, environment, database, id, y, mo, d, h, mi, s] = m as unknown as string[];
@@ -120,6 +125,7 @@ export function parseManifestKey(key: string): ParsedManifestKey | undefined {
       startedAt: new Date(Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +s!)),
       manifestKey: key,
       stem: key.slice(0, -'.manifest.json'.length),
+      ...(isSafetyDumpKey(inFolder, decodeSegment(environment!)) ? { safetyDump: true as const } : {}),
     };
   } catch {
     return undefined; // a segment that is not valid percent-encoding

@@ -25,3 +25,20 @@ export function storedParts(backup: { manifest: Manifest; objectKey: string }): 
   const suffix = `${compressionSuffix(m.compression)}${encrypted ? AGE_SUFFIX : ''}`;
   return (m.files ?? []).map((f) => ({ key: `${backup.objectKey}/${f.name}${suffix}`, compression: m.compression, sizeBytes: f.sizeBytes, sha256: f.sha256, label: f.name, encrypted }));
 }
+
+/**
+ * A backup's archive size from a listing, in bytes: the stored size of its dump object
+ * (`<stem>.dump[.zst|.gz][.age]`, `<stem>.sql…`), or the sum of its directory archive's files
+ * (`<stem>.dir/…`); the manifest, sidecars and verify record are not counted. This is the size
+ * every output shows for a backup (`list`, `prune`, `status`; the manifest's `object.sizeBytes`).
+ * `objects` maps key → stored size. Undefined when the listing holds no archive object.
+ */
+export function archiveBytes(stem: string, objects: Iterable<[string, number]>): number | undefined {
+  let total: number | undefined;
+  for (const [key, size] of objects) {
+    if (!key.startsWith(`${stem}.`)) continue;
+    const rest = key.slice(stem.length);
+    if (/^\.(?:dump|sql)(?:\.zst|\.gz)?(?:\.age)?$/.test(rest) || /^\.dir\/[^/]+$/.test(rest)) total = (total ?? 0) + size;
+  }
+  return total;
+}

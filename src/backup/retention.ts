@@ -2,6 +2,7 @@ import { UsageError } from '../errors.ts';
 import { formatSeconds } from '../format.ts';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, isFuture, judgeTimes, type ClockCheck } from './clock.ts';
 import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
+import { SAFETY_PREFIX, isSafetyDumpKey, splitSafetyKey } from './safety.ts';
 
 /**
  * What a listing says of a backup's health:
@@ -88,8 +89,10 @@ export interface StoredBackup {
   complete: boolean;
   /** Every object of the backup (manifest, dump object, sidecars, `<id>.dir/…` files, verify record). */
   keys: string[];
-  /** Total stored bytes of `keys`. */
+  /** Total stored bytes of `keys` (what deleting the backup frees). */
   sizeBytes: number;
+  /** Stored bytes of the archive alone (dump object or directory files; `archiveBytes` in parts.ts): the size outputs show. */
+  archiveBytes?: number;
   /** Newest last-modified time among `keys`. */
   lastModified: Date;
   /** Why it is proven (e.g. `drill OK 2026-11-20T03:00:00Z`); undefined when it is not. */
@@ -324,6 +327,8 @@ export interface BackupObjectKey {
   id: string;
   stem: string;
   startedAt: Date;
+  /** Set for a safety dump of `restore --clean` (see safety.ts): never part of a group's retention. */
+  safetyDump?: true;
 }
 
 /**
@@ -332,7 +337,8 @@ export interface BackupObjectKey {
  * never touches.
  */
 export function parseBackupObjectKey(key: string): BackupObjectKey | undefined {
-  const m = BACKUP_OBJECT.exec(key);
+  const { inFolder, rest } = splitSafetyKey(key);
+  const m = BACKUP_OBJECT.exec(rest);
   if (!m || m[1] === DRILLS_FOLDER) return undefined;
   const [, s, e, db, yyyy, mm, dd, id, y, mo, d, h, mi, sec] = m as unknown as string[];
   try {
@@ -341,8 +347,9 @@ export function parseBackupObjectKey(key: string): BackupObjectKey | undefined {
       environment: decodeSegment(e!),
       database: decodeSegment(db!),
       id: id!,
-      stem: [s, e, db, yyyy, mm, dd, id].join('/'),
+      stem: (inFolder ? SAFETY_PREFIX : '') + [s, e, db, yyyy, mm, dd, id].join('/'),
       startedAt: new Date(Date.UTC(+y!, +mo! - 1, +d!, +h!, +mi!, +sec!)),
+      ...(isSafetyDumpKey(inFolder, decodeSegment(e!)) ? { safetyDump: true as const } : {}),
     };
   } catch {
     return undefined;

@@ -3,6 +3,7 @@ import { UsageError, exitCodeOf, messageOf } from '../errors.ts';
 import { addStatusCommand } from '../status/cli.ts';
 import { terminalText } from '../text/sinks.ts';
 import { TOOL } from '../version.ts';
+import { setVerbose } from '../log.ts';
 import { EXIT } from './common.ts';
 import { installConfigFile } from './config.ts';
 import { addDemoCommand } from './commands/demo.ts';
@@ -30,7 +31,10 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
     .description('PostgreSQL backups that are proven to restore: dump, list, verify, drill and restore against any S3-compatible bucket.')
     .version(TOOL.version)
     .showHelpAfterError('(run with --help for usage)')
+    .option('--verbose', 'also print internals on stderr (snapshot ids, TOC offsets, socket paths), before or after the command')
     .exitOverride();
+  // --verbose turns on the loggers' debug lines (src/log.ts) for the command about to run.
+  program.hook('preAction', (_program, action) => setVerbose(Boolean(action.optsWithGlobals().verbose)));
 
   const context = { signal, setExitCode };
   addDumpCommand(program, context);

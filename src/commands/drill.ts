@@ -356,9 +356,12 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   }
   result.ok = result.problems.length === 0;
   if (result.problems[0]) result.reason = result.problems[0];
-  for (const p of result.problems) log.warn(p);
+  // Each problem is said once: the first is the verdict's reason, which the caller prints as the
+  // run's last line (the CLI's `drill failed: …`, the action's error); the others are warnings.
+  for (const p of result.problems.slice(1)) log.warn(p);
   log.info(`RTO ${formatSeconds(result.rtoMs)} (${describePhases(result.phases, !targetConn)})`);
-  log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
+  if (result.ok) log.info('restore drill OK');
+  else log.debug(`restore drill FAILED: ${result.reason}`); // the drill log's last line; on the terminal with --verbose
   // The verdict is written even after a cancellation: through a storage handle that the
   // command's signal does not abort, each write bounded by its own deadline instead.
   const recordStorage = options.s3?.signal ? openStorage(options.from, { ...options.s3, signal: undefined }) : storage;

@@ -5,6 +5,7 @@ import { connect } from '../postgres/server.ts';
 import type pg from 'pg';
 import { runDump, type DumpOptions, type DumpResult } from './dump.ts';
 import { forDatabase, planDump } from './dump-plan.ts';
+import { checkWritable } from './dump-preflight.ts';
 
 /** Options of {@link dumpMany}: those of {@link dump}, for several databases. */
 export interface DumpManyOptions extends Omit<DumpOptions, 'databaseUrl'> {
@@ -50,6 +51,13 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]>
       if (i === 0) first = client;
       else await client.end().catch(() => undefined);
     }
+  } catch (err) {
+    await first?.end().catch(() => undefined);
+    throw err;
+  }
+  // The bucket and the credentials are checked once, before the first "dumping …" line.
+  try {
+    await checkWritable(shared.storage, shared, options.signal);
   } catch (err) {
     await first?.end().catch(() => undefined);
     throw err;

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { backupKeys, type BackupKeys } from '../backup/keys.ts';
+import { checkWritable } from './dump-preflight.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
 import { loadIdentities } from '../backup/encryption.ts';
 import { startProgress } from '../backup/progress.ts';
@@ -89,6 +90,7 @@ export interface DumpRuntime {
  */
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const plan = await planDump(options, resolveConnection(options.databaseUrl));
+  await checkWritable(plan.storage, plan, options.signal); // bucket and credentials before "dumping …"
   return runDump(plan, { logger: options.logger, signal: options.signal, now: options.now ?? (() => new Date()) });
 }
 
@@ -211,7 +213,7 @@ async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client):
  */
 async function selectInSnapshot(plan: DumpPlan, session: Session, logger: Logger): Promise<SelectedTable[]> {
   const selected = await selectTables(session.client, await listUserTables(session.client), plan.selection, (m) => logger.warn(`${session.conn.database}: ${m}`));
-  logger.info(`${session.conn.database}: snapshot ${session.snapshot} exported; ${selected.filter((t) => t.withData).length} tables to count in it`);
+  logger.debug?.(`${session.conn.database}: snapshot ${session.snapshot} exported; ${selected.filter((t) => t.withData).length} tables to count in it`);
   return selected;
 }
 

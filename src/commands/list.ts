@@ -12,6 +12,8 @@ export interface ListOptions {
   maxClockSkew?: string;
   /** The clock (tests). */
   now?: () => Date;
+  /** List the safety dumps of `restore --clean` (src/backup/safety.ts) instead of the backups. */
+  safetyDumps?: boolean;
 }
 
 /** One complete backup in a listing. */
@@ -38,20 +40,23 @@ export interface ListedBackup {
   status: BackupStatus;
   /** Why the status is not ok, one line. */
   problem?: string;
+  /** Set when this is a safety dump of `restore --clean` (listed only with `safetyDumps`). */
+  safetyDump?: true;
 }
 
 /**
  * Lists complete backups (manifest present), newest first, paginating through the bucket, and
  * checks each: its manifest is read and validated, the stored sizes compared with it, and its
  * verify record read, and its times judged (src/backup/clock.ts), 8 backups at a time. Needs
- * List and Get.
+ * List and Get. Safety dumps of `restore --clean` are listed only with `safetyDumps` (and then
+ * only they).
  * @throws UsageError for a bad `maxClockSkew`, or when the location does not exist or may not be read.
  */
 export async function list(options: ListOptions): Promise<ListedBackup[]> {
   const clock = { now: (options.now ?? (() => new Date()))(), maxSkewMs: parseMaxClockSkew(options.maxClockSkew) };
   const storage = openStorage(options.from, options.s3);
   await checkLocation(storage);
-  const entries: BackupEntry[] = await listBackups(storage, options.filter);
+  const entries: BackupEntry[] = await listBackups(storage, options.filter, { safetyDumps: options.safetyDumps });
   const health = await checkBackups(storage, entries, clock);
   return entries.map((e, i) => ({
     service: e.service,
@@ -65,5 +70,6 @@ export async function list(options: ListOptions): Promise<ListedBackup[]> {
     sizeBytes: e.sizeBytes,
     status: health[i]!.status,
     ...(health[i]!.problem ? { problem: health[i]!.problem } : {}),
+    ...(e.safetyDump ? { safetyDump: true as const } : {}),
   }));
 }

@@ -11,6 +11,9 @@ import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { formatBytes } from '../format.ts';
+import { renderTable, type Row } from '../cli/table.ts';
+import { archiveBytes } from '../backup/parts.ts';
+import { DEFAULT_KEEP_SAFETY_DUMPS, SAFETY_PREFIX, planSafetyDumps } from '../backup/safety.ts';
 
 /** Options of {@link prune}. Counts and durations may be given as text, as typed by a user. */
 export interface PruneOptions {
@@ -34,6 +37,8 @@ export interface PruneOptions {
    * such a record proves nothing. See src/backup/clock.ts.
    */
   maxClockSkew?: string;
+  /** Safety dumps of `restore --clean` older than this are deleted (src/backup/safety.ts). Default `14d`. */
+  keepSafetyDumps?: string;
   /** Delete. Default false: plan only (dry run). */
   apply?: boolean;
   s3?: S3Settings;
@@ -54,6 +59,12 @@ export interface PruneResult {
   /** Why not ok: the first refusal or failure. */
   reason?: string;
   plan: RetentionPlan;
+  /**
+   * The safety dumps of `restore --clean` in scope, oldest first, each kept or deleted by their
+   * own retention (`keepSafetyDumps`) alone: never part of a group of `plan`, never a reason to
+   * refuse.
+   */
+  safetyDumps: PlannedBackup[];
   /** `service/environment/database: reason` of each refused group. */
   refused: string[];
   /** Deletes that failed, one line each. */
@@ -108,9 +119,13 @@ export async function scanBackups(storage: Storage, filter: BackupFilter = {}): 
 }
 
 /** {@link scanBackups}, with each backup's objects as key → stored size in bytes. */
-async function scanWithSizes(storage: Storage, filter: BackupFilter): Promise<{ backup: StoredBackup; objects: Map<string, number> }[]> {
-  const byStem = new Map<string, { backup: StoredBackup; objects: Map<string, number> }>();
-  for await (const obj of storage.list(filterPrefix(filter))) {
+async function scanWithSizes(storage: Storage, filter: BackupFilter): Promise<{ backup: StoredBackup & { safetyDump?: true }; objects: Map<string, number> }[]> {
+  const byStem = new Map<string, { backup: StoredBackup & { safetyDump?: true }; objects: Map<string, number> }>();
+  // Safety dumps lie under `safety-dumps/`: listed with the rest when no filter narrows the
+  // prefix, else by a second listing of `safety-dumps/<filter prefix>`.
+  const prefix = filterPrefix(filter);
+  const listings = prefix ? [storage.list(prefix), storage.list(`${SAFETY_PREFIX}${prefix}`)] : [storage.list('')];
+  for (const listing of listings) for await (const obj of listing) {
     const parsed = parseBackupObjectKey(obj.key);
     if (!parsed) continue;
     if ((filter.service && parsed.service !== filter.service) || (filter.environment && parsed.environment !== filter.environment) || (filter.database && parsed.database !== filter.database)) continue;
@@ -126,6 +141,7 @@ async function scanWithSizes(storage: Storage, filter: BackupFilter): Promise<{ 
     if (obj.lastModified > b.lastModified) b.lastModified = obj.lastModified;
     if (obj.key === `${parsed.stem}.manifest.json`) b.complete = true;
   }
+  for (const { backup, objects } of byStem.values()) backup.archiveBytes = archiveBytes(backup.stem, objects);
   return [...byStem.values()];
 }
 
@@ -154,8 +170,15 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   const now = (options.now ?? (() => new Date()))();
   const clock = { now, maxSkewMs: policy.maxClockSkewMs! };
 
+  const keepSafetyText = options.keepSafetyDumps?.trim() || DEFAULT_KEEP_SAFETY_DUMPS;
+  const keepSafetyMs = parseDuration(keepSafetyText, '--keep-safety-dumps');
+
   await checkLocation(storage);
-  const scanned = await scanWithSizes(storage, options.filter ?? {});
+  const everything = await scanWithSizes(storage, options.filter ?? {});
+  // Safety dumps have their own retention (by age alone) and are no group's backups.
+  const scanned = everything.filter((s) => !s.backup.safetyDump);
+  const safetyPlan = planSafetyDumps(everything.filter((s) => s.backup.safetyDump).map((s) => s.backup), keepSafetyMs, policy.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS, now, keepSafetyText)
+    .sort((a, b) => a.startedAt.getTime() - b.startedAt.getTime());
   const found = scanned.map((s) => s.backup);
   // Every complete backup is checked (manifest read and validated, sizes compared, verify
   // record read): one that is not restorable is never a keeper.
@@ -183,6 +206,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     ok: true,
     applied: Boolean(options.apply),
     plan,
+    safetyDumps: safetyPlan,
     refused: [],
     failures: [],
     counts: { kept: 0, deleted: 0, incompleteDeleted: 0, objectsDeleted: 0, bytesDeleted: 0, notRestorable: broken.length, untrustedTime: 0 },
@@ -199,9 +223,11 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     result.counts.untrustedTime += [...g.backups, ...g.incomplete].filter((b) => b.untrustedTime).length;
     doomed.push(...g.backups.filter((b) => b.action === 'delete'), ...g.incomplete.filter((b) => b.action === 'delete'));
   }
+  result.counts.kept += safetyPlan.filter((b) => b.action === 'keep' && b.complete).length;
+  doomed.push(...safetyPlan.filter((b) => b.action === 'delete'));
   doomed.sort((a, b) => a.startedAt.getTime() - b.startedAt.getTime());
   const planned = { deleted: doomed.filter((b) => b.complete).length, incomplete: doomed.filter((b) => !b.complete).length };
-  logger.info(`plan: keep ${result.counts.kept} backup${result.counts.kept === 1 ? '' : 's'}, delete ${planned.deleted} and ${planned.incomplete} incomplete (${formatBytes(doomed.reduce((n, b) => n + b.sizeBytes, 0))})${result.refused.length ? `; ${result.refused.length} group(s) refused` : ''}`);
+  logger.info(`plan: keep ${result.counts.kept} backup${result.counts.kept === 1 ? '' : 's'}, delete ${planned.deleted} and ${planned.incomplete} incomplete (frees ${formatBytes(doomed.reduce((n, b) => n + b.sizeBytes, 0))})${result.refused.length ? `; ${result.refused.length} group(s) refused` : ''}`);
 
   if (options.apply) {
     for (const b of doomed) {
@@ -250,19 +276,26 @@ async function deleteBackup(storage: Storage, b: PlannedBackup): Promise<string 
 }
 
 /**
- * The plan as text, one line per backup: `keep|delete  <startedAt>  <size>  <key stem>  <reasons>`,
- * under a heading per group, incomplete backups after the complete ones.
+ * The plan as an aligned table (src/cli/table.ts): a header row, then per group a heading line
+ * (`service/environment/database`, `: REFUSED — why` when refused) and one row per backup —
+ * action, start (UTC), size (the archive's, as `list` shows it; see `archiveBytes` in
+ * src/backup/parts.ts), key stem, reasons — incomplete backups after the complete ones; then
+ * the safety dumps of `restore --clean`, under their own heading.
  */
-export function formatPlan(plan: RetentionPlan): string[] {
-  const lines: string[] = [];
-  const row = (b: PlannedBackup) => `  ${b.action.padEnd(6)}  ${b.startedAt.toISOString().replace('.000Z', 'Z')}  ${formatBytes(b.sizeBytes).padStart(8)}  ${b.stem}  ${b.reasons.join('; ')}`;
+export function formatPlan(plan: RetentionPlan, safetyDumps: PlannedBackup[] = []): string[] {
+  const rows: Row[] = [];
+  const row = (b: PlannedBackup): string[] => [b.action, b.startedAt.toISOString().replace('.000Z', 'Z'), b.archiveBytes === undefined ? '-' : formatBytes(b.archiveBytes), b.stem, b.reasons.join('; ')];
   for (const g of plan.groups) {
-    lines.push(`${g.service}/${g.environment}/${g.database}${g.refused ? `: REFUSED — ${g.refused}` : ''}`);
-    lines.push(...g.backups.map(row));
+    rows.push({ line: `${g.service}/${g.environment}/${g.database}${g.refused ? `: REFUSED — ${g.refused}` : ''}` });
+    rows.push(...g.backups.map(row));
     if (g.incomplete.length) {
-      lines.push('  incomplete (no manifest):');
-      lines.push(...g.incomplete.map(row));
+      rows.push({ line: 'incomplete (no manifest):' });
+      rows.push(...g.incomplete.map(row));
     }
   }
-  return lines;
+  if (safetyDumps.length) {
+    rows.push({ line: 'safety dumps of restore --clean:' });
+    rows.push(...safetyDumps.map(row));
+  }
+  return renderTable([{ header: 'ACTION' }, { header: 'STARTED (UTC)' }, { header: 'SIZE', align: 'right' }, { header: 'BACKUP' }, { header: 'WHY' }], rows);
 }

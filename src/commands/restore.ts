@@ -5,6 +5,7 @@ import { Transform, Writable, pipeline, type Readable } from 'node:stream';
 import { execa } from 'execa';
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { clockCheck, parseMaxClockSkew } from '../backup/clock.ts';
+import { safetyDumpLocation } from '../backup/safety.ts';
 import { startCodec } from '../backup/compression.ts';
 import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
 import { storedParts, type StoredPart } from '../backup/parts.ts';
@@ -40,9 +41,10 @@ export interface RestoreOptions {
   noOwner?: boolean;
   noAcl?: boolean;
   /**
-   * With `clean` and a target that is not empty: first dump the target into the same location
-   * (service of the backup, environment `pre-restore`, database the target's name), and refuse
-   * the restore when that dump fails. Default true.
+   * With `clean` and a target that is not empty: first dump the target into the location's
+   * safety folder (`safety-dumps/<service>/<environment>/<target database>/…`, the service and
+   * environment of the backup; see src/backup/safety.ts), and refuse the restore when that dump
+   * fails. Default true.
    */
   safetyDump?: boolean;
   /** Directory format only: where the archive is downloaded first (it needs `archiveSizeBytes`). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
@@ -67,9 +69,6 @@ export interface RestoreResult {
   /** The dump of the target taken before it was replaced. */
   safetyDump?: { backupUri: string; manifestUri: string; restoreCommand: string };
 }
-
-/** The environment label of safety dumps (`<service>/pre-restore/<target database>/…`). */
-export const SAFETY_DUMP_ENVIRONMENT = 'pre-restore';
 
 const PARTY: Record<FaultParty, string> = { target: 'the target database', archive: 'the backup archive', storage: 'the storage' };
 
@@ -186,13 +185,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // 2. The safety dump.
     let safety: RestoreResult['safetyDump'];
     if (contents && options.safetyDump !== false) {
-      logger.info(`safety dump of ${target.display} into ${storage.url} before replacing its objects (skip with --no-safety-dump)`);
+      logger.info(`safety dump of ${target.display} into ${safetyDumpLocation(storage.url)} before replacing its objects (skip with --no-safety-dump)`);
       try {
         const taken = await dump({
           databaseUrl: options.targetUrl,
-          to: options.from,
+          to: safetyDumpLocation(options.from),
           service: manifest.service,
-          environment: SAFETY_DUMP_ENVIRONMENT,
+          environment: manifest.environment,
           s3: options.s3,
           logger,
           signal: options.signal,

@@ -178,7 +178,8 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
     result.durationMs = Date.now() - started;
     for (const s of result.suspicions) logger.warn(`suspicious: ${s}`);
     if (result.ok) logger.info(`verify OK (${level}) in ${formatSeconds(result.durationMs)}`);
-    else for (const p of result.problems.length ? result.problems : result.suspicions) logger.warn(`verify FAILED: ${p}`);
+    // The first problem is the reason the caller prints as the run's last line (`verify failed: …`): said once.
+    else for (const p of result.problems.slice(1)) logger.warn(`verify FAILED: ${p}`);
     return result;
   };
 

@@ -29,6 +29,8 @@ import { runnerLogText } from '../text/sinks.ts';
 export const runnerLog = {
   info: (message: string) => core.info(runnerLogText(message)),
   warning: (message: string) => core.warning(runnerLogText(message)),
+  /** `core.debug`: shown only when the workflow runs with step debug logging. */
+  debug: (message: string) => core.debug(runnerLogText(message)),
   /** `core.setFailed`: an `::error::` annotation and exit code 1 (callers may set another). */
   failed: (message: string) => core.setFailed(runnerLogText(message)),
   group: <T>(name: string, fn: () => Promise<T>) => core.group(runnerLogText(name), fn),
@@ -39,6 +41,7 @@ export const actionLogger: Logger = {
   info: (message) => runnerLog.info(message),
   warn: (message) => runnerLog.warning(message),
   group: (name, fn) => runnerLog.group(name, fn),
+  debug: (message) => runnerLog.debug(message),
 };
 
 /** An optional string input: absent or blank becomes undefined. */

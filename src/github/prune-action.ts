@@ -60,19 +60,20 @@ export async function run(): Promise<void> {
       plan: JSON.stringify(result.plan),
     });
     const verb = result.applied ? 'deleted' : 'to delete';
-    const rows = result.plan.groups.flatMap((g) =>
+    const groups = [...result.plan.groups, ...(result.safetyDumps.length ? [{ service: 'safety dumps', environment: 'restore --clean', database: '', backups: result.safetyDumps, incomplete: [] }] : [])];
+    const rows = groups.flatMap((g) =>
       [...g.backups, ...g.incomplete].map((b) => [
-        h(`${g.service}/${g.environment}/${g.database}`),
+        h([g.service, g.environment, g.database].filter(Boolean).join('/')),
         h(b.id) + (b.complete ? '' : ' (incomplete)'),
         b.startedAt.toISOString().replace('.000Z', 'Z'),
-        formatBytes(b.sizeBytes),
+        b.archiveBytes === undefined ? '-' : formatBytes(b.archiveBytes), // the archive, as list and the CLI's plan show it
         b.action === 'keep' ? 'keep' : result.applied ? '🗑️ deleted' : '🗑️ delete',
         h(b.reasons.join('; ')),
       ]),
     );
     await core.summary
       .addHeading(`Prune: ${result.ok ? (result.applied ? 'applied' : 'dry run (nothing deleted; set apply: true to delete)') : 'FAILED'}`, 3)
-      .addRaw(`<p>kept ${result.counts.kept}; ${verb} ${result.counts.deleted} backup(s) and ${result.counts.incompleteDeleted} incomplete (${formatBytes(result.counts.bytesDeleted)})</p>`)
+      .addRaw(`<p>kept ${result.counts.kept}; ${verb} ${result.counts.deleted} backup(s) and ${result.counts.incompleteDeleted} incomplete (frees ${formatBytes(result.counts.bytesDeleted)})</p>`)
       .addRaw(result.refused.length ? `<p>Refused: ${result.refused.map(h).join('<br>')}</p>` : '')
       .addTable([
         [{ data: 'group', header: true }, { data: 'backup', header: true }, { data: 'taken (UTC)', header: true }, { data: 'size', header: true }, { data: 'action', header: true }, { data: 'why', header: true }],

@@ -1,6 +1,7 @@
 import { UsageError } from '../errors.ts';
 import { stderrLogger } from '../log.ts';
 import { terminalText } from '../text/sinks.ts';
+import { printDrillRecordUris } from '../cli/drill-output.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { physicalDrill, type PhysicalDrillResult } from './drill.ts';
 import { PgBackRestDriver } from './pgbackrest.ts';
@@ -56,6 +57,7 @@ export async function physicalDrillCli(
     signal: io.signal,
   });
   if (io.json) io.printJson(result);
+  else printDrillRecordUris(result);
   if (!result.ok) {
     if (!io.json) process.stderr.write(`drill failed: ${terminalText(result.reason ?? 'failed')}\n`);
     io.setExitCode();

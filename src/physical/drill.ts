@@ -223,9 +223,11 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
   if (maxRpoMs !== undefined && result.rpoMs === undefined) log.warn('RPO unknown: the tool did not tell when the newest WAL segment was archived');
   result.ok = result.problems.length === 0;
   if (result.problems[0]) result.reason = result.problems[0];
-  for (const p of result.problems) log.warn(p);
+  // Each problem once: the first is the reason the CLI prints last (`drill failed: …`), as in drill().
+  for (const p of result.problems.slice(1)) log.warn(p);
   log.info(`RTO ${formatSeconds(result.rtoMs)} (restore ${formatSeconds(result.phases.restoreMs)}, WAL replay until promotion ${formatSeconds(result.phases.replayMs)}); checks ${formatSeconds(result.phases.checksMs)}`);
-  log.info(result.ok ? 'restore drill OK' : `restore drill FAILED: ${result.reason}`);
+  if (result.ok) log.info('restore drill OK');
+  else log.debug(`restore drill FAILED: ${result.reason}`); // the drill log's last line; on the terminal with --verbose
 
   const labels = { service, environment, database: driver.scope };
   if (!storage) {

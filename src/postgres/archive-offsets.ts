@@ -415,8 +415,8 @@ export async function addDataOffsets(file: string, log: Logger, signal?: AbortSi
   }
   const ms = Date.now() - start;
   const took = `${(ms / 1000).toFixed(2)} s`;
-  if (result.patched > 0) log.info(`data offsets: written for ${result.patched} TOC entr${result.patched === 1 ? 'y' : 'ies'} in ${took} (the archive was dumped through a pipe; pg_restore --jobs now seeks to each table's data)`);
-  else if (result.blocks > 0 && result.reason?.startsWith('every TOC entry')) log.info(`data offsets: already in the archive (checked in ${took})`);
-  else log.info(`data offsets not written: ${result.reason ?? 'no reason given'}; pg_restore will scan the archive`);
+  if (result.patched > 0) log.debug?.(`data offsets: written for ${result.patched} TOC entr${result.patched === 1 ? 'y' : 'ies'} in ${took} (the archive was dumped through a pipe; pg_restore --jobs now seeks to each table's data)`);
+  else if (result.blocks > 0 && result.reason?.startsWith('every TOC entry')) log.debug?.(`data offsets: already in the archive (checked in ${took})`);
+  else log.debug?.(`data offsets not written: ${result.reason ?? 'no reason given'}; pg_restore will scan the archive`);
   return ms;
 }

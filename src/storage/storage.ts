@@ -135,6 +135,16 @@ export interface Storage {
    * answer came within `timeoutMs`. Absent on stores that share this machine's clock (file).
    */
   serverTime?(options?: ServerTimeOptions): Promise<ServerTime | undefined>;
+  /**
+   * Checks, before a dump starts, that `key` may be written — the location is reachable, the
+   * bucket exists, the credentials are accepted and may write there — and leaves nothing behind.
+   * S3: CreateMultipartUpload, then AbortMultipartUpload of that upload (both are the writer's
+   * own permissions, s3:PutObject and s3:AbortMultipartUpload; no object is created). file: the
+   * directory is created if needed and must be writable.
+   * `signal` cancels it (SIGINT/SIGTERM: rejects with the signal's reason).
+   * @throws UsageError naming the fix (unknown bucket, rejected credentials, denied write).
+   */
+  probeWrite?(key: string, signal?: AbortSignal): Promise<void>;
 }
 
 /** Raised by a write with `noOverwrite` when the key already exists: nothing was replaced. */

@@ -108,7 +108,7 @@ describe('data offsets in real pg_dump archives', () => {
   it('a drill writes the offsets into its download, logs it, and passes every check', { timeout: 240_000 }, async () => {
     const to = await fileLocation();
     await dumpWithCli(db, to);
-    const r = await cli(['drill', '--from', to, '--json']);
+    const r = await cli(['drill', '--verbose', '--from', to, '--json']);
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout);
     assert.equal(report.ok, true, report.reason);

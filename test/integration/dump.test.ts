@@ -57,7 +57,7 @@ describe('dump to Ceph RGW', () => {
     // neither in the dump nor in the counts. (A fixed wait in the test raced the CLI's start-up.)
     const insert = `INSERT INTO products SELECT 'LATE-' || g, 'late', 1 FROM generate_series(1, 25) g`;
     const bin = await fakePgBin(`"$REAL/psql" -qAt "$SNAP_URL" -c "${insert}" >/dev/null || exit 3; exec "$REAL/pg_dump" "$@"`);
-    const r = await cli(['dump', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, SNAP_URL: dbUrl(db) });
+    const r = await cli(['dump', '--verbose', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, SNAP_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /snapshot \S+ exported/);
     const manifest = JSON.parse(r.stdout);

@@ -32,7 +32,7 @@ describe('signals (a cancelled workflow run)', () => {
       const bin = await fakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
       const to = s3Location('sigdump');
       const { mark, env } = leftoverMark();
-      const r = await interrupt(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...env }, /snapshot \S+ exported/, signal);
+      const r = await interrupt(['dump', '--verbose', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...env }, /snapshot \S+ exported/, signal);
       assert.equal(r.code, signal === 'SIGTERM' ? 143 : 130, r.stderr);
       assert.match(r.stderr, new RegExp(`received ${signal}: cancelling and cleaning up`));
       assert.deepEqual(await s3Keys(to), []);

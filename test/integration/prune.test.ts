@@ -169,7 +169,7 @@ describe('prune with real dumps', () => {
     await backupAt(db, to, new Date(Date.now() - 60_000));
     const r = await cli(['prune', '--from', to, '--keep-last', '1']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, new RegExp(`^api/prod/${db}\\n  keep    .*last 1\\n  delete  .*no keep rule selects it\\n$`));
+    assert.match(r.stdout, new RegExp(`^ACTION  STARTED \\(UTC\\) +SIZE  BACKUP +WHY\\napi/prod/${db}\\nkeep    .*last 1\\ndelete  .*no keep rule selects it\\n$`));
     assert.match(r.stderr, /dry run: nothing deleted \(add --apply to delete\)/);
     assert.equal((await keysOf(to)).length, 4);
   });

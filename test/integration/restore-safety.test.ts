@@ -130,7 +130,7 @@ describe('restore into a database that is not empty', () => {
     assert.equal((await sql<{ n: string }>(target, 'SELECT count(*)::text AS n FROM payload'))[0]!.n, '8000');
     assert.equal((await sql<{ x: number }>(target, 'SELECT x FROM keep_me'))[0]!.x, 42, 'objects outside the backup stay');
     // The safety dump holds the live rows and restores.
-    assert.match(result.safetyDump.backupUri, new RegExp(`/default/pre-restore/${target}/`));
+    assert.match(result.safetyDump.backupUri, new RegExp(`/safety-dumps/default/default/${target}/`), 'kept apart from the backups, under the backup\'s service and environment');
     const manifest = JSON.parse(await readFile(objectPath(to, result.safetyDump.manifestUri.slice(to.length + 1)), 'utf8'));
     assert.match(manifest.context.reason, /safety dump before restoring .* with --clean/);
     assert.deepEqual(manifest.tables.map((t: { table: string; rows: number }) => `${t.table}:${t.rows}`), ['keep_me:1', 'orders:500']);

@@ -44,7 +44,7 @@ describe('list', () => {
     assert.deepEqual(entries.map((e) => e.id), listed.map((b: { id: string }) => b.id));
 
     const human = await cli(['list', '--from', to]);
-    assert.equal(human.stdout.trim().split('\n').length, 3);
+    assert.equal(human.stdout.trim().split('\n').length, 1 + 3, 'a header and the 3 complete backups');
     await recordFault({ faultId: 'corrupt-orphan-object-not-listed', fault: 'a dump object without a manifest (its dump failed before the commit marker)', outcome: '`list` shows only the complete backups', exit: r.code, left: `unchanged: ${await leftBehind(to)}`, file: import.meta.url });
   });
 });

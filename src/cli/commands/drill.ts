@@ -6,6 +6,7 @@ import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { physicalDrillCli } from '../../physical/cli.ts';
+import { printDrillRecordUris } from '../drill-output.ts';
 import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
@@ -59,6 +60,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       allowSameOsUser: flags.allowSameOsUser,
     }));
     if (flags.json) printJson(checkJson(result));
+    else printDrillRecordUris(result);
     exitOnFailedCheck(result, 'drill', flags.json, setExitCode);
   });
   return reportingOptions(command);

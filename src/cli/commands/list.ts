@@ -4,28 +4,28 @@ import { list } from '../../commands/list.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { renderTable } from '../table.ts';
 
 /**
- * `pg-backup list`: complete backups under `--from`, newest first, one line each (`--json`: the array); a backup that is not restorable as listed is named on stderr.
- * Names and keys come from the bucket: each is escaped for the terminal as it is printed.
+ * `pg-backup list`: complete backups under `--from`, newest first, as a table with a header (`--json`: the array); a backup that is not restorable as listed is named on stderr. With `--safety-dumps`, the safety dumps `restore --clean` took instead.
+ * Names and keys come from the bucket: each cell is escaped for the terminal before the table measures it.
  */
 export function addListCommand(program: Command, { signal }: CliContext): Command {
   return storageOptions(
-    filterOptions(program.command('list').description('list complete backups (manifest present), newest first').requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')).option(
-      '--json',
-      'print JSON on stdout',
-    ).option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m'),
-  ).action(async (flags: CommonFlags & { from: string; maxClockSkew: string }) => {
-    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal), maxClockSkew: flags.maxClockSkew });
+    filterOptions(program.command('list').description('list complete backups (manifest present), newest first').requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR'))
+      .option('--safety-dumps', 'list the safety dumps restore --clean took (under safety-dumps/) instead of the backups')
+      .option('--json', 'print JSON on stdout')
+      .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m'),
+  ).action(async (flags: CommonFlags & { from: string; safetyDumps?: boolean; maxClockSkew: string }) => {
+    const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal), safetyDumps: flags.safetyDumps, maxClockSkew: flags.maxClockSkew });
     if (flags.json) return printJson(backups);
     if (backups.length === 0) {
-      process.stderr.write(`no complete backups under ${terminalText(flags.from)}\n`);
+      process.stderr.write(`no complete ${flags.safetyDumps ? 'safety dumps' : 'backups'} under ${terminalText(flags.from)}\n`);
       return;
     }
-    for (const b of backups) {
-      const size = b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes);
-      process.stdout.write(`${b.startedAt}  ${size.padStart(8)}  ${b.status.toUpperCase().padEnd(13)}  ${terminalText(`${b.service}/${b.environment}/${b.database}`)}  ${terminalText(b.key)}\n`);
-    }
+    const rows = backups.map((b) => [b.startedAt, b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes), b.status.toUpperCase(), `${b.service}/${b.environment}/${b.database}`, b.key].map(terminalText));
+    const lines = renderTable([{ header: 'STARTED (UTC)' }, { header: 'SIZE', align: 'right' }, { header: 'STATUS' }, { header: 'SERVICE/ENVIRONMENT/DATABASE' }, { header: 'KEY' }], rows);
+    for (const line of lines) process.stdout.write(`${line}\n`);
     const broken = backups.filter((b) => b.status !== 'ok');
     for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${terminalText(b.key)}: ${terminalText(b.problem ?? '')}\n`);
     if (broken.length) process.stderr.write(`${broken.length} of ${backups.length} backups are not restorable as listed; retention never counts them as keepers\n`);

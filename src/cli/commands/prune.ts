@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatPlan, prune } from '../../commands/prune.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
+import { DEFAULT_KEEP_SAFETY_DUMPS } from '../../backup/safety.ts';
 import { stderrLogger } from '../../log.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
@@ -25,9 +26,10 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--keep-proven <n>', 'never delete the N newest backups that passed a drill or a recorded verify', '1')
         .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
+        .option('--keep-safety-dumps <duration>', 'delete the safety dumps restore --clean took once older than this (they never count as backups)', DEFAULT_KEEP_SAFETY_DUMPS)
         .option('--apply', 'delete (default: dry run, print the plan only)'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; maxClockSkew: string; apply?: boolean }) => {
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; keepSafetyDumps: string; maxClockSkew: string; apply?: boolean }) => {
     const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
@@ -39,13 +41,14 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
       maxClockSkew: flags.maxClockSkew,
+      keepSafetyDumps: flags.keepSafetyDumps,
       apply: flags.apply,
       s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,
     }));
     if (flags.json) printJson(result);
-    else for (const line of formatPlan(result.plan)) process.stdout.write(`${terminalText(line)}\n`); // names, ids and reasons from the bucket
+    else for (const line of formatPlan(result.plan, result.safetyDumps)) process.stdout.write(`${terminalText(line)}\n`); // names, ids and reasons from the bucket
     exitOnFailedCheck(result, 'prune', flags.json, setExitCode);
   });
   return reportingOptions(command);

@@ -1,5 +1,5 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { link, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { constants, createReadStream, createWriteStream } from 'node:fs';
+import { access, link, mkdir, readFile, readdir, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -81,6 +81,17 @@ export class FileStorage implements Storage {
       await mkdir(path.dirname(file), { recursive: true });
     } catch (err) {
       throw new UsageError(`cannot create ${path.dirname(file)} under ${this.url}: ${(err as Error).message}`);
+    }
+  }
+
+  async probeWrite(key: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    const dir = path.dirname(this.#path(key));
+    await this.#prepareDir(this.#path(key));
+    try {
+      await access(dir, constants.W_OK);
+    } catch (err) {
+      throw new UsageError(`cannot write under ${this.url} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message}): check the directory's permissions`);
     }
   }
 

@@ -1,6 +1,7 @@
 import type { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
   HeadBucketCommand,
@@ -448,6 +449,31 @@ export class S3Storage implements Storage {
       await this.#probeClient.send(new HeadBucketCommand({ Bucket: this.#bucket }), { abortSignal: signal }).catch(() => undefined);
     }
     return this.#lastDate;
+  }
+
+  /** See `Storage.probeWrite`. */
+  async probeWrite(key: string, signal?: AbortSignal): Promise<void> {
+    const Key = this.#fullKey(key);
+    const abortSignal = this.#abortSignal(signal);
+    let uploadId: string | undefined;
+    try {
+      const sent = this.client.send(new CreateMultipartUploadCommand({ ...this.#writeParams(), Bucket: this.#bucket, Key, ContentType: 'application/octet-stream' } as never), { abortSignal });
+      // An upload created after a cancellation is aborted when its id arrives.
+      sent.then((out) => {
+        if (abortSignal?.aborted && out.UploadId) void this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: out.UploadId }), { abortSignal: AbortSignal.timeout(LATE_ABORT_MS) }).catch(() => undefined);
+      }, () => undefined);
+      // A request that ignores the cancellation (a silent endpoint, between retries) must not hold the run.
+      ({ UploadId: uploadId } = abortSignal ? await Promise.race([sent, new Promise<never>((_, reject) => {
+        if (abortSignal.aborted) reject(abortSignal.reason);
+        abortSignal.addEventListener('abort', () => reject(abortSignal.reason), { once: true });
+      })]) : await sent);
+    } catch (err) {
+      if (abortSignal?.aborted) throw abortSignal.reason instanceof Error ? abortSignal.reason : new Error('write check aborted');
+      throw this.#mapWriteError(err, this.uri(key));
+    }
+    // Nothing was uploaded; an abort that fails leaves an empty upload for the lifecycle rule's
+    // AbortIncompleteMultipartUpload (`pg-backup lifecycle`) to clear.
+    if (uploadId) await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId: uploadId }), { abortSignal: AbortSignal.timeout(LATE_ABORT_MS) }).catch(() => undefined);
   }
 
   async delete(key: string): Promise<void> {
