@@ -6,6 +6,7 @@ import { parseDuration } from '../duration.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
+import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
 import { addDataOffsets } from '../postgres/archive-offsets.ts';
 import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
@@ -194,6 +195,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       // Before any cluster starts: an encrypted backup without an identity is a usage error.
       const identities = identitiesFor(manifest.encryption, options.ageIdentities, result.backupUri);
       const bins = await restoreBinaries(manifest, options.serverMajor);
+      // Plain SQL is replayed by psql in restricted mode only: an older psql is refused here, before any download.
+      if (manifest.format === 'plain' && bins.psql) requireRestrictedPsql(bins.psql, 'drill a plain SQL backup');
       const parent = workDirOf(options.workDir);
 
       if (targetConn) {
