@@ -229,7 +229,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} in one transaction with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}`);
     const started = Date.now();
     // The restoring program's session, named so that its lock waits can be watched.
-    const appName = `pg-backup restore ${randomBytes(4).toString('hex')}`;
+    const appName = `pg-backup-restore-${randomBytes(4).toString('hex')}`;
     const watch = await startLockWatch(target, appName, lockWaitMs, logger);
     try {
       if (localArchive) {
@@ -546,7 +546,7 @@ function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: 
   return { stdin, done, fault: () => fault, stop: () => stopper.abort(new Error('stopped before commit')) };
 }
 
-/** `url` with `application_name` set to `appName` (a name in the URL would override `PGAPPNAME`). */
+/** `url` with `application_name` set to `appName` (a name in the URL would override `PGAPPNAME`); `appName` has no character that needs encoding (libpq reads `+` as a plus). */
 function named(url: string, appName: string): string {
   try {
     const u = new URL(url);

@@ -3,6 +3,8 @@
 // --lock-wait-timeout with the target unchanged. The blocking session holds its lock for the
 // whole test (no race), against the real PostgreSQL.
 import assert from 'node:assert/strict';
+import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
 import { describe, it, before, after } from 'node:test';
 import pg from 'pg';
 import { adminUrl, cli, createDatabase, dbUrl, dumpWithCli, fileLocation, sql } from '../helpers.ts';
@@ -35,8 +37,9 @@ for (const format of ['custom', 'plain'] as const) {
       location = await fileLocation();
       ({ objectKey } = await dumpWithCli(source, location, format === 'plain' ? ['--format', 'plain', '--clean'] : []));
     });
+    after(() => rm(fileURLToPath(location), { recursive: true, force: true }));
 
-    it('names the blocking session after 5 s, then fails after --lock-wait-timeout with the target unchanged', async (t) => {
+    it('names the blocking session after 5 s, then fails after --lock-wait-timeout with the target unchanged', { timeout: 180_000 }, async (t) => {
       const target = await createDatabase('h1locktgt', false);
       await sql(target, LIVE_SQL);
       const before = await rows(target);
@@ -70,7 +73,6 @@ describe('restore --lock-wait-timeout values', () => {
   before(async () => {
     target = await createDatabase('h1lockbad', false);
   });
-  after(() => undefined);
   for (const bad of ['5x', '0s', '-1s', '']) {
     it(`refuses ${JSON.stringify(bad)} in one line, exit 2`, async () => {
       const r = await cli(['restore', '--from', 'file:///nonexistent-h1-lock', '--backup', 'latest', '--target-url', dbUrl(target), '--lock-wait-timeout', bad]);
