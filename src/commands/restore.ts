@@ -8,7 +8,7 @@ import { startCodec } from '../backup/compression.ts';
 import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
 import { storedParts, type StoredPart } from '../backup/parts.ts';
 import { downloadArchive, streamBackup, type ArchiveSink } from '../backup/readback.ts';
-import { PLAIN_TRAILER, restoreBinaries, type RestoreBinaries } from '../postgres/archive.ts';
+import { restoreBinaries, type RestoreBinaries } from '../postgres/archive.ts';
 import { plainSqlGate, requireRestrictedPsql, type PlainSqlGate } from '../postgres/plain-sql.ts';
 import { parseDuration } from '../duration.ts';
 import type { PgBinary } from '../postgres/binaries.ts';
@@ -337,10 +337,10 @@ async function streamPlainRestore(
 const HOLD_BACK_BYTES = 256 * 1024;
 
 /**
- * Streams one stored object into a single-transaction pg_restore/psql. The stored bytes are
- * hashed on the way in; the last {@link HOLD_BACK_BYTES} of the decompressed archive reach the
- * program only once size and SHA-256 equal the manifest's (and, for plain SQL, the dump ends with
- * pg_dump's trailer). Otherwise the program is stopped before it can commit.
+ * Streams one stored custom archive into a single-transaction pg_restore (plain SQL takes
+ * {@link streamPlainRestore}). The stored bytes are hashed on the way in; the last
+ * {@link HOLD_BACK_BYTES} of the decompressed archive reach the program only once size and
+ * SHA-256 equal the manifest's. Otherwise the program is stopped before it can commit.
  * @returns the bytes downloaded.
  * @throws RestoreFailedError naming the cause.
  */
@@ -395,21 +395,13 @@ async function streamRestore(
     return mismatch === undefined;
   });
   let program: RestoreProgram | undefined;
-  let trailerMissing = false;
   const outcome = await streamBackup(
     hashing,
     part,
     () => {
       program = startRestoreProgram(format, bins, target, args, undefined, signal, appName);
       const p = program;
-      const stream = holdBack(
-        p,
-        async (tail) => {
-          const ok = await sinkCheck;
-          if (ok && format === 'plain' && !tail.toString('latin1').includes(PLAIN_TRAILER)) trailerMissing = true;
-          return ok && !trailerMissing;
-        },
-      );
+      const stream = holdBack(p, () => sinkCheck);
       return { stream, done: p.done } satisfies ArchiveSink;
     },
     signal,
@@ -417,14 +409,14 @@ async function streamRestore(
   );
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('cancelled');
   const fault = program?.fault();
-  const failed = outcome.downloadError || outcome.decryptError || outcome.decompressError || outcome.restoreError || mismatch || trailerMissing;
+  const failed = outcome.downloadError || outcome.decryptError || outcome.decompressError || outcome.restoreError || mismatch;
   if (!failed) return outcome.sizeBytes;
   const name = target.display;
   // The download failing first is the storage's fault.
   if (outcome.downloadError) throw new RestoreFailedError('storage', name, `download failed: ${outcome.downloadError}`, 'rolled back');
   // Then evidence against the archive: it differs from its manifest, or cannot be decrypted or decompressed.
   const differs = mismatch && !mismatch.startsWith('download failed') ? mismatch : undefined;
-  const archive = [differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`, trailerMissing && `the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`]
+  const archive = [differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`]
     .filter(Boolean)
     .join('; ');
   if (archive) throw new RestoreFailedError('archive', name, archive, 'rolled back');
@@ -436,13 +428,13 @@ async function streamRestore(
 
 /**
  * The sink's writable: forwards into the program's stdin but holds back the last
- * {@link HOLD_BACK_BYTES}; at the end it asks `release(tail)` and writes the tail and closes stdin
+ * {@link HOLD_BACK_BYTES}; at the end it asks `release()` and writes the tail and closes stdin
  * only when it says yes, else stops the program. It finishes only once the program exited 0 and
  * fails with the program's own reason (the {@link ArchiveSink} contract); destroyed before its
  * end, it stops the program before its input closes, so nothing cut off is committed. A dead
  * program's stdin is drained, never waited on.
  */
-function holdBack(program: RestoreProgram, release: (tail: Buffer) => Promise<boolean>): Writable {
+function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Writable {
   const inner = program.stdin;
   const held: Buffer[] = [];
   let heldBytes = 0;
@@ -478,7 +470,7 @@ function holdBack(program: RestoreProgram, release: (tail: Buffer) => Promise<bo
     final(callback) {
       void (async () => {
         const tail = Buffer.concat(held);
-        if (!(await release(tail))) {
+        if (!(await release())) {
           program.stop();
           await program.done.catch(() => undefined);
           return callback(new Error('stopped before commit: the archive does not match its manifest'));
