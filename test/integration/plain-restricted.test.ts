@@ -5,7 +5,7 @@
 // sha256 made to match, so that only the SQL itself can stop them.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, open, readdir, symlink, unlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, stat, symlink, unlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -84,6 +84,7 @@ for (const size of ['small', 'large'] as const) {
           assert.match(line, /restore failed and was rolled back, .* is as it was \(cause: the backup archive\): the SQL holds a psql meta-command \(line (\d+) of psql's input\)/, h.name);
           assert.equal(Number(/line (\d+) of psql's input/.exec(line)![1]), psqlLine(text, h.lines), `${h.name}: psql stopped at the meta-command's line`);
           assert.equal(r.stderr.trim().split('\n').filter((l) => /meta-command/.test(l)).length, 1, 'one line names it');
+          assert.doesNotMatch(r.stderr, /restrict [0-9a-f]{64}/, 'the restricted-mode key is never printed');
           assert.ok(await untouched(target), `${h.name}: the target is unchanged`);
           await assertNoSideEffect(`restore ${h.name} at the ${position}`);
         }
@@ -238,11 +239,21 @@ describe('plain SQL that reaches psql only once it matched its manifest', () => 
         if (child.exitCode !== null) assert.fail(`the restore ended before it spooled: ${stderr}`);
         if (!spool) await sleep(100);
       }
+      // Private while it exists: the directory 0700, the file 0600.
+      assert.equal((await stat(path.join(work, spool))).mode & 0o777, 0o700);
+      assert.equal((await stat(path.join(work, spool, 'dump.sql'))).mode & 0o777, 0o600);
       child.kill('SIGTERM');
-      assert.equal(await exited, 143, stderr);
+      // The cleanup runs on the signal (the spool directory goes); the process itself exits once
+      // its read of the FIFO returns, which needs the writer closed (a blocked read cannot be
+      // cancelled): close it only after the cleanup, so that the signal, not an EOF, ends the run.
+      while ((await readdir(work)).includes(spool)) {
+        if (child.exitCode !== null) break;
+        await sleep(100);
+      }
     } finally {
       await fifo.close();
     }
+    assert.equal(await exited, 143, stderr);
     assert.ok(await untouched(target));
     await assertNoSideEffect('SIGTERM while spooling');
   });
