@@ -7,6 +7,7 @@ import { parseDuration } from '../duration.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
+import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
 import { installPgClient } from '../postgres/install-client.ts';
 import { addDataOffsets } from '../postgres/archive-offsets.ts';
@@ -226,6 +227,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         await installPgClient(manifest.pgDump.major, log);
         return restoreBinaries(manifest, options.serverMajor);
       });
+      // Plain SQL is replayed by psql in restricted mode only: an older psql is refused here, before any download.
+      if (manifest.format === 'plain' && bins.psql) requireRestrictedPsql(bins.psql, 'drill a plain SQL backup');
       const parent = workDirOf(options.workDir);
 
       if (targetConn) {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, Writable, pipeline, type Readable } from 'node:stream';
@@ -10,7 +10,9 @@ import { startCodec } from '../backup/compression.ts';
 import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
 import { storedParts, type StoredPart } from '../backup/parts.ts';
 import { downloadArchive, streamBackup, type ArchiveSink } from '../backup/readback.ts';
-import { PLAIN_TRAILER, restoreBinaries, type RestoreBinaries } from '../postgres/archive.ts';
+import { restoreBinaries, type RestoreBinaries } from '../postgres/archive.ts';
+import { plainSqlGate, requireRestrictedPsql, type PlainSqlGate } from '../postgres/plain-sql.ts';
+import { parseDuration } from '../duration.ts';
 import type { PgBinary } from '../postgres/binaries.ts';
 import { workDirOf } from '../postgres/cluster.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
@@ -18,7 +20,7 @@ import type { Logger } from '../log.ts';
 import { libpqEnv, resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
-import { classifyRestoreFailure, parseToc, preflightRestore, targetContents, type FaultParty, type RestoreFault, type TocEntry } from '../postgres/target.ts';
+import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
@@ -47,7 +49,18 @@ export interface RestoreOptions {
    * fails. Default true.
    */
   safetyDump?: boolean;
-  /** Directory format only: where the archive is downloaded first (it needs `archiveSizeBytes`). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
+  /**
+   * How long the restore waits for any one lock on the target (a table it replaces that an open
+   * transaction uses), as a duration (`60s`, `2m`; {@link parseDuration}). Default 60 s. After 5 s
+   * of waiting one line names the blocking sessions; when it runs out the restore fails and
+   * rolls back. Bad values are a UsageError.
+   */
+  lockWaitTimeout?: string;
+  /**
+   * Directory format: where the archive is downloaded first (it needs `archiveSizeBytes`); plain
+   * SQL larger than 256 KiB: where it is spooled (private directory) until it matched its
+   * manifest. Default `PG_BACKUP_WORK_DIR` or the temp dir.
+   */
   workDir?: string;
   s3?: S3Settings;
   /** age identities for a client-side encrypted backup; default `PG_BACKUP_AGE_IDENTITY(_FILE)`. */
@@ -98,12 +111,16 @@ export class RestoreFailedError extends CheckFailedError {
  *    `clean` the objects outside the backup that depend on ones it replaces, and the lock table.
  * 2. With `clean` into a non-empty target: a safety dump of the target (see `safetyDump`).
  * 3. **One transaction**: custom streams download → decrypt → decompress → `pg_restore
- *    --single-transaction --exit-on-error` (no local disk); plain → `psql -v ON_ERROR_STOP=1
- *    --single-transaction`; directory: downloaded and checked first, then `pg_restore
- *    --single-transaction` with one job (a transaction cannot span `--jobs`). The last 256 KiB
- *    of a streamed archive are held back until the downloaded object's size and SHA-256 equal
- *    the manifest's (and a plain dump ends with pg_dump's trailer), so a damaged or truncated
- *    backup is never committed: pg_restore/psql is stopped and the server rolls back.
+ *    --single-transaction --exit-on-error` (no local disk), the last 256 KiB of the archive held
+ *    back until the downloaded object's size and SHA-256 equal the manifest's, so a damaged or
+ *    truncated backup is never committed (pg_restore is stopped, the server rolls back); plain →
+ *    nothing reaches psql before the whole object matched its manifest and the SQL ends with
+ *    pg_dump's trailer (held in memory, or spooled to a private file under `workDir`), then
+ *    `psql -v ON_ERROR_STOP=1 --single-transaction` in restricted mode (`\restrict` with a random
+ *    key: no psql meta-command in the SQL runs; plain-sql.ts); directory: downloaded and
+ *    checked first, then `pg_restore --single-transaction` with one job (a transaction cannot
+ *    span `--jobs`). Each lock is awaited for at most `lockWaitTimeout` (the blocking sessions
+ *    are named after 5 s; target.ts `watchLockWaits`).
  *
  * Whatever fails, the target is left as it was, and the error names the cause: the target
  * (rights, dependencies, existing objects, lock table, disk), the archive, or the storage.
@@ -113,6 +130,8 @@ export class RestoreFailedError extends CheckFailedError {
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const { logger } = options;
   if (!options.backup?.trim()) throw new UsageError('restore needs --backup KEY (from "pg-backup list") or --backup latest');
+  const lockWaitMs = parseDuration(options.lockWaitTimeout ?? '60s', '--lock-wait-timeout');
+  if (lockWaitMs < 1000) throw new UsageError(`--lock-wait-timeout ${JSON.stringify(options.lockWaitTimeout)} is too short: give at least 1s (e.g. 30s, 2m)`);
   const storage = openStorage(options.from, options.s3);
   const target = resolveConnection(options.targetUrl);
   const backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: clockCheck(new Date(), parseMaxClockSkew(options.maxClockSkew)), warn: (line) => logger.warn(line) });
@@ -146,6 +165,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   try {
     const identities = identitiesFor(manifest.encryption, options.ageIdentities, backupUri);
     const bins = await restoreBinaries(manifest);
+    // Plain SQL is replayed by psql in restricted mode only: an older psql is refused before anything is written.
+    if (manifest.format === 'plain' && bins.psql) requireRestrictedPsql(bins.psql, 'restore a plain SQL backup');
     const args = ['--single-transaction', '--exit-on-error'];
     if (clean) args.push('--clean', '--if-exists');
     if (options.noOwner) args.push('--no-owner');
@@ -209,13 +230,34 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // 3. The restore, in one transaction.
     logger.info(`restoring ${backupUri} (${formatBytes(manifest.object.sizeBytes)}, taken ${manifest.startedAt}) into ${target.display} in one transaction with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}`);
     const started = Date.now();
-    if (localArchive) {
-      const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal);
-      await program.done.catch((err: unknown) => {
-        throw new RestoreFailedError(program.fault()?.party ?? 'target', target.display, program.fault()?.reason ?? messageOf(err), 'rolled back');
-      });
-    } else {
-      sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal);
+    // The restoring program's session, named so that its lock waits can be watched.
+    const appName = `pg-backup-restore-${randomBytes(4).toString('hex')}`;
+    const watch = await startLockWatch(target, appName, lockWaitMs, logger);
+    try {
+      if (localArchive) {
+        const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal, appName);
+        await program.done.catch((err: unknown) => {
+          throw new RestoreFailedError(program.fault()?.party ?? 'target', target.display, program.fault()?.reason ?? messageOf(err), 'rolled back');
+        });
+      } else if (manifest.format === 'plain') {
+        sizeBytes = await streamPlainRestore(storage, storedParts(backup)[0]!, bins, target, identities, options.signal, appName, options.workDir);
+      } else {
+        sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName);
+      }
+    } catch (err) {
+      const waited = watch?.timedOut();
+      if (waited && !options.signal?.aborted) {
+        const them = waited.blockers.length === 1 ? 'that session' : 'those sessions';
+        throw new RestoreFailedError(
+          'target',
+          target.display,
+          `it waited ${formatSeconds(waited.waitedMs)} for a lock held by ${describeBlockers(waited.blockers)} and gave up (--lock-wait-timeout ${formatSeconds(lockWaitMs)}): end ${them} or let ${waited.blockers.length === 1 ? 'its' : 'their'} transaction${waited.blockers.length === 1 ? '' : 's'} finish (SELECT pg_terminate_backend(pid) as a last resort), then run the restore again, or give it longer with --lock-wait-timeout`,
+          'rolled back',
+        );
+      }
+      throw err;
+    } finally {
+      await watch?.stop();
     }
     const durationMs = Date.now() - started;
     logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
@@ -226,14 +268,81 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   }
 }
 
+/**
+ * Starts {@link watchLockWaits} over the restore's session `appName` on its own connection; when
+ * that connection cannot be opened, warns and restores without the watch.
+ */
+async function startLockWatch(target: DatabaseConnection, appName: string, timeoutMs: number, logger: Logger): Promise<LockWatch | undefined> {
+  try {
+    const client = await connect(target, 'pg-backup restore lock watch');
+    return watchLockWaits(client, appName, { timeoutMs, notice: (line) => logger.warn(line) });
+  } catch (err) {
+    logger.warn(`cannot watch the restore's lock waits (${messageOf(err)}): it may wait for locks without a limit`);
+    return undefined;
+  }
+}
+
+/**
+ * Restores plain SQL: the object streams through hashing, decryption and decompression into a
+ * {@link plainSqlGate}, which holds the SQL (memory up to 256 KiB, else a private spool file
+ * under `workDir`) and starts psql — in restricted mode, one transaction — only once the object
+ * matched its manifest and the SQL ends with pg_dump's completion line. So nothing of a damaged
+ * or altered object reaches the server, and nothing in any SQL runs on this machine.
+ * @returns the bytes downloaded.
+ * @throws RestoreFailedError: refused (nothing sent) or rolled back (psql failed), naming the cause.
+ */
+async function streamPlainRestore(
+  storage: Storage,
+  part: StoredPart,
+  bins: RestoreBinaries,
+  target: DatabaseConnection,
+  identities: string[] | undefined,
+  signal: AbortSignal | undefined,
+  appName: string,
+  workDir: string | undefined,
+): Promise<number> {
+  let program: RestoreProgram | undefined;
+  let gate: PlainSqlGate | undefined;
+  const outcome = await streamBackup(
+    storage,
+    part,
+    () =>
+      (gate = plainSqlGate(() => {
+        program = startRestoreProgram('plain', bins, target, [], undefined, signal, appName);
+        return program;
+      }, { workDir })),
+    signal,
+    identities,
+  );
+  if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('cancelled');
+  const name = target.display;
+  const phase = program ? 'rolled back' : 'refused';
+  if (outcome.downloadError) throw new RestoreFailedError('storage', name, `download failed: ${outcome.downloadError}`, phase);
+  const differs = outcome.checksumSkipped
+    ? []
+    : [
+        outcome.sizeBytes !== part.sizeBytes && `size mismatch: the object has ${outcome.sizeBytes} bytes, the manifest says ${part.sizeBytes}`,
+        outcome.sha256 !== part.sha256 && `sha256 mismatch: the object hashes to ${outcome.sha256}, the manifest says ${part.sha256}`,
+      ];
+  const archive = [...differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`, gate?.refusal()].filter(Boolean);
+  if (archive.length) throw new RestoreFailedError('archive', name, `${archive.join('; ')}; none of its SQL was run`, phase);
+  const fault = program?.fault();
+  if (fault) throw new RestoreFailedError(fault.party, name, fault.reason, 'rolled back');
+  if (outcome.restoreError) {
+    if (program) throw new RestoreFailedError('target', name, outcome.restoreError, 'rolled back');
+    throw new CheckFailedError(`restore refused, nothing was changed in ${name}: ${outcome.restoreError}`);
+  }
+  return outcome.sizeBytes;
+}
+
 /** Bytes of the decompressed stream held back until the stored object's checksum is known. */
 const HOLD_BACK_BYTES = 256 * 1024;
 
 /**
- * Streams one stored object into a single-transaction pg_restore/psql. The stored bytes are
- * hashed on the way in; the last {@link HOLD_BACK_BYTES} of the decompressed archive reach the
- * program only once size and SHA-256 equal the manifest's (and, for plain SQL, the dump ends with
- * pg_dump's trailer). Otherwise the program is stopped before it can commit.
+ * Streams one stored custom archive into a single-transaction pg_restore (plain SQL takes
+ * {@link streamPlainRestore}). The stored bytes are hashed on the way in; the last
+ * {@link HOLD_BACK_BYTES} of the decompressed archive reach the program only once size and
+ * SHA-256 equal the manifest's. Otherwise the program is stopped before it can commit.
  * @returns the bytes downloaded.
  * @throws RestoreFailedError naming the cause.
  */
@@ -246,6 +355,7 @@ async function streamRestore(
   args: string[],
   identities: string[] | undefined,
   signal: AbortSignal | undefined,
+  appName: string,
 ): Promise<number> {
   let resolveVerdict!: (v: { sizeBytes: number; sha256?: string; error?: string }) => void;
   const verdict = new Promise<{ sizeBytes: number; sha256?: string; error?: string }>((resolve) => (resolveVerdict = resolve));
@@ -287,21 +397,13 @@ async function streamRestore(
     return mismatch === undefined;
   });
   let program: RestoreProgram | undefined;
-  let trailerMissing = false;
   const outcome = await streamBackup(
     hashing,
     part,
     () => {
-      program = startRestoreProgram(format, bins, target, args, undefined, signal);
+      program = startRestoreProgram(format, bins, target, args, undefined, signal, appName);
       const p = program;
-      const stream = holdBack(
-        p,
-        async (tail) => {
-          const ok = await sinkCheck;
-          if (ok && format === 'plain' && !tail.toString('latin1').includes(PLAIN_TRAILER)) trailerMissing = true;
-          return ok && !trailerMissing;
-        },
-      );
+      const stream = holdBack(p, () => sinkCheck);
       return { stream, done: p.done } satisfies ArchiveSink;
     },
     signal,
@@ -309,14 +411,14 @@ async function streamRestore(
   );
   if (signal?.aborted) throw signal.reason instanceof Error ? signal.reason : new Error('cancelled');
   const fault = program?.fault();
-  const failed = outcome.downloadError || outcome.decryptError || outcome.decompressError || outcome.restoreError || mismatch || trailerMissing;
+  const failed = outcome.downloadError || outcome.decryptError || outcome.decompressError || outcome.restoreError || mismatch;
   if (!failed) return outcome.sizeBytes;
   const name = target.display;
   // The download failing first is the storage's fault.
   if (outcome.downloadError) throw new RestoreFailedError('storage', name, `download failed: ${outcome.downloadError}`, 'rolled back');
   // Then evidence against the archive: it differs from its manifest, or cannot be decrypted or decompressed.
   const differs = mismatch && !mismatch.startsWith('download failed') ? mismatch : undefined;
-  const archive = [differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`, trailerMissing && `the SQL does not end with "${PLAIN_TRAILER}": the dump is truncated`]
+  const archive = [differs, outcome.decryptError, outcome.decompressError && `decompression failed: ${outcome.decompressError}`]
     .filter(Boolean)
     .join('; ');
   if (archive) throw new RestoreFailedError('archive', name, archive, 'rolled back');
@@ -328,13 +430,13 @@ async function streamRestore(
 
 /**
  * The sink's writable: forwards into the program's stdin but holds back the last
- * {@link HOLD_BACK_BYTES}; at the end it asks `release(tail)` and writes the tail and closes stdin
+ * {@link HOLD_BACK_BYTES}; at the end it asks `release()` and writes the tail and closes stdin
  * only when it says yes, else stops the program. It finishes only once the program exited 0 and
  * fails with the program's own reason (the {@link ArchiveSink} contract); destroyed before its
  * end, it stops the program before its input closes, so nothing cut off is committed. A dead
  * program's stdin is drained, never waited on.
  */
-function holdBack(program: RestoreProgram, release: (tail: Buffer) => Promise<boolean>): Writable {
+function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Writable {
   const inner = program.stdin;
   const held: Buffer[] = [];
   let heldBytes = 0;
@@ -370,7 +472,7 @@ function holdBack(program: RestoreProgram, release: (tail: Buffer) => Promise<bo
     final(callback) {
       void (async () => {
         const tail = Buffer.concat(held);
-        if (!(await release(tail))) {
+        if (!(await release())) {
           program.stop();
           await program.done.catch(() => undefined);
           return callback(new Error('stopped before commit: the archive does not match its manifest'));
@@ -405,16 +507,16 @@ interface RestoreProgram {
  * `file` or, without it, stdin. The password goes in `PGPASSWORD`; the whole stderr is kept to
  * attribute a failure ({@link classifyRestoreFailure}).
  */
-function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], file: string | undefined, signal?: AbortSignal): RestoreProgram {
+function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], file: string | undefined, signal: AbortSignal | undefined, appName: string): RestoreProgram {
   const stopper = new AbortController();
   const cancel = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
   const bin: PgBinary = format === 'plain' ? bins.psql! : bins.pgRestore;
   const argv =
     format === 'plain'
-      ? ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', file ?? '-', `--dbname=${target.url}`]
-      : [...args, `--dbname=${target.url}`, ...(file ? [file] : [])];
+      ? ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', file ?? '-', `--dbname=${named(target.url, appName)}`]
+      : [...args, `--dbname=${named(target.url, appName)}`, ...(file ? [file] : [])];
   const child = execa(bin.path, argv, {
-    env: { ...libpqEnv(target), PGAPPNAME: 'pg-backup restore' },
+    env: { ...libpqEnv(target), PGAPPNAME: appName },
     stdin: file ? 'ignore' : 'pipe',
     stdout: 'ignore',
     stderr: 'pipe',
@@ -436,6 +538,17 @@ function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: 
   const stdin = child.stdin ?? new Writable({ write: (_c, _e, cb) => cb() });
   stdin.on('error', () => undefined);
   return { stdin, done, fault: () => fault, stop: () => stopper.abort(new Error('stopped before commit')) };
+}
+
+/** `url` with `application_name` set to `appName` (a name in the URL would override `PGAPPNAME`); `appName` has no character that needs encoding (libpq reads `+` as a plus). */
+function named(url: string, appName: string): string {
+  try {
+    const u = new URL(url);
+    u.searchParams.set('application_name', appName);
+    return u.href;
+  } catch {
+    return url;
+  }
 }
 
 /**

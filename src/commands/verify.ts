@@ -10,6 +10,7 @@ import { requireZstd } from '../backup/compression.ts';
 import { storedParts } from '../backup/parts.ts';
 import { downloadArchive, readbackProblems, streamBackup, teeSinks, type ArchiveSink, type DirectSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
+import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
@@ -223,6 +224,8 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   const suspicion = checkSuspicion(storage, backup, believed, result, logger);
   suspicion.catch(() => undefined); // awaited below; a failure before that must not go unhandled
   const [bins] = await Promise.all([level === 'checksum' ? undefined : restoreBinaries(manifest), manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined]);
+  // Plain SQL replays (level schema) through psql in restricted mode only: an older psql is refused before anything starts.
+  if (level === 'schema' && manifest.format === 'plain' && bins?.psql) requireRestrictedPsql(bins.psql, 'replay a plain SQL backup (verify --level schema)');
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
@@ -234,7 +237,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
     }
     const schemaSink = (b: RestoreBinaries, target: DatabaseConnection): ArchiveSink => {
       // custom: the schema alone; plain SQL cannot be split, so it replays whole.
-      const sink = restoreSink(manifest.format, b, target, manifest.format === 'plain' ? [] : ['--schema-only', '--no-owner', '--no-acl'], options.signal);
+      const sink = restoreSink(manifest.format, b, target, manifest.format === 'plain' ? [] : ['--schema-only', '--no-owner', '--no-acl'], options.signal, options.workDir);
       const done = sink.done.catch((err: unknown) => Promise.reject(new Error(`schema replay failed: ${messageOf(err)}`)));
       done.catch(() => undefined);
       return { stream: sink.stream, done };

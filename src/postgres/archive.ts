@@ -8,6 +8,8 @@ import { findPgBinary, type PgBinary } from './binaries.ts';
 import { restoreClientFor } from './server-binaries.ts';
 import type { DatabaseConnection } from './connection.ts';
 import type { DumpFormat } from './dump-options.ts';
+import { plainSqlGate, replayPlainFile, restrictedModeReason, type SqlReplay } from './plain-sql.ts';
+import { messageOf } from '../errors.ts';
 import { childInput, describeFailure, runPgProgram, type RunningProgram } from './processes.ts';
 
 /**
@@ -44,8 +46,19 @@ function needPsql(bins: RestoreBinaries): PgBinary {
   return bins.psql;
 }
 
-/** The last line pg_dump writes to a complete plain-format dump. */
-export const PLAIN_TRAILER = '-- PostgreSQL database dump complete';
+export { PLAIN_TRAILER } from './plain-sql.ts';
+import { PLAIN_TRAILER } from './plain-sql.ts';
+
+/** psql replaying plain SQL from its stdin into `target`, in one transaction, stopping at the first error. */
+function psqlReplay(psql: PgBinary, target: DatabaseConnection, signal?: AbortSignal): SqlReplay {
+  const p = runPgProgram(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' });
+  const done = p.done.catch((err: unknown) => {
+    const restricted = restrictedModeReason(messageOf(err));
+    throw restricted ? new Error(restricted) : err;
+  });
+  done.catch(() => undefined);
+  return { stdin: p.stdin, done, stop: p.kill };
+}
 
 /**
  * A sink that reads a whole archive without restoring it. custom: `pg_restore --file=/dev/null`
@@ -86,22 +99,25 @@ function programSink(p: RunningProgram, program: string, mayStopReading = false)
 }
 
 /**
- * A sink that restores a stream into `target`: plain SQL through `psql -v ON_ERROR_STOP=1
- * --single-transaction`; a custom archive through `pg_restore --exit-on-error` (with `args`).
- * When the pipeline feeding it fails, the program is killed before its input is closed, so a
- * cut stream is never taken for a complete one (and psql's single transaction never commits).
+ * A sink that restores a stream into `target`: a custom archive through `pg_restore
+ * --exit-on-error` (with `args`), streamed; plain SQL through `psql -v ON_ERROR_STOP=1
+ * --single-transaction` in restricted mode, and only once all of it was read and the read-back
+ * found it matching its manifest (plain-sql.ts `plainSqlGate`: held in memory or spooled under
+ * `workDir` until then). When the pipeline feeding it fails, the program is killed before its
+ * input is closed, so a cut stream is never taken for a complete one.
  */
-export function restoreSink(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], signal?: AbortSignal): ArchiveSink {
+export function restoreSink(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], signal?: AbortSignal, workDir?: string): ArchiveSink {
   return format === 'plain'
-    ? programSink(runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', '-'], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'psql')
+    ? plainSqlGate(() => psqlReplay(needPsql(bins), target, signal), { workDir })
     : // --schema-only: pg_restore exits 0 once the schema is in, without reading the data blocks.
       programSink(runPgProgram(bins.pgRestore, ['--exit-on-error', ...args], { connection: target, signal, stdin: 'pipe', stdout: 'ignore' }), 'pg_restore', args.includes('--schema-only'));
 }
 
 /**
  * Restores a local archive (a file, or a directory for the directory format) into `target`.
- * `jobs` applies to custom and directory archives. Resolves on success; rejects with the
- * program's one-line failure.
+ * `jobs` applies to custom and directory archives. Plain SQL, already checked against its
+ * manifest, is replayed by psql in restricted mode (plain-sql.ts `replayPlainFile`). Resolves on
+ * success; rejects with the program's one-line failure, or a `PlainSqlRefusal`.
  */
 export async function restoreLocalArchive(
   format: DumpFormat,
@@ -110,10 +126,8 @@ export async function restoreLocalArchive(
   target: DatabaseConnection,
   options: { jobs?: number; args?: string[]; signal?: AbortSignal },
 ): Promise<void> {
-  const p =
-    format === 'plain'
-      ? runPgProgram(needPsql(bins), ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', archive], { connection: target, signal: options.signal, stdout: 'ignore' })
-      : runPgProgram(bins.pgRestore, ['--exit-on-error', ...(options.args ?? []), `--jobs=${options.jobs ?? 1}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
+  if (format === 'plain') return replayPlainFile(archive, () => psqlReplay(needPsql(bins), target, options.signal), options.signal);
+  const p = runPgProgram(bins.pgRestore, ['--exit-on-error', ...(options.args ?? []), `--jobs=${options.jobs ?? 1}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
   await p.done;
 }
 

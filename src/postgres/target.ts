@@ -1,3 +1,4 @@
+import { restrictedModeReason } from './plain-sql.ts';
 import type pg from 'pg';
 import { redact } from '../errors.ts';
 
@@ -457,6 +458,8 @@ export function classifyRestoreFailure(program: string, stderr: string, exit: st
   const command = /^Command was:\s+([\s\S]*)/m.exec(text)?.[1]?.replace(/\s+/g, ' ').trim();
   const inCopy = /COPY failed for table|COPY .* FROM stdin|^CONTEXT:\s+COPY /m.test(text);
   const said = (s: string) => s.replace(/\s+/g, ' ').slice(0, 300);
+  const restricted = program === 'psql' ? restrictedModeReason(text) : undefined;
+  if (restricted) return { party: 'archive', reason: restricted };
   if (serverError) {
     const full = `${serverError}${detail ? ` (${detail})` : ''}`;
     if (inCopy && /invalid input syntax|extra data after last expected column|missing data for column|invalid byte sequence|unterminated CSV|end-of-copy marker|row field count/i.test(serverError)) {
@@ -495,4 +498,111 @@ export function classifyRestoreFailure(program: string, stderr: string, exit: st
   const archiveLine = lines.find((l) => /could not read|unexpected end of file|did not find magic string|unsupported version|could not uncompress|corrupt|unrecognized data block|input file|could not find block|invalid|expected format|data block/i.test(l));
   const line = archiveLine ?? lines.filter((l) => !/^(pg_restore|psql): (detail|hint):/i.test(l)).at(-1);
   return { party: 'archive', reason: `${program} cannot read the archive${line ? `: ${said(line.replace(/^(pg_restore|psql): (error: )?/, ''))}` : ` (${exit})`}` };
+}
+
+// Lock waits
+
+/** A session that holds a lock another one waits for (pg_stat_activity, pg_blocking_pids). */
+export interface LockBlocker {
+  pid: number;
+  /** `application_name`; empty when the session set none. */
+  application: string;
+  /** `state` (active, idle in transaction, …); null when the role may not see it (pg_read_all_stats). */
+  state: string | null;
+  /** Since when it holds its locks at the latest: its transaction's start (`xact_start`, else `state_change`), ISO 8601 UTC. */
+  since: string | null;
+}
+
+/** A database text shown on a terminal: control characters escaped, at most 60 characters. */
+function shown(text: string): string {
+  return JSON.stringify(text.slice(0, 60)).replace(/[\u007f-\u009f\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
+/** One line for blocking sessions: `pid 123 (application "psql", idle in transaction since 2026-…Z, 12 s ago)`. */
+export function describeBlockers(blockers: LockBlocker[], now = Date.now()): string {
+  if (blockers.length === 0) return 'a session that ended meanwhile';
+  return blockers
+    .map((b) => {
+      const since = b.since ? ` since ${b.since} (${Math.max(0, Math.round((now - Date.parse(b.since)) / 1000))} s ago)` : '';
+      return `pid ${b.pid} (application ${shown(b.application)}, ${b.state ?? 'state not visible to this role'}${since})`;
+    })
+    .join(', ');
+}
+
+/** A watch over the lock waits of one session ({@link watchLockWaits}). */
+export interface LockWatch {
+  /** Stops watching and closes its connection. */
+  stop(): Promise<void>;
+  /** Set once the wait ran out and the session's statement was cancelled: who blocked it, and how long it waited (ms). */
+  timedOut(): { blockers: LockBlocker[]; waitedMs: number } | undefined;
+}
+
+/**
+ * Watches the session named `applicationName` on `client`'s server (the restore's pg_restore or
+ * psql) every `pollMs` (default 1000): while it waits for a lock (`pg_stat_activity.wait_event_type
+ * = 'Lock'`), the sessions blocking it come from `pg_blocking_pids()`. After `noticeAfterMs`
+ * (default 5000) of one wait, `notice` gets one line naming them; after `timeoutMs`, the waiting
+ * statement is cancelled (`pg_cancel_backend`, the restore then fails and its transaction rolls
+ * back) and {@link LockWatch.timedOut} tells who blocked it. A watchdog and not `lock_timeout`:
+ * pg_restore and pg_dump's plain SQL set `lock_timeout = 0` at their start, which would override
+ * the session's setting. The wait is measured from the first poll that saw it (so up to `pollMs`
+ * short). `client` is the watch's own connection, closed by `stop()`.
+ */
+export function watchLockWaits(client: pg.Client, applicationName: string, options: { timeoutMs: number; notice: (line: string) => void; noticeAfterMs?: number; pollMs?: number }): LockWatch {
+  const noticeAfter = options.noticeAfterMs ?? 5_000;
+  const pollMs = options.pollMs ?? 1_000;
+  let waitingSince: number | undefined;
+  let noticed = false;
+  let result: { blockers: LockBlocker[]; waitedMs: number } | undefined;
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let polling: Promise<void> = Promise.resolve();
+  const poll = async () => {
+    const r = await client.query<{ pid: number; waiting: boolean; blockers: LockBlocker[] | null }>(
+      `SELECT a.pid, a.wait_event_type = 'Lock' AS waiting,
+              (SELECT json_agg(json_build_object('pid', b.pid, 'application', coalesce(b.application_name, ''), 'state', b.state,
+                        'since', to_char(coalesce(b.xact_start, b.state_change) AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')) ORDER BY b.pid)
+                 FROM pg_stat_activity b WHERE b.pid = ANY (pg_blocking_pids(a.pid))) AS blockers
+         FROM pg_stat_activity a WHERE a.application_name = $1 AND a.pid <> pg_backend_pid()`,
+      [applicationName],
+    );
+    const row = r.rows.find((x) => x.waiting);
+    if (!row) {
+      waitingSince = undefined;
+      noticed = false;
+      return;
+    }
+    const now = Date.now();
+    waitingSince ??= now;
+    const waited = now - waitingSince;
+    const blockers = row.blockers ?? [];
+    if (waited >= options.timeoutMs) {
+      const cancelled = await client.query<{ ok: boolean }>(`SELECT pg_cancel_backend(pid) AS ok FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'`, [row.pid]);
+      if (cancelled.rows[0]?.ok) {
+        result = { blockers, waitedMs: waited };
+        stopped = true;
+      }
+      return;
+    }
+    if (waited >= noticeAfter && !noticed) {
+      noticed = true;
+      options.notice(`the restore has waited ${Math.round(waited / 1000)} s for a lock held by ${describeBlockers(blockers, now)}; it gives up after ${Math.round(options.timeoutMs / 1000)} s (--lock-wait-timeout)`);
+    }
+  };
+  const schedule = () => {
+    if (stopped) return;
+    timer = setTimeout(() => {
+      polling = poll().catch(() => undefined).then(schedule);
+    }, pollMs);
+  };
+  schedule();
+  return {
+    async stop() {
+      stopped = true;
+      clearTimeout(timer);
+      await polling;
+      await client.end().catch(() => undefined);
+    },
+    timedOut: () => result,
+  };
 }
