@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseDuration } from '../duration.ts';
+import type { SigningKey } from '../evidence/dsse.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
@@ -60,6 +61,8 @@ export interface DrillCommonOptions {
   /** Cancels the drill (SIGINT/SIGTERM, a closed output): it stops, cleans up, and still writes its verdict. */
   signal?: AbortSignal;
   now?: () => Date;
+  /** Signs the drill's in-toto statement (`--sign-key`, src/evidence/dsse.ts); without it the envelope is written unsigned. */
+  signingKey?: SigningKey;
 }
 
 /** The budgets and smoke checks of a drill's {@link DrillCommonOptions}, parsed and read. */

@@ -1,4 +1,5 @@
 import { UsageError } from '../errors.ts';
+import type { SigningKey } from '../evidence/dsse.ts';
 import { stderrLogger } from '../log.ts';
 import type { S3Settings } from '../storage/index.ts';
 import { physicalDrill, type PhysicalDrillResult } from './drill.ts';
@@ -31,7 +32,7 @@ export interface PhysicalDrillFlags {
  */
 export async function physicalDrillCli(
   flags: PhysicalDrillFlags,
-  io: { s3: S3Settings; json?: boolean; signal: AbortSignal; setExitCode: () => void; printJson: (v: unknown) => void },
+  io: { s3: S3Settings; signingKey?: SigningKey; json?: boolean; signal: AbortSignal; setExitCode: () => void; printJson: (v: unknown) => void },
 ): Promise<PhysicalDrillResult> {
   if (!flags.pgbackrestStanza) throw new UsageError('--pgbackrest-config, --pgbackrest-verify, --target-time and --log-to belong to a physical drill: give --pgbackrest-stanza NAME too');
   const mixed = [flags.from && '--from', flags.targetUrl && '--target-url', flags.backup && flags.backup !== 'latest' && '--backup'].filter(Boolean);
@@ -49,6 +50,7 @@ export async function physicalDrillCli(
     maxRto: flags.maxRto,
     maxRpo: flags.maxRpo,
     s3: io.s3,
+    signingKey: io.signingKey,
     logger: stderrLogger(),
     signal: io.signal,
   });

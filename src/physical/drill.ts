@@ -4,6 +4,7 @@ import { validateLabel } from '../backup/keys.ts';
 import { runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { drillBudgets, drillHistory, drillRecordKeys, writeDrillRecord, type DrillCommonOptions, type DrillHistoryEntry } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
+import { evidenceKeyOf, physicalSubject } from '../evidence/statement.ts';
 import { CheckFailedError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { clusterUser, workDirOf } from '../postgres/cluster.ts';
@@ -80,6 +81,8 @@ export interface PhysicalDrillResult {
   history: DrillHistoryEntry[];
   drillLogUri?: string;
   drillReportUri?: string;
+  /** The DSSE envelope of the in-toto statement beside the report (src/evidence/). */
+  drillEvidenceUri?: string;
 }
 
 /**
@@ -218,7 +221,9 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     const keys = drillRecordKeys(labels, result.backup?.label ?? 'unknown', startedAt);
     result.drillLogUri = storage.uri(keys.log);
     result.drillReportUri = storage.uri(keys.report);
-    await writeDrillRecord(storage, keys, { ...result, backupId: result.backup?.label }, log.lines);
+    const subject = physicalSubject(driver.tool, driver.scope, result.backup);
+    await writeDrillRecord(storage, keys, { ...result, backupId: result.backup?.label }, log.lines, { subject: result.backup ? subject : undefined, signingKey: options.signingKey });
+    if (result.backup) result.drillEvidenceUri = storage.uri(evidenceKeyOf(keys.report));
   } catch (err) {
     result.drillLogUri = undefined;
     result.drillReportUri = undefined;
