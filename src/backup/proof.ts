@@ -3,6 +3,7 @@ import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { Storage } from '../storage/index.ts';
 import { DRILL_STAMP, DRILLS_FOLDER, encodeSegment } from './keys.ts';
+import { signedDrillCounts, type DrillTrust } from '../evidence/check.ts';
 
 /**
  * Proof that a backup restores: a drill report (`drills/<svc>/<env>/<db>/<YYYY>-Q<n>/<id>-drill-
@@ -50,7 +51,9 @@ interface Evidence {
  * Finds which of one group's backups are proven, newest first, stopping after `limit` proven
  * ones (so a prune reads only what it needs). A backup is proven when its newest evidence — the
  * verify record or a drill report, whichever is later — passed. Unreadable evidence is skipped
- * with a warning. Needs List and Get.
+ * with a warning. With `drillTrust` (`--require-signed-drills`), a drill report counts only when
+ * its signed statement verifies (src/evidence/check.ts); one that does not is named in a warning.
+ * Needs List and Get.
  * @returns backup id → proof text (e.g. `drill OK 2026-11-20T03:00:00Z`), for the proven ones.
  */
 export async function findProofs(
@@ -59,6 +62,7 @@ export async function findProofs(
   backups: { id: string; keys: string[] }[],
   limit: number,
   logger: Logger,
+  drillTrust?: DrillTrust,
 ): Promise<Map<string, string>> {
   const proofs = new Map<string, string>();
   if (limit <= 0 || backups.length === 0) return proofs;
@@ -82,8 +86,16 @@ export async function findProofs(
     }
     for (const key of drillReports.get(backup.id) ?? []) {
       try {
-        const report = JSON.parse(await storage.getText(key)) as { ok?: unknown; backupId?: unknown; startedAt?: unknown };
+        const text = await storage.getText(key);
+        const report = JSON.parse(text) as { ok?: unknown; backupId?: unknown; startedAt?: unknown };
         if (report.backupId !== backup.id || typeof report.startedAt !== 'string' || typeof report.ok !== 'boolean') continue;
+        if (drillTrust) {
+          const signed = await signedDrillCounts(storage, key, text, backup.keys.find((k) => k.endsWith('.manifest.json')), drillTrust);
+          if (!signed.counts) {
+            logger.warn(signed.warning!);
+            continue;
+          }
+        }
         evidence.push({ at: new Date(report.startedAt).toISOString(), ok: report.ok, what: `drill ${report.ok ? 'OK' : 'FAILED'} ${report.startedAt}` });
       } catch (err) {
         logger.warn(`ignoring the drill report ${storage.uri(key)}: ${messageOf(err)}`);

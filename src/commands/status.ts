@@ -1,4 +1,5 @@
 import { rename, rm, writeFile } from 'node:fs/promises';
+import type { DrillTrust } from '../evidence/check.ts';
 import path from 'node:path';
 import type { BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../duration.ts';
@@ -34,6 +35,8 @@ export interface StatusOptions {
   now?: () => Date;
   /** The storage to use instead of opening `from` (tests). */
   storage?: Storage;
+  /** `--require-signed-drills`: only drill reports whose signed statement verifies count. */
+  drillTrust?: DrillTrust;
 }
 
 /** The outcome of {@link status}: the fleet, and where its views went. */
@@ -63,7 +66,7 @@ export async function status(options: StatusOptions): Promise<StatusResult> {
   for (const file of [options.htmlFile, options.markdownFile]) if (file !== undefined && !file.trim()) throw new UsageError('an output file name is empty: give a path, e.g. --html status.html');
   const storage = options.storage ?? openStorage(options.from, options.s3);
 
-  const fleet = await collectFleetStatus(storage, { filter: options.filter, maxAgeMs, rtoBudgetMs, now: options.now?.() });
+  const fleet = await collectFleetStatus(storage, { filter: options.filter, maxAgeMs, rtoBudgetMs, now: options.now?.(), drillTrust: options.drillTrust });
   if (fleet.databases.length === 0) {
     const scope = [options.filter?.service, options.filter?.environment, options.filter?.database].filter(Boolean).join('/');
     throw new UsageError(`no backups and no drill reports under ${storage.url}${scope ? ` for ${scope}` : ''}: check --from (it is the prefix the dumps were written to)`);

@@ -1,8 +1,8 @@
 import { z } from 'zod';
 import { parseManifest } from '../backup/manifest.ts';
-import { messageOf } from '../errors.ts';
+import { UsageError, messageOf } from '../errors.ts';
 import { NotFoundError, type Storage } from '../storage/index.ts';
-import { EnvelopeSchema, INTOTO_PAYLOAD_TYPE, verifyEnvelope, type VerifyingKey } from './dsse.ts';
+import { EnvelopeSchema, INTOTO_PAYLOAD_TYPE, loadPublicKey, verifyEnvelope, type VerifyingKey } from './dsse.ts';
 import { DRILL_PREDICATE_TYPE, StatementSchema, canonicalJson, evidenceKeyOf, logicalSubject, physicalSubject, type DrillSubject, type PhysicalBackupRecord } from './statement.ts';
 
 /**
@@ -142,4 +142,16 @@ export async function signedDrillCounts(storage: Storage, reportKey: string, rep
   }
   if (v.ok) return { counts: true };
   return { counts: false, warning: `not counted: the drill report ${storage.uri(reportKey)} is ${v.label}${v.detail ? `: ${v.detail}` : ''}` };
+}
+
+/**
+ * The trust of `--require-signed-drills --public-key FILE` (status, prune): undefined when not
+ * asked for.
+ * @throws UsageError when one comes without the other, or the key cannot be read.
+ */
+export function requireSignedDrills(required: boolean | undefined, publicKeyFile: string | undefined): DrillTrust | undefined {
+  if (!required && !publicKeyFile) return undefined;
+  if (!required) throw new UsageError('--public-key belongs to --require-signed-drills: add it to count only drills signed with that key');
+  if (!publicKeyFile) throw new UsageError('--require-signed-drills needs --public-key FILE (the Ed25519 public key of the drill\'s --sign-key)');
+  return { keys: [loadPublicKey(publicKeyFile)] };
 }

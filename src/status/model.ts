@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { signedDrillCounts, type DrillTrust } from '../evidence/check.ts';
 import { listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../duration.ts';
 import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
@@ -143,6 +144,8 @@ export interface FleetStatusOptions {
   drillHistory?: number;
   /** The clock (tests). */
   now?: Date;
+  /** `--require-signed-drills`: only drill reports whose signed statement verifies count (src/evidence/check.ts). */
+  drillTrust?: DrillTrust;
 }
 
 /**
@@ -227,7 +230,7 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
     groupOf(labels).reports.push({ key: obj.key, backupId: m[4]!, stamp: m[5]! });
   }
 
-  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn }));
+  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn, drillTrust: options.drillTrust }));
   databases.sort((a, b) => compareText(a.service, b.service) || compareText(a.environment, b.environment) || compareText(a.database, b.database));
   const counts = { databases: databases.length, ok: 0, warning: 0, stale: 0, failed: 0 };
   for (const d of databases) counts[d.state]++;
@@ -267,7 +270,7 @@ const isoSecond = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 async function databaseStatus(
   storage: Storage,
   group: Group,
-  ctx: { now: Date; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void },
+  ctx: { now: Date; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void; drillTrust?: DrillTrust },
 ): Promise<DatabaseStatus> {
   const { now, maxAgeMs } = ctx;
   const complete = group.backups.filter((b) => b.objectKey !== undefined && b.sizeBytes !== undefined); // newest first
@@ -298,7 +301,12 @@ async function databaseStatus(
   const drills = (
     await mapLimit(wanted, 8, async (r): Promise<DrillSummary | undefined> => {
       try {
-        const report = DrillReportSchema.parse(JSON.parse(await storage.getText(r.key)));
+        const text = await storage.getText(r.key);
+        const report = DrillReportSchema.parse(JSON.parse(text));
+        if (ctx.drillTrust) {
+          const signed = await signedDrillCounts(storage, r.key, text, group.backups.find((b) => b.id === r.backupId)?.manifestKey, ctx.drillTrust);
+          if (!signed.counts) return void ctx.warn(signed.warning!);
+        }
         let maxRtoMs = report.maxRtoMs ?? report.budgets?.maxRtoMs;
         if (maxRtoMs === undefined && report.maxRto) {
           try {

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { formatPlan, prune } from '../../commands/prune.ts';
 import { stderrLogger } from '../../log.ts';
+import { requireSignedDrills } from '../../evidence/check.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { exitOnFailedCheck, filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
@@ -22,9 +23,12 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--max-age <duration>', 'delete backups older than this (e.g. 90d); refuse to prune a group whose newest backup is older')
         .option('--keep-proven <n>', 'never delete the N newest backups that passed a drill or a recorded verify', '1')
         .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
-        .option('--apply', 'delete (default: dry run, print the plan only)'),
+        .option('--apply', 'delete (default: dry run, print the plan only)')
+        .option('--require-signed-drills', 'count a drill as proof only when its signed statement verifies with --public-key (docs/evidence.md); unsigned or forged ones are named')
+        .option('--public-key <file>', 'Ed25519 public key (PEM) of the drills\' --sign-key, for --require-signed-drills'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean }) => {
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; apply?: boolean; requireSignedDrills?: boolean; publicKey?: string }) => {
+    const drillTrust = requireSignedDrills(flags.requireSignedDrills, flags.publicKey);
     const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
@@ -36,6 +40,7 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
       keepProven: flags.keepProven,
       incompleteGrace: flags.incompleteGrace,
       apply: flags.apply,
+      drillTrust,
       s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,
