@@ -10,6 +10,7 @@ import { TOOL } from '../version.ts';
 import { drillEnvelopeLine, type DrillEvidenceOptions } from '../evidence/record.ts';
 import { evidenceKeyOf, logicalSubject, runnerFacts } from '../evidence/statement.ts';
 import type { SigningKey } from '../evidence/dsse.ts';
+import type { DecryptionFacts } from '../evidence/recipients.ts';
 
 // A drill's result and its record in the bucket: the report's shape (DrillResult), its keys,
 // the log and report writes, and the history read back from them. Shared by the logical drill
@@ -77,6 +78,8 @@ export interface DrillResult {
   serverVersion?: string;
   /** Upgrade rehearsal (`postgresVersions`): one result per server major, ascending. */
   majors?: MajorDrillResult[];
+  /** For a client-side encrypted backup: the recipients of the identities given, and the one that opened it (src/evidence/recipients.ts). */
+  decryption?: DecryptionFacts;
   /** Age of the backup when the drill started, in ms (the recovery point it gives). */
   rpoMs?: number;
   tables: TableCheck[];

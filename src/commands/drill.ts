@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseDuration } from '../duration.ts';
 import type { SigningKey } from '../evidence/dsse.ts';
+import { decryptionFacts } from '../evidence/recipients.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
@@ -251,6 +252,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         }),
       );
       const local = ready.local;
+      // Which key opened it: a drill given only the escrow identity proves that key recovers the backup.
+      if (identities && local.problems.length === 0) result.decryption = await decryptionFacts(identities, manifest.encryption!);
       const target = ready.target ?? targetConn!;
       result.problems.push(
         ...local.problems.map((p) =>
