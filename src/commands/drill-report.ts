@@ -80,6 +80,8 @@ export interface DrillResult {
   majors?: MajorDrillResult[];
   /** For a client-side encrypted backup: the recipients of the identities given, and the one that opened it (src/evidence/recipients.ts). */
   decryption?: DecryptionFacts;
+  /** The drill's budgets (`--max-rto`, `--max-rpo`) in ms, when given: the status and the evidence report judge RTO against them. */
+  budgets?: { maxRtoMs?: number; maxRpoMs?: number };
   /** Age of the backup when the drill started, in ms (the recovery point it gives). */
   rpoMs?: number;
   tables: TableCheck[];

@@ -168,6 +168,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   const jobs = options.jobs ?? defaultDrillJobs();
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
   const { maxRtoMs, maxRpoMs, smokeChecks } = await drillBudgets(options);
+  if (maxRtoMs !== undefined || maxRpoMs !== undefined) result.budgets = { maxRtoMs, maxRpoMs };
   let scratch: string | undefined;
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;

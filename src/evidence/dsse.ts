@@ -68,14 +68,21 @@ function readKeyFile(file: string, what: string): string {
  * @throws UsageError when the file is unreadable, not a private key, or not Ed25519 (the key itself is never printed).
  */
 export function loadSigningKey(file: string): SigningKey {
-  const text = readKeyFile(file, 'signing key');
+  return parseSigningKey(readKeyFile(file, 'signing key'), file);
+}
+
+/**
+ * An Ed25519 private key from its PEM text (`source` names it in messages: a file, an input).
+ * @throws UsageError when it is not a PEM private key or not Ed25519 (the key itself is never printed).
+ */
+export function parseSigningKey(text: string, source: string): SigningKey {
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey(text);
   } catch {
-    throw new UsageError(`${file} is not a PEM private key: make one with "openssl genpkey -algorithm ed25519 -out drill-signing.pem"`);
+    throw new UsageError(`${source} is not a PEM private key: make one with "openssl genpkey -algorithm ed25519 -out drill-signing.pem"`);
   }
-  if (privateKey.asymmetricKeyType !== 'ed25519') throw new UsageError(`${file} is a ${privateKey.asymmetricKeyType} key: drill evidence is signed with Ed25519 ("openssl genpkey -algorithm ed25519")`);
+  if (privateKey.asymmetricKeyType !== 'ed25519') throw new UsageError(`${source} is a ${privateKey.asymmetricKeyType} key: drill evidence is signed with Ed25519 ("openssl genpkey -algorithm ed25519")`);
   return { privateKey, keyid: keyIdOf(createPublicKey(privateKey)) };
 }
 

@@ -10,6 +10,8 @@ import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { runPhysicalDrill } from './physical-drill-action.ts';
 import { UsageError } from '../errors.ts';
+import { parseSigningKey } from '../evidence/dsse.ts';
+import { attestationOutputs } from '../evidence/attest-outputs.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
 export async function run(): Promise<void> {
@@ -29,6 +31,7 @@ export async function run(): Promise<void> {
       ...issueInputs,
       ...storageInputs,
       'age-identity': optional,
+      'sign-key': optional,
       ...reportingInputs,
       'pgbackrest-stanza': optional,
       'pgbackrest-config': optional,
@@ -38,6 +41,8 @@ export async function run(): Promise<void> {
     }, 'drill');
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
+    if (inputs['sign-key']) core.setSecret(inputs['sign-key']);
+    const signingKey = inputs['sign-key'] ? parseSigningKey(inputs['sign-key'], 'input "sign-key"') : undefined;
     const reporting = reportingFrom(inputs);
     if (inputs['pgbackrest-stanza'] && inputs['postgres-versions']) throw new UsageError('postgres-versions rehearses a pg_dump backup in other majors; a physical drill (pgbackrest-stanza) restores into the backup\'s own major: give one of them');
     if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting);
@@ -59,7 +64,9 @@ export async function run(): Promise<void> {
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
         signal: cancellation.signal,
+        signingKey,
       }));
+    const attest = await attestationOutputs(inputs.from!, s3SettingsFrom(inputs), result, actionLogger);
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,
@@ -68,6 +75,10 @@ export async function run(): Promise<void> {
       'backup-uri': result.backupUri,
       'drill-log-uri': result.drillLogUri,
       'drill-report-uri': result.drillReportUri,
+      'drill-evidence-uri': result.drillEvidenceUri,
+      'subject-name': attest?.subjectName,
+      'subject-digest': attest?.subjectDigest,
+      'drill-report': attest?.report,
     });
     const m = result.manifest;
     const labels = { service: m?.service ?? inputs.service ?? '*', environment: m?.environment ?? inputs.environment ?? '*', database: m?.database ?? inputs.database ?? '*' };

@@ -83,6 +83,8 @@ export interface PhysicalDrillResult {
   drillReportUri?: string;
   /** The DSSE envelope of the in-toto statement beside the report (src/evidence/). */
   drillEvidenceUri?: string;
+  /** The drill's budgets (`--max-rto`, `--max-rpo`) in ms, when given. */
+  budgets?: { maxRtoMs?: number; maxRpoMs?: number };
 }
 
 /**
@@ -201,6 +203,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
   }
 
   result.rtoMs = result.phases.restoreMs + result.phases.replayMs;
+  if (maxRtoMs !== undefined || maxRpoMs !== undefined) result.budgets = { maxRtoMs, maxRpoMs };
   if (maxRtoMs !== undefined && result.rtoMs > maxRtoMs) result.problems.push(`RTO ${formatSeconds(result.rtoMs)} exceeds the budget --max-rto ${options.maxRto}`);
   if (maxRpoMs !== undefined && result.rpoMs !== undefined && result.rpoMs > maxRpoMs) {
     result.problems.push(`RPO ${formatSeconds(result.rpoMs)} (age of the newest archived WAL) exceeds the budget --max-rpo ${options.maxRpo}`);
