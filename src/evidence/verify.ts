@@ -130,7 +130,7 @@ async function attestedOnGitHub(storage: Storage, gh: string, owner: string, rep
   try {
     const file = path.join(dir, path.basename(objectKey));
     await pipeline(await storage.get(objectKey, { signal }), createWriteStream(file), { signal });
-    const r = await execa(gh, ['attestation', 'verify', file, '--owner', owner, '--predicate-type', DRILL_PREDICATE_TYPE, '--format', 'json'], { reject: false, signal, timeout: 300_000 });
+    const r = await execa(gh, ['attestation', 'verify', file, '--owner', owner, '--predicate-type', DRILL_PREDICATE_TYPE, '--format', 'json'], { reject: false, cancelSignal: signal, timeout: 300_000 });
     if (r.exitCode !== 0) return { state: 'not-attested', ok: false, label: 'NOT ATTESTED', detail: `gh attestation verify: ${String(r.stderr || r.stdout).split('\n').find((l) => l.trim()) ?? `exit ${r.exitCode}`}` };
     let results: { verificationResult?: { statement?: { predicateType?: string; predicate?: unknown } } }[];
     try {

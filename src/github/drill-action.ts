@@ -41,7 +41,8 @@ export async function run(): Promise<void> {
     }, 'drill');
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
-    if (inputs['sign-key']) core.setSecret(inputs['sign-key']);
+    // The PEM is multi-line: each line is masked too, as the runner masks a log line only by whole registered values.
+    if (inputs['sign-key']) for (const secret of [inputs['sign-key'], ...inputs['sign-key'].split(/\r?\n/).filter((l) => l.trim() && !l.startsWith('-----'))]) core.setSecret(secret);
     const signingKey = inputs['sign-key'] ? parseSigningKey(inputs['sign-key'], 'input "sign-key"') : undefined;
     const reporting = reportingFrom(inputs);
     if (inputs['pgbackrest-stanza'] && inputs['postgres-versions']) throw new UsageError('postgres-versions rehearses a pg_dump backup in other majors; a physical drill (pgbackrest-stanza) restores into the backup\'s own major: give one of them');
