@@ -160,3 +160,11 @@ describe('drill statements and their check', () => {
     assert.notEqual(physicalSubject('pgbackrest', 'main', { ...backup, walStop: '000000010000000000000004' }).digest.sha256, s.digest.sha256);
   });
 });
+
+describe('bucket text on a terminal', () => {
+  it('shows control characters as \\xNN: no escape sequence, carriage return or C1 control reaches the terminal', async () => {
+    const { terminalText } = await import('../../src/evidence/text.ts');
+    assert.equal(terminalText('db\x1b[2J\rOK\x07\u009b31m'), 'db\\x1b[2J\\x0dOK\\x07\\x9b31m');
+    assert.equal(terminalText('plain <b>name</b> ü'), 'plain <b>name</b> ü');
+  });
+});
