@@ -6,6 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import { execa } from 'execa';
 import { listBackups, resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { UsageError, messageOf } from '../errors.ts';
+import { mapLimit } from '../map-limit.ts';
 import type { Logger } from '../log.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { checkDrillEvidence, expectedSubject, type EvidenceState, type DrillTrust } from './check.ts';
@@ -77,8 +78,9 @@ export async function verifyEvidence(options: EvidenceVerifyOptions): Promise<Ev
     const wanted = await resolveBackup(storage, options.backup, filter, backups);
     refs = refs.filter((r) => r.backupId === wanted.manifest.id && r.service === wanted.manifest.service && r.environment === wanted.manifest.environment && r.database === wanted.manifest.database);
   }
-  const reports: ReportEvidence[] = [];
-  for (const ref of refs) {
+  // Reports are checked 8 at a time (a few small GETs each; with --github-owner, one download
+  // and one gh run each), kept in the listing's order.
+  const reports = await mapLimit(refs, gh ? 2 : 8, async (ref): Promise<ReportEvidence> => {
     options.signal?.throwIfAborted();
     const base = { reportUri: storage.uri(ref.key), service: ref.service, environment: ref.environment, database: ref.database, backupId: ref.backupId, at: ref.at.toISOString() };
     let reportText: string;
@@ -88,8 +90,7 @@ export async function verifyEvidence(options: EvidenceVerifyOptions): Promise<Ev
       const parsed = JSON.parse(reportText) as { ok?: unknown };
       drillOk = typeof parsed.ok === 'boolean' ? parsed.ok : undefined;
     } catch (err) {
-      reports.push({ ...base, state: 'unreadable', ok: false, label: 'UNREADABLE', detail: `the report cannot be read: ${messageOf(err).split('\n')[0]}` });
-      continue;
+      return { ...base, state: 'unreadable', ok: false, label: 'UNREADABLE', detail: `the report cannot be read: ${messageOf(err).split('\n')[0]}` };
     }
     const manifestKey = manifestOf.get(`${JSON.stringify([ref.service, ref.environment, ref.database])}${ref.backupId}`);
     try {
@@ -97,12 +98,12 @@ export async function verifyEvidence(options: EvidenceVerifyOptions): Promise<Ev
       const v = gh
         ? await attestedOnGitHub(storage, gh, options.githubOwner!, reportText, manifestKey, expected?.name, options.signal)
         : await checkDrillEvidence(storage, ref.key, reportText, expected, options.trust!);
-      reports.push({ ...base, drillOk, state: v.state, ok: v.ok, label: v.label, ...(v.detail ? { detail: v.detail } : {}) });
+      return { ...base, drillOk, state: v.state, ok: v.ok, label: v.label, ...(v.detail ? { detail: v.detail } : {}) };
     } catch (err) {
-      if (err instanceof UsageError) throw err;
-      reports.push({ ...base, drillOk, state: 'unreadable', ok: false, label: 'UNREADABLE', detail: messageOf(err).split('\n')[0] });
+      if (err instanceof UsageError || options.signal?.aborted) throw err;
+      return { ...base, drillOk, state: 'unreadable', ok: false, label: 'UNREADABLE', detail: messageOf(err).split('\n')[0] };
     }
-  }
+  });
   const bad = reports.filter((r) => !r.ok);
   const scope = [filter.service, filter.environment, filter.database].filter(Boolean).join('/');
   const reason = reports.length === 0 ? `no drill report under ${storage.url}${scope ? ` for ${scope}` : ''}${options.backup ? ` of backup ${options.backup}` : ''}: nothing proves a restore` : bad.length ? `${bad.length} of ${reports.length} drill report${reports.length > 1 ? 's' : ''} not valid: ${bad.map((r) => `${r.reportUri} ${r.label}`).join('; ')}` : undefined;
