@@ -46,7 +46,7 @@ export async function run(): Promise<void> {
     const signingKey = inputs['sign-key'] ? parseSigningKey(inputs['sign-key'], 'input "sign-key"') : undefined;
     const reporting = reportingFrom(inputs);
     if (inputs['pgbackrest-stanza'] && inputs['postgres-versions']) throw new UsageError('postgres-versions rehearses a pg_dump backup in other majors; a physical drill (pgbackrest-stanza) restores into the backup\'s own major: give one of them');
-    if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting);
+    if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting, signingKey);
     if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
     checkDatabaseUrl(inputs['target-url']);
     const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;

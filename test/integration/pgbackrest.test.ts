@@ -308,9 +308,16 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
       assert.match(gh.issues[0]!.body, /unable to find backup set with stop time less than/);
       assert.ok(gh.issues[0]!.body.includes(failed.outputs['drill-log-uri']!));
 
-      const passed = await runActionSource('drill', { ...inputs, 'smoke-sql': await expectRows(2300), database: 'app' }, { ...env, PGBACKREST_REPO: '2' });
+      const signKey = path.join(dir, 'action-signing.pem');
+      await run('openssl', ['genpkey', '-algorithm', 'ed25519', '-out', signKey]);
+      await run('openssl', ['pkey', '-in', signKey, '-pubout', '-out', `${signKey}.pub`]);
+      const passed = await runActionSource('drill', { ...inputs, 'smoke-sql': await expectRows(2300), database: 'app', 'sign-key': await readFile(signKey, 'utf8') }, { ...env, PGBACKREST_REPO: '2' });
       assert.equal(passed.code, 0, passed.stdout);
       assert.equal(passed.outputs.result, 'ok');
+      // sign-key signs the physical drill's statement; the failed drill before it was unsigned.
+      assert.match(passed.outputs['drill-evidence-uri']!, /\.intoto\.jsonl$/);
+      const v = await cli(['evidence', 'verify', '--from', logTo, '--public-key', `${signKey}.pub`, '--json']);
+      assert.deepEqual(JSON.parse(v.stdout).reports.map((x: { label: string; drillOk: boolean }) => [x.drillOk, x.label]), [[false, 'UNSIGNED'], [true, 'signed OK']]);
       assert.ok(Number(passed.outputs['rto-ms']) > 0 && Number(passed.outputs['rpo-ms']) >= 0);
       assert.equal(gh.issues[0]!.state, 'closed');
       assert.match(passed.summary, /Restore drill \(pgBackRest\): OK/);
