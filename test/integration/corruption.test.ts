@@ -211,7 +211,7 @@ describe('drill of a damaged multi-MB backup', () => {
       assert.match(r.stderr, /throwaway cluster removed/);
       assert.match(r.stderr, /restore drill FAILED: /);
       const left = await leftBehind(to);
-      assert.match(left, /the drill log \(\.json \+ \.log\)/, 'the drill log and report are archived');
+      assert.match(left, /the drill log \(\.json \+ \.jsonl \+ \.log\)/, 'the drill log and report are archived');
       await rm(fileURLToPath(to), { recursive: true, force: true });
       await recordFault({
         faultId,
