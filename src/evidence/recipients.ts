@@ -5,7 +5,7 @@ import type { ClientEncryption } from '../backup/encryption.ts';
 import { parseDuration } from '../duration.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 
 /**
  * Proof that the keys can be recovered. Two halves:
@@ -117,6 +117,7 @@ export async function verifyRecipients(options: RecipientsOptions): Promise<Reci
   const sinceMs = options.since ? parseDuration(options.since, '--since') : undefined;
   const now = (options.now ?? (() => new Date()))();
   const storage = openStorage(options.from, options.s3);
+  await checkLocation(storage); // a wrong --from is a usage error (exit 2), not "no evidence"
   const entries = (await listBackups(storage, options.filter ?? {})).filter((e) => sinceMs === undefined || e.startedAt.getTime() >= now.getTime() - sinceMs);
   const backups: BackupRecipients[] = [];
   for (const entry of entries) {

@@ -8,7 +8,7 @@ import { listBackups, resolveBackup, type BackupFilter } from '../backup/catalog
 import { UsageError, messageOf } from '../errors.ts';
 import { mapLimit } from '../map-limit.ts';
 import type { Logger } from '../log.ts';
-import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { checkDrillEvidence, expectedSubject, type EvidenceState, type DrillTrust } from './check.ts';
 import { DRILL_PREDICATE_TYPE, canonicalJson } from './statement.ts';
 import { listDrillReports } from './reports.ts';
@@ -70,6 +70,7 @@ export async function verifyEvidence(options: EvidenceVerifyOptions): Promise<Ev
   if (Boolean(options.trust) === Boolean(options.githubOwner)) throw new UsageError('give --public-key FILE (drills signed with --sign-key) or --github-owner ORG (drills attested by actions/attest), one of them');
   const gh = options.githubOwner ? await findGh(options.ghProgram) : undefined;
   const storage = openStorage(options.from, options.s3);
+  await checkLocation(storage); // a wrong --from is a usage error (exit 2), not "no evidence"
   const filter = options.filter ?? {};
   const backups = await listBackups(storage, filter);
   const manifestOf = new Map(backups.map((b) => [`${JSON.stringify([b.service, b.environment, b.database])}${b.id}`, b.manifestKey]));

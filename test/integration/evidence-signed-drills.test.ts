@@ -128,6 +128,12 @@ describe('signed drill results', () => {
       assert.equal(bad.code, 2, bad.stderr);
       assert.equal(bad.stderr.trim().split('\n').length, 1, bad.stderr);
     }
+    // A wrong --from is a usage mistake, not "no evidence"; so for verify --recipients.
+    for (const args of [['evidence', 'verify', '--public-key', pub], ['verify', '--recipients', '--require-recipient', 'age1qyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqszqgpqyqs3290gq']]) {
+      const wrong = await cli([...args, '--from', `${to}-missing`]);
+      assert.equal(wrong.code, 2, wrong.stderr);
+      assert.match(wrong.stderr, /does not exist: check --from/);
+    }
     const noGh = await cli(['evidence', 'verify', '--from', to, '--github-owner', 'acme'], { PATH: path.dirname(process.execPath) });
     assert.equal(noGh.code, 2);
     assert.match(noGh.stderr, /GitHub CLI \(gh\) is not installed here/);
