@@ -70,8 +70,10 @@ export function renderCliReference(program: Command): string {
     'Options that take a value accept `--option value` and `--option=value`. Repeatable options say so; a list option (`--databases`, `--postgres-version`) takes commas. Durations are numbers with units: `ms`, `s`, `m`, `h`, `d`, `w` (e.g. `90s`, `30h`, `7d`, `1h30m`). `--verbose`, before or after the command, also prints internals on stderr (snapshot ids, TOC offsets, socket paths); the drill log in the bucket always holds them.',
     '',
   ];
-  for (const command of commandsOf(program)) {
-    out.push(`## pg-backup ${command.name()}`, '', mdText(command.description()), '', '```', `pg-backup ${command.name()} ${command.usage()}`, '```', '');
+  // Commands with subcommands (`evidence verify`, `evidence report`) get a section each after their parent.
+  const sections = commandsOf(program).flatMap((c) => [{ name: c.name(), command: c }, ...commandsOf(c).map((sub) => ({ name: `${c.name()} ${sub.name()}`, command: sub }))]);
+  for (const { name, command } of sections) {
+    out.push(`## pg-backup ${name}`, '', mdText(command.description()), '', '```', `pg-backup ${name} ${command.usage()}`, '```', '');
     out.push('| option | default | description |', '|---|---|---|');
     for (const option of command.options.filter((o) => !o.hidden)) {
       const choices = option.argChoices ? ` (one of ${option.argChoices.map((c) => `\`${c}\``).join(', ')})` : '';

@@ -4,6 +4,7 @@ import type { Logger } from '../log.ts';
 import type { Storage } from '../storage/index.ts';
 import { clockCheck, judgeTimes, parseKeyStamp, type ClockCheck } from './clock.ts';
 import { DRILL_STAMP, DRILLS_FOLDER, encodeSegment } from './keys.ts';
+import { signedDrillCounts, type DrillTrust } from '../evidence/check.ts';
 
 /**
  * Proof that a backup restores: a drill report (`drills/<svc>/<env>/<db>/<YYYY>-Q<n>/<id>-drill-
@@ -54,7 +55,9 @@ interface Evidence {
  * with a warning, and so is evidence whose time is not believed ({@link judgeTimes}: a drill
  * report or verify record stamped later than `clock` allows, or a drill report whose key stamp
  * and `startedAt` disagree): a record stamped ahead would otherwise be the newest evidence for
- * ever and hide every real failure after it. Needs List and Get.
+ * ever and hide every real failure after it. With `drillTrust` (`--require-signed-drills`), a drill report counts only when its signed
+ * statement verifies (src/evidence/check.ts); one that does not is named in a warning. Needs List
+ * and Get.
  * @param clock now and the tolerance (`--max-clock-skew`); default this machine's clock, 10 min.
  * @returns backup id → proof text (e.g. `drill OK 2026-11-20T03:00:00Z`), for the proven ones.
  */
@@ -65,6 +68,7 @@ export async function findProofs(
   limit: number,
   logger: Logger,
   clock: ClockCheck = clockCheck(),
+  drillTrust?: DrillTrust,
 ): Promise<Map<string, string>> {
   const proofs = new Map<string, string>();
   if (limit <= 0 || backups.length === 0) return proofs;
@@ -91,12 +95,20 @@ export async function findProofs(
     }
     for (const { key, stamp } of drillReports.get(backup.id) ?? []) {
       try {
-        const report = JSON.parse(await storage.getText(key)) as { ok?: unknown; backupId?: unknown; startedAt?: unknown };
+        const text = await storage.getText(key);
+        const report = JSON.parse(text) as { ok?: unknown; backupId?: unknown; startedAt?: unknown };
         if (report.backupId !== backup.id || typeof report.startedAt !== 'string' || typeof report.ok !== 'boolean') continue;
         const untrusted = judgeTimes(clock, { kind: 'drill report', keyStamp: stamp, at: report.startedAt });
         if (untrusted) {
           logger.warn(`ignoring the drill report ${storage.uri(key)}: ${untrusted.problem}`);
           continue;
+        }
+        if (drillTrust) {
+          const signed = await signedDrillCounts(storage, key, text, backup.keys.find((k) => k.endsWith('.manifest.json')), drillTrust);
+          if (!signed.counts) {
+            logger.warn(signed.warning!);
+            continue;
+          }
         }
         evidence.push({ at: new Date(report.startedAt).toISOString(), ok: report.ok, what: `drill ${report.ok ? 'OK' : 'FAILED'} ${report.startedAt}` });
       } catch (err) {

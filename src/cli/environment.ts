@@ -32,6 +32,7 @@ export const ENVIRONMENT: readonly EnvironmentVariable[] = [
   { group: 'protection', names: ['PG_BACKUP_AGE_IDENTITY', 'PG_BACKUP_AGE_IDENTITY_FILE'], default: '', use: 'the age identity (secret key) text, or a file holding it, for reading encrypted backups, when no `--age-identity-file` is given' },
   { group: 'protection', names: ['PG_BACKUP_READER_AWS_ACCESS_KEY_ID', 'PG_BACKUP_READER_AWS_SECRET_ACCESS_KEY', 'PG_BACKUP_READER_AWS_SESSION_TOKEN'], default: "the dump's credentials", use: "read-only credentials for `dump --verify`, so the dump's own can be write-only" },
   { group: 'protection', names: ['PG_BACKUP_MIRROR_AWS_ACCESS_KEY_ID', 'PG_BACKUP_MIRROR_AWS_SECRET_ACCESS_KEY', 'PG_BACKUP_MIRROR_AWS_SESSION_TOKEN'], default: "the AWS SDK's chain", use: 'credentials of the mirror location (`dump --mirror-to`, `mirror --to`)' },
+  { group: 'evidence', names: ['PG_BACKUP_SIGN_KEY_FILE'], default: '', use: '`drill`: Ed25519 PEM private key that signs the drill\'s in-toto statement, when no `--sign-key` is given (docs/evidence.md)' },
   { group: 'alerts', names: ['PG_BACKUP_NOTIFY_URL'], default: '', use: 'webhook for `--notify-url` (dump, verify, drill, prune)' },
   { group: 'alerts', names: ['PG_BACKUP_HEALTHCHECK_URL'], default: '', use: 'healthchecks.io check URL for `--healthcheck-url` (dump, verify, drill, prune)' },
   { group: 'PostgreSQL programs', names: ['PG_BIN_DIR'], default: 'the usual places, then `PATH`', use: 'directory of `pg_dump`/`pg_restore`/`psql`/`initdb`/`pg_ctl` (searched alone when set; several separated by `:`)' },

@@ -9,6 +9,7 @@ import { installConfigFile } from './config.ts';
 import { addDemoCommand } from './commands/demo.ts';
 import { addDrillCommand } from './commands/drill.ts';
 import { addDumpCommand } from './commands/dump.ts';
+import { addEvidenceCommand } from './commands/evidence.ts';
 import { addLifecycleCommand } from './commands/lifecycle.ts';
 import { addListCommand } from './commands/list.ts';
 import { addMirrorCommand } from './commands/mirror.ts';
@@ -46,6 +47,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
   addLifecycleCommand(program, context);
   addMirrorCommand(program, context);
   addStatusCommand(program, setExitCode);
+  addEvidenceCommand(program, context);
   addDemoCommand(program, context);
   installConfigFile(program); // pg-backup.yml: --config on each command, `config check`
 

@@ -8,6 +8,10 @@ import { formatSeconds } from '../format.ts';
 import type { Logger } from '../log.ts';
 import type { Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
+import { drillEnvelopeLine, type DrillEvidenceOptions } from '../evidence/record.ts';
+import { evidenceKeyOf, logicalSubject, runnerFacts } from '../evidence/statement.ts';
+import type { SigningKey } from '../evidence/dsse.ts';
+import type { DecryptionFacts } from '../evidence/recipients.ts';
 
 // A drill's result and its record in the bucket: the report's shape (DrillResult), its keys,
 // the log and report writes, and the history read back from them. Shared by the logical drill
@@ -75,6 +79,10 @@ export interface DrillResult {
   serverVersion?: string;
   /** Upgrade rehearsal (`postgresVersions`): one result per server major, ascending. */
   majors?: MajorDrillResult[];
+  /** For a client-side encrypted backup: the recipients of the identities given, and the one that opened it (src/evidence/recipients.ts). */
+  decryption?: DecryptionFacts;
+  /** The drill's budgets (`--max-rto`, `--max-rpo`) in ms, when given: the status and the evidence report judge RTO against them. */
+  budgets?: { maxRtoMs?: number; maxRpoMs?: number };
   /** Age of the backup when the drill started, in ms (the recovery point it gives). */
   rpoMs?: number;
   tables: TableCheck[];
@@ -87,6 +95,8 @@ export interface DrillResult {
   history: DrillHistoryEntry[];
   drillLogUri?: string;
   drillReportUri?: string;
+  /** The DSSE envelope of the in-toto statement beside the report (`<report stem>.intoto.jsonl`, src/evidence/). */
+  drillEvidenceUri?: string;
   /** The drill was stopped by its signal (SIGINT/SIGTERM, closed output) before it finished; `ok` is false. */
   cancelled?: boolean;
 }
@@ -109,7 +119,7 @@ export function describePhases(phases: DrillPhases, throwaway = phases.clusterRe
  */
 export async function archiveDrillLog(
   storage: Storage,
-  options: { backup?: string; filter?: BackupFilter },
+  options: { backup?: string; filter?: BackupFilter; signingKey?: SigningKey },
   backup: ResolvedBackup | undefined,
   result: DrillResult,
   lines: string[],
@@ -126,7 +136,9 @@ export async function archiveDrillLog(
     const keys = drillRecordKeys(labels, backup?.manifest.id ?? 'unknown', startedAt);
     result.drillLogUri = storage.uri(keys.log);
     result.drillReportUri = storage.uri(keys.report);
-    await writeDrillRecord(storage, keys, { ...result, manifest: undefined, backupId: backup?.manifest.id }, lines);
+    const subject = backup ? logicalSubject(backup.objectKey, backup.manifest.object.sha256) : undefined;
+    await writeDrillRecord(storage, keys, { ...result, manifest: undefined, backupId: backup?.manifest.id }, lines, { subject, signingKey: options.signingKey });
+    if (subject) result.drillEvidenceUri = storage.uri(evidenceKeyOf(keys.report));
   } catch (err) {
     result.drillLogUri = undefined;
     result.drillReportUri = undefined;
@@ -149,15 +161,22 @@ export function drillRecordKeys(labels: DrillLabels, id: string, startedAt: Date
 }
 
 /**
- * Writes a drill's report (JSON, with `tool` added; it must carry `startedAt`, `ok`, `rtoMs` and
- * `backupId` for {@link drillHistory}) and then its log (text lines) at `keys`.
+ * Writes a drill's report (JSON, with `tool` and `runner` added; it must carry `startedAt`, `ok`,
+ * `rtoMs` and `backupId` for {@link drillHistory}), then, when `evidence.subject` is known, the
+ * DSSE envelope of its in-toto statement (`<stem>.intoto.jsonl`, signed with
+ * `evidence.signingKey` or unsigned; src/evidence/), then its log (text lines) at `keys`.
  * @throws the storage's error when a write fails (the caller decides whether that is a warning).
  */
-export async function writeDrillRecord(storage: Storage, keys: { report: string; log: string }, report: object, lines: string[]): Promise<void> {
+export async function writeDrillRecord(storage: Storage, keys: { report: string; log: string }, report: object, lines: string[], evidence: DrillEvidenceOptions = {}): Promise<void> {
   // Each write has its own deadline: the verdict of a cancelled drill is still written, and a
   // store that does not answer cannot hold the drill's exit for longer than this.
   const deadline = () => AbortSignal.timeout(DRILL_RECORD_DEADLINE_MS);
-  await storage.put(keys.report, `${JSON.stringify({ tool: TOOL, ...report }, null, 2)}\n`, { contentType: 'application/json', signal: deadline() });
+  const reportText = `${JSON.stringify({ tool: TOOL, runner: runnerFacts(), ...report }, null, 2)}\n`;
+  await storage.put(keys.report, reportText, { contentType: 'application/json', signal: deadline() });
+  if (evidence.subject) {
+    const line = drillEnvelopeLine(reportText, { ...evidence, subject: evidence.subject });
+    await storage.put(evidenceKeyOf(keys.report), line, { contentType: 'application/x-ndjson', signal: deadline() });
+  }
   await storage.put(keys.log, `${lines.join('\n')}\n`, { contentType: 'text/plain; charset=utf-8', signal: deadline() });
 }
 

@@ -4,6 +4,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { parseDuration } from '../duration.ts';
+import type { SigningKey } from '../evidence/dsse.ts';
+import { decryptionFacts } from '../evidence/recipients.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
 import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
@@ -78,6 +80,8 @@ export interface DrillCommonOptions {
   /** Cancels the drill (SIGINT/SIGTERM, a closed output): it stops, cleans up, and still writes its verdict. */
   signal?: AbortSignal;
   now?: () => Date;
+  /** Signs the drill's in-toto statement (`--sign-key`, src/evidence/dsse.ts); without it the envelope is written unsigned. */
+  signingKey?: SigningKey;
 }
 
 /** The budgets and smoke checks of a drill's {@link DrillCommonOptions}, parsed and read. */
@@ -191,6 +195,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   const jobs = options.jobs ?? defaultDrillJobs();
   if (!Number.isInteger(jobs) || jobs < 1 || jobs > 64) throw new UsageError(`--jobs must be a whole number from 1 to 64 (got ${options.jobs})`);
   const { maxRtoMs, maxRpoMs, maxClockSkewMs, smokeChecks } = await drillBudgets(options);
+  if (maxRtoMs !== undefined || maxRpoMs !== undefined) result.budgets = { maxRtoMs, maxRpoMs };
   // Who runs the throwaway cluster is settled before anything starts: a refusal (exit 2) leaves nothing behind.
   if (!options.targetUrl) await clusterIsolation({ allowSameOsUser: options.allowSameOsUser, reason: options.sameOsUserReason });
   let scratch: string | undefined;
@@ -283,6 +288,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         }),
       );
       const local = ready.local;
+      // Which key opened it: a drill given only the escrow identity proves that key recovers the backup.
+      if (identities && local.problems.length === 0) result.decryption = await decryptionFacts(identities, manifest.encryption!);
       const target = ready.target ?? targetConn!;
       result.problems.push(
         ...local.problems.map((p) =>

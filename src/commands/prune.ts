@@ -2,6 +2,7 @@ import { checkBackup, filterPrefix, type BackupFilter } from '../backup/catalog.
 import { parseDuration } from '../duration.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { findProofs } from '../backup/proof.ts';
+import type { DrillTrust } from '../evidence/check.ts';
 import { mapLimit } from '../map-limit.ts';
 import {
   DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, isRestorable, isUntrustedTime, parseBackupObjectKey, planRetention, validatePolicy,
@@ -48,6 +49,8 @@ export interface PruneOptions {
   now?: () => Date;
   /** The storage to use instead of opening `from` (tests wrap it to record deletes). */
   storage?: Storage;
+  /** `--require-signed-drills`: only drill reports whose signed statement verifies are proof (src/evidence/check.ts). */
+  drillTrust?: DrillTrust;
 }
 
 /** The outcome of {@link prune}. A refused group is a result (`ok: false`), not an exception. */
@@ -197,7 +200,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   for (const b of found) if (isRestorable(b)) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
   for (const members of groups.values()) {
     members.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.stem < b.stem ? 1 : -1));
-    const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger, clock);
+    const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger, clock, options.drillTrust);
     for (const b of members) b.proof = proofs.get(b.id);
   }
   const plan = planRetention(found, policy, now);

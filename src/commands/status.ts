@@ -1,4 +1,5 @@
 import { rename, rm, writeFile } from 'node:fs/promises';
+import type { DrillTrust } from '../evidence/check.ts';
 import path from 'node:path';
 import type { BackupFilter } from '../backup/catalog.ts';
 import { parseDuration } from '../duration.ts';
@@ -40,6 +41,8 @@ export interface StatusOptions {
   now?: () => Date;
   /** The storage to use instead of opening `from` (tests). */
   storage?: Storage;
+  /** `--require-signed-drills`: only drill reports whose signed statement verifies count. */
+  drillTrust?: DrillTrust;
 }
 
 /** The outcome of {@link status}: the fleet, and where its views went. */
@@ -70,7 +73,7 @@ export async function status(options: StatusOptions): Promise<StatusResult> {
   const maxClockSkewMs = parseMaxClockSkew(options.maxClockSkew);
   const storage = options.storage ?? openStorage(options.from, options.s3);
 
-  const fleet = await collectFleetStatus(storage, { filter: options.filter, maxAgeMs, rtoBudgetMs, maxClockSkewMs, now: options.now?.() });
+  const fleet = await collectFleetStatus(storage, { filter: options.filter, maxAgeMs, rtoBudgetMs, maxClockSkewMs, now: options.now?.(), drillTrust: options.drillTrust });
   if (fleet.databases.length === 0) {
     const scope = [options.filter?.service, options.filter?.environment, options.filter?.database].filter(Boolean).join('/');
     throw new UsageError(`no backups and no drill reports under ${storage.url}${scope ? ` for ${scope}` : ''}: check --from (it is the prefix the dumps were written to)`);

@@ -10,6 +10,8 @@ import { cancelOnSignals } from './cancel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { runPhysicalDrill } from './physical-drill-action.ts';
 import { UsageError } from '../errors.ts';
+import { parseSigningKey } from '../evidence/dsse.ts';
+import { attestationOutputs } from '../evidence/attest-outputs.ts';
 import { githubHtmlText as h } from '../text/sinks.ts';
 
 /** `actions/drill`: restores a backup into a throwaway PostgreSQL, checks it and times it. */
@@ -33,6 +35,7 @@ export async function run(): Promise<void> {
       ...issueInputs,
       ...storageInputs,
       'age-identity': optional,
+      'sign-key': optional,
       ...reportingInputs,
       'pgbackrest-stanza': optional,
       'pgbackrest-config': optional,
@@ -42,9 +45,12 @@ export async function run(): Promise<void> {
     }, 'drill');
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
+    // The PEM is multi-line: each line is masked too, as the runner masks a log line only by whole registered values.
+    if (inputs['sign-key']) for (const secret of [inputs['sign-key'], ...inputs['sign-key'].split(/\r?\n/).filter((l) => l.trim() && !l.startsWith('-----'))]) core.setSecret(secret);
+    const signingKey = inputs['sign-key'] ? parseSigningKey(inputs['sign-key'], 'input "sign-key"') : undefined;
     const reporting = reportingFrom(inputs);
     if (inputs['pgbackrest-stanza'] && inputs['postgres-versions']) throw new UsageError('postgres-versions rehearses a pg_dump backup in other majors; a physical drill (pgbackrest-stanza) restores into the backup\'s own major: give one of them');
-    if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting);
+    if (inputs['pgbackrest-stanza']) return runPhysicalDrill(inputs, issues, reporting, signingKey);
     if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
     checkDatabaseUrl(inputs['target-url']);
     const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;
@@ -66,7 +72,9 @@ export async function run(): Promise<void> {
         ageIdentities: identitiesFrom(inputs['age-identity']),
         logger: actionLogger,
         signal: cancellation.signal,
+        signingKey,
       }));
+    const attest = await attestationOutputs(inputs.from!, s3SettingsFrom(inputs), result, actionLogger);
     setOutputs({
       result: result.ok ? 'ok' : 'failed',
       reason: result.reason,
@@ -75,6 +83,10 @@ export async function run(): Promise<void> {
       'backup-uri': result.backupUri,
       'drill-log-uri': result.drillLogUri,
       'drill-report-uri': result.drillReportUri,
+      'drill-evidence-uri': result.drillEvidenceUri,
+      'subject-name': attest?.subjectName,
+      'subject-digest': attest?.subjectDigest,
+      'drill-report': attest?.report,
     });
     const m = result.manifest;
     const labels = { service: m?.service ?? inputs.service ?? '*', environment: m?.environment ?? inputs.environment ?? '*', database: m?.database ?? inputs.database ?? '*' };

@@ -1,4 +1,5 @@
 import * as core from '@actions/core';
+import type { SigningKey } from '../evidence/dsse.ts';
 import { formatSeconds } from '../format.ts';
 import { UsageError } from '../errors.ts';
 import { physicalDrill } from '../physical/drill.ts';
@@ -34,7 +35,7 @@ type Inputs = { [K in keyof typeof storageInputs | keyof typeof issueInputs]?: s
  * `<service>/<environment>/<stanza>`).
  * @throws UsageError for inputs of the logical drill mixed in.
  */
-export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | undefined, reporting: ReportingOptions & RunScope & { logger: Logger } = { logger: actionLogger }): Promise<void> {
+export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | undefined, reporting: ReportingOptions & RunScope & { logger: Logger } = { logger: actionLogger }, signingKey?: SigningKey): Promise<void> {
   const mixed = (['from', 'target-url'] as const).filter((k) => inputs[k]);
   if (inputs.backup && inputs.backup !== 'latest') mixed.push('backup' as never);
   if (mixed.length) throw new UsageError(`input${mixed.length > 1 ? 's' : ''} ${mixed.map((m) => `"${m}"`).join(', ')} belong to a drill of a logical backup, not to "pgbackrest-stanza": give "log-to" for where the drill log goes`);
@@ -55,6 +56,7 @@ export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | u
     maxRpo: inputs['max-rpo'],
     s3: s3SettingsFrom(inputs),
     logger: actionLogger,
+    signingKey,
   }));
   setOutputs({
     result: result.ok ? 'ok' : 'failed',
@@ -64,6 +66,7 @@ export async function runPhysicalDrill(inputs: Inputs, issues: IssueSettings | u
     'backup-uri': result.backup ? `pgbackrest:${result.scope}/${result.backup.label}` : undefined,
     'drill-log-uri': result.drillLogUri,
     'drill-report-uri': result.drillReportUri,
+    'drill-evidence-uri': result.drillEvidenceUri,
   });
   const issue = issues
     ? await syncFailureIssue(

@@ -1,4 +1,5 @@
 import { UsageError } from '../errors.ts';
+import type { SigningKey } from '../evidence/dsse.ts';
 import { stderrLogger } from '../log.ts';
 import { terminalText } from '../text/sinks.ts';
 import { printDrillRecordUris } from '../cli/drill-output.ts';
@@ -34,7 +35,7 @@ export interface PhysicalDrillFlags {
  */
 export async function physicalDrillCli(
   flags: PhysicalDrillFlags,
-  io: { s3: S3Settings; json?: boolean; signal: AbortSignal; setExitCode: () => void; printJson: (v: unknown) => void },
+  io: { s3: S3Settings; signingKey?: SigningKey; json?: boolean; signal: AbortSignal; setExitCode: () => void; printJson: (v: unknown) => void },
 ): Promise<PhysicalDrillResult> {
   if (!flags.pgbackrestStanza) throw new UsageError('--pgbackrest-config, --pgbackrest-verify, --target-time and --log-to belong to a physical drill: give --pgbackrest-stanza NAME too');
   const mixed = [flags.from && '--from', flags.targetUrl && '--target-url', flags.backup && flags.backup !== 'latest' && '--backup'].filter(Boolean);
@@ -53,6 +54,7 @@ export async function physicalDrillCli(
     maxRpo: flags.maxRpo,
     allowSameOsUser: flags.allowSameOsUser,
     s3: io.s3,
+    signingKey: io.signingKey,
     logger: stderrLogger(),
     signal: io.signal,
   });

@@ -6,6 +6,7 @@ import { validateLabel } from '../backup/keys.ts';
 import { runSmokeChecks, type SmokeCheck, type SmokeResult } from '../backup/smoke.ts';
 import { drillBudgets, drillHistory, drillRecordKeys, writeDrillRecord, type DrillCommonOptions, type DrillHistoryEntry } from '../commands/drill.ts';
 import { formatSeconds } from '../format.ts';
+import { evidenceKeyOf, physicalSubject } from '../evidence/statement.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { workDirOf } from '../postgres/cluster.ts';
@@ -87,6 +88,10 @@ export interface PhysicalDrillResult {
   history: DrillHistoryEntry[];
   drillLogUri?: string;
   drillReportUri?: string;
+  /** The DSSE envelope of the in-toto statement beside the report (src/evidence/). */
+  drillEvidenceUri?: string;
+  /** The drill's budgets (`--max-rto`, `--max-rpo`) in ms, when given. */
+  budgets?: { maxRtoMs?: number; maxRpoMs?: number };
 }
 
 /**
@@ -216,6 +221,7 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
   }
 
   result.rtoMs = result.phases.restoreMs + result.phases.replayMs;
+  if (maxRtoMs !== undefined || maxRpoMs !== undefined) result.budgets = { maxRtoMs, maxRpoMs };
   if (maxRtoMs !== undefined && result.rtoMs > maxRtoMs) result.problems.push(`RTO ${formatSeconds(result.rtoMs)} exceeds the budget --max-rto ${options.maxRto}`);
   if (maxRpoMs !== undefined && result.rpoMs !== undefined && result.rpoMs > maxRpoMs) {
     result.problems.push(`RPO ${formatSeconds(result.rpoMs)} (age of the newest archived WAL) exceeds the budget --max-rpo ${options.maxRpo}`);
@@ -238,7 +244,9 @@ export async function physicalDrill(options: PhysicalDrillOptions): Promise<Phys
     const keys = drillRecordKeys(labels, result.backup?.label ?? 'unknown', startedAt);
     result.drillLogUri = storage.uri(keys.log);
     result.drillReportUri = storage.uri(keys.report);
-    await writeDrillRecord(storage, keys, { ...result, backupId: result.backup?.label }, log.lines);
+    const subject = physicalSubject(driver.tool, driver.scope, result.backup);
+    await writeDrillRecord(storage, keys, { ...result, backupId: result.backup?.label }, log.lines, { subject: result.backup ? subject : undefined, signingKey: options.signingKey });
+    if (result.backup) result.drillEvidenceUri = storage.uri(evidenceKeyOf(keys.report));
   } catch (err) {
     result.drillLogUri = undefined;
     result.drillReportUri = undefined;

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { status } from '../commands/status.ts';
 import { stderrLogger } from '../log.ts';
+import { requireSignedDrills } from '../evidence/check.ts';
 import { parseSse, sseCustomerKey } from '../storage/protection.ts';
 import { terminalJson } from '../text/sinks.ts';
 import { formatTable } from './text.ts';
@@ -19,6 +20,8 @@ interface StatusFlags {
   database?: string;
   endpoint?: string;
   region?: string;
+  requireSignedDrills?: boolean;
+  publicKey?: string;
 }
 
 /**
@@ -42,8 +45,11 @@ export function addStatusCommand(program: Command, setExitCode: (code: number) =
     .option('--database <name>', 'only this database (or stanza)')
     .option('--endpoint <url>', 'S3 endpoint for R2, Spaces, MinIO, B2, Ceph (default: $AWS_ENDPOINT_URL_S3, $AWS_ENDPOINT_URL)')
     .option('--region <name>', 'S3 region (default: $AWS_REGION, $AWS_DEFAULT_REGION, us-east-1)')
+    .option('--require-signed-drills', 'count a drill only when its signed statement verifies with --public-key (docs/evidence.md); unsigned or forged ones are named')
+    .option('--public-key <file>', 'Ed25519 public key (PEM) of the drills\' --sign-key, for --require-signed-drills')
     .option('--json', 'print the status as JSON on stdout')
     .action(async (flags: StatusFlags) => {
+      const drillTrust = requireSignedDrills(flags.requireSignedDrills, flags.publicKey);
       const result = await status({
         from: flags.from,
         filter: { service: flags.service, environment: flags.environment, database: flags.database },
@@ -55,6 +61,7 @@ export function addStatusCommand(program: Command, setExitCode: (code: number) =
         publish: flags.publish,
         s3: { endpoint: flags.endpoint, region: flags.region, sse: parseSse(undefined, undefined, sseCustomerKey()) },
         logger: stderrLogger(flags.json),
+        drillTrust,
       });
       if (flags.json) process.stdout.write(`${terminalJson(result.fleet, 2)}\n`);
       else process.stdout.write(formatTable(result.fleet, Boolean(process.stdout.isTTY) && !process.env.NO_COLOR));

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { signedDrillCounts, type DrillTrust } from '../evidence/check.ts';
 import { isBelieved, judgeNewest, listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, judgeTimes, parseKeyStamp, type ClockCheck, type TimeProblem, type UntrustedTime } from '../backup/clock.ts';
 import { parseDuration } from '../duration.ts';
@@ -166,6 +167,8 @@ export interface FleetStatusOptions {
   maxClockSkewMs?: number;
   /** The clock (tests). */
   now?: Date;
+  /** `--require-signed-drills`: only drill reports whose signed statement verifies count (src/evidence/check.ts). */
+  drillTrust?: DrillTrust;
 }
 
 /**
@@ -253,7 +256,7 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
     groupOf(labels).reports.push({ key: obj.key, backupId: m[4]!, stamp: m[5]! });
   }
 
-  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, clock, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn }));
+  const databases = await mapLimit([...groups.values()], 4, (group) => databaseStatus(storage, group, { now, clock, maxAgeMs, rtoBudgetMs: options.rtoBudgetMs, historyLimit, warn, drillTrust: options.drillTrust }));
   databases.sort((a, b) => compareText(a.service, b.service) || compareText(a.environment, b.environment) || compareText(a.database, b.database));
   const counts = { databases: databases.length, ok: 0, warning: 0, untrusted: 0, stale: 0, failed: 0 };
   for (const d of databases) counts[d.state]++;
@@ -293,7 +296,7 @@ const isoSecond = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 async function databaseStatus(
   storage: Storage,
   group: Group,
-  ctx: { now: Date; clock: ClockCheck; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void },
+  ctx: { now: Date; clock: ClockCheck; maxAgeMs: number; rtoBudgetMs: number | undefined; historyLimit: number; warn: (m: string) => void; drillTrust?: DrillTrust },
 ): Promise<DatabaseStatus> {
   const { now, maxAgeMs } = ctx;
   const untrusted: UntrustedRecord[] = [];
@@ -331,9 +334,14 @@ async function databaseStatus(
   const drills = (
     await mapLimit(wanted, 8, async (r): Promise<DrillSummary | undefined> => {
       try {
-        const report = DrillReportSchema.parse(JSON.parse(await storage.getText(r.key)));
+        const text = await storage.getText(r.key);
+        const report = DrillReportSchema.parse(JSON.parse(text));
         const t = judgeTimes(ctx.clock, { kind: 'drill report', keyStamp: parseKeyStamp(r.stamp), at: report.startedAt });
         if (t) return void distrust('drill report', r.key, t);
+        if (ctx.drillTrust) {
+          const signed = await signedDrillCounts(storage, r.key, text, group.backups.find((b) => b.id === r.backupId)?.manifestKey, ctx.drillTrust);
+          if (!signed.counts) return void ctx.warn(signed.warning!);
+        }
         let maxRtoMs = report.maxRtoMs ?? report.budgets?.maxRtoMs;
         if (maxRtoMs === undefined && report.maxRto) {
           try {

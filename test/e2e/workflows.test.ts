@@ -73,7 +73,9 @@ describe('workflows', () => {
       }
       const job = Object.values<{ environment?: string }>(wf.jobs)[0]!;
       assert.equal(job.environment, '${{ inputs.environment }}');
-      assert.ok(wf.permissions && !('write-all' in wf), 'minimal permissions');
+      // drill.yml declares its drill job's permissions (its attest job takes the caller's grant: id-token, attestations).
+      const declared = name === 'drill' ? wf.jobs.drill.permissions : wf.permissions;
+      assert.ok(declared && !('write-all' in wf), 'minimal permissions');
       if (name !== 'drill') {
         const concurrency = (job as { concurrency?: { group: string; 'cancel-in-progress': boolean } }).concurrency!;
         assert.equal(concurrency['cancel-in-progress'], false, 'a running dump is never cancelled');
@@ -83,7 +85,16 @@ describe('workflows', () => {
     const backup = parse(await readFile(path.join(root, '.github/workflows/backup.yml'), 'utf8'));
     assert.match(backup.jobs.backup.concurrency.group, /inputs\.databases/, 'matrix jobs over databases do not share one group');
     const drill = parse(await readFile(path.join(root, '.github/workflows/drill.yml'), 'utf8'));
-    assert.deepEqual(drill.permissions, { contents: 'read', issues: 'write' });
+    assert.equal(drill.permissions, undefined);
+    assert.deepEqual(drill.jobs.drill.permissions, { contents: 'read', issues: 'write' });
+    // The attest job: opt-in, after the drill even when it failed, actions/attest pinned by its full commit SHA, no permissions of its own.
+    assert.equal(drill.on.workflow_call.inputs.attest.default, false);
+    assert.equal(drill.jobs.attest.permissions, undefined);
+    assert.match(drill.jobs.attest.if, /^always\(\) && inputs\.attest && /);
+    const attest = drill.jobs.attest.steps[0];
+    assert.match(attest.uses, /^actions\/attest@[0-9a-f]{40}$/);
+    assert.equal(attest.with['predicate-type'], 'https://pg-backup-actions.dev/drill/v1');
+    assert.equal(attest.with['subject-digest'], '${{ needs.drill.outputs.subject-digest }}');
   });
 });
 

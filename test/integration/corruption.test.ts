@@ -212,7 +212,7 @@ describe('drill of a damaged multi-MB backup', () => {
       assert.doesNotMatch(r.stderr, /restore drill FAILED: /, 'the reason is said once, in the last line (the drill log keeps the verdict line)');
       assert.match(r.stderr, /^drill log: file:\/\/\S+\.log$/m, 'the drill says where its log went');
       const left = await leftBehind(to);
-      assert.match(left, /the drill log \(\.json \+ \.log\)/, 'the drill log and report are archived');
+      assert.match(left, /the drill log \(\.json \+ \.jsonl \+ \.log\)/, 'the drill log and report are archived');
       await rm(fileURLToPath(to), { recursive: true, force: true });
       await recordFault({
         faultId,

@@ -86,7 +86,7 @@ async function assertCancelled(r: Run, to: string, code: number, why: RegExp): P
   assert.deepEqual(r.leftProcesses, [], 'no initdb, pg_ctl, postgres, zstd or pg_restore process left');
   assert.deepEqual(r.leftDirs, [], 'no cluster directory and no download directory left');
   const left = await leftBehind(to);
-  assert.match(left, /the drill log \(\.json \+ \.log\)/, `the verdict is archived: ${left}`);
+  assert.match(left, /the drill log \(\.json \+ \.jsonl \+ \.log\)/, `the verdict is archived: ${left}`);
   if (code !== 141) {
     assert.match(r.stderr, why, r.stderr);
     assert.match(r.stderr, /restore drill FAILED: drill cancelled: cancelled by SIG(INT|TERM)/);
@@ -215,7 +215,7 @@ describe('signals at each phase of a drill', () => {
       assert.match(r.stderr, /restore drill FAILED: drill failed: initdb failed for the throwaway cluster in .*: initdb: error: simulated failure of the cluster start/);
       assert.doesNotMatch(r.stderr, /download phase: /, 'the download was cancelled, not finished');
       const left = await leftBehind(to);
-      assert.match(left, /the drill log \(\.json \+ \.log\)/, `the verdict is archived: ${left}`);
+      assert.match(left, /the drill log \(\.json \+ \.jsonl \+ \.log\)/, `the verdict is archived: ${left}`);
       await recordFault({ faultId: 'cluster-initdb-fails-during-download', fault: 'initdb fails while the drill downloads the archive (S3 at 1 MB/s)', outcome: 'the download is cancelled at once, the download directory removed, the verdict names initdb\'s error', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
     } finally {
       await proxy.close();

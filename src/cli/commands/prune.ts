@@ -3,6 +3,7 @@ import { formatPlan, prune } from '../../commands/prune.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { DEFAULT_KEEP_SAFETY_DUMPS } from '../../backup/safety.ts';
 import { stderrLogger } from '../../log.ts';
+import { requireSignedDrills } from '../../evidence/check.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
@@ -27,9 +28,12 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--incomplete-grace <duration>', 'delete incomplete backups (no manifest) last written longer ago than this', '1d')
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--keep-safety-dumps <duration>', 'delete the safety dumps restore --clean took once older than this (they never count as backups)', DEFAULT_KEEP_SAFETY_DUMPS)
-        .option('--apply', 'delete (default: dry run, print the plan only)'),
+        .option('--apply', 'delete (default: dry run, print the plan only)')
+        .option('--require-signed-drills', 'count a drill as proof only when its signed statement verifies with --public-key (docs/evidence.md); unsigned or forged ones are named')
+        .option('--public-key <file>', 'Ed25519 public key (PEM) of the drills\' --sign-key, for --require-signed-drills'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
-  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; keepSafetyDumps: string; maxClockSkew: string; apply?: boolean }) => {
+  ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; keepSafetyDumps: string; maxClockSkew: string; apply?: boolean; requireSignedDrills?: boolean; publicKey?: string }) => {
+    const drillTrust = requireSignedDrills(flags.requireSignedDrills, flags.publicKey);
     const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),
@@ -43,6 +47,7 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
       maxClockSkew: flags.maxClockSkew,
       keepSafetyDumps: flags.keepSafetyDumps,
       apply: flags.apply,
+      drillTrust,
       s3: s3Settings(flags, signal),
       logger: stderrLogger(),
       signal,

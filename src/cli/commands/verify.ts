@@ -2,10 +2,13 @@ import type { Command } from 'commander';
 import { verify, type VerifyLevel } from '../../commands/verify.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
+import { UsageError } from '../../errors.ts';
+import { verifyRecipients } from '../../evidence/recipients.ts';
+import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { checkVerifyScope, walFreshness } from '../../physical/wal-freshness.ts';
-import { checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { checkJson, exitOnFailedCheck, filterOf, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup verify`: checks a backup at `--level` (or, with `--wal-prefix`, the freshness of a WAL archive); exit code 1 when the check fails.
@@ -26,9 +29,21 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
         .option('--fail-on-suspicion', 'fail (not just warn) on a backup far smaller than the previous one or a table whose rows collapsed')
         .option('--work-dir <dir>', 'where the throwaway cluster of --level schema lives')
         .option('--allow-same-os-user', 'level schema without root or passwordless sudo: run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused')
-        .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)'),
+        .option('--record', 'write the verdict to <id>.verify.json beside the backup, so prune knows it is proven (needs s3:PutObject there; a failed write is a warning)')
+        .option('--recipients', 'instead of reading backups: check without decrypting that every backup in scope (--since) was encrypted to each --require-recipient (manifest and age header; docs/evidence.md)')
+        .option('--require-recipient <age1…>', 'with --recipients: an age recipient every backup must be encrypted to (repeat for several)', (v: string, all: string[] = []) => [...all, v])
+        .option('--since <duration>', 'with --recipients: only backups taken within this duration (e.g. 90d)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; maxClockSkew: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean; allowSameOsUser?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; maxClockSkew: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean; allowSameOsUser?: boolean; recipients?: boolean; requireRecipient?: string[]; since?: string }) => {
+    if (flags.recipients || flags.requireRecipient || flags.since) {
+      if (!flags.recipients) throw new UsageError('--require-recipient and --since belong to --recipients: add it');
+      if (!flags.from) throw new UsageError('--recipients needs --from s3://BUCKET/PREFIX (or file:///DIR)');
+      const r = await verifyRecipients({ from: flags.from, filter: filterOf(flags), required: flags.requireRecipient ?? [], since: flags.since, s3: s3Settings(flags, signal), logger: stderrLogger(), signal });
+      if (flags.json) printJson(r);
+      else for (const b of r.backups) process.stdout.write(`${terminalText(`${b.ok ? 'OK     ' : 'FAILED '} ${b.id}  ${b.recipients.length} recipient(s) in the manifest, ${b.headerStanzas ?? '?'} in the age header${b.problems.length ? `  (${b.problems.join('; ')})` : ''}`)}\n`);
+      exitOnFailedCheck(r, 'verify --recipients', flags.json, setExitCode);
+      return;
+    }
     checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
     if (flags.walPrefix) {
       const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
