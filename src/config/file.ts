@@ -155,11 +155,25 @@ export function findConfigFile(explicit: string | undefined, dir = process.cwd()
   const named = explicit?.trim() || env[CONFIG_ENV]?.trim();
   if (named) {
     const file = path.resolve(dir, named);
-    if (!existsSync(file)) throw new UsageError(`configuration file ${named} not found${explicit?.trim() ? '' : ` (named by $${CONFIG_ENV})`}: check the path, or remove it to use flags only`);
+    if (!readable(file)) throw new UsageError(`configuration file ${named} not found or not readable${explicit?.trim() ? '' : ` (named by $${CONFIG_ENV})`}: check the path, or remove it to use flags only`);
     return file;
   }
   const file = path.join(dir, CONFIG_FILE_NAME);
-  return existsSync(file) ? file : undefined;
+  return readable(file) ? file : undefined;
+}
+
+/**
+ * Whether `file` exists and this process may look at it. Under Node's permission model
+ * (`node --permission` without `--allow-fs-read` for that path) `existsSync` throws
+ * ERR_ACCESS_DENIED: a default file the process may not read is one it does not have.
+ */
+function readable(file: string): boolean {
+  try {
+    return existsSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_ACCESS_DENIED') return false;
+    throw err;
+  }
 }
 
 /** Levenshtein distance, for "did you mean". */

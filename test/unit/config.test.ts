@@ -132,7 +132,7 @@ describe('settings file: schema and line-numbered errors', () => {
     await writeFile(other, 'service: web\n');
     assert.equal(findConfigFile(undefined, dir, { PG_BACKUP_CONFIG: 'other.yml' }), other);
     assert.equal(findConfigFile('pg-backup.yml', dir, { PG_BACKUP_CONFIG: 'other.yml' }), file, 'the flag wins');
-    assert.match(usageError(() => findConfigFile('missing.yml', dir, {})), /^configuration file missing\.yml not found: /);
+    assert.match(usageError(() => findConfigFile('missing.yml', dir, {})), /^configuration file missing\.yml not found or not readable: /);
     assert.match(usageError(() => findConfigFile(undefined, dir, { PG_BACKUP_CONFIG: 'gone.yml' })), /named by \$PG_BACKUP_CONFIG/);
   });
 });
