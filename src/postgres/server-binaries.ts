@@ -6,6 +6,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import { mapLimit } from '../map-limit.ts';
 import { findAll, findPgBinary, parsePgVersion, type PgBinary } from './binaries.ts';
 
 /**
@@ -284,12 +285,15 @@ export async function cacheEntryProblem(dir: string, spec: string): Promise<stri
   for (const program of ['initdb', 'pg_ctl', 'postgres']) {
     if (!(`native/bin/${program}` in manifest.sha256)) return `${CACHE_MANIFEST} lists no native/bin/${program}`;
   }
-  for (const [rel, size] of Object.entries(manifest.sizes)) {
+  const wrong = await mapLimit(Object.entries(manifest.sizes), 16, async ([rel, size]) => {
     const s = await lstat(path.join(dir, rel)).catch(() => undefined);
     if (!s?.isFile()) return `${rel} is missing`;
     if (s.size !== size) return `${rel} is ${s.size} bytes, expected ${size}`;
     if (rel.startsWith('native/bin/') && (s.mode & 0o111) === 0) return `${rel} is not executable`;
-  }
+    return undefined;
+  });
+  const firstWrong = wrong.find((w) => w !== undefined);
+  if (firstWrong) return firstWrong;
   for (const link of await packageSymlinks(dir)) {
     if (!(await stat(link).then((s) => s.isFile(), () => false))) return `the symlink ${path.relative(dir, link)} is missing or broken`;
   }
