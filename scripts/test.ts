@@ -54,7 +54,7 @@ if (servicesOnly) {
 
   const left = await testTmpLeftovers(tmpRoot);
   if (left.length) {
-    const mib = (b: number) => `${(b / 1024 ** 2).toFixed(1)} MiB`;
+    const mib = (b: number) => (b < 1024 ** 2 ? `${Math.ceil(b / 1024)} KiB` : `${(b / 1024 ** 2).toFixed(1)} MiB`);
     const byFile = new Map<string, typeof left>();
     for (const l of left) byFile.set(l.file, [...(byFile.get(l.file) ?? []), l]);
     console.error(`\ntest leftovers: ${left.length} temp entr${left.length === 1 ? 'y' : 'ies'} (${mib(left.reduce((n, l) => n + l.bytes, 0))}) left in the test files' own temp directories under ${tmpRoot} — each test must remove what it makes (t.after / finally):`);
