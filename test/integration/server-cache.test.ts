@@ -7,7 +7,7 @@
 // major older than the backup's server is refused before any download.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdir, mkdtemp, open, readFile, readdir, rm, stat, truncate, writeFile, chmod } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readFile, readdir, rm, stat, truncate, utimes, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -99,7 +99,14 @@ describe('the PostgreSQL download cache', () => {
   it('a binary damaged in place (same size) is caught by its sha256 in a new process; an entry without its cache manifest is fetched again', { timeout: 600_000 }, async () => {
     const cache = await mkdtemp(path.join(scratch, 'hash-'));
     const env = { ...process.env, PG_BIN_DIR: '/nonexistent', PG_BACKUP_POSTGRES_CACHE: cache };
+    // What interrupted runs leave: an entry set aside as damaged, a day-old staging directory
+    // (swept by the next fetch), and a fresh one (another fetch may be using it: kept).
+    for (const d of ['.damaged-abc/native', '.fetch-old/unpacked', '.fetch-live/unpacked']) await mkdir(path.join(cache, d), { recursive: true });
+    const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+    await utimes(path.join(cache, '.fetch-old'), twoDaysAgo, twoDaysAgo);
     await serverBinaries(MAJOR, { env });
+    assert.deepEqual((await readdir(cache)).sort(), ['.fetch-live', VERSION]);
+    await rm(path.join(cache, '.fetch-live'), { recursive: true });
     const entry = path.join(cache, VERSION);
     const pgCtl = path.join(entry, 'native/bin/pg_ctl');
     const before = await readFile(pgCtl);
