@@ -36,7 +36,7 @@ if (servicesOnly) {
   process.exitCode = 0;
 } else {
   const files = patterns.length ? patterns : ['test/unit/**/*.test.ts', 'test/integration/**/*.test.ts', 'test/e2e/**/*.test.ts'];
-  const tmpRoot = await mkdtemp(path.join(os.tmpdir(), 'pgb-test-run-'));
+  const tmpRoot = await mkdtemp(path.join(os.tmpdir(), 'pgb-t-')); // short: socket paths under it stay short
   await chmod(tmpRoot, 0o755);
   // Directories made straight in /tmp (a hard-coded path such as the cluster's short socket
   // directory) cannot be traced to a file; new ones are reported, without failing the run,

@@ -49,21 +49,21 @@ async function sizeOf(p: string): Promise<number> {
 
 /**
  * What the tests left under `tmpRoot`, the run's temp root in which test/infra/test-tmpdir.ts
- * gave each test file its own directory (`<file with __ for />-XXXXXX`): every entry still in
- * one of those, attributed to its file. Entries directly under `tmpRoot` (a test process that
- * ran without the preload) are attributed to `(unknown test file)`.
+ * gave each test file its own directory (named in its `.pgb-test-file`): every other entry still
+ * in one of those, attributed to its file. Entries directly under `tmpRoot` (a process that ran
+ * without the preload) are attributed to `(unknown test file)`.
  */
 export async function testTmpLeftovers(tmpRoot: string): Promise<TmpLeftover[]> {
   const found: TmpLeftover[] = [];
   for (const entry of (await readdir(tmpRoot, { withFileTypes: true })).sort((a, b) => a.name.localeCompare(b.name))) {
     const full = path.join(tmpRoot, entry.name);
-    const m = /^(.+\.test\.[cm]?[jt]s)-[A-Za-z0-9]{6}$/.exec(entry.name);
-    if (!m || !entry.isDirectory()) {
+    const file = entry.isDirectory() ? await readFile(path.join(full, '.pgb-test-file'), 'utf8').catch(() => undefined) : undefined;
+    if (file === undefined) {
       found.push({ file: '(unknown test file)', path: full, bytes: await sizeOf(full) });
       continue;
     }
-    for (const inner of (await readdir(full)).sort()) {
-      found.push({ file: m[1]!.replace(/__/g, '/'), path: path.join(full, inner), bytes: await sizeOf(path.join(full, inner)) });
+    for (const inner of (await readdir(full)).filter((n) => n !== '.pgb-test-file').sort()) {
+      found.push({ file, path: path.join(full, inner), bytes: await sizeOf(path.join(full, inner)) });
     }
   }
   return found;
