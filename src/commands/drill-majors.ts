@@ -70,8 +70,9 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
   // A dump restores only into its source's major or a newer one: refused before any download.
   const older = backup ? majors.filter((m) => m < backup!.manifest.server.major) : [];
   if (older.length) {
-    const server = backup!.manifest.server;
-    throw new UsageError(`--postgres-version ${older.join(',')}: older than the backup's server (PostgreSQL ${server.version}); a dump restores only into its source's major or a newer one: give majors from ${server.major} up`);
+    // Only the major (a number the manifest schema checked) goes into the message: no bucket text.
+    const major = backup!.manifest.server.major;
+    throw new UsageError(`--postgres-version ${older.join(',')}: older than the backup's server (PostgreSQL ${major}); a dump restores only into its source's major or a newer one: give majors from ${major} up`);
   }
 
   // Every major's binaries before anything runs: a missing one is a usage error (exit 2), with nothing written.
