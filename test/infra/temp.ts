@@ -14,7 +14,7 @@ after(async () => {
   for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
 });
 
-/** Removes `dir` when the test file ends; returns it. */
+/** Removes `dir` (a directory or a file) when the test file ends; returns it. */
 export function removeAfterFile(dir: string): string {
   made.push(dir);
   return dir;

@@ -21,7 +21,7 @@ import { FileStorage } from '../../src/storage/file/file.ts';
 import { S3Storage } from '../../src/storage/s3/s3.ts';
 import { writerBucketPolicy } from '../../src/storage/policies.ts';
 import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, run, s3Client, s3Keys, s3Location, sql } from '../helpers.ts';
-import { tempLocation } from '../infra/temp.ts';
+import { removeAfterFile, tempLocation } from '../infra/temp.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 async function bucket(label: string, objectLock = false): Promise<string> {
@@ -216,7 +216,7 @@ describe('server-side encryption', () => {
 describe('client-side encryption with age', () => {
   async function keyPair() {
     const identity = await generateX25519Identity();
-    const file = path.join(os.tmpdir(), `age-${randomBytes(4).toString('hex')}.key`);
+    const file = removeAfterFile(path.join(os.tmpdir(), `age-${randomBytes(4).toString('hex')}.key`));
     await writeFile(file, `# created for a test\n${identity}\n`, { mode: 0o600 });
     return { identity, recipient: await identityToRecipient(identity), file };
   }
