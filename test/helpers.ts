@@ -2,7 +2,7 @@
 // scripts/test.ts (npm test); a missing variable fails the test instead of skipping it.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -151,10 +151,14 @@ export async function runActionBundle(name: 'dump' | 'verify' | 'drill' | 'prune
   await writeFile(summaryFile, '');
   const inputEnv: Record<string, string> = {};
   for (const [k, v] of Object.entries(inputs)) inputEnv[`INPUT_${k.replace(/ /g, '_').toUpperCase()}`] = v;
-  const result = await run(process.execPath, [path.join(root, 'actions', name, 'dist', 'index.js')], {
-    env: { GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: summaryFile, DATABASE_URL: undefined, ...inputEnv, ...env },
-  });
-  return { ...result, outputs: parseOutputFile(await readFile(outputFile, 'utf8')), summary: await readFile(summaryFile, 'utf8') };
+  try {
+    const result = await run(process.execPath, [path.join(root, 'actions', name, 'dist', 'index.js')], {
+      env: { GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: summaryFile, DATABASE_URL: undefined, ...inputEnv, ...env },
+    });
+    return { ...result, outputs: parseOutputFile(await readFile(outputFile, 'utf8')), summary: await readFile(summaryFile, 'utf8') };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 /** Parses the runner's `GITHUB_OUTPUT` file format (`name<<DELIM\nvalue\nDELIM`). */

@@ -38,14 +38,16 @@ export function parsePostgresVersions(text: string): number[] {
 
 /**
  * Drills `options`' backup into a throwaway cluster of each of `options.postgresVersions` in
- * turn (ascending), with the same checks as {@link drill}. All server binaries are found or
- * fetched first, so a major that cannot be had stops the drill before anything runs. The backup
+ * turn (ascending), with the same checks as {@link drill}. A major older than the backup's
+ * server is refused first, then all server binaries are found or fetched, so a major that cannot
+ * be had stops the drill before anything runs. The backup
  * is resolved once (`latest` means the same backup for every major). The drill log and JSON
  * report (one of each) carry one result per major in `majors`; the drill fails when any major
  * fails. The top-level detail fields (`tables`, `smoke`, `phases`…) are those of the first failed
  * major, else of the newest; `rtoMs` is the largest of the majors' RTOs.
- * @throws UsageError with `targetUrl` (its server has one major), for bad majors, or when a
- *   major's binaries are neither installed nor downloadable.
+ * @throws UsageError with `targetUrl` (its server has one major), for bad majors, a major older
+ *   than the backup's server (before any download), or when a major's binaries are neither
+ *   installed nor downloadable.
  */
 export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
   const majors = [...new Set(options.postgresVersions ?? [])].sort((a, b) => a - b);
@@ -59,11 +61,6 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
   const storage = openStorage(options.from, options.s3);
   const startedAt = now();
 
-  // Every major's binaries before anything else: a missing one is a usage error (exit 2), with nothing written.
-  const user = await rootClusterUser();
-  const bins = new Map<number, ServerBinaries>();
-  for (const m of majors) bins.set(m, await serverBinaries(m, { logger: log, user }));
-
   let backup: ResolvedBackup | undefined;
   try {
     backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: { now: startedAt, maxSkewMs: parseMaxClockSkew(options.maxClockSkew) }, warn: (line) => log.warn(line) });
@@ -71,6 +68,18 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
     if (!(err instanceof CheckFailedError)) throw err;
     // The per-major drill reports it in its own words.
   }
+  // A dump restores only into its source's major or a newer one: refused before any download.
+  const older = backup ? majors.filter((m) => m < backup!.manifest.server.major) : [];
+  if (older.length) {
+    // Only the major (a number the manifest schema checked) goes into the message: no bucket text.
+    const major = backup!.manifest.server.major;
+    throw new UsageError(`--postgres-version ${older.join(',')}: older than the backup's server (PostgreSQL ${major}); a dump restores only into its source's major or a newer one: give majors from ${major} up`);
+  }
+
+  // Every major's binaries before anything runs: a missing one is a usage error (exit 2), with nothing written.
+  const user = await rootClusterUser();
+  const bins = new Map<number, ServerBinaries>();
+  for (const m of majors) bins.set(m, await serverBinaries(m, { logger: log, user }));
   log.info(`upgrade rehearsal: drilling ${backup ? storage.uri(backup.objectKey) : (options.backup ?? 'latest')} into PostgreSQL ${majors.join(', ')}`);
 
   const runs: { major: number; result: DrillResult }[] = [];

@@ -12,7 +12,8 @@ import { STATE_LABEL, databaseName, rowCells, timeMarkers, verdictLine } from '.
  * over time, RTO per drill with the budget line, age of the newest backup per database. It makes
  * no request when opened: everything is inline, and a Content-Security-Policy (`default-src
  * 'none'`, scripts and the style allowed by their SHA-256 only) forbids anything else. Readable
- * on a phone (the table becomes cards under 760 px), light and dark (`prefers-color-scheme`).
+ * without sideways scrolling at 1280 px (cells wrap) and on a phone (the table becomes cards
+ * under 960 px), light and dark (`prefers-color-scheme`).
  * Every value from the bucket is HTML-escaped, or reaches the page as JSON with `<`, `>` and `&`
  * escaped and is then used only as text.
  */
@@ -72,8 +73,8 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
       `<tr class="state-${d.state}" data-state="${d.state}" data-stale="${d.stale}" data-drill-failed="${d.drillFailed}">`,
       cell('State', rank[d.state], badges.join(' ')),
       cell('Database', databaseName(d), `<span class="name">${esc(c.database).replace(/\//g, '/<wbr>')}</span>${d.kind === 'physical' ? ' <span class="kind">physical</span>' : ''}${notes.length ? `<ul class="notes">${notes.map((n) => `<li>${esc(n)}</li>`).join('')}</ul>` : ''}`),
-      cell('Newest backup', d.newest?.startedAt ?? null, esc(c.newest), 'nowrap'),
-      cell('Age', d.newest?.ageMs ?? null, esc(c.age), d.stale ? 'bad nowrap' : 'nowrap'),
+      cell('Newest backup', d.newest?.startedAt ?? null, esc(c.newest)),
+      cell('Age', d.newest?.ageMs ?? null, esc(c.age), d.stale ? 'bad' : ''),
       cell('Size', d.newest?.sizeBytes ?? null, esc(c.size), 'nowrap'),
       cell('Trend', d.sizeTrendPercent, esc(c.trend), 'nowrap'),
       cell('Complete', d.kind === 'physical' ? null : d.backups.complete, esc(c.complete)),
@@ -111,12 +112,12 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
 <main>
 <section aria-labelledby="fleet-title">
 <h2 id="fleet-title">Databases</h2>
-${fleet.databases.length ? `<table id="fleet">
+${fleet.databases.length ? `<div class="table-wrap"><table id="fleet">
 <thead><tr>${headers.map(([title, type]) => `<th scope="col" data-type="${type}"><button type="button">${esc(title)}</button></th>`).join('')}</tr></thead>
 <tbody>
 ${rows.join('\n')}
 </tbody>
-</table>` : '<p class="empty">No backups or drill reports under this location.</p>'}
+</table></div>` : '<p class="empty">No backups or drill reports under this location.</p>'}
 ${skipped}
 </section>
 <section class="charts" aria-label="Charts">
@@ -151,16 +152,16 @@ const PAGE_STYLE = `
   --bg: #ffffff; --fg: #1f2328; --muted: #59636e; --border: #d1d9e0; --grid: rgba(0,0,0,0.08); --card: #f6f8fa;
   --ok: #1a7f37; --warning: #9a6700; --stale: #bc4c00; --failed: #cf222e;
   --ok-bg: #dafbe1; --warning-bg: #fff8c5; --stale-bg: #fff1e5; --failed-bg: #ffebe9;
-  --series-0: #0072b2; --series-1: #e69f00; --series-2: #009e73; --series-3: #cc79a7;
-  --series-4: #56b4e9; --series-5: #d55e00; --series-6: #7a5195; --series-7: #555555;
+  --series-0: #0072b2; --series-1: #e69f00; --series-2: #009e73; --series-3: #cc79a7; --series-4: #56b4e9;
+  --series-5: #d55e00; --series-6: #7a5195; --series-7: #555555; --series-8: #8c6d1f; --series-9: #118a9c;
 }
 @media (prefers-color-scheme: dark) {
   :root {
     --bg: #0d1117; --fg: #e6edf3; --muted: #9198a1; --border: #3d444d; --grid: rgba(255,255,255,0.1); --card: #151b23;
     --ok: #3fb950; --warning: #d29922; --stale: #f0883e; --failed: #f85149;
     --ok-bg: rgba(46,160,67,0.15); --warning-bg: rgba(187,128,9,0.15); --stale-bg: rgba(219,109,40,0.18); --failed-bg: rgba(248,81,73,0.18);
-    --series-0: #56b4e9; --series-1: #e69f00; --series-2: #3fb950; --series-3: #f778ba;
-    --series-4: #a5d6ff; --series-5: #ff7b72; --series-6: #d2a8ff; --series-7: #c9d1d9;
+    --series-0: #56b4e9; --series-1: #e69f00; --series-2: #3fb950; --series-3: #f778ba; --series-4: #a5d6ff;
+    --series-5: #ff7b72; --series-6: #d2a8ff; --series-7: #c9d1d9; --series-8: #d4a72c; --series-9: #39c5cf;
   }
 }
 * { box-sizing: border-box; }
@@ -176,8 +177,12 @@ footer { margin: 32px 0 8px; }
 .verdict.state-stale { background: var(--stale-bg); border-color: var(--stale); }
 .verdict.state-failed, .verdict.state-untrusted { background: var(--failed-bg); border-color: var(--failed); }
 table { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--border); vertical-align: top; }
-th { white-space: nowrap; }
+/* Fits 1280 px without sideways scrolling: cells wrap at spaces (a date above its time, a
+   header over two lines), long names anywhere; the wrapper scrolls the table alone if a
+   value is still too wide, never the page. */
+.table-wrap { overflow-x: auto; }
+th, td { text-align: left; padding: 6px 7px; border-bottom: 1px solid var(--border); vertical-align: top; }
+th { vertical-align: bottom; font-size: 0.85rem; }
 th button { all: unset; cursor: pointer; font-weight: 600; color: var(--fg); }
 th button:focus-visible { outline: 2px solid var(--series-0); outline-offset: 2px; }
 th[aria-sort="ascending"] button::after { content: " ▲"; font-size: 0.7em; }
@@ -196,7 +201,8 @@ td.nowrap { white-space: nowrap; }
 .badge-stale { background: var(--stale); }
 .badge-failed, .badge-untrusted { background: var(--failed); }
 @media (prefers-color-scheme: dark) { .badge { color: #0d1117; } }
-.name { font-weight: 600; overflow-wrap: break-word; }
+.name { font-weight: 600; overflow-wrap: anywhere; }
+ul.notes li { overflow-wrap: anywhere; }
 .kind { color: var(--muted); font-size: 0.8rem; }
 ul.notes { margin: 4px 0 0; padding-left: 18px; color: var(--muted); font-size: 0.85rem; }
 .skipped { margin-top: 8px; color: var(--muted); font-size: 0.85rem; }
@@ -205,7 +211,7 @@ figure { margin: 0; padding: 12px; background: var(--card); border: 1px solid va
 figcaption { font-weight: 600; margin-bottom: 8px; }
 .chart { position: relative; height: 300px; }
 .empty { color: var(--muted); }
-@media (max-width: 760px) {
+@media (max-width: 960px) {
   body { padding: 10px; font-size: 14px; }
   table, tbody, tr, td { display: block; width: 100%; }
   thead tr { display: flex; flex-wrap: wrap; gap: 4px 12px; padding-bottom: 6px; }

@@ -2,21 +2,21 @@
 // process. The dump action must stop pg_dump, abort its multipart upload and exit 130/143.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtemp, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { createDatabase, dbUrl, fakePgBin, need, openMultipartUploads, root, s3Keys, s3Location } from '../helpers.ts';
+import { createDatabase, dbUrl, need, openMultipartUploads, root, s3Keys, s3Location } from '../helpers.ts';
+import { tempDir, tempFakePgBin } from '../infra/temp.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 
 describe('actions/dump cancelled by the runner', () => {
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     it(`${signal} during the upload: pg_dump stopped, multipart upload aborted, exit ${signal === 'SIGINT' ? 130 : 143}`, { timeout: 90_000 }, async () => {
       const db = await createDatabase('actsig', false);
-      const bin = await fakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
+      const bin = await tempFakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
       const to = s3Location('actsig');
       const { mark, env: markEnv } = leftoverMark();
-      const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-action-'));
+      const dir = await tempDir('pgb-action-');
       await writeFile(path.join(dir, 'output'), '');
       await writeFile(path.join(dir, 'summary'), '');
       const inputs = {

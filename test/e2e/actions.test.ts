@@ -4,6 +4,7 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { createDatabase, dbUrl, need, root, run, runActionBundle, s3Get, s3Keys, s3Location } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 const storageInputs = () => ({
   endpoint: need('PGB_TEST_S3_ENDPOINT'),
@@ -89,7 +90,7 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     const db = await createDatabase('actprot');
     const to = `s3://${bucket}/pg`;
     const { fileLocation } = await import('../helpers.ts');
-    const mirror = await fileLocation();
+    const mirror = await tempLocation();
     const dumped = await runActionBundle('dump', { 'database-url': dbUrl(db), to, 'age-recipients': await identityToRecipient(identity), sse: 'sse-c', 'sse-c-key': sseKey, 'object-lock': 'governance:1', 'mirror-to': mirror, ...storageInputs() }, noAwsEnv);
     assert.equal(dumped.code, 0, dumped.stdout);
     assert.equal(dumped.outputs['mirror-result'], 'verified');

@@ -4,12 +4,12 @@
 // left as they were; and a drill writes the offsets into its download and says so in its log.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdtemp, readFile, rm, truncate, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { copyFile, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, realPgBin, run, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, realPgBin, run, sql } from '../helpers.ts';
+import { tempDir, tempLocation } from '../infra/temp.ts';
 import { OFFSET_FLAG, readArchiveToc, writeDataOffsets } from '../../src/postgres/archive-offsets.ts';
 
 let bin: string;
@@ -26,7 +26,7 @@ before(async () => {
      CREATE TABLE wide AS SELECT g AS id, repeat(md5(g::text), 40) AS body FROM generate_series(1, 3000) g;
      SELECT lo_from_bytea(0, decode(repeat('ab', 50000), 'hex')), lo_from_bytea(0, 'small');`,
   );
-  scratch = await mkdtemp(path.join(os.tmpdir(), 'pgb-offsets-'));
+  scratch = await tempDir('pgb-offsets-');
 }, { timeout: 120_000 });
 after(async () => rm(scratch, { recursive: true, force: true }));
 
@@ -106,7 +106,7 @@ describe('data offsets in real pg_dump archives', () => {
   });
 
   it('a drill writes the offsets into its download, logs it, and passes every check', { timeout: 240_000 }, async () => {
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const r = await cli(['drill', '--verbose', '--from', to, '--json']);
     assert.equal(r.code, 0, r.stderr);

@@ -8,7 +8,8 @@ import { formatBytes } from '../../src/format.ts';
 import { CheckFailedError } from '../../src/errors.ts';
 import { startThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { connect } from '../../src/postgres/server.ts';
-import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, realPgBin, root, run } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, realPgBin, root, run } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 // The drill's throwaway cluster holds restored production data: only the drill may reach it.
@@ -92,7 +93,7 @@ describe("the drill's throwaway cluster is private", () => {
 
   it('during a real drill: the cluster\'s data and socket directories and the downloaded archive are closed to others; nobody cannot connect', { timeout: 180_000 }, async () => {
     const db = await createDatabase('privdrill');
-    const from = await fileLocation();
+    const from = await tempLocation();
     await dumpWithCli(db, from);
     const work = await workDir('privdrillwork');
     const smoke = path.join(work, 'smoke.sql');
@@ -137,7 +138,7 @@ describe("the drill's throwaway cluster is private", () => {
 describe("a drill's disk room", () => {
   it('a work dir with too little room fails before initdb, in one line naming the path, the room needed and the room left', { timeout: 120_000 }, async () => {
     const db = await createDatabase('roomdrill');
-    const from = await fileLocation();
+    const from = await tempLocation();
     const { manifest } = await dumpWithCli(db, from);
     const small = await tmpfs('room', '30m');
     try {
@@ -157,7 +158,7 @@ describe("a drill's disk room", () => {
 
   it('with --target-url only the archive needs room: checked before the download', { timeout: 120_000 }, async () => {
     const db = await createDatabase('roomtarget');
-    const from = await fileLocation();
+    const from = await tempLocation();
     const { manifest } = await dumpWithCli(db, from);
     const target = await createDatabase('roomtargetdst', false);
     const small = await tmpfs('roomtarget', '16k');

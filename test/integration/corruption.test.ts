@@ -5,13 +5,13 @@
 // buffering. One backup per compression is dumped once; each case damages a copy (file://
 // storage makes copies cheap); one case runs against Ceph RGW.
 import assert from 'node:assert/strict';
-import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { generateX25519Identity, identityToRecipient } from 'age-encryption';
 import { before, describe, it } from 'node:test';
-import { cli, createDatabase, dumpWithCli, fileLocation, s3Get, s3Keys, s3Location, s3Put, sql, dbUrl, type RunResult } from '../helpers.ts';
+import { cli, createDatabase, dumpWithCli, s3Get, s3Keys, s3Location, s3Put, sql, dbUrl, type RunResult } from '../helpers.ts';
+import { tempDir, tempLocation } from '../infra/temp.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
@@ -48,7 +48,7 @@ function damaged(bytes: Buffer, damage: Damage, at: number): Buffer {
 /** A fresh file:// location holding `kind`'s backup with its object damaged. */
 async function damagedCopy(kind: Kind, damage: Damage, at: number): Promise<{ to: string; objectKey: string }> {
   const b = backups.get(kind)!;
-  const to = await fileLocation();
+  const to = await tempLocation();
   const dir = fileURLToPath(to);
   await mkdir(path.dirname(path.join(dir, b.objectKey)), { recursive: true });
   await writeFile(path.join(dir, b.manifestKey), b.manifestText);
@@ -68,7 +68,7 @@ interface Observed extends RunResult {
  */
 async function observe(args: string[], kind: Kind, env: Record<string, string> = {}): Promise<Observed> {
   const { mark, env: markEnv } = leftoverMark();
-  const tmp = await mkdtemp(path.join(os.tmpdir(), 'pgb-deep-tmp-'));
+  const tmp = await tempDir('pgb-deep-tmp-');
   await chmod(tmp, 0o777); // the throwaway cluster runs as postgres when the tests run as root
   const extra = kind === 'age' ? ['--age-identity-file', identityFile] : [];
   const started = Date.now();
@@ -109,7 +109,7 @@ before(async () => {
   db = await createDatabase('deep', false);
   await sql(db, ['t1', 't2', 't3', 't4'].map((t) => `CREATE TABLE ${t} AS SELECT g AS id, md5(random()::text) AS payload FROM generate_series(1, ${ROWS}) g;`).join('\n'));
   const identity = await generateX25519Identity();
-  identityFile = path.join(await mkdtemp(path.join(os.tmpdir(), 'pgb-deep-key-')), 'age.key');
+  identityFile = path.join(await tempDir('pgb-deep-key-'), 'age.key');
   await writeFile(identityFile, `${identity}\n`, { mode: 0o600 });
   const recipient = await identityToRecipient(identity);
   const flags: Record<Kind, string[]> = {
@@ -119,7 +119,7 @@ before(async () => {
     age: ['--compression', 'zstd', '--age-recipient', recipient],
   };
   for (const kind of ['zstd', 'gzip', 'none', 'age'] as const) {
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { objectKey, manifestKey } = await dumpWithCli(db, to, flags[kind]);
     const dir = fileURLToPath(to);
     backups.set(kind, { to, objectKey, manifestKey, manifestText: await readFile(path.join(dir, manifestKey), 'utf8'), bytes: await readFile(path.join(dir, objectKey)) });

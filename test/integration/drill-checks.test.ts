@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import os from 'node:os';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, realPgBin, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, realPgBin, sql } from '../helpers.ts';
+import { tempDir, tempFakePgBin, tempLocation } from '../infra/temp.ts';
 
 async function tmpFile(name: string, text: string): Promise<string> {
-  const file = path.join(await mkdtemp(path.join(os.tmpdir(), 'pgb-smoke-')), name);
+  const file = path.join(await tempDir('pgb-smoke-'), name);
   await writeFile(file, text);
   return file;
 }
@@ -15,7 +15,7 @@ describe('drill checks', () => {
   it('records the migration head at dump time and checks it after the restore', async () => {
     const db = await createDatabase('alembic');
     await sql(db, "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY); INSERT INTO alembic_version VALUES ('4f2e9c1d7a3b')");
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { manifest, manifestKey } = await dumpWithCli(db, to);
     assert.deepEqual(manifest.migrationHead, { table: 'public.alembic_version', head: '4f2e9c1d7a3b' });
     const ok = await cli(['drill', '--from', to, '--json']);
@@ -43,7 +43,7 @@ describe('drill checks', () => {
     for (const [ddl, head] of cases) {
       const db = await createDatabase('migr', false);
       await sql(db, ddl);
-      const { manifest } = await dumpWithCli(db, await fileLocation());
+      const { manifest } = await dumpWithCli(db, await tempLocation());
       assert.equal(manifest.migrationHead?.head, head, ddl);
     }
   });
@@ -51,7 +51,7 @@ describe('drill checks', () => {
   it('reports a sequence behind its column', async () => {
     const db = await createDatabase('seq');
     await sql(db, "SELECT setval('customers_id_seq', 10)");
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const r = await cli(['drill', '--from', to, '--json']);
     assert.equal(r.code, 1, r.stderr);
@@ -62,7 +62,7 @@ describe('drill checks', () => {
 
   it('runs smoke SQL with stated expectations, and fails the drill on an unmet one', async () => {
     const db = await createDatabase('smoke');
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const passing = await tmpFile('smoke.sql', `-- smoke checks for the shop
 -- expect: rows >= 1
@@ -90,7 +90,7 @@ SELECT * FROM order_totals LIMIT 1;
   });
 
   it('rejects an unreadable or malformed smoke SQL file, exit 2', async () => {
-    const to = await fileLocation();
+    const to = await tempLocation();
     const missing = await cli(['drill', '--from', to, '--smoke-sql', '/nonexistent/smoke.sql']);
     assert.equal(missing.code, 2);
     assert.match(missing.stderr, /cannot read the smoke SQL file \/nonexistent\/smoke.sql: ENOENT/);
@@ -105,7 +105,7 @@ SELECT * FROM order_totals LIMIT 1;
     const name = `pgb_test_ext_${process.pid}`;
     await writeFile(path.join(share, `${name}.control`), "default_version = '1.0'\nrelocatable = true\n");
     await writeFile(path.join(share, `${name}--1.0.sql`), 'CREATE FUNCTION pgb_ext_answer() RETURNS int LANGUAGE sql AS $$ SELECT 42 $$;\n');
-    const to = await fileLocation();
+    const to = await tempLocation();
     try {
       const db = await createDatabase('ext');
       await sql(db, `CREATE EXTENSION ${name}`);
@@ -123,7 +123,7 @@ SELECT * FROM order_totals LIMIT 1;
 
   it('restores in parallel and enforces RTO/RPO budgets', async () => {
     const db = await createDatabase('budget');
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const ok = await cli(['drill', '--from', to, '--jobs', '4', '--max-rto', '10m', '--max-rpo', '1h', '--json']);
     assert.equal(ok.code, 0, ok.stderr);
@@ -146,10 +146,10 @@ SELECT * FROM order_totals LIMIT 1;
 
   it('refuses a pg_restore older than the archive\'s pg_dump, exit 2', async () => {
     const db = await createDatabase('oldrestore', false);
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const { fakePgBin } = await import('../helpers.ts');
-    const bin = await fakePgBin('exit 0');
+    const bin = await tempFakePgBin('exit 0');
     const { unlink } = await import('node:fs/promises');
     await unlink(path.join(bin, 'pg_restore'));
     await writeFile(path.join(bin, 'pg_restore'), '#!/bin/bash\necho "pg_restore (PostgreSQL) 9.6.24"\n', { mode: 0o755 });
@@ -162,10 +162,10 @@ SELECT * FROM order_totals LIMIT 1;
 
   it('reads custom archives back without psql installed (only plain dumps need it)', async () => {
     const db = await createDatabase('nopsql');
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const { fakePgBin } = await import('../helpers.ts');
-    const bin = await fakePgBin('exit 0');
+    const bin = await tempFakePgBin('exit 0');
     const { unlink } = await import('node:fs/promises');
     await unlink(path.join(bin, 'psql'));
     for (const args of [['verify', '--level', 'schema'], ['drill']]) {
@@ -176,7 +176,7 @@ SELECT * FROM order_totals LIMIT 1;
 
   it('refuses a target server older than the source', async () => {
     const db = await createDatabase('older');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { manifestKey } = await dumpWithCli(db, to);
     const file = path.join(to.replace('file://', ''), manifestKey);
     const edited = JSON.parse(await readFile(file, 'utf8'));
@@ -193,7 +193,7 @@ describe('migration head probe', () => {
   it('ignores a same-named table of another shape without breaking the dump', async () => {
     const db = await createDatabase('shape');
     await sql(db, 'CREATE TABLE alembic_version (something int); INSERT INTO alembic_version VALUES (1)');
-    const { manifest } = await dumpWithCli(db, await fileLocation());
+    const { manifest } = await dumpWithCli(db, await tempLocation());
     assert.equal(manifest.migrationHead, undefined);
     assert.equal(manifest.tables.length, 5);
   });

@@ -3,12 +3,13 @@
 // are left alone, the phases are in the JSON report, the drill log and the CLI's output and add
 // up with the RTO, and --jobs defaults to the cores (2 to 8).
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, sql } from '../helpers.ts';
+import { tempDir, tempLocation } from '../infra/temp.ts';
 import { defaultDrillJobs } from '../../src/commands/drill.ts';
 
 let to: string;
@@ -16,9 +17,9 @@ let scratch: string;
 
 before(async () => {
   const db = await createDatabase('fastdrill');
-  to = await fileLocation();
+  to = await tempLocation();
   await dumpWithCli(db, to);
-  scratch = await mkdtemp(path.join(os.tmpdir(), 'pgb-fastdrill-'));
+  scratch = await tempDir('pgb-fastdrill-');
 }, { timeout: 120_000 });
 after(async () => rm(scratch, { recursive: true, force: true }));
 

@@ -2,8 +2,10 @@
 // both at once, as they overlap; restore; checks) and a closed stderr (EPIPE): the drill ends
 // with 130/143 (141 for EPIPE), its throwaway cluster stopped and removed, its download directory removed, no process left,
 // and its verdict ("drill cancelled: …") archived as the drill log and report.
-// The moment of each signal is chosen by watching the run's processes (test/infra/leftovers.ts
-// markers) or its log lines, not by sleeping.
+// The moment of each signal is chosen without racing the drill: the cluster start phases are
+// held at a gate (test/infra/phase-gate.ts: a PG_BIN_DIR whose initdb and pg_ctl wait for the
+// test at that point), the others by the run's log lines, a throttled download or a long
+// pg_restore (test/infra/leftovers.ts markers), never by sleeping.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { chmod, cp, mkdtemp, readdir, rm, symlink, writeFile } from 'node:fs/promises';
@@ -11,24 +13,38 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { createDatabase, dumpWithCli, fileLocation, need, realPgBin, root, s3Env, s3Location, sql } from '../helpers.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
+import { phaseGate } from '../infra/phase-gate.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 let db: string;
 let fileBackup: string;
+/** Every file:// location this file makes, removed after it. */
+const locations: string[] = [];
+
+/** A fresh file:// location, removed after this file's tests. */
+async function location(): Promise<string> {
+  const to = await fileLocation();
+  locations.push(to);
+  return to;
+}
 
 before(async () => {
   db = await createDatabase('sigphase', false);
   await sql(db, ['t1', 't2'].map((t) => `CREATE TABLE ${t} AS SELECT g AS id, md5(random()::text) AS payload FROM generate_series(1, 100000) g;`).join('\n'));
-  fileBackup = await fileLocation();
+  fileBackup = await location();
   await dumpWithCli(db, fileBackup);
 }, { timeout: 120_000 });
 
+after(async () => {
+  for (const l of locations) await rm(fileURLToPath(l), { recursive: true, force: true });
+});
+
 /** A fresh file:// location holding a copy of the shared backup (each drill archives its own log). */
 async function copyOfBackup(): Promise<string> {
-  const to = await fileLocation();
+  const to = await location();
   await cp(fileURLToPath(fileBackup), fileURLToPath(to), { recursive: true });
   return to;
 }
@@ -136,23 +152,33 @@ async function slowDownloads(bytesPerSecond: number): Promise<{ endpoint: string
 describe('signals at each phase of a drill', () => {
   it('SIGINT during initdb (cluster start): exit 130, no process, no directory, verdict archived', { timeout: 120_000 }, async () => {
     const to = await copyOfBackup();
-    const r = await drillInterrupted(['--from', to], {}, async ({ mark, child }) => {
-      await until('initdb', running(mark, /\binitdb\b/));
+    const gate = await phaseGate(['initdb']);
+    const r = await drillInterrupted(['--from', to], { PG_BIN_DIR: gate.binDir }, async ({ child }) => {
+      await gate.arrived('initdb'); // initdb started and waits: the drill is in its cluster start
       child.kill('SIGINT');
-    });
+    }).finally(() => gate.close());
     const left = await assertCancelled(r, to, 130, /received SIGINT: cancelling and cleaning up/);
     await recordFault({ faultId: 'signal-drill-phase-initdb', fault: 'SIGINT while the drill\'s throwaway cluster runs initdb', outcome: 'initdb killed, cluster directory removed, verdict "drill cancelled" archived', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 
   it('SIGTERM during pg_ctl start (cluster start): exit 143, the started server stopped and removed', { timeout: 120_000 }, async () => {
     const to = await copyOfBackup();
-    // pg_ctl start lives ~0.1 s, less than a scan of /proc can rely on: the drill's line right
-    // before it (after initdb; the cluster's directories exist, the server is being started) is the cue.
-    const r = await drillInterrupted(['--from', to], {}, async ({ stderr, child }) => {
-      await until('the server start', () => /starting throwaway PostgreSQL/.test(stderr()));
+    // pg_ctl start has started the server and waits before it exits: the drill is inside its
+    // pg_ctl start call when the signal lands, every time; it is let go once the drill has
+    // taken the signal, and the drill must then stop the server it started.
+    const gate = await phaseGate(['pg_ctl start']);
+    const r = await drillInterrupted(['--from', to], { PG_BIN_DIR: gate.binDir }, async ({ stderr, child }) => {
+      await gate.arrived('pg_ctl start');
       child.kill('SIGTERM');
-    });
+      try {
+        await until('the drill took the signal', () => /received SIGTERM/.test(stderr()));
+      } finally {
+        gate.release();
+      }
+    }).finally(() => gate.close());
     const left = await assertCancelled(r, to, 143, /received SIGTERM: cancelling and cleaning up/);
+    assert.match(r.stderr, /starting throwaway PostgreSQL/, 'the signal came during the cluster start');
+    assert.doesNotMatch(r.stderr, /cluster ready: /, 'the cluster start did not finish');
     await recordFault({ faultId: 'signal-drill-phase-cluster-start', fault: 'SIGTERM while the throwaway cluster starts (pg_ctl start)', outcome: 'the server is stopped once started, its directory removed, verdict archived', exit: r.code ?? 'killed', left: `${left}; no process, no directory`, file: import.meta.url, message: lastLine(r.stderr) });
   });
 
@@ -181,13 +207,15 @@ describe('signals at each phase of a drill', () => {
     await dumpWithCli(db, to);
     const proxy = await slowDownloads(1_000_000);
     try {
-      const r = await drillInterrupted(['--from', to], { AWS_ENDPOINT_URL_S3: proxy.endpoint }, async ({ mark, stderr, child }) => {
+      // initdb is held at its gate, so the cluster start is still running when the signal lands.
+      const gate = await phaseGate(['initdb']);
+      const r = await drillInterrupted(['--from', to], { AWS_ENDPOINT_URL_S3: proxy.endpoint, PG_BIN_DIR: gate.binDir }, async ({ stderr, child }) => {
         await until('the download + cluster start phase', () => /\ndownload \+ cluster start\n/.test(stderr()));
         const before = proxy.downloaded();
-        const starting = running(mark, /\binitdb\b|pg_ctl start/);
-        await until('bytes downloaded while initdb or pg_ctl start runs', async () => proxy.downloaded() > before && (await starting()));
+        await gate.arrived('initdb');
+        await until('bytes downloaded while initdb waits', () => proxy.downloaded() > before);
         child.kill('SIGTERM');
-      });
+      }).finally(() => gate.close());
       const left = await assertCancelled(r, to, 143, /received SIGTERM: cancelling and cleaning up/);
       assert.doesNotMatch(r.stderr, /download phase: /, 'the download was cut short');
       assert.doesNotMatch(r.stderr, /cluster ready: /, 'the cluster start was cut short');
@@ -229,7 +257,7 @@ describe('signals at each phase of a drill', () => {
     const big = await createDatabase('sigrestore', false);
     await sql(big, `CREATE TABLE t3 AS SELECT g AS id, md5(g::text) AS payload FROM generate_series(1, 2000000) g;
       ALTER TABLE t3 ADD PRIMARY KEY (id); CREATE INDEX ON t3 (payload);`);
-    const to = await fileLocation();
+    const to = await location();
     await dumpWithCli(big, to);
     const r = await drillInterrupted(['--from', to], {}, async ({ mark, child }) => {
       await until('pg_restore --jobs', running(mark, /pg_restore .*--jobs=/));

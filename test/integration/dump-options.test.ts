@@ -5,15 +5,14 @@ import { describe, it } from 'node:test';
 import pg from 'pg';
 import { dump } from '../../src/commands/dump.ts';
 import type { Logger } from '../../src/log.ts';
-import {
-  cli, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, run, s3Keys, s3Location, sql,
-} from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, openMultipartUploads, run, s3Keys, s3Location, sql } from '../helpers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
+import { tempDir, tempFakePgBin, tempLocation } from '../infra/temp.ts';
 
 describe('dump options', () => {
   it('plain with --clean restores idempotently over the same database', async () => {
     const db = await createDatabase('clean');
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to, ['--format', 'plain', '--clean']);
     const target = await createDatabase('cleantarget', false);
     for (let i = 0; i < 2; i++) {
@@ -27,7 +26,7 @@ describe('dump options', () => {
   it('selects tables and schemas, and records rows only for tables whose data is dumped', async () => {
     const db = await createDatabase('select');
     await sql(db, 'CREATE SCHEMA audit; CREATE TABLE audit.events AS SELECT g AS id FROM generate_series(1, 10) g');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const only = await dumpWithCli(db, to, ['--table', 'public.customers', '--table', 'products']);
     assert.deepEqual(only.manifest.tables.map((t: { table: string }) => t.table), ['customers', 'products']);
     const noAudit = await dumpWithCli(db, to, ['--exclude-schema', 'audit', '--exclude-table-data', 'order*', '--no-owner', '--no-acl']);
@@ -61,7 +60,7 @@ describe('dump options', () => {
 
   it('writes md5sum/sha256sum sidecars and a schema-only SQL sidecar', async () => {
     const db = await createDatabase('sidecar');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { manifest, objectKey } = await dumpWithCli(db, to, ['--checksum-sidecar', 'md5', '--checksum-sidecar', 'sha256', '--schema-sidecar']);
     const dir = path.join(to.replace('file://', ''), path.dirname(objectKey));
     for (const tool of ['md5sum', 'sha256sum']) {
@@ -97,7 +96,7 @@ describe('dump options', () => {
   it('a stalled pg_dump trips the watchdog: exit 1, multipart upload aborted, nothing visible', async () => {
     const db = await createDatabase('stall', false);
     const to = s3Location('stall');
-    const bin = await fakePgBin('head -c 7000000 /dev/urandom; exec sleep 30');
+    const bin = await tempFakePgBin('head -c 7000000 /dev/urandom; exec sleep 30');
     const started = Date.now();
     const r = await cli(['dump', '--to', to, '--stall-timeout', '1s'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
     const durationMs = Date.now() - started;
@@ -110,13 +109,13 @@ describe('dump options', () => {
 
   it('reports progress (bytes and MB/s) as log lines where no terminal is attached', async () => {
     const db = await createDatabase('progress', false);
-    const bin = await fakePgBin('for i in 1 2 3 4 5 6; do head -c 200000 /dev/urandom; sleep 0.2; done');
+    const bin = await tempFakePgBin('for i in 1 2 3 4 5 6; do head -c 200000 /dev/urandom; sleep 0.2; done');
     const lines: string[] = [];
     const logger: Logger = { info: (m) => lines.push(m), warn: (m) => lines.push(m), group: (_n, f) => f() };
     const previous = process.env.PG_BIN_DIR;
     process.env.PG_BIN_DIR = bin;
     try {
-      await dump({ databaseUrl: dbUrl(db), to: await fileLocation(), logger, progressIntervalMs: 300 });
+      await dump({ databaseUrl: dbUrl(db), to: await tempLocation(), logger, progressIntervalMs: 300 });
     } finally {
       if (previous === undefined) delete process.env.PG_BIN_DIR;
       else process.env.PG_BIN_DIR = previous;
@@ -132,7 +131,7 @@ describe('directory format under failure and load', () => {
     const { addBigTable } = await import('../helpers.ts');
     await addBigTable(db, 30);
     const { mkdtemp, readdir, chmod } = await import('node:fs/promises');
-    const work = await mkdtemp(path.join((await import('node:os')).tmpdir(), 'pgb-spool-'));
+    const work = await tempDir('pgb-spool-');
     await chmod(work, 0o777);
     const r = await cli(['dump', '--to', 's3://no-such-bucket-pgb/x', '--format', 'directory', '--jobs', '2', '--compression', 'gzip:9', '--work-dir', work], { DATABASE_URL: dbUrl(db) });
     assert.equal(r.code, 2, r.stderr);
@@ -156,7 +155,7 @@ describe('table patterns as pg_dump reads them', () => {
   it('an unqualified table matches only the search path; --table wins over --exclude-schema; an empty exclude warns', async () => {
     const db = await createDatabase('patterns');
     await sql(db, 'CREATE TABLE events AS SELECT g AS id FROM generate_series(1, 10) g; CREATE SCHEMA sales; CREATE TABLE sales.events AS SELECT g AS id FROM generate_series(1, 20) g');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const unqualified = await dumpWithCli(db, to, ['--table', 'events']);
     assert.deepEqual(unqualified.manifest.tables.map((t: { schema: string; table: string }) => `${t.schema}.${t.table}`), ['public.events']);
     assert.equal((await cli(['drill', '--from', to, '--backup', unqualified.objectKey])).code, 0);
@@ -173,7 +172,7 @@ describe('several databases per run', () => {
   it('dumps each into its own backup; one failing does not stop the others but fails the run', async () => {
     const names = [await createDatabase('multi_a'), await createDatabase('multi_b'), await createDatabase('multi_c')];
     const to = s3Location('multi');
-    const bin = await fakePgBin(`case "$*" in *${names[1]}*) echo "pg_dump: error: connection to server lost" >&2; exit 1;; esac; exec "$REAL/pg_dump" "$@"`);
+    const bin = await tempFakePgBin(`case "$*" in *${names[1]}*) echo "pg_dump: error: connection to server lost" >&2; exit 1;; esac; exec "$REAL/pg_dump" "$@"`);
     const r = await cli(['dump', '--to', to, '--databases', names.join(','), '--json'], { DATABASE_URL: dbUrl('postgres'), PG_BIN_DIR: bin });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, new RegExp(`${names[0]}: OK in [\\d.]+ s, `));

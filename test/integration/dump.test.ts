@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { GetObjectCommand } from '@aws-sdk/client-s3';
-import {
-  addBigTable, cli, createDatabase, dbUrl, fakePgBin, need, openMultipartUploads, run, s3Client, s3Env, s3Keys, s3Location, sql,
-} from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, run, s3Client, s3Env, s3Keys, s3Location, sql } from '../helpers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
+import { tempFakePgBin } from '../infra/temp.ts';
 
 const LAYOUT = /^api\/production\/(shop_[0-9a-f]{6})\/\d{4}\/\d{2}\/\d{2}\/\1-\d{8}T\d{6}Z-[0-9a-f]{6}\.(dump\.zst|manifest\.json)$/;
 
@@ -56,7 +55,7 @@ describe('dump to Ceph RGW', () => {
     // rows (committed, in another session) and then runs the real one. Those rows must appear
     // neither in the dump nor in the counts. (A fixed wait in the test raced the CLI's start-up.)
     const insert = `INSERT INTO products SELECT 'LATE-' || g, 'late', 1 FROM generate_series(1, 25) g`;
-    const bin = await fakePgBin(`"$REAL/psql" -qAt "$SNAP_URL" -c "${insert}" >/dev/null || exit 3; exec "$REAL/pg_dump" "$@"`);
+    const bin = await tempFakePgBin(`"$REAL/psql" -qAt "$SNAP_URL" -c "${insert}" >/dev/null || exit 3; exec "$REAL/pg_dump" "$@"`);
     const r = await cli(['dump', '--verbose', '--to', to, '--json'], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, SNAP_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /snapshot \S+ exported/);
@@ -77,7 +76,7 @@ describe('dump to Ceph RGW', () => {
       const db = await createDatabase('fail', false);
       await addBigTable(db, 30);
       const to = s3Location('fail');
-      const bin = await fakePgBin(script);
+      const bin = await tempFakePgBin(script);
       const started = Date.now();
       const r = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin });
       const durationMs = Date.now() - started;
@@ -101,7 +100,7 @@ describe('dump: bad input ends in one clear line, exit 2, nothing written', () =
     { faultId: 'bad-unreachable-database', name: 'unreachable database', make: async () => ({ args: [], env: { DATABASE_URL: 'postgresql://postgres:pgtestpw@127.0.0.1:1/x' } }), expected: /connection refused/ },
     { faultId: 'bad-wrong-database-password', name: 'wrong database password', make: async () => ({ args: [], env: { DATABASE_URL: dbUrl('postgres').replace('pgtestpw', 'not-the-password') } }), expected: /authentication failed/ },
     { faultId: 'bad-missing-pg-dump', name: 'missing pg_dump', make: async () => ({ args: [], env: { PG_BIN_DIR: '/nonexistent-pgb-bin' } }), expected: /needs pg_dump \d+ or newer but no pg_dump found: install postgresql-client-\d+/ },
-    { faultId: 'bad-old-pg-dump', name: 'pg_dump older than the server', make: async () => ({ args: [], env: { PG_BIN_DIR: await fakePgBin('exit 0').then(async (d) => {
+    { faultId: 'bad-old-pg-dump', name: 'pg_dump older than the server', make: async () => ({ args: [], env: { PG_BIN_DIR: await tempFakePgBin('exit 0').then(async (d) => {
       const { writeFile } = await import('node:fs/promises');
       await writeFile(`${d}/pg_dump`, '#!/bin/bash\necho "pg_dump (PostgreSQL) 9.6.24"\n');
       return d;
@@ -145,7 +144,7 @@ describe('dump failure while the upload is the bottleneck', () => {
       const { dump } = await import('../../src/commands/dump.ts');
       const { stderrLogger } = await import('../../src/log.ts');
       // 60 MB arrive faster than one part at a time can be uploaded; then pg_dump fails.
-      const bin = await fakePgBin('head -c 60000000 /dev/zero; echo "pg_dump: error: injected failure" >&2; exit 1');
+      const bin = await tempFakePgBin('head -c 60000000 /dev/zero; echo "pg_dump: error: injected failure" >&2; exit 1');
       const to = s3Location('slow');
       const previous = process.env.PG_BIN_DIR;
       process.env.PG_BIN_DIR = bin;

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmod, mkdtemp, readdir } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { addBigTable, cli, createDatabase, dbUrl, dumpWithCli, fakePgBin, fileLocation, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, dumpWithCli, openMultipartUploads, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { tempDir, tempFakePgBin, tempLocation } from '../infra/temp.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
@@ -29,7 +29,7 @@ describe('signals (a cancelled workflow run)', () => {
   for (const { faultId, signal } of [{ faultId: 'signal-dump-sigterm', signal: 'SIGTERM' }, { faultId: 'signal-dump-sigint', signal: 'SIGINT' }] as const) {
     it(`${signal} during a dump aborts the multipart upload and exits non-zero, leaving nothing`, { timeout: 60_000 }, async () => {
       const db = await createDatabase('sigdump', false);
-      const bin = await fakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
+      const bin = await tempFakePgBin('head -c 20000000 /dev/urandom; exec sleep 30');
       const to = s3Location('sigdump');
       const { mark, env } = leftoverMark();
       const r = await interrupt(['dump', '--verbose', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...env }, /snapshot \S+ exported/, signal);
@@ -45,9 +45,9 @@ describe('signals (a cancelled workflow run)', () => {
   it('SIGTERM during a drill removes the throwaway cluster and its files', { timeout: 120_000 }, async () => {
     const db = await createDatabase('sigdrill', false);
     await addBigTable(db, 60);
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
-    const work = await mkdtemp(path.join(os.tmpdir(), 'pgb-sigwork-'));
+    const work = await tempDir('pgb-sigwork-');
     await chmod(work, 0o777);
     const r = await interrupt(['drill', '--from', to, '--work-dir', work, '--jobs', '1'], {}, /restoring into/, 'SIGTERM');
     assert.equal(r.code, 143, r.stderr);
@@ -64,9 +64,9 @@ describe('disk', () => {
   it('a drill whose work dir runs out of space fails clearly, naming the space needed, and cleans up', { timeout: 180_000 }, async () => {
     const db = await createDatabase('diskfull', false);
     await addBigTable(db, 150);
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { manifest } = await dumpWithCli(db, to);
-    const work = await mkdtemp(path.join(os.tmpdir(), 'pgb-small-'));
+    const work = await tempDir('pgb-small-');
     const mounted = await run('mount', ['-t', 'tmpfs', '-o', 'size=80m,mode=0777', 'tmpfs', work]);
     assert.equal(mounted.code, 0, `mounting a small tmpfs (the tests run as root): ${mounted.stderr}`);
     try {

@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { CreateBucketCommand, PutBucketPolicyCommand } from '@aws-sdk/client-s3';
-import { addBigTable, cli, createDatabase, dbUrl, fakePgBin, need, openMultipartUploads, run, s3Client, s3Keys } from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, run, s3Client, s3Keys } from '../helpers.ts';
+import { tempFakePgBin } from '../infra/temp.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 import { writerBucketPolicy } from '../../src/storage/policies.ts';
 
@@ -44,7 +45,7 @@ describe('least privilege on Ceph RGW', () => {
   it('a failing dump with write-only credentials still aborts its multipart upload', { timeout: 120_000 }, async () => {
     const db = await createDatabase('writerfail', false);
     const { to, writer } = await writeOnlyBucket();
-    const bin = await fakePgBin('head -c 20000000 /dev/urandom; echo "pg_dump: error: boom" >&2; exit 1');
+    const bin = await tempFakePgBin('head -c 20000000 /dev/urandom; echo "pg_dump: error: boom" >&2; exit 1');
     const r = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...writer });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /pg_dump exited with code 1: pg_dump: error: boom/);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, readdir } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { addBigTable, createDatabase, dbUrl, root, run, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { tempDir } from '../infra/temp.ts';
 import { leftBehind, recordFault } from '../reliability.ts';
 
 /** Syscalls that create, write or move a file (or make a directory, link or node). */
@@ -36,7 +36,7 @@ function localWrites(trace: string): string[] {
 
 /** Runs `pg-backup dump` under `strace -f` with an empty TMPDIR and HOME; returns its exit code, the local writes and the programs it ran. */
 async function tracedDump(db: string, to: string, args: string[]): Promise<{ code: number; stderr: string; writes: string[]; programs: string[]; tmp: string[]; home: string[] }> {
-  const scratch = await mkdtemp(path.join(os.tmpdir(), 'pgb-strace-'));
+  const scratch = await tempDir('pgb-strace-');
   const tmp = await mkdtemp(path.join(scratch, 'tmp-'));
   const home = await mkdtemp(path.join(scratch, 'home-'));
   const log = path.join(scratch, 'trace');
@@ -74,7 +74,7 @@ describe('local disk', () => {
 
   it('the check sees local writes: a dump to a file:// bucket is flagged', { timeout: 120_000 }, async () => {
     const db = await createDatabase('diskctl', false);
-    const bucket = await mkdtemp(path.join(os.tmpdir(), 'pgb-bucket-'));
+    const bucket = await tempDir('pgb-bucket-');
     const r = await tracedDump(db, `file://${bucket}`, []);
     assert.equal(r.code, 0, r.stderr);
     assert.ok(r.writes.some((l) => l.includes(bucket) && /O_CREAT/.test(l)), `the file bucket's writes are seen:\n${r.writes.join('\n')}`);

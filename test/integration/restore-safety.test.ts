@@ -7,7 +7,8 @@ import { randomBytes } from 'node:crypto';
 import { readFile, truncate, writeFile } from 'node:fs/promises';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, sql } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 
 /** The source: 500 orders and ~2 MB of payload (more than the 256 KiB a restore holds back). */
@@ -49,7 +50,7 @@ async function snapshot(db: string): Promise<unknown> {
 async function fixture(label: string, extra: string[] = []) {
   const source = await createDatabase(`${label}_src`, false);
   await sql(source, SOURCE_SQL);
-  const to = await fileLocation();
+  const to = await tempLocation();
   const dumped = await dumpWithCli(source, to, extra);
   const target = await createDatabase(`${label}_dst`, false);
   await sql(target, LIVE_SQL);

@@ -13,7 +13,8 @@ import { list } from '../../src/commands/list.ts';
 import { prune } from '../../src/commands/prune.ts';
 import { verify } from '../../src/commands/verify.ts';
 import { UsageError } from '../../src/errors.ts';
-import { cli, createDatabase, dbUrl, fileLocation, s3Env, s3Get, s3Keys, s3Location, s3Put, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, s3Env, s3Get, s3Keys, s3Location, s3Put, sql } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 Object.assign(process.env, s3Env());
 const HOUR = 3_600_000;
@@ -46,7 +47,7 @@ async function keysOf(to: string): Promise<string[]> {
 describe('retention never keeps a broken backup in place of a restorable one', () => {
   it('the newest backup lost its dump object: list marks it MISSING, verify --level none fails, prune keeps the restorable one', { timeout: 180_000 }, async () => {
     const db = await smallDb('dmgmissing');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const good = await backupAt(db, to, 48);
     const gone = await backupAt(db, to, 24);
     await rm(path.join(root(to), gone.objectKey));
@@ -83,7 +84,7 @@ describe('retention never keeps a broken backup in place of a restorable one', (
 
   it('a truncated object and a manifest that is not JSON are DAMAGED and never keepers', { timeout: 180_000 }, async () => {
     const db = await smallDb('dmgtrunc');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const good = await backupAt(db, to, 72);
     const cut = await backupAt(db, to, 48);
     const notJson = await backupAt(db, to, 24);
@@ -113,7 +114,7 @@ describe('retention never keeps a broken backup in place of a restorable one', (
 
   it('a backup whose recorded verify FAILED does not take the slot of a good never-verified one', { timeout: 180_000 }, async () => {
     const db = await smallDb('dmgverify');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const good = await backupAt(db, to, 48);
     const bad = await backupAt(db, to, 24);
     const file = path.join(root(to), bad.objectKey);
@@ -136,7 +137,7 @@ describe('retention never keeps a broken backup in place of a restorable one', (
 
   it('a group with no restorable backup is refused: nothing deleted, exit 1', { timeout: 120_000 }, async () => {
     const db = await smallDb('dmgall');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const a = await backupAt(db, to, 48);
     const b = await backupAt(db, to, 24);
     await rm(path.join(root(to), a.objectKey));
@@ -168,7 +169,7 @@ describe('retention never keeps a broken backup in place of a restorable one', (
 
   it('directory format: verify --level none fails when one file of the archive is gone', { timeout: 120_000 }, async () => {
     const db = await smallDb('dmgdir');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const made = await backupAt(db, to, 1, { format: 'directory' });
     assert.equal((await verify({ from: to, level: 'none', logger: quiet })).ok, true);
     const files = made.manifest.files!;
@@ -185,7 +186,7 @@ describe('latest must mean one database', () => {
   it('restore, drill and verify refuse latest over several databases; a filter chooses; verify --level none checks each', { timeout: 180_000 }, async () => {
     const one = await smallDb('latestone');
     const two = await smallDb('latesttwo');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const a = await backupAt(one, to, 2);
     const b = await backupAt(two, to, 1);
     const target = await createDatabase('latesttarget', false);
@@ -217,7 +218,7 @@ describe('latest must mean one database', () => {
 
 describe('a file:// location that does not exist', () => {
   it('is a usage error for list, prune, verify, drill and restore (one line, exit 2); dump creates it', { timeout: 120_000 }, async () => {
-    const missing = `${await fileLocation()}/not-here`;
+    const missing = `${await tempLocation()}/not-here`;
     for (const args of [['list'], ['prune', '--keep-last', '1'], ['verify'], ['drill'], ['restore', '--backup', 'latest', '--target-url', dbUrl('postgres')]]) {
       const r = await cli([args[0]!, '--from', missing, ...args.slice(1)]);
       assert.equal(r.code, 2, `${args[0]}: ${r.stderr}`);

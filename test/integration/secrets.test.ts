@@ -9,7 +9,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { adminUrl, cli, createDatabase, fileLocation, s3Location, sql, type RunResult } from '../helpers.ts';
+import { adminUrl, cli, createDatabase, s3Location, sql, type RunResult } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 const server = () => new URL(adminUrl());
 const hex = () => randomBytes(5).toString('hex');
@@ -50,7 +51,7 @@ describe('secrets never reach the output or the bucket', () => {
     const wrong = `Wr0ng-${hex()}`;
     const s3Wrong = `S3wrong-${hex()}`;
     const secrets = [password, tail, 'Kx7', wrong, s3Wrong, 'BACKUPSECRET'];
-    const to = await fileLocation();
+    const to = await tempLocation();
     const runs: [string, RunResult][] = [];
     const run = async (label: string, args: string[], env: Record<string, string | undefined> = {}) => {
       const r = await cli(args, env);
@@ -124,7 +125,7 @@ async function closedPort(): Promise<number> {
 describe('connection errors name the real cause', () => {
   it('invalid sslmode, SSL the server lacks, unknown host, refused, wrong password, missing database: one line each, exit 2', { timeout: 120_000 }, async () => {
     const u = server();
-    const to = await fileLocation();
+    const to = await tempLocation();
     const refusedPort = await closedPort();
     const cases: [string, string, RegExp][] = [
       ['sslmode=bogus', `${adminUrl()}?sslmode=bogus`, /^pg-backup: invalid sslmode "bogus" in the database URL: use one of disable, allow, prefer, require, verify-ca, verify-full$/],

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readFile, readdir } from 'node:fs/promises';
-import os from 'node:os';
+import { chmod, readFile, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { DeleteObjectsCommand } from '@aws-sdk/client-s3';
 import { addBigTable, createDatabase, dbUrl, openMultipartUploads, root, run, s3Client, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { tempDir } from '../infra/temp.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { recordFault } from '../reliability.ts';
 
@@ -25,7 +25,7 @@ interface Step {
 
 /** Runs the CLI as a child with the RSS reporter preloaded. */
 async function step(args: string[], env: Record<string, string>): Promise<Step> {
-  const scratch = await mkdtemp(path.join(os.tmpdir(), 'pgb-rss-'));
+  const scratch = await tempDir('pgb-rss-');
   const rssFile = path.join(scratch, 'rss');
   const started = Date.now();
   const r = await run(process.execPath, ['--import', pathToFileURL(path.join(root, 'test/infra/report-rss.js')).href, path.join(root, 'bin/pg-backup.js'), ...args], {
@@ -58,7 +58,7 @@ describe('soak', () => {
     const db = await createDatabase('soak');
     await addBigTable(db, 12); // two 5 MiB parts after zstd: the multipart path every cycle
     const to = s3Location('soak');
-    const tmp = await mkdtemp(path.join(os.tmpdir(), 'pgb-soaktmp-'));
+    const tmp = await tempDir('pgb-soaktmp-');
     await chmod(tmp, 0o755); // the throwaway cluster runs as the postgres OS user when the tests run as root
     const { mark, env: markEnv } = leftoverMark();
     const env = { TMPDIR: tmp, ...markEnv, PG_BACKUP_WORK_DIR: '' };

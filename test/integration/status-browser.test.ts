@@ -1,17 +1,20 @@
 // The status page opened in a real headless Chromium (Debian's `chromium`, driven by
 // playwright-core): rows, stale and failed markers, sorting, the three charts drawn, no console
 // error, no request beyond the file itself, names from the bucket shown as text, light and dark
-// schemes, a phone viewport. Screenshots go to test/.artifacts/ (git-ignored) for review.
+// schemes at 1280 px and a phone viewport with no sideways scrolling; time axes labelled by
+// span (hours within a day, days, months); one colour per database whatever else the page
+// shows. Screenshots go to test/.artifacts/ (git-ignored) for review.
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { chromium, type Browser, type BrowserContextOptions, type Page } from 'playwright-core';
 import { openStorage } from '../../src/storage/index.ts';
 import { cli, fileLocation, root, s3Env } from '../helpers.ts';
+import { writeSeries, type Series } from './status-chart-fixture.ts';
 import { HOSTILE, buildFixture } from './status-fixture.ts';
 
 Object.assign(process.env, s3Env());
@@ -56,6 +59,36 @@ function paintedPixels(page: Page): Promise<{ id: string; painted: number; width
   })`);
 }
 
+/**
+ * The page's scroll width (`document.documentElement.scrollWidth`, at most the viewport's when
+ * nothing sticks out) and whether the table fits its box ('fits') or scrolls inside it (by how many px).
+ */
+function widths(page: Page): Promise<{ page: number; table: string }> {
+  return page.evaluate(`(() => {
+    const wrap = document.querySelector('.table-wrap');
+    const over = wrap ? wrap.scrollWidth - wrap.clientWidth : 0;
+    return { page: document.documentElement.scrollWidth, table: over > 0 ? over + 'px too wide' : 'fits' };
+  })()`);
+}
+
+/** The x-axis tick labels Chart.js shows on each time chart (after skipping those that would overlap). */
+function timeLabels(page: Page): Promise<{ size: string[]; rto: string[] }> {
+  return page.evaluate(`({
+    size: Chart.getChart('chart-size').scales.x.ticks.map((t) => t.label),
+    rto: Chart.getChart('chart-rto').scales.x.ticks.map((t) => t.label),
+  })`);
+}
+
+/** Per chart, each dataset's label and line colour. */
+function seriesColours(page: Page): Promise<{ size: Record<string, string>; rto: Record<string, string> }> {
+  return page.evaluate(`(() => {
+    const of = (id) => Object.fromEntries(Chart.getChart(id).data.datasets.map((d) => [d.label, d.borderColor]));
+    return { size: of('chart-size'), rto: of('chart-rto') };
+  })()`);
+}
+
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+
 /** A computed style property of the first element matching `selector`. */
 function styleOf(page: Page, selector: string, property: string): Promise<string> {
   return page.evaluate(`getComputedStyle(document.querySelector(${JSON.stringify(selector)}))[${JSON.stringify(property)}]`);
@@ -72,15 +105,13 @@ describe('status page in headless Chromium', () => {
       const r = await cli(['status', '--from', location, '--html', file, '--rto-budget', '1m']);
       assert.equal(r.code, 1, r.stderr);
       await mkdir(ARTIFACTS, { recursive: true });
-      browser = await chromium.launch({
-        executablePath: CHROMIUM,
-        args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
-      });
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
       const url = pathToFileURL(file).href;
       const backgrounds: string[] = [];
 
       for (const colorScheme of ['light', 'dark'] as const) {
-        const { context, page, trouble } = await open(browser, url, { colorScheme, viewport: { width: 1360, height: 900 } });
+        const { context, page, trouble } = await open(browser, url, { colorScheme, viewport: { width: 1280, height: 900 } });
+        assert.deepEqual(await widths(page), { page: 1280, table: 'fits' }, 'no sideways scrolling at 1280 px');
         // Rows, in order, with their markers.
         const rows = await page.$$eval('#fleet tbody tr', (trs) =>
           trs.map((tr) => ({ name: tr.querySelector('.name')!.textContent, state: tr.getAttribute('data-state'), badges: [...tr.querySelectorAll('.badge')].map((b) => b.textContent) })),
@@ -105,6 +136,12 @@ describe('status page in headless Chromium', () => {
         assert.deepEqual(charts[0]!.map((d) => d.label), fixture.rows.filter((x) => x.complete !== null).map((x) => x.name));
         assert.deepEqual(charts[1]!.map((d) => d.label), ['shop/dev/app', 'shop/production/app', 'shop/production/main', 'shop/staging/app', 'RTO budget 1 min 0 s', 'RTO budget 2 min 0 s', 'RTO budget 3 min 0 s']);
         assert.equal(charts[2]![0]!.points, 4, 'age bars: the logical databases');
+        // 30 days of daily backups: the x axes say days ("Nov 9"), all different.
+        for (const labels of Object.values(await timeLabels(page))) {
+          assert.ok(labels.length >= 3, labels.join(' | '));
+          for (const l of labels) assert.match(l, /^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) \d{1,2}$/, labels.join(' | '));
+          assert.equal(new Set(labels).size, labels.length, labels.join(' | '));
+        }
 
         // Sorting: Age ascending puts the freshest first and the physical stanza (no age) last; again, the stale one first.
         await page.click('th:nth-child(4) button');
@@ -128,8 +165,7 @@ describe('status page in headless Chromium', () => {
 
       // A phone: no sideways scrolling, the rows become cards, the charts still drawn.
       const phone = await open(browser, url, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
-      const overflow = await phone.page.evaluate<number>('document.documentElement.scrollWidth - document.documentElement.clientWidth');
-      assert.ok(overflow <= 0, `page is ${overflow}px wider than the phone`);
+      assert.deepEqual(await widths(phone.page), { page: 390, table: 'fits' }, 'no sideways scrolling on a phone');
       assert.equal(await styleOf(phone.page, '#fleet tbody tr', 'display'), 'block');
       for (const c of await paintedPixels(phone.page)) assert.ok(c.painted > 2_000, `${c.id} on a phone: ${c.painted}`);
       await phone.page.screenshot({ path: path.join(ARTIFACTS, 'status-phone.png'), fullPage: true });
@@ -139,6 +175,116 @@ describe('status page in headless Chromium', () => {
       await browser?.close();
       await rm(out, { recursive: true, force: true });
       await rm(fileURLToPath(location), { recursive: true, force: true });
+    }
+  });
+});
+
+describe('status page charts and layout in headless Chromium', () => {
+  const HOUR = 3_600_000;
+  const DAY = 24 * HOUR;
+  let browser: Browser;
+  let out: string;
+  const locations: string[] = [];
+  before(async () => {
+    out = await mkdtemp(path.join(os.tmpdir(), 'pgb-status-charts-'));
+    await mkdir(ARTIFACTS, { recursive: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  });
+  after(async () => {
+    await browser?.close();
+    await rm(out, { recursive: true, force: true });
+    for (const l of locations) await rm(fileURLToPath(l), { recursive: true, force: true });
+  });
+
+  /** A bucket holding `series`, rendered by `pg-backup status --html`; returns the page's file URL. */
+  async function render(label: string, series: Series[]): Promise<string> {
+    const location = await fileLocation();
+    locations.push(location);
+    await writeSeries(openStorage(location), series);
+    const file = path.join(out, `${label}.html`);
+    const r = await cli(['status', '--from', location, '--html', file]);
+    assert.ok(r.code === 0 || r.code === 1, r.stderr);
+    return pathToFileURL(file).href;
+  }
+
+  it('labels a time axis by its span: hours within a day, months across half a year', { timeout: 120_000 }, async () => {
+    // One day, 03:00–21:00 UTC (far from midnight, whatever the time the test runs).
+    const day = Date.UTC(2026, 2, 10);
+    const hours = (from: number, to: number, step: number) => Array.from({ length: Math.floor((to - from) / step) + 1 }, (_, i) => day + (from + i * step) * HOUR);
+    const url = await render('within-a-day', [
+      { name: 'shop/production/app', backups: hours(3, 21, 2), drilled: [day + 5 * HOUR, day + 13 * HOUR, day + 19 * HOUR] },
+      { name: 'shop/staging/app', backups: hours(4, 20, 4), drilled: [day + 8 * HOUR] },
+    ]);
+    const { context, page, trouble } = await open(browser, url, { viewport: { width: 1280, height: 900 } });
+    const labels = await timeLabels(page);
+    for (const [chart, list] of Object.entries(labels)) {
+      assert.ok(list.length >= 3, `${chart}: ${list.join(' | ')}`);
+      for (const l of list) assert.match(l, /^\d\d:\d\d$/, `${chart}: ${list.join(' | ')}`);
+      assert.equal(new Set(list).size, list.length, `${chart}: every label differs: ${list.join(' | ')}`);
+    }
+    await page.screenshot({ path: path.join(ARTIFACTS, 'status-within-a-day.png'), fullPage: true });
+    assert.deepEqual(trouble, []);
+    await context.close();
+
+    // Weekly backups from January to August: months with their year.
+    const weekly = Array.from({ length: 34 }, (_, i) => Date.UTC(2026, 0, 5) + 2 * HOUR + i * 7 * DAY);
+    const months = await open(browser, await render('months', [{ name: 'shop/production/app', backups: weekly, drilled: weekly.filter((_, i) => i % 4 === 0) }]), { viewport: { width: 1280, height: 900 } });
+    for (const [chart, list] of Object.entries(await timeLabels(months.page))) {
+      assert.ok(list.length >= 3, `${chart}: ${list.join(' | ')}`);
+      for (const l of list) assert.match(l, /^(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep) 2026$/, `${chart}: ${list.join(' | ')}`);
+    }
+    assert.deepEqual(months.trouble, []);
+    await months.context.close();
+  });
+
+  it('gives a database the same colour in every chart and in pages that show other databases in other places', { timeout: 120_000 }, async () => {
+    const t0 = Date.UTC(2026, 2, 1, 2);
+    const daily = Array.from({ length: 10 }, (_, i) => t0 + i * DAY);
+    const s = (name: string): Series => ({ name, backups: daily, drilled: [daily[2]!, daily[7]!] });
+    // gamma is second of two here, third of four there (an index-based palette would change its colour).
+    const one = await open(browser, await render('colours-1', [s('shop/production/gamma'), s('shop/production/delta')]), { viewport: { width: 1280, height: 900 } });
+    const two = await open(browser, await render('colours-2', [s('shop/production/alpha'), s('shop/production/beta'), s('shop/production/gamma'), s('shop/staging/gamma')]), { viewport: { width: 1280, height: 900 } });
+    const a = await seriesColours(one.page);
+    const b = await seriesColours(two.page);
+    const palette = await one.page.evaluate<string[]>(`Array.from({ length: 10 }, (_, i) => getComputedStyle(document.documentElement).getPropertyValue('--series-' + i).trim())`);
+    for (const chart of ['size', 'rto'] as const) {
+      assert.equal(a[chart]['shop/production/gamma'], b[chart]['shop/production/gamma'], `${chart}: gamma keeps its colour`);
+      assert.equal(a[chart]['shop/production/gamma'], a.size['shop/production/gamma'], 'the same colour in both charts');
+      assert.equal(b[chart]['shop/production/alpha'], b.size['shop/production/alpha'], 'the same colour in both charts');
+      for (const colour of [...Object.values(a[chart]), ...Object.values(b[chart])].filter((c) => !/^#cf222e$/i.test(c))) assert.ok(palette.includes(colour), `${colour} is from the palette`);
+    }
+    // Drawn again in the dark scheme (a scheme change redraws the charts): the same place in its palette.
+    const first = b.size['shop/production/alpha']!;
+    await two.page.emulateMedia({ colorScheme: 'dark' });
+    // A function, not a string: the page's CSP forbids eval, which a string predicate needs.
+    await two.page.waitForFunction((light) => (globalThis as unknown as { Chart: { getChart(id: string): { data: { datasets: { borderColor: string }[] } } } }).Chart.getChart('chart-size').data.datasets[0]!.borderColor !== light, first);
+    const dark = await seriesColours(two.page);
+    const darkPalette = await two.page.evaluate<string[]>(`Array.from({ length: 10 }, (_, i) => getComputedStyle(document.documentElement).getPropertyValue('--series-' + i).trim())`);
+    assert.notDeepEqual(darkPalette, palette);
+    for (const [name, colour] of Object.entries(b.size)) assert.equal(darkPalette.indexOf(dark.size[name]!), palette.indexOf(colour), name);
+    assert.deepEqual([...one.trouble, ...two.trouble], []);
+    await one.context.close();
+    await two.context.close();
+  });
+
+  it('fits 1280 px and a 390 px phone without sideways scrolling, with a 63-character database name', { timeout: 120_000 }, async () => {
+    const t0 = Date.UTC(2026, 2, 1, 2);
+    const daily = Array.from({ length: 5 }, (_, i) => t0 + i * DAY);
+    const long = 'a_database_name_of_sixty_three_characters_without_a_break_xxxxx';
+    assert.equal(long.length, 63);
+    const url = await render('long-name', [
+      { name: `a-service-with-a-long-name/production-eu-west-1/${long}`, backups: daily, drilled: [daily[1]!] },
+      { name: 'shop/production/app', backups: daily },
+    ]);
+    for (const [width, options] of [
+      [1280, { viewport: { width: 1280, height: 900 } }],
+      [390, { viewport: { width: 390, height: 844 }, deviceScaleFactor: 2, isMobile: true, hasTouch: true }],
+    ] as const) {
+      const { context, page, trouble } = await open(browser, url, options);
+      assert.deepEqual(await widths(page), { page: width, table: 'fits' }, `at ${width} px`);
+      await page.screenshot({ path: path.join(ARTIFACTS, `status-long-name-${width}.png`), fullPage: true });
+      assert.deepEqual(trouble, []);
+      await context.close();
     }
   });
 });

