@@ -71,7 +71,9 @@ export function checkJson(result: { manifest?: { id: string } }) {
  */
 export function exitOnFailedCheck(result: { ok: boolean; reason?: string }, command: string, json: boolean | undefined, setExitCode: (code: number) => void): void {
   if (result.ok) return;
-  if (!json) process.stderr.write(`${command} failed: ${terminalText(result.reason ?? 'failed')}\n`);
+  // A reason that already says "<command> failed: …" is not prefixed twice.
+  const reason = (result.reason ?? 'failed').replace(new RegExp(`^${command} failed: `), '');
+  if (!json) process.stderr.write(`${command} failed: ${terminalText(reason)}\n`);
   setExitCode(EXIT.failed);
 }
 

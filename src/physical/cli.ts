@@ -61,7 +61,7 @@ export async function physicalDrillCli(
   if (io.json) io.printJson(result);
   else printDrillRecordUris(result);
   if (!result.ok) {
-    if (!io.json) process.stderr.write(`drill failed: ${terminalText(result.reason ?? 'failed')}\n`);
+    if (!io.json) process.stderr.write(`drill failed: ${terminalText((result.reason ?? 'failed').replace(/^drill failed: /, ''))}\n`);
     io.setExitCode();
   }
   return result;

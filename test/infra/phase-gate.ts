@@ -1,17 +1,17 @@
 // A PG_BIN_DIR whose initdb and pg_ctl stop at a gate, so a test can act (send a signal) while a
 // drill is in exactly that phase, every time, instead of polling for a process that may already
-// be gone. The gated program connects to a loopback TCP server of the test (bash's /dev/tcp),
-// says which phase it is in, and waits for the test to answer before it goes on:
+// be gone. The gated program leaves a file saying which phase it reached (the file stays, so the
+// test cannot miss it) and waits until the test creates the `go` file:
 //
 //   initdb         before the real initdb runs (a cancelled drill kills it while it waits)
 //   pg_ctl start   after the real `pg_ctl start` returned (the server is up) and before pg_ctl
 //                  exits: the drill is still inside its pg_ctl start call
 //
-// The port is written into the scripts (the throwaway cluster's programs may get a scrubbed
-// environment), and the scripts run as whichever OS user runs the cluster (postgres when the
-// tests run as root).
-import { chmod, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import net from 'node:net';
+// Files, not a socket: the cluster's programs run as another OS user (pg-backup-drill), with a
+// scrubbed environment and, where allowed, in a network namespace of their own, where a loopback
+// TCP server of the test cannot be reached. The gate directory is written into the scripts and
+// is writable by every user (mode 1777), like /tmp.
+import { access, chmod, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { realPgBin } from '../helpers.ts';
@@ -25,70 +25,51 @@ export interface PhaseGate {
   /** Resolves once a gated program has reached `phase` and is waiting there; rejects after `ms` (60 s) when none did. */
   arrived(phase: GatedPhase, ms?: number): Promise<void>;
   /** Lets every waiting (and every later) gated program go on. */
-  release(): void;
-  /** Releases, closes the server and removes the directory. */
+  release(): Promise<void>;
+  /** Releases and removes the directory. */
   close(): Promise<void>;
 }
+
+const fileOf = (phase: GatedPhase) => `arrived-${phase.replace(/ /g, '-')}`;
 
 /** Makes a {@link PhaseGate} holding `phases` (the other programs run straight through). */
 export async function phaseGate(phases: GatedPhase[]): Promise<PhaseGate> {
   const real = await realPgBin();
-  const waiting = new Set<net.Socket>();
-  const reached = new Map<GatedPhase, () => void>();
-  const promises = new Map<GatedPhase, Promise<void>>();
-  for (const p of phases) promises.set(p, new Promise<void>((resolve) => reached.set(p, resolve)));
-  let released = false;
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    let text = '';
-    socket.on('data', (d) => {
-      text += d;
-      const line = text.split('\n')[0]!;
-      if (!text.includes('\n')) return;
-      if (released) socket.end('go\n');
-      else waiting.add(socket);
-      reached.get(line as GatedPhase)?.();
-    });
-    socket.on('close', () => waiting.delete(socket));
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-gatebin-'));
-  for (const p of ['pg_restore', 'psql', 'postgres', 'pg_dump']) await symlink(path.join(real, p), path.join(dir, p));
-  const gate = (phase: GatedPhase) => `exec 3<>/dev/tcp/127.0.0.1/${port} || exit 97\necho '${phase}' >&3\nread -r _ <&3\nexec 3>&-\n`;
+  const bin = path.join(dir, 'bin');
+  const signals = path.join(dir, 'gate');
+  await mkdir(bin);
+  await mkdir(signals);
+  await chmod(signals, 0o1777);
+  for (const p of ['pg_restore', 'psql', 'postgres', 'pg_dump']) await symlink(path.join(real, p), path.join(bin, p));
+  const gate = (phase: GatedPhase) => `: > '${signals}/${fileOf(phase)}'\nwhile [ ! -e '${signals}/go' ]; do sleep 0.02; done\n`;
   await writeFile(
-    path.join(dir, 'initdb'),
+    path.join(bin, 'initdb'),
     phases.includes('initdb') ? `#!/bin/bash\nif [ "$1" != "--version" ] && [ "$1" != "-V" ]; then\n${gate('initdb')}fi\nexec ${real}/initdb "$@"\n` : `#!/bin/bash\nexec ${real}/initdb "$@"\n`,
   );
   await writeFile(
-    path.join(dir, 'pg_ctl'),
+    path.join(bin, 'pg_ctl'),
     phases.includes('pg_ctl start') ? `#!/bin/bash\nif [ "$1" = "start" ]; then\n${real}/pg_ctl "$@"\nrc=$?\n${gate('pg_ctl start')}exit $rc\nfi\nexec ${real}/pg_ctl "$@"\n` : `#!/bin/bash\nexec ${real}/pg_ctl "$@"\n`,
   );
-  await chmod(path.join(dir, 'initdb'), 0o755);
-  await chmod(path.join(dir, 'pg_ctl'), 0o755);
+  await chmod(path.join(bin, 'initdb'), 0o755);
+  await chmod(path.join(bin, 'pg_ctl'), 0o755);
+  await chmod(bin, 0o755);
   await chmod(dir, 0o755);
 
-  const release = () => {
-    released = true;
-    for (const s of waiting) s.end('go\n');
-    waiting.clear();
-  };
+  const release = () => writeFile(path.join(signals, 'go'), '');
   return {
-    binDir: dir,
-    arrived: (phase, ms = 60_000) => {
-      const reachedIt = promises.get(phase);
-      if (!reachedIt) return Promise.reject(new Error(`${phase} is not gated`));
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no program reached the ${phase} gate in ${ms} ms`)), ms);
-      });
-      return Promise.race([reachedIt, timeout]).finally(() => clearTimeout(timer));
+    binDir: bin,
+    arrived: async (phase, ms = 60_000) => {
+      if (!phases.includes(phase)) throw new Error(`${phase} is not gated`);
+      // The file stays once made: polling it cannot miss the phase, however short the program.
+      for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
+        if (await access(path.join(signals, fileOf(phase))).then(() => true, () => false)) return;
+      }
+      throw new Error(`no program reached the ${phase} gate in ${ms} ms`);
     },
     release,
     close: async () => {
-      release();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
+      await release();
       await rm(dir, { recursive: true, force: true });
     },
   };

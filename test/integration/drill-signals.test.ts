@@ -105,7 +105,7 @@ async function assertCancelled(r: Run, to: string, code: number, why: RegExp): P
   assert.match(left, /the drill log \(\.json \+ \.jsonl \+ \.log\)/, `the verdict is archived: ${left}`);
   if (code !== 141) {
     assert.match(r.stderr, why, r.stderr);
-    assert.match(r.stderr, /restore drill FAILED: drill cancelled: cancelled by SIG(INT|TERM)/);
+    assert.match(r.stderr.trimEnd().split('\n').at(-1)!, /^drill failed: drill cancelled: cancelled by SIG(INT|TERM)$/);
   }
   return left;
 }
@@ -173,7 +173,7 @@ describe('signals at each phase of a drill', () => {
       try {
         await until('the drill took the signal', () => /received SIGTERM/.test(stderr()));
       } finally {
-        gate.release();
+        await gate.release();
       }
     }).finally(() => gate.close());
     const left = await assertCancelled(r, to, 143, /received SIGTERM: cancelling and cleaning up/);
@@ -240,7 +240,7 @@ describe('signals at each phase of a drill', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.deepEqual(r.leftProcesses, [], 'no process left');
       assert.deepEqual(r.leftDirs, [], 'no cluster directory and no download directory left');
-      assert.match(r.stderr, /restore drill FAILED: drill failed: initdb failed for the throwaway cluster in .*: initdb: error: simulated failure of the cluster start/);
+      assert.match(r.stderr.trimEnd().split('\n').at(-1)!, /^drill failed: initdb failed for the throwaway cluster in .*: initdb: error: simulated failure of the cluster start$/);
       assert.doesNotMatch(r.stderr, /download phase: /, 'the download was cancelled, not finished');
       const left = await leftBehind(to);
       assert.match(left, /the drill log \(\.json \+ \.jsonl \+ \.log\)/, `the verdict is archived: ${left}`);
