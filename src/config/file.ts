@@ -86,7 +86,8 @@ const section = {
       'max-age': duration.optional(),
       'keep-proven': count.optional(),
       'incomplete-grace': duration.optional(),
-    }, { error: 'must be a mapping of keep-last, keep-daily, keep-weekly, keep-monthly, max-age, keep-proven, incomplete-grace' })
+      'keep-safety-dumps': duration.optional(),
+    }, { error: 'must be a mapping of keep-last, keep-daily, keep-weekly, keep-monthly, max-age, keep-proven, incomplete-grace, keep-safety-dumps' })
     .optional(),
   notify: z
     .strictObject({

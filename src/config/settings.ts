@@ -53,6 +53,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'retention.max-age', path: ['retention', 'max-age'], targets: [{ flag: 'max-age', commands: ['prune', 'lifecycle'] }] },
   { key: 'retention.keep-proven', path: ['retention', 'keep-proven'], targets: [{ flag: 'keep-proven', commands: ['prune'] }] },
   { key: 'retention.incomplete-grace', path: ['retention', 'incomplete-grace'], targets: [{ flag: 'incomplete-grace', commands: ['prune'] }] },
+  { key: 'retention.keep-safety-dumps', path: ['retention', 'keep-safety-dumps'], targets: [{ flag: 'keep-safety-dumps', commands: ['prune'] }] },
   { key: 'notify.url', path: ['notify', 'url'], targets: [{ flag: 'notify-url' }], env: ['PG_BACKUP_NOTIFY_URL'], secret: true },
   { key: 'notify.on', path: ['notify', 'on'], targets: [{ flag: 'notify-on' }] },
   { key: 'notify.healthcheck-url', path: ['notify', 'healthcheck-url'], targets: [{ flag: 'healthcheck-url' }], env: ['PG_BACKUP_HEALTHCHECK_URL'], secret: true },
