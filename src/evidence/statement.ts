@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import os from 'node:os';
 import { z } from 'zod';
+import type { PhysicalBackup } from '../physical/driver.ts';
 
 /**
  * Drill results as in-toto statements (in-toto attestation framework, Statement v1:
@@ -60,15 +61,8 @@ export function logicalSubject(objectKey: string, sha256: string): DrillSubject 
   return { name: objectKey, digest: { sha256 } };
 }
 
-/** What a physical drill restored: the tool's backup record (src/physical/driver.ts, PhysicalBackup). */
-export interface PhysicalBackupRecord {
-  label: string;
-  type: string;
-  startedAt: string;
-  stoppedAt: string;
-  walStart?: string;
-  walStop?: string;
-}
+/** What a physical drill restored: the tool's backup record (src/physical/driver.ts). */
+export type PhysicalBackupRecord = PhysicalBackup;
 
 /**
  * The subject of a physical drill: `<tool>:<stanza>/<label>` and the SHA-256 of the backup record
