@@ -140,7 +140,7 @@ export interface Storage {
    * bucket exists, the credentials are accepted and may write there — and leaves nothing behind.
    * S3: CreateMultipartUpload, then AbortMultipartUpload of that upload (both are the writer's
    * own permissions, s3:PutObject and s3:AbortMultipartUpload; no object is created). file: the
-   * directory is created if needed and must be writable.
+   * nearest existing directory on the way to the key must be writable; nothing is created.
    * `signal` cancels it (SIGINT/SIGTERM: rejects with the signal's reason).
    * @throws UsageError naming the fix (unknown bucket, rejected credentials, denied write).
    */

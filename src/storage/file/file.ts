@@ -86,8 +86,10 @@ export class FileStorage implements Storage {
 
   async probeWrite(key: string, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
-    const dir = path.dirname(this.#path(key));
-    await this.#prepareDir(this.#path(key));
+    // The nearest directory that exists on the way to the key must be writable (the upload makes
+    // the rest): checked without making any, so a dump that stops next leaves nothing behind.
+    let dir = path.dirname(this.#path(key));
+    while (!(await stat(dir).then((s) => s.isDirectory(), () => false)) && path.dirname(dir) !== dir) dir = path.dirname(dir);
     try {
       await access(dir, constants.W_OK);
     } catch (err) {
