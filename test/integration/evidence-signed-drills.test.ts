@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
-import { cli, createDatabase, dumpWithCli, fileLocation, run } from '../helpers.ts';
+import { cli, createDatabase, dumpWithCli, fileLocation, run, sql } from '../helpers.ts';
 import { drillEnvelopeLine } from '../../src/evidence/record.ts';
 import { loadSigningKey } from '../../src/evidence/dsse.ts';
 import { logicalSubject } from '../../src/evidence/statement.ts';
@@ -33,7 +33,11 @@ before(async () => {
   to = await fileLocation();
   dir = fileURLToPath(to);
   first = await dumpWithCli(database, to);
+  // Two dumps of the same data within one second can be byte for byte the same archive (same
+  // sha256): a row more makes the second a different object, so "another digest" is one.
+  await sql(database, 'CREATE TABLE signed_marker AS SELECT 1 AS n');
   second = await dumpWithCli(database, to);
+  assert.notEqual(first.manifest.object.sha256, second.manifest.object.sha256);
   keys = await mkdtemp(path.join(os.tmpdir(), 'pgb-signkeys-'));
   for (const name of ['drill', 'intruder']) {
     assert.equal((await run('openssl', ['genpkey', '-algorithm', 'ed25519', '-out', path.join(keys, `${name}.pem`)])).code, 0);
