@@ -62,7 +62,9 @@ export async function testTmpLeftovers(tmpRoot: string): Promise<TmpLeftover[]> 
       found.push({ file: '(unknown test file)', path: full, bytes: await sizeOf(full) });
       continue;
     }
-    for (const inner of (await readdir(full)).filter((n) => n !== '.pgb-test-file').sort()) {
+    // node-compile-cache: Node's own module compile cache, which npm and tsc (run by some tests)
+    // enable in the temp dir — a cache of those tools, not a directory a test made.
+    for (const inner of (await readdir(full)).filter((n) => n !== '.pgb-test-file' && n !== 'node-compile-cache').sort()) {
       found.push({ file, path: path.join(full, inner), bytes: await sizeOf(path.join(full, inner)) });
     }
   }
