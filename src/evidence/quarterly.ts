@@ -147,6 +147,7 @@ export async function collectQuarterlyEvidence(storage: Storage, options: Quarte
   const until = Math.min(quarter.end.getTime(), now.getTime());
   const inQuarter = (t: number) => t >= quarter.start.getTime() && t < quarter.end.getTime();
   const warnings: string[] = [];
+  const future: string[] = [];
   const groups = new Map<string, DatabaseEvidence & { verifyRuns: { at: number; ok: boolean; reason?: string }[]; manifests: Map<string, string> }>();
   const groupOf = (l: { service: string; environment: string; database: string }) => {
     const k = JSON.stringify([l.service, l.environment, l.database]);
@@ -159,7 +160,9 @@ export async function collectQuarterlyEvidence(storage: Storage, options: Quarte
   for (const e of entries) {
     const g = groupOf(e);
     g.manifests.set(e.id, e.manifestKey);
-    if (inQuarter(e.startedAt.getTime()) && e.objectKey) g.backups++;
+    // A backup stamped after now is not evidence of anything yet (src/backup/clock.ts): not counted.
+    if (e.startedAt.getTime() >= now.getTime()) future.push(storage.uri(e.manifestKey));
+    else if (inQuarter(e.startedAt.getTime()) && e.objectKey) g.backups++;
   }
   await mapLimit(entries.filter((e) => e.verifyRecordKey), 8, async (e) => {
     try {
@@ -173,7 +176,9 @@ export async function collectQuarterlyEvidence(storage: Storage, options: Quarte
     }
   });
 
-  const refs = (await listDrillReports(storage, options.filter ?? {})).filter((r) => r.at.getTime() < until);
+  const allRefs = await listDrillReports(storage, options.filter ?? {});
+  for (const r of allRefs) if (r.at.getTime() >= now.getTime()) future.push(storage.uri(r.key));
+  const refs = allRefs.filter((r) => r.at.getTime() < until);
   const drills = await mapLimit(refs, 8, async (ref) => {
     const g = groupOf(ref);
     let text: string;
@@ -206,6 +211,7 @@ export async function collectQuarterlyEvidence(storage: Storage, options: Quarte
     return { g, at, drill };
   });
 
+  if (future.length) warnings.push(`not counted, stamped after this report was made (a wrong clock or a forged record): ${future.slice(0, 5).join(', ')}${future.length > 5 ? ` and ${future.length - 5} more` : ''}`);
   for (const d of drills) if (d && inQuarter(d.at)) d.g.drills.push(d.drill);
   for (const g of groups.values()) {
     g.drills.sort((a, b) => (a.at < b.at ? -1 : 1));

@@ -60,6 +60,8 @@ before(async () => {
   await drill(app, dec, '2026-12-02T03:00:00Z', { ok: true, rtoMs: 50_000, rpoMs: 27 * 3_600_000 }, false);
   // A drill in the next quarter is not in this one.
   await drill(app, dec, '2027-01-02T03:00:00Z', { ok: true, rtoMs: 50_000 }, true);
+  // A drill stamped far ahead of any clock: never evidence, named as not counted.
+  await drill(app, dec, '2099-01-01T03:00:00Z', { ok: true, rtoMs: 1 }, true);
   await storage.put(verifyRecordKey(nov.manifestKey), JSON.stringify({ recordVersion: 1, tool: { name: 'pg-backup-actions', version: '0.1.0' }, backupId: nov.id, level: 'archive', ok: false, reason: 'sha256 mismatch', verifiedAt: '2026-11-02T00:00:00.000Z', durationMs: 10 }));
   await storage.put(verifyRecordKey(dec.manifestKey), JSON.stringify({ recordVersion: 1, tool: { name: 'pg-backup-actions', version: '0.1.0' }, backupId: dec.id, level: 'archive', ok: true, verifiedAt: '2026-12-01T01:00:00.000Z', durationMs: 10 }));
 }, { timeout: 60_000 });
@@ -81,6 +83,8 @@ describe('quarterly evidence report', () => {
     assert.equal(a.database, 'app');
     assert.equal(e.database, HOSTILE);
     assert.equal(a.backups, 3, 'October to December; September is the previous quarter');
+    // The drill stamped 2099 is after now: not evidence, and named as such.
+    assert.ok(report.warnings.some((w: string) => /^not counted, stamped after this report was made .*-drill-20990101T030000/.test(w)), JSON.stringify(report.warnings));
     assert.deepEqual(a.verifies, { ok: 1, failed: 1 });
     assert.deepEqual(a.drills.map((d: any) => [d.at.slice(0, 10), d.ok, d.signature, d.withinBudget]), [
       ['2026-10-05', true, 'signed OK', true],
