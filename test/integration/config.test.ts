@@ -117,7 +117,7 @@ environments:
     for (const args of [['list'], ['prune'], ['config', 'check']]) {
       const r = await pgBackup(w.dir, args);
       assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
-      assert.equal(r.stderr, 'pg-backup: pg-backup.yml:3:3: unknown key "keep-lats" in retention (did you mean "keep-last"?): fix or remove it (known here: keep-last, keep-daily, keep-weekly, keep-monthly, max-age, keep-proven, incomplete-grace)\n');
+      assert.equal(r.stderr, 'pg-backup: pg-backup.yml:3:3: unknown key "keep-lats" in retention (did you mean "keep-last"?): fix or remove it (known here: keep-last, keep-daily, keep-weekly, keep-monthly, max-age, keep-proven, incomplete-grace, keep-safety-dumps)\n');
       assert.equal(r.stdout, '');
     }
     // --help still works.
