@@ -20,6 +20,7 @@ import type { Logger } from '../log.ts';
 import { libpqEnv, resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
+import { writeWithBackpressure } from '../postgres/processes.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
@@ -444,18 +445,7 @@ function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Wri
   let ended = false;
   inner.on('error', () => (dead = true));
   inner.on('close', () => (dead = true));
-  const forward = (buf: Buffer) =>
-    new Promise<void>((resolve) => {
-      if (dead || inner.destroyed) return resolve();
-      if (inner.write(buf)) return resolve();
-      const go = () => {
-        inner.off('drain', go);
-        inner.off('close', go);
-        resolve();
-      };
-      inner.on('drain', go);
-      inner.on('close', go);
-    });
+  const forward = (buf: Buffer) => (dead ? Promise.resolve() : writeWithBackpressure(inner, buf));
   return new Writable({
     write(chunk: Buffer, _enc, callback) {
       held.push(chunk);

@@ -1,5 +1,5 @@
-import type { BackupFilter } from '../backup/catalog.ts';
-import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
+import { filterPrefix, type BackupFilter } from '../backup/catalog.ts';
+import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment } from '../backup/keys.ts';
 import type { Storage } from '../storage/index.ts';
 
 /** One drill report in the bucket, as its key names it. */
@@ -31,14 +31,7 @@ export function stampDate(stamp: string): Date {
  * not valid percent-encoding are skipped. Needs List.
  */
 export async function listDrillReports(storage: Storage, filter: BackupFilter = {}): Promise<DrillReportRef[]> {
-  let prefix = `${DRILLS_FOLDER}/`;
-  if (filter.service) {
-    prefix += `${encodeSegment(filter.service)}/`;
-    if (filter.environment) {
-      prefix += `${encodeSegment(filter.environment)}/`;
-      if (filter.database) prefix += `${encodeSegment(filter.database)}/`;
-    }
-  }
+  const prefix = `${DRILLS_FOLDER}/${filterPrefix(filter)}`;
   const refs: DrillReportRef[] = [];
   for await (const obj of storage.list(prefix)) {
     const m = REPORT_KEY.exec(obj.key);

@@ -7,6 +7,7 @@ import type { ArchiveSink } from '../backup/readback.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { PgBinary } from './binaries.ts';
 import { workDirOf } from './cluster.ts';
+import { writeWithBackpressure } from './processes.ts';
 
 /**
  * Plain SQL from a backup is untrusted: it reaches psql only
@@ -241,15 +242,7 @@ export async function feedRestricted(replay: SqlReplay, source: PlainSqlSource, 
   const fed = (async () => {
     for await (const chunk of chunks()) {
       if (stdin.destroyed) return; // psql exited: its status tells why
-      if (!stdin.write(chunk)) await new Promise<void>((resolve) => {
-        const go = () => {
-          stdin.off('drain', go);
-          stdin.off('close', go);
-          resolve();
-        };
-        stdin.on('drain', go);
-        stdin.on('close', go);
-      });
+      await writeWithBackpressure(stdin, chunk);
     }
     if (!stdin.destroyed) stdin.end();
   })().catch((err: unknown) => {

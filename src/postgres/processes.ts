@@ -40,6 +40,24 @@ async function whyInputClosed(child: ChildStage): Promise<Error> {
 }
 
 /**
+ * Writes `chunk` to `stream` and resolves once it was taken: at once, or when the stream drained
+ * or closed. Never rejects: a closed stream's reason is the reader's to tell (a child's exit
+ * status), not "EPIPE".
+ */
+export function writeWithBackpressure(stream: NodeJS.WritableStream & { destroyed: boolean; off(event: string, fn: () => void): unknown }, chunk: Buffer): Promise<void> {
+  if (stream.destroyed || stream.write(chunk)) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const go = () => {
+      stream.off('drain', go);
+      stream.off('close', go);
+      resolve();
+    };
+    stream.on('drain', go);
+    stream.on('close', go);
+  });
+}
+
+/**
  * Writes `chunk` to a child's stdin with back-pressure; calls back with the child's reason when
  * its stdin broke. With `mayStopReading`, a child that exited 0 before the end of its input
  * (`pg_restore --schema-only` needs no data blocks) succeeded: the rest is discarded.

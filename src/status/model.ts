@@ -1,9 +1,9 @@
 import { z } from 'zod';
 import { signedDrillCounts, type DrillTrust } from '../evidence/check.ts';
-import { isBelieved, judgeNewest, listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
+import { filterPrefix, isBelieved, judgeNewest, listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, judgeTimes, parseKeyStamp, type ClockCheck, type TimeProblem, type UntrustedTime } from '../backup/clock.ts';
 import { parseDuration } from '../duration.ts';
-import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment, encodeSegment } from '../backup/keys.ts';
+import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment } from '../backup/keys.ts';
 import { VerifyRecordSchema, type VerifyRecord } from '../backup/proof.ts';
 import { mapLimit } from '../map-limit.ts';
 import { formatSeconds } from '../format.ts';
@@ -234,14 +234,7 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
   await judgeNewest(storage, entries, clock);
   for (const entry of entries) groupOf(entry).backups.push(entry);
 
-  let drillsPrefix = `${DRILLS_FOLDER}/`;
-  if (filter.service) {
-    drillsPrefix += `${encodeSegment(filter.service)}/`;
-    if (filter.environment) {
-      drillsPrefix += `${encodeSegment(filter.environment)}/`;
-      if (filter.database) drillsPrefix += `${encodeSegment(filter.database)}/`;
-    }
-  }
+  const drillsPrefix = `${DRILLS_FOLDER}/${filterPrefix(filter)}`;
   for await (const obj of storage.list(drillsPrefix)) {
     const m = DRILL_REPORT_KEY.exec(obj.key);
     if (!m) continue;

@@ -16,10 +16,8 @@ import { prune } from '../../src/commands/prune.ts';
 import { verify } from '../../src/commands/verify.ts';
 import { UsageError } from '../../src/errors.ts';
 import { openStorage } from '../../src/storage/index.ts';
-import { randomBytes } from 'node:crypto';
-import { CreateBucketCommand, PutBucketPolicyCommand } from '@aws-sdk/client-s3';
-import { writerBucketPolicy } from '../../src/storage/policies.ts';
-import { cli, createDatabase, dbUrl, fileLocation, need, openMultipartUploads, run, s3Client, s3Env, s3Keys, s3Location, sql } from '../helpers.ts';
+import { cli, createDatabase, dbUrl, fileLocation, openMultipartUploads, s3Env, s3Keys, s3Location, sql } from '../helpers.ts';
+import { WRITER_CREDENTIALS, writeOnlyBucket } from '../infra/write-only-bucket.ts';
 
 Object.assign(process.env, s3Env());
 const HOUR = 3_600_000;
@@ -250,16 +248,9 @@ describe('dump checks this machine\'s clock against the store\'s', () => {
 
   it('RGW with write-only credentials: the store\'s clock comes from the Date header of a refused request (403), and the dump still refuses', { timeout: 120_000 }, async () => {
     // The writer of test/integration/least-privilege.test.ts: PutObject only, every read and list denied.
-    const created = await run('radosgw-admin', ['-c', need('PGB_TEST_RGW_CONF'), 'user', 'create', '--uid=writer', '--display-name=writer', '--access-key=WRITERKEY', '--secret-key=WRITERSECRET']);
-    assert.ok(created.code === 0 || /exists/.test(created.stderr), created.stderr);
-    const bucket = `wo-${randomBytes(4).toString('hex')}`;
-    const client = s3Client();
-    await client.send(new CreateBucketCommand({ Bucket: bucket }));
-    await client.send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(writerBucketPolicy(bucket, 'arn:aws:iam:::user/writer', ['arn:aws:iam:::user/backup'])) }));
-    client.destroy();
+    const { to } = await writeOnlyBucket();
     const db = await smallDb('skewwriter');
-    const to = `s3://${bucket}/pg`;
-    const writer = { credentials: { accessKeyId: 'WRITERKEY', secretAccessKey: 'WRITERSECRET' } };
+    const writer = { credentials: WRITER_CREDENTIALS };
     await assert.rejects(dump({ databaseUrl: dbUrl(db), to, s3: writer, now: () => new Date(Date.now() - 3 * HOUR), maxClockSkew: '10m', logger: quiet }), /: (3 h 0|2 h 59) min behind, over 10 min 0 s \(--max-clock-skew\): refusing to stamp a backup/);
     assert.deepEqual(await s3Keys(to), []);
     // With the right clock the same credentials dump.

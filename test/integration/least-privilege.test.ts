@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { CreateBucketCommand, PutBucketPolicyCommand } from '@aws-sdk/client-s3';
 import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, run, s3Client, s3Keys } from '../helpers.ts';
 import { tempFakePgBin } from '../infra/temp.ts';
+import { writeOnlyBucket } from '../infra/write-only-bucket.ts';
 import { lastLine, leftBehind, recordFault } from '../reliability.ts';
 import { writerBucketPolicy } from '../../src/storage/policies.ts';
 
@@ -12,17 +13,6 @@ import { writerBucketPolicy } from '../../src/storage/policies.ts';
  * writer). On Ceph RGW, as on AWS, a bucket policy grants that to a second user and explicitly
  * denies it every read, list and delete (an object's writer owns it, so the Deny is needed).
  */
-async function writeOnlyBucket(): Promise<{ to: string; writer: Record<string, string> }> {
-  const conf = need('PGB_TEST_RGW_CONF');
-  const created = await run('radosgw-admin', ['-c', conf, 'user', 'create', '--uid=writer', '--display-name=writer', '--access-key=WRITERKEY', '--secret-key=WRITERSECRET']);
-  assert.ok(created.code === 0 || /exists/.test(created.stderr), created.stderr);
-  const bucket = `wo-${randomBytes(4).toString('hex')}`;
-  const client = s3Client();
-  await client.send(new CreateBucketCommand({ Bucket: bucket }));
-  await client.send(new PutBucketPolicyCommand({ Bucket: bucket, Policy: JSON.stringify(writerBucketPolicy(bucket, 'arn:aws:iam:::user/writer', ['arn:aws:iam:::user/backup'])) }));
-  client.destroy();
-  return { to: `s3://${bucket}/pg`, writer: { AWS_ACCESS_KEY_ID: 'WRITERKEY', AWS_SECRET_ACCESS_KEY: 'WRITERSECRET' } };
-}
 
 describe('least privilege on Ceph RGW', () => {
   it('dumps with write-only credentials (multipart), which can neither list nor read it back', { timeout: 120_000 }, async () => {
