@@ -3,7 +3,7 @@ import { parseMaxClockSkew } from '../backup/clock.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger } from '../log.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
-import { rootClusterUser, serverBinaries, type ServerBinaries } from '../postgres/server-binaries.ts';
+import { drillClusterUser, serverBinaries, type ServerBinaries } from '../postgres/server-binaries.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
 import { openStorage } from '../storage/index.ts';
 import { archiveDrillLog, drill, drillHistory, reportedServerVersion, type DrillOptions, type DrillResult, type MajorDrillResult } from './drill.ts';
@@ -77,7 +77,7 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
   }
 
   // Every major's binaries before anything runs: a missing one is a usage error (exit 2), with nothing written.
-  const user = await rootClusterUser();
+  const user = await drillClusterUser();
   const bins = new Map<number, ServerBinaries>();
   for (const m of majors) bins.set(m, await serverBinaries(m, { logger: log, user }));
   log.info(`upgrade rehearsal: drilling ${backup ? storage.uri(backup.objectKey) : (options.backup ?? 'latest')} into PostgreSQL ${majors.join(', ')}`);

@@ -175,18 +175,6 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/**
- * The OS user a throwaway cluster runs as when it is not this process's own: the cluster user
- * (`PG_BACKUP_CLUSTER_USER`, default `pg-backup-drill`, created on demand) when this process is
- * root or has passwordless sudo; undefined when the cluster would run as this process's user
- * (see {@link clusterIsolation}).
- * @throws UsageError when the cluster user cannot be created or is privileged.
- */
-export async function clusterUser(): Promise<{ name: string; uid: number; gid: number } | undefined> {
-  const iso = await clusterIsolation({ allowSameOsUser: true });
-  return iso.mode === 'same-user' ? undefined : iso.user;
-}
-
 /** The port number in the throwaway cluster's socket name: with no TCP listener it only names the file, so a fixed one is fine. */
 const SOCKET_PORT = 5432;
 /** The longest Unix socket path Linux takes is 107 bytes (`sun_path`, less the NUL): keep a margin. */

@@ -8,6 +8,7 @@ import { UsageError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { mapLimit } from '../map-limit.ts';
 import { findAll, findPgBinary, parsePgVersion, type PgBinary } from './binaries.ts';
+import { clusterIsolation } from './cluster-user.ts';
 
 /**
  * PostgreSQL server binaries (initdb, pg_ctl, postgres) of one exact major version, for a
@@ -112,17 +113,15 @@ export interface ClusterUser {
 }
 
 /**
- * The OS user a throwaway cluster will run as when this process is root (`PG_BACKUP_CLUSTER_USER`
- * or `postgres`, as in cluster.ts), or undefined when not root or when that user does not exist
- * (cluster.ts then reports it).
+ * The OS user a throwaway cluster will run as when it is not this process's own
+ * (`PG_BACKUP_CLUSTER_USER`, default `pg-backup-drill`, as root or through passwordless sudo:
+ * src/postgres/cluster-user.ts), so the binaries' directories can be checked for that user;
+ * undefined when the cluster runs as this process's user.
+ * @throws UsageError as clusterIsolation does (a named user that is missing or privileged).
  */
-export async function rootClusterUser(env: NodeJS.ProcessEnv = process.env): Promise<ClusterUser | undefined> {
-  if (process.getuid?.() !== 0) return undefined;
-  const name = env.PG_BACKUP_CLUSTER_USER || 'postgres';
-  const uid = await execa('id', ['-u', name], { reject: false });
-  const gid = await execa('id', ['-g', name], { reject: false });
-  if (uid.exitCode !== 0 || gid.exitCode !== 0) return undefined;
-  return { name, uid: Number(uid.stdout.trim()), gid: Number(gid.stdout.trim()) };
+export async function drillClusterUser(): Promise<ClusterUser | undefined> {
+  const iso = await clusterIsolation({ allowSameOsUser: true });
+  return iso.mode === 'same-user' ? undefined : iso.user;
 }
 
 /**
@@ -131,7 +130,7 @@ export async function rootClusterUser(env: NodeJS.ProcessEnv = process.env): Pro
  * @throws UsageError as {@link serverBinaries} does.
  */
 export async function serverInitdb(major: number, logger?: Logger): Promise<PgBinary> {
-  return (await serverBinaries(major, { logger, user: await rootClusterUser() })).initdb;
+  return (await serverBinaries(major, { logger, user: await drillClusterUser() })).initdb;
 }
 
 /**

