@@ -13,6 +13,7 @@ import { FORMATS, pgDumpArgs, validateSelection, type DumpSelection } from '../p
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { retainUntil } from '../storage/s3/s3.ts';
 import { VERIFY_LEVELS, type VerifyLevel } from './verify.ts';
+import { clusterIsolation } from '../postgres/cluster-user.ts';
 
 /** Checksum files a team's tooling may expect beside each dump (seed 000 uploads an `.md5`). */
 export type ChecksumSidecar = 'md5' | 'sha256';
@@ -72,6 +73,7 @@ export const DumpPlanSchema = z.object({
   /** Where the directory format spools; absent: `PG_BACKUP_WORK_DIR` or the temp dir. */
   workDir: z.string().optional(),
   installClient: z.boolean(),
+  allowSameOsUser: z.boolean(),
   /** The verify right after the dump; `none` skips it. */
   verify: z.enum(['none', ...VERIFY_LEVELS]),
   /** Where the backup goes: the location as given, and its storage. */
@@ -133,6 +135,12 @@ export interface DumpPlanInput extends DumpSelection {
    * passwordless sudo, as on GitHub-hosted runners). Default false.
    */
   installClient?: boolean;
+  /**
+   * `verify: schema`: run the throwaway PostgreSQL of the verify as this process's own OS user
+   * when neither root nor passwordless sudo can run it as another (`--allow-same-os-user`; see
+   * src/postgres/cluster-user.ts). Without it such a dump is refused before anything is written.
+   */
+  allowSameOsUser?: boolean;
   /** Recorded in the manifest's `context`: why this backup was taken, and (in Actions) the commit, ref, actor and run. */
   context?: Manifest['context'];
   /**
@@ -178,6 +186,8 @@ export async function planDump(options: DumpPlanInput, connection?: DatabaseConn
   zstd?.catch(() => undefined);
   const verifyLevel = options.verify ?? 'none';
   if (!(['none', ...VERIFY_LEVELS] as string[]).includes(verifyLevel)) throw new UsageError(`unknown verify level ${JSON.stringify(options.verify)}: use ${VERIFY_LEVELS.join(', ')}`);
+  // A schema verify starts a throwaway cluster: who runs it is settled before anything is written.
+  if (verifyLevel === 'schema') await clusterIsolation({ allowSameOsUser: options.allowSameOsUser });
   const stallTimeoutMs = parseDuration(options.stallTimeout ?? '10m', '--stall-timeout');
   const maxClockSkewMs = parseMaxClockSkew(options.maxClockSkew);
   for (const sidecar of options.checksumSidecars ?? []) {
@@ -217,6 +227,7 @@ export async function planDump(options: DumpPlanInput, connection?: DatabaseConn
     enforceClockSkew: Boolean(options.maxClockSkew?.trim()),
     workDir: options.workDir,
     installClient: options.installClient ?? false,
+    allowSameOsUser: options.allowSameOsUser ?? false,
     verify: verifyLevel,
     to: options.to,
     storage,

@@ -401,7 +401,7 @@ async function verifyAfterDump(plan: DumpPlan, objectKey: string, rt: DumpRuntim
     rt.logger.warn(`the backup is encrypted with age and no identity is set here: verifying at level checksum instead of ${level}; run verify --level ${level} (or a drill) where the identity is`);
     level = 'checksum';
   }
-  return verify({ from: plan.to, backup: objectKey, level, ageIdentities: identities, s3: plan.verifyS3 ?? plan.s3, logger: rt.logger, signal: rt.signal, workDir: plan.workDir });
+  return verify({ from: plan.to, backup: objectKey, level, ageIdentities: identities, s3: plan.verifyS3 ?? plan.s3, logger: rt.logger, signal: rt.signal, workDir: plan.workDir, allowSameOsUser: plan.allowSameOsUser });
 }
 
 /**

@@ -15,7 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createDatabase, dumpWithCli, need, root, run, sql } from '../helpers.ts';
+import { createDatabase, dbUrl, dumpWithCli, need, root, run, sql } from '../helpers.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 
 const hex = randomBytes(4).toString('hex');
@@ -231,6 +231,13 @@ describe('restored code cannot reach a secret', () => {
       assert.match(lines[0]!, new RegExp(`refusing to start a throwaway PostgreSQL as your own OS user ${plainUser}: .*could read this process's secrets.*passwordless sudo.*--allow-same-os-user`));
       assert.deepEqual(hasSecret(r.stderr), []);
     }
+    // A dump that would verify at level schema is refused the same way, before anything is dumped.
+    const dumpTo = await workDirFor(user, 'plain-dump');
+    const d = await cliAs(user, ['dump', '--to', `file://${dumpTo}`, '--verify', 'schema'], { ...secrets, DATABASE_URL: dbUrl(db) });
+    assert.equal(d.code, 2, d.stderr);
+    assert.equal(d.stderr.trim().split('\n').length, 1, d.stderr);
+    assert.match(d.stderr, new RegExp(`refusing to start a throwaway PostgreSQL as your own OS user ${plainUser}: .*--allow-same-os-user`));
+    assert.deepEqual(await readdir(dumpTo), [], 'nothing written to the bucket');
     assert.deepEqual(await readdir(work), [], 'nothing started');
     assert.deepEqual([...(await markerFiles('refused')).keys()], []);
     // Only the drill logs: nothing else written to the bucket.
@@ -253,6 +260,12 @@ describe('restored code cannot reach a secret', () => {
     // Why it is reduced: the same user reads pg-backup's own /proc/<pid>/environ.
     assert.deepEqual(hasSecret(files.get('allow-check.proc') ?? ''), Object.keys(secrets), 'as the same OS user, the secrets are within reach (the reason for the refusal)');
     assert.deepEqual(await readdir(work), []);
+    // The same consent lets a dump verify at level schema.
+    const dumpTo = await workDirFor(user, 'allow-dump');
+    const d = await cliAs(user, ['dump', '--to', `file://${dumpTo}`, '--verify', 'schema', '--allow-same-os-user', '--work-dir', work], { ...secrets, ...tagEnv('allowdump'), DATABASE_URL: dbUrl(db) });
+    assert.equal(d.code, 0, d.stderr);
+    assert.match(d.stderr, /protection reduced/);
+    assert.notDeepEqual(await readdir(dumpTo), [], 'the backup was written');
   });
 
   for (const [signal, code, cue] of [['SIGINT', 130, /\binitdb\b/], ['SIGTERM', 143, /row counts: /]] as const) {

@@ -35,6 +35,7 @@ interface DumpFlags {
   verify: VerifyLevel;
   reason?: string;
   installPgClient?: boolean;
+  allowSameOsUser?: boolean;
   sse?: string;
   sseKmsKeyId?: string;
   objectLock?: string;
@@ -103,6 +104,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--stall-timeout <duration>', 'fail when no byte moved for this long (0: never)', '10m')
       .option('--max-clock-skew <duration>', 'refuse to dump (exit 2, nothing written) when this machine\'s clock is further than this from the store\'s (S3 Date header); not given: warn beyond 10m')
       .option('--verify <level>', 'verify right after the upload: none, checksum, archive or schema (needs read access: $PG_BACKUP_READER_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY if set, else the dump\'s credentials)', 'none')
+      .option('--allow-same-os-user', 'with --verify schema, without root or passwordless sudo: run the verify\'s throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused before dumping')
       .option('--install-pg-client', 'when no pg_dump of the server major is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)')
       .option('--reason <text>', 'why this backup is taken (recorded in the manifest), e.g. "before migration 0042"')
       .option('--sse <type>', 'server-side encryption: AES256 (SSE-S3), aws:kms or sse-c (key in $PG_BACKUP_SSE_C_KEY)')
@@ -150,6 +152,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       verify: flags.verify,
       context: runContext(flags.reason),
       installClient: flags.installPgClient,
+      allowSameOsUser: flags.allowSameOsUser,
       s3: writeSettings,
       ageRecipients: flags.ageRecipient.length ? flags.ageRecipient : listFromEnv(process.env.PG_BACKUP_AGE_RECIPIENTS),
       mirrorTo: flags.mirrorTo,
