@@ -70,6 +70,29 @@ export function drillStamp(date: Date): string {
 /** A regular-expression source matching {@link drillStamp}'s stamps and the older seconds-only ones (`20261123T040000Z`). */
 export const DRILL_STAMP = String.raw`\d{8}T\d{6}(?:\.\d{3})?Z`;
 
+/**
+ * The reserved database segment of a dump run's globals (roles, memberships, role settings and
+ * passwords, tablespaces; `pg_dumpall --globals-only`):
+ * `<service>/<environment>/@globals/YYYY/MM/DD/@globals-<stamp>-<6 hex>.sql[.zst|.gz][.age]` and its
+ * `.manifest.json`. No database name can produce it: {@link encodeSegment} encodes `@` as `%40`.
+ */
+export const GLOBALS_DATABASE = '@globals';
+
+/** True for the entry of a run's globals (see {@link GLOBALS_DATABASE}), whose key segment is never a database's. */
+export function isGlobalsEntry(entry: { database: string; manifestKey: string }): boolean {
+  // A database named "@globals" is stored under "%40globals": only the reserved segment is literal.
+  return entry.database === GLOBALS_DATABASE && entry.manifestKey.split('/').includes(GLOBALS_DATABASE);
+}
+
+/**
+ * A dump run's id: `run-<YYYYMMDDTHHMMSSZ>-<6 hex>`, recorded in the manifest of every database
+ * dumped by one `dump` invocation and of its globals, so `restore --server` and `drill --server`
+ * find the databases and the globals that belong together.
+ */
+export function newRunId(startedAt: Date, random: string = randomBytes(3).toString('hex')): string {
+  return `run-${utcStamp(startedAt)}-${random}`;
+}
+
 /** The keys of one backup. */
 export interface BackupKeys {
   /** `<database>-<stamp>-<suffix>`. */
@@ -86,7 +109,8 @@ export function backupKeys(
   suffix: string,
   random: string = randomBytes(3).toString('hex'),
 ): BackupKeys {
-  const db = encodeSegment(labels.database);
+  // The globals' reserved segment is kept as is (see GLOBALS_DATABASE); every real name is encoded.
+  const db = labels.database === GLOBALS_DATABASE ? GLOBALS_DATABASE : encodeSegment(labels.database);
   const iso = startedAt.toISOString();
   const dir = [encodeSegment(labels.service), encodeSegment(labels.environment), db, iso.slice(0, 4), iso.slice(5, 7), iso.slice(8, 10)].join('/');
   const id = `${db}-${utcStamp(startedAt)}-${random}`;

@@ -92,6 +92,21 @@ export const ManifestSchema = z.object({
   objectLock: z.object({ mode: z.enum(['GOVERNANCE', 'COMPLIANCE']), retainUntil: z.iso.datetime() }).optional(),
   /** The schema-migration head found in the dump's snapshot (alembic, Flyway, Prisma, Django, Knex, Rails), if any. */
   migrationHead: z.object({ table: z.string(), head: z.string() }).optional(),
+  /**
+   * What the object holds: a database's dump (absent or `database`), or a run's globals
+   * (`globals`: `pg_dumpall --globals-only` as plain SQL; `database` is then `@globals`,
+   * `tables` is empty, `pgDump` describes pg_dumpall).
+   */
+  kind: z.enum(['database', 'globals']).optional(),
+  /**
+   * The dump run this backup belongs to: one `dump` invocation (one database, a list, or
+   * `--all-databases`) and its globals share `id` (`run-<YYYYMMDDTHHMMSSZ>-<6 hex>`). `databases`:
+   * every database the run set out to dump (recorded in the globals' manifest; a database
+   * missing from the bucket then shows as a failed dump of the run, not as absent).
+   */
+  run: z.object({ id: z.string().regex(/^run-\d{8}T\d{6}Z-[0-9a-f]{6}$/), databases: z.array(z.string()).optional(), allDatabases: z.boolean().optional() }).optional(),
+  /** Globals only: what they hold. `rolePasswords: false` when the role could not read pg_authid (`--no-role-passwords`: roles come back without passwords). */
+  globals: z.object({ rolePasswords: z.boolean(), roles: z.array(z.string()), tablespaces: z.array(z.string()) }).optional(),
 });
 
 /** A parsed manifest. */
