@@ -2,6 +2,7 @@ import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { findAll } from '../postgres/binaries.ts';
 import { connect } from '../postgres/server.ts';
+import { connectDiagnosed, withPlatformTls, type NetworkProbes } from '../postgres/diagnose.ts';
 import type pg from 'pg';
 import { runDump, type DumpOptions, type DumpResult } from './dump.ts';
 import { forDatabase, planDump } from './dump-plan.ts';
@@ -13,6 +14,8 @@ export interface DumpManyOptions extends Omit<DumpOptions, 'databaseUrl'> {
   databaseUrls?: string[];
   /** Database names on the server of the (first) URL, e.g. `metadata,website,demo` (seed 001). */
   databases?: string[];
+  /** The resolver and route check of the connection diagnosis (src/postgres/diagnose.ts); tests inject stubs. */
+  networkProbes?: NetworkProbes;
 }
 
 /** One database's outcome in a multi-database run. */
@@ -38,16 +41,19 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpOutcome[]>
   // The options are read once, into one frozen plan shared by every database of the run.
   const shared = await planDump(options);
   const runtime = { logger, signal: options.signal, now: options.now ?? (() => new Date()) };
-  const targets = resolveTargets(options);
+  // A managed platform's host gets sslmode=require unless the URL says otherwise (diagnose.ts).
+  const targets = resolveTargets(options).map((t) => withPlatformTls(t));
   findAll('pg_dump').catch(() => undefined); // the search for pg_dump (a --version per copy) runs while we connect
   if (new Set(targets.map((t) => t.url)).size !== targets.length) throw new UsageError('the same database is listed twice: list each once');
   // Every target is reached first. The first one's connection is the one its dump uses (set up
   // once); the others are closed and opened again when their turn comes, so none sits idle
   // through a long dump of another database.
   let first: pg.Client | undefined;
+  const probed = new Set<string>();
   try {
     for (const [i, target] of targets.entries()) {
-      const client = await connect(target, 'pg-backup dump');
+      // IPv6-only hosts without a route, transaction poolers: one line with the fix, before any byte is written.
+      const client = await connectDiagnosed(target, (c) => connect(c, 'pg-backup dump'), { probes: options.networkProbes, probed });
       if (i === 0) first = client;
       else await client.end().catch(() => undefined);
     }

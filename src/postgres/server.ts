@@ -2,6 +2,7 @@ import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { UsageError, messageOf } from '../errors.ts';
 import { nodePgConnectionString, type DatabaseConnection } from './connection.ts';
+import { tlsRefusal } from './diagnose.ts';
 
 /** Facts about a PostgreSQL server and database, read at the start of a dump. */
 export interface ServerFacts {
@@ -70,6 +71,8 @@ export function connectionError(err: unknown, conn: DatabaseConnection): UsageEr
   const where = `cannot connect to ${conn.display}`;
   const message = messageOf(err);
   const sslmode = new URL(conn.url).searchParams.get('sslmode') ?? process.env.PGSSLMODE;
+  const tls = tlsRefusal(message, sslmode); // a server that accepts TLS only (diagnose.ts)
+  if (tls) return new UsageError(`${where}: ${tls}`);
   switch (e.code) {
     case 'ECONNREFUSED':
       return new UsageError(`${where}: connection refused; is PostgreSQL running there and is the host/port right?`);
