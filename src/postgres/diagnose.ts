@@ -149,9 +149,10 @@ export function hasRoute(address: string): Promise<boolean> {
       socket.close();
       resolve(ok);
     };
-    socket.once('error', (err: NodeJS.ErrnoException) => done(!['ENETUNREACH', 'EHOSTUNREACH', 'EADDRNOTAVAIL'].includes(err.code ?? '')));
-    // Port 9 (discard): any port does, nothing is sent.
-    socket.connect(9, address, () => done(true));
+    const routed = (err?: NodeJS.ErrnoException | null) => !err || !['ENETUNREACH', 'EHOSTUNREACH', 'EADDRNOTAVAIL'].includes(err.code ?? '');
+    socket.once('error', (err: NodeJS.ErrnoException) => done(routed(err)));
+    // Port 9 (discard): any port does, nothing is sent. connect() reports its error to the callback.
+    socket.connect(9, address, (err?: NodeJS.ErrnoException | null) => done(routed(err)));
   });
 }
 
@@ -189,7 +190,7 @@ export async function checkReachable(conn: DatabaseConnection, probes: NetworkPr
   const where = `cannot reach ${endpoint.host}: it has only IPv6 addresses (${addresses[0]!.address}${addresses.length > 1 ? ', …' : ''}) and this machine has no IPv6 route (GitHub-hosted runners have none)`;
   if (supabase) {
     const ref = supabase[1]!.toLowerCase();
-    throw new UsageError(`${where}; use Supabase's IPv4 session pooler instead: postgresql://postgres.${ref}:PASSWORD@aws-0-<region>.pooler.supabase.com:5432/postgres (the exact host: the project's Connect button → Session pooler)`);
+    throw new UsageError(`${where}; use Supabase's IPv4 session pooler instead: host aws-0-<region>.pooler.supabase.com, port 5432, user postgres.${ref} (the project's Connect button → Session pooler gives the exact string)`);
   }
   const platform = platformOf(endpoint.host);
   throw new UsageError(`${where}; use an IPv4 address or endpoint of the database${platform ? ` (${platform.name}: its IPv4 or pooler connection string)` : ''}, a runner with IPv6, or --ssh-tunnel through a bastion that reaches it`);

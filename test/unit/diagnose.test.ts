@@ -44,7 +44,7 @@ describe('IPv6-only hosts', () => {
     const { probes, calls } = stub([{ address: '2001:db8::10', family: 6 }], false);
     const message = await rejectsUsage(checkReachable(conn('postgresql://postgres:secretpw@db.abcdefghijklmnopqrst.supabase.co:5432/postgres'), probes));
     assert.match(message, /^cannot reach db\.abcdefghijklmnopqrst\.supabase\.co: it has only IPv6 addresses \(2001:db8::10\) and this machine has no IPv6 route/);
-    assert.match(message, /postgres\.abcdefghijklmnopqrst:PASSWORD@aws-0-<region>\.pooler\.supabase\.com:5432\/postgres/);
+    assert.match(message, /host aws-0-<region>\.pooler\.supabase\.com, port 5432, user postgres\.abcdefghijklmnopqrst \(/);
     assert.doesNotMatch(message, /secretpw/);
     assert.deepEqual(calls, ['lookup db.abcdefghijklmnopqrst.supabase.co', 'route 2001:db8::10']);
   });
