@@ -1,3 +1,4 @@
+import net from 'node:net';
 import pg from 'pg';
 import { parseIntoClientConfig } from 'pg-connection-string';
 import { UsageError, messageOf } from '../errors.ts';
@@ -33,7 +34,7 @@ export async function connect(conn: DatabaseConnection, applicationName = 'pg-ba
   let client: pg.Client;
   try {
     client = new pg.Client({
-      ...parseIntoClientConfig(nodePgConnectionString(conn)),
+      ...withHostaddr(parseIntoClientConfig(nodePgConnectionString(conn))),
       // pg's URL parser decodes the path with decodeURI, which leaves %24, %2F, %3B… encoded:
       // the name decoded in full (libpq's reading, as pg_dump gets it) is passed apart.
       database: conn.database,
@@ -52,6 +53,18 @@ export async function connect(conn: DatabaseConnection, applicationName = 'pg-ba
     throw connectionError(err, conn);
   }
   return client;
+}
+
+/**
+ * libpq's `hostaddr` for node-postgres, which does not know it: connect to `hostaddr`, and keep
+ * `host` as the TLS server name (certificate check and SNI), as libpq does (PostgreSQL docs,
+ * "Parameter Key Words"). An --ssh-tunnel's URLs carry `hostaddr=127.0.0.1` (ssh-tunnel.ts).
+ */
+function withHostaddr<C extends { host?: string | null; ssl?: unknown }>(config: C): C {
+  const hostaddr = (config as { hostaddr?: string }).hostaddr;
+  if (!hostaddr) return config;
+  const ssl = config.ssl && typeof config.ssl === 'object' && config.host && net.isIP(config.host) === 0 ? { ...(config.ssl as object), servername: config.host } : config.ssl;
+  return { ...config, host: hostaddr, ssl };
 }
 
 /** How long {@link connect} waits for the server to answer, in ms. */

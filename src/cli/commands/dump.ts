@@ -9,6 +9,8 @@ import type { DumpFormat } from '../../postgres/dump-options.ts';
 import type { S3Settings } from '../../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../../storage/protection.ts';
 import { printJson, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
+import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 
 interface DumpFlags {
   databaseUrl: string[];
@@ -117,7 +119,8 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--mirror-sse-kms-key-id <id>', 'the KMS key of the mirror region for --sse aws:kms')
       .option('--json', 'print the manifest (several databases: an array of results) as JSON on stdout')
       .option('--quiet', 'no progress lines on stderr'),
-  ).action(async (flags: CommonFlags & DumpFlags) => {
+  );
+  sshTunnelOptions(command, 'the databases').action(async (flags: CommonFlags & DumpFlags & SshFlags) => {
     const writeSettings: S3Settings = {
       endpoint: flags.endpoint,
       region: flags.region,
@@ -164,7 +167,8 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
     const several = (flags.databases?.length ?? 0) > 1 || flags.databaseUrl.length > 1;
     let outcomes: DumpOutcome[];
     try {
-      outcomes = await reported({ ...flags, logger: options.logger }, 'dump', () => dumpMany(options));
+      outcomes = await reported({ ...flags, logger: options.logger }, 'dump', () =>
+        withSshTunnel(sshTunnelOf(flags), flags.databaseUrl, (databaseUrls) => dumpMany({ ...options, databaseUrls }), { signal, logger: options.logger }));
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
       if (flags.json && partial) printJson(partial.map(outcomeJson));

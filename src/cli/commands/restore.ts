@@ -1,13 +1,16 @@
 import type { Command } from 'commander';
 import { restore } from '../../commands/restore.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
+import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
+import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
+import { stderrLogger } from '../../log.ts';
 import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
 /**
  * `pg-backup restore`: restores a backup into an existing database in one transaction (all or nothing); `--json` prints the result.
  */
 export function addRestoreCommand(program: Command, { signal }: CliContext): Command {
-  return storageOptions(identityOption(
+  return sshTunnelOptions(storageOptions(identityOption(
     filterOptions(
       program
         .command('restore')
@@ -23,12 +26,12 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .option('--lock-wait-timeout <duration>', 'how long the restore waits for a lock on the target (an open transaction on a table it replaces) before it fails and rolls back; the blocking sessions are named after 5s', '60s')
         .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string }) => {
-    const result = await restore({
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string }) => {
+    const result = await withSshTunnel(sshTunnelOf(flags), [flags.targetUrl], ([targetUrl]) => restore({
       ...readerOptions(flags, signal),
       from: flags.from,
       backup: flags.backup,
-      targetUrl: flags.targetUrl,
+      targetUrl: targetUrl!,
       clean: flags.clean,
       safetyDump: flags.safetyDump,
       noOwner: !flags.owner,
@@ -36,7 +39,7 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
       maxClockSkew: flags.maxClockSkew,
       lockWaitTimeout: flags.lockWaitTimeout,
       workDir: flags.workDir,
-    });
+    }), { signal, logger: stderrLogger() });
     if (flags.json) printJson(result);
   });
 }
