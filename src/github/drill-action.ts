@@ -7,6 +7,8 @@ import {
 } from './action.ts';
 import { reported } from '../notify/index.ts';
 import { cancelOnSignals } from './cancel.ts';
+import { sshInputs, sshTunnelFromInputs } from './ssh-inputs.ts';
+import { withSshTunnel } from '../postgres/ssh-tunnel.ts';
 import { syncFailureIssue } from './issues.ts';
 import { runPhysicalDrill } from './physical-drill-action.ts';
 import { UsageError } from '../errors.ts';
@@ -42,6 +44,7 @@ export async function run(): Promise<void> {
       'pgbackrest-verify': optional,
       'target-time': optional,
       'log-to': optional,
+      ...sshInputs,
     }, 'drill');
     const issues = issueSettingsFrom(inputs);
     maskSecrets({ databaseUrls: [inputs['target-url']], storage: inputs });
@@ -54,11 +57,14 @@ export async function run(): Promise<void> {
     if (!inputs.from) throw new UsageError('input "from" is required (s3://BUCKET/PREFIX or file:///DIR), or give "pgbackrest-stanza" for a physical drill');
     checkDatabaseUrl(inputs['target-url']);
     const postgresVersions = inputs['postgres-versions'] ? parsePostgresVersions(inputs['postgres-versions']) : undefined;
-    const result = await reported(reporting, 'drill', () => runDrill({
+    if (inputs['ssh-tunnel'] && !inputs['target-url']) throw new UsageError('input "ssh-tunnel" reaches the database of input "target-url": give target-url (a throwaway cluster needs no tunnel)');
+    // The bastion's key and known hosts, written to a private directory removed on every exit.
+    const ssh = await sshTunnelFromInputs(inputs);
+    const result = await reported(reporting, 'drill', () => withSshTunnel(ssh.settings, [inputs['target-url']], ([targetUrl]) => runDrill({
         from: inputs.from!,
         backup: inputs.backup ?? 'latest',
         filter: { service: inputs.service, environment: inputs.environment, database: inputs.database },
-        targetUrl: inputs['target-url'],
+        targetUrl,
         workDir: inputs['work-dir'],
         allowSameOsUser: booleanInput(inputs['allow-same-os-user'], 'allow-same-os-user'),
         jobs: inputs.jobs === undefined ? undefined : Number(inputs.jobs),
@@ -73,7 +79,7 @@ export async function run(): Promise<void> {
         logger: actionLogger,
         signal: cancellation.signal,
         signingKey,
-      }));
+      }), { signal: cancellation.signal, logger: actionLogger })).finally(() => ssh.cleanup());
     const attest = await attestationOutputs(inputs.from!, s3SettingsFrom(inputs), result, actionLogger);
     setOutputs({
       result: result.ok ? 'ok' : 'failed',

@@ -7,6 +7,8 @@ import { UsageError } from '../errors.ts';
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { actionLogger, booleanInput, checkDatabaseUrl, listInput, maskSecrets, optional, protectionFrom, protectionInputs, readInputs, reportingFrom, reportingInputs, required, runAction, s3SettingsFrom, setOutputs, storageInputs } from './action.ts';
 import { cancelOnSignals } from './cancel.ts';
+import { sshInputs, sshTunnelFromInputs } from './ssh-inputs.ts';
+import { withSshTunnel } from '../postgres/ssh-tunnel.ts';
 import { reported } from '../notify/index.ts';
 import { githubHtmlText as h, markdownCodeBlock } from '../text/sinks.ts';
 
@@ -46,6 +48,7 @@ export async function run(): Promise<void> {
       ...storageInputs,
       ...protectionInputs,
       ...reportingInputs,
+      ...sshInputs,
     }, 'dump');
     const databaseUrls = listInput(inputs['database-url'] ?? process.env.DATABASE_URL, 'lines');
     maskSecrets({ databaseUrls, storage: inputs });
@@ -53,9 +56,11 @@ export async function run(): Promise<void> {
     const reporting = { ...reportingFrom(inputs), databases: listInput(inputs.databases), databaseUrl: databaseUrls };
     let outcomes: DumpOutcome[];
     let failure: unknown;
+    // The bastion's key and known hosts, written to a private directory removed on every exit.
+    const ssh = await sshTunnelFromInputs(inputs);
     try {
-      outcomes = await reported(reporting, 'dump', () => dumpMany({
-          databaseUrls,
+      outcomes = await reported(reporting, 'dump', () => withSshTunnel(ssh.settings, databaseUrls, (urls) => dumpMany({
+          databaseUrls: urls,
           databases: listInput(inputs.databases),
           to: inputs.to,
           service: inputs.service,
@@ -85,12 +90,14 @@ export async function run(): Promise<void> {
           ...protectionFrom({ ...s3SettingsFrom(inputs), signal: cancellation.signal }, inputs),
           logger: actionLogger,
           signal: cancellation.signal,
-        }));
+        }), { signal: cancellation.signal, logger: actionLogger }));
     } catch (err) {
       const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
       if (!partial) throw err;
       outcomes = partial;
       failure = err;
+    } finally {
+      await ssh.cleanup();
     }
     const first = outcomes.find((o) => o.result)?.result;
     const m = first?.manifest;
