@@ -35,8 +35,12 @@ async function keygen(file: string): Promise<string> {
   return (await readFile(`${file}.pub`, 'utf8')).trim();
 }
 
-/** Starts sshd in the foreground (`-D -e`); resolves once it logged that it listens. */
-export async function startSshd(): Promise<TestSshd> {
+/**
+ * Starts sshd in the foreground (`-D -e`); resolves once it logged that it listens. With `hosts`,
+ * sshd runs in a mount namespace of its own where that text is /etc/hosts (names the bastion
+ * resolves for its forwards, without DNS and without touching the machine's file).
+ */
+export async function startSshd(options: { hosts?: string } = {}): Promise<TestSshd> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-sshd-'));
   const port = await freePort();
   const user = os.userInfo().username;
@@ -66,7 +70,11 @@ export async function startSshd(): Promise<TestSshd> {
   ].join('\n'));
   // sshd wants its privilege separation directory (Debian: /run/sshd), made by its service otherwise.
   if (process.getuid?.() === 0) await mkdir('/run/sshd', { recursive: true, mode: 0o755 });
-  const child: ChildProcess = spawn('/usr/sbin/sshd', ['-D', '-e', '-f', path.join(dir, 'sshd_config')], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const sshd = ['/usr/sbin/sshd', '-D', '-e', '-f', path.join(dir, 'sshd_config')];
+  if (options.hosts !== undefined) await writeFile(path.join(dir, 'hosts'), options.hosts);
+  // unshare, sh and sshd exec one another: the pid is sshd's.
+  const [cmd, ...args] = options.hosts === undefined ? sshd : ['unshare', '--mount', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', path.join(dir, 'hosts'), ...sshd];
+  const child: ChildProcess = spawn(cmd!, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   await new Promise<void>((resolve, reject) => {

@@ -5,20 +5,15 @@
 // /etc/hosts inside it), so no packet can leave; the real route check in such a namespace; and
 // a PostgreSQL of the test's own that accepts TLS connections only.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile, chmod, chown, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
-import pg from 'pg';
-import { freePort } from '../../src/postgres/cluster.ts';
 import { adminUrl, cli, createDatabase, root, run, s3Env, sql } from '../helpers.ts';
 import { startPgBouncer, type PgBouncer } from '../infra/pgbouncer.ts';
+import { startTlsPostgres, type TlsPostgres } from '../infra/tls-postgres.ts';
 import { tempLocation } from '../infra/temp.ts';
-
-const exec = promisify(execFile);
 
 /** Every file under a file:// location (none after a refused dump). */
 async function filesIn(location: string): Promise<string[]> {
@@ -109,10 +104,20 @@ describe('an IPv6-only host from a machine without an IPv6 route', () => {
       import fs from 'node:fs';
       import { hasRoute } from ${JSON.stringify(path.join(root, 'src/postgres/diagnose.ts'))};
       const sent = () => Number(/Udp6OutDatagrams\\s+(\\d+)/.exec(fs.readFileSync('/proc/net/snmp6', 'utf8'))[1]);
-      const lo = () => Number(fs.readFileSync('/sys/class/net/lo/statistics/tx_packets', 'utf8'));
+      // /proc/net/dev is the namespace's own (sysfs would show the machine's loopback): transmit packets is the 10th number.
+      const lo = () => Number(/^\\s*lo:(.*)$/m.exec(fs.readFileSync('/proc/net/dev', 'utf8'))[1].trim().split(/\\s+/)[9]);
       const before = [sent(), lo()];
       const ok = await hasRoute('2001:db8::10');
-      console.log(JSON.stringify({ ok, datagrams: sent() - before[0], loPackets: lo() - before[1] }));
+      const result = { ok, datagrams: sent() - before[0], loPackets: lo() - before[1] };
+      if (ok) {
+        // The control: one datagram really sent (it stays in this namespace) moves both counters.
+        const dgram = await import('node:dgram');
+        const s = dgram.createSocket('udp6');
+        await new Promise((resolve) => s.send('x', 9, '2001:db8::10', resolve));
+        s.close();
+        result.control = { datagrams: sent() - before[0], loPackets: lo() - before[1] };
+      }
+      console.log(JSON.stringify(result));
     `;
     const noRoute = await run('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, '--input-type=module', '-e', script]);
     assert.equal(noRoute.code, 0, noRoute.stderr);
@@ -120,37 +125,21 @@ describe('an IPv6-only host from a machine without an IPv6 route', () => {
     // A default IPv6 route over loopback, inside the namespace: a packet, if one were sent, would stay in it and be counted.
     const routed = await run('unshare', ['--net', '--', 'sh', '-c', 'ip link set lo up && ip -6 route add default dev lo && exec "$@"', 'sh', process.execPath, '--input-type=module', '-e', script]);
     assert.equal(routed.code, 0, routed.stderr);
-    assert.deepEqual(JSON.parse(routed.stdout), { ok: true, datagrams: 0, loPackets: 0 });
+    const r = JSON.parse(routed.stdout);
+    assert.deepEqual({ ok: r.ok, datagrams: r.datagrams, loPackets: r.loPackets }, { ok: true, datagrams: 0, loPackets: 0 });
+    assert.ok(r.control.datagrams >= 1 && r.control.loPackets >= 1, `the counters see a datagram really sent: ${routed.stdout}`);
   });
 });
 
 describe('a server that accepts TLS connections only (hostssl, hostnossl … reject)', () => {
-  let dir: string;
+  let server: TlsPostgres;
   let port: number;
-  const bin = '/usr/lib/postgresql/15/bin';
-  const asPostgres = (cmd: string, args: string[]) => (process.getuid?.() === 0 ? exec('runuser', ['-u', 'postgres', '--', cmd, ...args]) : exec(cmd, args));
   before(async () => {
-    dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-tls-pg-'));
-    port = await freePort();
-    await exec('bash', [path.join(root, 'test/infra/pg-up.sh')], { env: { ...process.env, D: dir, PG_PORT: String(port), PG_BIN_DIR: bin } });
-    const data = path.join(dir, 'data');
-    await exec('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=localhost', '-keyout', path.join(data, 'server.key'), '-out', path.join(data, 'server.crt')]);
-    await writeFile(path.join(data, 'pg_hba.conf'), 'local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostnossl all all 127.0.0.1/32 reject\n');
-    const owner = await stat(data);
-    for (const f of ['server.key', 'server.crt', 'pg_hba.conf']) await chown(path.join(data, f), owner.uid, owner.gid);
-    await chmod(path.join(data, 'server.key'), 0o600);
-    const client = new pg.Client({ host: '127.0.0.1', port, user: 'postgres', password: 'pgtestpw', database: 'postgres', ssl: false });
-    await client.connect();
-    await client.query('ALTER SYSTEM SET ssl = on');
-    await client.query('SELECT pg_reload_conf()');
-    await client.query('CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 10)');
-    await client.end();
+    server = await startTlsPostgres('localhost');
+    port = server.port;
   });
   after(async () => {
-    if (dir) {
-      await asPostgres(`${bin}/pg_ctl`, ['-D', path.join(dir, 'data'), 'stop', '-m', 'immediate']).catch(() => undefined);
-      await rm(dir, { recursive: true, force: true });
-    }
+    await server?.stop();
   });
 
   it('without sslmode: the server\'s refusal becomes one line naming sslmode=require, nothing written', async () => {

@@ -5,7 +5,7 @@
 // cause; SIGTERM mid-run ends the run. After every run no ssh process is left (found by pid
 // through the run's environment marker).
 import assert from 'node:assert/strict';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,10 +13,11 @@ import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../src/postgres/cluster.ts';
 import { withSshTunnel } from '../../src/postgres/ssh-tunnel.ts';
-import { adminUrl, cli, createDatabase, dbUrl, root, s3Env, sql } from '../helpers.ts';
+import { adminUrl, cli, createDatabase, dbUrl, parseOutputFile, root, run, s3Env, sql } from '../helpers.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { startSshd, type TestSshd } from '../infra/sshd.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
+import { startTlsPostgres, type TlsPostgres } from '../infra/tls-postgres.ts';
 
 async function filesIn(location: string): Promise<string[]> {
   return (await readdir(fileURLToPath(location), { recursive: true, withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name);
@@ -166,5 +167,80 @@ describe('--ssh-tunnel through a real sshd', () => {
       s.once('error', () => resolve(false));
     });
     assert.equal(pidAlive, false);
+  });
+
+  /** Runs an action from its source (src/github/<name>-action.ts) as the runner runs its bundle: inputs as INPUT_<NAME>, outputs to GITHUB_OUTPUT. */
+  async function runActionSource(name: 'dump' | 'drill', inputs: Record<string, string>, tmp: string, extraEnv: Record<string, string> = {}) {
+    const outputFile = path.join(tmp, 'output');
+    await writeFile(outputFile, '');
+    const env: Record<string, string | undefined> = { ...s3Env(), GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: path.join(tmp, 'summary'), DATABASE_URL: undefined, TMPDIR: path.join(tmp, 'tmp'), ...extraEnv };
+    for (const [k, v] of Object.entries(inputs)) env[`INPUT_${k.toUpperCase()}`] = v;
+    await import('node:fs/promises').then((fs) => fs.mkdir(path.join(tmp, 'tmp')));
+    await writeFile(path.join(tmp, 'summary'), '');
+    const r = await run(process.execPath, [path.join(root, 'src/github', `${name}-action.ts`)], { env });
+    return { ...r, outputs: parseOutputFile(await readFile(outputFile, 'utf8')), tmpLeft: await readdir(path.join(tmp, 'tmp')) };
+  }
+
+  it('the dump action with ssh-tunnel, ssh-private-key (content, CRLF, no final newline) and ssh-known-hosts: dumps, masks the key, leaves no key file and no ssh', async () => {
+    const tmp = await tempDir('pgb-ssh-action-');
+    const key = (await readFile(sshd.keyFile, 'utf8')).trim().replace(/\n/g, '\r\n');
+    const to = await tempLocation();
+    const { mark, env } = leftoverMark();
+    const r = await runActionSource('dump', {
+      'database-url': dbUrl(database), to, 'ssh-tunnel': sshd.destination, 'ssh-private-key': key, 'ssh-known-hosts': await readFile(sshd.knownHostsFile, 'utf8'),
+    }, tmp, env);
+    assert.match(r.stdout, /ssh tunnel: 127\.0\.0\.1:\d+ → /);
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.outputs['backup-uri'] ?? '', new RegExp(`^${to}/`));
+    const keyLines = key.split('\r\n').filter((l) => l && !l.startsWith('-----'));
+    for (const line of keyLines) assert.ok(r.stdout.includes(`::add-mask::${line}`), 'every line of the key is masked');
+    const logged = r.stdout.split('\n').filter((l) => !l.startsWith('::add-mask::')).join('\n') + r.stderr;
+    for (const line of keyLines) assert.ok(!logged.includes(line), 'a key line reached the log');
+    assert.deepEqual(r.tmpLeft, [], 'the key file and its directory are removed');
+    assert.deepEqual(await markedProcesses(mark), []);
+  });
+
+  it('the dump action with ssh-tunnel but no ssh-known-hosts: refused in one ::error:: line, nothing written, no key file left', async () => {
+    const tmp = await tempDir('pgb-ssh-action-');
+    const to = await tempLocation();
+    const r = await runActionSource('dump', { 'database-url': dbUrl(database), to, 'ssh-tunnel': sshd.destination, 'ssh-private-key': await readFile(sshd.keyFile, 'utf8') }, tmp);
+    assert.equal(r.code, 2, r.stdout + r.stderr);
+    const errors = r.stdout.split('\n').filter((l) => l.startsWith('::error::'));
+    assert.equal(errors.length, 1, r.stdout);
+    assert.match(errors[0]!, /input "ssh-tunnel" needs input "ssh-known-hosts": the bastion's host key is never trusted on first use/);
+    assert.deepEqual(await filesIn(to), []);
+    assert.deepEqual(r.tmpLeft, []);
+  });
+});
+
+describe('--ssh-tunnel with sslmode=verify-full: the certificate is checked against the URL\'s host name, not the tunnel\'s 127.0.0.1', () => {
+  // The database's name, db.private.test, exists only for the bastion (its own /etc/hosts, in a
+  // mount namespace: 127.0.0.1). pg-backup runs in a mount namespace where the same name is
+  // 127.0.0.2, where nothing listens: were the name used to connect instead of hostaddr, the run
+  // would fail; were 127.0.0.1 used to check the certificate (made for db.private.test), it would too.
+  let sshd: TestSshd;
+  let server: TlsPostgres;
+  before(async () => {
+    server = await startTlsPostgres('db.private.test');
+    sshd = await startSshd({ hosts: '127.0.0.1 localhost db.private.test\n' });
+  });
+  after(async () => {
+    await sshd?.stop();
+    await server?.stop();
+  });
+
+  it('dumps through the tunnel with verify-full (node-postgres and pg_dump alike); no ssh left', async () => {
+    const dir = await tempDir('pgb-ssh-tls-');
+    await writeFile(path.join(dir, 'hosts'), '127.0.0.1 localhost\n127.0.0.2 db.private.test\n');
+    const to = await tempLocation();
+    const { mark, env } = leftoverMark();
+    const r = await run('unshare', ['--mount', '--', 'sh', '-c', 'mount --bind "$0" /etc/hosts && exec "$@"', path.join(dir, 'hosts'),
+      process.execPath, path.join(root, 'bin/pg-backup.js'), 'dump', '--to', to, '--json',
+      '--ssh-tunnel', sshd.destination, '--ssh-private-key-file', sshd.keyFile, '--ssh-known-hosts-file', sshd.knownHostsFile,
+    ], { env: { ...s3Env(), ...env, DATABASE_URL: `postgresql://postgres:pgtestpw@db.private.test:${server.port}/postgres?sslmode=verify-full&sslrootcert=${encodeURIComponent(server.certFile)}` } });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`ssh tunnel: 127\\.0\\.0\\.1:\\d+ → db\\.private\\.test:${server.port}`));
+    assert.deepEqual(JSON.parse(r.stdout).tables.map((t: { table: string; rows: number }) => [t.table, t.rows]), [['t', 10]]);
+    assert.deepEqual(await markedProcesses(mark), []);
   });
 });
