@@ -11,6 +11,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { adminUrl, cli, createDatabase, root, run, s3Env, sql } from '../helpers.ts';
+import { dumpMany } from '../../src/commands/dump-many.ts';
+import { UsageError } from '../../src/errors.ts';
+import { stderrLogger } from '../../src/log.ts';
 import { startPgBouncer, type PgBouncer } from '../infra/pgbouncer.ts';
 import { startTlsPostgres, type TlsPostgres } from '../infra/tls-postgres.ts';
 import { tempLocation } from '../infra/temp.ts';
@@ -96,6 +99,25 @@ describe('an IPv6-only host from a machine without an IPv6 route', () => {
     assert.match(lines[0]!, /cannot reach db\.abcdefghijklmnopqrst\.supabase\.co: it has only IPv6 addresses \(2001:db8::10\) and this machine has no IPv6 route/);
     assert.match(lines[0]!, /host aws-0-<region>\.pooler\.supabase\.com, port 5432, user postgres\.abcdefghijklmnopqrst \(/);
     assert.doesNotMatch(r.stderr, /s3cretpass/);
+    assert.deepEqual(await filesIn(to), []);
+  });
+
+  it('dumpMany asks the injected resolver and route check, and refuses before connecting or writing', async () => {
+    const calls: string[] = [];
+    const to = await tempLocation();
+    // "localhost": were the check skipped, the dump would reach the shared server (and succeed) — never anything off this machine.
+    const url = new URL(adminUrl());
+    url.hostname = 'localhost';
+    await assert.rejects(dumpMany({
+      databaseUrls: [url.href],
+      to,
+      logger: stderrLogger(true),
+      networkProbes: {
+        lookup: async (host) => (calls.push(`lookup ${host}`), [{ address: '2001:db8::10', family: 6 }]),
+        ipv6Route: async (address) => (calls.push(`route ${address}`), false),
+      },
+    }), (err: unknown) => err instanceof UsageError && /^cannot reach localhost: it has only IPv6 addresses \(2001:db8::10\) and this machine has no IPv6 route/.test(err.message));
+    assert.deepEqual(calls, ['lookup localhost', 'route 2001:db8::10']);
     assert.deepEqual(await filesIn(to), []);
   });
 
