@@ -176,7 +176,9 @@ export async function openSshTunnel(settings: SshTunnelSettings, targets: { host
   const unique = [...new Map(targets.map((t) => [`${t.host}:${t.port}`, t])).values()];
   const prefix = await deathSignalPrefix();
   for (let attempt = 1; ; attempt++) {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-ssh-'));
+    // ssh binds the control socket at <path>.<16 random chars>: a Unix socket path must stay under 108 bytes.
+    const base = os.tmpdir().length > 60 ? '/tmp' : os.tmpdir();
+    const dir = await mkdtemp(path.join(base, 'pgb-ssh-'));
     await chmod(dir, 0o700);
     const forwards: SshForward[] = [];
     for (const t of unique) forwards.push({ ...t, localPort: await freePort() });
