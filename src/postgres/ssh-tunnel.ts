@@ -239,17 +239,16 @@ async function startSsh(settings: SshTunnelSettings, d: SshDestination, forwards
     if (child.exitCode !== null || child.signalCode !== null) resolve();
     else child.once('exit', () => resolve());
   });
-  let closed = false;
-  const close = async () => {
-    if (closed) return exited;
-    closed = true;
+  let closing: Promise<void> | undefined;
+  // One closing, whoever asks first (an abort, the end of the run): every caller waits for all of it.
+  const close = () => (closing ??= (async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
     const killer = setTimeout(() => child.kill('SIGKILL'), 5000);
     await exited;
     clearTimeout(killer);
     live.delete(child);
     await rm(dir, { recursive: true, force: true });
-  };
+  })());
   let watcher: FSWatcher | undefined;
   let timer: NodeJS.Timeout | undefined;
   let onAbort: (() => void) | undefined;
@@ -318,6 +317,10 @@ export async function withSshTunnel<T>(settings: SshTunnelSettings | undefined, 
     return e;
   });
   const tunnel = await openSshTunnel(settings, endpoints, options);
+  // A signal ends the tunnel at once: connections through it close, so nothing waits on a
+  // connect timeout before the run can end.
+  const onAbort = () => void tunnel.close();
+  options.signal?.addEventListener('abort', onAbort, { once: true });
   try {
     const rewritten = conns.map((c, i) => throughForward(c, tunnel.forwards.find((f) => f.host === endpoints[i]!.host && f.port === endpoints[i]!.port)!));
     for (const u of rewritten) registerSecret(new URL(u).password);
@@ -332,6 +335,7 @@ export async function withSshTunnel<T>(settings: SshTunnelSettings | undefined, 
       throw err;
     }
   } finally {
+    options.signal?.removeEventListener('abort', onAbort);
     await tunnel.close();
   }
 }
