@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync, rmSync, watch, type FSWatcher } from 'node:fs';
 import { access, chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -86,15 +86,18 @@ export interface SshTunnel {
 /** How long {@link openSshTunnel} waits for the forward to be ready, in ms (ssh's own ConnectTimeout is 15 s). */
 export const TUNNEL_READY_TIMEOUT_MS = 45_000;
 
-/** Live tunnels, ended synchronously if the process exits without closing them (a second signal's process.exit). */
-const live = new Set<ChildProcess>();
+/** Live tunnels and their directories, ended and removed synchronously if the process exits without closing them (a second signal's process.exit). */
+const live = new Map<ChildProcess, string>();
 let exitHook = false;
-function killOnExit(child: ChildProcess): void {
-  live.add(child);
+function killOnExit(child: ChildProcess, dir: string): void {
+  live.set(child, dir);
   if (!exitHook) {
     exitHook = true;
     process.once('exit', () => {
-      for (const c of live) if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+      for (const [c, d] of live) {
+        if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
+        rmSync(d, { recursive: true, force: true });
+      }
     });
   }
 }
@@ -227,7 +230,7 @@ async function startSsh(settings: SshTunnelSettings, d: SshDestination, forwards
   const ssh = options.sshPath ?? 'ssh';
   const [cmd, ...rest] = [...prefix, ssh, ...args];
   const child = spawn(cmd!, rest, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, SSH_AUTH_SOCK: '' } });
-  killOnExit(child);
+  killOnExit(child, dir);
   let stderr = '';
   let channelError: string | undefined;
   child.stderr!.on('data', (chunk: Buffer) => {

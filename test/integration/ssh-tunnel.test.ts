@@ -129,9 +129,10 @@ describe('--ssh-tunnel through a real sshd', () => {
     const port = (silent.address() as net.AddressInfo).port;
     const { mark, env } = leftoverMark();
     const to = await tempLocation();
+    const tmp = await tempDir('pgb-ssh-sig-');
     try {
       const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'dump', '--to', to, ...tunnelArgs(sshd.knownHostsFile)], {
-        env: { ...process.env, ...s3Env(), ...env, DATABASE_URL: `postgresql://postgres:pw@127.0.0.1:${port}/postgres` },
+        env: { ...process.env, ...s3Env(), ...env, TMPDIR: tmp, DATABASE_URL: `postgresql://postgres:pw@127.0.0.1:${port}/postgres` },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
       let stderr = '';
@@ -142,6 +143,7 @@ describe('--ssh-tunnel through a real sshd', () => {
       child.kill('SIGTERM');
       assert.equal(await exit, 143, stderr);
       assert.deepEqual(await markedProcesses(mark), [], 'ssh is left');
+      assert.deepEqual(await readdir(tmp), [], 'the tunnel\'s directory is removed');
       assert.deepEqual(await filesIn(to), []);
     } finally {
       silent.close();
