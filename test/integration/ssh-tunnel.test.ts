@@ -44,7 +44,7 @@ describe('--ssh-tunnel through a real sshd', () => {
   });
   const tunnelArgs = (knownHosts?: string) => ['--ssh-tunnel', sshd.destination, '--ssh-private-key-file', sshd.keyFile, ...(knownHosts ? ['--ssh-known-hosts-file', knownHosts] : [])];
 
-  it('a good key: the dump goes through the tunnel, then a restore does too; no ssh left', async () => {
+  it('a good key: the dump goes through the tunnel, then a restore and a drill --target-url do too; no ssh left', async () => {
     const to = await tempLocation();
     // The database URL names the server as the bastion sees it (here: its own loopback).
     const r = await cliLeavingNothing(['dump', '--to', to, '--json', ...tunnelArgs(sshd.knownHostsFile)], { DATABASE_URL: dbUrl(database) });
@@ -64,6 +64,16 @@ describe('--ssh-tunnel through a real sshd', () => {
       assert.deepEqual(await sql(target, 'SELECT count(*)::int AS n FROM customers'), [{ n: Number(direct[0]!.n) }]);
     } finally {
       await sql('postgres', `DROP DATABASE IF EXISTS "${target}" WITH (FORCE)`);
+    }
+    // A drill into a database behind the bastion (--target-url).
+    const drillTarget = await createDatabase('ssh_drill', false);
+    try {
+      const drilled = await cliLeavingNothing(['drill', '--from', to, '--backup', manifest.backupUri.replace(`${to}/`, ''), '--target-url', dbUrl(drillTarget), '--json', ...tunnelArgs(sshd.knownHostsFile)]);
+      assert.equal(drilled.code, 0, drilled.stderr);
+      assert.equal(JSON.parse(drilled.stdout).ok, true);
+      assert.match(drilled.stderr, /ssh tunnel: 127\.0\.0\.1:\d+ →/);
+    } finally {
+      await sql('postgres', `DROP DATABASE IF EXISTS "${drillTarget}" WITH (FORCE)`);
     }
   });
 
