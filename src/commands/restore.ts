@@ -24,6 +24,9 @@ import { writeWithBackpressure } from '../postgres/processes.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
+import { requireChecks, runRestoreChecks, type RestoreChecks } from './restore-checks.ts';
+import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
+import { writeFile } from 'node:fs/promises';
 import { formatBytes, formatSeconds } from '../format.ts';
 
 /** Options of {@link restore}. */
@@ -34,6 +37,8 @@ export interface RestoreOptions {
   filter?: BackupFilter;
   /** The database to restore into; it must exist, and be empty unless `clean` is set. */
   targetUrl: string;
+  /** The target as a parsed connection (with its password), in place of parsing `targetUrl` (restore --swap's new database). */
+  targetConnection?: DatabaseConnection;
   /**
    * Consent to restore into a database that is not empty: the backup's objects that exist there
    * are dropped and re-created (`pg_restore --clean --if-exists`), in the same transaction as
@@ -57,6 +62,8 @@ export interface RestoreOptions {
    * rolls back. Bad values are a UsageError.
    */
   lockWaitTimeout?: string;
+  /** What the error of failed checks says about the state left (default: committed, and the way back); restore --swap says the new database is dropped. */
+  checksFailed?: string;
   /**
    * Directory format: where the archive is downloaded first (it needs `archiveSizeBytes`); plain
    * SQL larger than 256 KiB: where it is spooled (private directory) until it matched its
@@ -68,6 +75,14 @@ export interface RestoreOptions {
   ageIdentities?: string[];
   /** With `latest`: a backup stamped later than now + this (`10m`, the default) is passed over (src/backup/clock.ts). */
   maxClockSkew?: string;
+  /**
+   * `--table SCHEMA.TABLE` (repeatable): restore only these tables with what belongs to them
+   * (src/postgres/toc.ts `selectTables`), into a database that may hold other objects. Custom
+   * and directory backups only.
+   */
+  tables?: string[];
+  /** `--schema NAME` (repeatable): every table of these schemas, as `tables` does. */
+  schemas?: string[];
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -82,6 +97,18 @@ export interface RestoreResult {
   replaced: boolean;
   /** The dump of the target taken before it was replaced. */
   safetyDump?: { backupUri: string; manifestUri: string; restoreCommand: string };
+  /** The checks after the restore: row counts against the manifest, sequences (restore-checks.ts). */
+  checks: RestoreChecks;
+  /** With `tables`/`schemas`: what was selected from the TOC. */
+  selection?: {
+    tables: TableName[];
+    /** TOC entries restored (with the session entries). */
+    entries: number;
+    /** Foreign keys not restored: they reference a table outside the selection. */
+    outsideForeignKeys: OutsideForeignKey[];
+    /** Objects outside the selection restored because the target lacked them. */
+    prerequisites: string[];
+  };
 }
 
 const PARTY: Record<FaultParty, string> = { target: 'the target database', archive: 'the backup archive', storage: 'the storage' };
@@ -134,11 +161,17 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const lockWaitMs = parseDuration(options.lockWaitTimeout ?? '60s', '--lock-wait-timeout');
   if (lockWaitMs < 1000) throw new UsageError(`--lock-wait-timeout ${JSON.stringify(options.lockWaitTimeout)} is too short: give at least 1s (e.g. 30s, 2m)`);
   const storage = openStorage(options.from, options.s3);
-  const target = resolveConnection(options.targetUrl);
+  const target = options.targetConnection ?? resolveConnection(options.targetUrl);
   const backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: clockCheck(new Date(), parseMaxClockSkew(options.maxClockSkew)), warn: (line) => logger.warn(line) });
   const { manifest } = backup;
   const backupUri = storage.uri(backup.objectKey);
   const clean = options.clean === true;
+  const wanted = { tables: (options.tables ?? []).map(parseTableName), schemas: (options.schemas ?? []).map((s) => s.trim()) };
+  if (wanted.schemas.some((s) => !s)) throw new UsageError('--schema needs a schema name (e.g. --schema sales)');
+  const selecting = wanted.tables.length > 0 || wanted.schemas.length > 0;
+  if (selecting && manifest.format === 'plain') {
+    throw new UsageError(`--table/--schema need a custom or directory backup: ${manifest.id} is plain SQL, which has no TOC to pick tables from; restore it whole into an empty database (CREATE DATABASE …) and copy the table from there, or use "pg-backup diff" for rows`);
+  }
   const noOwner = options.noOwner === true || manifest.options?.noOwner === true;
 
   const client = await connect(target, 'pg-backup restore');
@@ -153,7 +186,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await client.end().catch(() => undefined);
     throw err;
   }
-  if (contents && !clean) {
+  if (contents && !clean && !selecting) {
     await client.end().catch(() => undefined);
     throw new UsageError(`target ${target.display} is not empty: it holds ${contents.description}; restore into an empty database (CREATE DATABASE …), or pass --clean to replace the backup's objects there (the target is dumped first)`);
   }
@@ -178,11 +211,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
     // 1. The archive's TOC, and the checks against the target.
     let toc: TocEntry[] | undefined;
+    let tocText: string | undefined;
     let localArchive: string | undefined;
     let sizeBytes = 0;
     if (manifest.format === 'custom') {
       const [part] = storedParts(backup);
-      toc = parseToc(await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal));
+      tocText = await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal);
+      toc = parseToc(tocText);
     } else if (manifest.format === 'directory') {
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
       logger.info(`downloading ${backupUri} into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
@@ -193,16 +228,37 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       localArchive = local.path;
       sizeBytes = local.sizeBytes;
-      const listed = await execa(bins.pgRestore.path, ['--list', local.path], { reject: false, maxBuffer: 256 * 1024 * 1024 });
+      const listed = await execa(bins.pgRestore.path, ['--list', '--verbose', local.path], { reject: false, maxBuffer: 256 * 1024 * 1024 });
       if (listed.exitCode !== 0) throw new RestoreFailedError('archive', target.display, classifyRestoreFailure('pg_restore', listed.stderr, `exit code ${listed.exitCode}`).reason, 'refused');
+      tocText = listed.stdout;
       toc = parseToc(listed.stdout);
     }
-    const tables = [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
+    // --table/--schema: the selected entries become the TOC restored (a `-L` list).
+    let selection: TocSelection | undefined;
+    if (selecting) {
+      selection = await selectTables(parseTocWithDependencies(tocText ?? ''), wanted, (entries) => targetHas(client, entries));
+      const existing = clean ? [] : await existingRelations(client, selection);
+      if (existing.length) {
+        await client.end().catch(() => undefined);
+        throw new UsageError(`target ${target.display} already has ${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ` and ${existing.length - 5} more` : ''}: pass --clean to replace ${existing.length > 1 ? 'them' : 'it'} (the target is dumped first), or restore into another database`);
+      }
+      toc = selection.entries;
+      for (const fk of selection.outsideForeignKeys) {
+        logger.warn(`foreign key ${fk.constraint} of ${fk.table} references ${fk.references.join(', ')}, which ${fk.references.length > 1 ? 'are' : 'is'} not selected: it is not restored (add --table ${fk.references[0]} to restore it with its key, or re-create it by hand)`);
+      }
+      if (selection.prerequisites.length) logger.info(`also restored, because the target lacks them: ${selection.prerequisites.join(', ')}`);
+      logger.info(`selected from the TOC: ${selection.tables.map((t) => `${t.schema}.${t.table}`).join(', ')} (${selection.entries.length} entries with their indexes, constraints, triggers, sequences, comments and grants)`);
+      scratch ??= await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
+      const listFile = path.join(scratch, 'selected.list');
+      await writeFile(listFile, tocList(selection.entries), { mode: 0o600 });
+      args.push('--use-list', listFile);
+    }
+    const tables = selection ? selection.tables : [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
     const { problems, warnings } = await preflightRestore(client, { toc, tables, clean, noOwner });
     await client.end().catch(() => undefined);
     for (const w of warnings) logger.warn(w);
     if (problems.length) throw new RestoreFailedError('target', target.display, problems.join('; '), 'refused');
-    logger.info(`target ${target.display}: ${contents ? `holds ${contents.description}; --clean replaces the backup's objects` : 'empty'}; checks passed (owners, rights${clean ? ', dependencies' : ''}${toc ? ', lock table' : ''})`);
+    logger.info(`target ${target.display}: ${contents ? `holds ${contents.description}; ${selecting ? (clean ? '--clean replaces the selected objects' : 'the selected objects are not there') : "--clean replaces the backup's objects"}` : 'empty'}; checks passed (owners, rights${clean ? ', dependencies' : ''}${toc ? ', lock table' : ''})`);
 
     // 2. The safety dump.
     let safety: RestoreResult['safetyDump'];
@@ -261,8 +317,23 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       await watch?.stop();
     }
     const durationMs = Date.now() - started;
-    logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
-    return { backupUri, target: target.display, durationMs, sizeBytes, replaced: contents !== undefined, safetyDump: safety };
+    logger.info(`restored ${selection ? selection.tables.map((t) => `${t.schema}.${t.table}`).join(', ') : manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
+
+    // 4. The checks, after the commit (restore-checks.ts says why not before).
+    const checks = await runRestoreChecks(target, manifest, { tables: selection?.tables, logger, signal: options.signal });
+    const result: RestoreResult = {
+      backupUri,
+      target: target.display,
+      durationMs,
+      sizeBytes,
+      replaced: contents !== undefined,
+      safetyDump: safety,
+      checks,
+      ...(selection ? { selection: { tables: selection.tables, entries: selection.entries.length, outsideForeignKeys: selection.outsideForeignKeys, prerequisites: selection.prerequisites } } : {}),
+    };
+    const back = safety ? `the restore is committed: to go back to the target as it was, ${safety.restoreCommand}` : 'the restore is committed: inspect the tables named, and restore another backup if the data is wrong';
+    requireChecks(checks, `restore into ${target.display}`, options.checksFailed ?? back, result);
+    return result;
   } finally {
     await client.end().catch(() => undefined);
     if (scratch) await rm(scratch, { recursive: true, force: true });
@@ -565,7 +636,7 @@ async function readStreamedToc(storage: Storage, part: StoredPart, pgRestore: Pg
   };
   const decrypt = part.encrypted ? startDecrypt(identities!) : undefined;
   const codec = await startCodec(part.compression, 'decompress', signal);
-  const child = execa(pgRestore.path, ['--list'], { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false, cancelSignal: signal, forceKillAfterDelay: 2_000, maxBuffer: 256 * 1024 * 1024 });
+  const child = execa(pgRestore.path, ['--list', '--verbose'], { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false, cancelSignal: signal, forceKillAfterDelay: 2_000, maxBuffer: 256 * 1024 * 1024 });
   child.stdin!.on('error', () => undefined);
   codec.stream.on('error', () => undefined);
   decrypt?.stream.on('error', () => undefined);
