@@ -268,7 +268,8 @@ export async function restoreSwap(options: SwapOptions): Promise<SwapResult> {
       `ALTER DATABASE ${q(previous)} RENAME TO ${q(live.database)};`,
     ].join('\n');
     logger.info(`switched: ${live.database} is now the restored backup; the old database is ${previous} (kept: drop it yourself once you no longer need it)`);
-    logger.info(`to swap back:\n${swapBackSql}`);
+    logger.info('to swap back, run this SQL:');
+    for (const line of swapBackSql.split('\n')) logger.info(`  ${line}`);
     return { live: live.database, previous, restoredAs, restore: restored, carried, notCarried, terminated, swapBackSql };
   } finally {
     await admin.end().catch(() => undefined);

@@ -1,0 +1,138 @@
+// restore --table / --schema on a real server: the selected tables come with their index,
+// constraints, trigger (and its function when the target lacks it), sequences with their
+// values, comment, grant and RLS policy, and nothing else; a foreign key to a table outside the
+// selection is named; a table missing from the backup is a usage error; --clean replaces only
+// the selected table; and the row counts after every restore are checked against the manifest.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { cli, createDatabase, dbUrl, dumpWithCli, sql } from '../helpers.ts';
+import { tempLocation } from '../infra/temp.ts';
+import { dropAfter, falsifyRowCount, randomRole, sourceDatabase } from '../restore-selection-fixture.ts';
+
+const tablesOf = async (db: string) =>
+  (await sql<{ t: string }>(db, `SELECT n.nspname || '.' || c.relname AS t FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1`)).map((r) => r.t);
+
+describe('restore --table / --schema', () => {
+  it('one table with its index, FK among the selected, trigger, sequences, comment, grant and policy, and nothing else', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26tab_src', role));
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const target = dbs.add(await createDatabase('h26tab_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'public.orders', '--table', 'public.customers', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.deepEqual(await tablesOf(target), ['public.customers', 'public.orders']);
+    assert.deepEqual(out.selection.outsideForeignKeys, []);
+    assert.deepEqual(out.selection.prerequisites, ['function public.touch()']);
+    assert.equal(out.checks.ok, true);
+    assert.deepEqual(out.checks.tables.map((x: { table: string; expected: number; actual: number }) => [x.table, x.expected, x.actual]), [['customers', 40, 40], ['orders', 300, 300]]);
+    const [facts] = await sql(
+      target,
+      `SELECT (SELECT count(*)::int FROM orders) AS orders,
+              (SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'orders'::regclass AND contype = 'f') AS fks,
+              to_regclass('public.orders_note_idx') IS NOT NULL AS idx,
+              (SELECT count(*)::int FROM pg_trigger WHERE tgrelid = 'orders'::regclass AND tgname = 'orders_touch') AS trg,
+              obj_description('orders'::regclass, 'pg_class') AS comment,
+              has_table_privilege('${role}', 'orders', 'SELECT') AS granted,
+              (SELECT relrowsecurity FROM pg_class WHERE oid = 'orders'::regclass) AS rls,
+              (SELECT count(*)::int FROM pg_policy WHERE polrelid = 'orders'::regclass) AS policies`,
+    );
+    assert.deepEqual(facts, { orders: 300, fks: 1, idx: true, trg: 1, comment: 'every order', granted: true, rls: true, policies: 1 });
+    // The sequences come with their values: the next ids follow the restored rows.
+    const [next] = await sql(target, `INSERT INTO customers (name) VALUES ('new') RETURNING id`);
+    assert.equal(next!.id, 41);
+    const [nextOrder] = await sql(target, `INSERT INTO orders (customer_id, note) VALUES (41, 'new') RETURNING id, touched IS NOT NULL AS touched`);
+    assert.deepEqual(nextOrder, { id: '301', touched: true });
+  });
+
+  it('--schema restores the schema and its tables only', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26sch_src', role));
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const target = dbs.add(await createDatabase('h26sch_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--schema', 'sales', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await tablesOf(target), ['sales.regions', 'sales.targets']);
+    const [c] = await sql(target, `SELECT (SELECT count(*)::int FROM sales.targets) AS n, (SELECT count(*)::int FROM pg_constraint WHERE conrelid = 'sales.targets'::regclass AND contype = 'f') AS fks`);
+    assert.deepEqual(c, { n: 10, fks: 1 });
+    assert.equal(JSON.parse(r.stdout).checks.tables.length, 2);
+  });
+
+  it('a foreign key to a table outside the selection is named (warning and JSON), not silently dropped', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26fk_src', role));
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const target = dbs.add(await createDatabase('h26fk_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'public.orders', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /foreign key orders_customer_id_fkey of public\.orders references public\.customers, which is not selected: it is not restored/);
+    assert.deepEqual(JSON.parse(r.stdout).selection.outsideForeignKeys, [{ table: 'public.orders', constraint: 'orders_customer_id_fkey', references: ['public.customers'] }]);
+    assert.deepEqual(await tablesOf(target), ['public.orders']);
+  });
+
+  it('a table missing from the backup: exit 2, one line naming it, nothing restored', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26miss_src', role));
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const target = dbs.add(await createDatabase('h26miss_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'public.invoices']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+    assert.match(r.stderr, /table public\.invoices is not in the backup \(it holds 5 tables: public\.audit, public\.customers, public\.orders/);
+    assert.deepEqual(await tablesOf(target), []);
+    const bad = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'orders']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--table "orders" is not SCHEMA\.TABLE/);
+  });
+
+  it('without --clean a table that exists is refused (exit 2); --clean replaces only that table, after a safety dump', { timeout: 240_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26cl_src', role));
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    // The live database: the same tables, later changed: audit lost rows, customers gained one.
+    const live = dbs.add(await sourceDatabase('h26cl_live', role));
+    await sql(live, `DELETE FROM audit WHERE id > 5; INSERT INTO customers (name) VALUES ('live only'); UPDATE orders SET note = 'live' WHERE id <= 10`);
+    const before = await sql(live, `SELECT (SELECT count(*)::int FROM customers) AS customers, (SELECT count(*)::int FROM orders WHERE note = 'live') AS live_orders`);
+    const refused = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(live), '--table', 'public.audit']);
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /already has public\.audit, public\.audit_id_seq: pass --clean to replace them/);
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(live), '--table', 'public.audit', '--clean', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const out = JSON.parse(r.stdout);
+    assert.ok(out.safetyDump?.backupUri, 'the target was dumped first');
+    assert.equal((await sql(live, 'SELECT count(*)::int AS n FROM audit'))[0]!.n, 25);
+    assert.deepEqual(await sql(live, `SELECT (SELECT count(*)::int FROM customers) AS customers, (SELECT count(*)::int FROM orders WHERE note = 'live') AS live_orders`), before);
+    assert.equal((await sql(live, `SELECT nextval('audit_id_seq')::int AS n`))[0]!.n, 26);
+  });
+
+  it('row counts that differ from the manifest after a restore: exit 1 naming the table, the checks in --json', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26cnt_src', role));
+    const to = await tempLocation();
+    const { manifestKey } = await dumpWithCli(source, to);
+    await falsifyRowCount(to, manifestKey, 'public', 'orders', 299);
+    const target = dbs.add(await createDatabase('h26cnt_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /the checks after the restore failed: row count of public\.orders is 300, the manifest says 299; the restore is committed/);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.checks.ok, false);
+    assert.deepEqual(out.checks.tables.filter((x: { ok: boolean }) => !x.ok), [{ schema: 'public', table: 'orders', expected: 299, actual: 300, ok: false }]);
+    // --table checks the selected tables only: the same backup restores audit cleanly.
+    const other = dbs.add(await createDatabase('h26cnt_dst2', false));
+    const one = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(other), '--table', 'public.audit']);
+    assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stderr, /row counts: 1\/1 table match the manifest/);
+  });
+});
