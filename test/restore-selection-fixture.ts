@@ -30,11 +30,11 @@ export const SOURCE_SQL = `
   INSERT INTO sales.targets (region, amount) SELECT CASE WHEN g % 2 = 0 THEN 'eu' ELSE 'us' END, g FROM generate_series(1, 10) g;`;
 
 /** A random role, dropped (with what it owns and its grants) after the test; returns its name. */
-export async function randomRole(t: TestContext, databases: () => string[]): Promise<string> {
-  const role = `h26r_${randomBytes(4).toString('hex')}`;
+export async function randomRole(t: TestContext, databases: () => string[] | Promise<string[]>): Promise<string> {
+  const role = `h26rst_${randomBytes(4).toString('hex')}`;
   await sql('postgres', `CREATE ROLE ${role} NOLOGIN`);
   t.after(async () => {
-    for (const db of databases()) await sql(db, `DROP OWNED BY ${role}`).catch(() => undefined);
+    for (const db of await databases()) await sql(db, `DROP OWNED BY ${role}`).catch(() => undefined);
     await sql('postgres', `DROP ROLE IF EXISTS ${role}`);
   });
   return role;

@@ -120,7 +120,7 @@ function settingClause(client: pg.Client, entry: string): string {
 /** Sessions connected to `database`, other than this one. */
 async function liveSessions(admin: pg.Client, database: string): Promise<LiveSession[]> {
   const { rows } = await admin.query<{ pid: number; app: string; addr: string | null; usename: string | null }>(
-    `SELECT pid, application_name AS app, client_addr::text AS addr, usename FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid`,
+    `SELECT pid, application_name AS app, host(client_addr) AS addr, usename FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid() ORDER BY pid`,
     [database],
   );
   return rows.map((r) => ({ pid: r.pid, applicationName: r.app, clientAddr: r.addr ?? 'local', user: r.usename ?? '' }));
