@@ -44,6 +44,12 @@ export interface RestoreChecks {
   privileges?: { ok: boolean; problems: string[] };
   /** Every failure, one line each (empty when `ok`). */
   problems: string[];
+  /**
+   * The row counts taken in the archive as it streamed to pg_restore, before the commit (custom
+   * and directory formats; src/postgres/archive-rows.ts): `counted` false with the reason when
+   * they could not be (plain SQL, an archive compressed inside).
+   */
+  beforeCommit?: { counted: boolean; note: string };
 }
 
 /** Options of {@link runRestoreChecks}. */

@@ -27,6 +27,8 @@ import { dump } from './dump.ts';
 import { requireChecks, runRestoreChecks, type RestoreChecks } from './restore-checks.ts';
 import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
 import { writeFile } from 'node:fs/promises';
+import { ArchiveRowCounter, archiveRowProblems, countDirectoryRows, type ArchiveRowCounts } from '../postgres/archive-rows.ts';
+import { RestoreChecksFailedError } from './restore-checks.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 
 /** Options of {@link restore}. */
@@ -290,8 +292,30 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // The restoring program's session, named so that its lock waits can be watched.
     const appName = `pg-backup-restore-${randomBytes(4).toString('hex')}`;
     const watch = await startLockWatch(target, appName, lockWaitMs, logger);
+    // The rows each restored table must have (the manifest's counts), checked in the archive before the commit.
+    const withoutData = new Set((manifest.tablesWithoutData ?? []).map((t) => `${t.schema}\u0000${t.table}`));
+    const selectedKeys = selection ? new Set(selection.tables.map((t) => `${t.schema}\u0000${t.table}`)) : undefined;
+    const expectedRows = manifest.tables.filter((t) => (!selectedKeys || selectedKeys.has(`${t.schema}\u0000${t.table}`)) && !withoutData.has(`${t.schema}\u0000${t.table}`));
+    let beforeCommit: { counted: boolean; note: string } = { counted: false, note: 'plain SQL: the rows are counted after the commit only' };
+    const rowVerdict = (counts: ArchiveRowCounts | { unsupported: string }): string[] => {
+      if ('unsupported' in counts) {
+        beforeCommit = { counted: false, note: `the archive's rows could not be counted before the commit (${counts.unsupported}): counted after it only` };
+        logger.warn(beforeCommit.note);
+        return [];
+      }
+      const { problems } = archiveRowProblems(counts, expectedRows);
+      beforeCommit = { counted: true, note: problems.length ? `the archive's rows differ from the manifest: nothing was committed` : `the archive's rows of ${expectedRows.length} table${expectedRows.length === 1 ? '' : 's'} match the manifest (counted before the commit)` };
+      return problems;
+    };
+    const rolledBack = (problems: string[], phase: string) =>
+      new RestoreChecksFailedError(
+        `restore into ${target.display}: the checks before the commit failed: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}; ${phase}, ${target.display} is as it was (the manifest and the archive disagree: take another backup, or run pg-backup verify on this one)`,
+        { backupUri, target: target.display, checks: { ok: false, beforeCommit, problems } },
+      );
     try {
       if (localArchive) {
+        const problems = rowVerdict(await countDirectoryRows(localArchive, toc ?? []));
+        if (problems.length) throw rolledBack(problems, 'nothing was restored');
         const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal, appName);
         await program.done.catch((err: unknown) => {
           throw new RestoreFailedError(program.fault()?.party ?? 'target', target.display, program.fault()?.reason ?? messageOf(err), 'rolled back');
@@ -299,7 +323,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       } else if (manifest.format === 'plain') {
         sizeBytes = await streamPlainRestore(storage, storedParts(backup)[0]!, bins, target, identities, options.signal, appName, options.workDir);
       } else {
-        sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName);
+        let rowProblems: string[] = [];
+        sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName, (counts) => {
+          rowProblems = rowVerdict(counts);
+          return rowProblems.length === 0;
+        }).catch((err: unknown) => {
+          throw rowProblems.length ? rolledBack(rowProblems, 'pg_restore was stopped before its commit and the server rolled back') : err;
+        });
       }
     } catch (err) {
       const waited = watch?.timedOut();
@@ -320,7 +350,8 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     logger.info(`restored ${selection ? selection.tables.map((t) => `${t.schema}.${t.table}`).join(', ') : manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
 
     // 4. The checks, after the commit (restore-checks.ts says why not before).
-    const checks = await runRestoreChecks(target, manifest, { tables: selection?.tables, logger, signal: options.signal });
+    if (beforeCommit.counted) logger.info(beforeCommit.note);
+    const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, logger, signal: options.signal })), beforeCommit };
     const result: RestoreResult = {
       backupUri,
       target: target.display,
@@ -428,6 +459,7 @@ async function streamRestore(
   identities: string[] | undefined,
   signal: AbortSignal | undefined,
   appName: string,
+  rowsMatch?: (counts: ArchiveRowCounts | { unsupported: string }) => boolean,
 ): Promise<number> {
   let resolveVerdict!: (v: { sizeBytes: number; sha256?: string; error?: string }) => void;
   const verdict = new Promise<{ sizeBytes: number; sha256?: string; error?: string }>((resolve) => (resolveVerdict = resolve));
@@ -475,7 +507,8 @@ async function streamRestore(
     () => {
       program = startRestoreProgram(format, bins, target, args, undefined, signal, appName);
       const p = program;
-      const stream = holdBack(p, () => sinkCheck);
+      const counter = rowsMatch && new ArchiveRowCounter();
+      const stream = holdBack(p, async () => (await sinkCheck) && (!counter || rowsMatch!(counter.finish())), counter ? (chunk) => counter.push(chunk) : undefined);
       return { stream, done: p.done } satisfies ArchiveSink;
     },
     signal,
@@ -508,7 +541,7 @@ async function streamRestore(
  * end, it stops the program before its input closes, so nothing cut off is committed. A dead
  * program's stdin is drained, never waited on.
  */
-function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Writable {
+function holdBack(program: RestoreProgram, release: () => Promise<boolean>, observe?: (chunk: Buffer) => void): Writable {
   const inner = program.stdin;
   const held: Buffer[] = [];
   let heldBytes = 0;
@@ -519,6 +552,7 @@ function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Wri
   const forward = (buf: Buffer) => (dead ? Promise.resolve() : writeWithBackpressure(inner, buf));
   return new Writable({
     write(chunk: Buffer, _enc, callback) {
+      observe?.(chunk);
       held.push(chunk);
       heldBytes += chunk.length;
       void (async () => {

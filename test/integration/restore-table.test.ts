@@ -115,7 +115,7 @@ describe('restore --table / --schema', () => {
     assert.equal((await sql(live, `SELECT nextval('audit_id_seq')::int AS n`))[0]!.n, 26);
   });
 
-  it('row counts that differ from the manifest after a restore: exit 1 naming the table, the checks in --json', { timeout: 180_000 }, async (t) => {
+  it('row counts in the archive that differ from the manifest: exit 1 before the commit, the target untouched, the checks in --json', { timeout: 180_000 }, async (t) => {
     const dbs = dropAfter(t);
     const role = await randomRole(t, dbs.all);
     const source = dbs.add(await sourceDatabase('h26cnt_src', role));
@@ -125,14 +125,50 @@ describe('restore --table / --schema', () => {
     const target = dbs.add(await createDatabase('h26cnt_dst', false));
     const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--json']);
     assert.equal(r.code, 1, r.stderr);
-    assert.match(r.stderr, /the checks after the restore failed: row count of public\.orders is 300, the manifest says 299; the restore is committed/);
+    assert.match(r.stderr, /the checks before the commit failed: row count of public\.orders in the archive is 300, the manifest says 299; pg_restore was stopped before its commit and the server rolled back/);
     const out = JSON.parse(r.stdout);
     assert.equal(out.checks.ok, false);
-    assert.deepEqual(out.checks.tables.filter((x: { ok: boolean }) => !x.ok), [{ schema: 'public', table: 'orders', expected: 299, actual: 300, ok: false }]);
-    // --table checks the selected tables only: the same backup restores audit cleanly.
+    assert.deepEqual(out.checks.beforeCommit, { counted: true, note: "the archive's rows differ from the manifest: nothing was committed" });
+    assert.deepEqual(await tablesOf(target), [], 'rolled back: nothing of the backup is in the target');
+    // --table checks the selected tables only: the same backup restores audit, counted before the commit.
     const other = dbs.add(await createDatabase('h26cnt_dst2', false));
     const one = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(other), '--table', 'public.audit']);
     assert.equal(one.code, 0, one.stderr);
+    assert.match(one.stderr, /the archive's rows of 1 table match the manifest \(counted before the commit\)/);
     assert.match(one.stderr, /row counts: 1\/1 table match the manifest/);
+  });
+
+  it('directory format: a row count that differs is found before anything is restored', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26dir_src', role));
+    const to = await tempLocation();
+    const { manifestKey } = await dumpWithCli(source, to, ['--format', 'directory']);
+    const target = dbs.add(await createDatabase('h26dir_dst', false));
+    const ok = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'public.customers']);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stderr, /the archive's rows of 1 table match the manifest \(counted before the commit\)/);
+    await falsifyRowCount(to, manifestKey, 'public', 'audit', 26);
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'public.audit']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /row count of public\.audit in the archive is 25, the manifest says 26; nothing was restored/);
+    assert.deepEqual(await tablesOf(target), ['public.customers']);
+  });
+
+  it('plain SQL: the rows are counted after the commit; a mismatch exits 1 and says the restore is committed', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26pl_src', role));
+    const to = await tempLocation();
+    const { manifestKey } = await dumpWithCli(source, to, ['--format', 'plain']);
+    await falsifyRowCount(to, manifestKey, 'public', 'orders', 301);
+    const target = dbs.add(await createDatabase('h26pl_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--json']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /the checks after the restore failed: row count of public\.orders is 300, the manifest says 301; the restore is committed/);
+    assert.equal(JSON.parse(r.stdout).checks.tables.find((x: { table: string }) => x.table === 'orders').actual, 300);
+    const refused = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', 'public.orders']);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /--table\/--schema need a custom or directory backup: .* is plain SQL, which has no TOC/);
   });
 });
