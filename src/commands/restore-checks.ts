@@ -9,12 +9,14 @@ import { countRowsInParallel, sequencesBehind, withClient } from './drill-checks
 // those tables against their columns. The drill runs the same counts (drill-checks.ts), which
 // this module reuses.
 //
-// When they run: after pg_restore (or psql) has committed. pg_restore --single-transaction opens
-// and commits its own transaction on its own connection; pg-backup has no statement in it, so a
-// check inside it would mean replaying pg_restore's SQL output through psql (restricted mode,
-// pg_dump's \restrict lines) — not done. So a mismatch after an in-place restore is reported
-// (exit 1) with the way back (the safety dump), and `restore --swap` drops its new database
-// instead of switching to it.
+// When they run. pg_restore --single-transaction opens and commits its own transaction on its
+// own connection, and pg-backup has no statement in it. So the row counts are taken twice: in the
+// archive before the commit (restore.ts, src/postgres/archive-rows.ts: a custom archive's rows as
+// it streams to pg_restore, checked when the held-back tail would be released, a directory
+// archive's files before pg_restore starts), where a mismatch stops pg_restore and the server
+// rolls back — nothing changed; and in the restored database after the commit (this module),
+// which also covers plain SQL (counted after the commit only: a mismatch there is reported, exit
+// 1, with the way back) and sequences. restore --swap drops its new database when either fails.
 
 /** One restored table's row count against the manifest's. */
 export interface TableCheck {

@@ -152,8 +152,22 @@ export class RestoreFailedError extends CheckFailedError {
  *    span `--jobs`). Each lock is awaited for at most `lockWaitTimeout` (the blocking sessions
  *    are named after 5 s; target.ts `watchLockWaits`).
  *
+ * 4. **The checks** (restore-checks.ts): the rows of each restored table are counted in the
+ *    archive before the commit (custom: as it streams, checked with the held-back tail; directory:
+ *    its files before pg_restore starts; src/postgres/archive-rows.ts) — a count that differs from
+ *    the manifest stops pg_restore and the server rolls back — and in the target after the
+ *    commit, with the sequences (plain SQL: after the commit only).
+ *
+ * With `tables`/`schemas` (custom and directory only), the TOC is read with its dependencies
+ * and only the selected tables with what belongs to them are restored (`pg_restore --use-list`;
+ * src/postgres/toc.ts `selectTables`): the target may hold other objects, but not the selected
+ * relations unless `clean`; a foreign key to a table outside the selection is left out and
+ * named (a warning and `selection.outsideForeignKeys`).
+ *
  * Whatever fails, the target is left as it was, and the error names the cause: the target
  * (rights, dependencies, existing objects, lock table, disk), the archive, or the storage.
+ * @throws RestoreChecksFailedError (a CheckFailedError, exit 1) when the row counts differ from the manifest:
+ *   before the commit (rolled back), or after it (committed; the message says how to go back).
  * @throws UsageError for bad options, a target that is not empty without `clean`, an older target server.
  * @throws RestoreFailedError (a CheckFailedError) when a check refuses the restore or the restore failed and was rolled back.
  */
