@@ -12,6 +12,7 @@ import { RestoreChecksFailedError } from './restore-checks.ts';
 
 /** Options of {@link restoreSwap}: those of a restore, without `clean` and table selection. */
 export interface SwapOptions extends Omit<RestoreOptions, 'clean' | 'tables' | 'schemas' | 'safetyDump' | 'targetConnection' | 'checksFailed'> {
+  // `privilegesCheck` (from RestoreOptions) checks owners and grants of the new database before the switch.
   /**
    * Other sessions on the live database: end them (`pg_terminate_backend`) and refuse new
    * connections to it during the renames (`ALLOW_CONNECTIONS false`, restored afterwards on the
@@ -217,6 +218,8 @@ export async function restoreSwap(options: SwapOptions): Promise<SwapResult> {
     const target = withDatabase(live, restoredAs);
     let restored: RestoreResult;
     try {
+      // The checks (row counts, sequences; owners and grants through `options.privilegesCheck` when
+      // the manifest has a `privileges` record — HOOK for restore --server's privileges.ts) run in restore().
       restored = await restore({ ...options, targetUrl: target.url, targetConnection: target, checksFailed: `${restoredAs} is dropped and ${live.database} is untouched` });
     } catch (err) {
       await dropNew(err instanceof RestoreChecksFailedError ? 'its checks failed' : 'the restore failed');

@@ -24,7 +24,7 @@ import { writeWithBackpressure } from '../postgres/processes.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
-import { requireChecks, runRestoreChecks, type RestoreChecks } from './restore-checks.ts';
+import { requireChecks, runRestoreChecks, type RestoreCheckOptions, type RestoreChecks } from './restore-checks.ts';
 import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
 import { writeFile } from 'node:fs/promises';
 import { ArchiveRowCounter, archiveRowProblems, countDirectoryRows, type ArchiveRowCounts } from '../postgres/archive-rows.ts';
@@ -64,6 +64,12 @@ export interface RestoreOptions {
    * rolls back. Bad values are a UsageError.
    */
   lockWaitTimeout?: string;
+  /**
+   * HOOK for the manifest's `privileges` record (owners and grants; restore --server's
+   * src/postgres/privileges.ts): passed to the checks after the restore (restore-checks.ts
+   * `RestoreCheckOptions.privileges`); called only when the manifest has that record.
+   */
+  privilegesCheck?: RestoreCheckOptions['privileges'];
   /** What the error of failed checks says about the state left (default: committed, and the way back); restore --swap says the new database is dropped. */
   checksFailed?: string;
   /**
@@ -365,7 +371,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
     // 4. The checks, after the commit (restore-checks.ts says why not before).
     if (beforeCommit.counted) logger.info(beforeCommit.note);
-    const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, logger, signal: options.signal })), beforeCommit };
+    const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, privileges: options.privilegesCheck, logger, signal: options.signal })), beforeCommit };
     const result: RestoreResult = {
       backupUri,
       target: target.display,

@@ -173,12 +173,22 @@ export async function selectTables(toc: TocItem[], want: { tables: TableName[]; 
   }
   const tables = tableEntries.filter((e) => chosen.has(e.dumpId)).map((e) => ({ schema: e.schema!, table: e.name }));
   const selected = new Set(chosen);
+  // The table an entry is on: among the tables it depends on, the one its tag names (`<table>
+  // <name>` for constraints, triggers, policies, defaults, rules; `<table>` for its data), the
+  // longest such name when several fit; else its only table. An FK depends on the table it
+  // references too, and a default on another table's sequence: only their own table counts.
+  const ownTable = (e: TocItem): TocItem | undefined => {
+    const tables = e.deps.map((d) => byId.get(d)).filter((d): d is TocItem => d?.desc === 'TABLE');
+    const named = tables.filter((t) => t.schema === e.schema && (e.name === t.name || e.name.startsWith(`${t.name} `))).sort((a, b) => b.name.length - a.name.length);
+    return named[0] ?? (tables.length === 1 ? tables[0] : undefined);
+  };
   // Everything that belongs to a selected entry, to a fixed point (a sequence's SEQUENCE SET, its ACL…).
   for (let grew = true; grew; ) {
     grew = false;
     for (const e of toc) {
       if (selected.has(e.dumpId) || !BELONGING.has(e.desc)) continue;
-      if (e.deps.some((d) => selected.has(d))) {
+      const own = ownTable(e);
+      if (own ? chosen.has(own.dumpId) : e.deps.some((d) => selected.has(d))) {
         selected.add(e.dumpId);
         grew = true;
       }
@@ -186,15 +196,14 @@ export async function selectTables(toc: TocItem[], want: { tables: TableName[]; 
   }
   // Foreign keys to tables outside the selection: left out, named.
   const outsideForeignKeys: OutsideForeignKey[] = [];
-  const ownTable = (fk: TocItem) => fk.deps.map((d) => byId.get(d)).find((d) => d?.desc === 'TABLE' && chosen.has(d.dumpId));
   for (const e of toc) {
     if (e.desc !== 'FK CONSTRAINT' || !selected.has(e.dumpId)) continue;
+    const table = ownTable(e);
     const outside = e.deps.map((d) => byId.get(d)).filter((d): d is TocItem => d !== undefined && d.desc === 'TABLE' && !chosen.has(d.dumpId));
     // A dependency on a constraint or index of an unselected table (the referenced key) says the same.
     const outsideKeys = e.deps.map((d) => byId.get(d)).filter((d): d is TocItem => d !== undefined && (d.desc === 'CONSTRAINT' || d.desc === 'INDEX') && !selected.has(d.dumpId));
     if (!outside.length && !outsideKeys.length) continue;
     selected.delete(e.dumpId);
-    const table = ownTable(e);
     const tableName = table ? entryName(table) : `${e.schema}.?`;
     const references = outside.length
       ? outside.map(entryName)

@@ -115,6 +115,20 @@ describe('restore --table / --schema', () => {
     assert.equal((await sql(live, `SELECT nextval('audit_id_seq')::int AS n`))[0]!.n, 26);
   });
 
+  it('--clean of a table that another table of the target references: refused before any write, naming that table', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const role = await randomRole(t, dbs.all);
+    const source = dbs.add(await sourceDatabase('h26dep_src', role));
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const live = dbs.add(await sourceDatabase('h26dep_live', role));
+    await sql(live, `INSERT INTO customers (name) VALUES ('live only')`);
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(live), '--table', 'public.customers', '--clean', '--no-safety-dump']);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /restore refused, nothing was changed .*: table public\.orders depends on table public\.customers: --clean drops and re-creates/);
+    assert.equal((await sql(live, 'SELECT count(*)::int AS n FROM customers'))[0]!.n, 41);
+  });
+
   it('row counts in the archive that differ from the manifest: exit 1 before the commit, the target untouched, the checks in --json', { timeout: 180_000 }, async (t) => {
     const dbs = dropAfter(t);
     const role = await randomRole(t, dbs.all);

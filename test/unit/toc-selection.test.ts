@@ -80,6 +80,12 @@ describe('restore --table: the TOC selection', () => {
     assert.ok(ids(s.entries).includes(3203) && ids(s.entries).includes(3365) && ids(s.entries).includes(3368), 'default, OWNED BY and setval of the serial');
   });
 
+  it('the referenced table alone does not bring the foreign key of the table that references it', async () => {
+    const s = await selectTables(toc, { tables: [{ schema: 'public', table: 'a' }], schemas: [] }, none);
+    assert.deepEqual(ids(s.entries).sort((x, y) => x - y), [214, 215, 3203, 3205, 3356, 3361, 3363, 3365, 3368]);
+    assert.deepEqual(s.outsideForeignKeys, []);
+  });
+
   it('a table not in the backup is a UsageError naming it and the tables there', async () => {
     await assert.rejects(selectTables(toc, { tables: [{ schema: 'public', table: 'orders' }], schemas: [] }, none), (err: Error) => err instanceof UsageError && /table public\.orders is not in the backup \(it holds 2 tables: public\.a, public\.we ird\)/.test(err.message));
     await assert.rejects(selectTables(toc, { tables: [], schemas: ['sales'] }, none), /schema sales is not in the backup/);
