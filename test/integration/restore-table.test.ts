@@ -62,6 +62,20 @@ describe('restore --table / --schema', () => {
     assert.equal(JSON.parse(r.stdout).checks.tables.length, 2);
   });
 
+  it('names with spaces, quotes and dots: --table with quoted parts', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const source = dbs.add(await createDatabase('h26odd_src', false));
+    await sql(source, `CREATE SCHEMA "sch ë"; CREATE TABLE "sch ë"."we ""ird"".x" (id serial PRIMARY KEY, v text); INSERT INTO "sch ë"."we ""ird"".x" (v) VALUES ('a'), ('b'); CREATE TABLE "sch ë".other (id int)`);
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const target = dbs.add(await createDatabase('h26odd_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(target), '--table', '"sch ë"."we ""ird"".x"', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(await tablesOf(target), ['sch ë.we "ird".x']);
+    assert.deepEqual(JSON.parse(r.stdout).checks.tables.map((x: { actual: number }) => x.actual), [2]);
+    assert.deepEqual(JSON.parse(r.stdout).selection.prerequisites, ['schema sch ë']);
+  });
+
   it('a foreign key to a table outside the selection is named (warning and JSON), not silently dropped', { timeout: 180_000 }, async (t) => {
     const dbs = dropAfter(t);
     const role = await randomRole(t, dbs.all);
