@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, Writable, pipeline, type Readable } from 'node:stream';
 import { execa } from 'execa';
@@ -24,11 +24,9 @@ import { writeWithBackpressure } from '../postgres/processes.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
-import { requireChecks, runRestoreChecks, type RestoreCheckOptions, type RestoreChecks } from './restore-checks.ts';
+import { RestoreChecksFailedError, requireChecks, runRestoreChecks, type RestoreCheckOptions, type RestoreChecks } from './restore-checks.ts';
 import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
-import { writeFile } from 'node:fs/promises';
 import { ArchiveRowCounter, archiveRowProblems, countDirectoryRows, type ArchiveRowCounts } from '../postgres/archive-rows.ts';
-import { RestoreChecksFailedError } from './restore-checks.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 
 /** Options of {@link restore}. */
@@ -369,7 +367,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     const durationMs = Date.now() - started;
     logger.info(`restored ${selection ? selection.tables.map((t) => `${t.schema}.${t.table}`).join(', ') : manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
 
-    // 4. The checks, after the commit (restore-checks.ts says why not before).
+    // 4. The checks in the restored database (the archive's rows were counted before the commit; restore-checks.ts).
     if (beforeCommit.counted) logger.info(beforeCommit.note);
     const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, privileges: options.privilegesCheck, logger, signal: options.signal })), beforeCommit };
     const result: RestoreResult = {
