@@ -127,4 +127,22 @@ describe('restore --swap', () => {
     assert.doesNotMatch(r.stderr, /pw-/);
     assert.deepEqual(await family(live), [live]);
   });
+
+  it('bad combinations and a live name too long for the stamped names: exit 2, one line, nothing created', { timeout: 60_000 }, async () => {
+    const to = 'file:///nonexistent-h26';
+    const url = dbUrl('app');
+    for (const [args, message] of [
+      [['--swap', '--table', 'public.orders'], /--swap restores the whole backup into a new database and switches: it does not take --clean, --table or --schema/],
+      [['--swap', '--clean'], /it does not take --clean/],
+      [['--terminate-sessions'], /--terminate-sessions goes with --swap/],
+    ] as const) {
+      const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', url, ...args]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+      assert.match(r.stderr, message);
+    }
+    const long = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl('a'.repeat(45)), '--swap']);
+    assert.equal(long.code, 2, long.stderr);
+    assert.match(long.stderr, /--swap names the old database a{45}_before_\d{8}T\d{6}Z, longer than PostgreSQL's 63 bytes: the live database's name may have at most 39 bytes/);
+  });
 });
