@@ -70,7 +70,7 @@ export async function runChecks(target: DatabaseConnection, manifest: Manifest, 
  * @returns one count per table, in no particular order.
  * @throws the first connection's or query's error; `signal.reason` when `signal` aborts (every connection is closed).
  */
-async function countRowsInParallel(target: DatabaseConnection, tables: { schema: string; table: string }[], connections: number, signal?: AbortSignal): Promise<TableRowCount[]> {
+export async function countRowsInParallel(target: DatabaseConnection, tables: { schema: string; table: string }[], connections: number, signal?: AbortSignal): Promise<TableRowCount[]> {
   const queue = [...tables];
   const out: TableRowCount[] = [];
   const worker = () =>
@@ -112,8 +112,9 @@ export async function withClient<T>(target: DatabaseConnection, signal: AbortSig
  * Sequences owned by an integer column (serial or identity) whose next value would collide
  * with existing rows: `last_value` (or, if never called, `last_value - increment`) below the
  * column's max. This is what a data-only restore or a bad `setval` leaves behind (seed 002).
+ * With `tables`, only the sequences owned by a column of one of them.
  */
-async function sequencesBehind(client: pg.Client): Promise<string[]> {
+export async function sequencesBehind(client: pg.Client, tables?: { schema: string; table: string }[]): Promise<string[]> {
   const { rows } = await client.query<{ seq: string; col: string; tbl: string; increment: string }>(
     `SELECT format('%I.%I', sn.nspname, s.relname) AS seq, format('%I', a.attname) AS col, format('%I.%I', tn.nspname, t.relname) AS tbl,
             ps.seqincrement::text AS increment
@@ -125,7 +126,9 @@ async function sequencesBehind(client: pg.Client): Promise<string[]> {
        JOIN pg_namespace tn ON tn.oid = t.relnamespace
        JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
       WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
-        AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)`,
+        AND a.atttypid IN ('int2'::regtype, 'int4'::regtype, 'int8'::regtype)
+        AND ($1::text[] IS NULL OR (tn.nspname, t.relname) IN (SELECT * FROM unnest($1::text[], $2::text[])))`,
+    [tables ? tables.map((t) => t.schema) : null, tables ? tables.map((t) => t.table) : null],
   );
   const behind: string[] = [];
   for (const r of rows) {

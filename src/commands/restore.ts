@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, Writable, pipeline, type Readable } from 'node:stream';
 import { execa } from 'execa';
@@ -24,6 +24,9 @@ import { writeWithBackpressure } from '../postgres/processes.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
+import { RestoreChecksFailedError, requireChecks, runRestoreChecks, type RestoreCheckOptions, type RestoreChecks } from './restore-checks.ts';
+import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
+import { ArchiveRowCounter, archiveRowProblems, countDirectoryRows, type ArchiveRowCounts } from '../postgres/archive-rows.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 
 /** Options of {@link restore}. */
@@ -34,6 +37,8 @@ export interface RestoreOptions {
   filter?: BackupFilter;
   /** The database to restore into; it must exist, and be empty unless `clean` is set. */
   targetUrl: string;
+  /** The target as a parsed connection (with its password), in place of parsing `targetUrl` (restore --swap's new database). */
+  targetConnection?: DatabaseConnection;
   /**
    * Consent to restore into a database that is not empty: the backup's objects that exist there
    * are dropped and re-created (`pg_restore --clean --if-exists`), in the same transaction as
@@ -58,6 +63,14 @@ export interface RestoreOptions {
    */
   lockWaitTimeout?: string;
   /**
+   * HOOK for the manifest's `privileges` record (owners and grants; restore --server's
+   * src/postgres/privileges.ts): passed to the checks after the restore (restore-checks.ts
+   * `RestoreCheckOptions.privileges`); called only when the manifest has that record.
+   */
+  privilegesCheck?: RestoreCheckOptions['privileges'];
+  /** What the error of failed checks says about the state left (default: committed, and the way back); restore --swap says the new database is dropped. */
+  checksFailed?: string;
+  /**
    * Directory format: where the archive is downloaded first (it needs `archiveSizeBytes`); plain
    * SQL larger than 256 KiB: where it is spooled (private directory) until it matched its
    * manifest. Default `PG_BACKUP_WORK_DIR` or the temp dir.
@@ -68,6 +81,14 @@ export interface RestoreOptions {
   ageIdentities?: string[];
   /** With `latest`: a backup stamped later than now + this (`10m`, the default) is passed over (src/backup/clock.ts). */
   maxClockSkew?: string;
+  /**
+   * `--table SCHEMA.TABLE` (repeatable): restore only these tables with what belongs to them
+   * (src/postgres/toc.ts `selectTables`), into a database that may hold other objects. Custom
+   * and directory backups only.
+   */
+  tables?: string[];
+  /** `--schema NAME` (repeatable): every table of these schemas, as `tables` does. */
+  schemas?: string[];
   logger: Logger;
   signal?: AbortSignal;
 }
@@ -82,6 +103,18 @@ export interface RestoreResult {
   replaced: boolean;
   /** The dump of the target taken before it was replaced. */
   safetyDump?: { backupUri: string; manifestUri: string; restoreCommand: string };
+  /** The checks after the restore: row counts against the manifest, sequences (restore-checks.ts). */
+  checks: RestoreChecks;
+  /** With `tables`/`schemas`: what was selected from the TOC. */
+  selection?: {
+    tables: TableName[];
+    /** TOC entries restored (with the session entries). */
+    entries: number;
+    /** Foreign keys not restored: they reference a table outside the selection. */
+    outsideForeignKeys: OutsideForeignKey[];
+    /** Objects outside the selection restored because the target lacked them. */
+    prerequisites: string[];
+  };
 }
 
 const PARTY: Record<FaultParty, string> = { target: 'the target database', archive: 'the backup archive', storage: 'the storage' };
@@ -123,8 +156,22 @@ export class RestoreFailedError extends CheckFailedError {
  *    span `--jobs`). Each lock is awaited for at most `lockWaitTimeout` (the blocking sessions
  *    are named after 5 s; target.ts `watchLockWaits`).
  *
+ * 4. **The checks** (restore-checks.ts): the rows of each restored table are counted in the
+ *    archive before the commit (custom: as it streams, checked with the held-back tail; directory:
+ *    its files before pg_restore starts; src/postgres/archive-rows.ts) — a count that differs from
+ *    the manifest stops pg_restore and the server rolls back — and in the target after the
+ *    commit, with the sequences (plain SQL: after the commit only).
+ *
+ * With `tables`/`schemas` (custom and directory only), the TOC is read with its dependencies
+ * and only the selected tables with what belongs to them are restored (`pg_restore --use-list`;
+ * src/postgres/toc.ts `selectTables`): the target may hold other objects, but not the selected
+ * relations unless `clean`; a foreign key to a table outside the selection is left out and
+ * named (a warning and `selection.outsideForeignKeys`).
+ *
  * Whatever fails, the target is left as it was, and the error names the cause: the target
  * (rights, dependencies, existing objects, lock table, disk), the archive, or the storage.
+ * @throws RestoreChecksFailedError (a CheckFailedError, exit 1) when the row counts differ from the manifest:
+ *   before the commit (rolled back), or after it (committed; the message says how to go back).
  * @throws UsageError for bad options, a target that is not empty without `clean`, an older target server.
  * @throws RestoreFailedError (a CheckFailedError) when a check refuses the restore or the restore failed and was rolled back.
  */
@@ -134,11 +181,17 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const lockWaitMs = parseDuration(options.lockWaitTimeout ?? '60s', '--lock-wait-timeout');
   if (lockWaitMs < 1000) throw new UsageError(`--lock-wait-timeout ${JSON.stringify(options.lockWaitTimeout)} is too short: give at least 1s (e.g. 30s, 2m)`);
   const storage = openStorage(options.from, options.s3);
-  const target = resolveConnection(options.targetUrl);
+  const target = options.targetConnection ?? resolveConnection(options.targetUrl);
   const backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: clockCheck(new Date(), parseMaxClockSkew(options.maxClockSkew)), warn: (line) => logger.warn(line) });
   const { manifest } = backup;
   const backupUri = storage.uri(backup.objectKey);
   const clean = options.clean === true;
+  const wanted = { tables: (options.tables ?? []).map(parseTableName), schemas: (options.schemas ?? []).map((s) => s.trim()) };
+  if (wanted.schemas.some((s) => !s)) throw new UsageError('--schema needs a schema name (e.g. --schema sales)');
+  const selecting = wanted.tables.length > 0 || wanted.schemas.length > 0;
+  if (selecting && manifest.format === 'plain') {
+    throw new UsageError(`--table/--schema need a custom or directory backup: ${manifest.id} is plain SQL, which has no TOC to pick tables from; restore it whole into an empty database (CREATE DATABASE …) and copy the table from there, or use "pg-backup diff" for rows`);
+  }
   const noOwner = options.noOwner === true || manifest.options?.noOwner === true;
 
   const client = await connect(target, 'pg-backup restore');
@@ -153,7 +206,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     await client.end().catch(() => undefined);
     throw err;
   }
-  if (contents && !clean) {
+  if (contents && !clean && !selecting) {
     await client.end().catch(() => undefined);
     throw new UsageError(`target ${target.display} is not empty: it holds ${contents.description}; restore into an empty database (CREATE DATABASE …), or pass --clean to replace the backup's objects there (the target is dumped first)`);
   }
@@ -178,11 +231,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
     // 1. The archive's TOC, and the checks against the target.
     let toc: TocEntry[] | undefined;
+    let tocText: string | undefined;
     let localArchive: string | undefined;
     let sizeBytes = 0;
     if (manifest.format === 'custom') {
       const [part] = storedParts(backup);
-      toc = parseToc(await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal));
+      tocText = await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal);
+      toc = parseToc(tocText);
     } else if (manifest.format === 'directory') {
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
       logger.info(`downloading ${backupUri} into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
@@ -193,16 +248,37 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       localArchive = local.path;
       sizeBytes = local.sizeBytes;
-      const listed = await execa(bins.pgRestore.path, ['--list', local.path], { reject: false, maxBuffer: 256 * 1024 * 1024 });
+      const listed = await execa(bins.pgRestore.path, ['--list', '--verbose', local.path], { reject: false, maxBuffer: 256 * 1024 * 1024 });
       if (listed.exitCode !== 0) throw new RestoreFailedError('archive', target.display, classifyRestoreFailure('pg_restore', listed.stderr, `exit code ${listed.exitCode}`).reason, 'refused');
+      tocText = listed.stdout;
       toc = parseToc(listed.stdout);
     }
-    const tables = [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
+    // --table/--schema: the selected entries become the TOC restored (a `-L` list).
+    let selection: TocSelection | undefined;
+    if (selecting) {
+      selection = await selectTables(parseTocWithDependencies(tocText ?? ''), wanted, (entries) => targetHas(client, entries));
+      const existing = clean ? [] : await existingRelations(client, selection);
+      if (existing.length) {
+        await client.end().catch(() => undefined);
+        throw new UsageError(`target ${target.display} already has ${existing.slice(0, 5).join(', ')}${existing.length > 5 ? ` and ${existing.length - 5} more` : ''}: pass --clean to replace ${existing.length > 1 ? 'them' : 'it'} (the target is dumped first), or restore into another database`);
+      }
+      toc = selection.entries;
+      for (const fk of selection.outsideForeignKeys) {
+        logger.warn(`foreign key ${fk.constraint} of ${fk.table} references ${fk.references.join(', ')}, which ${fk.references.length > 1 ? 'are' : 'is'} not selected: it is not restored (add --table ${fk.references[0]} to restore it with its key, or re-create it by hand)`);
+      }
+      if (selection.prerequisites.length) logger.info(`also restored, because the target lacks them: ${selection.prerequisites.join(', ')}`);
+      logger.info(`selected from the TOC: ${selection.tables.map((t) => `${t.schema}.${t.table}`).join(', ')} (${selection.entries.length} entries with their indexes, constraints, triggers, sequences, comments and grants)`);
+      scratch ??= await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
+      const listFile = path.join(scratch, 'selected.list');
+      await writeFile(listFile, tocList(selection.entries), { mode: 0o600 });
+      args.push('--use-list', listFile);
+    }
+    const tables = selection ? selection.tables : [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
     const { problems, warnings } = await preflightRestore(client, { toc, tables, clean, noOwner });
     await client.end().catch(() => undefined);
     for (const w of warnings) logger.warn(w);
     if (problems.length) throw new RestoreFailedError('target', target.display, problems.join('; '), 'refused');
-    logger.info(`target ${target.display}: ${contents ? `holds ${contents.description}; --clean replaces the backup's objects` : 'empty'}; checks passed (owners, rights${clean ? ', dependencies' : ''}${toc ? ', lock table' : ''})`);
+    logger.info(`target ${target.display}: ${contents ? `holds ${contents.description}; ${selecting ? (clean ? '--clean replaces the selected objects' : 'the selected objects are not there') : "--clean replaces the backup's objects"}` : 'empty'}; checks passed (owners, rights${clean ? ', dependencies' : ''}${toc ? ', lock table' : ''})`);
 
     // 2. The safety dump.
     let safety: RestoreResult['safetyDump'];
@@ -234,8 +310,30 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // The restoring program's session, named so that its lock waits can be watched.
     const appName = `pg-backup-restore-${randomBytes(4).toString('hex')}`;
     const watch = await startLockWatch(target, appName, lockWaitMs, logger);
+    // The rows each restored table must have (the manifest's counts), checked in the archive before the commit.
+    const withoutData = new Set((manifest.tablesWithoutData ?? []).map((t) => `${t.schema}\u0000${t.table}`));
+    const selectedKeys = selection ? new Set(selection.tables.map((t) => `${t.schema}\u0000${t.table}`)) : undefined;
+    const expectedRows = manifest.tables.filter((t) => (!selectedKeys || selectedKeys.has(`${t.schema}\u0000${t.table}`)) && !withoutData.has(`${t.schema}\u0000${t.table}`));
+    let beforeCommit: { counted: boolean; note: string } = { counted: false, note: 'plain SQL: the rows are counted after the commit only' };
+    const rowVerdict = (counts: ArchiveRowCounts | { unsupported: string }): string[] => {
+      if ('unsupported' in counts) {
+        beforeCommit = { counted: false, note: `the archive's rows could not be counted before the commit (${counts.unsupported}): counted after it only` };
+        logger.warn(beforeCommit.note);
+        return [];
+      }
+      const { problems } = archiveRowProblems(counts, expectedRows);
+      beforeCommit = { counted: true, note: problems.length ? `the archive's rows differ from the manifest: nothing was committed` : `the archive's rows of ${expectedRows.length} table${expectedRows.length === 1 ? '' : 's'} match the manifest (counted before the commit)` };
+      return problems;
+    };
+    const rolledBack = (problems: string[], phase: string) =>
+      new RestoreChecksFailedError(
+        `restore into ${target.display}: the checks before the commit failed: ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? ` (and ${problems.length - 5} more)` : ''}; ${phase}, ${target.display} is as it was (the manifest and the archive disagree: take another backup, or run pg-backup verify on this one)`,
+        { backupUri, target: target.display, checks: { ok: false, beforeCommit, problems } },
+      );
     try {
       if (localArchive) {
+        const problems = rowVerdict(await countDirectoryRows(localArchive, toc ?? []));
+        if (problems.length) throw rolledBack(problems, 'nothing was restored');
         const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal, appName);
         await program.done.catch((err: unknown) => {
           throw new RestoreFailedError(program.fault()?.party ?? 'target', target.display, program.fault()?.reason ?? messageOf(err), 'rolled back');
@@ -243,7 +341,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       } else if (manifest.format === 'plain') {
         sizeBytes = await streamPlainRestore(storage, storedParts(backup)[0]!, bins, target, identities, options.signal, appName, options.workDir);
       } else {
-        sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName);
+        let rowProblems: string[] = [];
+        sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName, (counts) => {
+          rowProblems = rowVerdict(counts);
+          return rowProblems.length === 0;
+        }).catch((err: unknown) => {
+          throw rowProblems.length ? rolledBack(rowProblems, 'pg_restore was stopped before its commit and the server rolled back') : err;
+        });
       }
     } catch (err) {
       const waited = watch?.timedOut();
@@ -261,8 +365,24 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       await watch?.stop();
     }
     const durationMs = Date.now() - started;
-    logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
-    return { backupUri, target: target.display, durationMs, sizeBytes, replaced: contents !== undefined, safetyDump: safety };
+    logger.info(`restored ${selection ? selection.tables.map((t) => `${t.schema}.${t.table}`).join(', ') : manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
+
+    // 4. The checks in the restored database (the archive's rows were counted before the commit; restore-checks.ts).
+    if (beforeCommit.counted) logger.info(beforeCommit.note);
+    const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, privileges: options.privilegesCheck, logger, signal: options.signal })), beforeCommit };
+    const result: RestoreResult = {
+      backupUri,
+      target: target.display,
+      durationMs,
+      sizeBytes,
+      replaced: contents !== undefined,
+      safetyDump: safety,
+      checks,
+      ...(selection ? { selection: { tables: selection.tables, entries: selection.entries.length, outsideForeignKeys: selection.outsideForeignKeys, prerequisites: selection.prerequisites } } : {}),
+    };
+    const back = safety ? `the restore is committed: to go back to the target as it was, ${safety.restoreCommand}` : 'the restore is committed: inspect the tables named, and restore another backup if the data is wrong';
+    requireChecks(checks, `restore into ${target.display}`, options.checksFailed ?? back, result);
+    return result;
   } finally {
     await client.end().catch(() => undefined);
     if (scratch) await rm(scratch, { recursive: true, force: true });
@@ -357,6 +477,7 @@ async function streamRestore(
   identities: string[] | undefined,
   signal: AbortSignal | undefined,
   appName: string,
+  rowsMatch?: (counts: ArchiveRowCounts | { unsupported: string }) => boolean,
 ): Promise<number> {
   let resolveVerdict!: (v: { sizeBytes: number; sha256?: string; error?: string }) => void;
   const verdict = new Promise<{ sizeBytes: number; sha256?: string; error?: string }>((resolve) => (resolveVerdict = resolve));
@@ -404,7 +525,8 @@ async function streamRestore(
     () => {
       program = startRestoreProgram(format, bins, target, args, undefined, signal, appName);
       const p = program;
-      const stream = holdBack(p, () => sinkCheck);
+      const counter = rowsMatch && new ArchiveRowCounter();
+      const stream = holdBack(p, async () => (await sinkCheck) && (!counter || rowsMatch!(counter.finish())), counter ? (chunk) => counter.push(chunk) : undefined);
       return { stream, done: p.done } satisfies ArchiveSink;
     },
     signal,
@@ -437,7 +559,7 @@ async function streamRestore(
  * end, it stops the program before its input closes, so nothing cut off is committed. A dead
  * program's stdin is drained, never waited on.
  */
-function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Writable {
+function holdBack(program: RestoreProgram, release: () => Promise<boolean>, observe?: (chunk: Buffer) => void): Writable {
   const inner = program.stdin;
   const held: Buffer[] = [];
   let heldBytes = 0;
@@ -448,6 +570,7 @@ function holdBack(program: RestoreProgram, release: () => Promise<boolean>): Wri
   const forward = (buf: Buffer) => (dead ? Promise.resolve() : writeWithBackpressure(inner, buf));
   return new Writable({
     write(chunk: Buffer, _enc, callback) {
+      observe?.(chunk);
       held.push(chunk);
       heldBytes += chunk.length;
       void (async () => {
@@ -565,7 +688,7 @@ async function readStreamedToc(storage: Storage, part: StoredPart, pgRestore: Pg
   };
   const decrypt = part.encrypted ? startDecrypt(identities!) : undefined;
   const codec = await startCodec(part.compression, 'decompress', signal);
-  const child = execa(pgRestore.path, ['--list'], { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false, cancelSignal: signal, forceKillAfterDelay: 2_000, maxBuffer: 256 * 1024 * 1024 });
+  const child = execa(pgRestore.path, ['--list', '--verbose'], { stdin: 'pipe', stdout: 'pipe', stderr: 'pipe', reject: false, cancelSignal: signal, forceKillAfterDelay: 2_000, maxBuffer: 256 * 1024 * 1024 });
   child.stdin!.on('error', () => undefined);
   codec.stream.on('error', () => undefined);
   decrypt?.stream.on('error', () => undefined);

@@ -1,24 +1,39 @@
 import type { Command } from 'commander';
-import { restore } from '../../commands/restore.ts';
+import { restore, type RestoreResult } from '../../commands/restore.ts';
+import { RestoreChecksFailedError } from '../../commands/restore-checks.ts';
+import { restoreSwap, type SwapResult } from '../../commands/restore-swap.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
 import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 import { stderrLogger } from '../../log.ts';
+import { UsageError } from '../../errors.ts';
 import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 
+/** Commander collector for repeatable options. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
 /**
- * `pg-backup restore`: restores a backup into an existing database in one transaction (all or nothing); `--json` prints the result.
+ * `pg-backup restore`: restores a backup into an existing database in one transaction (all or
+ * nothing), or only some tables (`--table`/`--schema`), or beside the live database and then
+ * switched to it (`--swap`); the row-count checks follow every restore (a mismatch exits 1).
+ * `--json` prints the result (also when the checks failed).
  */
 export function addRestoreCommand(program: Command, { signal }: CliContext): Command {
   return sshTunnelOptions(storageOptions(identityOption(
     filterOptions(
       program
         .command('restore')
-        .description('restore a backup into an existing database, in one transaction: all or nothing (custom streams, no local disk; plain SQL runs only once it matched its manifest, in psql\'s restricted mode)')
+        .description('restore a backup into an existing database, in one transaction: all or nothing (custom streams, no local disk; plain SQL runs only once it matched its manifest, in psql\'s restricted mode); then row counts against the manifest')
         .requiredOption('--from <url>', 's3://BUCKET/PREFIX or file:///DIR')
         .requiredOption('--backup <key>', 'a key or id from "pg-backup list", or latest (with --service/--environment/--database)')
-        .requiredOption('--target-url <url>', 'postgresql://… of the database to restore into (it must exist, and be empty unless --clean)')
-        .option('--clean', 'allow a target that is not empty: drop the backup\'s objects there and re-create them (pg_restore --clean --if-exists), in the same transaction')
+        .requiredOption('--target-url <url>', 'postgresql://… of the database to restore into (it must exist, and be empty unless --clean or --table/--schema); with --swap, the live database')
+        .option('--table <schema.table>', 'restore only this table, with its indexes, constraints, triggers, owned sequences, comments and grants (repeatable; custom or directory backups)', collect, [])
+        .option('--schema <name>', 'restore only the tables of this schema, as --table does (repeatable)', collect, [])
+        .option('--swap', 'restore into a new database <live>_restore_<stamp> on the same server, check it, then rename the live one to <live>_before_<stamp> and the new one to the live name (nothing is dropped)')
+        .option('--terminate-sessions', 'with --swap: end the other sessions on the live database at the switch instead of refusing')
+        .option('--clean', 'allow a target that is not empty: drop the backup\'s objects there (with --table/--schema: only the selected ones) and re-create them (pg_restore --clean --if-exists), in the same transaction')
         .option('--no-safety-dump', 'with --clean: do not dump the target into --from (environment "pre-restore") before replacing its objects')
         .option('--no-owner', 'do not restore object ownership')
         .option('--no-acl', 'do not restore privileges')
@@ -26,20 +41,30 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .option('--lock-wait-timeout <duration>', 'how long the restore waits for a lock on the target (an open transaction on a table it replaces) before it fails and rolls back; the blocking sessions are named after 5s', '60s')
         .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
     ).option('--json', 'print the result as JSON on stdout'),
-  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string }) => {
-    const result = await withSshTunnel(sshTunnelOf(flags), [flags.targetUrl], ([targetUrl]) => restore({
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string }) => {
+    const common = (targetUrl: string) => ({
       ...readerOptions(flags, signal),
       from: flags.from,
       backup: flags.backup,
-      targetUrl: targetUrl!,
-      clean: flags.clean,
-      safetyDump: flags.safetyDump,
+      targetUrl,
       noOwner: !flags.owner,
       noAcl: !flags.acl,
       maxClockSkew: flags.maxClockSkew,
       lockWaitTimeout: flags.lockWaitTimeout,
       workDir: flags.workDir,
-    }), { signal, logger: stderrLogger() });
-    if (flags.json) printJson(result);
+    });
+    if (flags.terminateSessions && !flags.swap) throw new UsageError('--terminate-sessions goes with --swap (it ends the sessions on the live database at the switch)');
+    if (flags.swap && (flags.clean || flags.table.length || flags.schema.length)) {
+      throw new UsageError('--swap restores the whole backup into a new database and switches: it does not take --clean, --table or --schema (restore one table in place with --table, or the whole database with --swap)');
+    }
+    try {
+      const result = await withSshTunnel<RestoreResult | SwapResult>(sshTunnelOf(flags), [flags.targetUrl], ([targetUrl]) => flags.swap
+        ? restoreSwap({ ...common(targetUrl!), terminateSessions: flags.terminateSessions })
+        : restore({ ...common(targetUrl!), clean: flags.clean, safetyDump: flags.safetyDump, tables: flags.table, schemas: flags.schema }), { signal, logger: stderrLogger() });
+      if (flags.json) printJson(result);
+    } catch (err) {
+      if (flags.json && err instanceof RestoreChecksFailedError) printJson(err.result);
+      throw err;
+    }
   });
 }
