@@ -1,5 +1,5 @@
 import type pg from 'pg';
-import type { Readable } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
 import { UsageError, messageOf } from '../errors.ts';
 import type { PgBinary } from './binaries.ts';
 import type { DatabaseConnection } from './connection.ts';
@@ -182,8 +182,13 @@ class LineSource {
   private ended = false;
   private readonly it: AsyncIterator<string>;
   constructor(stream: Readable) {
-    stream.setEncoding('utf8');
-    this.it = stream[Symbol.asyncIterator]() as AsyncIterator<string>;
+    // Read from the start: a program's output not read before it exits is lost (execa ends an
+    // unread stdout with the process), so a small table would look empty. The PassThrough's
+    // buffer bounds what is read ahead; past it, the pipe pauses the program.
+    const through = new PassThrough({ highWaterMark: 256 * 1024 });
+    pipeline(stream, through, () => undefined);
+    through.setEncoding('utf8');
+    this.it = through[Symbol.asyncIterator]() as AsyncIterator<string>;
   }
   /** Makes `lines[i]` the next line; false at the end. */
   async fill(): Promise<boolean> {
