@@ -96,15 +96,19 @@ export interface TableInfo extends TableName {
 
 /**
  * Reads the table's columns, key, triggers and sequence-owning columns.
- * @returns undefined when no such table (or partitioned table) exists.
+ * @returns undefined when no relation of that name exists.
+ * @throws UsageError for a partitioned table (diff its partitions) or a relation that is not a table.
  */
 export async function tableInfo(client: pg.Client, name: TableName): Promise<TableInfo | undefined> {
-  const { rows: rel } = await client.query<{ oid: number }>(
-    `SELECT c.oid::int AS oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')`,
+  const { rows: rel } = await client.query<{ oid: number; relkind: string }>(
+    `SELECT c.oid::int AS oid, c.relkind::text AS relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      WHERE n.nspname = $1 AND c.relname = $2`,
     [name.schema, name.table],
   );
   if (!rel[0]) return undefined;
+  // A partitioned table holds no rows itself: pg_dump dumps (and the manifest counts) each partition.
+  if (rel[0].relkind === 'p') throw new UsageError(`${name.schema}.${name.table} is a partitioned table: its rows live in its partitions, which the backup holds one by one; diff each partition (\\d+ ${name.schema}.${name.table} in psql lists them)`);
+  if (rel[0].relkind !== 'r') throw new UsageError(`${name.schema}.${name.table} is not a table (pg_class.relkind ${rel[0].relkind}: a view, sequence, index or foreign table): diff compares the rows of a table`);
   const oid = rel[0].oid;
   const { rows: columns } = await client.query<{ name: string; type: string; typname: string; generated: string; identity: string }>(
     `SELECT a.attname AS name, format_type(a.atttypid, a.atttypmod) AS type, t.typname, a.attgenerated::text AS generated, a.attidentity::text AS identity

@@ -71,7 +71,7 @@ describe('pg-backup diff', () => {
     assert.match(text.stdout, /^public\.orders: identical to backup \S+ \(500 rows, matched by primary key id\)\n$/);
   });
 
-  it('refuses a table without a key, and tables missing from the backup or from the live database, in one line with exit 2', { timeout: 60_000 }, async () => {
+  it('refuses a table without a key, tables missing from the backup or from the live database, a partitioned table and a view, in one line with exit 2', { timeout: 60_000 }, async () => {
     const nokey = await diffCli(orders.to, orders.url, 'public.nokey');
     assert.equal(nokey.code, 2, nokey.stderr);
     assert.match(nokey.stderr, /^pg-backup: table public\.nokey in \S+ has neither a primary key nor a unique index on NOT NULL columns[^\n]*\n$/);
@@ -82,6 +82,13 @@ describe('pg-backup diff', () => {
     const notLive = await diffCli(orders.to, orders.url, 'public.no_such_table');
     assert.equal(notLive.code, 2, notLive.stderr);
     assert.match(notLive.stderr, /^pg-backup: table public\.no_such_table does not exist in [^\n]*\n$/);
+    await sql(orders.db, "CREATE TABLE public.parted (id int PRIMARY KEY) PARTITION BY RANGE (id); CREATE TABLE public.parted_1 PARTITION OF public.parted FOR VALUES FROM (0) TO (100); CREATE VIEW public.a_view AS SELECT 1 AS id");
+    const parted = await diffCli(orders.to, orders.url, 'public.parted');
+    assert.equal(parted.code, 2, parted.stderr);
+    assert.match(parted.stderr, /^pg-backup: public\.parted is a partitioned table: [^\n]*diff each partition[^\n]*\n$/);
+    const view = await diffCli(orders.to, orders.url, 'public.a_view');
+    assert.equal(view.code, 2, view.stderr);
+    assert.match(view.stderr, /^pg-backup: public\.a_view is not a table /);
     const bad = await diffCli(orders.to, orders.url, 'orders');
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /is not SCHEMA\.TABLE/);
