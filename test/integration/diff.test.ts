@@ -137,6 +137,23 @@ describe('pg-backup diff', () => {
     assert.equal(same.code, 0, same.stderr);
   });
 
+  it('compares a plain SQL backup (restored whole, through restricted psql) and a directory archive the same way', { timeout: 180_000 }, async () => {
+    const db = await createDatabase('diff_formats', false);
+    databases.push(db);
+    await sql(db, ORDERS);
+    const url = dbUrl(db);
+    const plain = await tempLocation();
+    const directory = await tempLocation();
+    await dumpWithCli(db, plain, ['--format', 'plain']);
+    await dumpWithCli(db, directory, ['--format', 'directory']);
+    await sql(db, "DELETE FROM public.orders WHERE id = 42; UPDATE public.orders SET customer = 'x' WHERE id = 43");
+    for (const to of [plain, directory]) {
+      const r = await diffCli(to, url, 'public.orders', ['--json']);
+      assert.equal(r.code, 1, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout).counts, { missing: 1, extra: 0, changed: 1, backupRows: 500, liveRows: 499 });
+    }
+  });
+
   it('matches rows by a composite key', { timeout: 180_000 }, async () => {
     const { db, to, url } = await dumped('diff_composite', `
       CREATE TABLE public.lines (order_id int NOT NULL, line text NOT NULL, qty int, PRIMARY KEY (order_id, line));
