@@ -138,7 +138,7 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
   if (sqlFile) {
     const dir = await stat(path.dirname(sqlFile)).catch(() => undefined);
     if (!dir?.isDirectory()) throw new UsageError(`--sql-file ${options.sqlFile}: the directory ${path.dirname(sqlFile)} does not exist; create it or write the script elsewhere`);
-    if ((await stat(sqlFile).catch(() => undefined))?.isDirectory()) throw new UsageError(`--sql-file ${options.sqlFile} is a directory: give the name of the script to write, e.g. ${path.join(options.sqlFile, 'repair.sql')}`);
+    if ((await stat(sqlFile).catch(() => undefined))?.isDirectory()) throw new UsageError(`--sql-file ${options.sqlFile} is a directory: give the name of the script to write, e.g. ${path.join(sqlFile, 'repair.sql')}`);
   }
   const storage = openStorage(options.from, options.s3);
   const live = resolveConnection(options.targetUrl);
