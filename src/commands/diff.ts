@@ -244,7 +244,11 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
           }
           return writer?.changed(b, changed);
         },
-      }, signal),
+      }, signal, {
+        // The copy has no index (post-data is not restored): its sort runs in memory rather than
+        // in temp files. Only the throwaway cluster's session; the live server's are left alone.
+        backupSettings: "SET work_mem = '256MB'",
+      }),
     );
     result.counts.backupRows = counts.backupRows;
     result.counts.liveRows = counts.liveRows;

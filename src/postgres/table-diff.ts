@@ -291,16 +291,25 @@ export interface CompareCounts {
  * Streams the table from `backup` and `live` (each through `psql -X` with {@link OUTPUT_SETTINGS}
  * and {@link copyQuery}) and merge-joins them by key, calling `sink` for each difference. Memory:
  * one batch of lines per side (a stream chunk), whatever the table's size; psql and the servers
- * wait while this side is behind.
+ * wait while this side is behind. `backupSettings`: more `SET`s for the backup side's session
+ * only (the throwaway cluster's, e.g. a larger `work_mem`); the live session gets none.
  * @throws Error naming the side whose psql failed (a permission, a dropped connection); both psql processes are stopped first.
  */
-export async function compareTables(psql: PgBinary, backup: DatabaseConnection, live: DatabaseConnection, plan: ComparePlan, sink: DiffSink, signal?: AbortSignal): Promise<CompareCounts> {
+export async function compareTables(
+  psql: PgBinary,
+  backup: DatabaseConnection,
+  live: DatabaseConnection,
+  plan: ComparePlan,
+  sink: DiffSink,
+  signal?: AbortSignal,
+  options: { backupSettings?: string } = {},
+): Promise<CompareCounts> {
   const owner = new AbortController();
   const stop = signal ? AbortSignal.any([signal, owner.signal]) : owner.signal;
   const query = copyQuery(plan);
-  const start = (conn: DatabaseConnection) =>
-    runPgProgram(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', OUTPUT_SETTINGS, '-c', query], { connection: conn, signal: stop, stdout: 'pipe' });
-  const sides = [start(backup), start(live)] as const;
+  const start = (conn: DatabaseConnection, extra?: string) =>
+    runPgProgram(psql, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-c', extra ? `${OUTPUT_SETTINGS}; ${extra}` : OUTPUT_SETTINGS, '-c', query], { connection: conn, signal: stop, stdout: 'pipe' });
+  const sides = [start(backup, options.backupSettings), start(live)] as const;
   const [a, b] = sides.map((p) => new LineSource(p.stdout as Readable));
   const k = plan.key.length;
   const order = plan.key.map((x) => x.order);
