@@ -6,7 +6,7 @@
 // standard_conforming_strings off on the server's side), --include-extra and --apply (the safety
 // dump exists, the table equals the backup afterwards).
 import assert from 'node:assert/strict';
-import { readFile, readdir } from 'node:fs/promises';
+import { chmod, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
@@ -135,6 +135,23 @@ describe('pg-backup diff', () => {
     await applyWithPsql(file2, url);
     const same = await diffCli(to, url, 'public.orders');
     assert.equal(same.code, 0, same.stderr);
+  });
+
+  it('refuses a backup that does not match its manifest (exit 2): no script written, nothing left in the work dir', { timeout: 120_000 }, async () => {
+    const { to, url } = await dumped('diff_damaged', ORDERS);
+    const object = (await keysUnder(to)).find((k) => k.endsWith('.dump.zst'))!;
+    const file = path.join(fileURLToPath(to), object);
+    const bytes = await readFile(file);
+    bytes[Math.floor(bytes.length / 2)]! ^= 0xff;
+    await writeFile(file, bytes);
+    const scratch = await tempDir('pgb-diff-');
+    const work = await tempDir('pgb-diff-work-');
+    await chmod(work, 0o755); // the cluster's OS user must reach its directory
+    const r = await diffCli(to, url, 'public.orders', ['--sql-file', path.join(scratch, 'repair.sql'), '--work-dir', work]);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^pg-backup: the backup does not match its manifest: .*sha256/m);
+    assert.deepEqual(await readdir(scratch), []);
+    assert.deepEqual(await readdir(work), []);
   });
 
   it('compares a plain SQL backup (restored whole, through restricted psql) and a directory archive the same way', { timeout: 180_000 }, async () => {
