@@ -10,7 +10,10 @@ import { chmod, readFile, readdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { cli, createDatabase, dbUrl, dumpWithCli, realPgBin, run, sql } from '../helpers.ts';
+import { spawn } from 'node:child_process';
+import pg from 'pg';
+import { cli, createDatabase, dbUrl, dumpWithCli, realPgBin, root, run, sql } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
 
 const databases: string[] = [];
@@ -152,6 +155,41 @@ describe('pg-backup diff', () => {
     assert.match(r.stderr, /^pg-backup: the backup does not match its manifest: .*sha256/m);
     assert.deepEqual(await readdir(scratch), []);
     assert.deepEqual(await readdir(work), []);
+  });
+
+  it('SIGINT while comparing: exit 130, both psql and the throwaway cluster stopped, no script, nothing left in the work dir', { timeout: 120_000 }, async () => {
+    const { to, url } = await dumped('diff_signal', ORDERS);
+    // The live side's COPY waits behind this lock, so the run is surely comparing when the signal comes.
+    const holder = new pg.Client({ connectionString: url });
+    await holder.connect();
+    try {
+      await holder.query('BEGIN');
+      await holder.query('LOCK TABLE public.orders IN ACCESS EXCLUSIVE MODE');
+      const scratch = await tempDir('pgb-diff-');
+      const work = await tempDir('pgb-diff-work-');
+      await chmod(work, 0o755); // the cluster's OS user must reach its directory
+      const { mark, env } = leftoverMark();
+      const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'diff', '--from', to, '--backup', 'latest', '--table', 'public.orders', '--target-url', url, '--sql-file', path.join(scratch, 'repair.sql'), '--work-dir', work], {
+        cwd: root,
+        env: { ...process.env, ...env, DATABASE_URL: undefined } as NodeJS.ProcessEnv,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d) => {
+        stderr += d;
+        if (/^comparing public\.orders/m.test(stderr) && !child.killed) child.kill('SIGINT');
+      });
+      const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      assert.equal(code, 130, stderr);
+      assert.match(stderr, /received SIGINT: cancelling and cleaning up/);
+      assert.match(stderr, /throwaway cluster removed/);
+      assert.deepEqual(await markedProcesses(mark), []);
+      assert.deepEqual(await readdir(scratch), []);
+      assert.deepEqual(await readdir(work), []);
+    } finally {
+      await holder.query('ROLLBACK').catch(() => undefined);
+      await holder.end();
+    }
   });
 
   it('compares a plain SQL backup (restored whole, through restricted psql) and a directory archive the same way', { timeout: 180_000 }, async () => {
