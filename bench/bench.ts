@@ -1,4 +1,4 @@
-// Benchmarks (`npm run bench [-- dump|verify|drill …]`): a ~1 GB database (pgbench plus a table of
+// Benchmarks (`npm run bench [-- dump|verify|drill …]`, or `-- diff`: bench/diff.ts): a ~1 GB database (pgbench plus a table of
 // incompressible-ish text) on a throwaway PostgreSQL, Ceph RGW on loopback, and, per mode,
 // our command against the hand pipeline a strong engineer would write, alternating rounds in one
 // run on the same database and store:
@@ -41,7 +41,13 @@ import { startServices } from '../test/infra/services.ts';
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const modes = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const wanted = new Set(modes.length ? modes : ['dump', 'verify', 'drill']);
-for (const m of wanted) if (!['dump', 'verify', 'drill'].includes(m)) throw new Error(`unknown bench mode ${m}: dump, verify or drill`);
+// `diff` runs on its own table and database (bench/diff.ts).
+if (wanted.has('diff')) {
+  if (wanted.size > 1) throw new Error('run the diff bench on its own: npm run bench -- diff');
+  await import('./diff.ts');
+  process.exit(0);
+}
+for (const m of wanted) if (!['dump', 'verify', 'drill'].includes(m)) throw new Error(`unknown bench mode ${m}: dump, verify, drill or diff`);
 const gb = Number(process.env.BENCH_GB ?? 1);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const jobs = Number(process.env.BENCH_JOBS ?? os.availableParallelism());

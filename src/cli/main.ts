@@ -7,6 +7,7 @@ import { setVerbose } from '../log.ts';
 import { EXIT } from './common.ts';
 import { installConfigFile } from './config.ts';
 import { addDemoCommand } from './commands/demo.ts';
+import { addDiffCommand } from './commands/diff.ts';
 import { addDrillCommand } from './commands/drill.ts';
 import { addDumpCommand } from './commands/dump.ts';
 import { addEvidenceCommand } from './commands/evidence.ts';
@@ -43,6 +44,7 @@ export function buildProgram(signal: AbortSignal, setExitCode: (code: number) =>
   addVerifyCommand(program, context);
   addDrillCommand(program, context);
   addRestoreCommand(program, context);
+  addDiffCommand(program, context);
   addPruneCommand(program, context);
   addLifecycleCommand(program, context);
   addMirrorCommand(program, context);

@@ -393,7 +393,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
  * @returns the local archive (with its problems) and, when the cluster stage ran, the database to restore into.
  * @throws the first stage's error, or `signal.reason` when the signal fired.
  */
-async function downloadWhileClusterStarts(o: {
+export async function downloadWhileClusterStarts(o: {
   download: (signal: AbortSignal) => Promise<LocalArchive>;
   cluster?: (signal: AbortSignal) => Promise<DatabaseConnection>;
   signal?: AbortSignal;
