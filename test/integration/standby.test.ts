@@ -1,0 +1,178 @@
+// Dumping from a hot standby: a PostgreSQL 15 primary started here and its streaming standby
+// (`pg_basebackup -R -c fast`, test/infra/standby-pair.ts) with max_standby_streaming_delay=0 and
+// hot_standby_feedback=off, so replay cancels at once any query whose rows the primary's VACUUM
+// removed. The conflict is made deterministic, not raced: the CLI's pg_dump waits at a gate (a
+// PG_BIN_DIR whose pg_dump is a script that waits for a `go` file) while the dump's snapshot is
+// exported and held; the test updates and vacuums the table on the primary, waits until the
+// standby received (replay paused) or replayed (not paused) that WAL, then lets pg_dump go.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { fakePgBin, openMultipartUploads, root, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { startStandbyPair, type StandbyPair } from '../infra/standby-pair.ts';
+
+const T = { timeout: 120_000 };
+let pair: StandbyPair;
+let pgBin: string;
+const temp: string[] = [];
+
+before(async () => {
+  pair = await startStandbyPair({ max_standby_streaming_delay: '0', max_standby_archive_delay: '0', hot_standby_feedback: 'off' });
+  await pair.primary('postgres', 'CREATE DATABASE app');
+  await pair.primary('app', "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL); INSERT INTO t SELECT g, 'a' FROM generate_series(1, 2000) g");
+  await pair.primary('app', "CREATE ROLE reader LOGIN PASSWORD 'readerpw'; GRANT SELECT ON t TO reader");
+  await pair.caughtUp('replay');
+  // pg_dump waits at the gate named by PGB_TEST_GATE (when set) until the test creates its `go` file.
+  pgBin = await fakePgBin('if [ -n "$PGB_TEST_GATE" ]; then : > "$PGB_TEST_GATE/arrived"; while [ ! -e "$PGB_TEST_GATE/go" ]; do sleep 0.02; done; fi\nexec "$REAL/pg_dump" "$@"');
+  temp.push(pgBin);
+}, { timeout: 180_000 });
+
+after(async () => {
+  await pair?.stop();
+  for (const d of temp) await rm(d, { recursive: true, force: true });
+});
+
+/** The standby's replay state. */
+const replayState = async () => (await pair.standby<{ s: string }>('postgres', 'SELECT pg_get_wal_replay_pause_state() AS s'))[0]!.s;
+const rowsOnStandby = async () => Number((await pair.standby<{ n: string }>('app', 'SELECT count(*) AS n FROM t'))[0]!.n);
+
+/** A gate directory for one dump. */
+async function gate() {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-dumpgate-'));
+  temp.push(dir);
+  return {
+    dir,
+    /** Resolves once pg_dump waits at the gate (the file stays, so this cannot miss it). */
+    async arrived(ms = 60_000) {
+      for (const end = Date.now() + ms; Date.now() < end; await new Promise((r) => setTimeout(r, 20))) {
+        if (await access(path.join(dir, 'arrived')).then(() => true, () => false)) return;
+      }
+      throw new Error('pg_dump did not reach the gate');
+    },
+    release: () => writeFile(path.join(dir, 'go'), ''),
+  };
+}
+
+/** Starts `pg-backup dump --json` as a child process against `url`; `done` resolves with its exit code and output. */
+function startDump(url: string, to: string, gateDir?: string) {
+  const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'dump', '--to', to, '--json'], {
+    cwd: root,
+    env: { ...process.env, ...s3Env(), DATABASE_URL: url, PG_BIN_DIR: pgBin, PGB_TEST_GATE: gateDir ?? '' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d) => (stdout += d));
+  child.stderr.on('data', (d) => (stderr += d));
+  const done = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return { child, done };
+}
+
+/** Deletes and vacuums rows on the primary while the dump's snapshot is held. */
+async function churn(): Promise<void> {
+  await pair.primary('app', "UPDATE t SET v = v || 'x' WHERE id % 2 = 0");
+  await pair.primary('app', 'DELETE FROM t WHERE id > (SELECT max(id) - 100 FROM t)');
+  await pair.primary('app', 'VACUUM t');
+}
+
+describe('dump from a hot standby', () => {
+  it('superuser: replay is paused for the dump (the primary vacuums meanwhile), resumed afterwards, and the manifest records the standby and its replay LSN', T, async () => {
+    const before = await rowsOnStandby();
+    const g = await gate();
+    const to = s3Location('standby-su');
+    const run = startDump(pair.standbyUrl('app'), to, g.dir);
+    await g.arrived();
+    assert.equal(await replayState(), 'paused', 'replay is paused while the snapshot is held');
+    await churn();
+    await pair.caughtUp('receive'); // the standby has the VACUUM's WAL, and does not replay it
+    assert.equal(await rowsOnStandby(), before, 'paused: the deletes are not replayed yet');
+    await g.release();
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = JSON.parse(r.stdout);
+    assert.equal(manifest.tables.find((t: { table: string }) => t.table === 't').rows, before, 'the dump holds the snapshot taken before the deletes');
+    assert.equal(manifest.standby.replayPaused, true);
+    assert.equal(manifest.standby.pausedBy, 'pg-backup');
+    assert.match(manifest.standby.replayLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
+    assert.ok(Date.parse(manifest.standby.lastReplayedAt) > 0);
+    assert.match(r.stderr, /is a hot standby: WAL replay paused for the dump/);
+    assert.match(r.stderr, /WAL replay on .* resumed \(paused .*; the dump holds the data replayed up to [0-9A-F]+\/[0-9A-F]+\)/);
+    // Resumed: the standby replays the deletes.
+    assert.equal(await replayState(), 'not paused');
+    await pair.caughtUp('replay');
+    assert.equal(await rowsOnStandby(), before - 100);
+    assert.ok(!r.stderr.includes('conflict'), r.stderr);
+  });
+
+  it('a dump from the primary has no standby record', T, async () => {
+    const run = startDump(pair.primaryUrl('app'), s3Location('standby-primary'));
+    const r = await run.done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).standby, undefined);
+    assert.ok(!/hot standby/.test(r.stderr), r.stderr);
+  });
+
+  it('a role that may not pause: one warning line naming the bounds, then the conflict fails in one line with the cause and the three fixes; nothing in the bucket', T, async () => {
+    const g = await gate();
+    const to = s3Location('standby-ro');
+    const run = startDump(pair.standbyUrl('app', 'reader', 'readerpw'), to, g.dir);
+    await g.arrived();
+    assert.equal(await replayState(), 'not paused');
+    await churn();
+    await pair.caughtUp('replay'); // replayed: the conflict has ended the dump's snapshot
+    await g.release();
+    const r = await run.done;
+    assert.equal(r.code, 1, r.stderr);
+    const lines = r.stderr.trim().split('\n');
+    const warnings = lines.filter((l) => /is a hot standby and role "reader" may not pause WAL replay/.test(l));
+    assert.equal(warnings.length, 1, r.stderr);
+    assert.match(warnings[0]!, /max_standby_streaming_delay=0 \(max_standby_archive_delay=0\).*hot_standby_feedback=off/);
+    assert.match(warnings[0]!, /GRANT EXECUTE ON FUNCTION pg_catalog\.pg_wal_replay_pause\(\), pg_catalog\.pg_wal_replay_resume\(\) TO "reader";/);
+    assert.ok(lines.indexOf(warnings[0]!) < lines.findIndex((l) => /conflict/.test(l) && !l.includes('may not pause')), 'the warning comes before the failure');
+    const last = lines.at(-1)!;
+    assert.match(last, /the dump was cancelled by a recovery conflict on the hot standby .*SQLSTATE 40001: User query might have needed to see row versions that must be removed/);
+    assert.match(last, /\(1\) .*GRANT EXECUTE ON FUNCTION pg_catalog\.pg_wal_replay_pause\(\), pg_catalog\.pg_wal_replay_resume\(\) TO "reader";/);
+    assert.match(last, /\(2\) set hot_standby_feedback = on .*now off/);
+    assert.match(last, /\(3\) raise max_standby_streaming_delay and max_standby_archive_delay .*now 0 and 0/);
+    assert.ok(!/invalid snapshot|import|pg_dump exited|Connection terminated/i.test(last), `the cause, not a consequence: ${last}`);
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), []);
+  });
+
+  it('SIGTERM mid-dump: the CLI exits 143 and replay is resumed', T, async () => {
+    const g = await gate();
+    const to = s3Location('standby-term');
+    const run = startDump(pair.standbyUrl('app'), to, g.dir);
+    await g.arrived();
+    assert.equal(await replayState(), 'paused');
+    run.child.kill('SIGTERM');
+    const r = await run.done;
+    assert.equal(r.code, 143, r.stderr);
+    assert.match(r.stderr, /WAL replay on .* resumed/);
+    assert.equal(await replayState(), 'not paused');
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), []);
+  });
+
+  it('replay paused by someone else before the dump: left paused, and the manifest says so', T, async () => {
+    await pair.standby('postgres', 'SELECT pg_wal_replay_pause()');
+    try {
+      for (let i = 0; (await replayState()) !== 'paused'; i++) {
+        if (i > 500) throw new Error('replay did not pause');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const r = await startDump(pair.standbyUrl('app'), s3Location('standby-other')).done;
+      assert.equal(r.code, 0, r.stderr);
+      const manifest = JSON.parse(r.stdout);
+      assert.deepEqual({ paused: manifest.standby.replayPaused, by: manifest.standby.pausedBy }, { paused: true, by: 'other' });
+      assert.match(r.stderr, /WAL replay is already paused \(not by this dump\): left as it is/);
+      assert.ok(!/WAL replay on .* resumed/.test(r.stderr), r.stderr);
+      assert.equal(await replayState(), 'paused');
+    } finally {
+      await pair.standby('postgres', 'SELECT pg_wal_replay_resume()');
+    }
+  });
+});
