@@ -57,8 +57,8 @@ async function gate() {
 }
 
 /** Starts `pg-backup dump --json` as a child process against `url`; `done` resolves with its exit code and output. */
-function startDump(url: string, to: string, gateDir?: string) {
-  const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'dump', '--to', to, '--json'], {
+function startDump(url: string, to: string, gateDir?: string, extra: string[] = []) {
+  const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'dump', '--to', to, '--json', ...extra], {
     cwd: root,
     env: { ...process.env, ...s3Env(), DATABASE_URL: url, PG_BIN_DIR: pgBin, PGB_TEST_GATE: gateDir ?? '' },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -113,6 +113,27 @@ describe('dump from a hot standby', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.equal(JSON.parse(r.stdout).standby, undefined);
     assert.ok(!/hot standby/.test(r.stderr), r.stderr);
+  });
+
+  it('directory format with parallel jobs (pg_dump --jobs imports the snapshot on the standby), the schema sidecar and a lock wait timeout, verified at level archive', T, async () => {
+    const r = await startDump(pair.standbyUrl('app'), s3Location('standby-dir'), undefined, ['--format', 'directory', '--jobs', '2', '--schema-sidecar', '--lock-wait-timeout', '10s', '--verify', 'archive']).done;
+    assert.equal(r.code, 0, r.stderr);
+    const manifest = JSON.parse(r.stdout);
+    assert.equal(manifest.format, 'directory');
+    assert.equal(manifest.standby.pausedBy, 'pg-backup');
+    assert.ok(manifest.sidecars.some((s: { kind: string }) => s.kind === 'schema'));
+    assert.equal(manifest.verification.ok, true, JSON.stringify(manifest.verification));
+    assert.equal(await replayState(), 'not paused');
+  });
+
+  it('a role that may not pause, with nothing to conflict: the dump passes with the warning, and the manifest says replay was not paused', T, async () => {
+    const r = await startDump(pair.standbyUrl('app', 'reader', 'readerpw'), s3Location('standby-ro-ok')).done;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr.split('\n').filter((l) => /may not pause WAL replay/.test(l)).length, 1, r.stderr);
+    const { standby } = JSON.parse(r.stdout);
+    assert.equal(standby.replayPaused, false);
+    assert.equal(standby.pausedBy, undefined);
+    assert.match(standby.replayLsn, /^[0-9A-F]+\/[0-9A-F]+$/);
   });
 
   it('a role that may not pause: one warning line naming the bounds, then the conflict fails in one line with the cause and the three fixes; nothing in the bucket', T, async () => {
