@@ -243,6 +243,10 @@ export class Standby {
         await attempt(fresh).catch((err: unknown) => (error = err));
         await fresh.end().catch(() => undefined);
       }
+      if (error !== undefined && /recovery is not in progress/i.test(messageOf(error))) {
+        logger.info(`${label}: ${this.conn.display} left recovery during the dump (promoted): there is no replay to resume`);
+        return;
+      }
       if (error !== undefined) {
         logger.warn(`${label}: WAL replay on the hot standby ${this.conn.display} could NOT be resumed (${messageOf(error)}): it stays paused and the replica falls behind until someone runs SELECT pg_wal_replay_resume(); there`);
         return;

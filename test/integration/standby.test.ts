@@ -163,19 +163,38 @@ describe('dump from a hot standby', () => {
     assert.deepEqual(await openMultipartUploads(to), []);
   });
 
-  it('SIGTERM mid-dump: the CLI exits 143 and replay is resumed', T, async () => {
+  for (const [sig, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+    it(`${sig} mid-dump: the CLI exits ${code} and replay is resumed`, T, async () => {
+      const g = await gate();
+      const to = s3Location('standby-sig');
+      const run = startDump(pair.standbyUrl('app'), to, g.dir);
+      await g.arrived();
+      assert.equal(await replayState(), 'paused');
+      run.child.kill(sig);
+      const r = await run.done;
+      assert.equal(r.code, code, r.stderr);
+      assert.match(r.stderr, /WAL replay on .* resumed/);
+      assert.equal(await replayState(), 'not paused');
+      assert.deepEqual(await s3Keys(to), []);
+      assert.deepEqual(await openMultipartUploads(to), []);
+    });
+  }
+
+  it("the dump's own connection killed while replay is paused: the dump fails and replay is resumed over a new connection", T, async () => {
     const g = await gate();
-    const to = s3Location('standby-term');
+    const to = s3Location('standby-killed');
     const run = startDump(pair.standbyUrl('app'), to, g.dir);
     await g.arrived();
     assert.equal(await replayState(), 'paused');
-    run.child.kill('SIGTERM');
+    const killed = await pair.standby<{ ok: boolean }>('postgres', "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = 'pg-backup dump'");
+    assert.deepEqual(killed.map((k) => k.ok), [true]);
+    await g.release();
     const r = await run.done;
-    assert.equal(r.code, 143, r.stderr);
+    assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /WAL replay on .* resumed/);
+    assert.ok(!/recovery conflict/.test(r.stderr), r.stderr);
     assert.equal(await replayState(), 'not paused');
     assert.deepEqual(await s3Keys(to), []);
-    assert.deepEqual(await openMultipartUploads(to), []);
   });
 
   it('replay paused by someone else before the dump: left paused, and the manifest says so', T, async () => {
