@@ -140,8 +140,8 @@ export class Standby {
     const settings = { maxStandbyStreamingDelay: facts.streaming, maxStandbyArchiveDelay: facts.archive, hotStandbyFeedback: facts.feedback };
     const standby = new Standby(conn, facts.role, settings, facts.may, stateFn && `SELECT ${stateFn}::text AS state`, options);
     client.on('error', (err) => standby.noteConflict(err));
-    if (standby.mayPause) await standby.pause(client);
-    else standby.warnUnpaused(major);
+    if (standby.mayPause) await standby.pause(client, major);
+    else standby.warnUnpaused(major < 10 ? `PostgreSQL ${major} has no pg_wal_replay_pause` : `role ${JSON.stringify(standby.role)} may not pause WAL replay (no EXECUTE on pg_wal_replay_pause/pg_wal_replay_resume)`, major);
     return standby;
   }
 
@@ -151,16 +151,31 @@ export class Standby {
     return s === 'true' ? 'paused' : s === 'false' ? 'not paused' : s;
   }
 
-  private async pause(client: pg.Client): Promise<void> {
+  /**
+   * Pauses replay, or notes that someone else did. A platform that grants the functions but
+   * refuses the call (a reader that is no streaming standby) gets the unpaused path and its
+   * warning, not a failed dump.
+   */
+  private async pause(client: pg.Client, major: number): Promise<void> {
     const { logger, label } = this.options;
-    const before = await this.state(client);
+    let before: string;
+    try {
+      before = await this.state(client);
+      if (before === 'not paused') {
+        this.pausedBy = 'pg-backup'; // before the call: a reply lost after the server paused still gets its resume
+        this.pausedAt = performance.now();
+        await client.query('SELECT pg_catalog.pg_wal_replay_pause()');
+      }
+    } catch (err) {
+      // Resumed only if the pause may have taken effect (its reply lost): never a replay we did not pause.
+      if (this.pausedBy === 'pg-backup' && (await this.state(client).catch(() => 'unknown')) !== 'not paused') await this.resume();
+      this.pausedBy = undefined;
+      this.warnUnpaused(`pausing WAL replay failed (${messageOf(err)})`, major);
+      return;
+    }
     if (before !== 'not paused') {
       this.pausedBy = 'other';
       logger.info(`${label}: ${this.conn.display} is a hot standby whose WAL replay is already ${before} (not by this dump): left as it is, and not resumed afterwards`);
-    } else {
-      await client.query('SELECT pg_catalog.pg_wal_replay_pause()');
-      this.pausedBy = 'pg-backup';
-      this.pausedAt = performance.now();
     }
     const timeout = this.options.pauseTimeoutMs ?? PAUSE_TIMEOUT_MS;
     const end = performance.now() + timeout;
@@ -182,10 +197,9 @@ export class Standby {
   }
 
   /** The one warning line for a standby whose replay this role may not pause (or, when both delays are -1, the note that replay waits for the dump). */
-  private warnUnpaused(major: number): void {
+  private warnUnpaused(why: string, major: number): void {
     const { logger, label } = this.options;
     const s = this.settings;
-    const why = major < 10 ? `PostgreSQL ${major} has no pg_wal_replay_pause` : `role ${JSON.stringify(this.role)} may not pause WAL replay (no EXECUTE on pg_wal_replay_pause/pg_wal_replay_resume)`;
     if (s.maxStandbyStreamingDelay === '-1' && s.maxStandbyArchiveDelay === '-1') {
       logger.info(`${label}: ${this.conn.display} is a hot standby and ${why}: max_standby_streaming_delay and max_standby_archive_delay are -1, so replay waits for the dump's queries and the replica falls behind while it runs`);
       return;
@@ -195,7 +209,7 @@ export class Standby {
         ? "hot_standby_feedback=on keeps the primary's VACUUM from removing rows the dump reads, but not from taking locks (DROP, TRUNCATE, VACUUM truncating a table)"
         : "with hot_standby_feedback=off the primary's VACUUM may remove rows the dump still reads";
     logger.warn(
-      `${label}: ${this.conn.display} is a hot standby and ${why}: WAL replay cancels the dump's queries when they hold it back longer than max_standby_streaming_delay=${s.maxStandbyStreamingDelay} (max_standby_archive_delay=${s.maxStandbyArchiveDelay}), and ${feedback}; ${major >= 10 ? `to pause replay for the dump, on the primary: ${pauseGrants(this.role)}` : 'set hot_standby_feedback=on or raise those delays'}`,
+      `${label}: ${this.conn.display} is a hot standby and ${why}: WAL replay cancels the dump's queries when they hold it back longer than max_standby_streaming_delay=${s.maxStandbyStreamingDelay} (max_standby_archive_delay=${s.maxStandbyArchiveDelay}), and ${feedback}; ${major >= 10 && !this.mayPause ? `to pause replay for the dump, on the primary: ${pauseGrants(this.role)}` : 'set hot_standby_feedback=on or raise those delays to let it finish'}`,
     );
   }
 

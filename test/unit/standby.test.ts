@@ -14,7 +14,7 @@ const conn = parseDatabaseUrl('postgresql://backup@replica.internal:5432/app');
 const silent: Logger = { info: () => undefined, warn: () => undefined, group: (_name, fn) => fn() };
 
 /** A client that answers the queries Standby sends, and records them. */
-function fakeClient(answers: { may: boolean; states: string[]; streaming?: string; feedback?: string }) {
+function fakeClient(answers: { may: boolean; states: string[]; streaming?: string; feedback?: string; pauseFails?: string }) {
   const sent: string[] = [];
   const states = [...answers.states];
   const client = {
@@ -23,6 +23,7 @@ function fakeClient(answers: { may: boolean; states: string[]; streaming?: strin
       sent.push(text);
       if (/pg_is_in_recovery/.test(text)) return { rows: [{ standby: true }] };
       if (/current_user AS role/.test(text)) return { rows: [{ role: 'back"up', streaming: answers.streaming ?? '30s', archive: '30s', feedback: answers.feedback ?? 'off', may: answers.may }] };
+      if (answers.pauseFails && text === 'SELECT pg_catalog.pg_wal_replay_pause()') throw new Error(answers.pauseFails);
       if (/AS state/.test(text)) return { rows: [{ state: states.length > 1 ? states.shift() : states[0] }] };
       return { rows: [{}] };
     },
@@ -68,6 +69,19 @@ describe('hot standby', () => {
     assert.equal(standby.pausedBy, 'pg-backup');
     assert.ok(sent.some((q) => q.includes('pg_catalog.pg_is_wal_replay_paused()::text AS state')));
     assert.ok(!sent.some((q) => q.includes('pg_get_wal_replay_pause_state')));
+  });
+
+  it('a server that grants the pause but refuses it: dumped unpaused with the warning, and no resume of a replay never paused', async () => {
+    const warnings: string[] = [];
+    const { client, sent } = fakeClient({ may: true, states: ['not paused'], pauseFails: 'function pg_wal_replay_pause() is not supported' });
+    const standby = (await Standby.open(client, conn, 15, { logger: { ...silent, warn: (m: string) => warnings.push(m) }, label: 'app' }))!;
+    assert.equal(standby.pausedBy, undefined);
+    assert.equal(standby.record().replayPaused, false);
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0]!, /pausing WAL replay failed \(function pg_wal_replay_pause\(\) is not supported\)/);
+    assert.ok(!warnings[0]!.includes('GRANT'), 'no grant advice for a role that has the grants');
+    await standby.resume();
+    assert.equal(sent.filter((q) => q === 'SELECT pg_catalog.pg_wal_replay_resume()').length, 0);
   });
 
   it('a pause never reached fails in one line within the bound, and resumes the replay it asked to pause', async () => {
