@@ -179,19 +179,21 @@ export class Standby {
     }
     const timeout = this.options.pauseTimeoutMs ?? PAUSE_TIMEOUT_MS;
     const end = performance.now() + timeout;
-    let state = await this.state(client);
-    for (let wait = 20; state !== 'paused'; wait = Math.min(wait * 2, 500)) {
-      if (this.options.signal?.aborted || performance.now() > end) {
-        const reason = this.options.signal?.aborted
-          ? this.options.signal.reason
-          : new Error(
-              `${label}: WAL replay on the hot standby ${this.conn.display} did not pause within ${formatSeconds(timeout)} (state: ${state}): the startup process is probably waiting out a recovery conflict with another query on the standby (max_standby_streaming_delay=${this.settings.maxStandbyStreamingDelay}); ${this.pausedBy === 'pg-backup' ? 'replay was resumed and ' : ''}nothing was dumped; end that query or try again later`,
-            );
-        await this.resume(client);
-        throw reason;
+    try {
+      let state = await this.state(client);
+      for (let wait = 20; state !== 'paused'; wait = Math.min(wait * 2, 500)) {
+        if (this.options.signal?.aborted) throw this.options.signal.reason;
+        if (performance.now() > end) {
+          throw new Error(
+            `${label}: WAL replay on the hot standby ${this.conn.display} did not pause within ${formatSeconds(timeout)} (state: ${state}): the startup process is probably waiting out a recovery conflict with another query on the standby (max_standby_streaming_delay=${this.settings.maxStandbyStreamingDelay}); ${this.pausedBy === 'pg-backup' ? 'replay was resumed and ' : ''}nothing was dumped; end that query or try again later`,
+          );
+        }
+        await new Promise((r) => setTimeout(r, wait));
+        state = await this.state(client);
       }
-      await new Promise((r) => setTimeout(r, wait));
-      state = await this.state(client);
+    } catch (err) {
+      await this.resume(client); // a pause we asked for never outlives this call's failure
+      throw err;
     }
     if (this.pausedBy === 'pg-backup') logger.info(`${label}: ${this.conn.display} is a hot standby: WAL replay paused for the dump (resumed as soon as the dump's snapshot is released)`);
   }
