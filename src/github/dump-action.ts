@@ -105,7 +105,7 @@ export async function run(): Promise<void> {
       'verify-result': first?.verification ? (first.verification.ok ? 'ok' : 'failed') : 'skipped',
       'mirror-uri': first?.mirror?.uri,
       'mirror-result': first?.mirror ? (!first.mirror.ok ? 'failed' : first.mirror.verified ? 'verified' : 'written') : 'none',
-      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes, mirror: o.result?.mirror }))),
+      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes, mirror: o.result?.mirror, standby: o.result?.manifest.standby }))),
     });
     const rows = outcomes.map((o) => {
       const r = o.result;

@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fakePgBin, openMultipartUploads, root, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { runActionSource } from '../infra/action-source.ts';
 import { startStandbyPair, type StandbyPair } from '../infra/standby-pair.ts';
 
 const T = { timeout: 120_000 };
@@ -105,6 +106,15 @@ describe('dump from a hot standby', () => {
     await pair.caughtUp('replay');
     assert.equal(await rowsOnStandby(), before - 100);
     assert.ok(!r.stderr.includes('conflict'), r.stderr);
+  });
+
+  it('the dump action: its backups output and job summary name the standby and its replay LSN', T, async () => {
+    const r = await runActionSource('dump', { to: s3Location('standby-action'), 'database-url': pair.standbyUrl('app') }, { ...s3Env(), PG_BIN_DIR: pgBin });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    const [entry] = JSON.parse(r.outputs.backups!);
+    assert.equal(entry.standby.pausedBy, 'pg-backup');
+    assert.match(r.summary, new RegExp(`from a hot standby at ${entry.standby.replayLsn.replace('/', '\\/')} \\(replay paused\\)`));
+    assert.equal(await replayState(), 'not paused');
   });
 
   it('a dump from the primary has no standby record', T, async () => {
