@@ -160,17 +160,17 @@ describe('dump from a hot standby', () => {
     const lines = r.stderr.trim().split('\n');
     const warnings = lines.filter((l) => /is a hot standby and role "reader" may not pause WAL replay/.test(l));
     assert.equal(warnings.length, 1, r.stderr);
-    assert.match(warnings[0]!, /max_standby_streaming_delay=0 \(max_standby_archive_delay=0\).*hot_standby_feedback=off/);
-    assert.match(warnings[0]!, /GRANT EXECUTE ON FUNCTION pg_catalog\.pg_wal_replay_pause\(\), pg_catalog\.pg_wal_replay_resume\(\) TO "reader";/);
-    assert.ok(lines.indexOf(warnings[0]!) < lines.findIndex((l) => /conflict/.test(l) && !l.includes('may not pause')), 'the warning comes before the failure');
+    assert.match(warnings[0]!, /max_standby_streaming_delay=0 \(max_standby_archive_delay=0\).*hot_standby_feedback=off/, r.stderr);
+    assert.match(warnings[0]!, /GRANT EXECUTE ON FUNCTION pg_catalog\.pg_wal_replay_pause\(\), pg_catalog\.pg_wal_replay_resume\(\) TO "reader";/, r.stderr);
+    assert.ok(lines.indexOf(warnings[0]!) < lines.findIndex((l) => /conflict/.test(l) && !l.includes('may not pause')), `the warning comes before the failure: ${r.stderr}`);
     const last = lines.at(-1)!;
-    assert.match(last, /the dump was cancelled by a recovery conflict on the hot standby .*SQLSTATE 40001: User query might have needed to see row versions that must be removed/);
-    assert.match(last, /\(1\) .*GRANT EXECUTE ON FUNCTION pg_catalog\.pg_wal_replay_pause\(\), pg_catalog\.pg_wal_replay_resume\(\) TO "reader";/);
-    assert.match(last, /\(2\) set hot_standby_feedback = on .*now off/);
-    assert.match(last, /\(3\) raise max_standby_streaming_delay and max_standby_archive_delay .*now 0 and 0/);
+    assert.match(last, /the dump was cancelled by a recovery conflict on the hot standby .*SQLSTATE 40001: User query might have needed to see row versions that must be removed/, r.stderr);
+    assert.match(last, /\(1\) .*GRANT EXECUTE ON FUNCTION pg_catalog\.pg_wal_replay_pause\(\), pg_catalog\.pg_wal_replay_resume\(\) TO "reader";/, r.stderr);
+    assert.match(last, /\(2\) set hot_standby_feedback = on .*now off/, r.stderr);
+    assert.match(last, /\(3\) raise max_standby_streaming_delay and max_standby_archive_delay .*now 0 and 0/, r.stderr);
     assert.ok(!/invalid snapshot|import|pg_dump exited|Connection terminated/i.test(last), `the cause, not a consequence: ${last}`);
-    assert.deepEqual(await s3Keys(to), []);
-    assert.deepEqual(await openMultipartUploads(to), []);
+    assert.deepEqual(await s3Keys(to), [], r.stderr);
+    assert.deepEqual(await openMultipartUploads(to), [], r.stderr);
   });
 
   for (const [sig, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
@@ -189,6 +189,20 @@ describe('dump from a hot standby', () => {
       assert.deepEqual(await openMultipartUploads(to), []);
     });
   }
+
+  it('a closed stderr mid-dump (dump 2>&1 | head -2): exit 141 once the next progress line meets the closed pipe, and replay is resumed', T, async () => {
+    const g = await gate();
+    const to = s3Location('standby-epipe');
+    const run = startDump(pair.standbyUrl('app'), to, g.dir);
+    await g.arrived();
+    assert.equal(await replayState(), 'paused');
+    run.child.stderr.destroy(); // as `head -2` exits: the dump's next write (its periodic progress line) gets EPIPE
+    const r = await run.done;
+    assert.equal(r.code, 141);
+    assert.equal(await replayState(), 'not paused');
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), []);
+  });
 
   it("the dump's own connection killed while replay is paused: the dump fails and replay is resumed over a new connection", T, async () => {
     const g = await gate();
