@@ -117,7 +117,7 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     const stream = streamArchive(plan, session, keys, rt);
     stream.catch(() => undefined);
     const facts = readFacts(session, selected);
-    facts.catch(() => undefined);
+    facts.catch((err: unknown) => session.standby?.note(err)); // a conflict here is the cause of pg_dump's lost snapshot
     const archive = await stream;
     const sidecars = await writeSidecars(plan, session, keys, archive, rt);
     const { tableRows, migrationHead, roles } = await facts;

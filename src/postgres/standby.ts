@@ -139,7 +139,7 @@ export class Standby {
     ).rows[0]!;
     const settings = { maxStandbyStreamingDelay: facts.streaming, maxStandbyArchiveDelay: facts.archive, hotStandbyFeedback: facts.feedback };
     const standby = new Standby(conn, facts.role, settings, facts.may, stateFn && `SELECT ${stateFn}::text AS state`, options);
-    client.on('error', (err) => standby.noteConflict(err));
+    client.on('error', (err) => standby.note(err));
     if (standby.mayPause) await standby.pause(client, major);
     else standby.warnUnpaused(major < 10 ? `PostgreSQL ${major} has no pg_wal_replay_pause` : `role ${JSON.stringify(standby.role)} may not pause WAL replay (no EXECUTE on pg_wal_replay_pause/pg_wal_replay_resume)`, major);
     return standby;
@@ -215,8 +215,13 @@ export class Standby {
     );
   }
 
-  /** Records a recovery conflict reported on the dump's connection outside a query. */
-  private noteConflict(err: unknown): void {
+  /**
+   * Records `err` when it is a recovery conflict: reported on the dump's connection outside a
+   * query (a FATAL while idle in its transaction), or the failure of one of the dump's own
+   * queries that runs beside pg_dump (the snapshot's facts), whose consequence — pg_dump losing
+   * the snapshot — may be reported first. {@link explain} then names the conflict.
+   */
+  note(err: unknown): void {
     if (this.conflict === undefined && isRecoveryConflict(err)) this.conflict = err;
   }
 

@@ -6,11 +6,12 @@
 // exported and held; the test updates and vacuums the table on the primary, waits until the
 // standby received (replay paused) or replayed (not paused) that WAL, then lets pg_dump go.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import pg from 'pg';
 import { fakePgBin, openMultipartUploads, root, s3Env, s3Keys, s3Location } from '../helpers.ts';
 import { runActionSource } from '../infra/action-source.ts';
 import { startStandbyPair, type StandbyPair } from '../infra/standby-pair.ts';
@@ -19,12 +20,15 @@ const T = { timeout: 120_000 };
 let pair: StandbyPair;
 let pgBin: string;
 const temp: string[] = [];
+/** Every dump started, so a failed test cannot leave one waiting at its gate. */
+const children: ChildProcess[] = [];
 
 before(async () => {
   pair = await startStandbyPair({ max_standby_streaming_delay: '0', max_standby_archive_delay: '0', hot_standby_feedback: 'off' });
   await pair.primary('postgres', 'CREATE DATABASE app');
   await pair.primary('app', "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL); INSERT INTO t SELECT g, 'a' FROM generate_series(1, 2000) g");
-  await pair.primary('app', "CREATE ROLE reader LOGIN PASSWORD 'readerpw'; GRANT SELECT ON t TO reader");
+  await pair.primary('app', 'CREATE TABLE t2 (id int PRIMARY KEY); INSERT INTO t2 SELECT generate_series(1, 10)');
+  await pair.primary('app', "CREATE ROLE reader LOGIN PASSWORD 'readerpw'; GRANT SELECT ON t, t2 TO reader");
   await pair.caughtUp('replay');
   // pg_dump waits at the gate named by PGB_TEST_GATE (when set) until the test creates its `go` file.
   pgBin = await fakePgBin('if [ -n "$PGB_TEST_GATE" ]; then : > "$PGB_TEST_GATE/arrived"; while [ ! -e "$PGB_TEST_GATE/go" ]; do sleep 0.02; done; fi\nexec "$REAL/pg_dump" "$@"');
@@ -32,6 +36,7 @@ before(async () => {
 }, { timeout: 180_000 });
 
 after(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await pair?.stop();
   for (const d of temp) await rm(d, { recursive: true, force: true });
 });
@@ -64,6 +69,7 @@ function startDump(url: string, to: string, gateDir?: string, extra: string[] = 
     env: { ...process.env, ...s3Env(), DATABASE_URL: url, PG_BIN_DIR: pgBin, PGB_TEST_GATE: gateDir ?? '' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  children.push(child);
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d) => (stdout += d));
@@ -171,6 +177,52 @@ describe('dump from a hot standby', () => {
     assert.ok(!/invalid snapshot|import|pg_dump exited|Connection terminated/i.test(last), `the cause, not a consequence: ${last}`);
     assert.deepEqual(await s3Keys(to), [], r.stderr);
     assert.deepEqual(await openMultipartUploads(to), [], r.stderr);
+  });
+
+  it("a lock conflict cancels the dump's own row count beside pg_dump: the same one line with the server's detail, not pg_dump's lost snapshot", T, async () => {
+    // Two transactions on the primary take ACCESS EXCLUSIVE locks, which the standby's replay
+    // takes too: first on t2, so the dump's row count of t2 (in its snapshot, beside pg_dump)
+    // waits there; then on t, which the dump's transaction holds ACCESS SHARE on since it counted
+    // t: replay cancels that waiting query (an ERROR, not the FATAL of an idle connection), which
+    // ends the exported snapshot before pg_dump imports it.
+    const lockers = [new pg.Client({ connectionString: pair.primaryUrl('app') }), new pg.Client({ connectionString: pair.primaryUrl('app') })];
+    const flush = () => pair.primary('postgres', 'SELECT txid_current()'); // a commit flushes the WAL before it (lock records are not flushed by themselves)
+    for (const c of lockers) await c.connect();
+    try {
+      await lockers[0]!.query('BEGIN');
+      await lockers[0]!.query('LOCK TABLE t2 IN ACCESS EXCLUSIVE MODE');
+      await flush();
+      await pair.caughtUp('replay');
+      const g = await gate();
+      const to = s3Location('standby-ro-lock');
+      const run = startDump(pair.standbyUrl('app', 'reader', 'readerpw'), to, g.dir);
+      await g.arrived();
+      for (let i = 0; ; i++) {
+        const [w] = await pair.standby<{ n: string }>('postgres', "SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = 'pg-backup dump' AND wait_event_type = 'Lock'");
+        if (w!.n === '1') break; // the row count of t2 waits for the replayed lock (until we act)
+        if (i > 1000) throw new Error('the dump never waited for the lock on t2');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await lockers[1]!.query('BEGIN');
+      await lockers[1]!.query('LOCK TABLE t IN ACCESS EXCLUSIVE MODE');
+      await flush();
+      await pair.caughtUp('replay'); // replay took t's lock: the conflicting query was cancelled first
+      await g.release();
+      const r = await run.done;
+      assert.equal(r.code, 1, r.stderr);
+      const last = r.stderr.trim().split('\n').at(-1)!;
+      assert.match(last, /the dump was cancelled by a recovery conflict on the hot standby .*SQLSTATE 40001: User was holding a relation lock for too long.*\(2\) set hot_standby_feedback = on .*it does not prevent lock conflicts.*\(3\) raise max_standby_streaming_delay/, r.stderr);
+      assert.ok(!/invalid snapshot|pg_dump exited/i.test(last), r.stderr);
+      assert.deepEqual(await s3Keys(to), [], r.stderr);
+      assert.deepEqual(await openMultipartUploads(to), [], r.stderr);
+    } finally {
+      for (const c of lockers) {
+        await c.query('ROLLBACK').catch(() => undefined);
+        await c.end();
+      }
+      await flush();
+      await pair.caughtUp('replay'); // the standby's replay lets go of both locks before the next test
+    }
   });
 
   for (const [sig, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
