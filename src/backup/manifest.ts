@@ -107,6 +107,24 @@ export const ManifestSchema = z.object({
   run: z.object({ id: z.string().regex(/^run-\d{8}T\d{6}Z-[0-9a-f]{6}$/), databases: z.array(z.string()).optional(), allDatabases: z.boolean().optional() }).optional(),
   /** Globals only: what they hold. `rolePasswords: false` when the role could not read pg_authid (`--no-role-passwords`: roles come back without passwords). */
   globals: z.object({ rolePasswords: z.boolean(), roles: z.array(z.string()), tablespaces: z.array(z.string()) }).optional(),
+  /**
+   * Set when the dump was taken on a hot standby (a read replica: `pg_is_in_recovery()`).
+   * `replayLsn`: `pg_last_wal_replay_lsn()` right after the dump's snapshot was taken, so the
+   * backup holds the primary's data as of that WAL position; `lastReplayedAt`:
+   * `pg_last_xact_replay_timestamp()` then (UTC), the primary's commit time of the last
+   * transaction in it. `replayPaused`: WAL replay was paused while the snapshot was in use
+   * (`pausedBy`: `pg-backup` paused it and resumed it after; `other`: it was found paused and
+   * left so); false when the role could not pause it (the dump was then exposed to recovery
+   * conflicts, and passed). Source: src/postgres/standby.ts.
+   */
+  standby: z
+    .object({
+      replayLsn: z.string().regex(/^[0-9A-F]{1,8}\/[0-9A-F]{1,8}$/).optional(),
+      lastReplayedAt: z.iso.datetime().optional(),
+      replayPaused: z.boolean(),
+      pausedBy: z.enum(['pg-backup', 'other']).optional(),
+    })
+    .optional(),
 });
 
 /** A parsed manifest. */

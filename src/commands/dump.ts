@@ -16,6 +16,7 @@ import { installPgClient } from '../postgres/install-client.ts';
 import { findMigrationHead, type MigrationHead } from '../postgres/migrations.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
+import { Standby } from '../postgres/standby.ts';
 import type { S3Settings, ServerTime, Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
 import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan, type DumpPlanInput } from './dump-plan.ts';
@@ -116,11 +117,12 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     const stream = streamArchive(plan, session, keys, rt);
     stream.catch(() => undefined);
     const facts = readFacts(session, selected);
-    facts.catch(() => undefined);
+    facts.catch((err: unknown) => session.standby?.note(err)); // a conflict here is the cause of pg_dump's lost snapshot
     const archive = await stream;
     const sidecars = await writeSidecars(plan, session, keys, archive, rt);
     const { tableRows, migrationHead, roles } = await facts;
     await session.client.query('COMMIT');
+    await session.standby?.resume(session.client); // the snapshot is released: replay may go on
     const manifest = buildManifest(plan, session, { keys, startedAt, finishedAt: rt.now(), archive, sidecars: sidecars.written, selected, tableRows, migrationHead, roles });
     // The manifest is the commit marker: written last (and never over an existing one).
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
@@ -138,7 +140,10 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     if (plan.mirror) result.mirror = await finishMirror(plan, keys.objectKey, archive.mirrorError ?? sidecars.mirrorError, sidecars.forMirror, rt);
     if (plan.verify !== 'none') result.verification = await verifyAfterDump(plan, keys.objectKey, rt);
     return result;
+  } catch (err) {
+    throw session.standby?.explain(err) ?? err;
   } finally {
+    await session.standby?.resume(); // every exit path: failure, signal, closed output
     await session.client.end().catch(() => undefined);
   }
 }
@@ -175,6 +180,8 @@ interface Session {
   pgDump: PgBinary;
   /** `pg_export_snapshot()`'s id. */
   snapshot: string;
+  /** Set when the server is a hot standby (src/postgres/standby.ts). */
+  standby?: Standby;
 }
 
 /**
@@ -189,6 +196,7 @@ async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client):
   const conn = plan.connection!;
   findAll('pg_dump').catch(() => undefined);
   const client = given ?? (await connect(conn, 'pg-backup dump'));
+  let standby: Standby | undefined;
   try {
     const server = await serverFacts(client);
     const why = `dumping PostgreSQL ${server.version} at ${conn.display}`;
@@ -198,12 +206,16 @@ async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client):
       return findPgBinary('pg_dump', server.major, why);
     });
     rt.logger.info(`${conn.database}: dumping ${conn.display} (PostgreSQL ${server.version}, ${formatBytes(server.databaseSizeBytes)}) with pg_dump ${pgDump.version}, ${plan.format} format → ${plan.storage.url}`);
+    // A hot standby: replay paused before the snapshot is taken, when the role may (or a warning).
+    standby = await Standby.open(client, conn, server.major, { logger: rt.logger, label: conn.database, signal: rt.signal });
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY');
     const snapshot = (await client.query<{ s: string }>('SELECT pg_export_snapshot() AS s')).rows[0]!.s;
-    return { conn, client, server, pgDump, snapshot };
+    await standby?.markSnapshot(client);
+    return { conn, client, server, pgDump, snapshot, standby };
   } catch (err) {
+    await standby?.resume();
     await client.end().catch(() => undefined);
-    throw err;
+    throw standby?.explain(err) ?? err;
   }
 }
 
@@ -369,6 +381,7 @@ function buildManifest(
     serverSideEncryption: plan.manifest.serverSideEncryption,
     objectLock: objectLockOf(plan, o.startedAt),
     context: plan.manifest.context,
+    standby: session.standby?.record(),
   });
 }
 

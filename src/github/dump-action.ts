@@ -112,7 +112,7 @@ export async function run(): Promise<void> {
       'verify-result': first?.verification ? (first.verification.ok ? 'ok' : 'failed') : 'skipped',
       'mirror-uri': first?.mirror?.uri,
       'mirror-result': first?.mirror ? (!first.mirror.ok ? 'failed' : first.mirror.verified ? 'verified' : 'written') : 'none',
-      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes, mirror: o.result?.mirror }))),
+      backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes, mirror: o.result?.mirror, standby: o.result?.manifest.standby }))),
     });
     const rows = outcomes.map((o) => {
       const r = o.result;
@@ -124,7 +124,7 @@ export async function run(): Promise<void> {
         mm ? `${formatBytes(mm.object.sizeBytes)} (${mm.format}, ${mm.compression.algorithm}${mm.compression.level ? `:${mm.compression.level}` : ''}; ${formatBytes(mm.archiveSizeBytes)} before)` : '-',
         mm ? `<code>${h(mm.object.sha256)}</code>` : '-',
         mm ? formatSeconds(mm.durationMs) : '-',
-        mm ? h(`${mm.tables.length} tables, ${mm.tables.reduce((n, t) => n + t.rows, 0)} rows; migration head ${mm.migrationHead?.head ?? '-'}`) : '-',
+        mm ? h(`${mm.tables.length} tables, ${mm.tables.reduce((n, t) => n + t.rows, 0)} rows; migration head ${mm.migrationHead?.head ?? '-'}${mm.standby ? `; from a hot standby at ${mm.standby.replayLsn ?? '?'} (replay ${mm.standby.replayPaused ? 'paused' : 'not paused'})` : ''}`) : '-',
         r?.verification ? h(`${r.verification.level}: ${r.verification.ok ? 'OK' : `FAILED: ${r.verification.reason}`}`) : 'not asked',
         r?.mirror ? h(`${r.mirror.uri}: ${!r.mirror.ok ? `FAILED: ${r.mirror.error}` : r.mirror.verified ? 'sha256 OK' : 'written, not re-read'}`) : '-',
       ];

@@ -8,9 +8,10 @@ import { appendFile, chmod, mkdtemp, readFile, readdir, rename, rm, writeFile } 
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { cli, need, parseOutputFile, realPgBin, root, run, s3Client, s3Keys, s3Location } from '../helpers.ts';
+import { cli, need, realPgBin, root, run, s3Client, s3Keys, s3Location } from '../helpers.ts';
 import { startFakeGitHub } from '../infra/fake-github.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
+import { runActionSource } from '../infra/action-source.ts';
 
 const STANZA = 'main';
 const T = { timeout: 240_000 };
@@ -56,27 +57,6 @@ async function s3Object(key: string): Promise<Buffer | undefined> {
     return Buffer.from(await out.Body!.transformToByteArray());
   } finally {
     client.destroy();
-  }
-}
-
-/**
- * Runs an action's source entry (`src/github/<name>-action.ts`) the way the runner runs its bundle:
- * inputs as `INPUT_<NAME>`, outputs and summary through `GITHUB_OUTPUT` / `GITHUB_STEP_SUMMARY`.
- * (The committed bundles are rebuilt by the integrator after merging.)
- */
-async function runActionSource(name: 'drill' | 'verify', inputs: Record<string, string>, env: Record<string, string | undefined>) {
-  const work = await mkdtemp(path.join(os.tmpdir(), 'pgb-action-'));
-  try {
-    const outputFile = path.join(work, 'output');
-    const summaryFile = path.join(work, 'summary');
-    await writeFile(outputFile, '');
-    await writeFile(summaryFile, '');
-    const inputEnv: Record<string, string> = {};
-    for (const [k, v] of Object.entries(inputs)) inputEnv[`INPUT_${k.toUpperCase()}`] = v;
-    const r = await run(process.execPath, [path.join(root, 'src', 'github', `${name}-action.ts`)], { env: { GITHUB_OUTPUT: outputFile, GITHUB_STEP_SUMMARY: summaryFile, ...inputEnv, ...env } });
-    return { ...r, outputs: parseOutputFile(await readFile(outputFile, 'utf8')), summary: await readFile(summaryFile, 'utf8') };
-  } finally {
-    await rm(work, { recursive: true, force: true });
   }
 }
 
