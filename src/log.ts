@@ -23,6 +23,8 @@ export interface Logger {
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
   /** Redraws a one-line progress bar in place (terminals only); an empty line clears it. */
   progress?(line: string): void;
+  /** The run asked for no progress lines (`--quiet`): progress reporters (src/backup/progress-eta.ts) then do nothing. */
+  quiet?: boolean;
 }
 
 let verbose = false;
@@ -35,6 +37,7 @@ export function setVerbose(on: boolean): void {
 /** A logger that writes timestamp-free lines to stderr, the CLI default; control characters in a message are shown escaped ({@link terminalText}); `debug` lines only with {@link setVerbose}. */
 export function stderrLogger(quiet = false): Logger {
   return {
+    quiet,
     debug(message) {
       if (verbose && !quiet) process.stderr.write(`${terminalText(redact(message))}\n`);
     },

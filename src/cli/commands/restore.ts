@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { restore } from '../../commands/restore.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
-import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /**
  * `pg-backup restore`: restores a backup into an existing database in one transaction (all or nothing); `--json` prints the result.
@@ -22,7 +22,7 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--lock-wait-timeout <duration>', 'how long the restore waits for a lock on the target (an open transaction on a table it replaces) before it fails and rolls back; the blocking sessions are named after 5s', '60s')
         .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
-    ).option('--json', 'print the result as JSON on stdout'),
+    ).option('--json', 'print the result as JSON on stdout').option('--quiet', QUIET_HELP),
   )).action(async (flags: CommonFlags & { from: string; backup: string; targetUrl: string; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string }) => {
     const result = await restore({
       ...readerOptions(flags, signal),
