@@ -103,6 +103,32 @@ describe('progress lines in a log (stderr not a terminal)', () => {
     assert.ok(!/elapsed/.test(q.stderr), q.stderr);
   });
 
+  it("a failed pg_restore (--verbose, two jobs) gives the reason it gives without --verbose", { timeout: 180_000 }, async () => {
+    // A role without CREATE on the target's schema public (PostgreSQL 15's default): the first CREATE TABLE fails.
+    const role = `pgb_progress_${db.slice(-6)}`;
+    const target = await createDatabase('progress_denied', false);
+    made.push(target);
+    await sql('postgres', `CREATE ROLE ${role} LOGIN PASSWORD 'pw-${role}'`);
+    try {
+      const url = new URL(dbUrl(target));
+      url.username = role;
+      url.password = `pw-${role}`;
+      // --quiet: no progress, so pg_restore runs without --verbose: the reference.
+      const reasons: string[] = [];
+      for (const quiet of [[], ['--quiet']]) {
+        const r = await cli(['drill', '--from', to, '--target-url', url.href, '--jobs', '2', '--json', ...quiet]);
+        assert.equal(r.code, 1, r.stderr);
+        reasons.push(JSON.parse(r.stdout).reason);
+      }
+      assert.match(reasons[0]!, /^restore failed: pg_restore exited with code 1: .*CREATE TABLE public\.a_big/);
+      assert.equal(reasons[0], reasons[1], 'the same reason with and without --verbose');
+      assert.doesNotMatch(reasons[0]!, /processing item|creating TABLE|from TOC entry|while PROCESSING TOC|connecting to database/);
+    } finally {
+      await sql('postgres', `DROP DATABASE IF EXISTS "${target}" WITH (FORCE)`);
+      await sql('postgres', `DROP ROLE IF EXISTS ${role}`);
+    }
+  });
+
   it('a verify: bytes read of the object', { timeout: 120_000 }, async () => {
     const r = await cli(['verify', '--from', to]);
     assert.equal(r.code, 0, r.stderr);
