@@ -47,12 +47,18 @@ export async function startRestoreProgress(what: 'drill' | 'restore' | 'verify',
  * --verbose lines into tables done (restore-progress.ts), or undefined — pg_restore then runs
  * without --verbose — when progress is off, the backup is not a pg_restore archive, or a name
  * could hold a line break ({@link namesAllowVerbose}: the manifest's tables, and with
- * `customArchive` the raw tags of that local custom archive's TOC). `serial`: one pg_restore job.
+ * `customArchive` the raw tags of that local custom archive's TOC; a parallel run, whose filter
+ * cannot drop forged lines, needs that TOC). `serial`: one pg_restore job.
  */
 export async function restorePhase(progress: StepProgress, manifest: Manifest, options: { customArchive?: string; serial: boolean }): Promise<StderrLineFilter | undefined> {
   const tables = manifest.tables;
+  // Plain SQL (psql) has no per-table lines; a parallel run needs the raw TOC (no serial filter to fall back on).
+  if (manifest.format === 'plain' || (!options.serial && !options.customArchive)) {
+    progress.phase('restore');
+    return undefined;
+  }
   progress.phase('restore', { tablesTotal: tables.length, tablesDone: 0, tablesFraction: 0 });
-  if (!progress.enabled || manifest.format === 'plain') return undefined;
+  if (!progress.enabled) return undefined;
   let tags: string[] = [];
   if (options.customArchive) {
     try {
