@@ -158,6 +158,8 @@ export interface StepProgress {
   update(counts: ProgressCounts): void;
   /** Adds downloaded bytes to the current phase. */
   addBytes(n: number): void;
+  /** Sets the drill history's rate once it is known (it is read while the step already runs). */
+  setRate(rate: DrillRate | undefined): void;
   /** The current line (what the terminal shows), for tests and summaries. */
   line(): string;
   /** Stops the reporter (clears the terminal line). Safe to call twice. */
@@ -167,7 +169,7 @@ export interface StepProgress {
 }
 
 /** A reporter that does nothing: what a quiet run gets. */
-export const NO_PROGRESS: StepProgress = { phase: () => undefined, update: () => undefined, addBytes: () => undefined, line: () => '', stop: () => undefined, enabled: false };
+export const NO_PROGRESS: StepProgress = { phase: () => undefined, update: () => undefined, addBytes: () => undefined, setRate: () => undefined, line: () => '', stop: () => undefined, enabled: false };
 
 /** Percent (0–100, whole) of a phase from its counts: bytes first, else the tables' rows, else the tables. */
 export function percentOf(c: ProgressCounts): number | undefined {
@@ -232,7 +234,8 @@ export function startStepProgress(options: StepProgressOptions): StepProgress {
   let phase = '';
   let counts: ProgressCounts = {};
   let stopped = false;
-  const line = () => progressLine({ label: options.label, phase, counts, elapsedMs: now() - started, phaseElapsedMs: now() - phaseStarted, rate: options.rate, archiveSizeBytes: options.archiveSizeBytes });
+  let rate = options.rate;
+  const line = () => progressLine({ label: options.label, phase, counts, elapsedMs: now() - started, phaseElapsedMs: now() - phaseStarted, rate, archiveSizeBytes: options.archiveSizeBytes });
   const write = (byPercentOnly: boolean) => {
     if (stopped || !phase) return;
     if (tty) {
@@ -262,6 +265,9 @@ export function startStepProgress(options: StepProgressOptions): StepProgress {
     addBytes(n) {
       counts.bytes = (counts.bytes ?? 0) + n;
       write(true);
+    },
+    setRate(r) {
+      rate = r;
     },
     line: () => (phase ? line() : ''),
     stop() {

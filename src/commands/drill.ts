@@ -261,7 +261,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       // Phase 1: download, checksum and decompress to local disk (parallel restore needs a
       // seekable archive) while the throwaway cluster starts.
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)${targetConn ? '' : '; the throwaway cluster starts meanwhile'}`);
-      progress = await startRestoreProgress('drill', storage, manifest, options.logger);
+      progress = startRestoreProgress('drill', storage, manifest, options.logger);
       progress.phase('download', { bytes: 0, totalBytes: manifest.object.sizeBytes });
       workStart = Date.now();
       const ready = await log.group(targetConn ? 'download' : 'download + cluster start', () =>

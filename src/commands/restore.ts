@@ -190,7 +190,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     } else if (manifest.format === 'directory') {
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
       logger.info(`downloading ${backupUri} into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
-      progress = await startRestoreProgress('restore', storage, manifest, logger);
+      progress = startRestoreProgress('restore', storage, manifest, logger);
       progress.phase('download', { bytes: 0, totalBytes: manifest.object.sizeBytes });
       const local = await downloadArchive(meteredStorage(storage, (n) => progress!.addBytes(n)), backup, scratch, options.signal, identities);
       if (local.problems.length) {
@@ -240,7 +240,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // The restoring program's session, named so that its lock waits can be watched.
     const appName = `pg-backup-restore-${randomBytes(4).toString('hex')}`;
     const watch = await startLockWatch(target, appName, lockWaitMs, logger);
-    progress ??= await startRestoreProgress('restore', storage, manifest, logger);
+    progress ??= startRestoreProgress('restore', storage, manifest, logger);
     // One job (a single transaction): pg_restore's --verbose lines are read as a serial run's.
     const verboseLines = await restorePhase(progress, manifest, { serial: true });
     const counted = localArchive ? storage : meteredStorage(storage, (n) => progress!.addBytes(n));

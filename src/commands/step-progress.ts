@@ -32,14 +32,16 @@ export async function historyRate(storage: Storage, manifest: Manifest, logger: 
 }
 
 /**
- * Starts the progress report of a drill or restore of `manifest`'s backup: the ETA comes from
- * the database's drill history when it has one ({@link historyRate}), else from the rate so far.
- * A quiet logger gets {@link NO_PROGRESS} (and the history is not read).
+ * Starts the progress report of a drill, restore or verify of `manifest`'s backup. The ETA of a
+ * drill or restore comes from the database's drill history when it has one ({@link historyRate},
+ * read meanwhile: the step does not wait for it; until it is known, and without history, the
+ * ETA is the rate so far). A quiet logger gets {@link NO_PROGRESS} (and the history is not read).
  */
-export async function startRestoreProgress(what: 'drill' | 'restore' | 'verify', storage: Storage, manifest: Manifest, logger: Logger): Promise<StepProgress> {
+export function startRestoreProgress(what: 'drill' | 'restore' | 'verify', storage: Storage, manifest: Manifest, logger: Logger): StepProgress {
   if (logger.quiet) return NO_PROGRESS;
-  const rate = what === 'verify' ? undefined : await historyRate(storage, manifest, logger);
-  return startStepProgress({ label: `${what} ${manifest.database}`, logger, rate, archiveSizeBytes: manifest.archiveSizeBytes });
+  const progress = startStepProgress({ label: `${what} ${manifest.database}`, logger, archiveSizeBytes: manifest.archiveSizeBytes });
+  if (what !== 'verify') void historyRate(storage, manifest, logger).then((rate) => progress.setRate(rate));
+  return progress;
 }
 
 /**

@@ -231,7 +231,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
-  const progress = await startRestoreProgress('verify', storage, manifest, logger);
+  const progress = startRestoreProgress('verify', storage, manifest, logger);
   const counted = meteredStorage(storage, (n) => progress.addBytes(n));
   try {
     let schemaTarget: DatabaseConnection | undefined;
