@@ -3,13 +3,19 @@
 // clock, the line parser on real pg_restore 15 output, and the stderr filter that keeps the
 // error classification's input as it is without --verbose.
 import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, it } from 'node:test';
+import { openStorage } from '../../src/storage/index.ts';
 import {
   ProgressThrottle,
   drillRate,
   etaFromHistory,
   etaFromThroughput,
   formatEta,
+  meteredStorage,
   percentOf,
   progressLine,
   startStepProgress,
@@ -175,6 +181,25 @@ describe('startStepProgress', () => {
     p.stop();
     assert.deepEqual(log.infos, []);
     assert.equal(log.drawn.at(-1), '');
+  });
+});
+
+describe('meteredStorage', () => {
+  it("counts the bytes of every get as they are read, and leaves the storage's other methods as they are", async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-metered-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const storage = openStorage(pathToFileURL(dir).href);
+    const body = Buffer.alloc(3 * 1024 * 1024 + 17, 'x');
+    await storage.put('a/b.bin', body);
+    let counted = 0;
+    const metered = meteredStorage(storage, (n) => (counted += n));
+    assert.equal(metered.uri('a/b.bin'), storage.uri('a/b.bin'));
+    assert.equal(metered.url, storage.url);
+    const chunks: Buffer[] = [];
+    for await (const c of await metered.get('a/b.bin')) chunks.push(c as Buffer);
+    assert.equal(counted, body.length);
+    assert.ok(Buffer.concat(chunks).equals(body));
+    await assert.rejects(metered.get('a/missing.bin'), /not|exist|ENOENT/i);
   });
 });
 
