@@ -23,9 +23,19 @@ export interface Logger {
   group<T>(name: string, fn: () => Promise<T>): Promise<T>;
   /** Redraws a one-line progress bar in place (terminals only); an empty line clears it. */
   progress?(line: string): void;
+  /** The run asked for no progress lines (`--quiet`): progress reporters (src/backup/progress-eta.ts) then do nothing. */
+  quiet?: boolean;
 }
 
 let verbose = false;
+/** A progress line is on the terminal (drawn without its line break): the next line clears it first. */
+let progressShown = false;
+
+/** Writes one line to stderr, first clearing a progress line that {@link stderrLogger}'s `progress` drew (it is drawn again at its next update). */
+function writeLine(text: string): void {
+  process.stderr.write(`${progressShown ? '\r\x1b[K' : ''}${text}\n`);
+  progressShown = false;
+}
 
 /** Turns the CLI's `--verbose` on or off for this process: {@link stderrLogger}'s `debug` lines are printed only when on. */
 export function setVerbose(on: boolean): void {
@@ -35,21 +45,24 @@ export function setVerbose(on: boolean): void {
 /** A logger that writes timestamp-free lines to stderr, the CLI default; control characters in a message are shown escaped ({@link terminalText}); `debug` lines only with {@link setVerbose}. */
 export function stderrLogger(quiet = false): Logger {
   return {
+    quiet,
     debug(message) {
-      if (verbose && !quiet) process.stderr.write(`${terminalText(redact(message))}\n`);
+      if (verbose && !quiet) writeLine(terminalText(redact(message)));
     },
     info(message) {
-      if (!quiet) process.stderr.write(`${terminalText(redact(message))}\n`);
+      if (!quiet) writeLine(terminalText(redact(message)));
     },
     warn(message) {
-      process.stderr.write(`warning: ${terminalText(redact(message))}\n`);
+      writeLine(`warning: ${terminalText(redact(message))}`);
     },
     async group(name, fn) {
-      if (!quiet) process.stderr.write(`${terminalText(redact(name))}\n`);
+      if (!quiet) writeLine(terminalText(redact(name)));
       return fn();
     },
     progress(line) {
-      if (!quiet && process.stderr.isTTY) process.stderr.write(`\r\x1b[K${terminalText(redact(line))}`);
+      if (quiet || !process.stderr.isTTY) return;
+      process.stderr.write(`\r\x1b[K${terminalText(redact(line))}`);
+      progressShown = line !== '';
     },
   };
 }

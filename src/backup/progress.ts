@@ -1,4 +1,4 @@
-import { formatBytes } from '../format.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
 import type { Logger } from '../log.ts';
 
 /** Byte counters a progress reporter reads. */
@@ -27,7 +27,7 @@ export interface ProgressOptions {
 
 /**
  * Reports bytes done and MB/s while a dump runs — a line redrawn in place on a TTY, a plain log
- * line every 10 s elsewhere, e.g. `app: 1.2 GB dumped, 310 MB stored, 16 MB in flight, 95.3 MB/s`
+ * line every 10 s elsewhere, e.g. `app: 1.2 GB dumped, 310 MB stored, 16 MB in flight, 95.3 MB/s, 12.6 s elapsed`
  * ("stored" counts only what the store acknowledged) — and acts as the stall watchdog: when no
  * counter moved for `stallTimeoutMs`, calls `onStall` once. Returns a function that stops it.
  */
@@ -53,7 +53,7 @@ export function startProgress(source: ProgressSource, options: ProgressOptions):
     // When pg_dump feeds the compressor directly, only the stored bytes are seen here.
     const rate = seconds > 0 ? (raw || stored) / seconds / 1e6 : 0;
     const inFlight = sent > stored ? `, ${formatBytes(sent - stored)} in flight` : '';
-    const line = `${options.label}: ${raw ? `${formatBytes(raw)} dumped, ` : ''}${formatBytes(stored)} stored${inFlight}, ${rate.toFixed(1)} MB/s${raw ? '' : ' (compressed)'}`;
+    const line = `${options.label}: ${raw ? `${formatBytes(raw)} dumped, ` : ''}${formatBytes(stored)} stored${inFlight}, ${rate.toFixed(1)} MB/s${raw ? '' : ' (compressed)'}, ${formatSeconds(Date.now() - started)} elapsed`;
     if (tty) options.logger.progress!(line);
     else if (Date.now() - lastLogged >= interval) {
       lastLogged = Date.now();

@@ -52,12 +52,15 @@ export function filterOf(flags: CommonFlags) {
 /**
  * What a command that reads (and may decrypt) backups passes down from its flags: the
  * `--service/--environment/--database` filter, S3 settings with the run's signal, the age
- * identities, a stderr logger and the signal itself.
+ * identities, a stderr logger (quiet with `--quiet`) and the signal itself.
  * @throws UsageError when the age identity file cannot be read.
  */
 export function readerOptions(flags: CommonFlags, signal: AbortSignal) {
-  return { filter: filterOf(flags), s3: s3Settings(flags, signal), ageIdentities: identitiesOf(flags), logger: stderrLogger(), signal };
+  return { filter: filterOf(flags), s3: s3Settings(flags, signal), ageIdentities: identitiesOf(flags), logger: stderrLogger(flags.quiet), signal };
 }
+
+/** The help of `--quiet` (verify, drill, restore): no progress lines (src/backup/progress-eta.ts) and no informational lines on stderr; warnings, errors and the result stay. */
+export const QUIET_HELP = 'no progress or informational lines on stderr (warnings, errors and the result still)';
 
 /** A verify or drill result as `--json` prints it: the manifest left out, its id as `backupId`. */
 export function checkJson(result: { manifest?: { id: string } }) {

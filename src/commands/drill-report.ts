@@ -51,6 +51,8 @@ export interface DrillHistoryEntry {
   rtoMs: number;
   backupId: string | undefined;
   reportKey: string;
+  /** The size of the archive the drill restored (its report's `archiveSizeBytes`); undefined in reports written before that field. */
+  archiveSizeBytes?: number;
 }
 
 /** The outcome of {@link drill}; a failed drill is a result (`ok: false`), not an exception. */
@@ -73,6 +75,8 @@ export interface DrillResult {
    */
   rtoMs: number;
   phases: DrillPhases;
+  /** The manifest's `archiveSizeBytes` of the backup drilled: with `rtoMs`, the restore speed a later drill's or restore's ETA is taken from (src/backup/progress-eta.ts). */
+  archiveSizeBytes?: number;
   /** Extensions the archive creates. */
   extensions: string[];
   /** `server_version` the restore target reported (`17.10`). */
@@ -205,9 +209,10 @@ export async function drillHistory(storage: Storage, labels: DrillLabels, limit:
   const entries = await Promise.all(
     keys.slice(0, limit).map(async (key): Promise<DrillHistoryEntry | undefined> => {
       try {
-        const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string };
+        const r = JSON.parse(await storage.getText(key)) as { startedAt?: string; ok?: boolean; rtoMs?: number; backupId?: string; archiveSizeBytes?: unknown };
         if (typeof r.startedAt === 'string' && judgeTimes(clock, { kind: 'drill report', keyStamp: parseKeyStamp(reportKeyPattern.exec(key)![1]!), at: r.startedAt })) return undefined;
-        return { startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key };
+        const archiveSizeBytes = typeof r.archiveSizeBytes === 'number' && Number.isFinite(r.archiveSizeBytes) && r.archiveSizeBytes > 0 ? r.archiveSizeBytes : undefined;
+        return { startedAt: String(r.startedAt), ok: r.ok === true, rtoMs: Number(r.rtoMs ?? 0), backupId: r.backupId, reportKey: key, ...(archiveSizeBytes ? { archiveSizeBytes } : {}) };
       } catch {
         return undefined; // an unreadable report is skipped
       }

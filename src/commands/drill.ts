@@ -26,6 +26,8 @@ import { openStorage, type S3Settings } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { missingExtensions, reportedServerVersion, runChecks, withClient } from './drill-checks.ts';
 import { archiveDrillLog, describePhases, drillHistory, type DrillPhases, type DrillResult } from './drill-report.ts';
+import { meteredStorage, NO_PROGRESS, type StepProgress } from '../backup/progress-eta.ts';
+import { restorePhase, startRestoreProgress } from './step-progress.ts';
 
 export {
   archiveDrillLog,
@@ -207,6 +209,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   /** When the restore work (download ∥ cluster start) began and ended (the end of the checks, or where the drill stopped): the RTO. */
   let workStart: number | undefined;
   let workEnd: number | undefined;
+  let progress: StepProgress = NO_PROGRESS;
   // The restore's programs are looked up while the store is listed (each a --version run).
   prefetchPrograms('pg_restore', ...(targetConn ? [] : (['initdb'] as const)));
   try {
@@ -223,6 +226,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       result.backupUri = storage.uri(backup.objectKey);
       result.manifestUri = storage.uri(backup.manifestKey);
       result.rpoMs = startedAt.getTime() - Date.parse(manifest.startedAt);
+      result.archiveSizeBytes = manifest.archiveSizeBytes;
       log.info(`restore drill of ${result.backupUri}`);
       log.info(`backup: ${manifest.service}/${manifest.environment}/${manifest.database}, taken ${manifest.startedAt} (${formatSeconds(result.rpoMs)} ago), ${formatBytes(manifest.object.sizeBytes)}, PostgreSQL ${manifest.server.version}, pg_dump ${manifest.pgDump.version}`);
       // Before any cluster starts: an encrypted backup without an identity is a usage error.
@@ -257,6 +261,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       // Phase 1: download, checksum and decompress to local disk (parallel restore needs a
       // seekable archive) while the throwaway cluster starts.
       log.info(`downloading into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)${targetConn ? '' : '; the throwaway cluster starts meanwhile'}`);
+      progress = startRestoreProgress('drill', storage, manifest, options.logger);
+      progress.phase('download', { bytes: 0, totalBytes: manifest.object.sizeBytes });
       workStart = Date.now();
       const ready = await log.group(targetConn ? 'download' : 'download + cluster start', () =>
         downloadWhileClusterStarts({
@@ -265,7 +271,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           // the file while zstd wrote it hid the scan's ~0.3 s per GB, but raised a 10 GB drill's
           // peak RSS from 107 to 126–132 MiB (docs/performance.md): not taken.
           download: (signal) =>
-            downloadArchive(storage, backup!, scratch!, signal, identities).then(async (local) => {
+            downloadArchive(meteredStorage(storage, (n) => progress.addBytes(n)), backup!, scratch!, signal, identities).then(async (local) => {
               if (manifest.format === 'custom' && local.problems.length === 0) await addDataOffsets(local.path, log, signal);
               return local;
             }),
@@ -310,8 +316,9 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           // Phase 2: restore.
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
+          const verboseLines = await restorePhase(progress, manifest, { customArchive: manifest.format === 'custom' ? local.path : undefined, serial: parallel === 1 });
           const restoreStart = Date.now();
-          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal, verboseLines }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
           ));
@@ -322,6 +329,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
 
           if (!restoreError) {
             // Phase 3: checks.
+            progress.phase('checks');
             const checksStart = Date.now();
             await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal));
             result.phases.checksMs = Date.now() - checksStart;
@@ -345,6 +353,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       result.problems.push(err instanceof CheckFailedError ? err.message : `drill failed: ${oneLine(messageOf(err))}`);
     }
   } finally {
+    progress.stop();
     // Removed on every path, both at once; each on its own, so one failing does not skip the other.
     const shutdownStart = Date.now();
     const cluster = held.cluster;

@@ -28,6 +28,9 @@ import { RestoreChecksFailedError, requireChecks, runRestoreChecks, type Restore
 import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
 import { ArchiveRowCounter, archiveRowProblems, countDirectoryRows, type ArchiveRowCounts } from '../postgres/archive-rows.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
+import { meteredStorage, type StepProgress } from '../backup/progress-eta.ts';
+import type { StderrLineFilter } from '../postgres/processes.ts';
+import { restorePhase, startRestoreProgress } from './step-progress.ts';
 
 /** Options of {@link restore}. */
 export interface RestoreOptions {
@@ -216,6 +219,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   }
 
   let scratch: string | undefined;
+  let progress: StepProgress | undefined;
   try {
     const identities = identitiesFor(manifest.encryption, options.ageIdentities, backupUri);
     const bins = await restoreBinaries(manifest);
@@ -241,7 +245,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     } else if (manifest.format === 'directory') {
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
       logger.info(`downloading ${backupUri} into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
-      const local = await downloadArchive(storage, backup, scratch, options.signal, identities);
+      progress = startRestoreProgress('restore', storage, manifest, logger);
+      progress.phase('download', { bytes: 0, totalBytes: manifest.object.sizeBytes });
+      const local = await downloadArchive(meteredStorage(storage, (n) => progress!.addBytes(n)), backup, scratch, options.signal, identities);
       if (local.problems.length) {
         const party: FaultParty = local.problems.some((p) => /download failed/.test(p)) ? 'storage' : 'archive';
         throw new RestoreFailedError(party, target.display, local.problems.join('; '), 'refused');
@@ -310,6 +316,11 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // The restoring program's session, named so that its lock waits can be watched.
     const appName = `pg-backup-restore-${randomBytes(4).toString('hex')}`;
     const watch = await startLockWatch(target, appName, lockWaitMs, logger);
+    progress ??= startRestoreProgress('restore', storage, manifest, logger);
+    // One job (a single transaction): pg_restore's --verbose lines are read as a serial run's.
+    const verboseLines = await restorePhase(progress, manifest, { serial: true, tables: selection?.tables });
+    const counted = localArchive ? storage : meteredStorage(storage, (n) => progress!.addBytes(n));
+    if (!localArchive) progress.update({ bytes: 0, totalBytes: manifest.object.sizeBytes });
     // The rows each restored table must have (the manifest's counts), checked in the archive before the commit.
     const withoutData = new Set((manifest.tablesWithoutData ?? []).map((t) => `${t.schema}\u0000${t.table}`));
     const selectedKeys = selection ? new Set(selection.tables.map((t) => `${t.schema}\u0000${t.table}`)) : undefined;
@@ -334,15 +345,15 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       if (localArchive) {
         const problems = rowVerdict(await countDirectoryRows(localArchive, toc ?? []));
         if (problems.length) throw rolledBack(problems, 'nothing was restored');
-        const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal, appName);
+        const program = startRestoreProgram(manifest.format, bins, target, args, localArchive, options.signal, appName, verboseLines);
         await program.done.catch((err: unknown) => {
           throw new RestoreFailedError(program.fault()?.party ?? 'target', target.display, program.fault()?.reason ?? messageOf(err), 'rolled back');
         });
       } else if (manifest.format === 'plain') {
-        sizeBytes = await streamPlainRestore(storage, storedParts(backup)[0]!, bins, target, identities, options.signal, appName, options.workDir);
+        sizeBytes = await streamPlainRestore(counted, storedParts(backup)[0]!, bins, target, identities, options.signal, appName, options.workDir);
       } else {
         let rowProblems: string[] = [];
-        sizeBytes = await streamRestore(storage, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName, (counts) => {
+        sizeBytes = await streamRestore(counted, storedParts(backup)[0]!, manifest.format, bins, target, args, identities, options.signal, appName, verboseLines, (counts) => {
           rowProblems = rowVerdict(counts);
           return rowProblems.length === 0;
         }).catch((err: unknown) => {
@@ -362,6 +373,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       }
       throw err;
     } finally {
+      progress.stop();
       await watch?.stop();
     }
     const durationMs = Date.now() - started;
@@ -384,6 +396,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     requireChecks(checks, `restore into ${target.display}`, options.checksFailed ?? back, result);
     return result;
   } finally {
+    progress?.stop();
     await client.end().catch(() => undefined);
     if (scratch) await rm(scratch, { recursive: true, force: true });
   }
@@ -477,6 +490,7 @@ async function streamRestore(
   identities: string[] | undefined,
   signal: AbortSignal | undefined,
   appName: string,
+  verboseLines?: StderrLineFilter,
   rowsMatch?: (counts: ArchiveRowCounts | { unsupported: string }) => boolean,
 ): Promise<number> {
   let resolveVerdict!: (v: { sizeBytes: number; sha256?: string; error?: string }) => void;
@@ -523,7 +537,7 @@ async function streamRestore(
     hashing,
     part,
     () => {
-      program = startRestoreProgram(format, bins, target, args, undefined, signal, appName);
+      program = startRestoreProgram(format, bins, target, args, undefined, signal, appName, verboseLines);
       const p = program;
       const counter = rowsMatch && new ArchiveRowCounter();
       const stream = holdBack(p, async () => (await sinkCheck) && (!counter || rowsMatch!(counter.finish())), counter ? (chunk) => counter.push(chunk) : undefined);
@@ -618,21 +632,23 @@ interface RestoreProgram {
  * Starts the program that restores into `target` in one transaction: `psql -X -q -v
  * ON_ERROR_STOP=1 --single-transaction` for plain SQL, `pg_restore` with `args` otherwise. Reads
  * `file` or, without it, stdin. The password goes in `PGPASSWORD`; the whole stderr is kept to
- * attribute a failure ({@link classifyRestoreFailure}).
+ * attribute a failure ({@link classifyRestoreFailure}). With `verboseLines` (pg_restore only),
+ * --verbose is added and its progress lines go to that filter, not into the kept stderr
+ * (src/postgres/restore-progress.ts).
  */
-function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], file: string | undefined, signal: AbortSignal | undefined, appName: string): RestoreProgram {
+function startRestoreProgram(format: DumpFormat, bins: RestoreBinaries, target: DatabaseConnection, args: string[], file: string | undefined, signal: AbortSignal | undefined, appName: string, verboseLines?: StderrLineFilter): RestoreProgram {
   const stopper = new AbortController();
   const cancel = signal ? AbortSignal.any([signal, stopper.signal]) : stopper.signal;
   const bin: PgBinary = format === 'plain' ? bins.psql! : bins.pgRestore;
   const argv =
     format === 'plain'
       ? ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '--single-transaction', '-f', file ?? '-', `--dbname=${named(target.url, appName)}`]
-      : [...args, `--dbname=${named(target.url, appName)}`, ...(file ? [file] : [])];
+      : [...args, ...(verboseLines ? ['--verbose'] : []), `--dbname=${named(target.url, appName)}`, ...(file ? [file] : [])];
   const child = execa(bin.path, argv, {
     env: { ...libpqEnv(target), PGAPPNAME: appName },
     stdin: file ? 'ignore' : 'pipe',
     stdout: 'ignore',
-    stderr: 'pipe',
+    stderr: verboseLines && format !== 'plain' ? [verboseLines, 'pipe'] : 'pipe',
     buffer: { stdout: false, stderr: true },
     cancelSignal: cancel,
     forceKillAfterDelay: 5_000,

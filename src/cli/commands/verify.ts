@@ -8,7 +8,7 @@ import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import { checkVerifyScope, walFreshness } from '../../physical/wal-freshness.ts';
-import { checkJson, exitOnFailedCheck, filterOf, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { checkJson, exitOnFailedCheck, filterOf, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /**
  * `pg-backup verify`: checks a backup at `--level` (or, with `--wal-prefix`, the freshness of a WAL archive); exit code 1 when the check fails.
@@ -33,7 +33,7 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
         .option('--recipients', 'instead of reading backups: check without decrypting that every backup in scope (--since) was encrypted to each --require-recipient (manifest and age header; docs/evidence.md)')
         .option('--require-recipient <age1…>', 'with --recipients: an age recipient every backup must be encrypted to (repeat for several)', (v: string, all: string[] = []) => [...all, v])
         .option('--since <duration>', 'with --recipients: only backups taken within this duration (e.g. 90d)'),
-    ).option('--json', 'print the result as JSON on stdout'),
+    ).option('--json', 'print the result as JSON on stdout').option('--quiet', QUIET_HELP),
   )).action(async (flags: CommonFlags & { from?: string; walPrefix?: string; backup: string; level: VerifyLevel; maxAge?: string; expectEvery?: string; maxClockSkew: string; failOnSuspicion?: boolean; workDir?: string; record?: boolean; allowSameOsUser?: boolean; recipients?: boolean; requireRecipient?: string[]; since?: string }) => {
     if (flags.recipients || flags.requireRecipient || flags.since) {
       if (!flags.recipients) throw new UsageError('--require-recipient and --since belong to --recipients: add it');
