@@ -219,7 +219,12 @@ async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client):
  * include pattern that matches nothing fails as a UsageError with nothing uploaded.
  */
 async function selectInSnapshot(plan: DumpPlan, session: Session, logger: Logger): Promise<SelectedTable[]> {
-  const selected = await selectTables(session.client, await listUserTables(session.client), plan.selection, (m) => logger.warn(`${session.conn.database}: ${m}`));
+  // A profile's platform schema that this database lacks is no news: only the user's own patterns warn.
+  const quiet = new Set((plan.profile?.excludeSchemas ?? []).map((p) => `--exclude-schema ${JSON.stringify(p)} `));
+  if (plan.profile) logger.info(`${session.conn.database}: profile ${plan.profile.name}: ${plan.profile.excludeSchemas.length ? `--exclude-schema ${plan.profile.excludeSchemas.join(' --exclude-schema ')}` : 'no platform schemas to exclude'}`);
+  const selected = await selectTables(session.client, await listUserTables(session.client), plan.selection, (m) => {
+    if (![...quiet].some((q) => m.startsWith(q))) logger.warn(`${session.conn.database}: ${m}`);
+  });
   // Everything the dump reads must be readable by the role: refused here, before pg_dump starts.
   await checkReadable(session.client, plan.selection, session.conn.database);
   logger.debug?.(`${session.conn.database}: snapshot ${session.snapshot} exported; ${selected.filter((t) => t.withData).length} tables to count in it`);
