@@ -1,3 +1,6 @@
+import { execa } from 'execa';
+import { findProfile } from '../postgres/profiles.ts';
+import { skipPlatformExtensions } from '../postgres/managed-target.ts';
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -148,6 +151,12 @@ export interface DrillOptions extends DrillCommonOptions {
   postgresVersions?: number[];
   /** For drill-majors.ts: the throwaway cluster runs exactly this major. */
   serverMajor?: number;
+  /**
+   * The managed platform the backup comes from (`--profile`; default: the manifest's
+   * `options.profile`): its own extensions, which a server elsewhere lacks, are left out of the
+   * drill's restore (named in the log) instead of failing it (src/postgres/managed-target.ts).
+   */
+  profile?: string;
   /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
   archiveLog?: boolean;
   /**
@@ -301,7 +310,13 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         result.serverVersion = await reportedServerVersion(target);
         // Preflight: every extension the archive creates must be available on the target.
         result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path, options.signal);
-        const missing = await missingExtensions(target, result.extensions, options.signal);
+        let missing = await missingExtensions(target, result.extensions, options.signal);
+        // A managed platform's own extensions (pg_graphql, supabase_vault…) are left out elsewhere.
+        const platform = missing.length ? await skipPlatformExtensions({ listText: manifest.format === 'plain' ? undefined : (await execa(bins.pgRestore.path, ['--list', local.path], { cancelSignal: options.signal })).stdout, missing, profile: findProfile(options.profile ?? manifest.options?.profile), dir: scratch! }) : undefined;
+        if (platform?.listFile) {
+          log.warn(`leaving out the ${platform.skipped.length > 1 ? 'extensions' : 'extension'} ${platform.skipped.join(', ')} of ${findProfile(options.profile ?? manifest.options?.profile)!.title}, which this server lacks (the restore of the rest must still pass)`);
+          missing = platform.remaining;
+        }
         if (missing.length) {
           const them = missing.length > 1 ? 'them' : 'it';
           const targetMajor = held.cluster?.major ?? manifest.server.major;
@@ -311,7 +326,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const restoreStart = Date.now();
-          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl', ...(platform?.listFile && !platform.remaining.length ? [`--use-list=${platform.listFile}`] : [])], signal: options.signal }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
           ));

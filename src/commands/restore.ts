@@ -21,6 +21,8 @@ import { libpqEnv, resolveConnection, type DatabaseConnection } from '../postgre
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
 import { writeWithBackpressure } from '../postgres/processes.ts';
+import { findProfile, resolveRestoreProfile } from '../postgres/profiles.ts';
+import { platformOwnerHint, refusedEntries, refusedMessage, writeSkipList } from '../postgres/managed-target.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
@@ -43,6 +45,19 @@ export interface RestoreOptions {
   /** Do not restore ownership / privileges (`--no-owner`, `--no-acl`): for a server without the source's roles. */
   noOwner?: boolean;
   noAcl?: boolean;
+  /**
+   * The target's managed platform (`supabase`, `neon`, `rds`, `cloudsql`, `azure`;
+   * src/postgres/profiles.ts): the defaults of `noOwner` / `noAcl` when they are not given, and
+   * the platform's names in the pre-flight's advice.
+   */
+  profile?: string;
+  /**
+   * Leave out the archive's entries the target refuses (event triggers, extensions it cannot
+   * create, comments on extensions it does not own…: src/postgres/managed-target.ts) and restore
+   * the rest, still in one transaction (`pg_restore -L`). Without it such entries refuse the
+   * restore, named, before anything is written.
+   */
+  skipRefused?: boolean;
   /**
    * With `clean` and a target that is not empty: first dump the target into the location's
    * safety folder (`safety-dumps/<service>/<environment>/<target database>/…`, the service and
@@ -82,6 +97,8 @@ export interface RestoreResult {
   replaced: boolean;
   /** The dump of the target taken before it was replaced. */
   safetyDump?: { backupUri: string; manifestUri: string; restoreCommand: string };
+  /** With `skipRefused`: the entries left out, e.g. `event trigger audit_ddl`. */
+  skipped?: string[];
 }
 
 const PARTY: Record<FaultParty, string> = { target: 'the target database', archive: 'the backup archive', storage: 'the storage' };
@@ -130,6 +147,11 @@ export class RestoreFailedError extends CheckFailedError {
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const { logger } = options;
+  // A managed target's profile chooses --no-owner / --no-acl when they were not given.
+  const profile = findProfile(options.profile);
+  const resolved = resolveRestoreProfile(profile, { noOwner: options.noOwner, noAcl: options.noAcl });
+  if (resolved.note) logger.info(resolved.note);
+  options = { ...options, noOwner: resolved.noOwner, noAcl: resolved.noAcl };
   if (!options.backup?.trim()) throw new UsageError('restore needs --backup KEY (from "pg-backup list") or --backup latest');
   const lockWaitMs = parseDuration(options.lockWaitTimeout ?? '60s', '--lock-wait-timeout');
   if (lockWaitMs < 1000) throw new UsageError(`--lock-wait-timeout ${JSON.stringify(options.lockWaitTimeout)} is too short: give at least 1s (e.g. 30s, 2m)`);
@@ -178,11 +200,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
     // 1. The archive's TOC, and the checks against the target.
     let toc: TocEntry[] | undefined;
+    let listText = '';
     let localArchive: string | undefined;
     let sizeBytes = 0;
     if (manifest.format === 'custom') {
       const [part] = storedParts(backup);
-      toc = parseToc(await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal));
+      listText = await readStreamedToc(storage, part!, bins.pgRestore, identities, target.display, options.signal);
+      toc = parseToc(listText);
     } else if (manifest.format === 'directory') {
       scratch = await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
       logger.info(`downloading ${backupUri} into ${scratch} (needs ${formatBytes(manifest.archiveSizeBytes)} free)`);
@@ -195,10 +219,23 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       sizeBytes = local.sizeBytes;
       const listed = await execa(bins.pgRestore.path, ['--list', local.path], { reject: false, maxBuffer: 256 * 1024 * 1024 });
       if (listed.exitCode !== 0) throw new RestoreFailedError('archive', target.display, classifyRestoreFailure('pg_restore', listed.stderr, `exit code ${listed.exitCode}`).reason, 'refused');
-      toc = parseToc(listed.stdout);
+      listText = listed.stdout;
+      toc = parseToc(listText);
+    }
+    // Entries a managed (non-superuser) target refuses: named, or left out with --skip-refused.
+    const refused = toc ? await refusedEntries(client, toc, { noOwner, profile }) : [];
+    if (refused.length && options.skipRefused) {
+      scratch ??= await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
+      const ids = new Set(refused.map((r) => r.entry.dumpId));
+      args.push(`--use-list=${await writeSkipList(listText, ids, scratch)}`);
+      toc = toc!.filter((e) => !ids.has(e.dumpId));
+      logger.warn(`leaving out ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} the target refuses (--skip-refused): ${refused.map((r) => `${r.label} (${r.reason})`).join(', ')}`);
     }
     const tables = [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
     const { problems, warnings } = await preflightRestore(client, { toc, tables, clean, noOwner });
+    if (refused.length && !options.skipRefused) problems.unshift(refusedMessage(refused));
+    const ownerHint = toc && problems.some((p) => /owns objects in the backup|OWNER TO/.test(p)) ? platformOwnerHint(toc, { noOwner, profile }) : undefined;
+    if (ownerHint) problems.push(ownerHint);
     await client.end().catch(() => undefined);
     for (const w of warnings) logger.warn(w);
     if (problems.length) throw new RestoreFailedError('target', target.display, problems.join('; '), 'refused');
@@ -262,7 +299,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     const durationMs = Date.now() - started;
     logger.info(`restored ${manifest.database} into ${target.display} in ${formatSeconds(durationMs)} (committed as one transaction)`);
-    return { backupUri, target: target.display, durationMs, sizeBytes, replaced: contents !== undefined, safetyDump: safety };
+    return { backupUri, target: target.display, durationMs, sizeBytes, replaced: contents !== undefined, safetyDump: safety, skipped: options.skipRefused && refused.length ? refused.map((r) => r.label) : undefined };
   } finally {
     await client.end().catch(() => undefined);
     if (scratch) await rm(scratch, { recursive: true, force: true });

@@ -53,7 +53,10 @@ export interface Profile {
  * (https://supabase.com/docs/guides/platform/migrating-within-supabase/backup-restore). As the
  * CLI's data dump does, `auth`, `storage`, `supabase_functions`, `cron`, `net` and `pgmq` are
  * kept (users, files' metadata, jobs and queues are the application's data); unlike it,
- * `supabase_migrations` is kept too (the migration history is part of a backup).
+ * `supabase_migrations` is kept (the migration history is part of a backup) and so is
+ * `extensions`: it holds only extension members, which pg_dump never dumps, and its CREATE
+ * SCHEMA lets the backup's `CREATE EXTENSION … WITH SCHEMA extensions` restore on any server
+ * (a drill's throwaway cluster included).
  */
 const SUPABASE: Profile = {
   name: 'supabase',
@@ -63,7 +66,7 @@ const SUPABASE: Profile = {
     // Owned by extensions the platform installs.
     'graphql', 'graphql_public', 'pgsodium', 'pgsodium_masks', 'pgtle', 'repack', 'tiger', 'tiger_data', 'timescaledb_*', '_timescaledb_*', 'topology', 'vault',
     // Managed by Supabase.
-    'etl', 'extensions', 'pgbouncer', 'realtime', '_analytics', '_realtime', '_supavisor',
+    'etl', 'pgbouncer', 'realtime', '_analytics', '_realtime', '_supavisor',
   ],
   excludeDatabases: ['_supabase'],
   platformRoles: ['anon', 'authenticated', 'authenticator', 'cli_login_.*', 'dashboard_user', 'pgbouncer', 'postgres', 'service_role', 'supabase_.*', 'pgsodium_keyholder', 'pgsodium_keyiduser', 'pgsodium_keymaker', 'pgtle_admin'],
@@ -74,7 +77,7 @@ const SUPABASE: Profile = {
     noAcl: false,
     why: 'the application\'s objects are owned by postgres, the login that restores them, and the grants to anon, authenticated and service_role (which every project has) are what the Data API and row-level security rely on',
   },
-  summary: 'platform schemas left out (graphql, pgsodium, vault, realtime, extensions, …; auth and storage kept)',
+  summary: 'platform schemas left out (graphql, pgsodium, vault, realtime, …; auth and storage kept)',
 };
 
 /**

@@ -1,0 +1,71 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { PROFILES, PROFILE_NAMES, detectPlatform, findProfile, isPlatformRole, resolveDumpProfile, resolveRestoreProfile } from '../../src/postgres/profiles.ts';
+import { patternFor, unreadableMessage } from '../../src/postgres/readable.ts';
+import { UsageError } from '../../src/errors.ts';
+
+describe('profiles', () => {
+  it('every profile cites an https source and names its admin role among its platform roles or as a predefined role', () => {
+    for (const name of PROFILE_NAMES) {
+      const p = PROFILES[name];
+      assert.equal(p.name, name);
+      assert.ok(p.sources.length > 0 && p.sources.every((s) => s.startsWith('https://')), name);
+      assert.ok(p.restore.why.length > 20, name);
+      for (const r of p.platformRoles) assert.doesNotThrow(() => new RegExp(r), r);
+    }
+  });
+
+  it('finds a profile by name, case-insensitively; an unknown one is a usage error listing the known', () => {
+    assert.equal(findProfile(' Supabase ')?.name, 'supabase');
+    assert.equal(findProfile(''), undefined);
+    assert.equal(findProfile(undefined), undefined);
+    assert.throws(() => findProfile('heroku'), (e: Error) => e instanceof UsageError && /unknown profile "heroku": use one of supabase, neon, rds, cloudsql, azure/.test(e.message));
+  });
+
+  it('supabase: the CLI\'s platform schemas are excluded, auth and storage are kept, an explicit --schema wins', () => {
+    const r = resolveDumpProfile(PROFILES.supabase, { excludeSchemas: ['audit'] });
+    assert.equal(r.excludeSchemas[0], 'audit');
+    for (const s of ['graphql', 'vault', 'pgsodium', 'realtime', '_realtime']) assert.ok(r.excludeSchemas.includes(s), s);
+    for (const s of ['auth', 'storage', 'public', 'supabase_migrations', 'extensions']) assert.ok(!r.excludeSchemas.includes(s), s);
+    const explicit = resolveDumpProfile(PROFILES.supabase, { schemas: ['realtime'] });
+    assert.ok(!explicit.excludeSchemas.includes('realtime'));
+    assert.ok(!explicit.fromProfile.includes('realtime'));
+    assert.deepEqual(resolveDumpProfile(undefined, { excludeSchemas: ['x'] }), { excludeSchemas: ['x'], fromProfile: [] });
+    assert.deepEqual(resolveDumpProfile(PROFILES.rds, {}).excludeSchemas, []);
+  });
+
+  it('restore defaults per platform; an explicit --owner / --no-acl wins', () => {
+    assert.deepEqual(resolveRestoreProfile(undefined, {}), { noOwner: false, noAcl: false });
+    const rds = resolveRestoreProfile(PROFILES.rds, {});
+    assert.equal(rds.noOwner, true);
+    assert.equal(rds.noAcl, false);
+    assert.match(rds.note!, /^profile rds: --no-owner by default \(the master user has rds_superuser/);
+    assert.deepEqual({ ...resolveRestoreProfile(PROFILES.cloudsql, {}), note: undefined }, { noOwner: true, noAcl: true, note: undefined });
+    const kept = resolveRestoreProfile(PROFILES.cloudsql, { noOwner: false, noAcl: false });
+    assert.equal(kept.noOwner, false);
+    assert.equal(kept.noAcl, false);
+    assert.match(kept.note!, /owners and grants restored/);
+    assert.equal(resolveRestoreProfile(PROFILES.supabase, {}).noOwner, false);
+  });
+
+  it('platform roles match their patterns, anchored; a platform is recognised from its distinctive role', () => {
+    assert.ok(isPlatformRole(PROFILES.supabase, 'supabase_auth_admin'));
+    assert.ok(!isPlatformRole(PROFILES.supabase, 'my_supabase_auth_admin'));
+    assert.ok(isPlatformRole(PROFILES.rds, 'rds_superuser'));
+    assert.equal(detectPlatform(['app', 'rds_superuser', 'rdsadmin'])?.name, 'rds');
+    assert.equal(detectPlatform(['app', 'postgres']), undefined);
+  });
+});
+
+describe('unreadable objects: the message', () => {
+  it('quotes names as psql patterns and for the shell, names at most five, and ends with the grant', () => {
+    assert.equal(patternFor('public'), 'public');
+    assert.equal(patternFor('Audit Log'), '"Audit Log"');
+    assert.equal(patternFor('a"b'), '"a""b"');
+    assert.equal(patternFor('x.y*'), '"x.y*"');
+    const objects = Array.from({ length: 7 }, (_, i) => ({ reason: 'select' as const, kind: 'table' as const, schema: 'public', name: `t${i}` }));
+    const line = unreadableMessage('backup', 'app', [{ reason: 'schema', kind: 'schema', schema: "it's" }, ...objects]);
+    assert.ok(!line.includes('\n'));
+    assert.match(line, /^app: role "backup" cannot read 8 objects the dump needs: schema "it's" \(no USAGE\), table "public"\."t0" \(no SELECT\), .* and 3 more; skip them with --exclude-schema '"it'\\''s"' --exclude-table public\.t0 .* --exclude-table public\.t6, or GRANT pg_read_all_data TO "backup" \(PostgreSQL 14\+; else USAGE and SELECT\); nothing was written$/);
+  });
+});
