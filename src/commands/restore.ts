@@ -224,11 +224,12 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     // Entries a managed (non-superuser) target refuses: named, or left out with --skip-refused.
     const refused = toc ? await refusedEntries(client, toc, { noOwner, profile }) : [];
+    // The other checks look at what is left (a refused entry is named once, by refusedMessage).
+    const refusedIds = new Set(refused.map((r) => r.entry.dumpId));
+    toc = toc?.filter((e) => !refusedIds.has(e.dumpId));
     if (refused.length && options.skipRefused) {
       scratch ??= await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
-      const ids = new Set(refused.map((r) => r.entry.dumpId));
-      args.push(`--use-list=${await writeSkipList(listText, ids, scratch)}`);
-      toc = toc!.filter((e) => !ids.has(e.dumpId));
+      args.push(`--use-list=${await writeSkipList(listText, refusedIds, scratch)}`);
       logger.warn(`leaving out ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} the target refuses (--skip-refused): ${refused.map((r) => `${r.label} (${r.reason})`).join(', ')}`);
     }
     const tables = [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];

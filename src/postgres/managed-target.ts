@@ -67,7 +67,7 @@ export async function refusedEntries(client: pg.Client, toc: readonly TocEntry[]
         out.push({ entry: e, label: `extension ${e.name}`, reason: `the target server does not have it${elsewhere}` });
       } else if (!x.installed && x.untrusted && !me.su) {
         refusedExtensions.add(e.name);
-        out.push({ entry: e, label: `extension ${e.name}`, reason: `creating it needs a superuser${restore.profile ? ` (on ${restore.profile.title}, create it first as ${restore.profile.adminRole} or from the console)` : ' (create it in the target first)'}` });
+        out.push({ entry: e, label: `extension ${e.name}`, reason: `creating it needs a superuser: create it in the target first${restore.profile ? `, on ${restore.profile.title} as ${restore.profile.adminRole} or from its console` : ''}` });
       }
     } else if (e.desc === 'COMMENT' && e.name.startsWith('EXTENSION ')) {
       const name = e.name.slice('EXTENSION '.length);
