@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import pg from 'pg';
-import { readdir, rm } from 'node:fs/promises';
-import { cli, fileLocation, realPgBin, run, s3Keys, s3Location, sql } from '../helpers.ts';
+import { readFile, readdir, rm } from 'node:fs/promises';
+import { cli, createDatabase, dbUrl, fileLocation, realPgBin, run, s3Keys, s3Location, sql } from '../helpers.ts';
 import { createRole, type TestRole } from '../infra/roles.ts';
 import { lastLine } from '../reliability.ts';
 import { runDump, planDump } from '../../src/commands/dump.ts';
@@ -118,5 +118,34 @@ describe('dump as a role that cannot read everything (managed servers)', () => {
     }
     const files = (await readdir(new URL(to), { recursive: true, withFileTypes: true })).filter((e) => !e.isDirectory());
     assert.deepEqual(files.map((e) => e.name), []);
+  });
+
+  it('--profile supabase leaves out the platform\'s schemas, keeps auth, says so once, records the profile; an explicit --schema wins', { timeout: 120_000 }, async (t) => {
+    const db = await createDatabase('supa', false);
+    t.after(() => sql('postgres', `DROP DATABASE IF EXISTS "${db}" WITH (FORCE)`).then(() => undefined));
+    await sql(db, `CREATE SCHEMA auth; CREATE TABLE auth.users (id int); INSERT INTO auth.users VALUES (1), (2);
+      CREATE SCHEMA realtime; CREATE TABLE realtime.messages (id int); INSERT INTO realtime.messages VALUES (1);
+      CREATE SCHEMA graphql_public; CREATE FUNCTION graphql_public.graphql() RETURNS int LANGUAGE sql AS 'SELECT 1';
+      CREATE TABLE public.todos (id int); INSERT INTO public.todos VALUES (1), (2), (3);`);
+    const to = await fileLocation();
+    t.after(() => rm(new URL(to), { recursive: true, force: true }));
+    const r = await cli(['dump', '--to', to, '--profile', 'supabase', '--schema-sidecar', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const m = JSON.parse(r.stdout);
+    assert.deepEqual(m.tables.map((x: { schema: string; table: string }) => `${x.schema}.${x.table}`), ['auth.users', 'public.todos']);
+    assert.equal(m.options.profile, 'supabase');
+    assert.ok(m.options.excludeSchemas.includes('realtime') && m.options.excludeSchemas.includes('graphql_public'));
+    assert.match(r.stderr, /profile supabase: --exclude-schema graphql --exclude-schema graphql_public/);
+    assert.doesNotMatch(r.stderr, /matches no schema/, 'the profile\'s schemas this database lacks are no warning');
+    const sidecar = (await readdir(new URL(to), { recursive: true })).find((f) => f.endsWith('.schema.sql'))!;
+    const schema = await readFile(new URL(`${to}/${sidecar}`), 'utf8');
+    assert.match(schema, /CREATE TABLE auth\.users/);
+    assert.doesNotMatch(schema, /graphql_public|realtime/);
+    const explicit = await cli(['dump', '--to', to, '--profile', 'supabase', '--schema', 'realtime', '--json'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(explicit.code, 0, explicit.stderr);
+    assert.deepEqual(JSON.parse(explicit.stdout).tables, [{ schema: 'realtime', table: 'messages', rows: 1 }]);
+    const bad = await cli(['dump', '--to', to, '--profile', 'heroku'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(bad.code, 2, bad.stderr);
+    assert.match(lastLine(bad.stderr), /unknown profile "heroku": use one of supabase, neon, rds, cloudsql, azure/);
   });
 });
