@@ -3,6 +3,10 @@ import { describe, it } from 'node:test';
 import { PROFILES, PROFILE_NAMES, detectPlatform, findProfile, isPlatformRole, resolveDumpProfile, resolveRestoreProfile } from '../../src/postgres/profiles.ts';
 import { patternFor, unreadableMessage } from '../../src/postgres/readable.ts';
 import { UsageError } from '../../src/errors.ts';
+import { platformOwnerHint, refusedMessage, skipPlatformExtensions, writeSkipList } from '../../src/postgres/managed-target.ts';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 
 describe('profiles', () => {
   it('every profile cites an https source and names its admin role among its platform roles or as a predefined role', () => {
@@ -67,5 +71,56 @@ describe('unreadable objects: the message', () => {
     const line = unreadableMessage('backup', 'app', [{ reason: 'schema', kind: 'schema', schema: "it's" }, ...objects]);
     assert.ok(!line.includes('\n'));
     assert.match(line, /^app: role "backup" cannot read 8 objects the dump needs: schema "it's" \(no USAGE\), table "public"\."t0" \(no SELECT\), .* and 3 more; skip them with --exclude-schema '"it'\\''s"' --exclude-table public\.t0 .* --exclude-table public\.t6, or GRANT pg_read_all_data TO "backup" \(PostgreSQL 14\+; else USAGE and SELECT\); nothing was written$/);
+  });
+});
+
+describe('managed targets: the -L list and the platform extensions a drill leaves out', () => {
+  const list = [
+    ';',
+    '; Archive created at 2026-12-07 18:00:00 UTC',
+    '3; 2615 16390 SCHEMA - graphql_public postgres',
+    '4; 3079 16400 EXTENSION - pg_graphql ',
+    '5; 0 0 COMMENT - EXTENSION pg_graphql ',
+    '6; 3079 16401 EXTENSION - pgcrypto ',
+    '7; 0 0 COMMENT - EXTENSION pgcrypto ',
+    '8; 3079 16402 EXTENSION - mystery ',
+    '210; 1259 16410 TABLE public todos postgres',
+  ].join('\n');
+
+  it('comments out only the skipped entries, order unchanged', async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-list-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const file = await writeSkipList(list, new Set([4, 5]), dir);
+    const lines = (await readFile(file, 'utf8')).split('\n');
+    assert.deepEqual(lines.filter((l) => l.startsWith(';4') || l.startsWith(';5')), ['4; 3079 16400 EXTENSION - pg_graphql ', '5; 0 0 COMMENT - EXTENSION pg_graphql '].map((l) => `;${l}`));
+    assert.ok(lines.includes('210; 1259 16410 TABLE public todos postgres'));
+    assert.equal(lines.length, list.split('\n').length);
+  });
+
+  it('leaves out the missing extensions of the backup\'s platform only; others stay missing; without a profile or a TOC nothing is left out', async (t) => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-list-'));
+    t.after(() => rm(dir, { recursive: true, force: true }));
+    const r = await skipPlatformExtensions({ listText: list, missing: ['pg_graphql', 'mystery'], profile: PROFILES.supabase, dir });
+    assert.deepEqual(r.skipped, ['pg_graphql']);
+    assert.deepEqual(r.remaining, ['mystery']);
+    const text = await readFile(r.listFile!, 'utf8');
+    assert.match(text, /^;4; .*pg_graphql/m);
+    assert.match(text, /^;5; .*EXTENSION pg_graphql/m);
+    assert.match(text, /^6; .*pgcrypto/m);
+    assert.deepEqual(await skipPlatformExtensions({ listText: list, missing: ['pg_graphql'], profile: undefined, dir }), { skipped: [], remaining: ['pg_graphql'] });
+    assert.deepEqual(await skipPlatformExtensions({ listText: undefined, missing: ['pg_graphql'], profile: PROFILES.supabase, dir }), { skipped: [], remaining: ['pg_graphql'] });
+  });
+
+  it('names a platform\'s roles among the backup\'s owners, unless ownership is not restored', () => {
+    const toc = [{ dumpId: 1, desc: 'TABLE', schema: 'public', name: 'x', owner: 'supabase_admin' }, { dumpId: 2, desc: 'TABLE', schema: 'public', name: 'y', owner: 'app' }];
+    assert.match(platformOwnerHint(toc, { noOwner: false })!, /^supabase_admin is a role of Supabase, which owns objects in the backup: restore with --no-owner \(or --profile supabase when the target is Supabase\)$/);
+    assert.equal(platformOwnerHint(toc, { noOwner: true }), undefined);
+    assert.equal(platformOwnerHint([toc[1]!], { noOwner: false }), undefined);
+  });
+
+  it('the refusal names each entry once, at most six, and the way out', () => {
+    const entry = { dumpId: 1, desc: 'EVENT TRIGGER', schema: undefined, name: 'e', owner: 'x' };
+    const many = Array.from({ length: 8 }, (_, i) => ({ entry, label: `event trigger e${i}`, reason: 'creating an event trigger needs a superuser' }));
+    assert.match(refusedMessage(many), /^the target refuses 8 entries of the backup: event trigger e0 \(creating an event trigger needs a superuser\), .*event trigger e5 \(.*\) and 2 more; pass --skip-refused to restore everything else without them \(still in one transaction\), or restore as a superuser$/);
   });
 });
