@@ -270,13 +270,16 @@ class FactsError extends Error {
 }
 
 /**
- * pg_dump's error when the snapshot it was told to import is gone, or its input or output was
- * closed under it: a consequence of an earlier failure, never a cause by itself. PostgreSQL's
- * words: "could not import the requested snapshot", "invalid snapshot identifier"
- * (src/backend/utils/time/snapmgr.c).
+ * pg_dump's error when the snapshot it was told to import is gone: a consequence of the end of
+ * the exporting transaction (a failed fact on our connection, or that connection lost), never a
+ * cause by itself; the caller then waits for the facts, which fail at once in both cases, and
+ * reports their error. PostgreSQL's words: "could not import the requested snapshot", "invalid
+ * snapshot identifier" (src/backend/utils/time/snapmgr.c). A closed pipe is not matched: it
+ * follows a failed compressor or upload, whose error is the one reported, without waiting for
+ * the row counts.
  */
 export function isSnapshotLost(err: unknown): boolean {
-  return /could not import the requested snapshot|invalid snapshot identifier|EPIPE|broken pipe/i.test(messageOf(err));
+  return /could not import the requested snapshot|invalid snapshot identifier/i.test(messageOf(err));
 }
 
 
