@@ -15,7 +15,8 @@ import { selectTables, type DumpSelection } from './dump-options.ts';
  *   security policy") unless the role owns the table (without FORCE ROW LEVEL SECURITY), is a
  *   superuser or has BYPASSRLS;
  * - `large-objects`: large objects without SELECT for the role (dumped when no `--schema` or
- *   `--table` is given), unless `lo_compat_privileges` is on.
+ *   `--table` is given, or with `--blobs`; never with `--no-blobs` or `--schema-only`), unless
+ *   `lo_compat_privileges` is on.
  * Sources: PostgreSQL docs, "LOCK" (required privileges), "Row Security Policies" and the
  * `row_security` setting, pg_dump's `--enable-row-security`, "Large Objects: access privileges";
  * pg_dump.c (`getTables` locks, `dumpSequenceData`, `processExtensionTables`).
