@@ -55,6 +55,11 @@ describe('dump as a role that cannot read everything (managed servers)', () => {
     // --schema public alone never reads the platform's schema: no refusal.
     const only = await cli(['dump', '--to', to, '--schema', 'public'], { DATABASE_URL: app.url(db) });
     assert.equal(only.code, 0, only.stderr);
+    // docs/managed.md's least-privilege grant (PostgreSQL 14+) reads it all.
+    await sql('postgres', `GRANT pg_read_all_data TO ${app.name}`);
+    const all = await cli(['dump', '--to', to, '--json'], { DATABASE_URL: app.url(db) });
+    assert.equal(all.code, 0, all.stderr);
+    assert.deepEqual(JSON.parse(all.stdout).tables.map((x: { schema: string; table: string; rows: number }) => `${x.schema}.${x.table}:${x.rows}`), ['platform.settings:1', 'public.orders:100']);
   });
 
   it('tables, sequences, row-level security and large objects: each reported object really fails pg_dump, and the pasted flags make the dump pass', { timeout: 180_000 }, async (t) => {

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 
 describe('profiles', () => {
-  it('every profile cites an https source and names its admin role among its platform roles or as a predefined role', () => {
+  it('every profile cites an https source, gives its restore defaults a reason and has valid role patterns', () => {
     for (const name of PROFILE_NAMES) {
       const p = PROFILES[name];
       assert.equal(p.name, name);
