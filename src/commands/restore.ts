@@ -126,7 +126,10 @@ export class RestoreFailedError extends CheckFailedError {
  *    ({@link targetContents}) unless `clean` is given (else a {@link UsageError}, exit 2); the
  *    archive's TOC (custom: read from the head of the object, a partial download; directory:
  *    after the download) and {@link preflightRestore}: owners, rights, extensions, and with
- *    `clean` the objects outside the backup that depend on ones it replaces, and the lock table.
+ *    `clean` the objects outside the backup that depend on ones it replaces, and the lock table;
+ *    the entries a target refuses to a role that is not a superuser (event triggers,
+ *    extensions, comments on extensions…: `refusedEntries`), named, or left out with
+ *    `skipRefused`. `profile` sets the `noOwner` / `noAcl` defaults for the target's platform.
  * 2. With `clean` into a non-empty target: a safety dump of the target (see `safetyDump`).
  * 3. **One transaction**: custom streams download → decrypt → decompress → `pg_restore
  *    --single-transaction --exit-on-error` (no local disk), the last 256 KiB of the archive held
