@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { findProfile } from '../postgres/profiles.ts';
-import { skipPlatformExtensions } from '../postgres/managed-target.ts';
+import { refusedEntries, refusedMessage, skipPlatformExtensions } from '../postgres/managed-target.ts';
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -24,7 +24,9 @@ import { clusterIsolation } from '../postgres/cluster-user.ts';
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { serverFacts } from '../postgres/server.ts';
-import { targetContents } from '../postgres/target.ts';
+import { parseToc, targetContents } from '../postgres/target.ts';
+import type { PgBinary } from '../postgres/binaries.ts';
+import type { DumpFormat } from '../postgres/dump-options.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { missingExtensions, reportedServerVersion, runChecks, withClient } from './drill-checks.ts';
@@ -317,7 +319,11 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           log.warn(`leaving out the ${platform.skipped.length > 1 ? 'extensions' : 'extension'} ${platform.skipped.join(', ')} of ${findProfile(options.profile ?? manifest.options?.profile)!.title}, which this server lacks (the restore of the rest must still pass)`);
           missing = platform.remaining;
         }
-        if (missing.length) {
+        // A --target-url drill as a role that is not a superuser: what that target refuses is named before restoring.
+        const refused = targetConn && !missing.length ? await drillTargetRefuses(target, bins.pgRestore, manifest.format, local.path, platform?.skipped ?? [], options.signal) : undefined;
+        if (refused) {
+          result.problems.push(refused);
+        } else if (missing.length) {
           const them = missing.length > 1 ? 'them' : 'it';
           const targetMajor = held.cluster?.major ?? manifest.server.major;
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${them} on the drill server (e.g. postgresql-${targetMajor}-${missing[0]}) or ${options.serverMajor ? `set PG_BIN_DIR to a PostgreSQL ${targetMajor} that has ${them}` : `drill into a --target-url that has ${them}`}`);
@@ -458,4 +464,17 @@ async function downloadWhileClusterStarts(o: {
 function oneLine(message: string): string {
   const text = message.split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
   return text.length > 500 ? `${text.slice(0, 499)}…` : text;
+}
+
+/**
+ * For a drill into `--target-url`: the archive's entries that target refuses to the drill's role
+ * (event triggers, extensions needing a superuser, comments on extensions it does not own…:
+ * {@link refusedEntries}; ownership and grants are not restored by a drill), as one problem
+ * line, or undefined. `skipped`: the platform extensions already left out. Plain SQL: undefined.
+ */
+async function drillTargetRefuses(target: DatabaseConnection, pgRestore: PgBinary, format: DumpFormat, archive: string, skipped: readonly string[], signal?: AbortSignal): Promise<string | undefined> {
+  if (format === 'plain') return undefined;
+  const listed = await execa(pgRestore.path, ['--list', archive], { cancelSignal: signal });
+  const refused = (await withClient(target, signal, (c) => refusedEntries(c, parseToc(listed.stdout), { noOwner: true }))).filter((r) => !skipped.some((e) => r.label === `extension ${e}` || r.label === `comment on extension ${e}`));
+  return refused.length ? refusedMessage(refused, 6, 'drill into a throwaway server (without --target-url), or with a superuser in --target-url') : undefined;
 }

@@ -87,13 +87,13 @@ export async function refusedEntries(client: pg.Client, toc: readonly TocEntry[]
 
 /**
  * The one-line advice for refused entries: each named with its reason (at most `shown`, then
- * "and N more"), then the ways out: `--skip-refused` to restore the rest (still one
- * transaction), or a superuser.
+ * "and N more"), then the ways out (`way`; default: `--skip-refused` to restore the rest, still
+ * in one transaction, or a superuser).
  */
-export function refusedMessage(refused: readonly RefusedEntry[], shown = 6): string {
+export function refusedMessage(refused: readonly RefusedEntry[], shown = 6, way?: string): string {
   const listed = refused.slice(0, shown).map((r) => `${r.label} (${r.reason})`).join(', ');
   const more = refused.length > shown ? ` and ${refused.length - shown} more` : '';
-  return `the target refuses ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} of the backup: ${listed}${more}; pass --skip-refused to restore everything else without ${refused.length === 1 ? 'it' : 'them'} (still in one transaction), or restore as a superuser`;
+  return `the target refuses ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} of the backup: ${listed}${more}; ${way ?? `pass --skip-refused to restore everything else without ${refused.length === 1 ? 'it' : 'them'} (still in one transaction), or restore as a superuser`}`;
 }
 
 /**

@@ -82,5 +82,17 @@ describe('restore into a managed target as a role that is not a superuser (CREAT
     const { rows } = await c.query<{ n: string; owner: string }>(`SELECT count(*)::text AS n, (SELECT tableowner FROM pg_tables WHERE tablename = 'orders') AS owner FROM public.orders`);
     await c.end();
     assert.deepEqual(rows[0], { n: '50', owner: restorer.name });
+
+    // A drill into a --target-url of that role names the same entries before restoring anything.
+    const drillDb = `managed_drill_${restorer.name.slice(-6)}`;
+    const asRestorer2 = new pg.Client({ connectionString: restorer.url('postgres') });
+    await asRestorer2.connect();
+    await asRestorer2.query(`CREATE DATABASE ${drillDb}`);
+    await asRestorer2.end();
+    const drillBefore = await objects(restorer.url(drillDb));
+    const drilled = await cli(['drill', '--from', to, '--target-url', restorer.url(drillDb)]);
+    assert.equal(drilled.code, 1, drilled.stderr);
+    assert.match(drilled.stderr, /the target refuses 3 entries of the backup: extension pg_stat_statements .*event trigger ddl_log \(creating an event trigger needs a superuser\); drill into a throwaway server \(without --target-url\), or with a superuser in --target-url/);
+    assert.deepEqual(await objects(restorer.url(drillDb)), drillBefore);
   });
 });
