@@ -7,9 +7,11 @@ import { selectTables, type DumpSelection } from './dump-options.ts';
  * - `schema`: no USAGE on the schema that holds tables or sequences the dump reads
  *   (`LOCK TABLE`, `COPY`, `SELECT … FROM seq` all resolve the name through it: "permission
  *   denied for schema");
- * - `select`: no SELECT on a table (pg_dump takes `LOCK TABLE … IN ACCESS SHARE MODE` on every
- *   table it dumps, which needs SELECT up to PostgreSQL 15, then COPYs its rows) or on a
- *   sequence whose value is dumped (`SELECT last_value, is_called FROM seq`);
+ * - `select`: no SELECT on a table whose rows are dumped (COPY), no right to lock a table whose
+ *   definition alone is dumped (pg_dump takes `LOCK TABLE … IN ACCESS SHARE MODE` on every table
+ *   it dumps: SELECT up to PostgreSQL 15; from 16 also INSERT, UPDATE, DELETE or TRUNCATE, commit
+ *   c44f6334 "Simplify permissions for LOCK TABLE"), or no SELECT on a sequence whose value is
+ *   dumped (`SELECT last_value, is_called FROM seq`);
  * - `rls`: row-level security applies to the role on a table whose rows are dumped: pg_dump
  *   runs with `row_security = off` and then fails ("query would be affected by row-level
  *   security policy") unless the role owns the table (without FORCE ROW LEVEL SECURITY), is a
@@ -42,6 +44,8 @@ interface Candidate {
   kind: string;
   usage: boolean;
   select: boolean;
+  /** `LOCK TABLE … IN ACCESS SHARE MODE` is allowed: SELECT, or from PostgreSQL 16 any of INSERT, UPDATE, DELETE, TRUNCATE too. */
+  lockable: boolean;
   rls: boolean;
 }
 
@@ -67,6 +71,9 @@ export async function findUnreadable(client: pg.Client, selection: DumpSelection
      SELECT n.nspname AS schema, c.relname AS table, c.relkind::text AS kind,
             has_schema_privilege(n.oid, 'USAGE') AS usage,
             has_table_privilege(c.oid, 'SELECT') AS select,
+            CASE WHEN current_setting('server_version_num')::int >= 160000
+                 THEN has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')
+                 ELSE has_table_privilege(c.oid, 'SELECT') END AS lockable,
             c.relkind IN ('r', 'p') AND c.relrowsecurity AND NOT (SELECT bypass FROM me)
               AND (c.relforcerowsecurity OR NOT pg_has_role(c.relowner, 'USAGE')) AS rls
        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -95,7 +102,8 @@ export async function findUnreadable(client: pg.Client, selection: DumpSelection
       schemasWithout.add(r.schema);
       continue;
     }
-    if (!r.select) out.push({ reason: 'select', kind, schema: r.schema, name: r.table });
+    // Rows dumped: COPY needs SELECT. Definition only: pg_dump still locks the table (tables, not sequences).
+    if (t.withData ? !r.select : kind === 'table' && !r.lockable) out.push({ reason: 'select', kind, schema: r.schema, name: r.table });
     else if (r.rls && t.withData && !rowSecurity) out.push({ reason: 'rls', kind, schema: r.schema, name: r.table });
   }
   for (const schema of schemasWithout) out.push({ reason: 'schema', kind: 'schema', schema });
