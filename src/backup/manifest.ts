@@ -52,6 +52,8 @@ export const ManifestSchema = z.object({
       excludeTableData: z.array(z.string()).optional(),
       jobs: z.number().int().optional(),
       extraArgs: z.array(z.string()).optional(),
+      /** The managed platform's profile the dump ran with (src/postgres/profiles.ts); its schemas are in `excludeSchemas`. */
+      profile: z.string().optional(),
     })
     .optional(),
   /** Roles of the source cluster (not secrets): a restore elsewhere needs them to exist for ownership and grants. */

@@ -137,7 +137,6 @@ function addConfigCommand(program: Command): void {
       const sections = config?.content.environments ?? {};
       const section = environment && sections[environment] ? `environments.${environment}` : undefined;
       const settings = effectiveSettings(config, { environment: flags.environment, defaults: defaultsOf(program) });
-      for (const s of settings) if (s.key === 'profile' && s.source === 'file') s.origin += ' — reserved, not used yet';
       if (flags.json) {
         printJson({ file: config?.shown ?? null, environment: environment ?? null, section: section ?? null, settings });
         return;

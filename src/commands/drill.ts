@@ -1,3 +1,6 @@
+import { execa } from 'execa';
+import { findProfile } from '../postgres/profiles.ts';
+import { refusedEntries, refusedMessage, skipPlatformExtensions } from '../postgres/managed-target.ts';
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -21,7 +24,9 @@ import { clusterIsolation } from '../postgres/cluster-user.ts';
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { serverFacts } from '../postgres/server.ts';
-import { targetContents } from '../postgres/target.ts';
+import { parseToc, targetContents } from '../postgres/target.ts';
+import type { PgBinary } from '../postgres/binaries.ts';
+import type { DumpFormat } from '../postgres/dump-options.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import { missingExtensions, reportedServerVersion, runChecks, withClient } from './drill-checks.ts';
@@ -150,6 +155,12 @@ export interface DrillOptions extends DrillCommonOptions {
   postgresVersions?: number[];
   /** For drill-majors.ts: the throwaway cluster runs exactly this major. */
   serverMajor?: number;
+  /**
+   * The managed platform the backup comes from (`--profile`; default: the manifest's
+   * `options.profile`): its own extensions, which a server elsewhere lacks, are left out of the
+   * drill's restore (named in the log) instead of failing it (src/postgres/managed-target.ts).
+   */
+  profile?: string;
   /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
   archiveLog?: boolean;
   /**
@@ -307,8 +318,18 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         result.serverVersion = await reportedServerVersion(target);
         // Preflight: every extension the archive creates must be available on the target.
         result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path, options.signal);
-        const missing = await missingExtensions(target, result.extensions, options.signal);
-        if (missing.length) {
+        let missing = await missingExtensions(target, result.extensions, options.signal);
+        // A managed platform's own extensions (pg_graphql, supabase_vault…) are left out elsewhere.
+        const platform = missing.length ? await skipPlatformExtensions({ listText: manifest.format === 'plain' ? undefined : (await execa(bins.pgRestore.path, ['--list', local.path], { cancelSignal: options.signal })).stdout, missing, profile: findProfile(options.profile ?? manifest.options?.profile), dir: scratch! }) : undefined;
+        if (platform?.listFile) {
+          log.warn(`leaving out the ${platform.skipped.length > 1 ? 'extensions' : 'extension'} ${platform.skipped.join(', ')} of ${findProfile(options.profile ?? manifest.options?.profile)!.title}, which this server lacks (the restore of the rest must still pass)`);
+          missing = platform.remaining;
+        }
+        // A --target-url drill as a role that is not a superuser: what that target refuses is named before restoring.
+        const refused = targetConn && !missing.length ? await drillTargetRefuses(target, bins.pgRestore, manifest.format, local.path, platform?.skipped ?? [], options.signal) : undefined;
+        if (refused) {
+          result.problems.push(refused);
+        } else if (missing.length) {
           const them = missing.length > 1 ? 'them' : 'it';
           const targetMajor = held.cluster?.major ?? manifest.server.major;
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${them} on the drill server (e.g. postgresql-${targetMajor}-${missing[0]}) or ${options.serverMajor ? `set PG_BIN_DIR to a PostgreSQL ${targetMajor} that has ${them}` : `drill into a --target-url that has ${them}`}`);
@@ -318,7 +339,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const verboseLines = await restorePhase(progress, manifest, { customArchive: manifest.format === 'custom' ? local.path : undefined, serial: parallel === 1 });
           const restoreStart = Date.now();
-          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal, verboseLines }).then(
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl', ...(platform?.listFile && !platform.remaining.length ? [`--use-list=${platform.listFile}`] : [])], signal: options.signal, verboseLines }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
           ));
@@ -452,4 +473,17 @@ export async function downloadWhileClusterStarts(o: {
 function oneLine(message: string): string {
   const text = message.split('\n').map((l) => l.trim()).filter(Boolean).join(' | ');
   return text.length > 500 ? `${text.slice(0, 499)}…` : text;
+}
+
+/**
+ * For a drill into `--target-url`: the archive's entries that target refuses to the drill's role
+ * (event triggers, extensions needing a superuser, comments on extensions it does not own…:
+ * {@link refusedEntries}; ownership and grants are not restored by a drill), as one problem
+ * line, or undefined. `skipped`: the platform extensions already left out. Plain SQL: undefined.
+ */
+async function drillTargetRefuses(target: DatabaseConnection, pgRestore: PgBinary, format: DumpFormat, archive: string, skipped: readonly string[], signal?: AbortSignal): Promise<string | undefined> {
+  if (format === 'plain') return undefined;
+  const listed = await execa(pgRestore.path, ['--list', archive], { cancelSignal: signal });
+  const refused = (await withClient(target, signal, (c) => refusedEntries(c, parseToc(listed.stdout), { noOwner: true }))).filter((r) => !skipped.some((e) => r.label === `extension ${e}` || r.label === `comment on extension ${e}`));
+  return refused.length ? refusedMessage(refused, 6, 'drill into a throwaway server (without --target-url), or with a superuser in --target-url') : undefined;
 }

@@ -14,6 +14,7 @@ import { openStorage, type S3Settings, type Storage } from '../storage/index.ts'
 import { retainUntil } from '../storage/s3/s3.ts';
 import { VERIFY_LEVELS, type VerifyLevel } from './verify.ts';
 import { clusterIsolation } from '../postgres/cluster-user.ts';
+import { findProfile, resolveDumpProfile, PROFILE_NAMES } from '../postgres/profiles.ts';
 
 /** Checksum files a team's tooling may expect beside each dump (seed 000 uploads an `.md5`). */
 export type ChecksumSidecar = 'md5' | 'sha256';
@@ -85,6 +86,11 @@ export const DumpPlanSchema = z.object({
   s3: z.custom<S3Settings>().optional(),
   mirrorS3: z.custom<S3Settings>().optional(),
   verifyS3: z.custom<S3Settings>().optional(),
+  /**
+   * The managed platform's profile (`--profile`): its name and the `--exclude-schema` patterns it
+   * added to the selection (already in `selection` and `pgDumpArgs`); absent without a profile.
+   */
+  profile: z.object({ name: z.enum(PROFILE_NAMES), excludeSchemas: z.array(z.string()).readonly() }).optional(),
   /** Recorded in the manifest as they are. */
   manifest: z.object({
     options: ManifestSchema.shape.options,
@@ -141,6 +147,12 @@ export interface DumpPlanInput extends DumpSelection {
    * src/postgres/cluster-user.ts). Without it such a dump is refused before anything is written.
    */
   allowSameOsUser?: boolean;
+  /**
+   * A managed platform's profile (`supabase`, `neon`, `rds`, `cloudsql`, `azure`;
+   * src/postgres/profiles.ts): its platform schemas are excluded unless named by `schemas`;
+   * recorded in the manifest's `options.profile`.
+   */
+  profile?: string;
   /** Recorded in the manifest's `context`: why this backup was taken, and (in Actions) the commit, ref, actor and run. */
   context?: Manifest['context'];
   /**
@@ -180,7 +192,9 @@ export async function planDump(options: DumpPlanInput, connection?: DatabaseConn
   const service = validateLabel('service', options.service?.trim() || 'default');
   const environment = validateLabel('environment', options.environment?.trim() || 'default');
   const compression = parseCompression(options.compression);
-  const selection = selectionOf(validateSelection(options));
+  const profile = findProfile(options.profile);
+  const resolved = resolveDumpProfile(profile, options);
+  const selection = selectionOf(validateSelection({ ...options, excludeSchemas: resolved.excludeSchemas }));
   const storage = openStorage(options.to, options.s3);
   const zstd = compression.algorithm === 'zstd' ? requireZstd() : undefined;
   zstd?.catch(() => undefined);
@@ -236,8 +250,9 @@ export async function planDump(options: DumpPlanInput, connection?: DatabaseConn
     s3: options.s3 && Object.freeze({ ...options.s3 }),
     mirrorS3: options.mirrorS3 && Object.freeze({ ...options.mirrorS3 }),
     verifyS3: options.verifyS3 && Object.freeze({ ...options.verifyS3 }),
+    profile: profile && { name: profile.name, excludeSchemas: resolved.fromProfile },
     manifest: {
-      options: recordedOptions(selection),
+      options: recordedOptions(selection, profile?.name),
       context: options.context && Object.values(options.context).some((v) => v) ? options.context : undefined,
       serverSideEncryption: !sse ? undefined : sse.type === 'sse-c' ? { type: 'SSE-C' } : sse.type === 'aws:kms' ? { type: 'aws:kms', kmsKeyId: sse.kmsKeyId } : { type: 'AES256' },
       objectLockMode: options.s3?.objectLock?.mode,
@@ -277,8 +292,9 @@ function selectionOf(s: DumpSelection & { format: DumpPlan['format'] }): DumpPla
 }
 
 /** The selection as recorded in the manifest (only what was set). */
-function recordedOptions(s: DumpSelection): Manifest['options'] {
+function recordedOptions(s: DumpSelection, profile?: string): Manifest['options'] {
   const out: NonNullable<Manifest['options']> = {};
+  if (profile) out.profile = profile;
   if (s.clean) out.clean = true;
   if (s.noOwner) out.noOwner = true;
   if (s.noAcl) out.noAcl = true;

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type pg from 'pg';
 import { backupKeys, type BackupKeys } from '../backup/keys.ts';
 import { checkWritable } from './dump-preflight.ts';
+import { checkReadable } from '../postgres/readable.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
 import { loadIdentities } from '../backup/encryption.ts';
 import { startProgress } from '../backup/progress.ts';
@@ -114,11 +115,20 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     const startedAt = rt.now();
     const keys = backupKeys({ service: plan.service, environment: plan.environment, database: session.conn.database }, startedAt, plan.objectSuffix);
     // pg_dump starts first; the facts queue on our own connection, in the same snapshot, while it runs.
-    const stream = streamArchive(plan, session, keys, rt);
-    stream.catch(() => undefined);
+    // A failed fact ends the snapshot's transaction, so pg_dump then fails to import the snapshot (or
+    // later, with a closed pipe): the fact's error is the first real cause, and it stops pg_dump.
+    const factsFailed = new AbortController();
     const facts = readFacts(session, selected);
-    facts.catch((err: unknown) => session.standby?.note(err)); // a conflict here is the cause of pg_dump's lost snapshot
-    const archive = await stream;
+    facts.catch((err: unknown) => {
+      session.standby?.note(err); // a recovery conflict here is the cause of pg_dump's lost snapshot
+      factsFailed.abort(err);
+    });
+    const stream = streamArchive(plan, session, keys, { ...rt, signal: rt.signal ? AbortSignal.any([rt.signal, factsFailed.signal]) : factsFailed.signal });
+    stream.catch(() => undefined);
+    const archive = await stream.catch(async (err: unknown) => {
+      if (!factsFailed.signal.aborted && !rt.signal?.aborted && isSnapshotLost(err)) await facts.catch(() => undefined);
+      throw factsFailed.signal.aborted && !rt.signal?.aborted ? factsFailed.signal.reason : err;
+    });
     const sidecars = await writeSidecars(plan, session, keys, archive, rt);
     const { tableRows, migrationHead, roles } = await facts;
     await session.client.query('COMMIT');
@@ -224,7 +234,14 @@ async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client):
  * include pattern that matches nothing fails as a UsageError with nothing uploaded.
  */
 async function selectInSnapshot(plan: DumpPlan, session: Session, logger: Logger): Promise<SelectedTable[]> {
-  const selected = await selectTables(session.client, await listUserTables(session.client), plan.selection, (m) => logger.warn(`${session.conn.database}: ${m}`));
+  // A profile's platform schema that this database lacks is no news: only the user's own patterns warn.
+  const quiet = new Set((plan.profile?.excludeSchemas ?? []).map((p) => `--exclude-schema ${JSON.stringify(p)} `));
+  if (plan.profile) logger.info(`${session.conn.database}: profile ${plan.profile.name}: ${plan.profile.excludeSchemas.length ? `--exclude-schema ${plan.profile.excludeSchemas.join(' --exclude-schema ')}` : 'no platform schemas to exclude'}`);
+  const selected = await selectTables(session.client, await listUserTables(session.client), plan.selection, (m) => {
+    if (![...quiet].some((q) => m.startsWith(q))) logger.warn(`${session.conn.database}: ${m}`);
+  });
+  // Everything the dump reads must be readable by the role: refused here, before pg_dump starts.
+  await checkReadable(session.client, plan.selection, session.conn.database);
   logger.debug?.(`${session.conn.database}: snapshot ${session.snapshot} exported; ${selected.filter((t) => t.withData).length} tables to count in it`);
   return selected;
 }
@@ -243,10 +260,41 @@ interface SnapshotFacts {
  */
 async function readFacts(session: Session, selected: SelectedTable[]): Promise<SnapshotFacts> {
   const { client } = session;
-  const migrationHead = await findMigrationHead(client, true);
-  const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
-  const tableRows = await countRows(client, selected.filter((t) => t.withData));
-  return { tableRows, migrationHead, roles };
+  try {
+    const migrationHead = await findMigrationHead(client, true);
+    const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
+    const tableRows = await countRows(client, selected.filter((t) => t.withData));
+    return { tableRows, migrationHead, roles };
+  } catch (err) {
+    const e = err as { code?: string };
+    // A server error (SQLSTATE): the real cause, said as such; the snapshot's transaction ended with it.
+    if (e.code === '42501') throw new UsageError(`${session.conn.database}: reading the row counts in the dump's snapshot: ${messageOf(err)}; skip the object with --exclude-schema / --exclude-table, or GRANT pg_read_all_data to the role (PostgreSQL 14+); nothing was written`, { cause: err });
+    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) {
+      throw new FactsError(`${session.conn.database}: reading the row counts in the dump's snapshot failed: ${messageOf(err)} (SQLSTATE ${e.code}); nothing was written`, { cause: err });
+    }
+    throw err;
+  }
+}
+
+/**
+ * A fact read in the dump's snapshot failed on the server (permission denied, a cancelled
+ * statement…): the first real cause of a failed dump, whatever pg_dump says after it.
+ */
+class FactsError extends Error {
+  override readonly name = 'FactsError';
+}
+
+/**
+ * pg_dump's error when the snapshot it was told to import is gone: a consequence of the end of
+ * the exporting transaction (a failed fact on our connection, or that connection lost), never a
+ * cause by itself; the caller then waits for the facts, which fail at once in both cases, and
+ * reports their error. PostgreSQL's words: "could not import the requested snapshot", "invalid
+ * snapshot identifier" (src/backend/utils/time/snapmgr.c). A closed pipe is not matched: it
+ * follows a failed compressor or upload, whose error is the one reported, without waiting for
+ * the row counts.
+ */
+export function isSnapshotLost(err: unknown): boolean {
+  return /could not import the requested snapshot|invalid snapshot identifier/i.test(messageOf(err));
 }
 
 

@@ -21,6 +21,8 @@ import { libpqEnv, resolveConnection, type DatabaseConnection } from '../postgre
 import type { DumpFormat } from '../postgres/dump-options.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
 import { writeWithBackpressure } from '../postgres/processes.ts';
+import { findProfile, resolveRestoreProfile } from '../postgres/profiles.ts';
+import { platformOwnerHint, refusedEntries, refusedMessage, writeSkipList } from '../postgres/managed-target.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
@@ -51,6 +53,19 @@ export interface RestoreOptions {
   /** Do not restore ownership / privileges (`--no-owner`, `--no-acl`): for a server without the source's roles. */
   noOwner?: boolean;
   noAcl?: boolean;
+  /**
+   * The target's managed platform (`supabase`, `neon`, `rds`, `cloudsql`, `azure`;
+   * src/postgres/profiles.ts): the defaults of `noOwner` / `noAcl` when they are not given, and
+   * the platform's names in the pre-flight's advice.
+   */
+  profile?: string;
+  /**
+   * Leave out the archive's entries the target refuses (event triggers, extensions it cannot
+   * create, comments on extensions it does not own…: src/postgres/managed-target.ts) and restore
+   * the rest, still in one transaction (`pg_restore -L`). Without it such entries refuse the
+   * restore, named, before anything is written.
+   */
+  skipRefused?: boolean;
   /**
    * With `clean` and a target that is not empty: first dump the target into the location's
    * safety folder (`safety-dumps/<service>/<environment>/<target database>/…`, the service and
@@ -118,6 +133,8 @@ export interface RestoreResult {
     /** Objects outside the selection restored because the target lacked them. */
     prerequisites: string[];
   };
+  /** With `skipRefused`: the entries left out, e.g. `event trigger audit_ddl`. */
+  skipped?: string[];
 }
 
 const PARTY: Record<FaultParty, string> = { target: 'the target database', archive: 'the backup archive', storage: 'the storage' };
@@ -145,7 +162,10 @@ export class RestoreFailedError extends CheckFailedError {
  *    ({@link targetContents}) unless `clean` is given (else a {@link UsageError}, exit 2); the
  *    archive's TOC (custom: read from the head of the object, a partial download; directory:
  *    after the download) and {@link preflightRestore}: owners, rights, extensions, and with
- *    `clean` the objects outside the backup that depend on ones it replaces, and the lock table.
+ *    `clean` the objects outside the backup that depend on ones it replaces, and the lock table;
+ *    the entries a target refuses to a role that is not a superuser (event triggers,
+ *    extensions, comments on extensions…: `refusedEntries`), named, or left out with
+ *    `skipRefused`. `profile` sets the `noOwner` / `noAcl` defaults for the target's platform.
  * 2. With `clean` into a non-empty target: a safety dump of the target (see `safetyDump`).
  * 3. **One transaction**: custom streams download → decrypt → decompress → `pg_restore
  *    --single-transaction --exit-on-error` (no local disk), the last 256 KiB of the archive held
@@ -180,6 +200,11 @@ export class RestoreFailedError extends CheckFailedError {
  */
 export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const { logger } = options;
+  // A managed target's profile chooses --no-owner / --no-acl when they were not given.
+  const profile = findProfile(options.profile);
+  const resolved = resolveRestoreProfile(profile, { noOwner: options.noOwner, noAcl: options.noAcl });
+  if (resolved.note) logger.info(resolved.note);
+  options = { ...options, noOwner: resolved.noOwner, noAcl: resolved.noAcl };
   if (!options.backup?.trim()) throw new UsageError('restore needs --backup KEY (from "pg-backup list") or --backup latest');
   const lockWaitMs = parseDuration(options.lockWaitTimeout ?? '60s', '--lock-wait-timeout');
   if (lockWaitMs < 1000) throw new UsageError(`--lock-wait-timeout ${JSON.stringify(options.lockWaitTimeout)} is too short: give at least 1s (e.g. 30s, 2m)`);
@@ -259,10 +284,24 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       tocText = listed.stdout;
       toc = parseToc(listed.stdout);
     }
+    // Entries a managed (non-superuser) target refuses: named, or left out with --skip-refused.
+    const refused = toc ? await refusedEntries(client, toc, { noOwner, profile }) : [];
+    // The other checks look at what is left (a refused entry is named once, by refusedMessage).
+    const refusedIds = new Set(refused.map((r) => r.entry.dumpId));
+    toc = toc?.filter((e) => !refusedIds.has(e.dumpId));
+    if (refused.length && options.skipRefused) {
+      logger.warn(`leaving out ${refused.length} entr${refused.length === 1 ? 'y' : 'ies'} the target refuses (--skip-refused): ${refused.map((r) => `${r.label} (${r.reason})`).join(', ')}`);
+      // With --table/--schema the selection's own list leaves them out (below).
+      if (!selecting) {
+        scratch ??= await mkdtemp(path.join(workDirOf(options.workDir), 'pg-backup-restore-'));
+        args.push(`--use-list=${await writeSkipList(tocText ?? '', refusedIds, scratch)}`);
+      }
+    }
     // --table/--schema: the selected entries become the TOC restored (a `-L` list).
     let selection: TocSelection | undefined;
     if (selecting) {
       selection = await selectTables(parseTocWithDependencies(tocText ?? ''), wanted, (entries) => targetHas(client, entries));
+      if (refusedIds.size) selection = { ...selection, entries: selection.entries.filter((e) => !refusedIds.has(e.dumpId)) };
       const existing = clean ? [] : await existingRelations(client, selection);
       if (existing.length) {
         await client.end().catch(() => undefined);
@@ -281,6 +320,9 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     }
     const tables = selection ? selection.tables : [...manifest.tables, ...(manifest.tablesWithoutData ?? [])];
     const { problems, warnings } = await preflightRestore(client, { toc, tables, clean, noOwner });
+    if (refused.length && !options.skipRefused) problems.unshift(refusedMessage(refused));
+    const ownerHint = toc && problems.some((p) => /owns objects in the backup|OWNER TO/.test(p)) ? platformOwnerHint(toc, { noOwner, profile }) : undefined;
+    if (ownerHint) problems.push(ownerHint);
     await client.end().catch(() => undefined);
     for (const w of warnings) logger.warn(w);
     if (problems.length) throw new RestoreFailedError('target', target.display, problems.join('; '), 'refused');
@@ -391,6 +433,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
       safetyDump: safety,
       checks,
       ...(selection ? { selection: { tables: selection.tables, entries: selection.entries.length, outsideForeignKeys: selection.outsideForeignKeys, prerequisites: selection.prerequisites } } : {}),
+      ...(options.skipRefused && refused.length ? { skipped: refused.map((r) => r.label) } : {}),
     };
     const back = safety ? `the restore is committed: to go back to the target as it was, ${safety.restoreCommand}` : 'the restore is committed: inspect the tables named, and restore another backup if the data is wrong';
     requireChecks(checks, `restore into ${target.display}`, options.checksFailed ?? back, result);

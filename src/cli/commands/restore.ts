@@ -35,20 +35,26 @@ export function addRestoreCommand(program: Command, { signal }: CliContext): Com
         .option('--terminate-sessions', 'with --swap: end the other sessions on the live database at the switch instead of refusing')
         .option('--clean', 'allow a target that is not empty: drop the backup\'s objects there (with --table/--schema: only the selected ones) and re-create them (pg_restore --clean --if-exists), in the same transaction')
         .option('--no-safety-dump', 'with --clean: do not dump the target into --from (environment "pre-restore") before replacing its objects')
+        .option('--owner', 'restore object ownership (the default without --profile; wins over the profile\'s default)')
         .option('--no-owner', 'do not restore object ownership')
+        .option('--acl', 'restore privileges (the default without --profile; wins over the profile\'s default)')
         .option('--no-acl', 'do not restore privileges')
+        .option('--profile <platform>', 'the target\'s managed platform: supabase, neon, rds, cloudsql or azure; sets the --no-owner / --no-acl defaults for it and names its roles in the checks (docs/managed.md)')
+        .option('--skip-refused', 'leave out the backup\'s entries the target refuses (event triggers, extensions it cannot create, comments on extensions it does not own), named before the restore, and restore the rest in one transaction')
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--lock-wait-timeout <duration>', 'how long the restore waits for a lock on the target (an open transaction on a table it replaces) before it fails and rolls back; the blocking sessions are named after 5s', '60s')
         .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
     ).option('--json', 'print the result as JSON on stdout').option('--quiet', QUIET_HELP),
-  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; clean?: boolean; safetyDump: boolean; owner: boolean; acl: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string; quiet?: boolean }) => {
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; clean?: boolean; safetyDump: boolean; owner?: boolean; acl?: boolean; profile?: string; skipRefused?: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string; quiet?: boolean }) => {
     const common = (targetUrl: string) => ({
       ...readerOptions(flags, signal),
       from: flags.from,
       backup: flags.backup,
       targetUrl,
-      noOwner: !flags.owner,
-      noAcl: !flags.acl,
+      noOwner: flags.owner === undefined ? undefined : !flags.owner,
+      noAcl: flags.acl === undefined ? undefined : !flags.acl,
+      profile: flags.profile,
+      skipRefused: flags.skipRefused,
       maxClockSkew: flags.maxClockSkew,
       lockWaitTimeout: flags.lockWaitTimeout,
       workDir: flags.workDir,
