@@ -22,6 +22,7 @@ import { connect } from '../postgres/server.ts';
 import { compareTables, keyOrder, parseTableName, tableInfo, unescapeCopy, type ComparePlan, type CopyRow, type TableInfo, type TableName } from '../postgres/table-diff.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';
 import { downloadWhileClusterStarts, type DrillPhases } from './drill.ts';
+import { meteredStorage, startStepProgress } from '../backup/progress-eta.ts';
 import { missingExtensions, withClient } from './drill-checks.ts';
 import { dump } from './dump.ts';
 
@@ -174,15 +175,18 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
   const held: { cluster?: ThrowawayCluster } = {};
   let scratch: string | undefined;
   let script: RepairScript | undefined;
+  // Progress and ETA (src/backup/progress-eta.ts): download bytes, then the rows compared of the manifest's count.
+  const progress = startStepProgress({ label: `diff ${shown}`, logger: log });
   try {
     signal?.throwIfAborted();
     scratch = await mkdtemp(path.join(parent, 'pg-backup-diff-'));
     // 2. Download ∥ cluster start (one owner), then the table alone into the cluster.
     const phases: DrillPhases = { downloadMs: 0, clusterReadyMs: 0, restoreMs: 0, checksMs: 0, shutdownMs: 0 };
+    progress.phase('download', { bytes: 0, totalBytes: manifest.object.sizeBytes });
     const ready = await log.group('download + cluster start', () =>
       downloadWhileClusterStarts({
         download: (s) =>
-          downloadArchive(storage, backup, scratch!, s, identities).then(async (local) => {
+          downloadArchive(meteredStorage(storage, (n) => progress.addBytes(n)), backup, scratch!, s, identities).then(async (local) => {
             if (manifest.format === 'custom' && local.problems.length === 0) await addDataOffsets(local.path, log, s);
             return local;
           }),
@@ -199,6 +203,7 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
     );
     if (ready.local.problems.length) throw new CheckFailedError(`the backup does not match its manifest: ${ready.local.problems.join('; ')}`);
     const copy = ready.target!;
+    progress.phase('restore', { tablesDone: 0, tablesTotal: 1, detail: `loading ${shown}` });
     await restoreTable(manifest.format, bins, ready.local.path, copy, name, log, signal);
     const backupInfo = await withClient(copy, signal, (client) => tableInfo(client, name));
     if (!backupInfo) throw new CheckFailedError(`the backup's archive holds no table ${shown} although its manifest lists it: the archive and its manifest disagree`);
@@ -228,6 +233,7 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
     const valuesOf = (row: CopyRow) => Object.fromEntries(plan.values.map((c, i) => [c, clip(unescapeCopy(row[k + i]!))]));
     log.info(`comparing ${shown} by ${plan.key.map((c) => `${c.name} (${c.order === 'bytes' ? 'UTF-8 bytes of its text' : c.order})`).join(', ')}: ${columns.length} columns`);
     const compareStart = Date.now();
+    progress.phase('compare', { tablesFraction: 0, detail: `0 of ${inManifest.rows} rows` });
     const counts = await log.group('compare', () =>
       compareTables(psql, copy, live, plan, {
         missing: (row) => {
@@ -248,6 +254,7 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
         // The copy has no index (post-data is not restored): its sort runs in memory rather than
         // in temp files. Only the throwaway cluster's session; the live server's are left alone.
         backupSettings: "SET work_mem = '256MB'",
+        onProgress: (c) => progress.update({ tablesFraction: inManifest.rows ? Math.min(1, c.backupRows / inManifest.rows) : undefined, detail: `${c.backupRows} of ${inManifest.rows} rows` }),
       }),
     );
     result.counts.backupRows = counts.backupRows;
@@ -286,6 +293,7 @@ export async function diff(options: DiffOptions): Promise<DiffResult> {
     await script?.discard();
     throw err;
   } finally {
+    progress.stop();
     const cluster = held.cluster;
     await Promise.all([
       cluster?.stop().then(

@@ -302,7 +302,7 @@ export async function compareTables(
   plan: ComparePlan,
   sink: DiffSink,
   signal?: AbortSignal,
-  options: { backupSettings?: string } = {},
+  options: { backupSettings?: string; onProgress?: (counts: Readonly<CompareCounts>) => void } = {},
 ): Promise<CompareCounts> {
   const owner = new AbortController();
   const stop = signal ? AbortSignal.any([signal, owner.signal]) : owner.signal;
@@ -356,7 +356,10 @@ export async function compareTables(
         counts.liveRows++;
         await sink.extra(b!.lines[b!.i++]!.split('\t'));
       }
-      if (a!.i >= a!.lines.length) hasA = await a!.fill();
+      if (a!.i >= a!.lines.length) {
+        options.onProgress?.(counts); // once per batch of lines read, not per row
+        hasA = await a!.fill();
+      }
       if (b!.i >= b!.lines.length) hasB = await b!.fill();
     }
     const results = await Promise.allSettled(sides.map((p) => p.done));

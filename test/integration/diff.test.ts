@@ -138,6 +138,12 @@ describe('pg-backup diff', () => {
     await applyWithPsql(file2, url);
     const same = await diffCli(to, url, 'public.orders');
     assert.equal(same.code, 0, same.stderr);
+    // Progress in a log (not a TTY): the download and the comparison reach 100 %, rows counted against the manifest's.
+    assert.match(same.stderr, /^diff public\.orders: download 100 %/m);
+    assert.match(same.stderr, /^diff public\.orders: compare 100 %.*500 of 500 rows/m);
+    const quiet = await diffCli(to, url, 'public.orders', ['--quiet']);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.doesNotMatch(quiet.stderr, /: (download|compare) \d+ %/, '--quiet prints no progress');
   });
 
   it('refuses a backup that does not match its manifest (exit 2): no script written, nothing left in the work dir', { timeout: 120_000 }, async () => {
@@ -323,6 +329,12 @@ line" = NULL, raw = '\\x01', j = '{}' WHERE "k""ey" IN ('back\\slash', 'unicode'
     assert.match(again.stdout, /applied in one transaction: 0 inserted, 0 updated, 1 deleted/);
     const same = await diffCli(to, url, 'public.orders');
     assert.equal(same.code, 0, same.stderr);
+    // Progress in a log (not a TTY): the download and the comparison reach 100 %, rows counted against the manifest's.
+    assert.match(same.stderr, /^diff public\.orders: download 100 %/m);
+    assert.match(same.stderr, /^diff public\.orders: compare 100 %.*500 of 500 rows/m);
+    const quiet = await diffCli(to, url, 'public.orders', ['--quiet']);
+    assert.equal(quiet.code, 0, quiet.stderr);
+    assert.doesNotMatch(quiet.stderr, /: (download|compare) \d+ %/, '--quiet prints no progress');
   });
 
   it('--apply rolls the whole repair back when one statement fails', { timeout: 180_000 }, async () => {

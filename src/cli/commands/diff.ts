@@ -3,7 +3,7 @@ import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { diff, type DiffExample, type DiffResult, type DiffValue } from '../../commands/diff.ts';
 import { UsageError, messageOf } from '../../errors.ts';
 import { terminalText } from '../../text/sinks.ts';
-import { EXIT, filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
+import { EXIT, filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /**
  * `pg-backup diff`: one table of a backup against the live table, row by row, like diff(1):
@@ -29,7 +29,7 @@ export function addDiffCommand(program: Command, { signal, setExitCode }: CliCon
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--work-dir <dir>', 'where the archive and the throwaway cluster live (default: $PG_BACKUP_WORK_DIR or the temp dir)')
         .option('--allow-same-os-user', 'without root or passwordless sudo, run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused'),
-    ).option('--json', 'print the result as JSON on stdout'),
+    ).option('--json', 'print the result as JSON on stdout').option('--quiet', QUIET_HELP),
   )).action(async (flags: CommonFlags & { from: string; backup: string; table: string; targetUrl: string; sqlFile?: string; includeExtra?: boolean; apply?: boolean; examples: string; maxClockSkew: string; workDir?: string; allowSameOsUser?: boolean }) => {
     const examples = Number(flags.examples);
     if (!Number.isInteger(examples) || examples < 0 || examples > 1000) throw new UsageError(`--examples must be a whole number from 0 to 1000 (got ${JSON.stringify(flags.examples)})`);
