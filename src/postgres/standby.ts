@@ -62,9 +62,11 @@ export function isRecoveryConflict(err: unknown): boolean {
 
 /** The server's DETAIL of a recovery conflict ("User query might have needed to see row versions that must be removed."), when known. */
 function conflictDetail(err: unknown): string | undefined {
-  const e = err as { detail?: string; message?: string };
+  const e = err as { detail?: string; message?: string; cause?: unknown };
   if (e.detail) return e.detail.trim();
-  return /DETAIL:\s+([^|\n]+)/.exec(e.message ?? '')?.[1]?.trim();
+  const inMessage = /DETAIL:\s+([^|\n]+)/.exec(e.message ?? '')?.[1]?.trim();
+  // A wrapped server error (the dump's row counts wrap theirs) keeps its detail in `cause`.
+  return inMessage ?? (e.cause !== undefined && e.cause !== err ? conflictDetail(e.cause) : undefined);
 }
 
 /** Options of {@link Standby.open}. */
