@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CheckFailedError } from '../errors.ts';
+import { PrivilegesSchema } from '../postgres/privileges.ts';
 
 /**
  * The manifest: a JSON object written next to each dump, **after** the dump object is complete.
@@ -107,6 +108,14 @@ export const ManifestSchema = z.object({
   run: z.object({ id: z.string().regex(/^run-\d{8}T\d{6}Z-[0-9a-f]{6}$/), databases: z.array(z.string()).optional(), allDatabases: z.boolean().optional() }).optional(),
   /** Globals only: what they hold. `rolePasswords: false` when the role could not read pg_authid (`--no-role-passwords`: roles come back without passwords). */
   globals: z.object({ rolePasswords: z.boolean(), roles: z.array(z.string()), tablespaces: z.array(z.string()) }).optional(),
+  /**
+   * Owners, grants (expanded ACLs), default privileges, row-level security and its policies, the
+   * database's owner, ACL and settings, and the per-role settings in this database, read in the
+   * dump's own snapshot (src/postgres/privileges.ts). A drill and `restore --server` compare the
+   * restored database with it. Absent for dumps taken without owners or grants (`--no-owner`,
+   * `--no-acl`), with a schema or table filter, and for dumps older than this field.
+   */
+  privileges: PrivilegesSchema.optional(),
 });
 
 /** A parsed manifest. */
