@@ -253,7 +253,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       const globals = targetConn ? undefined : await globalsOfRun(storage, manifest);
       const globalsIdentities = globals ? identitiesFor(globals.manifest.encryption, options.ageIdentities, storage.uri(globals.objectKey)) : undefined;
       // A database of its own is made by pg_restore --create (owner, ACL, settings); built-in ones and plain SQL are restored into the database as before.
-      const useCreate = !targetConn && manifest.format !== 'plain' && !BUILT_IN_DATABASES.has(manifest.database);
+      // (Not with --no-owner/--no-acl: the database's properties name its roles, e.g. ALTER ROLE … IN DATABASE … SET.)
+      const useCreate = !targetConn && !noOwner && !noAcl && manifest.format !== 'plain' && !BUILT_IN_DATABASES.has(manifest.database);
       if (targetConn) log.info(`the run's globals are not restored into --target-url (roles are server-wide): the roles the backup names must exist there${noOwner && noAcl ? '' : ', or give --no-owner --no-acl'}`);
       else if (globals) log.info(`run ${manifest.run!.id}: its globals ${storage.uri(globals.objectKey)} are restored first`);
       else log.info(`${manifest.run ? `run ${manifest.run.id} stored no globals` : 'the backup belongs to no run (dumped before runs were recorded), so no globals'}: the roles it names must come from elsewhere, a missing one fails the drill${noOwner && noAcl ? '' : ' (--no-owner --no-acl restores without them)'}`);
@@ -317,8 +318,9 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
                   if (result.globals.problems.length) throw new CheckFailedError(`restoring the run's globals failed: ${result.globals.problems.join('; ')}`);
                 }
                 if (useCreate) return withDatabase(cluster.connection, manifest.database);
-                // With --no-owner, a plain dump's owners and grantees are made NOLOGIN roles, as before (plain SQL names them either way).
-                return createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' && noOwner ? manifest.roles : undefined);
+                // With --no-owner/--no-acl, the source's roles that are missing are made NOLOGIN stand-ins: plain SQL and
+                // policies (CREATE POLICY … TO role) name them whatever pg_restore leaves out.
+                return createThrowawayDatabase(cluster, manifest.database, noOwner || noAcl ? manifest.roles : undefined);
               },
           signal: options.signal,
           phases: result.phases,
@@ -355,7 +357,10 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const restoreStart = Date.now();
-          const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : [])];
+          // A throwaway cluster without the run's globals has no tablespace but pg_default: the objects go there.
+          const noTablespaces = !targetConn && !globals && manifest.format !== 'plain';
+          if (noTablespaces) log.info('without globals the throwaway cluster has no tablespace of the source: objects are restored into pg_default (pg_restore --no-tablespaces)');
+          const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : []), ...(noTablespaces ? ['--no-tablespaces'] : [])];
           const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, useCreate ? server : target, { jobs: parallel, args, signal: options.signal }).then(
             () => undefined,
             (err: unknown) => messageOf(err),

@@ -204,9 +204,10 @@ async function restoreOneDatabase(
     return out;
   };
   const builtIn = BUILT_IN_DATABASES.has(name);
-  const useCreate = manifest.format !== 'plain' && !builtIn;
   const noOwner = o.noOwner === true;
   const noAcl = o.noAcl === true;
+  // --create brings the database's properties, which name roles (owner, ALTER ROLE … IN DATABASE): not with --no-owner/--no-acl.
+  const useCreate = manifest.format !== 'plain' && !builtIn && !noOwner && !noAcl;
   const target = withDatabase(admin, name);
   const lacking = noOwner && noAcl ? [] : await missingRoles(admin, manifest.privileges, o.signal);
   if (lacking.length) {
@@ -223,7 +224,7 @@ async function restoreOneDatabase(
     }
     if (!useCreate && !builtIn) {
       await withClient(admin, o.signal, (c) => c.query(`CREATE DATABASE ${quoteIdent(name)}`));
-      o.log.warn(`${name}: plain SQL holds no database properties: created with the target's defaults (owner, encoding, settings not restored)`);
+      o.log.warn(`${name}: ${manifest.format === 'plain' ? 'plain SQL holds no database properties' : 'restored with --no-owner/--no-acl'}: created with the target's defaults (owner, encoding, settings not restored)`);
     }
     out.created = !builtIn;
     const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : [])];

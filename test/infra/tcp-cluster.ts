@@ -14,7 +14,7 @@ const BIN = '/usr/lib/postgresql/15/bin';
 /** A running test cluster. */
 export interface TcpCluster {
   port: number;
-  /** Its directory (data, socket, and room for tablespaces under `dir/spaces`). */
+  /** Its directory (data and socket). */
   dir: string;
   /** Superuser `postgres` over the Unix socket, database `postgres` (trust). */
   adminUrl: string;
@@ -22,8 +22,6 @@ export interface TcpCluster {
   urlOf(database: string): string;
   /** `postgresql://user:password@127.0.0.1:port/database` (SCRAM over TCP). */
   tcpUrl(user: string, password: string, database: string): string;
-  /** A directory owned by the cluster's OS user, for a tablespace. */
-  spaceDir(name: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -35,7 +33,7 @@ export async function startTcpCluster(): Promise<TcpCluster> {
   await chmod(dir, 0o755);
   const data = path.join(dir, 'data');
   const socket = path.join(dir, 's');
-  for (const d of [data, socket, path.join(dir, 'spaces')]) {
+  for (const d of [data, socket]) {
     await mkdir(d, { mode: 0o700 });
     await chown(d, uid, gid);
   }
@@ -64,12 +62,6 @@ export async function startTcpCluster(): Promise<TcpCluster> {
     adminUrl: urlOf('postgres'),
     urlOf,
     tcpUrl: (user, password, database) => `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
-    spaceDir: async (name) => {
-      const d = path.join(dir, 'spaces', name);
-      await mkdir(d, { mode: 0o700 });
-      await chown(d, uid, gid);
-      return d;
-    },
     stop,
   };
 }
