@@ -152,6 +152,21 @@ describe('whole-server runs: globals, owners, grants, settings', { timeout: 600_
     assert.match(loose.stderr, /privileges not checked: restored with --no-owner\/--no-acl/);
   });
 
+  it('drill --server: the whole run into one throwaway cluster, each database checked, one record', async () => {
+    const r = await cli(['drill', '--server', '--from', to, '--service', SERVICE, '--environment', ENV, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.equal(report.ok, true);
+    assert.equal(report.runId, run.runId);
+    assert.deepEqual(report.databases.map((d: { database: string; ok: boolean }) => [d.database, d.ok]), [['appdb', true], ['otherdb', true]]);
+    assert.deepEqual(report.databases[0].privilegeDifferences, []);
+    assert.match(report.drillReportUri, /\/drills\/shop\/prod\/(?:%40|%2540)server\/\d{4}-Q\d\/run-\d{8}T\d{6}Z-[0-9a-f]{6}-drill-[^/]+\.json$/);
+    const storage = openStorage(to);
+    const stored = JSON.parse(await storage.getText(storage.keyOf(report.drillReportUri)!));
+    assert.equal(stored.ok, true);
+    assert.match(await storage.getText(storage.keyOf(report.drillLogUri)!), /server restore drill OK\n$/);
+  });
+
   it('restore --server refuses a target that holds one of the run\'s databases, changing nothing', async () => {
     await q(target.adminUrl, 'CREATE DATABASE otherdb');
     try {
