@@ -55,6 +55,7 @@ describe('whole-server runs: globals, owners, grants, settings', { timeout: 600_
       CREATE ROLE app_owner LOGIN PASSWORD 'owner-pw-1';
       CREATE ROLE app_reader LOGIN PASSWORD 'reader-pw-1';
       CREATE ROLE app_group NOLOGIN;
+      CREATE ROLE app_admin SUPERUSER NOLOGIN;
       GRANT app_group TO app_reader;
       ALTER ROLE app_reader SET search_path = app, public;
       CREATE TABLESPACE fastspace OWNER app_owner LOCATION '${spaceDir}';
@@ -114,7 +115,7 @@ describe('whole-server runs: globals, owners, grants, settings', { timeout: 600_
     assert.equal(r.code, 0, r.stderr);
     const report = JSON.parse(r.stdout);
     assert.equal(report.ok, true);
-    assert.deepEqual([...report.globals.created].sort(), ['app_group', 'app_owner', 'app_reader']);
+    assert.deepEqual([...report.globals.created].sort(), ['app_admin', 'app_group', 'app_owner', 'app_reader']);
     assert.ok(report.globals.kept.includes('postgres'), 'the bootstrap superuser is kept as it is');
     assert.deepEqual(report.globals.tablespaces, ['fastspace']);
     assert.deepEqual(report.privileges.differences, []);
@@ -177,6 +178,25 @@ describe('whole-server runs: globals, owners, grants, settings', { timeout: 600_
       assert.deepEqual(roles, [], 'no role was created');
     } finally {
       await q(target.adminUrl, 'DROP DATABASE otherdb');
+    }
+  });
+
+  it('restore --server as a role that may not create superusers: the refused role is named with what to do, no database restored', async () => {
+    await q(target.adminUrl, "CREATE ROLE restorer LOGIN CREATEROLE CREATEDB PASSWORD 'restorer-pw'");
+    try {
+      const r = await cli(['restore', '--server', '--from', to, '--service', SERVICE, '--environment', ENV, '--target-url', target.tcpUrl('restorer', 'restorer-pw', 'postgres')]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /the target refused part of the run's globals, so no database was restored .*the target refused to give the attributes \(or password\) of role app_admin: must be superuser[^;]*; create app_admin yourself with what this server allows/);
+      assert.doesNotMatch(r.stderr, /reader-pw|SCRAM-SHA-256\$/, 'no password hash in any message');
+      assert.deepEqual(await q(target.adminUrl, "SELECT datname FROM pg_database WHERE datname IN ('appdb', 'otherdb')"), []);
+    } finally {
+      await q(target.adminUrl, `SELECT 1;
+        DROP TABLESPACE IF EXISTS fastspace;
+        DROP ROLE IF EXISTS app_admin;
+        DROP ROLE IF EXISTS app_reader;
+        DROP ROLE IF EXISTS app_group;
+        DROP ROLE IF EXISTS app_owner;
+        DROP ROLE restorer`);
     }
   });
 
