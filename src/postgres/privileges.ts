@@ -42,9 +42,24 @@ export type Privileges = z.infer<typeof PrivilegesSchema>;
 /** Schemas never captured: the catalogs, and the toast and temporary ones. */
 const USER_SCHEMA = `n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp_|toast_temp_)'`;
 
-/** SQL expanding the ACL column `acl` into sorted lines (NULL when the ACL is NULL). */
-const expand = (acl: string) =>
-  `(SELECT array_agg(CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(a.grantee) END || ' ' || a.privilege_type || CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END || ' (by ' || pg_catalog.pg_get_userbyid(a.grantor) || ')' ) FROM pg_catalog.aclexplode(${acl}) a)`;
+/** SQL of one `aclexplode()` item `a` as a line: `GRANTEE PRIVILEGE[ WITH GRANT OPTION] (by GRANTOR)`. */
+const item = (a: string) =>
+  `CASE WHEN ${a}.grantee = 0 THEN 'PUBLIC' ELSE pg_catalog.pg_get_userbyid(${a}.grantee) END || ' ' || ${a}.privilege_type || CASE WHEN ${a}.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END || ' (by ' || pg_catalog.pg_get_userbyid(${a}.grantor) || ')'`;
+
+/**
+ * SQL expanding the ACL column `acl` into lines (NULL when the ACL is NULL: the built-in
+ * default). With the object's `kind` (an SQL expression of `acldefault()`'s letter) and `owner` column, only what
+ * differs from the built-in default is kept: the items the default lacks, and as `revoked: …`
+ * the default's items the ACL lacks (e.g. `revoked: PUBLIC EXECUTE (by app_owner)`); the owner's
+ * own full rights, in every ACL once anything is granted, are not repeated for every object.
+ */
+const expand = (acl: string, kind?: string, owner?: string) =>
+  kind === undefined
+    ? `(SELECT array_agg(${item('a')}) FROM pg_catalog.aclexplode(${acl}) a)`
+    : `CASE WHEN ${acl} IS NOT NULL THEN (SELECT array_agg(x) FROM (
+         (SELECT ${item('a')} AS x FROM pg_catalog.aclexplode(${acl}) a EXCEPT SELECT ${item('d')} FROM pg_catalog.aclexplode(pg_catalog.acldefault(${kind}, ${owner})) d)
+         UNION ALL
+         (SELECT 'revoked: ' || ${item('d')} FROM pg_catalog.aclexplode(pg_catalog.acldefault(${kind}, ${owner})) d EXCEPT SELECT 'revoked: ' || ${item('a')} FROM pg_catalog.aclexplode(${acl}) a)) s) END`;
 
 /** Not a member of an extension. */
 const notInExtension = (catalog: string, oid: string) =>
@@ -59,21 +74,21 @@ const notInExtension = (catalog: string, oid: string) =>
 const OBJECTS_SQL = `
 SELECT (CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' WHEN 'S' THEN 'sequence' ELSE 'foreign table' END)
          || ' ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) AS key,
-       pg_catalog.pg_get_userbyid(c.relowner) AS owner, ${expand('c.relacl')} AS grants
+       pg_catalog.pg_get_userbyid(c.relowner) AS owner, ${expand('c.relacl', `(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END)::"char"`, 'c.relowner')} AS grants
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f') AND ${USER_SCHEMA} AND ${notInExtension('pg_class', 'c.oid')}
 UNION ALL
-SELECT 'schema ' || pg_catalog.quote_ident(n.nspname), pg_catalog.pg_get_userbyid(n.nspowner), ${expand('n.nspacl')}
+SELECT 'schema ' || pg_catalog.quote_ident(n.nspname), pg_catalog.pg_get_userbyid(n.nspowner), ${expand('n.nspacl', "'n'", 'n.nspowner')}
   FROM pg_catalog.pg_namespace n WHERE ${USER_SCHEMA} AND ${notInExtension('pg_namespace', 'n.oid')}
 UNION ALL
 SELECT (CASE p.prokind WHEN 'p' THEN 'procedure' WHEN 'a' THEN 'aggregate' ELSE 'function' END) || ' ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(p.proname)
          || '(' || pg_catalog.pg_get_function_identity_arguments(p.oid) || ')',
-       pg_catalog.pg_get_userbyid(p.proowner), ${expand('p.proacl')}
+       pg_catalog.pg_get_userbyid(p.proowner), ${expand('p.proacl', "'f'", 'p.proowner')}
   FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
  WHERE ${USER_SCHEMA} AND ${notInExtension('pg_proc', 'p.oid')}
 UNION ALL
 SELECT (CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END) || ' ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname),
-       pg_catalog.pg_get_userbyid(t.typowner), ${expand('t.typacl')}
+       pg_catalog.pg_get_userbyid(t.typowner), ${expand('t.typacl', "'T'", 't.typowner')}
   FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
  WHERE ${USER_SCHEMA} AND t.typtype IN ('b', 'c', 'd', 'e', 'r', 'm') AND t.typcategory <> 'A'
    AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
@@ -102,7 +117,7 @@ SELECT 'table ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_
  WHERE (c.relrowsecurity OR c.relforcerowsecurity OR EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid)) AND ${USER_SCHEMA}`;
 
 const DATABASE_SQL = `
-SELECT pg_catalog.pg_get_userbyid(d.datdba) AS owner, ${expand('d.datacl')} AS grants,
+SELECT pg_catalog.pg_get_userbyid(d.datdba) AS owner, ${expand('d.datacl', "'d'", 'd.datdba')} AS grants,
        (SELECT s.setconfig FROM pg_catalog.pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0) AS settings
   FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()`;
 
@@ -214,7 +229,7 @@ export function describePrivileges(p: Privileges): string {
  */
 export function referencedRoles(p: Privileges): string[] {
   const roles = new Set<string>([p.database.owner, ...Object.values(p.owners), ...Object.keys(p.roleSettings)]);
-  const grant = /^(.*) [A-Z]+(?: WITH GRANT OPTION)? \(by (.*)\)$/;
+  const grant = /^(?:revoked: )?(.*) [A-Z]+(?: WITH GRANT OPTION)? \(by (.*)\)$/;
   const lines = [...p.database.grants, ...Object.values(p.grants).flat(), ...Object.values(p.defaultPrivileges).flat()];
   for (const line of lines) {
     const m = grant.exec(line);

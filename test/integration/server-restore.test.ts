@@ -103,8 +103,8 @@ describe('whole-server runs: globals, owners, grants, settings', { timeout: 600_
     assert.ok(p.grants['table app.orders']!.includes('app_group SELECT (by app_owner)'));
     assert.ok(p.grants['sequence app.orders_id_seq']!.includes('app_reader USAGE (by app_owner)'));
     assert.ok(p.grants['column app.fast.id']!.includes('app_reader SELECT (by app_owner)'));
-    assert.ok(p.grants['function app.total()']!.includes('app_reader EXECUTE (by app_owner)'));
-    assert.ok(p.database.grants.includes('app_reader CONNECT (by app_owner)'));
+    assert.deepEqual(p.grants['function app.total()'], ['app_reader EXECUTE (by app_owner)', 'revoked: PUBLIC EXECUTE (by app_owner)'], 'only what differs from the built-in default');
+    assert.deepEqual(p.database.grants, ['app_reader CONNECT (by app_owner)', 'revoked: PUBLIC CONNECT (by app_owner)']);
     assert.deepEqual(p.defaultPrivileges['for role app_owner in schema app on tables'], ['app_reader SELECT (by app_owner)']);
     assert.deepEqual(p.rowSecurity['table app.orders'], { enabled: true, forced: false, policies: ['small_orders (SELECT, permissive, to app_group)'] });
   });
