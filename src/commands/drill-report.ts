@@ -12,7 +12,7 @@ import { drillEnvelopeLine, type DrillEvidenceOptions } from '../evidence/record
 import { evidenceKeyOf, logicalSubject, runnerFacts } from '../evidence/statement.ts';
 import type { SigningKey } from '../evidence/dsse.ts';
 import type { DecryptionFacts } from '../evidence/recipients.ts';
-import type { GlobalsReport } from './server-restore-steps.ts';
+import type { GlobalsReport } from '../postgres/globals-restore.ts';
 
 // A drill's result and its record in the bucket: the report's shape (DrillResult), its keys,
 // the log and report writes, and the history read back from them. Shared by the logical drill

@@ -5,7 +5,7 @@ import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { findPgBinary } from '../postgres/binaries.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
-import { fetchGlobals, missingRoleAdvice, restoreGlobals, type GlobalsRestoreResult } from '../postgres/globals-restore.ts';
+import { fetchGlobals, missingRoleAdvice, restoreGlobals, type GlobalsReport, type GlobalsRestoreResult } from '../postgres/globals-restore.ts';
 import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
 import { capturePrivileges, comparePrivileges, referencedRoles, type Privileges } from '../postgres/privileges.ts';
 import type { Storage } from '../storage/index.ts';
@@ -14,16 +14,7 @@ import { withClient } from './drill-checks.ts';
 // Steps shared by a drill (drill.ts, drill-server.ts) and restore --server (restore-server.ts):
 // a run's globals into a server, the roles a database needs, the privileges check afterwards.
 
-/** What a drill or a server restore says about the globals it restored. */
-export interface GlobalsReport {
-  /** The globals' object URI, or undefined when the run has none. */
-  uri?: string;
-  created: string[];
-  kept: string[];
-  skippedMemberships: string[];
-  tablespaces: string[];
-  problems: string[];
-}
+export type { GlobalsReport } from '../postgres/globals-restore.ts';
 
 /**
  * Downloads (checked against its manifest) and restores a run's globals into the server of

@@ -262,6 +262,17 @@ export async function fetchGlobals(storage: Storage, backup: ResolvedBackup, scr
   return readFile(local.path, 'utf8');
 }
 
+/** What a drill or a server restore says about the globals it restored. */
+export interface GlobalsReport {
+  /** The globals' object URI, or undefined when the run has none. */
+  uri?: string;
+  created: string[];
+  kept: string[];
+  skippedMemberships: string[];
+  tablespaces: string[];
+  problems: string[];
+}
+
 /** What {@link restoreGlobals} did. */
 export interface GlobalsRestoreResult extends Omit<GlobalsPlan, 'statements'> {
   /** Each statement the target refused, in plain words naming the role or tablespace and what to do. Empty on success. */
