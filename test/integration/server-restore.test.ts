@@ -12,7 +12,7 @@ import { after, before, describe, it } from 'node:test';
 import pg from 'pg';
 import { openStorage } from '../../src/storage/index.ts';
 import { parseManifest } from '../../src/backup/manifest.ts';
-import { cli } from '../helpers.ts';
+import { cli, runActionBundle } from '../helpers.ts';
 import { dumpRun, type FixtureRun } from '../infra/globals-fixture.ts';
 import { startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
@@ -121,6 +121,18 @@ describe('whole-server runs: globals, owners, grants, settings', { timeout: 600_
     assert.deepEqual(report.privileges.differences, []);
     assert.match(r.stderr, /privileges: owners, grants, default privileges, row-level security policies and database and role settings match/);
     assert.ok(report.tables.every((t: { ok: boolean }) => t.ok));
+  });
+
+  it('drill action bundle: the run\'s globals first, owners and grants kept; no-owner/no-acl inputs skip the privileges check', async () => {
+    const key = run.databases.find((d) => d.database === 'appdb')!.manifestKey;
+    const r = await runActionBundle('drill', { from: to, backup: key, 'issue-on-failure': 'false' });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.outputs.result, 'ok');
+    assert.match(r.stdout, /globals \S+@globals-\d{8}T\d{6}Z-[0-9a-f]{6}\.sql\.zst: 4 roles created \(/);
+    assert.match(r.stdout, /privileges: owners, grants, default privileges, row-level security policies and database and role settings match/);
+    const loose = await runActionBundle('drill', { from: to, backup: key, 'issue-on-failure': 'false', 'no-owner': 'true', 'no-acl': 'true' });
+    assert.equal(loose.code, 0, loose.stdout + loose.stderr);
+    assert.match(loose.stdout, /privileges not checked: restored with --no-owner\/--no-acl/);
   });
 
   it('drill: a grant lost by the restore is a difference, exit 1 naming it', async () => {
