@@ -172,8 +172,12 @@ export interface DrillOptions extends DrillCommonOptions {
 
 /**
  * Restores a backup into a throwaway PostgreSQL (or `targetUrl`), checks it, and times it:
- * download → decompress → `pg_restore --exit-on-error --no-owner --no-acl`, then row counts per
- * table against the manifest (counted in the dump's snapshot). With a throwaway cluster, initdb
+ * download → decompress → the run's globals into the throwaway cluster (server-run.ts
+ * `globalsOfRun`, globals-restore.ts; never into `targetUrl`) → `pg_restore --exit-on-error
+ * --create` keeping owners and grants (`--no-owner`/`--no-acl` only when asked; a role the
+ * dump's privileges record names that the server lacks fails the drill, named), then row counts
+ * per table against the manifest (counted in the dump's snapshot) and the privileges record
+ * (owners, grants, default privileges, RLS, settings). With a throwaway cluster, initdb
  * and the server start run while the archive downloads (one owner: when either fails or the
  * signal fires, the other is cancelled), and the cluster is set up for one bulk restore
  * (`bulkRestoreSettings` in src/postgres/cluster.ts: WAL skipped, no autovacuum); a `targetUrl`

@@ -332,7 +332,9 @@ export async function restoreGlobals(sql: string, target: DatabaseConnection, ps
     (err: { stderr?: string; exitCode?: number; signal?: string; isCanceled?: boolean }) => {
       stderr = String(err.stderr ?? '');
       // psql exits 0 after SQL errors without ON_ERROR_STOP; 1-3 after fatal ones (connection, restricted mode).
-      throw new Error(redact(`psql ${err.isCanceled ? 'was stopped' : err.signal ? `was killed by ${err.signal}` : `exited with code ${err.exitCode}`}: ${stderr.trim().split('\n').slice(-3).join(' | ')}`));
+      // psql's context lines (`LINE 1: ALTER ROLE … PASSWORD '…'`) may quote a password verifier: never shown.
+      const said = stderr.trim().split('\n').filter((l) => !/^\s*LINE \d+:|PASSWORD|SCRAM-SHA-256\$|md5[0-9a-f]{32}|^\s*\^/i.test(l));
+      throw new Error(redact(`psql ${err.isCanceled ? 'was stopped' : err.signal ? `was killed by ${err.signal}` : `exited with code ${err.exitCode}`}: ${said.slice(-3).join(' | ')}`));
     },
   );
   done.catch(() => undefined);
@@ -342,7 +344,7 @@ export async function restoreGlobals(sql: string, target: DatabaseConnection, ps
   for (const m of stderr.matchAll(/^psql:[^\n]*?:(\d+): ERROR: +([^\n]*)/gm)) {
     const lineNo = Number(m[1]);
     const st = lines.find((l) => lineNo >= l.from && lineNo <= l.to)?.st;
-    result.problems.push(describeRefusal(st, m[2]!.trim()));
+    result.problems.push(describeRefusal(st, m[2]!.trim().replace(/SCRAM-SHA-256\$\S+|md5[0-9a-f]{32}/g, '[password verifier]')));
   }
   return result;
 }
