@@ -8,11 +8,13 @@ import { z } from 'zod';
  *
  * Every name is a key made of the object's kind and its schema-qualified, quoted name
  * (`table public.orders`, `function public.total(integer)`, `column public.orders.price`,
- * `schema app`, `type public.mood`), so two captures compare key by key. Grants are the
- * non-default ACL items (`pg_class.relacl`, `pg_namespace.nspacl`, `pg_proc.proacl`,
- * `pg_type.typacl`, `pg_attribute.attacl`, `pg_database.datacl`, `pg_default_acl.defaclacl`)
- * expanded with `aclexplode()` into one line each: `GRANTEE PRIVILEGE[ WITH GRANT OPTION] (by
- * GRANTOR)`, sorted; an object whose ACL is NULL (the built-in default) has no entry. Objects
+ * `schema app`, `type public.mood`), so two captures compare key by key. Grants are the ACL
+ * items (`pg_class.relacl`, `pg_namespace.nspacl`, `pg_proc.proacl`, `pg_type.typacl`,
+ * `pg_attribute.attacl`, `pg_database.datacl`, `pg_default_acl.defaclacl`) expanded with
+ * `aclexplode()` into one line each, `GRANTEE PRIVILEGE[ WITH GRANT OPTION] (by GRANTOR)`,
+ * sorted, keeping only what differs from the built-in default (`acldefault()`): extra items as
+ * they are, missing default items as `revoked: …`; an object whose ACL is NULL (the built-in
+ * default) has no entry. Objects
  * that belong to an extension (`pg_depend.deptype = 'e'`) are left out: `CREATE EXTENSION`
  * makes them, owned by whoever restores. Sources: PostgreSQL docs 5.7 "Privileges" (ACL
  * abbreviations), 9.26 `aclexplode`, 53.x system catalogs.
