@@ -1,5 +1,5 @@
 import { listBackups, type BackupEntry, type ResolvedBackup } from '../backup/catalog.ts';
-import { GLOBALS_DATABASE, isGlobalsEntry } from '../backup/keys.ts';
+import { GLOBALS_DATABASE, encodeSegment, isGlobalsEntry, parseManifestKey, type ParsedManifestKey } from '../backup/keys.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
 import { CheckFailedError, UsageError } from '../errors.ts';
 import { mapLimit } from '../map-limit.ts';
@@ -98,15 +98,23 @@ export async function collectRun(storage: Storage, entries: BackupEntry[], id: s
 
 /**
  * The globals of the run a database backup belongs to: undefined when the backup has no run id,
- * or its run stored no globals. Reads the manifests of the globals stamped from the run's start.
+ * or its run stored no globals. Lists only `<service>/<environment>/@globals/` and reads the
+ * manifests of the globals stamped from the run's start.
  */
 export async function globalsOfRun(storage: Storage, manifest: Manifest): Promise<ResolvedBackup | undefined> {
   const id = manifest.run?.id;
   if (!id) return undefined;
   const since = runStartOf(id)!.getTime() - RUN_START_MARGIN_MS;
-  // Listed by service and environment: the reserved segment is not a database name to encode.
-  const entries = (await listBackups(storage, { service: manifest.service, environment: manifest.environment })).filter((e) => e.database === GLOBALS_DATABASE && isGlobalsEntry(e) && e.startedAt.getTime() >= since);
-  for (const e of entries.reverse()) {
+  // Only the globals' folder is listed (its reserved segment is kept as is, never encoded as a database name is).
+  const prefix = `${encodeSegment(manifest.service)}/${encodeSegment(manifest.environment)}/${GLOBALS_DATABASE}/`;
+  const entries: ParsedManifestKey[] = [];
+  for await (const obj of storage.list(prefix)) {
+    const parsed = parseManifestKey(obj.key);
+    if (parsed && isGlobalsEntry(parsed) && parsed.startedAt.getTime() >= since) entries.push(parsed);
+  }
+  // Oldest first: a run's globals are written at its start.
+  entries.sort((a, b) => a.startedAt.getTime() - b.startedAt.getTime());
+  for (const e of entries) {
     const b = await readBackup(storage, e).catch(() => undefined);
     if (b?.manifest.run?.id === id) return b;
   }
