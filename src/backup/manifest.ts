@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CheckFailedError } from '../errors.ts';
+import { PrivilegesSchema } from '../postgres/privileges.ts';
 
 /**
  * The manifest: a JSON object written next to each dump, **after** the dump object is complete.
@@ -127,6 +128,14 @@ export const ManifestSchema = z.object({
       pausedBy: z.enum(['pg-backup', 'other']).optional(),
     })
     .optional(),
+  /**
+   * Owners, grants (expanded ACLs), default privileges, row-level security and its policies, the
+   * database's owner, ACL and settings, and the per-role settings in this database, read in the
+   * dump's own snapshot (src/postgres/privileges.ts). A drill and `restore --server` compare the
+   * restored database with it. Absent for dumps taken without owners or grants (`--no-owner`,
+   * `--no-acl`), with a schema or table filter, and for dumps older than this field.
+   */
+  privileges: PrivilegesSchema.optional(),
 });
 
 /** A parsed manifest. */

@@ -12,6 +12,7 @@ import { drillEnvelopeLine, type DrillEvidenceOptions } from '../evidence/record
 import { evidenceKeyOf, logicalSubject, runnerFacts } from '../evidence/statement.ts';
 import type { SigningKey } from '../evidence/dsse.ts';
 import type { DecryptionFacts } from '../evidence/recipients.ts';
+import type { GlobalsReport } from '../postgres/globals-restore.ts';
 
 // A drill's result and its record in the bucket: the report's shape (DrillResult), its keys,
 // the log and report writes, and the history read back from them. Shared by the logical drill
@@ -103,6 +104,10 @@ export interface DrillResult {
   drillEvidenceUri?: string;
   /** The drill was stopped by its signal (SIGINT/SIGTERM, closed output) before it finished; `ok` is false. */
   cancelled?: boolean;
+  /** The run's globals restored before the database (roles created, roles kept as they were): absent when the run has none. */
+  globals?: GlobalsReport;
+  /** The privileges check against the dump's record (owners, grants, default privileges, RLS, settings): absent when not run. */
+  privileges?: { differences: string[] };
 }
 
 

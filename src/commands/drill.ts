@@ -20,6 +20,10 @@ import { readSmokeChecks, type SmokeCheck } from '../backup/smoke.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger, type Logger } from '../log.ts';
 import { createThrowawayDatabase, startThrowawayCluster, workDirOf, type ThrowawayCluster } from '../postgres/cluster.ts';
+import { makeClusterDirs, removeClusterDirs } from '../postgres/cluster-user.ts';
+import { withDatabase } from '../postgres/connection.ts';
+import { BUILT_IN_DATABASES, checkPrivileges, missingRoleInFailure, missingRoles, missingRolesProblem, restoreRunGlobals } from './server-restore-steps.ts';
+import { globalsOfRun } from './server-run.ts';
 import { clusterIsolation } from '../postgres/cluster-user.ts';
 import { ensureDrillSpace } from '../postgres/disk.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
@@ -164,6 +168,14 @@ export interface DrillOptions extends DrillCommonOptions {
   /** For drill-majors.ts: false leaves archiving the drill log to the caller. Default true. */
   archiveLog?: boolean;
   /**
+   * Restore without owners (`pg_restore --no-owner`) / without grants (`--no-acl`), as drills
+   * did before they proved the real restore: for a backup whose roles cannot be had. The
+   * privileges check is then skipped. Default false: owners and grants are restored, and a
+   * role that does not exist fails the drill, named.
+   */
+  noOwner?: boolean;
+  noAcl?: boolean;
+  /**
    * When no pg_restore (psql for plain dumps) at least as new as the backup's pg_dump is
    * installed, install `postgresql-client-<pg_dump major>` from the PostgreSQL apt repository
    * (root or passwordless sudo) and look again, as `dump --install-pg-client` does. Default false.
@@ -173,8 +185,12 @@ export interface DrillOptions extends DrillCommonOptions {
 
 /**
  * Restores a backup into a throwaway PostgreSQL (or `targetUrl`), checks it, and times it:
- * download → decompress → `pg_restore --exit-on-error --no-owner --no-acl`, then row counts per
- * table against the manifest (counted in the dump's snapshot). With a throwaway cluster, initdb
+ * download → decompress → the run's globals into the throwaway cluster (server-run.ts
+ * `globalsOfRun`, globals-restore.ts; never into `targetUrl`) → `pg_restore --exit-on-error
+ * --create` keeping owners and grants (`--no-owner`/`--no-acl` only when asked; a role the
+ * dump's privileges record names that the server lacks fails the drill, named), then row counts
+ * per table against the manifest (counted in the dump's snapshot) and the privileges record
+ * (owners, grants, default privileges, RLS, settings). With a throwaway cluster, initdb
  * and the server start run while the archive downloads (one owner: when either fails or the
  * signal fires, the other is cancelled), and the cluster is set up for one bulk restore
  * (`bulkRestoreSettings` in src/postgres/cluster.ts: WAL skipped, no autovacuum); a `targetUrl`
@@ -215,7 +231,9 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
   const targetConn = options.targetUrl ? resolveConnection(options.targetUrl) : undefined;
   let backup: ResolvedBackup | undefined;
   // Set as soon as the cluster exists, so that `finally` removes it on every path.
-  const held: { cluster?: ThrowawayCluster } = {};
+  const held: { cluster?: ThrowawayCluster; tablespaceDirs?: string[] } = {};
+  const noOwner = options.noOwner === true;
+  const noAcl = options.noAcl === true;
   let usageError: UsageError | undefined;
   /** When the restore work (download ∥ cluster start) began and ended (the end of the checks, or where the drill stopped): the RTO. */
   let workStart: number | undefined;
@@ -250,6 +268,15 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       // Plain SQL is replayed by psql in restricted mode only: an older psql is refused here, before any download.
       if (manifest.format === 'plain' && bins.psql) requireRestrictedPsql(bins.psql, 'drill a plain SQL backup');
       const parent = workDirOf(options.workDir);
+      // The run's globals (roles, memberships, passwords, tablespaces) go into the throwaway cluster first.
+      const globals = targetConn ? undefined : await globalsOfRun(storage, manifest);
+      const globalsIdentities = globals ? identitiesFor(globals.manifest.encryption, options.ageIdentities, storage.uri(globals.objectKey)) : undefined;
+      // A database of its own is made by pg_restore --create (owner, ACL, settings); built-in ones and plain SQL are restored into the database as before.
+      // (Not with --no-owner/--no-acl: the database's properties name its roles, e.g. ALTER ROLE … IN DATABASE … SET.)
+      const useCreate = !targetConn && !noOwner && !noAcl && manifest.format !== 'plain' && !BUILT_IN_DATABASES.has(manifest.database);
+      if (targetConn) log.info(`the run's globals are not restored into --target-url (roles are server-wide): the roles the backup names must exist there${noOwner && noAcl ? '' : ', or give --no-owner --no-acl'}`);
+      else if (globals) log.info(`run ${manifest.run!.id}: its globals ${storage.uri(globals.objectKey)} are restored first`);
+      else log.info(`${manifest.run ? `run ${manifest.run.id} stored no globals` : 'the backup belongs to no run (dumped before runs were recorded), so no globals'}: the roles it names must come from elsewhere, a missing one fails the drill${noOwner && noAcl ? '' : ' (--no-owner --no-acl restores without them)'}`);
 
       if (targetConn) {
         result.target = targetConn.display;
@@ -296,8 +323,25 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
                 });
                 held.cluster = cluster;
                 signal.throwIfAborted();
-                // A plain dump names its owners and grantees: the throwaway cluster gets those roles.
-                return createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
+                if (globals) {
+                  // Tablespaces of the source move under the cluster's directory.
+                  const spaces = globals.manifest.globals?.tablespaces ?? [];
+                  const dirs = new Map(spaces.map((name, i) => [name, path.join(cluster.dir, `tablespace-${i}`)]));
+                  held.tablespaceDirs = [...dirs.values()];
+                  await makeClusterDirs(cluster.isolation, held.tablespaceDirs.map((d) => ({ path: d, mode: 0o700 })));
+                  result.globals = await restoreRunGlobals(storage, globals, cluster.connection, {
+                    workDir: scratch!,
+                    identities: globalsIdentities,
+                    relocateTablespace: (name, location) => dirs.get(name) ?? location,
+                    signal,
+                    log,
+                  });
+                  if (result.globals.problems.length) throw new CheckFailedError(`restoring the run's globals failed: ${result.globals.problems.join('; ')}`);
+                }
+                if (useCreate) return withDatabase(cluster.connection, manifest.database);
+                // With --no-owner/--no-acl, the source's roles that are missing are made NOLOGIN stand-ins: plain SQL and
+                // policies (CREATE POLICY … TO role) name them whatever pg_restore leaves out.
+                return createThrowawayDatabase(cluster, manifest.database, noOwner || noAcl ? manifest.roles : undefined);
               },
           signal: options.signal,
           phases: result.phases,
@@ -315,16 +359,20 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       );
 
       if (local.problems.length === 0) {
-        result.serverVersion = await reportedServerVersion(target);
+        // With --create the database is made by the restore: the server is asked through `postgres`.
+        const server = useCreate ? held.cluster!.connection : target;
+        result.serverVersion = await reportedServerVersion(server);
         // Preflight: every extension the archive creates must be available on the target.
         result.extensions = await archiveExtensions(manifest.format, bins.pgRestore, local.path, options.signal);
-        let missing = await missingExtensions(target, result.extensions, options.signal);
+        let missing = await missingExtensions(server, result.extensions, options.signal);
         // A managed platform's own extensions (pg_graphql, supabase_vault…) are left out elsewhere.
         const platform = missing.length ? await skipPlatformExtensions({ listText: manifest.format === 'plain' ? undefined : (await execa(bins.pgRestore.path, ['--list', local.path], { cancelSignal: options.signal })).stdout, missing, profile: findProfile(options.profile ?? manifest.options?.profile), dir: scratch! }) : undefined;
         if (platform?.listFile) {
           log.warn(`leaving out the ${platform.skipped.length > 1 ? 'extensions' : 'extension'} ${platform.skipped.join(', ')} of ${findProfile(options.profile ?? manifest.options?.profile)!.title}, which this server lacks (the restore of the rest must still pass)`);
           missing = platform.remaining;
         }
+        // Preflight: every role the dump's record names must exist (from the globals, or the target's own).
+        const lacking = noOwner && noAcl ? [] : await missingRoles(server, manifest.privileges, options.signal);
         // A --target-url drill as a role that is not a superuser: what that target refuses is named before restoring.
         const refused = targetConn && !missing.length ? await drillTargetRefuses(target, bins.pgRestore, manifest.format, local.path, platform?.skipped ?? [], options.signal) : undefined;
         if (refused) {
@@ -333,26 +381,41 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
           const them = missing.length > 1 ? 'them' : 'it';
           const targetMajor = held.cluster?.major ?? manifest.server.major;
           result.problems.push(`the target lacks extension${missing.length > 1 ? 's' : ''} ${missing.join(', ')} that the backup needs: install ${them} on the drill server (e.g. postgresql-${targetMajor}-${missing[0]}) or ${options.serverMajor ? `set PG_BIN_DIR to a PostgreSQL ${targetMajor} that has ${them}` : `drill into a --target-url that has ${them}`}`);
+        } else if (lacking.length) {
+          result.problems.push(missingRolesProblem(manifest.database, lacking, Boolean(globals)));
         } else {
           // Phase 2: restore.
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
           const verboseLines = await restorePhase(progress, manifest, { customArchive: manifest.format === 'custom' ? local.path : undefined, serial: parallel === 1 });
           const restoreStart = Date.now();
-          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, target, { jobs: parallel, args: ['--no-owner', '--no-acl', ...(platform?.listFile && !platform.remaining.length ? [`--use-list=${platform.listFile}`] : [])], signal: options.signal, verboseLines }).then(
+          // A throwaway cluster without the run's globals has no tablespace but pg_default: the objects go there.
+          const noTablespaces = !targetConn && !globals && manifest.format !== 'plain';
+          if (noTablespaces) log.info('without globals the throwaway cluster has no tablespace of the source: objects are restored into pg_default (pg_restore --no-tablespaces)');
+          const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : []), ...(noTablespaces ? ['--no-tablespaces'] : []), ...(platform?.listFile && !platform.remaining.length ? [`--use-list=${platform.listFile}`] : [])];
+          const restoreError = await log.group('restore', () => restoreLocalArchive(manifest.format, bins, local.path, useCreate ? server : target, { jobs: parallel, args, signal: options.signal, verboseLines }).then(
             () => undefined,
             (err: unknown) => messageOf(err),
           ));
           result.phases.restoreMs = Date.now() - restoreStart;
           options.signal?.throwIfAborted();
-          if (restoreError) result.problems.push(`restore failed: ${restoreError}`);
+          if (restoreError) result.problems.push(missingRoleInFailure(restoreError, Boolean(globals)) ?? `restore failed: ${restoreError}`);
           log.info(`restore phase: ${formatSeconds(result.phases.restoreMs)}`);
 
           if (!restoreError) {
             // Phase 3: checks.
             progress.phase('checks');
             const checksStart = Date.now();
-            await log.group('checks', () => runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal));
+            await log.group('checks', async () => {
+              await runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal);
+              if (manifest.privileges && !noOwner && !noAcl) {
+                const differences = await checkPrivileges(target, manifest.privileges, { withDatabase: useCreate, log, signal: options.signal });
+                result.privileges = { differences };
+                for (const d of differences) result.problems.push(`privileges: ${d}`);
+              } else {
+                log.info(`privileges not checked: ${manifest.privileges ? 'restored with --no-owner/--no-acl' : 'the dump recorded none (taken before this version, or with --no-owner, --no-acl or a schema/table filter)'}`);
+              }
+            });
             result.phases.checksMs = Date.now() - checksStart;
             log.info(`checks phase: ${formatSeconds(result.phases.checksMs)}`);
           }
@@ -378,6 +441,8 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     // Removed on every path, both at once; each on its own, so one failing does not skip the other.
     const shutdownStart = Date.now();
     const cluster = held.cluster;
+    // The tablespaces' directories are the cluster user's: removed as that user can be, before the cluster's own.
+    if (cluster && held.tablespaceDirs?.length) await removeClusterDirs(cluster.isolation, held.tablespaceDirs);
     await Promise.all([
       cluster?.stop().then(
         () => log.info('throwaway cluster removed (server stopped, directory deleted)'),

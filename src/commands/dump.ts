@@ -15,6 +15,7 @@ import { selectTables, type DumpSelection, type SelectedTable } from '../postgre
 import { pgDumpThroughZstd } from '../postgres/dump-pipe.ts';
 import { installPgClient } from '../postgres/install-client.ts';
 import { findMigrationHead, type MigrationHead } from '../postgres/migrations.ts';
+import { capturePrivileges, type Privileges } from '../postgres/privileges.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
 import { Standby } from '../postgres/standby.ts';
@@ -118,7 +119,7 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     // A failed fact ends the snapshot's transaction, so pg_dump then fails to import the snapshot (or
     // later, with a closed pipe): the fact's error is the first real cause, and it stops pg_dump.
     const factsFailed = new AbortController();
-    const facts = readFacts(session, selected);
+    const facts = readFacts(session, selected, recordsPrivileges(plan));
     facts.catch((err: unknown) => {
       session.standby?.note(err); // a recovery conflict here is the cause of pg_dump's lost snapshot
       factsFailed.abort(err);
@@ -130,10 +131,10 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
       throw factsFailed.signal.aborted && !rt.signal?.aborted ? factsFailed.signal.reason : err;
     });
     const sidecars = await writeSidecars(plan, session, keys, archive, rt);
-    const { tableRows, migrationHead, roles } = await facts;
+    const { tableRows, migrationHead, roles, privileges } = await facts;
     await session.client.query('COMMIT');
     await session.standby?.resume(session.client); // the snapshot is released: replay may go on
-    const manifest = buildManifest(plan, session, { keys, startedAt, finishedAt: rt.now(), archive, sidecars: sidecars.written, selected, tableRows, migrationHead, roles });
+    const manifest = buildManifest(plan, session, { keys, startedAt, finishedAt: rt.now(), archive, sidecars: sidecars.written, selected, tableRows, migrationHead, roles, privileges });
     // The manifest is the commit marker: written last (and never over an existing one).
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
     await plan.storage.put(keys.manifestKey, manifestText, { contentType: 'application/json', noOverwrite: true });
@@ -251,20 +252,34 @@ interface SnapshotFacts {
   tableRows: TableRowCount[];
   migrationHead: MigrationHead | undefined;
   roles: string[];
+  /** Owners, grants, RLS and settings ({@link capturePrivileges}); undefined when not recorded ({@link recordsPrivileges}). */
+  privileges?: Privileges;
 }
 
 /**
- * Stage 3 (beside pg_dump): the migration head, the roles and the exact row count of every table
- * whose data is dumped, all read in the dump's snapshot on the session's connection (one query
- * at a time, so they do not add connections or compete with pg_dump for more than one backend).
+ * Whether the dump records its privileges: only when the archive holds every object with its
+ * owner and grants (no `--no-owner`/`--no-acl`, no schema or table filter), so that a restore
+ * can be held to all of them.
  */
-async function readFacts(session: Session, selected: SelectedTable[]): Promise<SnapshotFacts> {
+function recordsPrivileges(plan: DumpPlan): boolean {
+  const o = plan.manifest.options;
+  return !o?.noOwner && !o?.noAcl && !o?.schemas?.length && !o?.excludeSchemas?.length && !o?.tables?.length && !o?.excludeTables?.length;
+}
+
+/**
+ * Stage 3 (beside pg_dump): the migration head, the roles, the privileges and the exact row
+ * count of every table whose data is dumped, all read in the dump's snapshot on the session's
+ * connection (one query at a time, so they do not add connections or compete with pg_dump for
+ * more than one backend).
+ */
+async function readFacts(session: Session, selected: SelectedTable[], withPrivileges: boolean): Promise<SnapshotFacts> {
   const { client } = session;
   try {
     const migrationHead = await findMigrationHead(client, true);
     const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
+    const privileges = withPrivileges ? await capturePrivileges(client) : undefined;
     const tableRows = await countRows(client, selected.filter((t) => t.withData));
-    return { tableRows, migrationHead, roles };
+    return { tableRows, migrationHead, roles, privileges };
   } catch (err) {
     const e = err as { code?: string };
     // A server error (SQLSTATE): the real cause, said as such; the snapshot's transaction ended with it.
@@ -425,6 +440,7 @@ function buildManifest(
     tables: o.tableRows,
     tablesWithoutData: withoutData.length ? withoutData.map(({ schema, table }) => ({ schema, table })) : undefined,
     migrationHead: o.migrationHead,
+    privileges: o.privileges,
     encryption: plan.encryptTo ? { scheme: 'age', recipients: [...plan.encryptTo] } : undefined,
     serverSideEncryption: plan.manifest.serverSideEncryption,
     objectLock: objectLockOf(plan, o.startedAt),

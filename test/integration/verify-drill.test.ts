@@ -198,7 +198,7 @@ describe('restore', () => {
   it('refuses a restore without --backup', async () => {
     const r = await cli(['restore', '--from', await tempLocation(), '--target-url', dbUrl('postgres')]);
     assert.equal(r.code, 2);
-    assert.match(r.stderr, /required option '--backup <key>'/);
+    assert.match(r.stderr, /restore needs --backup KEY \(from "pg-backup list"\) or --backup latest/);
   });
 });
 

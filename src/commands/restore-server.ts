@@ -1,0 +1,260 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { ResolvedBackup } from '../backup/catalog.ts';
+import { identitiesFor } from '../backup/encryption.ts';
+import { downloadArchive } from '../backup/readback.ts';
+import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
+import { formatBytes, formatSeconds } from '../format.ts';
+import type { Logger } from '../log.ts';
+import { mapLimit } from '../map-limit.ts';
+import { restoreBinaries, restoreLocalArchive, type RestoreBinaries } from '../postgres/archive.ts';
+import { workDirOf } from '../postgres/cluster.ts';
+import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
+import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
+import { connect, serverFacts } from '../postgres/server.ts';
+import { targetContents } from '../postgres/target.ts';
+import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
+import { runChecks, withClient } from './drill-checks.ts';
+import type { DrillResult } from './drill-report.ts';
+import { BUILT_IN_DATABASES, checkPrivileges, missingRoleInFailure, missingRoles, missingRolesProblem, reasonOf, restoreRunGlobals, type GlobalsReport } from './server-restore-steps.ts';
+import { findRun, type ServerRun } from './server-run.ts';
+
+/** Options of {@link restoreServer}. */
+export interface ServerRestoreOptions {
+  /** `s3://BUCKET/PREFIX` or `file:///DIR`. */
+  from: string;
+  service: string;
+  environment: string;
+  /** `latest` (default: the newest run that stored globals or databases) or a run id (`run-…`). */
+  backup?: string;
+  /** A connection to the target server's maintenance database (`postgresql://…/postgres`), as a role that may create roles and databases. */
+  targetUrl: string;
+  /** Databases restored at once, 1 to 16 (default 2); a run of one database gives its pg_restore this many jobs instead. */
+  jobs?: number;
+  /** Restore without owners / grants (`pg_restore --no-owner`, `--no-acl`): the privileges check is then skipped. */
+  noOwner?: boolean;
+  noAcl?: boolean;
+  /** Where each archive is downloaded before its restore (needs the largest `archiveSizeBytes` × jobs). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
+  workDir?: string;
+  s3?: S3Settings;
+  ageIdentities?: string[];
+  logger: Logger;
+  signal?: AbortSignal;
+}
+
+/** One database of a {@link ServerRestoreResult}. */
+export interface ServerDatabaseResult {
+  database: string;
+  backupUri: string;
+  ok: boolean;
+  /** The database exists on the target after this run (restored, or partly: then `ok` is false and it is for the person to drop). */
+  created: boolean;
+  durationMs: number;
+  problems: string[];
+}
+
+/** What {@link restoreServer} did. */
+export interface ServerRestoreResult {
+  ok: boolean;
+  /** The first problem, when not ok. */
+  reason?: string;
+  runId: string;
+  target: string;
+  globals?: GlobalsReport;
+  databases: ServerDatabaseResult[];
+  /** Databases the run set out to dump that have no complete backup in it (not restored). */
+  missing: string[];
+  /** Databases left on the target by a failed restore, to drop by hand (`DROP DATABASE`). */
+  partial: string[];
+  durationMs: number;
+}
+
+/**
+ * Restores a whole dump run into a server whose databases are gone (`restore --server`):
+ *
+ * 1. **Checks before changing anything**: the run (`latest` or a run id, {@link findRun}); the
+ *    target server's major (at least every backup's source major); none of the run's databases
+ *    exists there (`postgres`/`template1`, which every server has, must be empty), else a
+ *    {@link UsageError} (exit 2) naming them; the restore programs (psql with restricted mode
+ *    for plain SQL and the globals).
+ * 2. **Globals first** (roles, memberships, passwords, role settings, tablespaces): roles and
+ *    tablespaces that exist on the target are kept as they are and listed; a statement the target
+ *    refuses (a managed server, a non-superuser) is reported naming the role, and stops the
+ *    restore before any database (exit 1).
+ * 3. **Each database**, `jobs` at once, largest first: downloaded and checked against its
+ *    manifest, then `pg_restore --create --exit-on-error` from the maintenance database (the
+ *    database's encoding, locale, owner, ACL, `ALTER DATABASE … SET` and `ALTER ROLE … IN
+ *    DATABASE … SET` come back with it); `postgres`/`template1` and plain SQL are restored into
+ *    the existing or a new database, as pg_dumpall does. A role the database needs that the
+ *    target lacks fails that database before its restore, naming the role.
+ * 4. **Checks per database**: row counts against the manifest, sequences, and the privileges
+ *    record (owners, grants, default privileges, RLS policies, settings).
+ *
+ * A database that fails is named; the others go on. Databases left behind by a failed restore
+ * are listed in `partial` for the person to drop. Every failure is in the result (`ok: false`).
+ * @throws UsageError for bad options, a run that cannot be found, a target that holds any of the run's databases.
+ * @throws CheckFailedError when the globals cannot be restored (nothing else was).
+ */
+export async function restoreServer(options: ServerRestoreOptions): Promise<ServerRestoreResult> {
+  const started = Date.now();
+  const log = options.logger;
+  if (!options.service || !options.environment) throw new UsageError('restore --server needs --service and --environment: the run is looked up under them');
+  const jobs = options.jobs ?? 2;
+  if (!Number.isInteger(jobs) || jobs < 1 || jobs > 16) throw new UsageError(`--jobs must be a whole number from 1 to 16 (got ${options.jobs})`);
+  const admin = resolveConnection(options.targetUrl);
+  const storage = openStorage(options.from, options.s3);
+  const run = await findRun(storage, options.service, options.environment, options.backup?.trim() || 'latest');
+  if (!run.databases.length && !run.globals) throw new UsageError(`run ${run.id} holds no database and no globals: nothing to restore`);
+  log.info(`restore --server of run ${run.id} (${options.service}/${options.environment}) into ${admin.display}: ${run.globals ? 'globals, then ' : 'no globals, '}${run.databases.length} database${run.databases.length === 1 ? '' : 's'} (${run.databases.map((d) => d.manifest.database).join(', ') || 'none'})`);
+  for (const m of run.missing) log.warn(`database ${m} was part of run ${run.id} but has no complete backup in it (its dump failed or is still running): it is not restored`);
+
+  // 1. Checks before changing anything.
+  const bins = new Map<ResolvedBackup, RestoreBinaries>();
+  for (const b of run.databases) {
+    const found = await restoreBinaries(b.manifest);
+    if (b.manifest.format === 'plain' && found.psql) requireRestrictedPsql(found.psql, 'restore a plain SQL backup');
+    identitiesFor(b.manifest.encryption, options.ageIdentities, storage.uri(b.objectKey));
+    bins.set(b, found);
+  }
+  const globalsIdentities = run.globals ? identitiesFor(run.globals.manifest.encryption, options.ageIdentities, storage.uri(run.globals.objectKey)) : undefined;
+  await refuseExisting(admin, run);
+
+  const result: ServerRestoreResult = { ok: false, runId: run.id, target: admin.display, databases: [], missing: run.missing, partial: [], durationMs: 0 };
+  const workDir = workDirOf(options.workDir);
+
+  // 2. Globals.
+  if (run.globals) {
+    result.globals = await restoreRunGlobals(storage, run.globals, admin, { workDir, identities: globalsIdentities, signal: options.signal, log });
+    if (result.globals.problems.length) {
+      for (const p of result.globals.problems.slice(1)) log.warn(p);
+      throw new CheckFailedError(`the target refused part of the run's globals, so no database was restored (roles created: ${result.globals.created.join(', ') || 'none'}): ${result.globals.problems[0]}`);
+    }
+  } else {
+    log.warn(`run ${run.id} stored no globals: the roles its databases name must exist on ${admin.display} already`);
+  }
+
+  // 3 and 4. The databases, largest first, `jobs` at once.
+  const order = [...run.databases].sort((a, b) => b.manifest.archiveSizeBytes - a.manifest.archiveSizeBytes);
+  const perRestoreJobs = order.length === 1 ? jobs : 1;
+  const outcomes = await mapLimit(order, jobs, (b) =>
+    restoreOneDatabase(storage, b, bins.get(b)!, admin, { ...options, workDir, jobs: perRestoreJobs, haveGlobals: Boolean(run.globals), log }).catch((err: unknown) => {
+      if (options.signal?.aborted) throw err;
+      return { database: b.manifest.database, backupUri: storage.uri(b.objectKey), ok: false, created: false, durationMs: 0, problems: [reasonOf(err)] } satisfies ServerDatabaseResult;
+    }),
+  );
+  result.databases = outcomes.sort((a, b) => (a.database < b.database ? -1 : 1));
+  result.partial = result.databases.filter((d) => !d.ok && d.created).map((d) => d.database);
+  const failed = result.databases.filter((d) => !d.ok);
+  const problems = [...run.missing.map((m) => `database ${m} of the run has no complete backup: not restored`), ...failed.map((d) => `database ${d.database}: ${d.problems[0]}`)];
+  result.ok = problems.length === 0;
+  result.durationMs = Date.now() - started;
+  if (result.partial.length) log.warn(`left on ${admin.display} by a failed restore, to drop by hand once looked at: ${result.partial.map((d) => `DROP DATABASE ${quoteIdent(d)};`).join(' ')}`);
+  if (!result.ok) result.reason = `${failed.length} of ${result.databases.length} database${result.databases.length === 1 ? '' : 's'} failed${run.missing.length ? `, ${run.missing.length} missing from the run` : ''}: ${problems[0]}`;
+  log.info(`restore --server of run ${run.id}: ${result.databases.length - failed.length}/${result.databases.length} databases restored and checked in ${formatSeconds(result.durationMs)}${result.ok ? '' : ' — FAILED'}`);
+  return result;
+}
+
+/**
+ * Refuses (exit 2) when the target holds any database of the run: each must not exist, except
+ * `postgres` and `template1`, which every server has and which must then be empty.
+ */
+async function refuseExisting(admin: DatabaseConnection, run: ServerRun): Promise<void> {
+  const client = await connect(admin, 'pg-backup restore --server');
+  const clashes: string[] = [];
+  try {
+    const facts = await serverFacts(client);
+    const newest = Math.max(0, ...run.databases.map((d) => d.manifest.server.major), run.globals?.manifest.server.major ?? 0);
+    if (facts.major < newest) throw new UsageError(`target ${admin.display} runs PostgreSQL ${facts.version}, older than the run's source (${newest}): restore into major ${newest} or newer`);
+    const { rows } = await client.query<{ datname: string }>('SELECT datname FROM pg_catalog.pg_database');
+    const existing = new Set(rows.map((r) => r.datname));
+    for (const b of run.databases) {
+      const name = b.manifest.database;
+      if (!existing.has(name)) continue;
+      if (!BUILT_IN_DATABASES.has(name)) {
+        clashes.push(name);
+        continue;
+      }
+      const contents = await withClient(withDatabase(admin, name), undefined, (c) => targetContents(c));
+      if (contents) clashes.push(`${name} (not empty: ${contents.description})`);
+    }
+  } finally {
+    await client.end().catch(() => undefined);
+  }
+  if (clashes.length) {
+    throw new UsageError(`restore --server refused, nothing was changed on ${admin.display}: the run's database${clashes.length > 1 ? 's' : ''} ${clashes.join(', ')} already exist${clashes.length > 1 ? '' : 's'} there; drop ${clashes.length > 1 ? 'them' : 'it'} (DROP DATABASE …) or restore into another server`);
+  }
+}
+
+/** Restores and checks one database of the run ({@link restoreServer} steps 3 and 4). */
+async function restoreOneDatabase(
+  storage: Storage,
+  backup: ResolvedBackup,
+  bins: RestoreBinaries,
+  admin: DatabaseConnection,
+  o: ServerRestoreOptions & { workDir: string; jobs: number; haveGlobals: boolean; log: Logger },
+): Promise<ServerDatabaseResult> {
+  const { manifest } = backup;
+  const name = manifest.database;
+  const started = Date.now();
+  const out: ServerDatabaseResult = { database: name, backupUri: storage.uri(backup.objectKey), ok: false, created: false, durationMs: 0, problems: [] };
+  const finish = () => {
+    out.ok = out.problems.length === 0;
+    out.durationMs = Date.now() - started;
+    o.log.info(`${name}: ${out.ok ? 'restored and checked' : `FAILED: ${out.problems[0]}`} (${formatSeconds(out.durationMs)})`);
+    return out;
+  };
+  const builtIn = BUILT_IN_DATABASES.has(name);
+  const noOwner = o.noOwner === true;
+  const noAcl = o.noAcl === true;
+  // --create brings the database's properties, which name roles (owner, ALTER ROLE … IN DATABASE): not with --no-owner/--no-acl.
+  const useCreate = manifest.format !== 'plain' && !builtIn && !noOwner && !noAcl;
+  const target = withDatabase(admin, name);
+  const lacking = noOwner && noAcl ? [] : await missingRoles(admin, manifest.privileges, o.signal);
+  if (lacking.length) {
+    out.problems.push(missingRolesProblem(name, lacking, o.haveGlobals));
+    return finish();
+  }
+  const scratch = await mkdtemp(path.join(o.workDir, 'pg-backup-restore-'));
+  try {
+    o.log.info(`${name}: downloading ${out.backupUri} (${formatBytes(manifest.object.sizeBytes)}; needs ${formatBytes(manifest.archiveSizeBytes)} free in ${o.workDir})`);
+    const local = await downloadArchive(storage, backup, scratch, o.signal, identitiesFor(manifest.encryption, o.ageIdentities, out.backupUri));
+    if (local.problems.length) {
+      out.problems.push(`the backup cannot be used: ${local.problems.join('; ')}`);
+      return finish();
+    }
+    if (!useCreate && !builtIn) {
+      await withClient(admin, o.signal, (c) => c.query(`CREATE DATABASE ${quoteIdent(name)}`));
+      o.log.warn(`${name}: ${manifest.format === 'plain' ? 'plain SQL holds no database properties' : 'restored with --no-owner/--no-acl'}: created with the target's defaults (owner, encoding, settings not restored)`);
+    }
+    out.created = !builtIn;
+    const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : [])];
+    o.log.info(`${name}: restoring with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}${useCreate ? ' --create' : ''}`}, ${o.jobs} job${o.jobs > 1 ? 's' : ''}`);
+    const failure = await restoreLocalArchive(manifest.format, bins, local.path, useCreate ? admin : target, { jobs: o.jobs, args, signal: o.signal }).then(
+      () => undefined,
+      (err: unknown) => messageOf(err),
+    );
+    if (failure) {
+      out.problems.push(missingRoleInFailure(failure, o.haveGlobals) ?? `restore failed: ${reasonOf(failure)}`);
+      if (useCreate) out.created = await withClient(admin, o.signal, async (c) => (await c.query('SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1', [name])).rowCount! > 0);
+      return finish();
+    }
+  } finally {
+    await rm(scratch, { recursive: true, force: true }).catch(() => undefined);
+  }
+  // Checks: row counts, sequences, migration head (drill-checks.ts), then the privileges.
+  const checks = { problems: [], tables: [], sequencesBehind: [], smoke: [] } as unknown as DrillResult;
+  const quiet: Logger = { ...o.log, info: (line: string) => o.log.info(`${name}: ${line}`) };
+  await runChecks(target, manifest, [], checks, quiet, 2, o.signal);
+  out.problems.push(...checks.problems);
+  if (manifest.privileges && !noOwner && !noAcl) {
+    for (const d of await checkPrivileges(target, manifest.privileges, { withDatabase: useCreate, log: o.log, label: name, signal: o.signal })) out.problems.push(`privileges: ${d}`);
+  } else {
+    o.log.info(`${name}: privileges not checked: ${manifest.privileges ? 'restored with --no-owner/--no-acl' : 'the dump recorded none'}`);
+  }
+  return finish();
+}
+
+/** A name as an SQL identifier. */
+function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
