@@ -26,6 +26,8 @@ import { platformOwnerHint, refusedEntries, refusedMessage, writeSkipList } from
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
 import { dump } from './dump.ts';
+import { checkPrivileges } from './server-restore-steps.ts';
+import type { Privileges } from '../postgres/privileges.ts';
 import { RestoreChecksFailedError, requireChecks, runRestoreChecks, type RestoreCheckOptions, type RestoreChecks } from './restore-checks.ts';
 import { existingRelations, parseTableName, parseTocWithDependencies, selectTables, targetHas, tocList, type OutsideForeignKey, type TableName, type TocSelection } from '../postgres/toc.ts';
 import { ArchiveRowCounter, archiveRowProblems, countDirectoryRows, type ArchiveRowCounts } from '../postgres/archive-rows.ts';
@@ -423,7 +425,13 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
 
     // 4. The checks in the restored database (the archive's rows were counted before the commit; restore-checks.ts).
     if (beforeCommit.counted) logger.info(beforeCommit.note);
-    const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, privileges: options.privilegesCheck, logger, signal: options.signal })), beforeCommit };
+    // Owners and grants against the dump's record: for a whole restore that kept them (a selection
+    // restores only part of what the record lists; the target database's own owner, ACL and
+    // settings are the target's, not the backup's).
+    const privilegesCheck = options.privilegesCheck ?? (!selection && !options.noOwner && !options.noAcl && !manifest.options?.noOwner && !manifest.options?.noAcl
+      ? (conn: DatabaseConnection, record: unknown, signal?: AbortSignal) => checkPrivileges(conn, record as Privileges, { withDatabase: false, log: logger, signal })
+      : undefined);
+    const checks = { ...(await runRestoreChecks(target, manifest, { tables: selection?.tables, privileges: privilegesCheck, logger, signal: options.signal })), beforeCommit };
     const result: RestoreResult = {
       backupUri,
       target: target.display,
