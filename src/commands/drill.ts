@@ -1,4 +1,5 @@
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { refuseGlobals } from '../backup/globals.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -219,6 +220,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     options.signal?.throwIfAborted();
     if (backup) {
       const { manifest } = backup;
+      refuseGlobals(manifest, 'drill'); // a run's globals alone: drill --server drills the whole run
       result.manifest = manifest;
       result.backupUri = storage.uri(backup.objectKey);
       result.manifestUri = storage.uri(backup.manifestKey);
