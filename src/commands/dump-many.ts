@@ -122,6 +122,10 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   }
   const databases = targets.map((t) => t.database);
   logger.info(`run ${runId}: ${databases.length} database${databases.length === 1 ? '' : 's'}${all ? ' (all the role can connect to)' : ''}${options.noGlobals ? '' : ' and the globals'} → ${shared.storage.url}${parallel > 1 ? `, ${parallel} at a time` : ''}`);
+  // pg_dump writes a database's own properties (ALTER DATABASE … SET, its ACL, ALTER ROLE … IN
+  // DATABASE … SET) only where it writes CREATE DATABASE: in a custom archive (pg_restore
+  // --create) or plain SQL dumped with --create, which the plain restore here does not replay.
+  if (all && shared.format === 'plain') logger.warn(`--all-databases with --format plain: each database's own settings, ACL and per-role settings are not in plain SQL dumped without --create; use --format custom (the default) for a whole-server backup, whose archives carry them for pg_restore --create`);
   const run: DumpRun = { runId, databases, allDatabases: all, skipped, outcomes: [] };
   if (!options.noGlobals) {
     try {
