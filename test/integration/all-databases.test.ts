@@ -18,7 +18,7 @@ import { prune } from '../../src/commands/prune.ts';
 import { startThrowawayCluster, type ThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { withDatabase } from '../../src/postgres/connection.ts';
 import { connect } from '../../src/postgres/server.ts';
-import { cli, run } from '../helpers.ts';
+import { cli, run, runActionBundle } from '../helpers.ts';
 
 let source: ThrowawayCluster;
 let work: string;
@@ -248,6 +248,28 @@ describe('dump --all-databases', () => {
     assert.equal(n.code, 0, n.stderr);
     assert.ok(!(await bucketKeys(plainDir)).some((k) => k.includes('@globals')));
     assert.doesNotMatch(n.stderr, /@globals/);
+  });
+
+  it('from the dump action: databases: all with exclude-database, the run id and the globals in the outputs and the summary', { timeout: 180_000 }, async () => {
+    const { dir, to } = await bucket('action');
+    const r = await runActionBundle('dump', { 'database-url': urlOf(source, 'postgres'), databases: 'all', 'exclude-database': 'app_*\nskip_*', 'parallel-databases': '2', globals: 'true', to, compression: 'zstd:3' });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.match(r.outputs['run-id']!, /^run-\d{8}T\d{6}Z-[0-9a-f]{6}$/);
+    assert.equal(r.outputs['globals-role-passwords'], 'true');
+    assert.match(r.outputs['globals-uri']!, /\/default\/default\/@globals\/.*\.sql\.zst$/);
+    const backups = JSON.parse(r.outputs.backups!);
+    assert.deepEqual(backups.map((b: { database: string; ok: boolean }) => [b.database, b.ok]), [['locked_db', true], ['owned_by_backup', true], ['postgres', true]]);
+    assert.match(r.summary, new RegExp(`Backups \\(run ${r.outputs['run-id']}\\)`));
+    assert.match(r.summary, /globals \(roles, tablespaces\)<\/td><td>✅/);
+    const all = await manifests(dir);
+    assert.equal(new Set(all.map((m) => m.run.id)).size, 1);
+    assert.equal(all.filter((m) => m.kind === 'globals').length, 1);
+    // globals: false stores none.
+    const { dir: noneDir, to: noneTo } = await bucket('action-none');
+    const n = await runActionBundle('dump', { 'database-url': urlOf(source, 'app_one'), globals: 'false', to: noneTo, compression: 'zstd:3' });
+    assert.equal(n.code, 0, n.stdout + n.stderr);
+    assert.equal(n.outputs['globals-uri'] ?? '', '');
+    assert.ok(!(await bucketKeys(noneDir)).some((k) => k.includes('@globals')));
   });
 
   it('refuses --exclude-database without --all-databases and a bad --parallel-databases: exit 2, nothing written', async () => {
