@@ -101,7 +101,7 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   const runtime = { logger, signal: options.signal, now, run: { id: runId } };
   findAll('pg_dump').catch(() => undefined); // the search for pg_dump (a --version per copy) runs while we connect
   const all = options.allDatabases || (options.databases?.length === 1 && options.databases[0]!.trim() === 'all');
-  const { targets, skipped, base } = all ? await discoverTargets(options, logger) : { ...listedTargets(options), skipped: [] };
+  const { targets, skipped, base, sizes } = all ? await discoverTargets(options, logger) : { ...listedTargets(options), skipped: [], sizes: undefined };
   if (new Set(targets.map((t) => t.url)).size !== targets.length) throw new UsageError('the same database is listed twice: list each once');
   // Every listed target is reached first. The first one's connection is the one its dump uses
   // (set up once); the others are closed and opened again when their turn comes, so none sits
@@ -158,7 +158,12 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
     }
   };
   try {
-    run.outcomes = await mapLimit(targets.map((t, i) => [t, i] as const), parallel, ([t, i]) => dumpOne(t, i));
+    // Discovered databases start largest first (pg_database_size; the longest job first keeps the
+    // parallel slots busy to the end); the outcomes keep the run's order.
+    const order = targets.map((t, i) => [t, i] as const);
+    if (sizes && parallel > 1) order.sort(([a, i], [b, j]) => (sizes.get(b.database) ?? 0) - (sizes.get(a.database) ?? 0) || i - j);
+    const done = await mapLimit(order, parallel, async ([t, i]) => [i, await dumpOne(t, i)] as const);
+    run.outcomes = done.sort(([i], [j]) => i - j).map(([, o]) => o);
   } finally {
     await first?.end().catch(() => undefined);
   }
@@ -205,7 +210,7 @@ function listedTargets(options: DumpManyOptions): { targets: DatabaseConnection[
  * those matching an exclude pattern. Sorted by name.
  * @throws UsageError for several URLs, a database list beside it, a bad pattern, or an unreachable server.
  */
-async function discoverTargets(options: DumpManyOptions, logger: DumpManyOptions['logger']): Promise<{ targets: DatabaseConnection[]; skipped: SkippedDatabase[]; base: DatabaseConnection }> {
+async function discoverTargets(options: DumpManyOptions, logger: DumpManyOptions['logger']): Promise<{ targets: DatabaseConnection[]; skipped: SkippedDatabase[]; base: DatabaseConnection; sizes: Map<string, number> }> {
   const urls = options.databaseUrls?.filter((u) => u.trim()) ?? [];
   if (urls.length > 1) throw new UsageError('--all-databases takes one --database-url (any database on the server, e.g. postgres): give one');
   const names = (options.databases ?? []).map((d) => d.trim()).filter(Boolean);
@@ -213,15 +218,21 @@ async function discoverTargets(options: DumpManyOptions, logger: DumpManyOptions
   const patterns = (options.excludeDatabases ?? []).map((p) => p.trim()).filter(Boolean).map((p) => ({ pattern: p, re: databasePatternRegExp(p) }));
   const base = resolveConnection(urls[0]);
   const client = await connect(base, 'pg-backup dump');
-  let rows: { datname: string; can: boolean }[];
+  let rows: { datname: string; can: boolean; size: string | null }[];
   try {
-    rows = (await client.query<{ datname: string; can: boolean }>(`SELECT datname, has_database_privilege(oid, 'CONNECT') AS can FROM pg_database WHERE datallowconn ORDER BY datname COLLATE "C"`)).rows;
+    rows = (await client.query<{ datname: string; can: boolean; size: string | null }>(
+      `SELECT datname, has_database_privilege(oid, 'CONNECT') AS can,
+              CASE WHEN has_database_privilege(oid, 'CONNECT') THEN pg_database_size(oid)::text END AS size
+         FROM pg_database WHERE datallowconn ORDER BY datname COLLATE "C"`,
+    )).rows;
   } finally {
     await client.end().catch(() => undefined);
   }
   const skipped: SkippedDatabase[] = [];
   const targets: DatabaseConnection[] = [];
-  for (const { datname, can } of rows) {
+  const sizes = new Map<string, number>();
+  for (const { datname, can, size } of rows) {
+    if (size !== null) sizes.set(datname, Number(size));
     const excluded = patterns.find((p) => p.re.test(datname));
     if ((SKIPPED_TEMPLATES as readonly string[]).includes(datname)) skipped.push({ database: datname, reason: 'template' });
     else if (excluded) skipped.push({ database: datname, reason: `--exclude-database ${excluded.pattern}` });
@@ -233,7 +244,7 @@ async function discoverTargets(options: DumpManyOptions, logger: DumpManyOptions
   const excluded = skipped.filter((s) => s.reason.startsWith('--exclude-database')).map((s) => s.database);
   if (excluded.length) logger.info(`--all-databases: excluded ${excluded.join(', ')}`);
   if (targets.length === 0) throw new UsageError(`--all-databases found no database to dump on ${base.display.replace(/\/[^/]*$/, '')} (${rows.length} with connections allowed; ${skipped.map((s) => `${s.database}: ${s.reason}`).join(', ') || 'none'}): check the role's CONNECT privileges and --exclude-database`);
-  return { targets, skipped, base };
+  return { targets, skipped, base, sizes };
 }
 
 /**
