@@ -106,8 +106,8 @@ describe('dump --all-databases', () => {
     const singleJson = JSON.parse(single.stdout);
     assert.equal(singleJson.database, 'app_one');
     assert.match(singleJson.run.id, /^run-\d{8}T\d{6}Z-[0-9a-f]{6}$/);
-    assert.equal(singleJson.globals.ok, true);
-    assert.equal(singleJson.globals.rolePasswords, true);
+    assert.equal(singleJson.globalsBackup.ok, true);
+    assert.equal(singleJson.globalsBackup.rolePasswords, true);
 
     // Run 1: all databases, skip_* excluded, two at a time.
     const first = await cli(['dump', '--all-databases', '--exclude-database', 'skip*', '--parallel-databases', '2', '--to', to, '--json'], { DATABASE_URL: urlOf(source, 'postgres') });

@@ -214,7 +214,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       throw err;
     }
     const { outcomes } = run;
-    if (flags.json) printJson(several ? runJson(run, outcomes, all) : { ...outcomeJson(outcomes[0]!, run.runId).manifest, globals: globalsJson(run) });
+    if (flags.json) printJson(several ? runJson(run, outcomes, all) : { ...outcomeJson(outcomes[0]!, run.runId).manifest, globalsBackup: globalsJson(run) });
     else for (const o of outcomes) process.stdout.write(`${o.result!.backupUri}\n`);
   });
   return reportingOptions(command);
