@@ -126,6 +126,9 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   // DATABASE … SET) only where it writes CREATE DATABASE: in a custom archive (pg_restore
   // --create) or plain SQL dumped with --create, which the plain restore here does not replay.
   if (all && shared.format === 'plain') logger.warn(`--all-databases with --format plain: each database's own settings, ACL and per-role settings are not in plain SQL dumped without --create; use --format custom (the default) for a whole-server backup, whose archives carry them for pg_restore --create`);
+  // The globals are one server's: with URLs on several servers, those of the first one's.
+  const serverOf = (c: DatabaseConnection) => c.display.replace(/\/[^/]*$/, '');
+  if (!options.noGlobals && new Set(targets.map(serverOf)).size > 1) logger.warn(`the databases are on ${new Set(targets.map(serverOf)).size} servers: the globals (roles, tablespaces) are dumped from ${serverOf(base ?? targets[0]!)} only; dump each server in a run of its own (its own --environment or --service) to keep each server's roles`);
   const run: DumpRun = { runId, databases, allDatabases: all, skipped, outcomes: [] };
   if (!options.noGlobals) {
     try {
