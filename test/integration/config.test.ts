@@ -107,9 +107,9 @@ environments:
     // --config names another file; --from overrides its location.
     await writeFile(path.join(w.dir, 'other.yml'), `location: file://${w.dir}/production\n`);
     const other = JSON.parse((await pgBackup(w.dir, ['list', '--config', 'other.yml', '--json'])).stdout);
-    assert.deepEqual(other.map((b: { service: string }) => b.service), ['billing']);
+    assert.deepEqual(other.filter((b: { kind: string }) => b.kind === 'database').map((b: { service: string }) => b.service), ['billing']);
     const fromFlag = JSON.parse((await pgBackup(w.dir, ['list', '--config', 'other.yml', '--from', w.bucket('staging'), '--json'])).stdout);
-    assert.deepEqual(fromFlag.map((b: { service: string }) => b.service), ['web']);
+    assert.deepEqual(fromFlag.filter((b: { kind: string }) => b.kind === 'database').map((b: { service: string }) => b.service), ['web']);
   });
 
   it('an invalid file stops every command with one line naming file, line and column (exit 2), before any work', async (t) => {
