@@ -36,7 +36,9 @@ function assertAligned(lines: string[], rightAligned: string[], isRow: (line: st
 function cell(header: string, row: string, column: string): string {
   const cols = columnStarts(header);
   const i = cols.findIndex((c) => c.name === column);
-  const from = i > 0 ? cols[i - 1]!.end : 0;
+  // A left-aligned cell starts at its header (the one before may be wider than its header: RUN);
+  // a right-aligned one (SIZE) may start left of its header: from the end of the one before.
+  const from = column === 'SIZE' ? (i > 0 ? cols[i - 1]!.end : 0) : cols[i]!.start;
   const to = cols[i + 1]?.start ?? row.length;
   return row.slice(from, to).trim();
 }
