@@ -9,6 +9,8 @@ import { mapLimit } from '../map-limit.ts';
 import { runDump, type DumpOptions, type DumpResult } from './dump.ts';
 import { forDatabase, planDump } from './dump-plan.ts';
 import { checkWritable } from './dump-preflight.ts';
+import { verify } from './verify.ts';
+import { loadIdentities } from '../backup/encryption.ts';
 
 /** Databases `--all-databases` never dumps: the templates (template0 refuses connections anyway). */
 export const SKIPPED_TEMPLATES = ['template0', 'template1'] as const;
@@ -134,6 +136,13 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
     try {
       const result = await logger.group(`dump ${GLOBALS_DATABASE}`, () => dumpGlobals(forDatabase(shared, base ?? targets[0]!), runtime, { id: runId, databases, allDatabases: all }));
       run.globals = { ok: true, result };
+      if (shared.verify !== 'none') {
+        // The globals are read back like the dumps (to pg_dumpall's trailer; never replayed here).
+        const identities = shared.encryptTo ? loadIdentities() : undefined;
+        const level = shared.encryptTo && !identities ? 'checksum' : shared.verify === 'schema' ? 'archive' : shared.verify;
+        const v = await verify({ from: shared.to, backup: result.objectKey, level, ageIdentities: identities, s3: shared.verifyS3 ?? shared.s3, logger, signal: options.signal });
+        if (!v.ok) throw new Error(`verify failed: ${v.reason}`);
+      }
     } catch (err) {
       // A user mistake (no pg_dump/pg_dumpall for the server, the bucket) is the run's: nothing of a database is written yet.
       if (options.signal?.aborted || err instanceof UsageError) throw err;

@@ -205,8 +205,10 @@ describe('dump --all-databases', () => {
 
   it('as a non-superuser: databases without CONNECT are skipped and named, the globals come without role passwords (recorded, one warning)', { timeout: 180_000 }, async () => {
     const { to } = await bucket('nonsuper');
-    const r = await cli(['dump', '--all-databases', '--exclude-database', 'app_*', '--exclude-database', 'skip_*', '--to', to, '--json'], { DATABASE_URL: urlOf(source, 'postgres', 'backup_user') });
+    const r = await cli(['dump', '--all-databases', '--exclude-database', 'app_*', '--exclude-database', 'skip_*', '--verify', 'archive', '--to', to, '--json'], { DATABASE_URL: urlOf(source, 'postgres', 'backup_user') });
     assert.equal(r.code, 0, r.stderr);
+    // --verify reads the globals back too: to pg_dumpall's trailer.
+    assert.match(r.stderr, /@globals-\S+\.sql\.zst \([^)]*\) at level archive\n.*the SQL is complete/);
     const out = JSON.parse(r.stdout);
     assert.deepEqual(out.run.databases, ['owned_by_backup', 'postgres']);
     assert.deepEqual(out.run.skipped.find((s: { database: string }) => s.database === 'locked_db'), { database: 'locked_db', reason: 'no CONNECT privilege' });
