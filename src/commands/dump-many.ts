@@ -145,7 +145,10 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
       }
     } catch (err) {
       // A user mistake (no pg_dump/pg_dumpall for the server, the bucket) is the run's: nothing of a database is written yet.
-      if (options.signal?.aborted || err instanceof UsageError) throw err;
+      if (options.signal?.aborted || err instanceof UsageError) {
+        await first?.end().catch(() => undefined);
+        throw err;
+      }
       const error = messageOf(err);
       logger.warn(`${GLOBALS_DATABASE}: FAILED: ${error}`);
       run.globals = { ok: false, error };
