@@ -16,7 +16,8 @@ import { retainUntil } from '../storage/s3/s3.ts';
 import type { CompressionSpec } from './compression.ts';
 import { GLOBALS_DATABASE, backupKeys } from './keys.ts';
 import { ManifestSchema, type Manifest } from './manifest.ts';
-import { uploadStream, type MirrorTarget } from './upload-stream.ts';
+import { uploadStream, type MirrorTarget, type StreamCounters } from './upload-stream.ts';
+import { startProgress } from './progress.ts';
 
 /**
  * A dump run's globals: `pg_dumpall --globals-only` — roles, role memberships, role settings
@@ -50,8 +51,10 @@ export interface GlobalsPlan {
   encryptTo?: readonly string[];
   /** Compression and encryption suffix, e.g. `.zst.age` (the object is `<id>.sql<fileSuffix>`). */
   fileSuffix: string;
-  /** Bounds the whole globals dump, in ms; 0: no bound. */
+  /** The stall watchdog: fail after this long with no byte moving, in ms; 0 disables. */
   stallTimeoutMs: number;
+  /** Progress report interval in ms (default: 500 on a terminal, 10 000 elsewhere). */
+  progressIntervalMs?: number;
   mirrorStallMs: number;
   installClient: boolean;
   storage: Storage;
@@ -129,8 +132,8 @@ export async function findPgDumpall(pgDump: PgBinary, serverMajor: number): Prom
  * `--no-role-passwords` when the role cannot read `pg_authid`) → compression → (age) → SHA-256 →
  * upload, through the dump's own pipeline ({@link uploadStream}: aborted on any failure, nothing
  * half-written), then the manifest, last and never over an existing one. With a mirror, the
- * same bytes are teed to it and the manifest put after the primary's. The stall timeout bounds
- * the whole globals dump (it is small: kilobytes per role).
+ * same bytes are teed to it and the manifest put after the primary's. The dump's stall watchdog
+ * (`--stall-timeout`) and progress lines apply as to a database.
  * @param client an open connection to `plan.connection` to use (closed here) instead of a new one.
  * @throws UsageError when the server cannot be reached or no pg_dump/pg_dumpall of the server major is installed.
  * @throws Error when pg_dumpall or the upload fails.
@@ -159,18 +162,26 @@ export async function dumpGlobals(plan: GlobalsPlan, rt: { logger: Logger; signa
   const startedAt = rt.now();
   const keys = backupKeys({ service: plan.service, environment: plan.environment, database: GLOBALS_DATABASE }, startedAt, `.sql${plan.fileSuffix}`);
   const args = ['--globals-only', ...(facts.canReadPasswords ? [] : ['--no-role-passwords']), '--no-password'];
-  const bound = plan.stallTimeoutMs > 0 ? AbortSignal.timeout(plan.stallTimeoutMs) : undefined;
-  const signals = [rt.signal, bound].filter((s): s is AbortSignal => Boolean(s));
+  // The dump's stall watchdog (no byte moved for --stall-timeout) and progress lines, as for a database.
+  const stall = new AbortController();
+  const signal = rt.signal ? AbortSignal.any([rt.signal, stall.signal]) : stall.signal;
+  const counters: StreamCounters[] = [];
+  const sum = (pick: (c: StreamCounters) => number) => counters.reduce((n, c) => n + pick(c), 0);
+  const stopProgress = startProgress(
+    { rawBytes: () => sum((c) => c.raw.bytes), storedBytes: () => sum((c) => c.stored.bytes), sentBytes: () => sum((c) => c.sent.bytes) },
+    { label: GLOBALS_DATABASE, logger: rt.logger, intervalMs: plan.progressIntervalMs, stallTimeoutMs: plan.stallTimeoutMs, onStall: (message) => stall.abort(new Error(message)) },
+  );
   const mirrors: MirrorTarget[] = plan.mirror ? [{ storage: plan.mirror.storage }] : [];
   let stored;
   try {
     stored = await uploadStream(plan.storage, keys.objectKey, (sig) => {
       const p = runPgProgram(pgDumpall, args, { connection: conn, signal: sig });
       return { stream: p.stdout, done: p.done };
-    }, { compression: plan.compression, hashes: ['sha256'], signal: signals.length ? AbortSignal.any(signals) : undefined, encryptTo: plan.encryptTo && [...plan.encryptTo], noOverwrite: true, mirrors, mirrorStallMs: plan.mirrorStallMs });
+    }, { compression: plan.compression, hashes: ['sha256'], signal, onCounters: (c) => counters.push(c), encryptTo: plan.encryptTo && [...plan.encryptTo], noOverwrite: true, mirrors, mirrorStallMs: plan.mirrorStallMs });
   } catch (err) {
-    if (bound?.aborted && !rt.signal?.aborted) throw new Error(`pg_dumpall --globals-only did not finish within ${formatSeconds(plan.stallTimeoutMs)} (--stall-timeout)`);
-    throw err;
+    throw stall.signal.aborted && !rt.signal?.aborted ? stall.signal.reason : err;
+  } finally {
+    stopProgress();
   }
   const finishedAt = rt.now();
   const manifest = ManifestSchema.parse({

@@ -1,7 +1,8 @@
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { findAll } from '../postgres/binaries.ts';
-import { connect } from '../postgres/server.ts';
+import { connect, listUserTables } from '../postgres/server.ts';
+import { selectTables } from '../postgres/dump-options.ts';
 import type pg from 'pg';
 import { GLOBALS_DATABASE, newRunId } from '../backup/keys.ts';
 import { dumpGlobals, type GlobalsResult } from '../backup/globals.ts';
@@ -111,10 +112,17 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   // server: one that refuses the connection fails alone, in the run.
   let first: pg.Client | undefined;
   try {
+    // An include pattern (--schema, --table) that matches nothing is refused here too, before
+    // the globals are written: bad input leaves nothing in the bucket.
+    const filtered = Boolean(shared.selection.schemas?.length || shared.selection.tables?.length);
     for (const [i, target] of (all ? [] : targets).entries()) {
       const client = await connect(target, 'pg-backup dump');
       if (i === 0) first = client;
-      else await client.end().catch(() => undefined);
+      try {
+        if (filtered && !options.noGlobals) await selectTables(client, await listUserTables(client), shared.selection, () => undefined);
+      } finally {
+        if (i !== 0) await client.end().catch(() => undefined);
+      }
     }
     // The bucket and the credentials are checked once, before the first "dumping …" line.
     await checkWritable(shared.storage, shared, options.signal);
