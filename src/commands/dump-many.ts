@@ -103,6 +103,7 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   const runId = newRunId(now());
   const runtime = { logger, signal: options.signal, now, run: { id: runId } };
   findAll('pg_dump').catch(() => undefined); // the search for pg_dump (a --version per copy) runs while we connect
+  if (!options.noGlobals) findAll('pg_dumpall').catch(() => undefined); // and for pg_dumpall, for the globals
   const all = options.allDatabases || (options.databases?.length === 1 && options.databases[0]!.trim() === 'all');
   const { targets, skipped, base, sizes } = all ? await discoverTargets(options, logger) : { ...listedTargets(options), skipped: [], sizes: undefined };
   if (new Set(targets.map((t) => t.url)).size !== targets.length) throw new UsageError('the same database is listed twice: list each once');
