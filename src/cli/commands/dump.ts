@@ -107,7 +107,7 @@ function runJson(run: DumpRun | undefined, outcomes: DumpOutcome[], all: boolean
 }
 
 /**
- * `pg-backup dump`: one backup per database (`dumpMany`); prints each backup's URI, or with `--json` the manifest (several databases: an array of results, printed too when some failed).
+ * `pg-backup dump`: one backup per database (`dumpMany`), the run's globals first (unless `--no-globals`); prints each database backup's URI, or with `--json` the manifest with `globalsBackup` (several databases: an array of results, each with `run`; `--all-databases`: `{ run, globals, backups }`; printed too when some failed).
  */
 export function addDumpCommand(program: Command, { signal }: CliContext): Command {
   const command = storageOptions(
