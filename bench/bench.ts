@@ -25,6 +25,7 @@
 // processes). Prints the ratios against the targets. A benchmark, not a test.
 //   BENCH_GB=1 (database size), BENCH_ROUNDS=3, BENCH_KEEP=1 (keep the services running),
 //   BENCH_JOBS=<cores> (pg_restore jobs for both drills).
+//   all-databases: a whole-server dump against a hand loop, in bench/all-databases.ts.
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
@@ -40,6 +41,11 @@ import { startServices } from '../test/infra/services.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const modes = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+// A whole-server dump (`npm run bench -- all-databases`) has its own databases and baseline: bench/all-databases.ts.
+if (modes.includes('all-databases')) {
+  await import('./all-databases.ts');
+  process.exit(0);
+}
 const wanted = new Set(modes.length ? modes : ['dump', 'verify', 'drill']);
 // `diff` runs on its own table and database (bench/diff.ts).
 if (wanted.has('diff')) {

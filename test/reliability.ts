@@ -78,8 +78,11 @@ export async function recordFault(record: FaultRecord): Promise<void> {
  * multipart upload`, `1 drill log (.log + .json)`.
  */
 export async function leftBehind(location: string): Promise<string> {
-  const keys = location.startsWith('s3://') ? await s3Keys(location) : await filesUnder(fileURLToPath(location));
+  let keys = location.startsWith('s3://') ? await s3Keys(location) : await filesUnder(fileURLToPath(location));
   const uploads = location.startsWith('s3://') ? await openMultipartUploads(location) : [];
+  // A run's globals (stored first, complete before the databases start) are told apart.
+  const globals = keys.filter((k) => k.includes('/@globals/') && k.endsWith('.manifest.json')).length;
+  keys = keys.filter((k) => !k.includes('/@globals/'));
   const manifests = keys.filter((k) => k.endsWith('.manifest.json'));
   const drills = keys.filter((k) => k.startsWith('drills/'));
   const objects = keys.filter((k) => !manifests.includes(k) && !drills.includes(k));
@@ -94,6 +97,7 @@ export async function leftBehind(location: string): Promise<string> {
   if (orphans) parts.push(`${plural(orphans, 'object')} without a manifest (never listed)`);
   if (drills.length) parts.push(`the drill log (${drills.map((k) => path.extname(k)).sort().join(' + ')})`);
   if (!parts.length) parts.push('nothing');
+  if (globals) parts.push(`the run's globals (${plural(globals, 'complete object')}, stored first)`);
   if (location.startsWith('s3://')) parts.push(uploads.length ? `${uploads.length} open multipart upload${uploads.length > 1 ? 's' : ''}` : 'no open multipart upload');
   return parts.join('; ');
 }

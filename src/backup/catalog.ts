@@ -2,7 +2,7 @@ import { CheckFailedError, UsageError } from '../errors.ts';
 import { NotFoundError, checkLocation, type Storage } from '../storage/index.ts';
 import { isBackupIdRef, manifestKeyOfId } from './backup-id.ts';
 import { clockCheck, isFuture, judgeTimes, type ClockCheck, type TimeProblem } from './clock.ts';
-import { encodeSegment, parseManifestKey, type ParsedManifestKey } from './keys.ts';
+import { GLOBALS_DATABASE, encodeSegment, isGlobalsEntry, parseManifestKey, type ParsedManifestKey } from './keys.ts';
 import { parseManifest, type Manifest } from './manifest.ts';
 import { VerifyRecordSchema, verifyRecordKey } from './proof.ts';
 import { mapLimit } from '../map-limit.ts';
@@ -157,6 +157,15 @@ async function* listPrefixes(storage: Storage, filter: BackupFilter, safetyDumps
   for await (const obj of storage.list(filterPrefix(filter))) if (!safetyDumps || !obj.key.startsWith(SAFETY_PREFIX)) yield obj;
 }
 
+/**
+ * The database backups of a listing: a run's globals (`@globals`, keys.ts) left out, unless the
+ * filter asks for them by name (`--database @globals`). What `latest` and freshness look at: the
+ * globals are never a database's newest backup.
+ */
+export function databaseEntries<T extends { database: string; manifestKey: string }>(entries: T[], filter: BackupFilter = {}): T[] {
+  return filter.database === GLOBALS_DATABASE ? entries : entries.filter((e) => !isGlobalsEntry(e));
+}
+
 /** A backup chosen for verify, drill or restore, with its manifest read and validated. */
 export interface ResolvedBackup {
   manifestKey: string;
@@ -198,7 +207,8 @@ export async function resolveBackup(storage: Storage, ref: string | undefined, f
   const wanted = (ref ?? 'latest').trim() || 'latest';
   let manifestKey: string;
   if (wanted === 'latest') {
-    const entries = listing ?? (await listBackups(storage, filter));
+    // A run's globals are never a database's "latest" (unless asked for by --database @globals).
+    const entries = databaseEntries(listing ?? (await listBackups(storage, filter)), filter);
     if (!entries[0]) {
       const scope = [filter.service, filter.environment, filter.database].filter(Boolean).join('/');
       throw new UsageError(`no complete backup found under ${storage.url}${scope ? ` for ${scope}` : ''}: run a dump first or check --from`);

@@ -1,7 +1,7 @@
 import { UsageError } from '../errors.ts';
 import { formatSeconds } from '../format.ts';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, isFuture, judgeTimes, type ClockCheck } from './clock.ts';
-import { DRILLS_FOLDER, decodeSegment } from './keys.ts';
+import { DRILLS_FOLDER, GLOBALS_DATABASE, decodeSegment, isGlobalsEntry } from './keys.ts';
 import { SAFETY_PREFIX, isSafetyDumpKey, splitSafetyKey } from './safety.ts';
 
 /**
@@ -57,6 +57,12 @@ export function isUntrustedTime(status: BackupStatus | undefined): status is 'fu
  *   than `now` + `maxClockSkewMs`, complete or not): never a keeper, never the newest restorable,
  *   never counted in a keep-last or period slot, never proven — and never deleted either, since
  *   their age means nothing: kept for inspection, flagged. docs/retention.md tells the same.
+ * - A run's globals (`@globals`, src/backup/globals.ts) are no database: never counted by a keep
+ *   rule, never a reason to refuse. Each service/environment's globals form their own group,
+ *   planned after the databases: a globals object is kept while any kept database backup of
+ *   the same run (manifest `run.id`) exists, or while it is younger than `incompleteGraceMs`
+ *   (its run may still be dumping its databases); otherwise it is deleted. Incomplete and
+ *   untrusted ones follow the rules above.
  */
 
 /** A retention policy. Durations in ms; counts are backups or periods. */
@@ -101,6 +107,8 @@ export interface StoredBackup {
   status?: BackupStatus;
   /** Why `status` is not ok, one line. */
   problem?: string;
+  /** The dump run it belongs to (its manifest's `run.id`), when the manifest was read and records one. */
+  runId?: string;
 }
 
 /** A backup with its fate and the reasons for it. */
@@ -196,14 +204,55 @@ const newestFirst = (a: StoredBackup, b: StoredBackup) => b.startedAt.getTime() 
 export function planRetention(backups: StoredBackup[], policy: RetentionPolicy, now: Date): RetentionPlan {
   validatePolicy(policy);
   const groups = new Map<string, StoredBackup[]>();
+  const globals = new Map<string, StoredBackup[]>();
   for (const b of backups) {
     const k = JSON.stringify([b.service, b.environment, b.database]);
-    groups.set(k, [...(groups.get(k) ?? []), b]);
+    const into = isGlobalsBackup(b) ? globals : groups;
+    into.set(k, [...(into.get(k) ?? []), b]);
   }
-  const plans = [...groups.entries()]
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([, members]) => planGroup(members, policy, now));
-  return { now: now.toISOString(), groups: plans };
+  const byKey = ([a]: [string, unknown], [b]: [string, unknown]) => (a < b ? -1 : a > b ? 1 : 0);
+  const plans = [...groups.entries()].sort(byKey).map(([, members]) => planGroup(members, policy, now));
+  // The globals a kept database backup needs: those of its run.
+  const keptRuns = new Set(plans.flatMap((g) => g.backups.filter((b) => b.action === 'keep' && b.runId).map((b) => b.runId!)));
+  const globalsPlans = [...globals.entries()].sort(byKey).map(([, members]) => planGlobals(members, keptRuns, policy, now));
+  return { now: now.toISOString(), groups: [...plans, ...globalsPlans].sort((a, b) => byKey([JSON.stringify([a.service, a.environment, a.database]), 0], [JSON.stringify([b.service, b.environment, b.database]), 0])) };
+}
+
+/** Whether a stored backup is a run's globals (the reserved `@globals` key segment, keys.ts). */
+export function isGlobalsBackup(b: Pick<StoredBackup, 'database' | 'stem'>): boolean {
+  return isGlobalsEntry({ database: b.database, manifestKey: b.stem });
+}
+
+/**
+ * The plan of one service/environment's globals: each complete one is kept while a kept
+ * database backup of its run exists (`keptRuns`), or while younger than the incomplete grace
+ * period (its run may still be dumping); else deleted. Never refused; untrusted times and
+ * incomplete objects as for databases.
+ */
+function planGlobals(members: StoredBackup[], keptRuns: Set<string>, policy: RetentionPolicy, now: Date): GroupPlan {
+  const { service, environment } = members[0]!;
+  const clock: ClockCheck = { now, maxSkewMs: policy.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS };
+  const grace = policy.incompleteGraceMs ?? DEFAULT_INCOMPLETE_GRACE_MS;
+  const plan = (b: StoredBackup): PlannedBackup => {
+    const t = untrustedTimeOf(b, clock);
+    if (t) return { ...b, ...(b.complete ? { status: t.time, problem: t.problem } : {}), action: 'keep', untrustedTime: t.time, reasons: [`${t.time === 'future' ? 'FUTURE' : 'MISDATED'} (${t.problem}); kept for inspection`] };
+    const age = now.getTime() - (b.complete ? b.startedAt.getTime() : Math.max(b.lastModified.getTime(), b.startedAt.getTime()));
+    if (!b.complete) {
+      return age > grace
+        ? { ...b, action: 'delete', reasons: [`incomplete (no manifest), last written ${formatSeconds(age)} ago, over the grace period ${formatLimit(grace)}`] }
+        : { ...b, action: 'keep', reasons: [`incomplete, within the grace period ${formatLimit(grace)} (it may still be uploading)`] };
+    }
+    if (b.runId && keptRuns.has(b.runId)) return { ...b, action: 'keep', reasons: [`globals of ${b.runId}, whose kept database backups need them`] };
+    if (age <= grace) return { ...b, action: 'keep', reasons: [`globals of ${b.runId ?? 'a run'}, within the grace period ${formatLimit(grace)} (the run may still be dumping its databases)`] };
+    return { ...b, action: 'delete', reasons: [b.runId ? `no kept database backup of ${b.runId}` : 'records no run and no kept database backup can need it'] };
+  };
+  return {
+    service,
+    environment,
+    database: GLOBALS_DATABASE,
+    backups: members.filter((b) => b.complete).sort(newestFirst).map(plan),
+    incomplete: members.filter((b) => !b.complete).sort(newestFirst).map(plan),
+  };
 }
 
 /** Whether a backup counts as restorable: complete, and its check (if any) found nothing wrong. */

@@ -1,4 +1,5 @@
 import { resolveBackup, type ResolvedBackup } from '../backup/catalog.ts';
+import { refuseGlobals } from '../backup/globals.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { recordingLogger } from '../log.ts';
@@ -68,6 +69,7 @@ export async function drillMajors(options: DrillOptions): Promise<DrillResult> {
     if (!(err instanceof CheckFailedError)) throw err;
     // The per-major drill reports it in its own words.
   }
+  if (backup) refuseGlobals(backup.manifest, 'drill');
   // A dump restores only into its source's major or a newer one: refused before any download.
   const older = backup ? majors.filter((m) => m < backup!.manifest.server.major) : [];
   if (older.length) {

@@ -2,6 +2,7 @@ import { execa } from 'execa';
 import { findProfile } from '../postgres/profiles.ts';
 import { refusedEntries, refusedMessage, skipPlatformExtensions } from '../postgres/managed-target.ts';
 import { resolveBackup, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { refuseGlobals } from '../backup/globals.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -251,6 +252,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
     options.signal?.throwIfAborted();
     if (backup) {
       const { manifest } = backup;
+      refuseGlobals(manifest, 'drill'); // a run's globals alone: drill --server drills the whole run
       result.manifest = manifest;
       result.backupUri = storage.uri(backup.objectKey);
       result.manifestUri = storage.uri(backup.manifestKey);

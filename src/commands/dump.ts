@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type pg from 'pg';
-import { backupKeys, type BackupKeys } from '../backup/keys.ts';
+import { backupKeys, newRunId, type BackupKeys } from '../backup/keys.ts';
 import { checkWritable } from './dump-preflight.ts';
 import { checkReadable } from '../postgres/readable.ts';
 import { ManifestSchema, type Manifest } from '../backup/manifest.ts';
@@ -73,6 +73,8 @@ export interface DumpRuntime {
   /** Aborting cancels the dump: pg_dump is stopped and the multipart upload aborted. */
   signal?: AbortSignal;
   now: () => Date;
+  /** The dump run this backup belongs to (`run.id` from keys.ts `newRunId`), recorded in its manifest. */
+  run?: { id: string };
 }
 
 /**
@@ -94,7 +96,8 @@ export interface DumpRuntime {
 export async function dump(options: DumpOptions): Promise<DumpResult> {
   const plan = await planDump(options, resolveConnection(options.databaseUrl));
   await checkWritable(plan.storage, plan, options.signal); // bucket and credentials before "dumping …"
-  return runDump(plan, { logger: options.logger, signal: options.signal, now: options.now ?? (() => new Date()) });
+  const now = options.now ?? (() => new Date());
+  return runDump(plan, { logger: options.logger, signal: options.signal, now, run: { id: newRunId(now()) } });
 }
 
 /**
@@ -134,7 +137,7 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     const { tableRows, migrationHead, roles, privileges } = await facts;
     await session.client.query('COMMIT');
     await session.standby?.resume(session.client); // the snapshot is released: replay may go on
-    const manifest = buildManifest(plan, session, { keys, startedAt, finishedAt: rt.now(), archive, sidecars: sidecars.written, selected, tableRows, migrationHead, roles, privileges });
+    const manifest = buildManifest(plan, session, { keys, startedAt, finishedAt: rt.now(), archive, sidecars: sidecars.written, selected, tableRows, migrationHead, roles, privileges, run: rt.run });
     // The manifest is the commit marker: written last (and never over an existing one).
     const manifestText = `${JSON.stringify(manifest, null, 2)}\n`;
     await plan.storage.put(keys.manifestKey, manifestText, { contentType: 'application/json', noOverwrite: true });
@@ -412,7 +415,7 @@ async function writeSidecars(plan: DumpPlan, session: Session, keys: BackupKeys,
 function buildManifest(
   plan: DumpPlan,
   session: Session,
-  o: { keys: BackupKeys; startedAt: Date; finishedAt: Date; archive: StoredArchive; sidecars: NonNullable<Manifest['sidecars']>; selected: SelectedTable[] } & SnapshotFacts,
+  o: { keys: BackupKeys; startedAt: Date; finishedAt: Date; archive: StoredArchive; sidecars: NonNullable<Manifest['sidecars']>; selected: SelectedTable[]; run?: { id: string } } & SnapshotFacts,
 ): Manifest {
   const { server, pgDump, conn } = session;
   const withoutData = o.selected.filter((t) => !t.withData);
@@ -446,6 +449,8 @@ function buildManifest(
     objectLock: objectLockOf(plan, o.startedAt),
     context: plan.manifest.context,
     standby: session.standby?.record(),
+    kind: 'database',
+    run: o.run && { id: o.run.id },
   });
 }
 

@@ -1,6 +1,7 @@
 import { checkBackups, listBackups, type BackupEntry, type BackupFilter, type BackupStatus } from '../backup/catalog.ts';
 import { checkLocation, openStorage, type S3Settings } from '../storage/index.ts';
 import { parseMaxClockSkew } from '../backup/clock.ts';
+import { isGlobalsEntry } from '../backup/keys.ts';
 
 /** Options of {@link list}. */
 export interface ListOptions {
@@ -42,6 +43,12 @@ export interface ListedBackup {
   problem?: string;
   /** Set when this is a safety dump of `restore --clean` (listed only with `safetyDumps`). */
   safetyDump?: true;
+  /** `globals`: a run's globals (`pg_dumpall --globals-only`, database `@globals`), not a database's dump. */
+  kind: 'database' | 'globals';
+  /** The dump run it belongs to (`run-<stamp>-<6 hex>`), when its manifest records one (read and valid). */
+  run?: string;
+  /** Globals only: whether they hold role password hashes (false: dumped with `--no-role-passwords`). */
+  rolePasswords?: boolean;
 }
 
 /**
@@ -49,7 +56,8 @@ export interface ListedBackup {
  * checks each: its manifest is read and validated, the stored sizes compared with it, and its
  * verify record read, and its times judged (src/backup/clock.ts), 8 backups at a time. Needs
  * List and Get. Safety dumps of `restore --clean` are listed only with `safetyDumps` (and then
- * only they).
+ * only they). A run's globals are listed beside its databases, as `kind: 'globals'`; each entry
+ * names its run (the manifest's `run.id`).
  * @throws UsageError for a bad `maxClockSkew`, or when the location does not exist or may not be read.
  */
 export async function list(options: ListOptions): Promise<ListedBackup[]> {
@@ -71,5 +79,8 @@ export async function list(options: ListOptions): Promise<ListedBackup[]> {
     status: health[i]!.status,
     ...(health[i]!.problem ? { problem: health[i]!.problem } : {}),
     ...(e.safetyDump ? { safetyDump: true as const } : {}),
+    kind: isGlobalsEntry(e) ? ('globals' as const) : ('database' as const),
+    ...(health[i]!.manifest?.run ? { run: health[i]!.manifest!.run!.id } : {}),
+    ...(isGlobalsEntry(e) && health[i]!.manifest?.globals ? { rolePasswords: health[i]!.manifest!.globals!.rolePasswords } : {}),
   }));
 }

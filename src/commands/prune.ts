@@ -5,6 +5,7 @@ import { findProofs } from '../backup/proof.ts';
 import type { DrillTrust } from '../evidence/check.ts';
 import { mapLimit } from '../map-limit.ts';
 import {
+  isGlobalsBackup,
   DEFAULT_INCOMPLETE_GRACE_MS, DEFAULT_KEEP_PROVEN, deletionOrder, isRestorable, isUntrustedTime, parseBackupObjectKey, planRetention, validatePolicy,
   type PlannedBackup, type RetentionPlan, type RetentionPolicy, type StoredBackup,
 } from '../backup/retention.ts';
@@ -189,6 +190,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     const health = await checkBackup(storage, { manifestKey: `${backup.stem}.manifest.json`, objects }, clock);
     backup.status = health.status;
     if (health.problem) backup.problem = health.problem;
+    if (health.manifest?.run) backup.runId = health.manifest.run.id;
   });
   const broken = found.filter((b) => b.complete && !isRestorable(b));
   for (const b of broken) {
@@ -197,7 +199,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   }
   // Proof is read only for the groups' restorable backups, newest first, until keep-proven are found.
   const groups = new Map<string, StoredBackup[]>();
-  for (const b of found) if (isRestorable(b)) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
+  for (const b of found) if (isRestorable(b) && !isGlobalsBackup(b)) groups.set(JSON.stringify([b.service, b.environment, b.database]), [...(groups.get(JSON.stringify([b.service, b.environment, b.database])) ?? []), b]);
   for (const members of groups.values()) {
     members.sort((a, b) => b.startedAt.getTime() - a.startedAt.getTime() || (a.stem < b.stem ? 1 : -1));
     const proofs = await findProofs(storage, members[0]!, members, policy.keepProven ?? DEFAULT_KEEP_PROVEN, logger, clock, options.drillTrust);

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { refuseGlobals } from '../backup/globals.ts';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, Writable, pipeline, type Readable } from 'node:stream';
@@ -214,6 +215,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
   const target = options.targetConnection ?? resolveConnection(options.targetUrl);
   const backup = await resolveBackup(storage, options.backup, options.filter, undefined, { clock: clockCheck(new Date(), parseMaxClockSkew(options.maxClockSkew)), warn: (line) => logger.warn(line) });
   const { manifest } = backup;
+  refuseGlobals(manifest, 'restore'); // a run's globals alone: restore --server restores the whole run
   const backupUri = storage.uri(backup.objectKey);
   const clean = options.clean === true;
   const wanted = { tables: (options.tables ?? []).map(parseTableName), schemas: (options.schemas ?? []).map((s) => s.trim()) };

@@ -1,5 +1,5 @@
 import { Writable } from 'node:stream';
-import { AmbiguousLatestError, confirmStored, isBelieved, judgeNewest, listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
+import { AmbiguousLatestError, confirmStored, databaseEntries, isBelieved, judgeNewest, listBackups, resolveBackup, type BackupEntry, type BackupFilter, type ResolvedBackup } from '../backup/catalog.ts';
 import { parseMaxClockSkew, type ClockCheck, type TimeProblem } from '../backup/clock.ts';
 import { parseDuration } from '../duration.ts';
 import { parseManifest, type Manifest } from '../backup/manifest.ts';
@@ -11,6 +11,7 @@ import { storedParts } from '../backup/parts.ts';
 import { downloadArchive, readbackProblems, streamBackup, teeSinks, type ArchiveSink, type DirectSink } from '../backup/readback.ts';
 import { readArchiveSink, restoreBinaries, restoreLocalArchive, restoreSink, type RestoreBinaries } from '../postgres/archive.ts';
 import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
+import { isGlobalsManifest, readGlobalsSink } from '../backup/globals.ts';
 import { runPgProgram } from '../postgres/processes.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
@@ -180,7 +181,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
     result.reason = result.problems[0] ?? (result.ok ? undefined : result.suspicions[0]);
     result.durationMs = Date.now() - started;
     for (const s of result.suspicions) logger.warn(`suspicious: ${s}`);
-    if (result.ok) logger.info(`verify OK (${level}) in ${formatSeconds(result.durationMs)}`);
+    if (result.ok) logger.info(`verify OK (${result.level}) in ${formatSeconds(result.durationMs)}`);
     // The first problem is the reason the caller prints as the run's last line (`verify failed: …`): said once.
     else for (const p of result.problems.slice(1)) logger.warn(`verify FAILED: ${p}`);
     return result;
@@ -193,8 +194,8 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   if (history) await judgeNewest(storage, history, clock);
   const believed = history?.filter(isBelieved);
   for (const e of history ?? []) if (!isBelieved(e)) logger.warn(`not counted: ${storage.uri(e.manifestKey)} is ${(e.time as TimeProblem).problem}`);
-  if (believed) checkFreshness(believed, clock.now, maxAgeMs, everyMs, options, result, history!.length - believed.length);
-  if (level === 'none' && (options.backup ?? 'latest') === 'latest' && believed && new Set(believed.map((e) => `${e.service}/${e.environment}/${e.database}`)).size > 1) {
+  if (believed) checkFreshness(databaseEntries(believed, options.filter), clock.now, maxAgeMs, everyMs, options, result, history!.length - believed.length);
+  if (level === 'none' && (options.backup ?? 'latest') === 'latest' && believed && new Set(databaseEntries(believed, options.filter).map((e) => `${e.service}/${e.environment}/${e.database}`)).size > 1) {
     await verifyNewestOfEachGroup(storage, believed, result, logger);
     return finish();
   }
@@ -210,6 +211,12 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
     throw err;
   }
   const { manifest } = backup;
+  // A run's globals (pg_dumpall's plain SQL) are read to the end and checked for its trailer; they
+  // are replayed by restore --server and drill --server, which create the roles, not here.
+  const globals = isGlobalsManifest(manifest);
+  const replaySchema = level === 'schema' && !globals;
+  if (level === 'schema' && globals) result.level = 'archive';
+  if (level === 'schema' && globals) logger.info(`${backup.objectKey} holds a run's globals (roles, tablespaces): checked to the end (level archive); drill --server replays them`);
   result.manifest = manifest;
   result.backupUri = storage.uri(backup.objectKey);
   result.manifestUri = storage.uri(backup.manifestKey);
@@ -227,15 +234,15 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
   suspicion.catch(() => undefined); // awaited below; a failure before that must not go unhandled
   const [bins] = await Promise.all([level === 'checksum' ? undefined : restoreBinaries(manifest), manifest.compression.algorithm === 'zstd' ? requireZstd() : undefined]);
   // Plain SQL replays (level schema) through psql in restricted mode only: an older psql is refused before anything starts.
-  if (level === 'schema' && manifest.format === 'plain' && bins?.psql) requireRestrictedPsql(bins.psql, 'replay a plain SQL backup (verify --level schema)');
-  logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${level}`);
+  if (replaySchema && manifest.format === 'plain' && bins?.psql) requireRestrictedPsql(bins.psql, 'replay a plain SQL backup (verify --level schema)');
+  logger.info(`verifying ${result.backupUri} (${formatBytes(manifest.object.sizeBytes)}, ${manifest.compression.algorithm}, pg_dump ${manifest.pgDump.version}) at level ${result.level}`);
   let cluster: ThrowawayCluster | undefined;
   let scratch: string | undefined;
   const progress = startRestoreProgress('verify', storage, manifest, logger);
   const counted = meteredStorage(storage, (n) => progress.addBytes(n));
   try {
     let schemaTarget: DatabaseConnection | undefined;
-    if (level === 'schema') {
+    if (replaySchema) {
       cluster = await startThrowawayCluster({ minMajor: manifest.server.major, workDir: options.workDir, logger, signal: options.signal, allowSameOsUser: options.allowSameOsUser, sameOsUserReason: options.sameOsUserReason });
       schemaTarget = await createThrowawayDatabase(cluster, manifest.database, manifest.format === 'plain' ? manifest.roles : undefined);
     }
@@ -266,7 +273,7 @@ async function verifyBackup(options: VerifyOptions): Promise<VerifyResult> {
       // The sinks' programs start only once the download started (streamBackup opens them).
       const openSinks = (): ArchiveSink => {
         const sinks: ArchiveSink[] = [];
-        if (bins) sinks.push(readArchiveSink(manifest.format, bins.pgRestore, options.signal));
+        if (bins) sinks.push(globals ? readGlobalsSink() : readArchiveSink(manifest.format, bins.pgRestore, options.signal));
         if (bins && schemaTarget) sinks.push(schemaSink(bins, schemaTarget));
         return sinks.length ? teeSinks(sinks) : { stream: new Writable({ write: (_c, _e, cb) => cb() }), done: Promise.resolve() };
       };

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { listBackups, type BackupFilter } from '../backup/catalog.ts';
+import { databaseEntries, listBackups, type BackupFilter } from '../backup/catalog.ts';
 import { VerifyRecordSchema } from '../backup/proof.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import { mapLimit } from '../map-limit.ts';
@@ -156,7 +156,8 @@ export async function collectQuarterlyEvidence(storage: Storage, options: Quarte
     return g;
   };
 
-  const entries = await listBackups(storage, options.filter ?? {});
+  // A run's globals are no database of the report (drilled with their run: drill --server).
+  const entries = databaseEntries(await listBackups(storage, options.filter ?? {}), options.filter ?? {});
   for (const e of entries) {
     const g = groupOf(e);
     g.manifests.set(e.id, e.manifestKey);

@@ -1,5 +1,5 @@
 import * as core from '@actions/core';
-import { dumpMany, type DumpOutcome } from '../commands/dump-many.ts';
+import { MAX_PARALLEL_DATABASES, dumpMany, type DumpOutcome, type DumpRun } from '../commands/dump-many.ts';
 import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';
@@ -20,6 +20,9 @@ export async function run(): Promise<void> {
     const inputs = readInputs({
       'database-url': optional,
       databases: optional,
+      'exclude-database': optional,
+      globals: optional,
+      'parallel-databases': optional,
       to: required,
       service: optional,
       environment: optional,
@@ -56,13 +59,21 @@ export async function run(): Promise<void> {
     for (const url of databaseUrls) checkDatabaseUrl(url);
     const reporting = { ...reportingFrom(inputs), databases: listInput(inputs.databases), databaseUrl: databaseUrls };
     let outcomes: DumpOutcome[];
+    let run: DumpRun | undefined;
     let failure: unknown;
+    const databases = listInput(inputs.databases);
+    const parallel = inputs['parallel-databases'];
+    if (parallel !== undefined && !/^\d{1,3}$/.test(parallel)) throw new UsageError(`input "parallel-databases" must be a count from 1 to ${MAX_PARALLEL_DATABASES} (got ${JSON.stringify(parallel)})`);
     // The bastion's key and known hosts, written to a private directory removed on every exit.
     const ssh = await sshTunnelFromInputs(inputs);
     try {
-      outcomes = await reported(reporting, 'dump', () => withSshTunnel(ssh.settings, databaseUrls, (urls) => dumpMany({
+      run = await reported(reporting, 'dump', () => withSshTunnel(ssh.settings, databaseUrls, (urls) => dumpMany({
           databaseUrls: urls,
-          databases: listInput(inputs.databases),
+          databases,
+          allDatabases: databases.length === 1 && databases[0] === 'all',
+          excludeDatabases: listInput(inputs['exclude-database']),
+          noGlobals: booleanInput(inputs.globals, 'globals') === false,
+          parallelDatabases: parallel === undefined ? undefined : Number(parallel),
           to: inputs.to,
           service: inputs.service,
           environment: inputs.environment,
@@ -93,14 +104,17 @@ export async function run(): Promise<void> {
           logger: actionLogger,
           signal: cancellation.signal,
         }), { signal: cancellation.signal, logger: actionLogger }));
+      outcomes = run.outcomes;
     } catch (err) {
-      const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
-      if (!partial) throw err;
-      outcomes = partial;
+      const partial = err as { outcomes?: DumpOutcome[]; run?: DumpRun };
+      if (!partial.outcomes) throw err;
+      outcomes = partial.outcomes;
+      run = partial.run;
       failure = err;
     } finally {
       await ssh.cleanup();
     }
+    const globals = run?.globals;
     const first = outcomes.find((o) => o.result)?.result;
     const m = first?.manifest;
     setOutputs({
@@ -114,6 +128,9 @@ export async function run(): Promise<void> {
       'verify-result': first?.verification ? (first.verification.ok ? 'ok' : 'failed') : 'skipped',
       'mirror-uri': first?.mirror?.uri,
       'mirror-result': first?.mirror ? (!first.mirror.ok ? 'failed' : first.mirror.verified ? 'verified' : 'written') : 'none',
+      'run-id': run?.runId,
+      'globals-uri': globals?.result?.backupUri,
+      'globals-role-passwords': globals?.result ? String(globals.result.rolePasswords) : undefined,
       backups: JSON.stringify(outcomes.map((o) => ({ database: o.database, ok: o.ok, error: o.error, backupUri: o.result?.backupUri, manifestUri: o.result?.manifestUri, backupKey: o.result?.objectKey, sha256: o.result?.manifest.object.sha256, sizeBytes: o.result?.manifest.object.sizeBytes, mirror: o.result?.mirror, standby: o.result?.manifest.standby }))),
     });
     const rows = outcomes.map((o) => {
@@ -131,8 +148,22 @@ export async function run(): Promise<void> {
         r?.mirror ? h(`${r.mirror.uri}: ${!r.mirror.ok ? `FAILED: ${r.mirror.error}` : r.mirror.verified ? 'sha256 OK' : 'written, not re-read'}`) : '-',
       ];
     });
+    if (globals) {
+      const g = globals.result;
+      rows.unshift([
+        h(`${g ? `${g.manifest.service}/${g.manifest.environment}/` : ''}@globals (roles, tablespaces)`),
+        globals.ok ? '✅' : `❌ ${h(globals.error ?? '')}`,
+        h(g?.backupUri ?? '-'),
+        g ? formatBytes(g.manifest.object.sizeBytes) : '-',
+        g ? `<code>${h(g.manifest.object.sha256)}</code>` : '-',
+        g ? formatSeconds(g.manifest.durationMs) : '-',
+        g ? h(`${g.manifest.globals?.roles.length ?? 0} roles, ${g.manifest.globals?.tablespaces.length ?? 0} tablespaces; role passwords ${g.rolePasswords ? 'included' : 'NOT included (no pg_authid access)'}`) : '-',
+        '-',
+        '-',
+      ]);
+    }
     await core.summary
-      .addHeading('Backups', 3)
+      .addHeading(run ? `Backups (run ${h(run.runId)})` : 'Backups', 3)
       .addTable([
         ['database', 'result', 'where', 'size', 'sha256', 'duration', 'contents', 'verified', 'mirror'].map((data) => ({ data, header: true })),
         ...rows,

@@ -1,4 +1,4 @@
-import type { DumpOutcome } from '../commands/dump-many.ts';
+import type { DumpOutcome, DumpRun } from '../commands/dump-many.ts';
 import type { DrillResult } from '../commands/drill.ts';
 import type { PruneResult } from '../commands/prune.ts';
 import type { VerifyResult } from '../commands/verify.ts';
@@ -111,7 +111,8 @@ export function buildReport(command: ReportedCommand, scope: RunScope, value: un
   let targets: TargetReport[];
   switch (command) {
     case 'dump':
-      targets = dumpTargets(scope, value as DumpOutcome[] | undefined, error, seconds);
+      // A dump run's databases (its globals are not a target of their own).
+      targets = dumpTargets(scope, (value as DumpRun | undefined)?.outcomes, error, seconds);
       break;
     case 'verify':
       targets = value ? [verifyTarget(scope, value as VerifyResult)] : [];

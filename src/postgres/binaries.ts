@@ -5,7 +5,7 @@ import { execa } from 'execa';
 import { UsageError } from '../errors.ts';
 
 /** The PostgreSQL client and server programs the tool runs. */
-export type PgProgram = 'pg_dump' | 'pg_restore' | 'psql' | 'initdb' | 'pg_ctl' | 'postgres';
+export type PgProgram = 'pg_dump' | 'pg_dumpall' | 'pg_restore' | 'psql' | 'initdb' | 'pg_ctl' | 'postgres';
 
 /** A PostgreSQL program found on this machine. */
 export interface PgBinary {

@@ -4,7 +4,7 @@ import { TOOL } from '../version.ts';
 import type { ChartLibrary } from './chart-library.ts';
 import type { DatabaseState, FleetStatus } from './model.ts';
 import { PAGE_SCRIPT } from './page-client.ts';
-import { STATE_LABEL, databaseName, rowCells, timeMarkers, verdictLine } from './text.ts';
+import { STATE_LABEL, databaseName, globalsLine, rowCells, timeMarkers, verdictLine } from './text.ts';
 
 /**
  * The fleet status as one self-contained HTML page: the table (status colours and words,
@@ -85,6 +85,8 @@ export function renderHtml(fleet: FleetStatus, chart: ChartLibrary): string {
       '</tr>',
     ].join('');
   });
+  // A run's globals (roles, tablespaces), per service/environment: whether a whole-server restore brings the roles back, with their passwords.
+  const globals = (fleet.globals ?? []).length ? `<ul class="globals">${(fleet.globals ?? []).map((g) => `<li>${esc(globalsLine(g))}</li>`).join('')}</ul>` : '';
   const skipped = fleet.warnings.length
     ? `<details class="skipped"><summary>${fleet.warnings.length} record${fleet.warnings.length > 1 ? 's' : ''} skipped</summary><ul>${fleet.warnings.map((w) => `<li>${esc(w)}</li>`).join('')}</ul></details>`
     : '';
@@ -118,7 +120,7 @@ ${fleet.databases.length ? `<div class="table-wrap"><table id="fleet">
 ${rows.join('\n')}
 </tbody>
 </table></div>` : '<p class="empty">No backups or drill reports under this location.</p>'}
-${skipped}
+${globals}${skipped}
 </section>
 <section class="charts" aria-label="Charts">
 ${figure('chart-size', 'Backup size over time (stored bytes)', hasSizes, 'No backups to chart.', 'Line chart of the stored size of each backup over time, one line per database')}

@@ -1,7 +1,7 @@
 import { formatSeconds } from '../format.ts';
 import type { FleetStatus } from './model.ts';
 import { markdownCode, markdownText } from '../text/sinks.ts';
-import { databaseName, rowCells, verdictLine } from './text.ts';
+import { databaseName, globalsLine, rowCells, verdictLine } from './text.ts';
 
 /**
  * The fleet status as GitHub-flavoured Markdown, for a job summary (`GITHUB_STEP_SUMMARY`) or
@@ -29,6 +29,7 @@ export function renderMarkdown(fleet: FleetStatus): string {
     out.push('');
   }
   const notes = fleet.databases.flatMap((d) => [...d.problems.map((p) => `**${markdownText(databaseName(d))}**: ${markdownText(p)}`), ...d.warnings.map((w) => `${markdownText(databaseName(d))}: ${markdownText(w)}`)]);
+  notes.push(...(fleet.globals ?? []).map((g) => markdownText(globalsLine(g))));
   notes.push(...fleet.warnings.map((w) => `skipped: ${markdownText(w)}`));
   if (notes.length) {
     out.push(...notes.map((n) => `- ${n}`));

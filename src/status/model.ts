@@ -3,7 +3,7 @@ import { signedDrillCounts, type DrillTrust } from '../evidence/check.ts';
 import { filterPrefix, isBelieved, judgeNewest, listBackups, type BackupEntry, type BackupFilter } from '../backup/catalog.ts';
 import { DEFAULT_MAX_CLOCK_SKEW_MS, judgeTimes, parseKeyStamp, type ClockCheck, type TimeProblem, type UntrustedTime } from '../backup/clock.ts';
 import { parseDuration } from '../duration.ts';
-import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment } from '../backup/keys.ts';
+import { DRILL_STAMP, DRILLS_FOLDER, decodeSegment, isGlobalsEntry } from '../backup/keys.ts';
 import { VerifyRecordSchema, type VerifyRecord } from '../backup/proof.ts';
 import { mapLimit } from '../map-limit.ts';
 import { formatSeconds } from '../format.ts';
@@ -136,6 +136,33 @@ export interface DatabaseStatus {
   history: { sizes: { at: string; sizeBytes: number }[]; drills: { at: string; ok: boolean; rtoMs: number }[] };
 }
 
+/**
+ * The newest globals (roles, tablespaces: src/backup/globals.ts) of one service/environment.
+ * Not a database: never counted in `counts`, never stale or failed; shown so a reader sees
+ * whether a whole-server restore would bring the roles back, and with their passwords.
+ */
+export interface GlobalsStatus {
+  service: string;
+  environment: string;
+  /** Complete globals objects kept (one per dump run that stored them). */
+  count: number;
+  newest: {
+    id: string;
+    /** UTC, ISO 8601, to the second. */
+    startedAt: string;
+    ageMs: number;
+    /** The object's key relative to the location. */
+    key: string;
+    /** The run it belongs to, when its manifest could be read. */
+    runId: string | null;
+    /** Role password hashes included; null when the manifest could not be read. */
+    rolePasswords: boolean | null;
+    /** Roles and tablespaces it holds; null when the manifest could not be read. */
+    roles: number | null;
+    tablespaces: number | null;
+  } | null;
+}
+
 /** The status of every database under a location. */
 export interface FleetStatus {
   /** False when any database is stale, its last drill failed, or it holds a record stamped in the future or misdated (the CLI then exits 1). */
@@ -150,6 +177,8 @@ export interface FleetStatus {
   counts: { databases: number; ok: number; warning: number; untrusted: number; stale: number; failed: number };
   /** Sorted by service, environment, database. */
   databases: DatabaseStatus[];
+  /** The newest globals of each service/environment that has any, sorted by service, environment. */
+  globals?: GlobalsStatus[];
   /** Records that could not be read (skipped), one line each. */
   warnings: string[];
 }
@@ -232,7 +261,9 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
   const clock: ClockCheck = { now, maxSkewMs: options.maxClockSkewMs ?? DEFAULT_MAX_CLOCK_SKEW_MS };
   const entries = await listBackups(storage, filter);
   await judgeNewest(storage, entries, clock);
-  for (const entry of entries) groupOf(entry).backups.push(entry);
+  // A run's globals are no database: shown apart ({@link GlobalsStatus}).
+  for (const entry of entries) if (!isGlobalsEntry(entry)) groupOf(entry).backups.push(entry);
+  const globals = globalsStatus(entries.filter((e) => isGlobalsEntry(e)), now);
 
   const drillsPrefix = `${DRILLS_FOLDER}/${filterPrefix(filter)}`;
   for await (const obj of storage.list(drillsPrefix)) {
@@ -261,8 +292,45 @@ export async function collectFleetStatus(storage: Storage, options: FleetStatusO
     rtoBudgetMs: options.rtoBudgetMs ?? null,
     counts,
     databases,
+    globals,
     warnings,
   };
+}
+
+/**
+ * The newest believed globals of each service/environment, with what its manifest says (read by
+ * `judgeNewest` already: no further Get).
+ */
+function globalsStatus(entries: BackupEntry[], now: Date): GlobalsStatus[] {
+  const byScope = new Map<string, BackupEntry[]>();
+  for (const e of entries) {
+    const k = JSON.stringify([e.service, e.environment]);
+    byScope.set(k, [...(byScope.get(k) ?? []), e]);
+  }
+  return [...byScope.values()]
+    .map((group): GlobalsStatus => {
+      const complete = group.filter((e) => isBelieved(e) && e.objectKey !== undefined);
+      const newest = complete[0];
+      const m = newest?.resolved?.manifest;
+      return {
+        service: group[0]!.service,
+        environment: group[0]!.environment,
+        count: complete.length,
+        newest: newest
+          ? {
+              id: newest.id,
+              startedAt: isoSecond(newest.startedAt),
+              ageMs: Math.max(0, now.getTime() - newest.startedAt.getTime()),
+              key: newest.objectKey!,
+              runId: m?.run?.id ?? null,
+              rolePasswords: m?.globals?.rolePasswords ?? null,
+              roles: m?.globals ? m.globals.roles.length : null,
+              tablespaces: m?.globals ? m.globals.tablespaces.length : null,
+            }
+          : null,
+      };
+    })
+    .sort((a, b) => compareText(a.service, b.service) || compareText(a.environment, b.environment));
 }
 
 function compareText(a: string, b: string): number {

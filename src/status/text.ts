@@ -1,6 +1,6 @@
 import { formatBytes, formatSeconds } from '../format.ts';
 import { terminalText } from '../text/sinks.ts';
-import type { DatabaseState, DatabaseStatus, FleetStatus } from './model.ts';
+import type { DatabaseState, DatabaseStatus, FleetStatus, GlobalsStatus } from './model.ts';
 
 /** Shared wording of the status views (terminal, Markdown, HTML). */
 
@@ -45,6 +45,18 @@ export function rowCells(d: DatabaseStatus): Record<'state' | 'database' | 'kind
     drill: d.lastDrill ? `${d.lastDrill.ok ? 'OK' : 'FAILED'} ${shortTime(d.lastDrill.at)}` : 'never',
     rto: d.lastDrill ? `${formatSeconds(d.lastDrill.rtoMs)}${d.rtoTrendPercent !== null ? ` (${formatTrend(d.rtoTrendPercent)})` : ''}` : '—',
   };
+}
+
+/**
+ * One line on a service/environment's globals: `api/production globals: newest 2026-12-01 06:00
+ * (5 h old, run-…), 12 roles, 1 tablespace, role passwords included`.
+ */
+export function globalsLine(g: GlobalsStatus): string {
+  const n = g.newest;
+  if (!n) return `${g.service}/${g.environment} globals: none complete`;
+  const passwords = n.rolePasswords === null ? 'manifest not read' : n.rolePasswords ? 'role passwords included' : 'role passwords NOT included (dumped without pg_authid access)';
+  const held = n.roles === null ? '' : `, ${n.roles} role${n.roles === 1 ? '' : 's'}, ${n.tablespaces} tablespace${n.tablespaces === 1 ? '' : 's'}`;
+  return `${g.service}/${g.environment} globals: newest ${shortTime(n.startedAt)} (${formatSeconds(n.ageMs)} old${n.runId ? `, ${n.runId}` : ''})${held}, ${passwords}`;
 }
 
 /** The one-line verdict: `3 databases: 1 ok, 1 stale, 1 with a failed drill`. */
@@ -96,6 +108,7 @@ export function formatTable(fleet: FleetStatus, color = false): string {
     for (const p of d.problems) out.push(`${printable(databaseName(d))}: ${printable(p)}`);
     for (const w of d.warnings) out.push(`${printable(databaseName(d))}: warning: ${printable(w)}`);
   }
+  for (const g of fleet.globals ?? []) out.push(printable(globalsLine(g)));
   for (const w of fleet.warnings) out.push(`warning: ${printable(w)}`);
   out.push(`${verdictLine(fleet)} (max age ${formatSeconds(fleet.maxAgeMs)}; ${fleet.generatedAt.replace(/\.\d{3}Z$/, 'Z')})`);
   return `${out.join('\n')}\n`;

@@ -56,7 +56,7 @@ environments:
 
     const listed = await pgBackup(w.dir, ['list', '--json']);
     assert.equal(listed.code, 0, listed.stderr);
-    const [entry, ...rest] = JSON.parse(listed.stdout);
+    const [entry, ...rest] = JSON.parse(listed.stdout).filter((b: { kind: string }) => b.kind === 'database'); // the run's globals beside it
     assert.equal(rest.length, 0);
     assert.deepEqual([entry.id, entry.service, entry.environment], [manifest.id, 'api', 'staging']);
 
@@ -94,22 +94,22 @@ environments:
     const staging = await pgBackup(w.dir, ['dump', '--service', 'web', '--json'], env);
     assert.equal(staging.code, 0, staging.stderr);
     assert.match(JSON.parse(staging.stdout).backupUri, new RegExp(`^${w.bucket('staging')}/web/staging/${db}/`), '--service wins over the file');
-    assert.equal((await keys(path.join(w.dir, 'production'))).filter((k) => k.endsWith('.manifest.json')).length, 1);
-    assert.equal((await keys(path.join(w.dir, 'staging'))).filter((k) => k.endsWith('.manifest.json')).length, 1);
+    assert.equal((await keys(path.join(w.dir, 'production'))).filter((k) => k.endsWith('.manifest.json') && !k.includes('/@globals/')).length, 1);
+    assert.equal((await keys(path.join(w.dir, 'staging'))).filter((k) => k.endsWith('.manifest.json') && !k.includes('/@globals/')).length, 1);
 
     // list in production sees billing's backup; the default (staging) section with the file's service sees none.
     const listedProd = JSON.parse((await pgBackup(w.dir, ['list', '--environment', 'production', '--json'])).stdout);
-    assert.deepEqual(listedProd.map((b: { service: string }) => b.service), ['billing']);
+    assert.deepEqual(listedProd.filter((b: { kind: string }) => b.kind === 'database').map((b: { service: string }) => b.service), ['billing']);
     const listedApi = await pgBackup(w.dir, ['list', '--json']);
     assert.deepEqual(JSON.parse(listedApi.stdout), []);
     const listedWeb = JSON.parse((await pgBackup(w.dir, ['list', '--service', 'web', '--json'])).stdout);
-    assert.equal(listedWeb.length, 1);
+    assert.equal(listedWeb.filter((b: { kind: string }) => b.kind === 'database').length, 1);
     // --config names another file; --from overrides its location.
     await writeFile(path.join(w.dir, 'other.yml'), `location: file://${w.dir}/production\n`);
     const other = JSON.parse((await pgBackup(w.dir, ['list', '--config', 'other.yml', '--json'])).stdout);
-    assert.deepEqual(other.map((b: { service: string }) => b.service), ['billing']);
+    assert.deepEqual(other.filter((b: { kind: string }) => b.kind === 'database').map((b: { service: string }) => b.service), ['billing']);
     const fromFlag = JSON.parse((await pgBackup(w.dir, ['list', '--config', 'other.yml', '--from', w.bucket('staging'), '--json'])).stdout);
-    assert.deepEqual(fromFlag.map((b: { service: string }) => b.service), ['web']);
+    assert.deepEqual(fromFlag.filter((b: { kind: string }) => b.kind === 'database').map((b: { service: string }) => b.service), ['web']);
   });
 
   it('an invalid file stops every command with one line naming file, line and column (exit 2), before any work', async (t) => {
@@ -227,7 +227,7 @@ environments:
     const pruned = await runActionBundle('prune', { config: 'pg-backup.yml', apply: 'true' }, workspace);
     assert.equal(pruned.code, 0, pruned.stdout + pruned.stderr);
     assert.equal(pruned.outputs.deleted, '1');
-    assert.equal((await keys(path.join(w.dir, 'staging'))).filter((k) => k.endsWith('.manifest.json')).length, 1);
+    assert.equal((await keys(path.join(w.dir, 'staging'))).filter((k) => k.endsWith('.manifest.json') && !k.includes('/@globals/')).length, 1);
 
     // An invalid file fails the step with the file's line.
     await writeFile(path.join(w.dir, 'bad.yml'), 'service: api\nretention:\n  keep-last: many\n');

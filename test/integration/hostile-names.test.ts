@@ -164,7 +164,7 @@ describe('untrusted text: one hostile corpus through every sink', () => {
     const list = await cli(['list', '--from', location]);
     assert.equal(list.code, 0, list.stderr);
     assertTerminalSafe(list.stdout + list.stderr, 'list');
-    assert.equal(list.stdout.trimEnd().split('\n').length, 3, 'a header and one line per backup: a line break in a name is shown, not printed');
+    assert.equal(list.stdout.trimEnd().split('\n').length, 4, 'a header, one line per backup and the real run\'s globals: a line break in a name is shown, not printed');
     assert.ok(list.stdout.includes('shopx\\n::stop-commands::pgbstoptoken/prod\\n::error::pgbinjected/db <!channel> @org/team \\x1b[2J\\u202e'), list.stdout);
     const json = await cli(['list', '--from', location, '--json']);
     assert.doesNotMatch(json.stdout, RAW_CONTROL);

@@ -39,7 +39,8 @@ describe('least privilege on Ceph RGW', () => {
     const r = await cli(['dump', '--to', to], { DATABASE_URL: dbUrl(db), PG_BIN_DIR: bin, ...writer });
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /pg_dump exited with code 1: pg_dump: error: boom/);
-    assert.deepEqual(await s3Keys(to), []);
+    // The run's globals, stored first, are complete; of the failed database nothing is left.
+    assert.deepEqual((await s3Keys(to)).filter((k) => !k.includes('/@globals/')), []);
     assert.deepEqual(await openMultipartUploads(to), []);
     await recordFault({ faultId: 'pg-dump-fails-write-only-credentials', fault: 'pg_dump fails after 20 MB, the dump holding write-only credentials (no List/Get/Delete)', outcome: 'the multipart upload is still aborted', exit: r.code, left: await leftBehind(to), file: import.meta.url, message: lastLine(r.stderr) });
   });
@@ -63,7 +64,7 @@ describe('read-only credentials', () => {
     assert.equal(dumped.code, 0, dumped.stderr);
     const reader = { AWS_ACCESS_KEY_ID: 'READERKEY', AWS_SECRET_ACCESS_KEY: 'READERSECRET' };
     const listed = await cli(['list', '--from', to, '--json'], reader);
-    assert.equal(JSON.parse(listed.stdout).length, 1, listed.stderr);
+    assert.equal(JSON.parse(listed.stdout).filter((b: { kind: string }) => b.kind === 'database').length, 1, listed.stderr);
     const verified = await cli(['verify', '--from', to, '--level', 'schema'], reader);
     assert.equal(verified.code, 0, verified.stderr);
     const drilled = await cli(['drill', '--from', to], reader);

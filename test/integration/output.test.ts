@@ -36,7 +36,9 @@ function assertAligned(lines: string[], rightAligned: string[], isRow: (line: st
 function cell(header: string, row: string, column: string): string {
   const cols = columnStarts(header);
   const i = cols.findIndex((c) => c.name === column);
-  const from = i > 0 ? cols[i - 1]!.end : 0;
+  // A left-aligned cell starts at its header (the one before may be wider than its header: RUN);
+  // a right-aligned one (SIZE) may start left of its header: from the end of the one before.
+  const from = column === 'SIZE' ? (i > 0 ? cols[i - 1]!.end : 0) : cols[i]!.start;
   const to = cols[i + 1]?.start ?? row.length;
   return row.slice(from, to).trim();
 }
@@ -54,8 +56,8 @@ describe('output a person reads', () => {
     const list = await cli(['list', '--from', to]);
     assert.equal(list.code, 0, list.stderr);
     const lines = list.stdout.trimEnd().split('\n');
-    assert.deepEqual(columnStarts(lines[0]!).map((c) => c.name), ['STARTED (UTC)', 'SIZE', 'STATUS', 'SERVICE/ENVIRONMENT/DATABASE', 'KEY']);
-    assert.equal(lines.length, 4);
+    assert.deepEqual(columnStarts(lines[0]!).map((c) => c.name), ['STARTED (UTC)', 'SIZE', 'STATUS', 'SERVICE/ENVIRONMENT/DATABASE', 'RUN', 'KEY']);
+    assert.equal(lines.length, 7, 'a header, 3 backups and the globals of their 3 runs');
     assertAligned(lines, ['SIZE']);
 
     const prune = await cli(['prune', '--from', to, '--keep-last', '1']);
@@ -67,9 +69,9 @@ describe('output a person reads', () => {
 
     // Each backup's size is the same in both (its archive's; the md5 sidecar and the manifest are not counted).
     const sizes = new Map<string, string>();
-    for (const row of lines.slice(1)) sizes.set(cell(lines[0]!, row, 'KEY').replace(/\.dump\.zst$/, ''), cell(lines[0]!, row, 'SIZE'));
+    for (const row of lines.slice(1)) sizes.set(cell(lines[0]!, row, 'KEY').replace(/\.(?:dump|sql)\.zst$/, ''), cell(lines[0]!, row, 'SIZE'));
     const planned = plan.filter(isRow);
-    assert.equal(planned.length, 3);
+    assert.equal(planned.length, 6, 'the 3 backups and the 3 runs\' globals');
     for (const row of planned) {
       const stem = cell(plan[0]!, row, 'BACKUP');
       assert.equal(cell(plan[0]!, row, 'SIZE'), sizes.get(stem), `${stem}:\n${list.stdout}\n${prune.stdout}`);
@@ -122,7 +124,7 @@ describe('output a person reads', () => {
     assert.equal(good.code, 0, good.stderr);
     assert.match(good.stderr, /dumping/);
     const keys = await s3Keys(to);
-    assert.equal(keys.length, 2, keys.join('\n'));
+    assert.equal(keys.length, 4, keys.join('\n')); // the backup and the run's globals, each an object and a manifest
     assert.ok(keys.every((k) => !k.includes('.write-check-')));
     assert.deepEqual(await openMultipartUploads(to), []);
   });

@@ -22,13 +22,16 @@ describe('list', () => {
 
     const r = await cli(['list', '--from', to, '--json']);
     assert.equal(r.code, 0, r.stderr);
-    const listed = JSON.parse(r.stdout);
+    // Each dump run also stored its globals: listed as kind globals beside the databases.
+    const all = JSON.parse(r.stdout);
+    assert.equal(all.filter((b: { kind: string }) => b.kind === 'globals').length, 3);
+    const listed = all.filter((b: { kind: string }) => b.kind === 'database');
     assert.deepEqual(listed.map((b: { id: string }) => b.id), made.map((m) => m.manifest.id).reverse());
     assert.equal(listed[0].environment, 'staging');
     assert.ok(listed.every((b: { sizeBytes: number }) => b.sizeBytes > 0));
 
     const filtered = JSON.parse((await cli(['list', '--from', to, '--service', 'svc', '--environment', 'production', '--json'])).stdout);
-    assert.equal(filtered.length, 2);
+    assert.equal(filtered.filter((b: { kind: string }) => b.kind === 'database').length, 2);
 
     // Pagination through real ListObjectsV2 pages of 2 keys.
     const [bucket, ...prefix] = to.replace('s3://', '').split('/');
@@ -39,10 +42,10 @@ describe('list', () => {
       listPageSize: 2,
     });
     const entries = await listBackups(storage);
-    assert.deepEqual(entries.map((e) => e.id), listed.map((b: { id: string }) => b.id));
+    assert.deepEqual(entries.map((e) => e.id), all.map((b: { id: string }) => b.id));
 
     const human = await cli(['list', '--from', to]);
-    assert.equal(human.stdout.trim().split('\n').length, 1 + 3, 'a header and the 3 complete backups');
+    assert.equal(human.stdout.trim().split('\n').length, 1 + 3 + 3, 'a header, the 3 complete backups and the globals of their 3 runs');
     await recordFault({ faultId: 'corrupt-orphan-object-not-listed', fault: 'a dump object without a manifest (its dump failed before the commit marker)', outcome: '`list` shows only the complete backups', exit: r.code, left: `unchanged: ${await leftBehind(to)}`, file: import.meta.url });
   });
 });

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { runContext, type ChecksumSidecar } from '../../commands/dump.ts';
-import { dumpMany, type DumpOutcome } from '../../commands/dump-many.ts';
+import { MAX_PARALLEL_DATABASES, dumpMany, type DumpOutcome, type DumpRun } from '../../commands/dump-many.ts';
 import type { VerifyLevel } from '../../commands/verify.ts';
 import { stderrLogger } from '../../log.ts';
+import { UsageError } from '../../errors.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
 import type { DumpFormat } from '../../postgres/dump-options.ts';
@@ -15,6 +16,10 @@ import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 interface DumpFlags {
   databaseUrl: string[];
   databases?: string[];
+  allDatabases?: boolean;
+  excludeDatabase: string[];
+  globals: boolean;
+  parallelDatabases?: string;
   to: string;
   format: string;
   jobs?: string;
@@ -59,24 +64,53 @@ function listFromEnv(value: string | undefined): string[] {
   return (value ?? '').split(/[\s,]+/).filter(Boolean);
 }
 
+/**
+ * `--parallel-databases`: a whole number (the range is checked by dumpMany).
+ * @throws UsageError for anything else.
+ */
+function parseParallel(value: string): number {
+  if (!/^\d{1,3}$/.test(value.trim())) throw new UsageError(`--parallel-databases ${JSON.stringify(value)} is not a count: give how many databases to dump at once, e.g. 4`);
+  return Number(value.trim());
+}
+
 /** Commander parser for comma-separated lists. */
 function commaList(value: string): string[] {
   return value.split(',').map((v) => v.trim()).filter(Boolean);
 }
 
 /** One database's dump outcome as JSON: the manifest with its URIs and verification. */
-function outcomeJson(o: DumpOutcome) {
+function outcomeJson(o: DumpOutcome, runId?: string) {
   const r = o.result;
   return {
     database: o.database,
     ok: o.ok,
     error: o.error,
+    run: runId,
     manifest: r && { ...r.manifest, backupUri: r.backupUri, manifestUri: r.manifestUri, restoreCommand: r.restoreCommand, verification: r.verification && { ...r.verification, manifest: undefined }, mirror: r.mirror },
   };
 }
 
+/** The globals' outcome as JSON (the `globals` field of `--json`). */
+function globalsJson(run: DumpRun | undefined) {
+  const g = run?.globals;
+  if (!g) return undefined;
+  const r = g.result;
+  return { ok: g.ok, error: g.error, backupUri: r?.backupUri, manifestUri: r?.manifestUri, rolePasswords: r?.rolePasswords, roles: r?.manifest.globals?.roles.length, tablespaces: r?.manifest.globals?.tablespaces.length };
+}
+
 /**
- * `pg-backup dump`: one backup per database (`dumpMany`); prints each backup's URI, or with `--json` the manifest (several databases: an array of results, printed too when some failed).
+ * `--json` for a run of several databases (a list, or all): an array, one element per database
+ * (`run` set in each); for `--all-databases` an object: the run (id, databases, skipped), the
+ * globals and that array as `backups`.
+ */
+function runJson(run: DumpRun | undefined, outcomes: DumpOutcome[], all: boolean) {
+  const backups = outcomes.map((o) => outcomeJson(o, run?.runId));
+  if (!all || !run) return backups;
+  return { run: { id: run.runId, databases: run.databases, allDatabases: run.allDatabases, skipped: run.skipped }, globals: globalsJson(run), backups };
+}
+
+/**
+ * `pg-backup dump`: one backup per database (`dumpMany`), the run's globals first (unless `--no-globals`); prints each database backup's URI, or with `--json` the manifest with `globalsBackup` (several databases: an array of results, each with `run`; `--all-databases`: `{ run, globals, backups }`; printed too when some failed).
  */
 export function addDumpCommand(program: Command, { signal }: CliContext): Command {
   const command = storageOptions(
@@ -84,7 +118,11 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .command('dump')
       .description('stream pg_dump → compression → SHA-256 → multipart upload, then write the manifest; one backup per database')
       .option('--database-url <url>', 'postgresql://USER:PASSWORD@HOST:PORT/DB; repeat for several (default: $DATABASE_URL, then the PG* variables; prefer the env var: argv is visible to other users)', collect, [])
-      .option('--databases <names>', 'comma-separated databases on the server of --database-url, each its own backup', commaList)
+      .option('--databases <names>', 'comma-separated databases on the server of --database-url, each its own backup ("all": --all-databases)', commaList)
+      .option('--all-databases', 'every database the role can connect to (datallowconn and CONNECT), found on the server at run time; template0 and template1 skipped; each its own backup')
+      .option('--exclude-database <pattern>', 'with --all-databases: skip databases matching this pattern, as pg_dump reads it (* any characters, ? one; letters match lower case unless double-quoted) (repeatable)', collect, [])
+      .option('--parallel-databases <n>', `dump this many databases at once, each its own pg_dump and upload (1-${MAX_PARALLEL_DATABASES})`, '1')
+      .option('--no-globals', "do not store the server's globals (roles, memberships, role settings and passwords, tablespaces: pg_dumpall --globals-only), which every run stores first under @globals, encrypted like the dumps")
       .requiredOption('--to <url>', 's3://BUCKET/PREFIX or file:///DIR')
       .option('--service <name>', 'service label in the key layout', 'default')
       .option('--environment <name>', 'environment label in the key layout', 'default')
@@ -133,6 +171,10 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
     const options = {
       databaseUrls: flags.databaseUrl,
       databases: flags.databases,
+      allDatabases: flags.allDatabases,
+      excludeDatabases: flags.excludeDatabase,
+      noGlobals: !flags.globals,
+      parallelDatabases: flags.parallelDatabases === undefined ? undefined : parseParallel(flags.parallelDatabases),
       to: flags.to,
       service: flags.service,
       environment: flags.environment,
@@ -167,17 +209,19 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       logger: stderrLogger(flags.quiet),
       signal,
     };
-    const several = (flags.databases?.length ?? 0) > 1 || flags.databaseUrl.length > 1;
-    let outcomes: DumpOutcome[];
+    const all = Boolean(flags.allDatabases) || (flags.databases?.length === 1 && flags.databases[0] === 'all');
+    const several = all || (flags.databases?.length ?? 0) > 1 || flags.databaseUrl.length > 1;
+    let run: DumpRun;
     try {
-      outcomes = await reported({ ...flags, logger: options.logger }, 'dump', () =>
+      run = await reported({ ...flags, logger: options.logger }, 'dump', () =>
         withSshTunnel(sshTunnelOf(flags), flags.databaseUrl, (databaseUrls) => dumpMany({ ...options, databaseUrls }), { signal, logger: options.logger }));
     } catch (err) {
-      const partial = (err as { outcomes?: DumpOutcome[] }).outcomes;
-      if (flags.json && partial) printJson(partial.map(outcomeJson));
+      const partial = err as { outcomes?: DumpOutcome[]; run?: DumpRun };
+      if (flags.json && partial.outcomes) printJson(runJson(partial.run, partial.outcomes, all));
       throw err;
     }
-    if (flags.json) printJson(several ? outcomes.map(outcomeJson) : outcomeJson(outcomes[0]!).manifest);
+    const { outcomes } = run;
+    if (flags.json) printJson(several ? runJson(run, outcomes, all) : { ...outcomeJson(outcomes[0]!, run.runId).manifest, globalsBackup: globalsJson(run) });
     else for (const o of outcomes) process.stdout.write(`${o.result!.backupUri}\n`);
   });
   return reportingOptions(command);

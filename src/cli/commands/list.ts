@@ -23,8 +23,10 @@ export function addListCommand(program: Command, { signal }: CliContext): Comman
       process.stderr.write(`no complete ${flags.safetyDumps ? 'safety dumps' : 'backups'} under ${terminalText(flags.from)}\n`);
       return;
     }
-    const rows = backups.map((b) => [b.startedAt, b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes), b.status.toUpperCase(), `${b.service}/${b.environment}/${b.database}`, b.key].map(terminalText));
-    const lines = renderTable([{ header: 'STARTED (UTC)' }, { header: 'SIZE', align: 'right' }, { header: 'STATUS' }, { header: 'SERVICE/ENVIRONMENT/DATABASE' }, { header: 'KEY' }], rows);
+    // A run's globals are marked as such (with whether they hold role passwords); RUN ties a run's backups together.
+    const what = (b: (typeof backups)[number]) => (b.kind === 'globals' ? `${b.service}/${b.environment} globals${b.rolePasswords === false ? ' (no passwords)' : ''}` : `${b.service}/${b.environment}/${b.database}`);
+    const rows = backups.map((b) => [b.startedAt, b.sizeBytes === undefined ? 'missing' : formatBytes(b.sizeBytes), b.status.toUpperCase(), what(b), b.run ?? '-', b.key].map(terminalText));
+    const lines = renderTable([{ header: 'STARTED (UTC)' }, { header: 'SIZE', align: 'right' }, { header: 'STATUS' }, { header: 'SERVICE/ENVIRONMENT/DATABASE' }, { header: 'RUN' }, { header: 'KEY' }], rows);
     for (const line of lines) process.stdout.write(`${line}\n`);
     const broken = backups.filter((b) => b.status !== 'ok');
     for (const b of broken) process.stderr.write(`${b.status.toUpperCase()}: ${terminalText(b.key)}: ${terminalText(b.problem ?? '')}\n`);

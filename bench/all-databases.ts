@@ -1,0 +1,138 @@
+// Benchmark of a whole-server dump (`npm run bench -- all-databases`, issue 25): 20 small
+// databases (pgbench scale 1 each, ~23 MB) and one of ~BENCH_GB GB (pgbench plus a text table, as
+// bench.ts builds it) on a throwaway PostgreSQL, Ceph RGW on loopback, alternating rounds of
+//
+//   hand   pg_dumpall --globals-only | zstd -3 | rclone rcat, then
+//          for db …; pg_dump -Fc -Z0 DB | zstd -3 -T0 | rclone -q rcat   (xargs -P N: same parallelism)
+//   ours   pg-backup dump --all-databases --parallel-databases N          (globals, manifests, row counts)
+//
+// Prints each run, the medians, ours/hand (target <= 1.00) and the peak RSS of our Node process
+// (target <= 128 MiB; children are separate processes). A benchmark, not a test.
+//   BENCH_GB=1 (the big database), BENCH_ROUNDS=3, BENCH_PARALLEL=2 (databases at once, both
+//   sides), BENCH_SMALL=20 (small databases), BENCH_KEEP=1 (keep the services running).
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { writeCliBundle } from '../scripts/build.ts';
+import { startServices } from '../test/infra/services.ts';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const gb = Number(process.env.BENCH_GB ?? 1);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
+const parallel = Number(process.env.BENCH_PARALLEL ?? 2);
+const smallCount = Number(process.env.BENCH_SMALL ?? 20);
+const bin = spawnSync('bash', ['-c', 'ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1'], { encoding: 'utf8' }).stdout.trim();
+
+console.log(await writeCliBundle());
+const services = await startServices({ bucket: 'bench', memstoreBytes: Math.max(6, Math.ceil(gb * 3)) * 1024 ** 3 });
+const scratch = mkdtempSync(path.join(os.tmpdir(), 'pgb-bench-all-'));
+process.on('exit', () => {
+  rmSync(scratch, { recursive: true, force: true });
+  if (!process.env.BENCH_KEEP) services.stop();
+});
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
+const admin = services.env.PGB_TEST_PG_URL!;
+const endpoint = services.env.PGB_TEST_S3_ENDPOINT!;
+const { AWS_CA_BUNDLE: _caBundle, ...inherited } = process.env;
+const env = {
+  ...inherited,
+  AWS_ACCESS_KEY_ID: 'BACKUPKEY',
+  AWS_SECRET_ACCESS_KEY: 'BACKUPSECRET',
+  AWS_ENDPOINT_URL_S3: endpoint,
+  AWS_REGION: 'us-east-1',
+  AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required',
+  AWS_RESPONSE_CHECKSUM_VALIDATION: 'when_required',
+  PGPASSWORD: 'pgtestpw',
+  RCLONE_CONFIG_S3_TYPE: 's3',
+  RCLONE_CONFIG_S3_PROVIDER: 'Ceph',
+  RCLONE_CONFIG_S3_ENDPOINT: endpoint,
+  RCLONE_CONFIG_S3_ACCESS_KEY_ID: 'BACKUPKEY',
+  RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: 'BACKUPSECRET',
+  RCLONE_CONFIG_S3_REGION: 'us-east-1',
+};
+
+async function q(url: string, sql: string): Promise<pg.QueryResultRow[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return (await c.query(sql)).rows;
+  } finally {
+    await c.end();
+  }
+}
+const urlOf = (db: string) => admin.replace(/\/postgres$/, `/${db}`);
+
+console.log(`creating ${smallCount} small databases (pgbench scale 1) and one of ~${gb} GB …`);
+const t0 = Date.now();
+for (let i = 1; i <= smallCount; i++) {
+  const name = `small_${String(i).padStart(2, '0')}`;
+  await q(admin, `CREATE DATABASE ${name}`);
+  if (spawnSync(path.join(bin, 'pgbench'), ['-i', '-q', '-s', '1', urlOf(name)], { env, stdio: 'ignore' }).status !== 0) throw new Error(`pgbench -i ${name} failed`);
+}
+await q(admin, 'CREATE DATABASE big');
+if (spawnSync(path.join(bin, 'pgbench'), ['-i', '-q', '-s', String(Math.max(1, Math.round(50 * gb))), urlOf('big')], { env, stdio: 'ignore' }).status !== 0) throw new Error('pgbench -i big failed');
+await q(urlOf('big'), `CREATE TABLE notes AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS body FROM generate_series(1, ${Math.round(2_000_000 * gb)}) g`);
+await q(urlOf('big'), 'VACUUM ANALYZE');
+const total = Number((await q(admin, `SELECT sum(pg_database_size(datname))::text AS s FROM pg_database WHERE datname LIKE 'small_%' OR datname = 'big'`))[0]!.s);
+console.log(`databases ready: ${(total / 1e9).toFixed(2)} GB in all (pg_database_size) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+
+interface Run {
+  seconds: number;
+  cpuSeconds: number;
+  rssKiB?: number;
+}
+const rssFile = path.join(scratch, 'rss');
+const ours = (args: string) => `PATH=${path.join(root, 'node_modules/.bin')}:"$PATH" NODE_OPTIONS="--import=${path.join(root, 'test/infra/report-rss.js')}" PGB_RSS_FILE=${rssFile} bin/pg-backup.js ${args}`;
+
+/** Runs a shell pipeline (pipefail) under /usr/bin/time; for ours also our Node process's peak RSS (as bench.ts measures). */
+function time(label: string, command: string, isOurs: boolean): Promise<Run> {
+  if (isOurs) writeFileSync(rssFile, '');
+  return new Promise((resolve, reject) => {
+    const started = process.hrtime.bigint();
+    const child = spawn('/usr/bin/time', ['-f', 'CPU_S=%U+%S', 'bash', '-o', 'pipefail', '-c', command], { env, cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.on('close', (code) => {
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      if (code !== 0) return reject(new Error(`${label} failed (${code}): ${stderr.slice(-800)}`));
+      const cpu = /CPU_S=([\d.]+)\+([\d.]+)/.exec(stderr);
+      const rss = isOurs ? Math.max(0, ...readFileSync(rssFile, 'utf8').split('\n').filter(Boolean).map(Number)) : undefined;
+      resolve({ seconds, cpuSeconds: cpu ? Number(cpu[1]) + Number(cpu[2]) : NaN, rssKiB: rss });
+    });
+  });
+}
+
+// The hand loop: the globals, then every database the server lists (templates left out), N at a time.
+const list = `${bin}/psql -X -Atc "SELECT datname FROM pg_database WHERE datallowconn AND datname NOT IN ('template0', 'template1')" '${admin}'`;
+const hand = (i: number) =>
+  [
+    `${bin}/pg_dumpall --globals-only -d '${admin}' | zstd -3 -q | rclone -q rcat s3:bench/hand/${i}/globals.sql.zst`,
+    `${list} | xargs -P ${parallel} -I{} bash -o pipefail -c "${bin}/pg_dump -Fc -Z0 '${admin.replace(/\/postgres$/, '')}/{}' | zstd -3 -T0 -q | rclone -q rcat s3:bench/hand/${i}/{}.dump.zst"`,
+  ].join(' && ');
+const pipelines = [
+  { name: 'hand', command: hand, ours: false, after: () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/hand'], { env }) },
+  { name: 'ours', command: (i: number) => ours(`dump --all-databases --parallel-databases ${parallel} --database-url '${admin}' --to s3://bench/ours/${i} --quiet`), ours: true, after: () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/ours'], { env }) },
+];
+const results = new Map<string, Run[]>(pipelines.map((p) => [p.name, []]));
+for (let i = 0; i < rounds; i++) {
+  for (const p of pipelines) {
+    const r = await time(`all-databases ${p.name}`, p.command(i), p.ours);
+    p.after();
+    results.get(p.name)!.push(r);
+    console.log(`all-databases round ${i + 1} ${p.name.padEnd(5)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+  }
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const m = (name: string) => median(results.get(name)!.map((r) => r.seconds));
+const cpu = (name: string) => median(results.get(name)!.map((r) => r.cpuSeconds));
+console.log('');
+console.log(`all-databases: ${smallCount} small databases + one of ${gb} GB (${(total / 1e9).toFixed(2)} GB in all), ${parallel} at a time, ${rounds} rounds, medians:`);
+for (const name of results.keys()) {
+  const rss = name === 'ours' ? Math.max(...results.get(name)!.map((r) => r.rssKiB ?? 0)) / 1024 : undefined;
+  console.log(`  ${name.padEnd(5)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}`);
+}
+console.log(`  ours/hand = ${(m('ours') / m('hand')).toFixed(2)} (target <= 1.00)`);
+process.exit(0);
