@@ -1,13 +1,7 @@
-// A dump run with globals, written exactly as the contract of whole-server runs lays it out
-// (src/backup/keys.ts GLOBALS_DATABASE, src/backup/manifest.ts kind/run/globals): the stand-in
-// for `pg-backup dump --all-databases` until that writer is merged. One function: switch its body
-// to the real command then.
-import { createHash } from 'node:crypto';
-import { execa } from 'execa';
-import { GLOBALS_DATABASE, backupKeys, newRunId } from '../../src/backup/keys.ts';
-import { ManifestSchema, parseManifest } from '../../src/backup/manifest.ts';
+// A dump run with globals for the whole-server tests: `pg-backup dump --databases …`, as a user runs it.
+import { GLOBALS_DATABASE, encodeSegment } from '../../src/backup/keys.ts';
+import { parseManifest } from '../../src/backup/manifest.ts';
 import { openStorage } from '../../src/storage/index.ts';
-import { TOOL } from '../../src/version.ts';
 import { cli } from '../helpers.ts';
 
 /** What {@link dumpRun} wrote. */
@@ -19,61 +13,32 @@ export interface FixtureRun {
 }
 
 /**
- * Dumps a run of `databases` of one server into `to` under `service`/`environment`: first, unless
- * `globals` is false, `pg_dumpall --globals-only` (of `adminUrl`) → zstd → the `@globals` object
- * and its manifest (`kind: 'globals'`, `run: {id, databases}`); then each database with
- * `pg-backup dump` (a real dump, from `urlOf(database)`), whose manifest then gets the run's id
- * (rewritten in place: the test-only path). Returns the keys.
+ * Dumps a run of `databases` of one server into `to` under `service`/`environment` with the real
+ * `pg-backup dump --databases …` (one run: its globals first — unless `globals` is false, then
+ * `--no-globals` — and each database, every manifest carrying the run's id), from
+ * `urlOf(databases[0])`. `adminUrl` is kept for callers: the globals are read through that same
+ * server. Returns the keys.
  */
 export async function dumpRun(o: { adminUrl: string; urlOf: (database: string) => string; databases: string[]; to: string; service: string; environment: string; globals?: boolean; extra?: string[] }): Promise<FixtureRun> {
   const storage = openStorage(o.to);
-  const startedAt = new Date();
-  const runId = newRunId(startedAt);
+  const r = await cli(['dump', '--to', o.to, '--service', o.service, '--environment', o.environment, '--databases', o.databases.join(','), '--json', ...(o.globals === false ? ['--no-globals'] : []), ...(o.extra ?? [])], { DATABASE_URL: o.urlOf(o.databases[0]!) });
+  if (r.code !== 0) throw new Error(`dump of ${o.databases.join(', ')} failed: ${r.stderr}`);
+  type Result = { manifestUri: string; backupUri: string; database: string; run?: { id: string }; globalsBackup?: { manifestUri?: string } };
+  const json = JSON.parse(r.stdout) as Result | { database: string; run: string; manifest: Result }[];
+  const results: Result[] = Array.isArray(json) ? json.map((e) => e.manifest) : [json];
+  const runId = results[0]!.run!.id;
   const out: FixtureRun = { runId, databases: [] };
-  if (o.globals !== false) {
-    const bin = '/usr/lib/postgresql/15/bin/pg_dumpall';
-    const version = (await execa(bin, ['--version'])).stdout.replace(/^pg_dumpall \(PostgreSQL\) (\S+).*$/, '$1');
-    const sql = (await execa(bin, ['--globals-only', `--dbname=${o.adminUrl}`], { encoding: 'buffer' })).stdout as unknown as Uint8Array;
-    const stored = (await execa('zstd', ['-q', '-c', '-3'], { input: sql, encoding: 'buffer' })).stdout as unknown as Uint8Array;
-    const keys = backupKeys({ service: o.service, environment: o.environment, database: GLOBALS_DATABASE }, startedAt, '.sql.zst');
-    await storage.put(keys.objectKey, stored, { noOverwrite: true });
-    const text = Buffer.from(sql).toString('utf8');
-    const roles = [...text.matchAll(/^CREATE ROLE ("(?:[^"]|"")+"|[^;\s]+);$/gm)].map((m) => m[1]!.replace(/^"(.*)"$/, '$1'));
-    const tablespaces = [...text.matchAll(/^CREATE TABLESPACE ("(?:[^"]|"")+"|\S+) /gm)].map((m) => m[1]!.replace(/^"(.*)"$/, '$1'));
-    const finishedAt = new Date();
-    const manifest = ManifestSchema.parse({
-      manifestVersion: 1,
-      tool: TOOL,
-      id: keys.id,
-      service: o.service,
-      environment: o.environment,
-      database: GLOBALS_DATABASE,
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      format: 'plain',
-      compression: { algorithm: 'zstd', level: 3 },
-      object: { name: keys.objectKey.slice(keys.objectKey.lastIndexOf('/') + 1), sizeBytes: stored.length, sha256: createHash('sha256').update(stored).digest('hex') },
-      archiveSizeBytes: sql.length,
-      pgDump: { path: bin, version, major: Number(version.split('.')[0]) },
-      server: { version, versionNum: Number(version.split('.')[0]) * 10000 + Number(version.split('.')[1] ?? 0), major: Number(version.split('.')[0]) },
-      databaseSizeBytes: 0,
-      tables: [],
-      kind: 'globals',
-      run: { id: runId, databases: o.databases },
-      globals: { rolePasswords: true, roles, tablespaces },
-    });
-    await storage.put(keys.manifestKey, `${JSON.stringify(manifest, null, 2)}\n`, { contentType: 'application/json', noOverwrite: true });
-    out.globalsManifestKey = keys.manifestKey;
-  }
-  for (const database of o.databases) {
-    const r = await cli(['dump', '--to', o.to, '--service', o.service, '--environment', o.environment, '--json', ...(o.extra ?? [])], { DATABASE_URL: o.urlOf(database) });
-    if (r.code !== 0) throw new Error(`dump of ${database} failed: ${r.stderr}`);
-    const result = JSON.parse(r.stdout) as { manifestUri: string; backupUri: string };
+  for (const result of results) {
     const manifestKey = storage.keyOf(result.manifestUri)!;
-    const manifest = parseManifest(await storage.getText(manifestKey), manifestKey);
-    await storage.put(manifestKey, `${JSON.stringify({ ...manifest, run: { id: runId } }, null, 2)}\n`, { contentType: 'application/json' });
-    out.databases.push({ database, manifestKey, objectKey: storage.keyOf(result.backupUri)! });
+    out.databases.push({ database: result.database, manifestKey, objectKey: storage.keyOf(result.backupUri)! });
+  }
+  if (o.globals !== false) {
+    for await (const { key } of storage.list(`${encodeSegment(o.service)}/${encodeSegment(o.environment)}/${GLOBALS_DATABASE}/`)) {
+      if (!key.endsWith('.manifest.json')) continue;
+      const m = parseManifest(await storage.getText(key), key);
+      if (m.run?.id === runId) out.globalsManifestKey = key;
+    }
+    if (!out.globalsManifestKey) throw new Error(`the run ${runId} wrote no globals: ${r.stderr}`);
   }
   return out;
 }
