@@ -12,7 +12,7 @@ import type { SigningKey } from '../evidence/dsse.ts';
 import { decryptionFacts } from '../evidence/recipients.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
-import { archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
+import { archiveDatabaseName, archiveExtensions, restoreBinaries, restoreLocalArchive } from '../postgres/archive.ts';
 import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
 import { installPgClient } from '../postgres/install-client.ts';
@@ -353,7 +353,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
       const local = ready.local;
       // Which key opened it: a drill given only the escrow identity proves that key recovers the backup.
       if (identities && local.problems.length === 0) result.decryption = await decryptionFacts(identities, manifest.encryption!);
-      const target = ready.target ?? targetConn!;
+      let target = ready.target ?? targetConn!;
       result.problems.push(
         ...local.problems.map((p) =>
           /ENOSPC/.test(p) ? `${p}: the drill needs about ${formatBytes(manifest.archiveSizeBytes)} free in ${parent} for the archive, plus room for the restored database` : p,
@@ -386,6 +386,14 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
         } else if (lacking.length) {
           result.problems.push(missingRolesProblem(manifest.database, lacking, Boolean(globals)));
         } else {
+          // pg_restore --create names the database as the archive does: a manifest naming another
+          // one does not describe this archive. Said as a problem; the checks then read the database the archive made.
+          const archiveDb = useCreate ? await archiveDatabaseName(bins.pgRestore, local.path, options.signal) : undefined;
+          let misnamed: string | undefined;
+          if (archiveDb !== undefined && archiveDb !== manifest.database) {
+            misnamed = `the archive was dumped from database ${JSON.stringify(archiveDb)}, its manifest says ${JSON.stringify(manifest.database)}: the manifest does not describe this archive`;
+            target = withDatabase(held.cluster!.connection, archiveDb);
+          }
           // Phase 2: restore.
           const parallel = manifest.format === 'plain' ? 1 : jobs;
           log.info(`restoring into ${target.display} with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}`}, ${parallel} job${parallel > 1 ? 's' : ''}${result.extensions.length ? `; extensions: ${result.extensions.join(', ')}` : ''}`);
@@ -410,6 +418,7 @@ export async function drill(options: DrillOptions): Promise<DrillResult> {
             const checksStart = Date.now();
             await log.group('checks', async () => {
               await runChecks(target, manifest, smokeChecks, result, log, parallel, options.signal);
+              if (misnamed) result.problems.push(misnamed); // after the checks' own findings, which name what differs
               if (manifest.privileges && !noOwner && !noAcl) {
                 const differences = await checkPrivileges(target, manifest.privileges, { withDatabase: useCreate, log, signal: options.signal });
                 result.privileges = { differences };

@@ -79,7 +79,7 @@ export interface DumpRun {
   allDatabases: boolean;
   /** Databases found on the server and left out (templates, no CONNECT, excluded). */
   skipped: SkippedDatabase[];
-  /** The globals, dumped first; absent with `noGlobals`. */
+  /** The globals, dumped after the databases once one of them is stored; absent with `noGlobals` (or when no database was stored). */
   globals?: GlobalsOutcome;
   /** One per database, in the order of {@link databases}. */
   outcomes: DumpOutcome[];
@@ -89,7 +89,7 @@ export interface DumpRun {
  * Dumps several databases (a list, or with `allDatabases` every database the role can connect
  * to), each into its own backup and manifest, with a log line each (`<db>: OK in 1.2 s, 18.4 MB`
  * / `<db>: FAILED: …`), `parallelDatabases` at a time; the server's globals
- * (`pg_dumpall --globals-only`, src/backup/globals.ts) go first unless `noGlobals`. Every
+ * (`pg_dumpall --globals-only`, src/backup/globals.ts) follow once a database is stored, unless `noGlobals`. Every
  * manifest of the run records the same `run.id`; the globals' manifest also the planned
  * databases. Every listed target is checked first (connects, database exists), so a typo fails
  * the run before anything is written. One database failing does not stop the others.
@@ -150,7 +150,10 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   const serverOf = (c: DatabaseConnection) => c.display.replace(/\/[^/]*$/, '');
   if (!options.noGlobals && new Set(targets.map(serverOf)).size > 1) logger.warn(`the databases are on ${new Set(targets.map(serverOf)).size} servers: the globals (roles, tablespaces) are dumped from ${serverOf(base ?? targets[0]!)} only; dump each server in a run of its own (its own --environment or --service) to keep each server's roles`);
   const run: DumpRun = { runId, databases, allDatabases: all, skipped, outcomes: [] };
-  if (!options.noGlobals) {
+  // The globals go last, once a database of the run is stored: a run that stored no database
+  // (a failed single dump, a cancelled run) leaves nothing in the bucket, as before globals
+  // existed. They are not in any database's snapshot either way (pg_dumpall is its own session).
+  const dumpRunGlobals = async (): Promise<void> => {
     try {
       const result = await logger.group(`dump ${GLOBALS_DATABASE}`, () => dumpGlobals(forDatabase(shared, base ?? targets[0]!), runtime, { id: runId, databases, allDatabases: all }));
       run.globals = { ok: true, result };
@@ -162,16 +165,12 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
         if (!v.ok) throw new Error(`verify failed: ${v.reason}`);
       }
     } catch (err) {
-      // A user mistake (no pg_dump/pg_dumpall for the server, the bucket) is the run's: nothing of a database is written yet.
-      if (options.signal?.aborted || err instanceof UsageError) {
-        await first?.end().catch(() => undefined);
-        throw err;
-      }
+      if (options.signal?.aborted) throw err;
       const error = messageOf(err);
       logger.warn(`${GLOBALS_DATABASE}: FAILED: ${error}`);
       run.globals = { ok: false, error };
     }
-  }
+  };
   const several = targets.length > 1 || all;
   const dumpOne = async (target: DatabaseConnection, i: number): Promise<DumpOutcome> => {
     try {
@@ -200,6 +199,7 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   } finally {
     await first?.end().catch(() => undefined);
   }
+  if (!options.noGlobals && run.outcomes.some((o) => o.result)) await dumpRunGlobals();
   const failed = run.outcomes.filter((o) => !o.ok);
   const globalsFailed = run.globals && !run.globals.ok ? [{ database: GLOBALS_DATABASE, error: run.globals.error }] : [];
   if (several) logger.info(`run ${runId}: ${run.outcomes.length - failed.length} of ${run.outcomes.length} databases backed up${failed.length ? `; FAILED: ${failed.map((f) => f.database).join(', ')}` : ''}${run.globals ? `; globals ${run.globals.ok ? 'OK' : 'FAILED'}` : ''}`);

@@ -133,6 +133,20 @@ export async function restoreLocalArchive(
   await p.done;
 }
 
+/**
+ * The database a custom or directory archive was dumped from: the `;     dbname: NAME` line of
+ * `pg_restore --list`'s header (pg_backup_archiver.c, PrintTOCSummary). `pg_restore --create`
+ * creates the database under this name, whatever a manifest says. Undefined when the header has
+ * no such line.
+ * @throws CheckFailedError when the TOC is unreadable.
+ */
+export async function archiveDatabaseName(pgRestore: PgBinary, archive: string, signal?: AbortSignal): Promise<string | undefined> {
+  const listed = await execa(pgRestore.path, ['--list', archive], { reject: false, cancelSignal: signal });
+  signal?.throwIfAborted();
+  if (listed.exitCode !== 0) throw new CheckFailedError(`the archive's TOC is unreadable: ${describeFailure('pg_restore --list', listed)}`);
+  return /^;\s+dbname: (.*)$/m.exec(listed.stdout)?.[1];
+}
+
 /** Extensions a local archive creates: from the TOC (`pg_restore --list`), or the `CREATE EXTENSION` lines of plain SQL. */
 export async function archiveExtensions(format: DumpFormat, pgRestore: PgBinary, archive: string, signal?: AbortSignal): Promise<string[]> {
   const names = new Set<string>();

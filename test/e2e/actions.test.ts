@@ -41,7 +41,11 @@ describe('the three action bundles, run as the GitHub runner runs them, against 
     assert.equal(o['verify-result'], 'ok');
     const manifest = JSON.parse((await s3Get(to, o['backup-key']!.replace('.dump.zst', '.manifest.json'))).toString());
     assert.equal(manifest.object.sha256, o.sha256);
-    assert.match(dumped.summary, /<h3>Backups<\/h3>/);
+    // The run's id heads the table; the run's globals are its first row (roles, passwords), the database next.
+    assert.equal(o['run-id'], /<h3>Backups \(run (run-\d{8}T\d{6}Z-[0-9a-f]{6})\)<\/h3>/.exec(dumped.summary)?.[1]);
+    assert.equal(manifest.run.id, o['run-id']);
+    assert.match(o['globals-uri']!, new RegExp(`^${to}/api/production/@globals/\\d{4}/\\d{2}/\\d{2}/@globals-\\d{8}T\\d{6}Z-[0-9a-f]{6}\\.sql\\.zst$`));
+    assert.equal(o['globals-role-passwords'], 'true');
     assert.ok(dumped.summary.includes(`api/production/${db}`));
     assert.ok(dumped.summary.includes(o.sha256!));
 

@@ -98,7 +98,7 @@ after(async () => {
 });
 
 describe('dump --all-databases', () => {
-  it('discovers every database at run time (a new one picked up by the next run), skips templates and excluded ones, ties a run together and stores the globals first; list, status and prune show runs and keep the globals kept backups need', { timeout: 300_000 }, async () => {
+  it('discovers every database at run time (a new one picked up by the next run), skips templates and excluded ones, ties a run together and stores the globals once its databases are stored; list, status and prune show runs and keep the globals kept backups need', { timeout: 300_000 }, async () => {
     const { dir, to } = await bucket('all');
     // Run 0: one database (a run too: its globals and the database share a run id).
     const single = await cli(['dump', '--to', to, '--json'], { DATABASE_URL: urlOf(source, 'app_one') });
@@ -119,8 +119,8 @@ describe('dump --all-databases', () => {
     assert.deepEqual(run1.run.skipped.map((s: { database: string }) => s.database).sort(), ['skip_scratch', 'template1']);
     assert.deepEqual(run1.backups.map((b: { database: string; ok: boolean; run: string }) => [b.database, b.ok, b.run]), expected1.map((d) => [d, true, run1.run.id]));
     assert.match(first.stderr, new RegExp(`run ${run1.run.id}: 6 databases \\(all the role can connect to\\) and the globals`));
-    // The globals come first in the run's log.
-    assert.ok(first.stderr.indexOf('@globals: OK') < first.stderr.indexOf('app_one: OK'), first.stderr);
+    // The globals come once the databases are stored (a run that stored none leaves nothing).
+    assert.ok(first.stderr.indexOf('@globals: OK') > first.stderr.indexOf('app_one: OK'), first.stderr);
 
     // A database created between two runs is picked up by the next; a dropped one is not looked for.
     await clusterSql(source, 'postgres', 'CREATE DATABASE app_new;\nDROP DATABASE app_three');
@@ -208,7 +208,7 @@ describe('dump --all-databases', () => {
     const r = await cli(['dump', '--all-databases', '--exclude-database', 'app_*', '--exclude-database', 'skip_*', '--verify', 'archive', '--to', to, '--json'], { DATABASE_URL: urlOf(source, 'postgres', 'backup_user') });
     assert.equal(r.code, 0, r.stderr);
     // --verify reads the globals back too: to pg_dumpall's trailer.
-    assert.match(r.stderr, /@globals-\S+\.sql\.zst \([^)]*\) at level archive\n.*the SQL is complete/);
+    assert.match(r.stderr, /@globals-\S+\.sql\.zst \([^)]*\) at level archive\n(?:verify @globals: read [^\n]*\n)?.*the SQL is complete/);
     const out = JSON.parse(r.stdout);
     assert.deepEqual(out.run.databases, ['owned_by_backup', 'postgres']);
     assert.deepEqual(out.run.skipped.find((s: { database: string }) => s.database === 'locked_db'), { database: 'locked_db', reason: 'no CONNECT privilege' });

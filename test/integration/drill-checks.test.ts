@@ -160,10 +160,18 @@ SELECT * FROM order_totals LIMIT 1;
     }
   });
 
-  it('reads custom archives back without psql installed (only plain dumps need it)', async () => {
+  it('reads custom archives back without psql installed (only plain dumps and the globals need it)', async () => {
     const db = await createDatabase('nopsql');
+    // A run with globals: the drill restores them with psql, so without psql it says so (exit 2).
+    const withGlobals = await tempLocation();
+    await dumpWithCli(db, withGlobals);
+    const noPsql = await tempFakePgBin('exit 0');
+    await (await import('node:fs/promises')).unlink(path.join(noPsql, 'psql'));
+    const refused = await cli(['drill', '--from', withGlobals], { PG_BIN_DIR: noPsql });
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /restoring globals written by pg_dumpall \S+ needs psql \d+ or newer but no psql found: install postgresql-client-\d+/);
     const to = await tempLocation();
-    await dumpWithCli(db, to);
+    await dumpWithCli(db, to, ['--no-globals']);
     const { fakePgBin } = await import('../helpers.ts');
     const bin = await tempFakePgBin('exit 0');
     const { unlink } = await import('node:fs/promises');

@@ -93,7 +93,10 @@ describe('key recovery', () => {
     assert.deepEqual(byId[edited.manifest.id], ['its age header holds 1 recipient stanza, the manifest lists 2 recipients']);
     assert.deepEqual(byId[plain.manifest.id], ['not encrypted client-side (no age recipients in its manifest)']);
     r = await cli(['verify', '--from', to, '--recipients', '--require-recipient', key.escrow.recipient]);
-    assert.match(r.stderr, new RegExp(`verify --recipients failed: 3 of 5 backups not encrypted to every required recipient: .*${missing.manifest.id}`));
+    // Each run's globals (role password hashes) are checked like its database: 5 runs, 10 objects; the
+    // edited manifest's globals are as dumped (one recipient, not the escrow), so 3 globals fail too.
+    assert.match(r.stderr, new RegExp(`verify --recipients failed: 6 of 10 backups not encrypted to every required recipient: .*${missing.manifest.id}`));
+    assert.match(r.stderr, /@globals-\d{8}T\d{6}Z-[0-9a-f]{6} \(not encrypted to /);
 
     // --since: a window that holds none is a failure, not a pass.
     const none = await cli(['verify', '--from', to, '--recipients', '--require-recipient', key.escrow.recipient, '--since', '1ms']);

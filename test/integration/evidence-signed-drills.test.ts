@@ -116,7 +116,8 @@ describe('signed drill results', () => {
     // prune: the unsigned drill proves nothing, the signed one does.
     const proofs = async (extra: string[]) => {
       const p = await cli(['prune', '--from', to, '--keep-last', '1', '--keep-proven', '2', '--json', ...extra]);
-      const backups = JSON.parse(p.stdout).plan.groups[0].backups;
+      // The database's group (the runs' globals are planned apart).
+      const backups = JSON.parse(p.stdout).plan.groups.find((g: any) => g.database !== '@globals').backups;
       return { stderr: p.stderr, byId: Object.fromEntries(backups.map((b: any) => [b.id, b.proof ?? null])) };
     };
     const signedOnly = await proofs(['--require-signed-drills', '--public-key', pub]);

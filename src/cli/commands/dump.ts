@@ -110,7 +110,7 @@ function runJson(run: DumpRun | undefined, outcomes: DumpOutcome[], all: boolean
 }
 
 /**
- * `pg-backup dump`: one backup per database (`dumpMany`), the run's globals first (unless `--no-globals`); prints each database backup's URI, or with `--json` the manifest with `globalsBackup` (several databases: an array of results, each with `run`; `--all-databases`: `{ run, globals, backups }`; printed too when some failed).
+ * `pg-backup dump`: one backup per database (`dumpMany`), then the run's globals (unless `--no-globals`; only once a database is stored); prints each database backup's URI, or with `--json` the manifest with `globalsBackup` (several databases: an array of results, each with `run`; `--all-databases`: `{ run, globals, backups }`; printed too when some failed).
  */
 export function addDumpCommand(program: Command, { signal }: CliContext): Command {
   const command = storageOptions(
@@ -122,7 +122,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--all-databases', 'every database the role can connect to (datallowconn and CONNECT), found on the server at run time; template0 and template1 skipped; each its own backup')
       .option('--exclude-database <pattern>', 'with --all-databases: skip databases matching this pattern, as pg_dump reads it (* any characters, ? one; letters match lower case unless double-quoted) (repeatable)', collect, [])
       .option('--parallel-databases <n>', `dump this many databases at once, each its own pg_dump and upload (1-${MAX_PARALLEL_DATABASES})`, '1')
-      .option('--no-globals', "do not store the server's globals (roles, memberships, role settings and passwords, tablespaces: pg_dumpall --globals-only), which every run stores first under @globals, encrypted like the dumps")
+      .option('--no-globals', "do not store the server's globals (roles, memberships, role settings and passwords, tablespaces: pg_dumpall --globals-only), which every run stores under @globals once a database is stored, encrypted like the dumps")
       .requiredOption('--to <url>', 's3://BUCKET/PREFIX or file:///DIR')
       .option('--service <name>', 'service label in the key layout', 'default')
       .option('--environment <name>', 'environment label in the key layout', 'default')
