@@ -92,10 +92,11 @@ UNION ALL
 SELECT (CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END) || ' ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname),
        pg_catalog.pg_get_userbyid(t.typowner), ${expand('t.typacl', "'T'", 't.typowner')}
   FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
- WHERE ${USER_SCHEMA} AND t.typtype IN ('b', 'c', 'd', 'e', 'r', 'm') AND t.typcategory <> 'A'
+ WHERE ${USER_SCHEMA} AND t.typtype IN ('b', 'c', 'd', 'e', 'r') AND t.typcategory <> 'A'
    AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
-   AND ${notInExtension('pg_type', 't.oid')}
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)`;
+   AND ${notInExtension('pg_type', 't.oid')}`;
+// Multirange types (typtype 'm', PostgreSQL 14+) are left out: each is made with its range type,
+// whose owner and grants it follows; reading pg_range.rngmultitypid would fail before 14.
 
 /** Column privileges (`GRANT SELECT (col) ON …`): only columns with an ACL. */
 const COLUMNS_SQL = `

@@ -390,10 +390,9 @@ UNION ALL
 SELECT (CASE t.typtype WHEN 'd' THEN 'domain' ELSE 'type' END) || ' ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(t.typname),
        pg_catalog.pg_get_userbyid(t.typowner), ${Eg("t.typacl","'T'","t.typowner")}
   FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
- WHERE ${Ab} AND t.typtype IN ('b', 'c', 'd', 'e', 'r', 'm') AND t.typcategory <> 'A'
+ WHERE ${Ab} AND t.typtype IN ('b', 'c', 'd', 'e', 'r') AND t.typcategory <> 'A'
    AND (t.typrelid = 0 OR (SELECT c.relkind FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid) = 'c')
-   AND ${qM("pg_type","t.oid")}
-   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_range r WHERE r.rngmultitypid = t.oid)`,r7t=`
+   AND ${qM("pg_type","t.oid")}`,r7t=`
 SELECT 'column ' || pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) || '.' || pg_catalog.quote_ident(a.attname) AS key, ${Eg("a.attacl")} AS grants
   FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE a.attacl IS NOT NULL AND NOT a.attisdropped AND a.attnum > 0 AND ${Ab}`,n7t=`
