@@ -125,7 +125,9 @@ export async function runDump(plan: DumpPlan, rt: DumpRuntime, client?: pg.Clien
     const facts = readFacts(session, selected, recordsPrivileges(plan));
     facts.catch((err: unknown) => {
       session.standby?.note(err); // a recovery conflict here is the cause of pg_dump's lost snapshot
-      factsFailed.abort(err);
+      // A server's refusal (SQLSTATE) is the cause: it stops pg_dump. A lost connection (the server
+      // stopped, the backend terminated) is pg_dump's too, which then says it in its own words.
+      if (err instanceof FactsError || err instanceof UsageError) factsFailed.abort(err);
     });
     const stream = streamArchive(plan, session, keys, { ...rt, signal: rt.signal ? AbortSignal.any([rt.signal, factsFailed.signal]) : factsFailed.signal });
     stream.catch(() => undefined);

@@ -58,7 +58,7 @@ describe('retention never keeps a broken backup in place of a restorable one', (
     assert.deepEqual(json.map((b) => [b.id, b.status]), [[gone.manifest.id, 'missing'], [good.manifest.id, 'ok']]);
     assert.match(json[0]!.problem!, /the dump object file:\/\/.* is missing/);
     const human = await cli(['list', '--from', to]);
-    assert.match(human.stdout.split('\n')[0]!, /^STARTED \(UTC\) +SIZE +STATUS +SERVICE\/ENVIRONMENT\/DATABASE +KEY$/);
+    assert.match(human.stdout.split("\n")[0]!, /^STARTED \(UTC\) +SIZE +STATUS +SERVICE\/ENVIRONMENT\/DATABASE +RUN +KEY$/);
     assert.match(human.stdout.split('\n')[1]!, / MISSING .* default\/default\//);
     assert.match(human.stdout.split('\n')[2]!, / OK /);
     assert.match(human.stderr, /^MISSING: .*: the dump object .* is missing$/m);
