@@ -26,6 +26,8 @@
 //   BENCH_GB=1 (database size), BENCH_ROUNDS=3, BENCH_KEEP=1 (keep the services running),
 //   BENCH_JOBS=<cores> (pg_restore jobs for both drills).
 //   all-databases: a whole-server dump against a hand loop, in bench/all-databases.ts.
+//   server-restore: restore --server of a run against the hand script, in bench/server-restore.ts.
+//   diff: pg-backup diff of a 1 M-row table against \copy + comm, in bench/diff.ts.
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
@@ -46,6 +48,11 @@ if (modes.includes('all-databases')) {
   await import('./all-databases.ts');
   process.exit(0);
 }
+// A whole-server restore (`npm run bench -- server-restore`): bench/server-restore.ts, its own clusters.
+if (modes.includes('server-restore')) {
+  await import('./server-restore.ts');
+  process.exit(0);
+}
 const wanted = new Set(modes.length ? modes : ['dump', 'verify', 'drill']);
 // `diff` runs on its own table and database (bench/diff.ts).
 if (wanted.has('diff')) {
@@ -53,7 +60,7 @@ if (wanted.has('diff')) {
   await import('./diff.ts');
   process.exit(0);
 }
-for (const m of wanted) if (!['dump', 'verify', 'drill'].includes(m)) throw new Error(`unknown bench mode ${m}: dump, verify, drill or diff`);
+for (const m of wanted) if (!['dump', 'verify', 'drill'].includes(m)) throw new Error(`unknown bench mode ${m}: dump, verify, drill, diff, all-databases or server-restore`);
 const gb = Number(process.env.BENCH_GB ?? 1);
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
 const jobs = Number(process.env.BENCH_JOBS ?? os.availableParallelism());

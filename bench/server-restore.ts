@@ -1,5 +1,5 @@
 // Benchmark of `pg-backup restore --server` against the hand script a strong engineer would
-// write for the same run (`node bench/server-restore.ts`, as root: the clusters run as the OS
+// write for the same run (`npm run bench -- server-restore` or `node bench/server-restore.ts`, as root: the clusters run as the OS
 // user postgres). A source PostgreSQL 15 of its own gets roles with grants, BENCH_SMALL small
 // databases (default 20) and one pgbench database of scale BENCH_SCALE (default 20, ~300 MB);
 // one run with globals is written into a file:// bucket (test/infra/globals-fixture.ts); then,
