@@ -10,8 +10,9 @@
 // (target <= 128 MiB; children are separate processes). A benchmark, not a test.
 //   BENCH_GB=1 (the big database), BENCH_ROUNDS=3, BENCH_PARALLEL=2 (databases at once, both
 //   sides), BENCH_SMALL=20 (small databases), BENCH_KEEP=1 (keep the services running).
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { timePipeline, type Run } from './harness.ts';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -79,30 +80,12 @@ await q(urlOf('big'), 'VACUUM ANALYZE');
 const total = Number((await q(admin, `SELECT sum(pg_database_size(datname))::text AS s FROM pg_database WHERE datname LIKE 'small_%' OR datname = 'big'`))[0]!.s);
 console.log(`databases ready: ${(total / 1e9).toFixed(2)} GB in all (pg_database_size) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 
-interface Run {
-  seconds: number;
-  cpuSeconds: number;
-  rssKiB?: number;
-}
 const rssFile = path.join(scratch, 'rss');
 const ours = (args: string) => `PATH=${path.join(root, 'node_modules/.bin')}:"$PATH" NODE_OPTIONS="--import=${path.join(root, 'test/infra/report-rss.js')}" PGB_RSS_FILE=${rssFile} bin/pg-backup.js ${args}`;
 
 /** Runs a shell pipeline (pipefail) under /usr/bin/time; for ours also our Node process's peak RSS (as bench.ts measures). */
 function time(label: string, command: string, isOurs: boolean): Promise<Run> {
-  if (isOurs) writeFileSync(rssFile, '');
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn('/usr/bin/time', ['-f', 'CPU_S=%U+%S', 'bash', '-o', 'pipefail', '-c', command], { env, cwd: root, stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code !== 0) return reject(new Error(`${label} failed (${code}): ${stderr.slice(-800)}`));
-      const cpu = /CPU_S=([\d.]+)\+([\d.]+)/.exec(stderr);
-      const rss = isOurs ? Math.max(0, ...readFileSync(rssFile, 'utf8').split('\n').filter(Boolean).map(Number)) : undefined;
-      resolve({ seconds, cpuSeconds: cpu ? Number(cpu[1]) + Number(cpu[2]) : NaN, rssKiB: rss });
-    });
-  });
+  return timePipeline(label, command, { env, cwd: root, rssFile: isOurs ? rssFile : undefined });
 }
 
 // The hand loop: the globals, then every database the server lists (templates left out), N at a time.

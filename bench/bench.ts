@@ -31,8 +31,9 @@
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { timePipeline, type Run } from './harness.ts';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -123,16 +124,6 @@ await q(dbUrl, 'VACUUM ANALYZE');
 const size = (await q(dbUrl, 'SELECT pg_database_size(current_database()) AS s'))[0]!.s as string;
 console.log(`database ready: ${(Number(size) / 1e9).toFixed(2)} GB (pg_database_size) in ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 
-interface Run {
-  seconds: number;
-  /** user + sys CPU of the pipeline's processes (not the PostgreSQL server or RGW). */
-  cpuSeconds: number;
-  /** Peak RSS of our Node process (ours only). */
-  rssKiB?: number;
-  /** Peak bytes of files under the work dir while it ran (drills only). */
-  diskBytes?: number;
-  stdout: string;
-}
 
 /** Bytes of all regular files under `dir` now (files that vanish while walking count as 0). */
 async function bytesUnder(dir: string): Promise<number> {
@@ -170,22 +161,7 @@ const ours = (args: string) => `PATH=${path.join(root, 'node_modules/.bin')}:"$P
 
 /** Runs a shell pipeline (pipefail) under /usr/bin/time; `ours` also reads our Node process's peak RSS. */
 function time(label: string, command: string, isOurs: boolean): Promise<Run> {
-  if (isOurs) writeFileSync(rssFile, '');
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn('/usr/bin/time', ['-f', 'CPU_S=%U+%S', 'bash', '-o', 'pipefail', '-c', command], { env, cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code !== 0) return reject(new Error(`${label} failed (${code}): ${stderr.slice(-800)}`));
-      const cpu = /CPU_S=([\d.]+)\+([\d.]+)/.exec(stderr);
-      const rss = isOurs ? Math.max(0, ...readFileSync(rssFile, 'utf8').split('\n').filter(Boolean).map(Number)) : undefined;
-      resolve({ seconds, cpuSeconds: cpu ? Number(cpu[1]) + Number(cpu[2]) : NaN, rssKiB: rss, stdout });
-    });
-  });
+  return timePipeline(label, command, { env, cwd: root, rssFile: isOurs ? rssFile : undefined });
 }
 
 type Pipeline = {

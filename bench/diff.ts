@@ -27,8 +27,9 @@
 // includes Node's TypeScript stripper. Uses the PostgreSQL of PGB_TEST_PG_URL when set (e.g. the
 // test services, `set -a; . /tmp/services.sh`), else starts the test services.
 //   BENCH_ROUNDS=3, BENCH_DIFF_ROWS=1000000
-import { spawn, spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { timePipeline, type Run } from './harness.ts';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -99,31 +100,10 @@ const rssFile = path.join(scratch, 'rss');
 const pathWithNode = `PATH=${path.join(root, 'node_modules/.bin')}:"$PATH"`;
 const withRss = `${pathWithNode} NODE_OPTIONS="--import=${path.join(root, 'test/infra/report-rss.js')}" PGB_RSS_FILE=${rssFile}`;
 
-interface Run {
-  seconds: number;
-  cpuSeconds: number;
-  rssKiB?: number;
-  stdout: string;
-}
 
 /** Runs a bash pipeline (pipefail) under /usr/bin/time; `ours` reads our Node process's peak RSS. */
 function time(label: string, command: string, ours: boolean): Promise<Run> {
-  if (ours) writeFileSync(rssFile, '');
-  return new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint();
-    const child = spawn('/usr/bin/time', ['-f', 'CPU_S=%U+%S', 'bash', '-o', 'pipefail', '-c', command], { env, cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('close', (code) => {
-      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-      if (code !== 0) return reject(new Error(`${label} failed (${code}): ${stderr.slice(-800)}`));
-      const cpu = /CPU_S=([\d.]+)\+([\d.]+)/.exec(stderr);
-      const rss = ours ? Math.max(0, ...readFileSync(rssFile, 'utf8').split('\n').filter(Boolean).map(Number)) : undefined;
-      resolve({ seconds, cpuSeconds: cpu ? Number(cpu[1]) + Number(cpu[2]) : NaN, rssKiB: rss, stdout });
-    });
-  });
+  return timePipeline(label, command, { env, cwd: root, rssFile: ours ? rssFile : undefined });
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
