@@ -224,7 +224,8 @@ if (wanted.has('dump')) {
 
 if (wanted.has('verify') || wanted.has('drill')) {
   const listed = await time('list', `${node} bin/pg-backup.js list --from s3://${dumpKey} --json`, false);
-  const objectUri = (JSON.parse(listed.stdout) as { uri?: string }[])[0]?.uri;
+  // The database's backup, not its run's globals (listed too, and written last).
+  const objectUri = (JSON.parse(listed.stdout) as { uri?: string; kind?: string }[]).find((b) => b.kind !== 'globals')?.uri;
   if (!objectUri) throw new Error(`cannot find the dump object in: ${listed.stdout.slice(0, 300)}`);
   const object = objectUri.replace(/^s3:\/\//, 's3:');
   console.log(`restore benches read ${objectUri}`);
