@@ -289,7 +289,9 @@ async function readFacts(session: Session, selected: SelectedTable[], withPrivil
     const e = err as { code?: string };
     // A server error (SQLSTATE): the real cause, said as such; the snapshot's transaction ended with it.
     if (e.code === '42501') throw new UsageError(`${session.conn.database}: reading the row counts in the dump's snapshot: ${messageOf(err)}; skip the object with --exclude-schema / --exclude-table, or GRANT pg_read_all_data to the role (PostgreSQL 14+); nothing was written`, { cause: err });
-    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code)) {
+    // A connection ended by the server (class 08, or 57P: shutdown, terminated backend) is no
+    // cause of its own: pg_dump meets the same end and says it in its own words.
+    if (typeof e.code === 'string' && /^[0-9A-Z]{5}$/.test(e.code) && !/^(08|57P)/.test(e.code)) {
       throw new FactsError(`${session.conn.database}: reading the row counts in the dump's snapshot failed: ${messageOf(err)} (SQLSTATE ${e.code}); nothing was written`, { cause: err });
     }
     throw err;
