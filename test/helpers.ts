@@ -2,6 +2,7 @@
 // scripts/test.ts (npm test); a missing variable fails the test instead of skipping it.
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -31,9 +32,19 @@ export function s3Location(label: string): string {
   return `s3://${need('PGB_TEST_S3_BUCKET')}/t-${label}-${randomBytes(4).toString('hex')}`;
 }
 
-/** A fresh `file://` bucket directory for one test. */
+/** The bucket directories {@link fileLocation} made in this process, removed when it exits. */
+const fileBuckets = new Set<string>();
+
+/**
+ * A fresh `file://` bucket directory for one test. It is removed when the test file's process
+ * exits, also when the file runs alone (`node --test file`), outside the per-file TMPDIR of
+ * scripts/test.ts.
+ */
 export async function fileLocation(): Promise<string> {
-  return `file://${await mkdtemp(path.join(os.tmpdir(), 'pgb-bucket-'))}`;
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-bucket-'));
+  if (fileBuckets.size === 0) process.once('exit', () => fileBuckets.forEach((d) => rmSync(d, { recursive: true, force: true })));
+  fileBuckets.add(dir);
+  return `file://${dir}`;
 }
 
 export function s3Client(): S3Client {
