@@ -4,7 +4,6 @@ import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { clockCheck, parseMaxClockSkew } from '../backup/clock.ts';
 import { identitiesFor } from '../backup/encryption.ts';
 import { downloadArchive } from '../backup/readback.ts';
-import { safetyDumpLocation } from '../backup/safety.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { formatSeconds } from '../format.ts';
 import type { Logger } from '../log.ts';
@@ -22,9 +21,9 @@ import { connect } from '../postgres/server.ts';
 import { compareTables, keyOrder, parseTableName, tableInfo, unescapeCopy, type ComparePlan, type CopyRow, type TableInfo, type TableName } from '../postgres/table-diff.ts';
 import { openStorage, type S3Settings } from '../storage/index.ts';
 import { downloadWhileClusterStarts, type DrillPhases } from './drill.ts';
+import { takeSafetyDump } from './safety-dump.ts';
 import { meteredStorage, startStepProgress } from '../backup/progress-eta.ts';
 import { missingExtensions, withClient } from './drill-checks.ts';
-import { dump } from './dump.ts';
 
 /** Options of {@link diff}. */
 export interface DiffOptions {
@@ -459,30 +458,20 @@ function scriptHeader(result: DiffResult, live: TableInfo, plan: ComparePlan, in
 async function safetyDumpOfTable(options: DiffOptions, manifest: { id: string; service: string; environment: string }, name: TableName, live: DatabaseConnection, log: Logger) {
   // pg_dump --table takes a psql pattern: each part double-quoted is taken literally.
   const pattern = `"${name.schema.replace(/"/g, '""')}"."${name.table.replace(/"/g, '""')}"`;
-  log.info(`safety dump of ${name.schema}.${name.table} in ${live.display} into ${safetyDumpLocation(storageUrl(options.from))} before the repair`);
-  try {
-    const taken = await dump({
-      databaseUrl: options.targetUrl,
-      to: safetyDumpLocation(options.from),
-      service: manifest.service,
-      environment: manifest.environment,
-      tables: [pattern],
-      s3: options.s3,
-      logger: options.logger,
-      signal: options.signal,
-      context: { reason: `safety dump before pg-backup diff --apply of ${name.schema}.${name.table} from ${manifest.id}` },
-    });
-    log.info(`safety dump: ${taken.backupUri}`);
-    return { backupUri: taken.backupUri, manifestUri: taken.manifestUri, restoreCommand: taken.restoreCommand };
-  } catch (err) {
-    options.signal?.throwIfAborted();
-    const why = `repair refused, nothing was changed in ${live.display}: the safety dump of ${name.schema}.${name.table} failed (${messageOf(err)})`;
-    throw err instanceof UsageError ? new UsageError(why) : new CheckFailedError(why);
-  }
-}
-
-function storageUrl(from: string): string {
-  return from.replace(/\/+$/, '');
+  return takeSafetyDump({
+    databaseUrl: options.targetUrl,
+    from: options.from,
+    service: manifest.service,
+    environment: manifest.environment,
+    tables: [pattern],
+    s3: options.s3,
+    logger: log,
+    signal: options.signal,
+    what: `${name.schema}.${name.table} in ${live.display}`,
+    why: 'before the repair',
+    reason: `safety dump before pg-backup diff --apply of ${name.schema}.${name.table} from ${manifest.id}`,
+    refused: (cause) => `repair refused, nothing was changed in ${live.display}: the safety dump of ${name.schema}.${name.table} failed (${cause})`,
+  });
 }
 
 /**

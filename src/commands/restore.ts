@@ -6,7 +6,6 @@ import { Transform, Writable, pipeline, type Readable } from 'node:stream';
 import { execa } from 'execa';
 import { resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import { clockCheck, parseMaxClockSkew } from '../backup/clock.ts';
-import { safetyDumpLocation } from '../backup/safety.ts';
 import { startCodec } from '../backup/compression.ts';
 import { identitiesFor, startDecrypt } from '../backup/encryption.ts';
 import { storedParts, type StoredPart } from '../backup/parts.ts';
@@ -26,7 +25,7 @@ import { findProfile, resolveRestoreProfile } from '../postgres/profiles.ts';
 import { platformOwnerHint, refusedEntries, refusedMessage, writeSkipList } from '../postgres/managed-target.ts';
 import { classifyRestoreFailure, describeBlockers, parseToc, preflightRestore, targetContents, watchLockWaits, type FaultParty, type LockWatch, type RestoreFault, type TocEntry } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
-import { dump } from './dump.ts';
+import { takeSafetyDump } from './safety-dump.ts';
 import { checkPrivileges } from './server-restore-steps.ts';
 import type { Privileges } from '../postgres/privileges.ts';
 import { RestoreChecksFailedError, requireChecks, runRestoreChecks, type RestoreCheckOptions, type RestoreChecks } from './restore-checks.ts';
@@ -335,25 +334,19 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
     // 2. The safety dump.
     let safety: RestoreResult['safetyDump'];
     if (contents && options.safetyDump !== false) {
-      logger.info(`safety dump of ${target.display} into ${safetyDumpLocation(storage.url)} before replacing its objects (skip with --no-safety-dump)`);
-      try {
-        const taken = await dump({
-          databaseUrl: options.targetUrl,
-          to: safetyDumpLocation(options.from),
-          service: manifest.service,
-          environment: manifest.environment,
-          s3: options.s3,
-          logger,
-          signal: options.signal,
-          context: { reason: `safety dump before restoring ${manifest.id} with --clean` },
-        });
-        safety = { backupUri: taken.backupUri, manifestUri: taken.manifestUri, restoreCommand: taken.restoreCommand };
-        logger.info(`safety dump: ${taken.backupUri}`);
-      } catch (err) {
-        if (options.signal?.aborted) throw err;
-        const why = `the safety dump of ${target.display} failed (${messageOf(err)}): fix that, or pass --no-safety-dump to replace its objects without one`;
-        throw err instanceof UsageError ? new UsageError(`restore refused, nothing was changed in ${target.display}: ${why}`) : new CheckFailedError(`restore refused, nothing was changed in ${target.display}: ${why}`);
-      }
+      safety = await takeSafetyDump({
+        databaseUrl: options.targetUrl,
+        from: options.from,
+        service: manifest.service,
+        environment: manifest.environment,
+        s3: options.s3,
+        logger,
+        signal: options.signal,
+        what: target.display,
+        why: 'before replacing its objects (skip with --no-safety-dump)',
+        reason: `safety dump before restoring ${manifest.id} with --clean`,
+        refused: (cause) => `restore refused, nothing was changed in ${target.display}: the safety dump of ${target.display} failed (${cause}): fix that, or pass --no-safety-dump to replace its objects without one`,
+      });
     }
 
     // 3. The restore, in one transaction.
