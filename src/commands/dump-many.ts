@@ -41,7 +41,7 @@ export interface DumpManyOptions extends Omit<DumpOptions, 'databaseUrl'> {
   allDatabases?: boolean;
   /** With {@link allDatabases}: leave out databases matching these patterns (pg_dump's: `*`, `?`; see {@link databasePatternRegExp}). */
   excludeDatabases?: string[];
-  /** Do not dump the server's globals (`--no-globals`). Default: they are dumped, first. */
+  /** Do not dump the server's globals (`--no-globals`). Default: they are dumped once a database of the run is stored. */
   noGlobals?: boolean;
   /** Databases dumped at once (each its own pg_dump and upload). Default 1: one after the other. */
   parallelDatabases?: number;
@@ -79,7 +79,7 @@ export interface DumpRun {
   allDatabases: boolean;
   /** Databases found on the server and left out (templates, no CONNECT, excluded). */
   skipped: SkippedDatabase[];
-  /** The globals, dumped after the databases once one of them is stored; absent with `noGlobals` (or when no database was stored). */
+  /** The globals, dumped once a database of the run is stored (beside the others when several run at once, else after the last); absent with `noGlobals` (or when no database was stored). */
   globals?: GlobalsOutcome;
   /** One per database, in the order of {@link databases}. */
   outcomes: DumpOutcome[];
@@ -89,7 +89,8 @@ export interface DumpRun {
  * Dumps several databases (a list, or with `allDatabases` every database the role can connect
  * to), each into its own backup and manifest, with a log line each (`<db>: OK in 1.2 s, 18.4 MB`
  * / `<db>: FAILED: …`), `parallelDatabases` at a time; the server's globals
- * (`pg_dumpall --globals-only`, src/backup/globals.ts) follow once a database is stored, unless `noGlobals`. Every
+ * (`pg_dumpall --globals-only`, src/backup/globals.ts) are dumped once a database is stored (beside
+ * the remaining databases when several run at once, else after the last), unless `noGlobals`. Every
  * manifest of the run records the same `run.id`; the globals' manifest also the planned
  * databases. Every listed target is checked first (connects, database exists), so a typo fails
  * the run before anything is written. One database failing does not stop the others.
@@ -108,12 +109,23 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   findAll('pg_dump').catch(() => undefined); // the search for pg_dump (a --version per copy) runs while we connect
   if (!options.noGlobals) findAll('pg_dumpall').catch(() => undefined); // and for pg_dumpall, for the globals
   const all = options.allDatabases || (options.databases?.length === 1 && options.databases[0]!.trim() === 'all');
-  const discovered = all ? await discoverTargets(options, logger) : { ...listedTargets(options), skipped: [], sizes: undefined };
+  // The bucket and the credentials are checked once, before the first "dumping …" line, while
+  // the databases are found and reached (the check leaves nothing in the bucket; a database
+  // error found meanwhile is still the one reported).
+  const writable = checkWritable(shared.storage, shared, options.signal);
+  writable.catch(() => undefined);
+  const discovered = await (all ? discoverTargets(options, logger) : Promise.resolve().then(() => ({ ...listedTargets(options), skipped: [], sizes: undefined }))).catch(async (err: unknown) => {
+    await writable.catch(() => undefined);
+    throw err;
+  });
   const { skipped, sizes } = discovered;
   // A managed platform's host gets sslmode=require unless the URL says otherwise (diagnose.ts).
   const targets = discovered.targets.map((t) => withPlatformTls(t));
   const base = discovered.base;
-  if (new Set(targets.map((t) => t.url)).size !== targets.length) throw new UsageError('the same database is listed twice: list each once');
+  if (new Set(targets.map((t) => t.url)).size !== targets.length) {
+    await writable.catch(() => undefined);
+    throw new UsageError('the same database is listed twice: list each once');
+  }
   // Every listed target is reached first. The first one's connection is the one its dump uses
   // (set up once); the others are closed and opened again when their turn comes, so none sits
   // idle through a long dump of another database. Discovered targets were just read from the
@@ -134,10 +146,10 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
         if (i !== 0) await client.end().catch(() => undefined);
       }
     }
-    // The bucket and the credentials are checked once, before the first "dumping …" line.
-    await checkWritable(shared.storage, shared, options.signal);
+    await writable;
   } catch (err) {
     await first?.end().catch(() => undefined);
+    await writable.catch(() => undefined);
     throw err;
   }
   const databases = targets.map((t) => t.database);
@@ -150,12 +162,14 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   const serverOf = (c: DatabaseConnection) => c.display.replace(/\/[^/]*$/, '');
   if (!options.noGlobals && new Set(targets.map(serverOf)).size > 1) logger.warn(`the databases are on ${new Set(targets.map(serverOf)).size} servers: the globals (roles, tablespaces) are dumped from ${serverOf(base ?? targets[0]!)} only; dump each server in a run of its own (its own --environment or --service) to keep each server's roles`);
   const run: DumpRun = { runId, databases, allDatabases: all, skipped, outcomes: [] };
-  // The globals go last, once a database of the run is stored: a run that stored no database
+  // The globals wait until a database of the run is stored: a run that stored no database
   // (a failed single dump, a cancelled run) leaves nothing in the bucket, as before globals
   // existed. They are not in any database's snapshot either way (pg_dumpall is its own session).
   const dumpRunGlobals = async (): Promise<void> => {
     try {
-      const result = await logger.group(`dump ${GLOBALS_DATABASE}`, () => dumpGlobals(forDatabase(shared, base ?? targets[0]!), runtime, { id: runId, databases, allDatabases: all }));
+      const go = () => dumpGlobals(forDatabase(shared, base ?? targets[0]!), runtime, { id: runId, databases, allDatabases: all });
+      // A log group only when nothing runs beside it (groups do not nest or interleave).
+      const result = parallel === 1 ? await logger.group(`dump ${GLOBALS_DATABASE}`, go) : await go();
       run.globals = { ok: true, result };
       if (shared.verify !== 'none') {
         // The globals are read back like the dumps (to pg_dumpall's trailer; never replayed here).
@@ -172,12 +186,21 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
     }
   };
   const several = targets.length > 1 || all;
+  // Several at a time: the globals start as soon as the first database is stored, beside the
+  // others (one at a time, they follow the last one, so that log groups do not interleave).
+  let globalsRun: Promise<void> | undefined;
+  const startGlobals = () => {
+    if (options.noGlobals || globalsRun || parallel === 1 || options.signal?.aborted) return;
+    globalsRun = dumpRunGlobals();
+    globalsRun.catch(() => undefined);
+  };
   const dumpOne = async (target: DatabaseConnection, i: number): Promise<DumpOutcome> => {
     try {
       const client = i === 0 ? first : undefined;
       const go = () => runDump(forDatabase(shared, target), runtime, client);
       // Log groups do not nest or interleave: only when the databases go one after the other.
       const result = parallel === 1 ? await logger.group(`dump ${target.database}`, go) : await go();
+      startGlobals();
       const problem = result.verification && !result.verification.ok ? `verify failed: ${result.verification.reason}` : result.mirror && !result.mirror.ok ? `mirror copy failed: ${result.mirror.error}` : undefined;
       return { database: target.database, ok: problem === undefined, result, error: problem };
     } catch (err) {
@@ -198,8 +221,11 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
     run.outcomes = done.sort(([i], [j]) => i - j).map(([, o]) => o);
   } finally {
     await first?.end().catch(() => undefined);
+    // A failed or cancelled run still waits for the globals it started (their upload aborted on a signal).
+    await globalsRun?.catch(() => undefined);
   }
-  if (!options.noGlobals && run.outcomes.some((o) => o.result)) await dumpRunGlobals();
+  if (globalsRun) await globalsRun;
+  else if (!options.noGlobals && run.outcomes.some((o) => o.result)) await dumpRunGlobals();
   const failed = run.outcomes.filter((o) => !o.ok);
   const globalsFailed = run.globals && !run.globals.ok ? [{ database: GLOBALS_DATABASE, error: run.globals.error }] : [];
   if (several) logger.info(`run ${runId}: ${run.outcomes.length - failed.length} of ${run.outcomes.length} databases backed up${failed.length ? `; FAILED: ${failed.map((f) => f.database).join(', ')}` : ''}${run.globals ? `; globals ${run.globals.ok ? 'OK' : 'FAILED'}` : ''}`);

@@ -1,7 +1,7 @@
 // Whole-server dump runs (issue 25): `dump --all-databases` discovers every database the role can
 // connect to at run time, skips the templates, honours --exclude-database and the CONNECT
 // privilege, ties every manifest of a run together with one run id, and stores the server's
-// globals (pg_dumpall --globals-only) first — with role passwords as a superuser, without them
+// globals (pg_dumpall --globals-only) once a database is stored — with role passwords as a superuser, without them
 // (recorded) as a non-superuser, encrypted with age when recipients are given, not at all with
 // --no-globals. list, prune and status show runs and globals; prune keeps the globals a kept
 // database backup needs. A custom archive restored with pg_restore --create after the globals
@@ -15,10 +15,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { prune } from '../../src/commands/prune.ts';
-import { startThrowawayCluster, type ThrowawayCluster } from '../../src/postgres/cluster.ts';
+import { freePort, startThrowawayCluster, type ThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { withDatabase } from '../../src/postgres/connection.ts';
 import { connect } from '../../src/postgres/server.ts';
-import { cli, run, runActionBundle } from '../helpers.ts';
+import { cli, openMultipartUploads, run, runActionBundle, s3Keys, s3Location } from '../helpers.ts';
 
 let source: ThrowawayCluster;
 let work: string;
@@ -98,6 +98,27 @@ after(async () => {
 });
 
 describe('dump --all-databases', () => {
+  it('bad input ends in one line, exit 2, with nothing in the bucket: an unknown bucket (checked while the databases are found), a server that refuses the connection (its error reported even when the bucket is wrong too)', { timeout: 120_000 }, async () => {
+    const missing = `s3://pgb-missing-${Date.now().toString(36)}/x`;
+    const noBucket = await cli(['dump', '--all-databases', '--parallel-databases', '2', '--to', missing], { DATABASE_URL: urlOf(source, 'postgres') });
+    assert.equal(noBucket.code, 2, noBucket.stderr);
+    assert.match(noBucket.stderr, /bucket "pgb-missing-[a-z0-9]+" does not exist/);
+    assert.doesNotMatch(noBucket.stderr, /dumping|@globals/);
+    assert.equal(noBucket.stderr.trim().split('\n').length, 1, noBucket.stderr);
+    // A loopback port nobody listens on: the connection is refused at once.
+    const closed = `postgresql://postgres@127.0.0.1:${await freePort()}/postgres`;
+    const to = s3Location('alldb-refused');
+    const refused = await cli(['dump', '--all-databases', '--to', to], { DATABASE_URL: closed });
+    assert.equal(refused.code, 2, refused.stderr);
+    assert.match(refused.stderr, /cannot connect to postgres@127\.0\.0\.1:\d+\/postgres: connection refused/);
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), [], 'the write check left no upload open');
+    const both = await cli(['dump', '--all-databases', '--to', missing], { DATABASE_URL: closed });
+    assert.equal(both.code, 2, both.stderr);
+    assert.match(both.stderr, /connection refused/);
+    assert.doesNotMatch(both.stderr, /bucket/);
+  });
+
   it('discovers every database at run time (a new one picked up by the next run), skips templates and excluded ones, ties a run together and stores the globals once its databases are stored; list, status and prune show runs and keep the globals kept backups need', { timeout: 300_000 }, async () => {
     const { dir, to } = await bucket('all');
     // Run 0: one database (a run too: its globals and the database share a run id).
@@ -119,8 +140,10 @@ describe('dump --all-databases', () => {
     assert.deepEqual(run1.run.skipped.map((s: { database: string }) => s.database).sort(), ['skip_scratch', 'template1']);
     assert.deepEqual(run1.backups.map((b: { database: string; ok: boolean; run: string }) => [b.database, b.ok, b.run]), expected1.map((d) => [d, true, run1.run.id]));
     assert.match(first.stderr, new RegExp(`run ${run1.run.id}: 6 databases \\(all the role can connect to\\) and the globals`));
-    // The globals come once the databases are stored (a run that stored none leaves nothing).
-    assert.ok(first.stderr.indexOf('@globals: OK') > first.stderr.indexOf('app_one: OK'), first.stderr);
+    // The globals come once a database is stored (a run that stored none leaves nothing); two at
+    // a time, they start beside the remaining databases.
+    const firstStored = Math.min(...expected1.map((d) => first.stderr.indexOf(`${d}: OK`)).filter((i) => i >= 0));
+    assert.ok(first.stderr.indexOf('@globals: OK') > firstStored, first.stderr);
 
     // A database created between two runs is picked up by the next; a dropped one is not looked for.
     await clusterSql(source, 'postgres', 'CREATE DATABASE app_new;\nDROP DATABASE app_three');

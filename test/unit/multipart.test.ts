@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import type { S3Client } from '@aws-sdk/client-s3';
-import { streamToObject } from '../../src/storage/s3/multipart.ts';
+import { PartBuffers, streamToObject } from '../../src/storage/s3/multipart.ts';
 
 // A stand-in for S3Client.send (a unit test: the real store is exercised in
 // test/integration/s3-multipart.test.ts and by every dump test): records each command, holds
@@ -104,5 +104,60 @@ describe('streamToObject', () => {
 
   it('refuses a queue size below 1 instead of waiting forever', async () => {
     await assert.rejects(streamToObject(fakeClient().client, { Bucket: 'b', Key: 'k', ContentType: 'x' }, chunks(10), { partSize: 1_000, queueSize: 0 }), /queueSize/);
+  });
+});
+
+describe('PartBuffers (one budget for the uploads of a storage)', () => {
+  it('uploads running at once share queueSize + 1 buffers, and all complete with the right parts', async () => {
+    const budget = new PartBuffers(3);
+    const clients = [fakeClient(), fakeClient(), fakeClient()];
+    const outs = await Promise.all(clients.map((f, i) => streamToObject(f.client, { Bucket: 'b', Key: `k${i}`, ContentType: 'x' }, chunks(9_300 + i * 1_000, 300), { partSize: 1_000, queueSize: 3, buffers: budget })));
+    assert.deepEqual(outs.map((o) => o.sizeBytes), [9_300, 10_300, 11_300]);
+    const buffers = new Set(clients.flatMap((f) => f.log.filter((l) => l.body).map((l) => l.body!.buffer)));
+    assert.ok(buffers.size <= 4, `${buffers.size} part buffers for three uploads at once (budget 4)`);
+    for (const [i, f] of clients.entries()) {
+      const parts = f.log.filter((l) => l.command === 'UploadPartCommand');
+      assert.equal(parts.reduce((n, p) => n + p.body!.length, 0), 9_300 + i * 1_000);
+      assert.equal(f.log.at(-1)!.command, 'CompleteMultipartUploadCommand');
+    }
+    assert.equal(budget.outBytes, 0, 'every buffer was given back');
+    assert.ok(budget.allocatedBytes <= 4_000);
+  });
+
+  it('a later upload reuses the buffers of an earlier one instead of allocating', async () => {
+    const budget = new PartBuffers(2);
+    const a = fakeClient();
+    await streamToObject(a.client, { Bucket: 'b', Key: 'a', ContentType: 'x' }, chunks(500), { partSize: 1_000, queueSize: 2, buffers: budget });
+    const b = fakeClient();
+    await streamToObject(b.client, { Bucket: 'b', Key: 'b', ContentType: 'x' }, chunks(700), { partSize: 1_000, queueSize: 2, buffers: budget });
+    assert.equal(a.log[0]!.body!.buffer, b.log[0]!.body!.buffer, 'the same buffer served both PutObjects');
+    assert.equal(budget.allocatedBytes, 1_000);
+  });
+
+  it('an upload waiting for its first buffer is served when another gives one back, and a cancelled wait leaves the budget whole', async () => {
+    const budget = new PartBuffers(1);
+    const held = [budget.tryTake(1_000)!, budget.tryTake(1_000)!];
+    assert.equal(budget.tryTake(1_000), undefined, 'the budget of 2 is spent');
+    const waiting = budget.take(1_000);
+    const cancel = new AbortController();
+    const cancelled = budget.take(1_000, cancel.signal);
+    cancel.abort(new Error('stop waiting'));
+    await assert.rejects(cancelled, /stop waiting/);
+    budget.give(held[0]!);
+    assert.equal(await waiting, held[0], 'the waiter got the buffer given back');
+    assert.equal(budget.tryTake(1_000), undefined, 'still spent: the waiter holds it');
+    budget.give(held[1]!, false);
+    assert.equal(budget.outBytes, 1_000);
+    assert.equal(budget.allocatedBytes, 1_000, 'a buffer given back without reuse is not kept');
+  });
+
+  it('free buffers of another part size make room, and buffers out of another size make a smaller part wait', () => {
+    const budget = new PartBuffers(1);
+    const large = [budget.tryTake(3_000)!, budget.tryTake(3_000)!];
+    assert.equal(budget.tryTake(1_000), undefined, '6 000 bytes out: over the 2 000 a 1 000-byte part allows');
+    for (const b of large) budget.give(b);
+    assert.equal(budget.allocatedBytes, 6_000, 'kept free for reuse');
+    assert.equal(budget.tryTake(1_000)?.length, 1_000);
+    assert.equal(budget.allocatedBytes, 1_000, 'the free 3 000-byte buffers were dropped to make room');
   });
 });

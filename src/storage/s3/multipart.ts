@@ -56,6 +56,132 @@ export function afterAbort(signal: AbortSignal | undefined, ms: number): { signa
   };
 }
 
+/** An upload waiting for its first part buffer. */
+interface BufferWaiter {
+  size: number;
+  resolve: (b: Buffer) => void;
+  reject: (e: unknown) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+/**
+ * The part buffers of one storage, shared by every upload streaming into it at once (the
+ * concurrent dumps of a `--parallel-databases` run, a dump and its run's globals): at most
+ * `queueSize + 1` parts' worth of buffers exist at a time, whatever the number of uploads, so the
+ * process's memory does not grow with the parallelism. A buffer an upload is done with is kept
+ * for the next part of any upload (of the same size) instead of being freed and allocated again.
+ *
+ * Every upload always gets its first buffer ({@link take}: waiting, first come first served, while
+ * the others hold the budget) and can finish with that one alone, so none can starve the others;
+ * further buffers ({@link tryTake}, for parts in flight) only while the budget allows and nobody
+ * waits. Limit in bytes: `(queueSize + 1) × size` of the part size asked for (larger parts raise
+ * it for that request; a single part larger than the limit is still granted when nothing else is
+ * out).
+ */
+export class PartBuffers {
+  readonly queueSize: number;
+  /** Bytes of buffers handed out and not given back. */
+  #outBytes = 0;
+  /** Free buffers, by size: kept for reuse, counted in {@link allocatedBytes}. */
+  readonly #free = new Map<number, Buffer[]>();
+  #freeBytes = 0;
+  readonly #waiters: BufferWaiter[] = [];
+
+  /** @param queueSize parts one upload sends at once (the budget is one more part than that). */
+  constructor(queueSize: number) {
+    if (!(Number.isInteger(queueSize) && queueSize >= 1)) throw new RangeError(`queueSize must be a whole number >= 1, not ${queueSize}`);
+    this.queueSize = queueSize;
+  }
+
+  /** Bytes of part buffers that exist (handed out plus kept free). */
+  get allocatedBytes(): number {
+    return this.#outBytes + this.#freeBytes;
+  }
+
+  /** Bytes handed out and not given back. */
+  get outBytes(): number {
+    return this.#outBytes;
+  }
+
+  /** A buffer of `size` bytes when the budget allows it and nobody waits; else undefined. */
+  tryTake(size: number): Buffer | undefined {
+    if (this.#waiters.length) return undefined;
+    return this.#grant(size);
+  }
+
+  /**
+   * A buffer of `size` bytes: at once when the budget allows, else when one is given back (first
+   * come, first served). For an upload that holds no buffer yet.
+   * @throws `signal.reason` when it aborts first.
+   */
+  take(size: number, signal?: AbortSignal): Promise<Buffer> {
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const now = this.tryTake(size);
+    if (now) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const waiter: BufferWaiter = { size, resolve, reject, signal };
+      waiter.onAbort = () => {
+        const i = this.#waiters.indexOf(waiter);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(signal!.reason);
+        this.#serve();
+      };
+      signal?.addEventListener('abort', waiter.onAbort, { once: true });
+      this.#waiters.push(waiter);
+    });
+  }
+
+  /**
+   * Gives `buffer` back. With `reuse` false (a request that failed may still hold a reference to
+   * it), it is only counted out and left to the garbage collector.
+   */
+  give(buffer: Buffer, reuse = true): void {
+    this.#outBytes -= buffer.length;
+    if (reuse) {
+      const list = this.#free.get(buffer.length) ?? [];
+      list.push(buffer);
+      this.#free.set(buffer.length, list);
+      this.#freeBytes += buffer.length;
+    }
+    this.#serve();
+  }
+
+  /** Serves the waiters in order while the budget allows. */
+  #serve(): void {
+    while (this.#waiters.length) {
+      const w = this.#waiters[0]!;
+      const b = this.#grant(w.size);
+      if (!b) return;
+      this.#waiters.shift();
+      if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
+      w.resolve(b);
+    }
+  }
+
+  #grant(size: number): Buffer | undefined {
+    const list = this.#free.get(size);
+    if (list?.length) {
+      this.#freeBytes -= size;
+      this.#outBytes += size;
+      return list.pop()!;
+    }
+    const limit = (this.queueSize + 1) * size;
+    // Free buffers of other sizes make room first.
+    if (this.allocatedBytes + size > limit) {
+      for (const [n, bufs] of this.#free) {
+        while (bufs.length && this.allocatedBytes + size > limit) {
+          bufs.pop();
+          this.#freeBytes -= n;
+        }
+      }
+    }
+    if (this.allocatedBytes + size > limit && this.#outBytes > 0) return undefined;
+    this.#outBytes += size;
+    return Buffer.allocUnsafeSlow(size);
+  }
+}
+
 /** The object-level fields of a streamed write (what PutObject / CreateMultipartUpload take). */
 export interface StreamedObjectParams {
   Bucket: string;
@@ -91,9 +217,11 @@ const COMPLETE_FIELDS = ['SSECustomerAlgorithm', 'SSECustomerKey', 'SSECustomerK
 
 /**
  * Streams `body` into one S3 object with memory bounded by `(queueSize + 1) × partSize`: the
- * stream is copied into a pool of reusable part buffers (no per-part allocation, so no garbage
- * buffers piling up between garbage collections), up to `queueSize` parts are uploaded at
- * once, and reading pauses (back-pressure) while they are all busy.
+ * stream is copied into reusable part buffers (no per-part allocation, so no garbage buffers
+ * piling up between garbage collections), up to `queueSize` parts are uploaded at once, and
+ * reading pauses (back-pressure) while they are all busy. The buffers come from `buffers`, a
+ * budget shared with the storage's other uploads ({@link PartBuffers}): uploads running at once
+ * share the same `(queueSize + 1) × partSize` instead of holding that much each.
  *
  * A stream shorter than one part is written with a single PutObject; otherwise with
  * CreateMultipartUpload, UploadPart × n and CompleteMultipartUpload (AWS S3 User Guide,
@@ -126,6 +254,8 @@ export async function streamToObject(
   options: {
     partSize: number;
     queueSize: number;
+    /** The storage's shared part buffers; default: a budget of this upload's own. */
+    buffers?: PartBuffers;
     signal?: AbortSignal;
     onUploadId?: (uploadId: string) => void;
     onStored?: (bytes: number) => void;
@@ -145,8 +275,9 @@ export async function streamToObject(
   const cancel = new AbortController();
   const onAbort = () => fail(options.signal?.reason ?? new Error('upload aborted'));
 
-  const pool: Buffer[] = [];
-  let allocated = 0;
+  const buffers = options.buffers ?? new PartBuffers(queueSize);
+  /** Buffers this upload holds (filling, held back, in flight): all given back when it ends. */
+  const held = new Set<Buffer>();
   const inflight = new Set<Promise<void>>();
   const parts: CompletedPart[] = [];
   let failure: { error: unknown } | undefined;
@@ -169,16 +300,32 @@ export async function streamToObject(
     if (!cancel.signal.aborted) cancel.abort(error);
     if (!body.destroyed) body.destroy(error instanceof Error ? error : new Error(String(error)));
   }
+  /** The first full part, held back until more data proves the object needs a multipart upload. */
+  let first: Buffer | undefined;
+  /**
+   * The next buffer to fill. Holding none: wait for the shared budget. Holding some: another from
+   * the budget while it allows (at most queueSize + 1 of our own), else one of ours back from a
+   * part in flight; a held-back first part is sent first when it is all we hold, so an upload
+   * always progresses on one buffer.
+   */
   const takeBuffer = async (): Promise<Buffer> => {
-    // queueSize parts in flight plus the one being filled (the first part, held back until the
-    // stream proves longer, counts as in flight).
-    while (!pool.length && allocated >= queueSize + 1) {
-      await Promise.race(inflight);
+    for (;;) {
       check();
+      let b: Buffer | undefined;
+      if (held.size === 0) b = await buffers.take(partSize, cancel.signal);
+      else if (held.size < queueSize + 1) b = buffers.tryTake(partSize);
+      if (b) {
+        held.add(b);
+        return b;
+      }
+      if (first) {
+        await startMultipart();
+        const f = first;
+        first = undefined;
+        await dispatch(f, partSize);
+      }
+      if (inflight.size) await Promise.race(inflight);
     }
-    if (pool.length) return pool.pop()!;
-    allocated++;
-    return Buffer.allocUnsafeSlow(partSize);
   };
   const startMultipart = async () => {
     // Not cancelled at once: cut off, the store may still create the upload while its id never
@@ -218,7 +365,8 @@ export async function streamToObject(
           if (out.ChecksumSHA1) part.ChecksumSHA1 = out.ChecksumSHA1;
           if (out.ChecksumSHA256) part.ChecksumSHA256 = out.ChecksumSHA256;
           parts.push(part);
-          pool.push(buffer);
+          held.delete(buffer);
+          buffers.give(buffer);
           acknowledged += length;
           options.onStored?.(acknowledged);
         },
@@ -231,8 +379,6 @@ export async function streamToObject(
   try {
     let current = await takeBuffer();
     let filled = 0;
-    /** The first full part, held back until more data proves the object needs a multipart upload. */
-    let first: Buffer | undefined;
     for await (const chunk of body as AsyncIterable<Buffer>) {
       check();
       sizeBytes += chunk.length;
@@ -285,5 +431,10 @@ export async function streamToObject(
     throw failure ? failure.error : err;
   } finally {
     options.signal?.removeEventListener('abort', onAbort);
+    // Every buffer goes back to the budget; after a failure none is reused (a cancelled request
+    // may still hold a reference to its part).
+    await Promise.allSettled([...inflight]);
+    for (const b of held) buffers.give(b, failure === undefined);
+    held.clear();
   }
 }

@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { parseDuration } from '../../duration.ts';
 import { UsageError } from '../../errors.ts';
-import { choosePartSize, streamToObject } from './multipart.ts';
+import { PartBuffers, choosePartSize, streamToObject } from './multipart.ts';
 import { orderedRangeStream } from '../ranged.ts';
 import {
   DEFAULT_READ_CONCURRENCY,
@@ -217,6 +217,8 @@ export class S3Storage implements Storage {
   readonly #bucket: string;
   readonly #prefix: string;
   readonly #queueSize: number;
+  /** The part buffers every upload of this storage shares (multipart.ts {@link PartBuffers}). */
+  readonly #partBuffers: PartBuffers;
   readonly #listPageSize: number;
   readonly #settings: S3Settings;
   /** The client's configuration, for the one-attempt client of {@link serverTime}. */
@@ -232,6 +234,7 @@ export class S3Storage implements Storage {
     this.#prefix = prefix;
     this.url = `s3://${bucket}${prefix ? `/${prefix}` : ''}`;
     this.#queueSize = settings.queueSize ?? 3;
+    this.#partBuffers = new PartBuffers(this.#queueSize);
     this.#listPageSize = settings.listPageSize ?? 1000;
     const endpoint = settings.endpoint || (settings.ignoreEnvEndpoint ? undefined : process.env.AWS_ENDPOINT_URL_S3 || process.env.AWS_ENDPOINT_URL) || undefined;
     if (endpoint) {
@@ -379,6 +382,7 @@ export class S3Storage implements Storage {
     const streamed = streamToObject(this.client, params, body, {
       partSize: choosePartSize(options.sizeHintBytes),
       queueSize: this.#queueSize,
+      buffers: this.#partBuffers,
       signal,
       onUploadId: (id) => (uploadId = id),
       onStored: options.onStored,
