@@ -140,7 +140,8 @@ export function entryName(e: TocEntry): string {
 
 /**
  * Picks from `toc` the tables named by `tables` (`TABLE` entries) and every table (`TABLE`
- * entry) in `schemas`, with what belongs to them ({@link BELONGING}, following the
+ * entry) in `schemas`, a partitioned table with its partitions (at every level, with their
+ * `TABLE ATTACH` and `INDEX ATTACH`), with what belongs to them ({@link BELONGING}, following the
  * dependencies to a fixed point, so a sequence's `setval`, comment and grant come with it). For
  * `schemas`, the schema itself (its `SCHEMA` entry, comment and grants) when the target lacks
  * it. A foreign key referencing a table outside the selection is left out and listed in
@@ -171,6 +172,24 @@ export async function selectTables(toc: TocItem[], want: { tables: TableName[]; 
       `${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} not in the backup (it holds ${has.length ? `${has.length} table${has.length > 1 ? 's' : ''}: ${has.slice(0, 10).join(', ')}${has.length > 10 ? ', …' : ''}` : 'no table'}): check the name (SCHEMA.TABLE, case as in the database) or pick another backup with --backup`,
     );
   }
+  // A partitioned table comes with its partitions (and theirs): pg_dump writes each partition as
+  // a TABLE of its own, and a `TABLE ATTACH <partition>` entry that depends on the parent and
+  // the partition; without them the parent's rows are not restored and its partitioned index
+  // cannot attach.
+  const partitions = toc.filter((e) => e.desc === 'TABLE ATTACH').map((e) => {
+    const deps = e.deps.map((d) => byId.get(d)).filter((d): d is TocItem => d?.desc === 'TABLE');
+    const child = deps.find((d) => d.schema === e.schema && d.name === e.name);
+    return { child, parent: deps.find((d) => d !== child) };
+  });
+  for (let grew = true; grew; ) {
+    grew = false;
+    for (const { child, parent } of partitions) {
+      if (child && parent && chosen.has(parent.dumpId) && !chosen.has(child.dumpId)) {
+        chosen.add(child.dumpId);
+        grew = true;
+      }
+    }
+  }
   const tables = tableEntries.filter((e) => chosen.has(e.dumpId)).map((e) => ({ schema: e.schema!, table: e.name }));
   const selected = new Set(chosen);
   // The table an entry is on: among the tables it depends on, the one its tag names (`<table>
@@ -182,11 +201,15 @@ export async function selectTables(toc: TocItem[], want: { tables: TableName[]; 
     const named = tables.filter((t) => t.schema === e.schema && (e.name === t.name || e.name.startsWith(`${t.name} `))).sort((a, b) => b.name.length - a.name.length);
     return named[0] ?? (tables.length === 1 ? tables[0] : undefined);
   };
+  // An attachment (TABLE ATTACH, INDEX ATTACH) needs both of its sides: a partition restored
+  // without its parent stays a table of its own.
+  const attachable = (e: TocItem) => e.deps.every((d) => selected.has(d) || !['TABLE', 'INDEX', 'CONSTRAINT'].includes(byId.get(d)?.desc ?? ''));
   // Everything that belongs to a selected entry, to a fixed point (a sequence's SEQUENCE SET, its ACL…).
   for (let grew = true; grew; ) {
     grew = false;
     for (const e of toc) {
       if (selected.has(e.dumpId) || !BELONGING.has(e.desc)) continue;
+      if ((e.desc === 'TABLE ATTACH' || e.desc === 'INDEX ATTACH') && !attachable(e)) continue;
       const own = ownTable(e);
       if (own ? chosen.has(own.dumpId) : e.deps.some((d) => selected.has(d))) {
         selected.add(e.dumpId);

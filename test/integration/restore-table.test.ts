@@ -90,6 +90,36 @@ describe('restore --table / --schema', () => {
     assert.deepEqual(await tablesOf(target), ['public.orders']);
   });
 
+  it('a partitioned table comes with its partitions (two levels), their rows and indexes; one partition alone is a table of its own', { timeout: 180_000 }, async (t) => {
+    const dbs = dropAfter(t);
+    const source = dbs.add(await createDatabase('h26part_src', false));
+    await sql(source, `CREATE TABLE events (id int, at date NOT NULL, body text, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+      CREATE TABLE events_2026_01 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2026-02-01');
+      CREATE TABLE events_2026_02 PARTITION OF events FOR VALUES FROM ('2026-02-01') TO ('2026-03-01') PARTITION BY RANGE (id);
+      CREATE TABLE events_2026_02_low PARTITION OF events_2026_02 FOR VALUES FROM (MINVALUE) TO (500);
+      CREATE TABLE events_2026_02_high PARTITION OF events_2026_02 FOR VALUES FROM (500) TO (MAXVALUE);
+      CREATE TABLE other (id int PRIMARY KEY);
+      INSERT INTO events SELECT g, date '2026-01-01' + (g % 50), 'e' || g FROM generate_series(1, 1000) g;
+      INSERT INTO other SELECT generate_series(1, 5);`);
+    const to = await tempLocation();
+    await dumpWithCli(source, to);
+    const whole = dbs.add(await createDatabase('h26part_dst', false));
+    const r = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(whole), '--table', 'public.events', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).checks.ok, true);
+    assert.deepEqual(await tablesOf(whole), ['public.events_2026_01', 'public.events_2026_02_high', 'public.events_2026_02_low']);
+    const [facts] = await sql(whole, `SELECT (SELECT count(*)::int FROM events) AS rows, (SELECT count(*)::int FROM events_2026_02) AS feb,
+      (SELECT count(*)::int FROM pg_inherits WHERE inhparent = 'events'::regclass) AS parts, to_regclass('public.other') IS NULL AS no_other,
+      (SELECT count(*)::int FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE c.relispartition) AS attached_indexes`);
+    assert.deepEqual(facts, { rows: 1000, feb: 380, parts: 2, no_other: true, attached_indexes: 4 });
+    const single = dbs.add(await createDatabase('h26part_one', false));
+    const one = await cli(['restore', '--from', to, '--backup', 'latest', '--target-url', dbUrl(single), '--table', 'public.events_2026_01']);
+    assert.equal(one.code, 0, one.stderr);
+    assert.deepEqual(await tablesOf(single), ['public.events_2026_01']);
+    const [alone] = await sql(single, `SELECT count(*)::int AS n, (SELECT relispartition FROM pg_class WHERE oid = 'events_2026_01'::regclass) AS partition FROM events_2026_01`);
+    assert.deepEqual(alone, { n: 620, partition: false });
+  });
+
   it('a table missing from the backup: exit 2, one line naming it, nothing restored', { timeout: 180_000 }, async (t) => {
     const dbs = dropAfter(t);
     const role = await randomRole(t, dbs.all);

@@ -86,6 +86,56 @@ describe('restore --table: the TOC selection', () => {
     assert.deepEqual(s.outsideForeignKeys, []);
   });
 
+  it('a partitioned table brings its partitions at every level, their rows and attachments; a partition alone stays a table of its own', async () => {
+    // pg_restore --list --verbose of PostgreSQL 15: events partitioned by range, events_2026_02
+    // itself partitioned by list.
+    const parts = parseTocWithDependencies(`;
+3375; 0 0 ENCODING - ENCODING 
+214; 1259 18937 TABLE public events postgres
+215; 1259 18942 TABLE public events_2026_01 postgres
+;	depends on: 214
+216; 1259 18947 TABLE public events_2026_02 postgres
+;	depends on: 214
+217; 1259 18952 TABLE public events_2026_02_a postgres
+;	depends on: 216
+218; 1259 18957 TABLE public other postgres
+3212; 0 0 TABLE ATTACH public events_2026_01 postgres
+;	depends on: 215 214
+3213; 0 0 TABLE ATTACH public events_2026_02 postgres
+;	depends on: 216 214
+3214; 0 0 TABLE ATTACH public events_2026_02_a postgres
+;	depends on: 217 216
+3370; 0 18942 TABLE DATA public events_2026_01 postgres
+;	depends on: 215
+3371; 0 18952 TABLE DATA public events_2026_02_a postgres
+;	depends on: 217
+3372; 0 18957 TABLE DATA public other postgres
+;	depends on: 218
+3216; 2606 18941 CONSTRAINT public events events_pkey postgres
+;	depends on: 214 214
+3218; 2606 18946 CONSTRAINT public events_2026_01 events_2026_01_pkey postgres
+;	depends on: 215 215 215 3216
+3220; 2606 18951 CONSTRAINT public events_2026_02 events_2026_02_pkey postgres
+;	depends on: 3216 216 216 216
+3222; 2606 18956 CONSTRAINT public events_2026_02_a events_2026_02_a_pkey postgres
+;	depends on: 217 217 3220 217
+3224; 2606 18961 CONSTRAINT public other other_pkey postgres
+;	depends on: 218
+3225; 0 0 INDEX ATTACH public events_2026_01_pkey postgres
+;	depends on: 3216 215 3218 3216 215 214
+3227; 0 0 INDEX ATTACH public events_2026_02_a_pkey postgres
+;	depends on: 216 3216 3220 3222 217 216 3216 3220 217 216
+3226; 0 0 INDEX ATTACH public events_2026_02_pkey postgres
+;	depends on: 216 3216 3220 3216 216 214
+`);
+    const whole = await selectTables(parts, { tables: [{ schema: 'public', table: 'events' }], schemas: [] }, none);
+    assert.deepEqual(whole.tables.map((t) => t.table), ['events', 'events_2026_01', 'events_2026_02', 'events_2026_02_a']);
+    assert.deepEqual(ids(whole.entries).sort((a, b) => a - b), [214, 215, 216, 217, 3212, 3213, 3214, 3216, 3218, 3220, 3222, 3225, 3226, 3227, 3370, 3371, 3375]);
+    const one = await selectTables(parts, { tables: [{ schema: 'public', table: 'events_2026_01' }], schemas: [] }, none);
+    assert.deepEqual(one.tables.map((t) => t.table), ['events_2026_01']);
+    assert.deepEqual(ids(one.entries).sort((a, b) => a - b), [215, 3218, 3370, 3375], 'no TABLE ATTACH or INDEX ATTACH without the parent');
+  });
+
   it('a table not in the backup is a UsageError naming it and the tables there', async () => {
     await assert.rejects(selectTables(toc, { tables: [{ schema: 'public', table: 'orders' }], schemas: [] }, none), (err: Error) => err instanceof UsageError && /table public\.orders is not in the backup \(it holds 2 tables: public\.a, public\.we ird\)/.test(err.message));
     await assert.rejects(selectTables(toc, { tables: [], schemas: ['sales'] }, none), /schema sales is not in the backup/);
