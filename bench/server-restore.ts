@@ -23,7 +23,8 @@
 //              settings — checked per database)
 //
 // JOBS = BENCH_JOBS (default 2). PGB_BENCH_CLI is ours' launcher (default this tree's
-// bin/pg-backup.js; another tree's, e.g. /work/main/bin/pg-backup.js, for a before/after). Prints
+// bin/pg-backup.js); PGB_BENCH_BEFORE_CLI, another tree's (e.g. an older commit's, with its
+// dist/cli.js built), adds a fourth kind `before` to the rotation, for a before/after. Prints
 // wall seconds per round and, for ours, the peak RSS (/usr/bin/time %M: the process tree's
 // largest member); then the medians, ours/hand and ours/hand-full. A benchmark, not a test.
 import { spawnSync } from 'node:child_process';
@@ -42,6 +43,7 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const JOBS = Number(process.env.BENCH_JOBS ?? 2);
 const BIN = '/usr/lib/postgresql/15/bin';
 const CLI = process.env.PGB_BENCH_CLI ?? path.join(root, 'bin/pg-backup.js');
+const BEFORE_CLI = process.env.PGB_BENCH_BEFORE_CLI;
 
 async function sql(url: string, text: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });
@@ -115,8 +117,8 @@ zstd -dq -c ${JSON.stringify(globalsFile)} > "$work/globals.sql"
 psql -X -q -d "$1" -f "$work/globals.sql" >/dev/null 2>&1 || true
 printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOBS} -I{} sh -c 'p="$3/$(basename "$1")"; f="$2/$(basename "$1" .zst)"; sha256sum -c --quiet --status "$p.sha256" && zstd -dq -c "$1" > "$f" && ${BIN}/pg_restore --create --exit-on-error -d "$0" "$f" && rm "$f" && psql -X -q -At -v ON_ERROR_STOP=1 -d "$(cat "$p.db")" -f "$p.count.sql" | cmp -s - "$p.expected"' "$1" {} "$work" ${JSON.stringify(proof)}
 `, { mode: 0o755 });
-  const kinds = ['hand', 'hand-full', 'ours'] as const;
-  const results: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [] };
+  const kinds = ['hand', 'hand-full', 'ours', ...(BEFORE_CLI ? (['before'] as const) : [])] as const;
+  const results: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [], before: [] };
   let rss = 0;
   for (let round = 1; round <= ROUNDS; round++) {
     for (let i = 0; i < kinds.length; i++) {
@@ -129,11 +131,11 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
           ? timed('bash', [script, target.adminUrl])
           : who === 'hand-full'
             ? timed('bash', [fullScript, target.adminUrl], env)
-            : timed(path.join(root, 'node_modules/.bin/node'), [CLI, 'restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)]);
+            : timed(path.join(root, 'node_modules/.bin/node'), [who === 'before' ? BEFORE_CLI! : CLI, 'restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)]);
       if (!r.ok) throw new Error(`${who} failed: ${r.stderr}`);
       results[who].push(r.seconds);
       if (who === 'ours') rss = Math.max(rss, r.rssKiB);
-      console.log(`round ${round} ${who.padEnd(9)} ${r.seconds.toFixed(2)} s${who === 'ours' ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+      console.log(`round ${round} ${who.padEnd(9)} ${r.seconds.toFixed(2)} s${who === 'ours' || who === 'before' ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
       await target.stop();
       target = undefined;
     }
@@ -141,6 +143,10 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const [hand, full, ours] = [median(results.hand), median(results['hand-full']), median(results.ours)];
   console.log(`median: hand ${hand.toFixed(2)} s, hand-full ${full.toFixed(2)} s, ours ${ours.toFixed(2)} s; ours/hand ${(ours / hand).toFixed(2)}×, ours/hand-full ${(ours / full).toFixed(2)}×; ours peak RSS ${(rss / 1024).toFixed(0)} MiB; jobs ${JOBS}, ${SMALL} small databases + pgbench scale ${SCALE}, ${ROUNDS} rounds; ours = ${CLI}`);
+  if (BEFORE_CLI) {
+    const before = median(results.before);
+    console.log(`before: ${before.toFixed(2)} s, before/hand ${(before / hand).toFixed(2)}×, before/hand-full ${(before / full).toFixed(2)}×, ours/before ${(ours / before).toFixed(2)}×; before = ${BEFORE_CLI}`);
+  }
 } finally {
   await target?.stop();
   await source.stop();

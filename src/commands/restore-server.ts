@@ -1,17 +1,23 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
+import { execa } from 'execa';
 import type { ResolvedBackup } from '../backup/catalog.ts';
 import { identitiesFor } from '../backup/encryption.ts';
-import { downloadArchive, type LocalArchive } from '../backup/readback.ts';
+import { requireZstd } from '../backup/compression.ts';
+import { storedParts } from '../backup/parts.ts';
+import { downloadArchive, downloadObject, type LocalArchive } from '../backup/readback.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import type { Logger } from '../log.ts';
 import { mapLimit } from '../map-limit.ts';
 import { restoreBinaries, restoreLocalArchive, type RestoreBinaries } from '../postgres/archive.ts';
-import { prefetchPrograms } from '../postgres/binaries.ts';
+import { prefetchPrograms, type PgBinary } from '../postgres/binaries.ts';
 import { workDirOf } from '../postgres/cluster.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { requireRestrictedPsql } from '../postgres/plain-sql.ts';
+import { runPgProgram } from '../postgres/processes.ts';
 import { connect, serverFacts } from '../postgres/server.ts';
 import { targetContents } from '../postgres/target.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
@@ -35,7 +41,11 @@ export interface ServerRestoreOptions {
   /** Restore without owners / grants (`pg_restore --no-owner`, `--no-acl`): the privileges check is then skipped. */
   noOwner?: boolean;
   noAcl?: boolean;
-  /** Where each archive is downloaded before its restore (needs the largest `archiveSizeBytes` × jobs). Default `PG_BACKUP_WORK_DIR` or the temp dir. */
+  /**
+   * Where each backup is downloaded before its restore: a custom archive restored with one job
+   * as its stored object, any other as its archive (`archiveSizeBytes`); up to `2 × jobs` at once
+   * (each lane's next one ahead, if at most 256 MiB). Default `PG_BACKUP_WORK_DIR` or the temp dir.
+   */
   workDir?: string;
   s3?: S3Settings;
   ageIdentities?: string[];
@@ -90,7 +100,9 @@ export interface ServerRestoreResult {
  *    target lacks fails that database before its restore, naming the role. The downloads run
  *    ahead of the restores ({@link ArchiveFetcher}): the first `jobs` while the globals are
  *    restored, then each lane's next one while its current database restores; nothing reaches
- *    pg_restore or psql before its object matched the manifest.
+ *    pg_restore or psql before its object matched the manifest. A custom archive restored with
+ *    one job (zstd, not encrypted) is kept as its stored object and decompressed straight into
+ *    pg_restore's stdin ({@link restoreStoredObject}): the work dir holds objects, not archives.
  * 4. **Checks per database**, on one connection to it, while the lane restores its next database
  *    (at most `jobs` databases checked at once): row counts against the manifest (no parallel
  *    workers, no JIT: the other restores need the cores), sequences, and the privileges record
@@ -132,7 +144,8 @@ export async function restoreServer(options: ServerRestoreOptions): Promise<Serv
   // The databases, largest first. Their downloads start now, beside the globals: nothing on the
   // target changes by them, and a failure of the globals stops and removes them.
   const order = [...run.databases].sort((a, b) => b.manifest.archiveSizeBytes - a.manifest.archiveSizeBytes);
-  const fetcher = new ArchiveFetcher(storage, workDir, jobs, log, options.signal, (b) => identitiesFor(b.manifest.encryption, options.ageIdentities, storage.uri(b.objectKey)));
+  const perRestoreJobs = order.length === 1 ? jobs : 1;
+  const fetcher = new ArchiveFetcher(storage, workDir, jobs, log, options.signal, (b) => identitiesFor(b.manifest.encryption, options.ageIdentities, storage.uri(b.objectKey)), (b) => perRestoreJobs === 1 && restorableFromObject(b));
   try {
     for (const b of order.slice(0, jobs)) fetcher.start(b);
 
@@ -150,7 +163,6 @@ export async function restoreServer(options: ServerRestoreOptions): Promise<Serv
     const roles = options.noOwner && options.noAcl ? new Set<string>() : await withClient(admin, options.signal, (c) => rolesOf(c));
 
     // 3 and 4. `jobs` restores at once; each database's checks run while its lane restores the next.
-    const perRestoreJobs = order.length === 1 ? jobs : 1;
     const o = { ...options, workDir, jobs: perRestoreJobs, haveGlobals: Boolean(run.globals), roles, log };
     const failedOf = (b: ResolvedBackup, err: unknown): ServerDatabaseResult => {
       if (options.signal?.aborted) throw err;
@@ -273,7 +285,10 @@ async function restoreDatabase(storage: Storage, backup: ResolvedBackup, bins: R
     out.created = !builtIn;
     const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : [])];
     o.log.info(`${name}: restoring with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}${useCreate ? ' --create' : ''}`}, ${o.jobs} job${o.jobs > 1 ? 's' : ''}`);
-    const failure = await restoreLocalArchive(manifest.format, bins, local.path, useCreate ? admin : target, { jobs: o.jobs, args, signal: o.signal }).then(
+    const restoring = local.stored
+      ? restoreStoredObject(bins.pgRestore, local.path, manifest.archiveSizeBytes, useCreate ? admin : target, args, o.signal)
+      : restoreLocalArchive(manifest.format, bins, local.path, useCreate ? admin : target, { jobs: o.jobs, args, signal: o.signal });
+    const failure = await restoring.then(
       () => undefined,
       (err: unknown) => messageOf(err),
     );
@@ -317,6 +332,64 @@ async function checkDatabase(r: Restored, o: DatabaseOptions): Promise<ServerDat
   return finish(out, r.started, o.log);
 }
 
+/**
+ * Whether a backup can be restored from its stored object, decompressed on the way into
+ * pg_restore: a custom archive in one zstd object without client-side encryption (pg_restore
+ * then reads it from a pipe, which takes one job: a parallel restore needs the archive as a file).
+ */
+function restorableFromObject(backup: ResolvedBackup): boolean {
+  const m = backup.manifest;
+  return m.format === 'custom' && m.compression.algorithm === 'zstd' && !m.encryption && storedParts(backup).length === 1;
+}
+
+/** Archives up to this size (the manifest's `archiveSizeBytes`) are decompressed in this process, all at once: 8 MiB. */
+const IN_MEMORY_MAX_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Restores a custom archive from its stored zstd object `file` (already checked against the
+ * manifest) with `pg_restore --exit-on-error ARGS`, reading its stdin. An archive of at most
+ * {@link IN_MEMORY_MAX_BYTES} is decompressed here (Node's zlib, no zstd process to start);
+ * a larger one by `zstd -d` reading the file and writing into pg_restore's stdin through an
+ * operating-system pipe (the archive never passes through this process). Either way the
+ * archive is never written to disk. When zstd fails, pg_restore is stopped and zstd's failure
+ * is the reason; when pg_restore fails, its own.
+ * @throws Error with pg_restore's (or zstd's) one-line reason.
+ */
+async function restoreStoredObject(pgRestore: PgBinary, file: string, archiveBytes: number, conn: DatabaseConnection, args: string[], signal?: AbortSignal): Promise<void> {
+  const restoreArgs = ['--exit-on-error', ...args];
+  if (archiveBytes <= IN_MEMORY_MAX_BYTES && typeof zlib.zstdDecompress === 'function') {
+    const archive = await promisify(zlib.zstdDecompress)(await readFile(file), { maxOutputLength: IN_MEMORY_MAX_BYTES }).catch((err: unknown) => {
+      throw new Error(`zstd decompression failed: ${messageOf(err)}`);
+    });
+    const p = runPgProgram(pgRestore, restoreArgs, { connection: conn, signal, stdin: 'pipe', stdout: 'ignore' });
+    p.stdin.on('error', () => undefined); // a pg_restore that stops reading (EPIPE) says why by its exit
+    p.stdin.end(archive);
+    return p.done;
+  }
+  await requireZstd();
+  const zstd = execa('zstd', ['-d', '-q', '-c', file], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: { stdout: false, stderr: true }, cancelSignal: signal, forceKillAfterDelay: 2_000 });
+  let restore;
+  try {
+    restore = runPgProgram(pgRestore, restoreArgs, { connection: conn, signal, stdin: zstd.stdout, stdout: 'ignore' });
+  } catch (err) {
+    zstd.kill('SIGKILL');
+    throw err;
+  } finally {
+    zstd.stdout.destroy(); // our copy of the pipe's read end: only pg_restore reads it
+  }
+  const p = restore;
+  const unzipped = zstd.then(
+    () => undefined,
+    (err: { exitCode?: number; signal?: string; stderr?: string }) => {
+      p.kill(); // before pg_restore can take a cut archive for a whole one
+      throw new Error(`zstd -d failed: ${err.stderr?.trim().split('\n').pop() || (err.signal ? `killed by ${err.signal}` : `exit code ${err.exitCode}`)}`);
+    },
+  );
+  const [z, r] = await Promise.allSettled([unzipped, p.done]);
+  if (r.status === 'rejected') throw r.reason;
+  if (z.status === 'rejected') throw z.reason;
+}
+
 /** At most `n` calls of the returned function's `fn` run at once; the others wait their turn, in order. */
 function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
   let free = n;
@@ -334,7 +407,10 @@ function limiter(n: number): <T>(fn: () => Promise<T>) => Promise<T> {
   };
 }
 
-/** Archives up to this size (the manifest's `archiveSizeBytes`) are downloaded ahead of their restore; a larger one when its turn comes. */
+/** A download of {@link ArchiveFetcher}: the archive (`stored: false`) or the stored object (`stored: true`), and its problems. */
+type Fetched = Pick<LocalArchive, 'path' | 'problems'> & { stored: boolean };
+
+/** Downloads up to this size (the object's, or the archive's when it is decompressed on download) run ahead of their restore; a larger one when its turn comes. */
 const AHEAD_MAX_BYTES = 256 * 1024 * 1024;
 
 /**
@@ -343,10 +419,12 @@ const AHEAD_MAX_BYTES = 256 * 1024 * 1024;
  * (readback.ts `downloadArchive`). {@link take} gives a database's archive (downloading it now
  * if it was not started); {@link release} removes it after its restore; {@link close} stops
  * what still runs and removes every scratch directory. The work dir holds at most `2 × jobs`
- * archives at once, of which `jobs` of at most {@link AHEAD_MAX_BYTES} each are the ones ahead.
+ * downloads at once, of which `jobs` of at most {@link AHEAD_MAX_BYTES} each are the ones ahead;
+ * a backup restored from its stored object ({@link restoreStoredObject}) takes the object's size
+ * there, not its archive's.
  */
 class ArchiveFetcher {
-  private readonly fetches = new Map<ResolvedBackup, Promise<LocalArchive>>();
+  private readonly fetches = new Map<ResolvedBackup, Promise<Fetched>>();
   private readonly dirs = new Map<ResolvedBackup, Promise<string>>();
   private readonly slot: <T>(fn: () => Promise<T>) => Promise<T>;
   private readonly stop = new AbortController();
@@ -357,12 +435,15 @@ class ArchiveFetcher {
   private readonly workDir: string;
   private readonly log: Logger;
   private readonly identities: (b: ResolvedBackup) => string[] | undefined;
+  private readonly asObject: (b: ResolvedBackup) => boolean;
 
-  constructor(storage: Storage, workDir: string, jobs: number, log: Logger, signal: AbortSignal | undefined, identities: (b: ResolvedBackup) => string[] | undefined) {
+  /** `asObject`: the backups kept as their stored object ({@link restoreStoredObject}), not as their archive. */
+  constructor(storage: Storage, workDir: string, jobs: number, log: Logger, signal: AbortSignal | undefined, identities: (b: ResolvedBackup) => string[] | undefined, asObject: (b: ResolvedBackup) => boolean) {
     this.storage = storage;
     this.workDir = workDir;
     this.log = log;
     this.identities = identities;
+    this.asObject = asObject;
     this.slot = limiter(jobs);
     const onAbort = () => this.stop.abort(signal!.reason);
     if (signal?.aborted) onAbort();
@@ -372,11 +453,12 @@ class ArchiveFetcher {
 
   /** Starts `backup`'s download ahead of its restore, unless it is larger than {@link AHEAD_MAX_BYTES} (then {@link take} downloads it). */
   start(backup: ResolvedBackup): void {
-    if (backup.manifest.archiveSizeBytes <= AHEAD_MAX_BYTES) this.fetch(backup);
+    const m = backup.manifest;
+    if ((this.asObject(backup) ? m.object.sizeBytes : m.archiveSizeBytes) <= AHEAD_MAX_BYTES) this.fetch(backup);
   }
 
-  /** `backup`'s downloaded archive, once its download ended (its `problems` say whether it matched the manifest). */
-  take(backup: ResolvedBackup): Promise<LocalArchive> {
+  /** `backup`'s downloaded archive or object, once its download ended (its `problems` say whether it matched the manifest). */
+  take(backup: ResolvedBackup): Promise<Fetched> {
     return this.fetch(backup);
   }
 
@@ -407,7 +489,7 @@ class ArchiveFetcher {
     await Promise.allSettled([...this.removing]);
   }
 
-  private fetch(backup: ResolvedBackup): Promise<LocalArchive> {
+  private fetch(backup: ResolvedBackup): Promise<Fetched> {
     let f = this.fetches.get(backup);
     if (f) return f;
     let madeDir!: (dir: string) => void;
@@ -426,8 +508,12 @@ class ArchiveFetcher {
         throw err;
       }
       const { manifest } = backup;
-      this.log.info(`${manifest.database}: downloading ${this.storage.uri(backup.objectKey)} (${formatBytes(manifest.object.sizeBytes)}; needs ${formatBytes(manifest.archiveSizeBytes)} free in ${this.workDir})`);
-      return downloadArchive(this.storage, backup, dir, this.stop.signal, this.identities(backup));
+      const stored = this.asObject(backup);
+      this.log.info(`${manifest.database}: downloading ${this.storage.uri(backup.objectKey)} (${formatBytes(manifest.object.sizeBytes)}; needs ${formatBytes(stored ? manifest.object.sizeBytes : manifest.archiveSizeBytes)} free in ${this.workDir})`);
+      if (!stored) return { ...(await downloadArchive(this.storage, backup, dir, this.stop.signal, this.identities(backup))), stored };
+      const part = storedParts(backup)[0]!;
+      const file = path.join(dir, path.basename(part.key));
+      return { path: file, problems: await downloadObject(this.storage, part, file, this.stop.signal), stored };
     });
     f.catch(() => undefined);
     this.fetches.set(backup, f);

@@ -5,6 +5,7 @@
 // manifest left as it was. A damaged database fails, named, with nothing of it on the target and
 // the others restored and checked; damaged globals stop the restore before any database, and
 // every download started beside them is stopped and removed (the --work-dir is left empty).
+// Both ways an object is decompressed into pg_restore (in this process, by a zstd process) run.
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
@@ -52,8 +53,10 @@ describe('restore --server with a damaged object', { timeout: 300_000 }, () => {
       CREATE DATABASE alpha OWNER app_owner;
       CREATE DATABASE bravo OWNER app_owner;
       CREATE DATABASE charlie OWNER app_owner`);
-    // bravo is the largest: restored first, so its download is one of those run beside the globals.
-    for (const [db, rows] of [['alpha', 40], ['bravo', 200_000], ['charlie', 30]] as const) {
+    // charlie and bravo are the largest: restored first, so their downloads are the ones run beside
+    // the globals. charlie's archive (over 8 MiB) is decompressed by a zstd process into pg_restore,
+    // alpha's in this process.
+    for (const [db, rows] of [['alpha', 40], ['bravo', 100_000], ['charlie', 300_000]] as const) {
       await q(source.urlOf(db), `SET ROLE app_owner;
         CREATE TABLE items (id int PRIMARY KEY, name text);
         INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`);
@@ -90,6 +93,8 @@ describe('restore --server with a damaged object', { timeout: 300_000 }, () => {
       assert.deepEqual(alpha, { n: '40', owner: 'app_owner' });
       assert.match(r.stderr, /alpha: row counts: 1\/1 tables match the manifest/);
       assert.match(r.stderr, /charlie: privileges: owners, grants, default privileges, row-level security policies and database and role settings match/);
+      const [charlie] = await q<{ n: string; sum: string }>(target.urlOf('charlie'), 'SELECT count(*)::text AS n, sum(id)::text AS sum FROM items');
+      assert.deepEqual(charlie, { n: '300000', sum: '45000150000' });
       assert.deepEqual(await readdir(work), [], 'every downloaded archive was removed');
     } finally {
       await q(target.adminUrl, `DROP DATABASE IF EXISTS alpha;
