@@ -177,8 +177,10 @@ export async function restoreServer(options: ServerRestoreOptions): Promise<Serv
         // This lane's next database (the one `jobs` places on) downloads while this one restores.
         if (order[i + jobs]) fetcher.start(order[i + jobs]!);
         const step = await restoreDatabase(storage, b, bins.get(b)!, admin, fetcher, o).catch((err: unknown) => ({ out: failedOf(b, err) }));
-        if ('check' in step) checking.push(checkSlot(() => checkDatabase(step, o)));
-        else return step.out;
+        if (!('check' in step)) return step.out;
+        const checked = checkSlot(() => checkDatabase(step, o));
+        checked.catch(() => undefined); // awaited below; it rejects only when cancelled
+        checking.push(checked);
         return undefined;
       },
     ).finally(() => Promise.allSettled(checking));
