@@ -2,10 +2,8 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import { execa } from 'execa';
 import type { ResolvedBackup } from '../backup/catalog.ts';
 import { identitiesFor } from '../backup/encryption.ts';
-import { requireZstd } from '../backup/compression.ts';
 import { storedParts } from '../backup/parts.ts';
 import { downloadArchive, downloadObject, type LocalArchive } from '../backup/readback.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
@@ -42,9 +40,10 @@ export interface ServerRestoreOptions {
   noOwner?: boolean;
   noAcl?: boolean;
   /**
-   * Where each backup is downloaded before its restore: a custom archive restored with one job
-   * as its stored object, any other as its archive (`archiveSizeBytes`); up to `2 × jobs` at once
-   * (each lane's next one ahead, if at most 256 MiB). Default `PG_BACKUP_WORK_DIR` or the temp dir.
+   * Where each backup is downloaded before its restore, as its archive (`archiveSizeBytes`; a
+   * custom archive of at most 8 MiB restored with one job: as its stored object); up to
+   * `2 × jobs` at once (each lane's next one ahead, if at most 256 MiB). Default
+   * `PG_BACKUP_WORK_DIR` or the temp dir.
    */
   workDir?: string;
   s3?: S3Settings;
@@ -100,9 +99,9 @@ export interface ServerRestoreResult {
  *    target lacks fails that database before its restore, naming the role. The downloads run
  *    ahead of the restores ({@link ArchiveFetcher}): the first `jobs` while the globals are
  *    restored, then each lane's next one while its current database restores; nothing reaches
- *    pg_restore or psql before its object matched the manifest. A custom archive restored with
- *    one job (zstd, not encrypted) is kept as its stored object and decompressed straight into
- *    pg_restore's stdin ({@link restoreStoredObject}): the work dir holds objects, not archives.
+ *    pg_restore or psql before its object matched the manifest. A small custom archive restored
+ *    with one job is kept as its stored object and decompressed here into pg_restore's stdin
+ *    ({@link restoreStoredObject}), without a zstd process.
  * 4. **Checks per database**, on one connection to it, while the lane restores its next database
  *    (at most `jobs` databases checked at once): row counts against the manifest (no parallel
  *    workers, no JIT: the other restores need the cores), sequences, and the privileges record
@@ -288,7 +287,7 @@ async function restoreDatabase(storage: Storage, backup: ResolvedBackup, bins: R
     const args = [...(noOwner ? ['--no-owner'] : []), ...(noAcl ? ['--no-acl'] : []), ...(useCreate ? ['--create'] : [])];
     o.log.info(`${name}: restoring with ${bins.psql ? `psql ${bins.psql.version}` : `pg_restore ${bins.pgRestore.version}${useCreate ? ' --create' : ''}`}, ${o.jobs} job${o.jobs > 1 ? 's' : ''}`);
     const restoring = local.stored
-      ? restoreStoredObject(bins.pgRestore, local.path, manifest.archiveSizeBytes, useCreate ? admin : target, args, o.signal)
+      ? restoreStoredObject(bins.pgRestore, local.path, useCreate ? admin : target, args, o.signal)
       : restoreLocalArchive(manifest.format, bins, local.path, useCreate ? admin : target, { jobs: o.jobs, args, signal: o.signal });
     const failure = await restoring.then(
       () => undefined,
@@ -334,62 +333,39 @@ async function checkDatabase(r: Restored, o: DatabaseOptions): Promise<ServerDat
   return finish(out, r.started, o.log);
 }
 
-/**
- * Whether a backup can be restored from its stored object, decompressed on the way into
- * pg_restore: a custom archive in one zstd object without client-side encryption (pg_restore
- * then reads it from a pipe, which takes one job: a parallel restore needs the archive as a file).
- */
-function restorableFromObject(backup: ResolvedBackup): boolean {
-  const m = backup.manifest;
-  return m.format === 'custom' && m.compression.algorithm === 'zstd' && !m.encryption && storedParts(backup).length === 1;
-}
-
-/** Archives up to this size (the manifest's `archiveSizeBytes`) are decompressed in this process, all at once: 8 MiB. */
+/** A custom archive up to this size (the manifest's `archiveSizeBytes`) is decompressed in this process, all at once: 8 MiB. */
 const IN_MEMORY_MAX_BYTES = 8 * 1024 * 1024;
 
 /**
- * Restores a custom archive from its stored zstd object `file` (already checked against the
- * manifest) with `pg_restore --exit-on-error ARGS`, reading its stdin. An archive of at most
- * {@link IN_MEMORY_MAX_BYTES} is decompressed here (Node's zlib, no zstd process to start);
- * a larger one by `zstd -d` reading the file and writing into pg_restore's stdin through an
- * operating-system pipe (the archive never passes through this process). Either way the
- * archive is never written to disk. When zstd fails, pg_restore is stopped and zstd's failure
- * is the reason; when pg_restore fails, its own.
- * @throws Error with pg_restore's (or zstd's) one-line reason.
+ * Whether a backup is restored from its stored object ({@link restoreStoredObject}): a custom
+ * archive of at most {@link IN_MEMORY_MAX_BYTES} in one zstd object without client-side
+ * encryption, when this Node has zstd in zlib (22.15+, 23.8+). Any other is downloaded as its
+ * archive (zstd writing the file), ahead of its restore when small enough ({@link ArchiveFetcher}).
+ * Measured on the bench's 101 MB pgbench archive: `zstd -d` piped into pg_restore was no faster
+ * than the file, ahead of the restore (2.76 s against 3.03 s median over 5 runs) or not (2.54 s
+ * against 2.42 s), for more CPU in pg_restore reading a pipe.
  */
-async function restoreStoredObject(pgRestore: PgBinary, file: string, archiveBytes: number, conn: DatabaseConnection, args: string[], signal?: AbortSignal): Promise<void> {
-  const restoreArgs = ['--exit-on-error', ...args];
-  if (archiveBytes <= IN_MEMORY_MAX_BYTES && typeof zlib.zstdDecompress === 'function') {
-    const archive = await promisify(zlib.zstdDecompress)(await readFile(file), { maxOutputLength: IN_MEMORY_MAX_BYTES }).catch((err: unknown) => {
-      throw new Error(`zstd decompression failed: ${messageOf(err)}`);
-    });
-    const p = runPgProgram(pgRestore, restoreArgs, { connection: conn, signal, stdin: 'pipe', stdout: 'ignore' });
-    p.stdin.on('error', () => undefined); // a pg_restore that stops reading (EPIPE) says why by its exit
-    p.stdin.end(archive);
-    return p.done;
-  }
-  await requireZstd();
-  const zstd = execa('zstd', ['-d', '-q', '-c', file], { stdin: 'ignore', stdout: 'pipe', stderr: 'pipe', buffer: { stdout: false, stderr: true }, cancelSignal: signal, forceKillAfterDelay: 2_000 });
-  let restore;
-  try {
-    restore = runPgProgram(pgRestore, restoreArgs, { connection: conn, signal, stdin: zstd.stdout, stdout: 'ignore' });
-  } catch (err) {
-    zstd.kill('SIGKILL');
-    throw err;
-  } finally {
-    zstd.stdout.destroy(); // our copy of the pipe's read end: only pg_restore reads it
-  }
-  const p = restore;
-  const unzipped = zstd.then(
-    () => undefined,
-    (err: { exitCode?: number; signal?: string; stderr?: string }) => {
-      p.kill(); // before pg_restore can take a cut archive for a whole one
-      throw new Error(`zstd -d failed: ${err.stderr?.trim().split('\n').pop() || (err.signal ? `killed by ${err.signal}` : `exit code ${err.exitCode}`)}`);
-    },
-  );
-  const [z, r] = await Promise.allSettled([unzipped, p.done]);
-  if (r.status === 'rejected') throw r.reason;
-  if (z.status === 'rejected') throw z.reason;
+function restorableFromObject(backup: ResolvedBackup): boolean {
+  const m = backup.manifest;
+  return m.format === 'custom' && m.compression.algorithm === 'zstd' && !m.encryption && storedParts(backup).length === 1 && m.archiveSizeBytes <= IN_MEMORY_MAX_BYTES && typeof zlib.zstdDecompress === 'function';
+}
+
+/**
+ * Restores a small custom archive from its stored zstd object `file` (already checked against
+ * the manifest): decompressed here with Node's zlib (no zstd process to start, about 7 ms of this
+ * process's CPU each, measured) into the stdin of `pg_restore --exit-on-error ARGS`; the archive
+ * is never written to disk.
+ * @throws Error with pg_restore's one-line reason, or the decompression's.
+ */
+async function restoreStoredObject(pgRestore: PgBinary, file: string, conn: DatabaseConnection, args: string[], signal?: AbortSignal): Promise<void> {
+  const archive = await promisify(zlib.zstdDecompress)(await readFile(file), { maxOutputLength: IN_MEMORY_MAX_BYTES }).catch((err: unknown) => {
+    throw new Error(`zstd decompression failed: ${messageOf(err)}`);
+  });
+  signal?.throwIfAborted();
+  const p = runPgProgram(pgRestore, ['--exit-on-error', ...args], { connection: conn, signal, stdin: 'pipe', stdout: 'ignore' });
+  p.stdin.on('error', () => undefined); // a pg_restore that stops reading (EPIPE) says why by its exit
+  p.stdin.end(archive);
+  await p.done;
 }
 
 /** At most `n` calls of the returned function's `fn` run at once; the others wait their turn, in order. */

@@ -1,5 +1,5 @@
-// SIGINT during restore --server (issue #25, h10): the downloads run ahead of the restores, a
-// large database's object is decompressed by zstd straight into pg_restore, and each database's
+// SIGINT during restore --server (issue #25, h10): the downloads run ahead of the restores (the
+// small databases' as their stored objects, the large one's as its archive) and each database's
 // checks run while its lane restores the next, so a cancellation has several stages to stop. The
 // signal is sent once the run's pg_restore of the large database is alive (found by the leftover
 // marker, as drill-signals.test.ts does), never after a sleep: the run ends with 130, no zstd or

@@ -5,7 +5,7 @@
 // manifest left as it was. A damaged database fails, named, with nothing of it on the target and
 // the others restored and checked; damaged globals stop the restore before any database, and
 // every download started beside them is stopped and removed (the --work-dir is left empty).
-// Both ways an object is decompressed into pg_restore (in this process, by a zstd process) run.
+// Both ways a database is restored (from its stored object, from its decompressed archive) run.
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
@@ -54,8 +54,8 @@ describe('restore --server with a damaged object', { timeout: 300_000 }, () => {
       CREATE DATABASE bravo OWNER app_owner;
       CREATE DATABASE charlie OWNER app_owner`);
     // charlie and bravo are the largest: restored first, so their downloads are the ones run beside
-    // the globals. charlie's archive (over 8 MiB) is decompressed by a zstd process into pg_restore,
-    // alpha's in this process.
+    // the globals. charlie's archive (over 8 MiB) is restored from its decompressed file, alpha's
+    // from its stored object, decompressed in the CLI's process into pg_restore.
     for (const [db, rows] of [['alpha', 40], ['bravo', 100_000], ['charlie', 300_000]] as const) {
       await q(source.urlOf(db), `SET ROLE app_owner;
         CREATE TABLE items (id int PRIMARY KEY, name text);
