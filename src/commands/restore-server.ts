@@ -341,9 +341,10 @@ const IN_MEMORY_MAX_BYTES = 8 * 1024 * 1024;
  * archive of at most {@link IN_MEMORY_MAX_BYTES} in one zstd object without client-side
  * encryption, when this Node has zstd in zlib (22.15+, 23.8+). Any other is downloaded as its
  * archive (zstd writing the file), ahead of its restore when small enough ({@link ArchiveFetcher}).
- * Measured on the bench's 101 MB pgbench archive: `zstd -d` piped into pg_restore was no faster
- * than the file, ahead of the restore (2.76 s against 3.03 s median over 5 runs) or not (2.54 s
- * against 2.42 s), for more CPU in pg_restore reading a pipe.
+ * Measured on the bench's 101 MB pgbench archive (whole runs, medians): `zstd -d` piped into
+ * pg_restore was no faster than the file, downloaded ahead of the restore (pipe 3.03 s, file
+ * 2.76 s, 5 runs each) or not (pipe 2.54 s, file 2.42 s, 4 runs each), for more CPU in pg_restore
+ * reading a pipe.
  */
 function restorableFromObject(backup: ResolvedBackup): boolean {
   const m = backup.manifest;
