@@ -1,20 +1,34 @@
-// Benchmark of `pg-backup restore --server` against the hand script a strong engineer would
+// Benchmark of `pg-backup restore --server` against the hand scripts a strong engineer would
 // write for the same run (`npm run bench -- server-restore` or `node bench/server-restore.ts`, as root: the clusters run as the OS
 // user postgres). A source PostgreSQL 15 of its own gets roles with grants, BENCH_SMALL small
 // databases (default 20) and one pgbench database of scale BENCH_SCALE (default 20, ~300 MB);
 // one run with globals is written into a file:// bucket (test/infra/globals-fixture.ts); then,
-// in alternating rounds (BENCH_ROUNDS, default 2), each into a fresh empty target cluster:
+// in rounds (BENCH_ROUNDS, default 2) whose order rotates (hand, hand-full, ours; then
+// hand-full, ours, hand; …), each into a fresh empty target cluster:
 //
-//   hand   zstd -dq each object (globals, then every database: xargs -P JOBS); psql -X -f
-//          globals.sql (errors ignored: roles that exist); pg_restore --create -d postgres per
-//          database, JOBS at once (xargs -P); no checksum, no checks
-//   ours   pg-backup restore --server --jobs JOBS (checksums, the statements of the globals
-//          checked, existing roles kept, row counts and privileges checked per database)
+//   hand       zstd -dq each object (globals, then every database: xargs -P JOBS); psql -X -f
+//              globals.sql (errors ignored: roles that exist); pg_restore --create -d postgres per
+//              database, JOBS at once (xargs -P); no checksum, no checks
+//   hand-full  hand plus the proof a careful person adds by hand, from the manifests (read before
+//              the clock starts, as jq would give them: each object's SHA-256, each database's
+//              tables and row counts): `sha256sum -c` of the globals' object before psql runs it;
+//              each database, in its xargs slot: `sha256sum -c` of its object, zstd -dq,
+//              pg_restore --create, then one psql session in the new database running `SELECT
+//              count(*)` of each table the manifest lists, its output compared (`cmp`) with the
+//              manifest's row counts. Any failure fails the script. No privileges or sequences
+//              check, no refusal of existing databases, no list of what a failure left behind.
+//   ours       pg-backup restore --server --jobs JOBS (checksums, the statements of the globals
+//              checked, existing roles kept, refusal when a database exists, row counts,
+//              sequences and privileges — owners, grants, default privileges, RLS policies,
+//              settings — checked per database)
 //
-// JOBS = BENCH_JOBS (default 2). Prints wall seconds per round and, for ours, the peak RSS of
-// the Node process (/usr/bin/time %M covers the process tree's largest member). A benchmark, not a test.
+// JOBS = BENCH_JOBS (default 2). PGB_BENCH_CLI is ours' launcher (default this tree's
+// bin/pg-backup.js); PGB_BENCH_BEFORE_CLI, another tree's (e.g. an older commit's, with its
+// dist/cli.js built), adds a fourth kind `before` to the rotation, for a before/after. Prints
+// wall seconds per round and, for ours, the peak RSS (/usr/bin/time %M: the process tree's
+// largest member); then the medians, ours/hand and ours/hand-full. A benchmark, not a test.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,6 +42,8 @@ const SCALE = Number(process.env.BENCH_SCALE ?? 20);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 2);
 const JOBS = Number(process.env.BENCH_JOBS ?? 2);
 const BIN = '/usr/lib/postgresql/15/bin';
+const CLI = process.env.PGB_BENCH_CLI ?? path.join(root, 'bin/pg-backup.js');
+const BEFORE_CLI = process.env.PGB_BENCH_BEFORE_CLI;
 
 async function sql(url: string, text: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });
@@ -79,25 +95,58 @@ zstd -dq -c ${JSON.stringify(globalsFile)} > "$work/globals.sql"
 psql -X -q -d "$1" -f "$work/globals.sql" >/dev/null 2>&1 || true
 printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOBS} -I{} sh -c 'f="$2/$(basename "$1" .zst)"; zstd -dq -c "$1" > "$f" && ${BIN}/pg_restore --create --exit-on-error -d "$0" "$f" && rm "$f"' "$1" {} "$work"
 `, { mode: 0o755 });
-  const results: Record<string, number[]> = { hand: [], ours: [] };
+  // hand-full's proof, read from the manifests before the clock starts (what a person gets from jq).
+  const proof = path.join(tmp, 'proof');
+  mkdirSync(proof);
+  const ident = (name: string) => `"${name.replace(/"/g, '""')}"`;
+  for (const f of files) {
+    const m = JSON.parse(readFileSync(f.replace(/\.(dump|sql)\.zst$/, '.manifest.json'), 'utf8')) as { object: { sha256: string }; database: string; tables?: { schema: string; table: string; rows: number }[] };
+    const base = path.join(proof, path.basename(f));
+    writeFileSync(`${base}.sha256`, `${m.object.sha256}  ${f}\n`);
+    if (f === globalsFile) continue;
+    writeFileSync(`${base}.db`, m.database);
+    writeFileSync(`${base}.count.sql`, (m.tables ?? []).map((t) => `SELECT count(*) FROM ${ident(t.schema)}.${ident(t.table)};\n`).join(''));
+    writeFileSync(`${base}.expected`, (m.tables ?? []).map((t) => `${t.rows}\n`).join(''));
+  }
+  const fullScript = path.join(tmp, 'hand-full.sh');
+  writeFileSync(fullScript, `#!/bin/bash
+set -euo pipefail
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+sha256sum -c --quiet --status ${JSON.stringify(path.join(proof, `${path.basename(globalsFile)}.sha256`))}
+zstd -dq -c ${JSON.stringify(globalsFile)} > "$work/globals.sql"
+psql -X -q -d "$1" -f "$work/globals.sql" >/dev/null 2>&1 || true
+printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOBS} -I{} sh -c 'p="$3/$(basename "$1")"; f="$2/$(basename "$1" .zst)"; sha256sum -c --quiet --status "$p.sha256" && zstd -dq -c "$1" > "$f" && ${BIN}/pg_restore --create --exit-on-error -d "$0" "$f" && rm "$f" && psql -X -q -At -v ON_ERROR_STOP=1 -d "$(cat "$p.db")" -f "$p.count.sql" | cmp -s - "$p.expected"' "$1" {} "$work" ${JSON.stringify(proof)}
+`, { mode: 0o755 });
+  const kinds = ['hand', 'hand-full', 'ours', ...(BEFORE_CLI ? (['before'] as const) : [])] as const;
+  const results: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [], before: [] };
   let rss = 0;
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const who of round % 2 ? (['hand', 'ours'] as const) : (['ours', 'hand'] as const)) {
+    for (let i = 0; i < kinds.length; i++) {
+      const who = kinds[(i + round - 1) % kinds.length]!;
       target = await startTcpCluster();
+      // hand-full's psql reaches each new database by name: the target's socket and port in its environment.
+      const env = { PGHOST: path.join(target.dir, 's'), PGPORT: String(target.port), PGUSER: 'postgres' };
       const r =
         who === 'hand'
           ? timed('bash', [script, target.adminUrl])
-          : timed(path.join(root, 'node_modules/.bin/node'), [path.join(root, 'bin/pg-backup.js'), 'restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)]);
+          : who === 'hand-full'
+            ? timed('bash', [fullScript, target.adminUrl], env)
+            : timed(path.join(root, 'node_modules/.bin/node'), [who === 'before' ? BEFORE_CLI! : CLI, 'restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)]);
       if (!r.ok) throw new Error(`${who} failed: ${r.stderr}`);
-      results[who]!.push(r.seconds);
+      results[who].push(r.seconds);
       if (who === 'ours') rss = Math.max(rss, r.rssKiB);
-      console.log(`round ${round} ${who.padEnd(4)} ${r.seconds.toFixed(2)} s${who === 'ours' ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+      console.log(`round ${round} ${who.padEnd(9)} ${r.seconds.toFixed(2)} s${who === 'ours' || who === 'before' ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
       await target.stop();
       target = undefined;
     }
   }
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  console.log(`median: hand ${median(results.hand!).toFixed(2)} s, ours ${median(results.ours!).toFixed(2)} s (${(median(results.ours!) / median(results.hand!)).toFixed(2)}×), ours peak RSS ${(rss / 1024).toFixed(0)} MiB, jobs ${JOBS}`);
+  const [hand, full, ours] = [median(results.hand), median(results['hand-full']), median(results.ours)];
+  console.log(`median: hand ${hand.toFixed(2)} s, hand-full ${full.toFixed(2)} s, ours ${ours.toFixed(2)} s; ours/hand ${(ours / hand).toFixed(2)}×, ours/hand-full ${(ours / full).toFixed(2)}×; ours peak RSS ${(rss / 1024).toFixed(0)} MiB; jobs ${JOBS}, ${SMALL} small databases + pgbench scale ${SCALE}, ${ROUNDS} rounds; ours = ${CLI}`);
+  if (BEFORE_CLI) {
+    const before = median(results.before);
+    console.log(`before: ${before.toFixed(2)} s, before/hand ${(before / hand).toFixed(2)}×, before/hand-full ${(before / full).toFixed(2)}×, ours/before ${(ours / before).toFixed(2)}×; before = ${BEFORE_CLI}`);
+  }
 } finally {
   await target?.stop();
   await source.stop();

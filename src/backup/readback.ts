@@ -75,6 +75,20 @@ export async function downloadArchive(storage: Storage, backup: ResolvedBackup, 
   return { path: target, problems, sizeBytes };
 }
 
+/**
+ * Downloads one stored part as it is stored (compressed, and encrypted if it is) into `file`,
+ * checking its size and SHA-256 against the manifest on the way in: for a restore that
+ * decompresses it later straight into pg_restore, so the work dir holds the object, not the
+ * (several times larger) archive.
+ * @returns the part's problems, as {@link downloadArchive} says them (empty when it matches).
+ * @throws `signal.reason` when `signal` aborted.
+ */
+export async function downloadObject(storage: Storage, part: StoredPart, file: string, signal?: AbortSignal): Promise<string[]> {
+  // Stored bytes in, the same bytes out: no decryption, no decompression.
+  const outcome = await streamBackup(storage, { ...part, compression: { algorithm: 'none' }, encrypted: false }, { kind: 'file', path: file }, signal);
+  return readbackProblems(outcome, part).map((p) => p.replace(/archive unreadable: /, 'writing the object failed: '));
+}
+
 /** A sink that writes a local file; running out of space is named as such. */
 function fileSink(file: string): ArchiveSink {
   const stream = createWriteStream(file);

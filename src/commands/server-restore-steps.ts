@@ -1,5 +1,6 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import path from 'node:path';
+import type pg from 'pg';
 import type { ResolvedBackup } from '../backup/catalog.ts';
 import { messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
@@ -60,9 +61,17 @@ export async function restoreRunGlobals(
  */
 export async function missingRoles(conn: DatabaseConnection, privileges: Privileges | undefined, signal?: AbortSignal): Promise<string[]> {
   if (!privileges) return [];
-  const wanted = referencedRoles(privileges);
-  const have = await withClient(conn, signal, async (c) => new Set((await c.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((r) => r.rolname)));
-  return wanted.filter((r) => !have.has(r));
+  return lackingRoles(privileges, await withClient(conn, signal, (c) => rolesOf(c)));
+}
+
+/** The names of every role of the server `client` is connected to (`pg_roles`). */
+export async function rolesOf(client: pg.Client): Promise<Set<string>> {
+  return new Set((await client.query<{ rolname: string }>('SELECT rolname FROM pg_catalog.pg_roles')).rows.map((r) => r.rolname));
+}
+
+/** The roles `privileges` names that are not in `have`, sorted (empty without a record). */
+export function lackingRoles(privileges: Privileges | undefined, have: Set<string>): string[] {
+  return privileges ? referencedRoles(privileges).filter((r) => !have.has(r)) : [];
 }
 
 /** The problem line for roles missing before a database's restore. */
@@ -83,11 +92,12 @@ const MAX_LISTED = 20;
 /**
  * Captures the privileges of the restored database `conn` and compares them with the dump's
  * record ({@link comparePrivileges}); logs the verdict. `withDatabase`: the restore brought the
- * database's own properties (`--create`).
+ * database's own properties (`--create`). With `client` (a connection to `conn` the caller owns),
+ * the privileges are read on it instead of a connection of their own.
  * @returns the differences, at most {@link MAX_LISTED} lines and one `… and N more`.
  */
-export async function checkPrivileges(conn: DatabaseConnection, recorded: Privileges, o: { withDatabase: boolean; log: Logger; label?: string; signal?: AbortSignal }): Promise<string[]> {
-  const restored = await withClient(conn, o.signal, (c) => capturePrivileges(c));
+export async function checkPrivileges(conn: DatabaseConnection, recorded: Privileges, o: { withDatabase: boolean; log: Logger; label?: string; signal?: AbortSignal; client?: pg.Client }): Promise<string[]> {
+  const restored = o.client ? await capturePrivileges(o.client) : await withClient(conn, o.signal, (c) => capturePrivileges(c));
   const diffs = comparePrivileges(recorded, restored, { database: o.withDatabase });
   const label = o.label ? `${o.label}: ` : '';
   if (!diffs.length) o.log.info(`${label}privileges: owners, grants, default privileges, row-level security policies and ${o.withDatabase ? 'database and role settings' : 'objects\' settings'} match the dump's record (${Object.keys(recorded.owners).length} owners)`);

@@ -46,7 +46,7 @@ export function addRestoreCommand(program: Command, { signal, setExitCode }: Cli
         .option('--skip-refused', 'leave out the backup\'s entries the target refuses (event triggers, extensions it cannot create, comments on extensions it does not own), named before the restore, and restore the rest in one transaction')
         .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m')
         .option('--lock-wait-timeout <duration>', 'how long the restore waits for a lock on the target (an open transaction on a table it replaces) before it fails and rolls back; the blocking sessions are named after 5s', '60s')
-        .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
+        .option('--work-dir <dir>', 'directory format: where the archive is downloaded; plain SQL over 256 KiB: where it is spooled (private) until it matched its manifest; --server: where each database is downloaded (its archive; a custom archive of at most 8 MiB as its stored object), up to 2 × --jobs at once (default: $PG_BACKUP_WORK_DIR or the temp dir)'),
     ).option('--json', 'print the result as JSON on stdout').option('--quiet', QUIET_HELP),
   )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup?: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; server?: boolean; jobs?: string; clean?: boolean; safetyDump: boolean; owner?: boolean; acl?: boolean; profile?: string; skipRefused?: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string; quiet?: boolean }) => {
     if (flags.server) {
