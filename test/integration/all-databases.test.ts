@@ -147,6 +147,9 @@ describe('dump --all-databases', () => {
 
     // A database created between two runs is picked up by the next; a dropped one is not looked for.
     await clusterSql(source, 'postgres', 'CREATE DATABASE app_new;\nDROP DATABASE app_three');
+    // Keys are stamped to the second: run 2 starts in a later second than run 1 ended, so its
+    // backups are the newer ones for prune below (within one second the order is the keys').
+    await new Promise((resolve) => setTimeout(resolve, 1_005 - (Date.now() % 1_000)));
     const second = await cli(['dump', '--all-databases', '--exclude-database', 'SKIP_*', '--to', to, '--json'], { DATABASE_URL: urlOf(source, 'postgres') });
     assert.equal(second.code, 0, second.stderr);
     const run2 = JSON.parse(second.stdout);
