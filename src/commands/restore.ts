@@ -400,7 +400,7 @@ export async function restore(options: RestoreOptions): Promise<RestoreResult> {
         });
       }
     } catch (err) {
-      const waited = watch?.timedOut();
+      const waited = await watch?.timedOut();
       if (waited && !options.signal?.aborted) {
         const them = waited.blockers.length === 1 ? 'that session' : 'those sessions';
         throw new RestoreFailedError(

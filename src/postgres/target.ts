@@ -533,8 +533,12 @@ export function describeBlockers(blockers: LockBlocker[], now = Date.now()): str
 export interface LockWatch {
   /** Stops watching and closes its connection. */
   stop(): Promise<void>;
-  /** Set once the wait ran out and the session's statement was cancelled: who blocked it, and how long it waited (ms). */
-  timedOut(): { blockers: LockBlocker[]; waitedMs: number } | undefined;
+  /**
+   * Once the wait ran out and the session's statement was cancelled: who blocked it, and how
+   * long it waited (ms); else undefined. Waits for a poll in flight first: the cancelled session
+   * may fail (and its caller ask) before the answer to `pg_cancel_backend` reaches the watch.
+   */
+  timedOut(): Promise<{ blockers: LockBlocker[]; waitedMs: number } | undefined>;
 }
 
 /**
@@ -603,6 +607,9 @@ export function watchLockWaits(client: pg.Client, applicationName: string, optio
       await polling;
       await client.end().catch(() => undefined);
     },
-    timedOut: () => result,
+    async timedOut() {
+      await polling;
+      return result;
+    },
   };
 }
