@@ -7,6 +7,7 @@ import { chmod, chown, mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
+import pg from 'pg';
 import { freePort } from '../../src/postgres/cluster.ts';
 
 const BIN = '/usr/lib/postgresql/15/bin';
@@ -64,4 +65,21 @@ export async function startTcpCluster(): Promise<TcpCluster> {
     tcpUrl: (user, password, database) => `postgresql://${encodeURIComponent(user)}:${encodeURIComponent(password)}@127.0.0.1:${port}/${encodeURIComponent(database)}`,
     stop,
   };
+}
+
+/**
+ * Runs `text` on `url` one statement at a time (statements end with `;` at a line's end: CREATE
+ * DATABASE and CREATE TABLESPACE cannot run inside a multi-statement query's transaction) and
+ * returns the rows of the last one.
+ */
+export async function queryEach<T extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    let rows: T[] = [];
+    for (const statement of text.split(/;\s*\n/).map((t) => t.trim()).filter(Boolean)) rows = (await c.query<T>(statement)).rows;
+    return rows;
+  } finally {
+    await c.end();
+  }
 }

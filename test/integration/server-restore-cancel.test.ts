@@ -9,24 +9,13 @@ import { spawn } from 'node:child_process';
 import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { root, s3Env } from '../helpers.ts';
 import { dumpRun } from '../infra/globals-fixture.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
-import { startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
+import { queryEach, startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
 
-async function q(url: string, text: string): Promise<pg.QueryResultRow[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    let rows: pg.QueryResultRow[] = [];
-    for (const statement of text.split(/;\s*\n/).map((t) => t.trim()).filter(Boolean)) rows = (await c.query(statement)).rows;
-    return rows;
-  } finally {
-    await c.end();
-  }
-}
+const q = queryEach;
 
 /** Polls every 20 ms until `found` returns true; throws after `ms`. */
 async function until(what: string, found: () => Promise<boolean> | boolean, ms = 60_000): Promise<void> {

@@ -9,24 +9,13 @@
 import assert from 'node:assert/strict';
 import { readdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { openStorage } from '../../src/storage/index.ts';
 import { cli } from '../helpers.ts';
 import { dumpRun, type FixtureRun } from '../infra/globals-fixture.ts';
-import { startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
+import { queryEach, startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
 
-async function q<T extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    let rows: T[] = [];
-    for (const statement of text.split(/;\s*\n/).map((t) => t.trim()).filter(Boolean)) rows = (await c.query<T>(statement)).rows;
-    return rows;
-  } finally {
-    await c.end();
-  }
-}
+const q = queryEach;
 
 /** Flips one byte in the middle of the stored object `key`: its manifest no longer matches it. */
 async function damage(to: string, key: string): Promise<void> {

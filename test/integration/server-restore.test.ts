@@ -9,28 +9,16 @@ import assert from 'node:assert/strict';
 import { mkdir, rm } from 'node:fs/promises';
 import { execa } from 'execa';
 import { after, before, describe, it } from 'node:test';
-import pg from 'pg';
 import { openStorage } from '../../src/storage/index.ts';
 import { parseManifest } from '../../src/backup/manifest.ts';
 import { cli, runActionBundle } from '../helpers.ts';
 import { dumpRun, type FixtureRun } from '../infra/globals-fixture.ts';
-import { startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
+import { queryEach, startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
 import { chmod } from 'node:fs/promises';
 import path from 'node:path';
 
-async function q<T extends pg.QueryResultRow = pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    // One statement at a time: CREATE TABLESPACE and CREATE DATABASE cannot run in a multi-statement query's transaction.
-    let rows: T[] = [];
-    for (const statement of text.split(/;\s*\n/).map((t) => t.trim()).filter(Boolean)) rows = (await c.query<T>(statement)).rows;
-    return rows;
-  } finally {
-    await c.end();
-  }
-}
+const q = queryEach;
 
 const SERVICE = 'shop';
 const ENV = 'prod';
