@@ -1,6 +1,6 @@
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
-import { findAll } from '../postgres/binaries.ts';
+import { prefetchPrograms } from '../postgres/binaries.ts';
 import { connect, listUserTables } from '../postgres/server.ts';
 import { connectDiagnosed, withPlatformTls, type NetworkProbes } from '../postgres/diagnose.ts';
 import { selectTables } from '../postgres/dump-options.ts';
@@ -106,8 +106,8 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   const now = options.now ?? (() => new Date());
   const runId = newRunId(now());
   const runtime = { logger, signal: options.signal, now, run: { id: runId } };
-  findAll('pg_dump').catch(() => undefined); // the search for pg_dump (a --version per copy) runs while we connect
-  if (!options.noGlobals) findAll('pg_dumpall').catch(() => undefined); // and for pg_dumpall, for the globals
+  // The search for pg_dump (and pg_dumpall, for the globals): a --version per copy, while we connect.
+  prefetchPrograms('pg_dump', ...(options.noGlobals ? [] : (['pg_dumpall'] as const)));
   const all = options.allDatabases || (options.databases?.length === 1 && options.databases[0]!.trim() === 'all');
   // The bucket and the credentials are checked once, before the first "dumping …" line, while
   // the databases are found and reached (the check leaves nothing in the bucket; a database
@@ -196,6 +196,7 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
   };
   const dumpOne = async (target: DatabaseConnection, i: number): Promise<DumpOutcome> => {
     try {
+      options.signal?.throwIfAborted(); // cancelled: no database starts after the signal
       const client = i === 0 ? first : undefined;
       const go = () => runDump(forDatabase(shared, target), runtime, client);
       // Log groups do not nest or interleave: only when the databases go one after the other.

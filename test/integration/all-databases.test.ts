@@ -9,7 +9,7 @@
 // The source is a PostgreSQL cluster of its own (roles are cluster-wide; the shared server holds
 // other tests' databases), started with the tool's throwaway cluster.
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { chmod, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -18,7 +18,8 @@ import { prune } from '../../src/commands/prune.ts';
 import { freePort, startThrowawayCluster, type ThrowawayCluster } from '../../src/postgres/cluster.ts';
 import { withDatabase } from '../../src/postgres/connection.ts';
 import { connect } from '../../src/postgres/server.ts';
-import { cli, openMultipartUploads, run, runActionBundle, s3Keys, s3Location } from '../helpers.ts';
+import { cli, openMultipartUploads, root, run, runActionBundle, s3Env, s3Keys, s3Location } from '../helpers.ts';
+import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 
 let source: ThrowawayCluster;
 let work: string;
@@ -312,6 +313,42 @@ describe('dump --all-databases', () => {
     assert.equal(c.code, 2, c.stderr);
     assert.match(c.stderr, /--all-databases found no database to dump/);
     assert.deepEqual(await bucketKeys(dir), []);
+  });
+
+  it('SIGINT while databases are dumped two at a time (the globals may be on their way): exit 130, every object in the bucket has its manifest, no upload left open, no pg_dump or zstd left', { timeout: 180_000 }, async () => {
+    // A database whose dump lasts a few seconds (30 MB of incompressible text), dumped first
+    // (largest first); the small ones are stored beside it, and the globals start after the first.
+    await clusterSql(source, 'postgres', 'CREATE DATABASE sig_large');
+    try {
+      await clusterSql(source, 'sig_large', `CREATE TABLE big (id int PRIMARY KEY, payload text NOT NULL);
+        INSERT INTO big SELECT g, encode(sha512(g::text::bytea) || sha512((g + 1)::text::bytea), 'base64') FROM generate_series(1, 170000) g;`);
+      const to = s3Location('alldb-sigint');
+      const { mark, env } = leftoverMark();
+      const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [path.join(root, 'bin/pg-backup.js'), 'dump', '--all-databases', '--exclude-database', 'skip*', '--parallel-databases', '2', '--to', to], { env: { ...process.env, ...s3Env(), ...env, DATABASE_URL: urlOf(source, 'postgres') } });
+        let stderr = '';
+        let sent = false;
+        child.stderr.on('data', (d) => {
+          stderr += d;
+          if (!sent && /: OK in /.test(stderr)) {
+            sent = true;
+            child.kill('SIGINT');
+          }
+        });
+        child.on('close', (code) => resolve({ code, stderr }));
+      });
+      assert.equal(r.code, 130, r.stderr);
+      assert.match(r.stderr, /received SIGINT: cancelling and cleaning up/);
+      const keys = await s3Keys(to);
+      const objects = keys.filter((k) => /\.(dump|sql)(\.zst)?$/.test(k));
+      assert.ok(objects.length >= 1, `the database stored before the signal is there: ${keys.join(', ')}`);
+      for (const k of objects) assert.ok(keys.includes(k.replace(/\.(dump|sql)(\.zst)?$/, '.manifest.json')), `${k} has its manifest`);
+      assert.ok(!keys.some((k) => k.includes('/sig_large/')), 'the large database, cut off, left nothing');
+      assert.deepEqual(await openMultipartUploads(to), []);
+      assert.deepEqual(await markedProcesses(mark), [], 'no pg_dump, pg_dumpall or zstd process left');
+    } finally {
+      await clusterSql(source, 'postgres', 'DROP DATABASE sig_large');
+    }
   });
 });
 

@@ -90,6 +90,16 @@ describe('streamToObject', () => {
     assert.equal(f.log.at(-1)!.command, 'AbortMultipartUploadCommand');
   });
 
+  it('a signal that fired before the upload starts: rejects with its reason, the stream destroyed, no unhandled error event', async () => {
+    const f = fakeClient();
+    const controller = new AbortController();
+    controller.abort(new Error('cancelled before the start'));
+    const idle = new Readable({ read() {} });
+    await assert.rejects(streamToObject(f.client, { Bucket: 'b', Key: 'k', ContentType: 'x' }, idle, { partSize: 1_000, queueSize: 2, signal: controller.signal }), /cancelled before the start/);
+    assert.ok(idle.destroyed);
+    assert.deepEqual(f.log, [], 'nothing was sent');
+  });
+
   it('a part that fails while the producer is idle fails the upload at once, and destroys the stream', async () => {
     for (const opts of [{ failPart: 1 }, { noEtagPart: 1 }]) {
       const f = fakeClient(opts);

@@ -286,6 +286,9 @@ export async function streamToObject(
   let sizeBytes = 0;
   let acknowledged = 0;
 
+  // fail() destroys `body` with the first error, possibly before the read loop below listens
+  // (a signal that already fired): the loop and check() report it, not an unhandled 'error'.
+  body.on('error', () => undefined);
   if (options.signal?.aborted) onAbort();
   options.signal?.addEventListener('abort', onAbort, { once: true });
 
