@@ -9,7 +9,7 @@ import { startProgress } from '../backup/progress.ts';
 import { uploadStream, type MirrorTarget, type StreamCounters } from '../backup/upload-stream.ts';
 import { UsageError, messageOf } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { findAll, findPgBinary, type PgBinary } from '../postgres/binaries.ts';
+import { findPgBinary, prefetchPrograms, type PgBinary } from '../postgres/binaries.ts';
 import { resolveConnection, type DatabaseConnection } from '../postgres/connection.ts';
 import { selectTables, type DumpSelection, type SelectedTable } from '../postgres/dump-options.ts';
 import { pgDumpThroughZstd } from '../postgres/dump-pipe.ts';
@@ -210,7 +210,7 @@ interface Session {
  */
 async function openSnapshot(plan: DumpPlan, rt: DumpRuntime, given?: pg.Client): Promise<Session> {
   const conn = plan.connection!;
-  findAll('pg_dump').catch(() => undefined);
+  prefetchPrograms('pg_dump');
   const client = given ?? (await connect(conn, 'pg-backup dump'));
   let standby: Standby | undefined;
   try {
