@@ -15,13 +15,12 @@
 // (target <= 128 MiB; children are separate processes). A benchmark, not a test.
 //   BENCH_GB=1 (the big database), BENCH_ROUNDS=3, BENCH_PARALLEL=2 (databases at once, both
 //   sides), BENCH_SMALL=20 (small databases), BENCH_KEEP=1 (keep the services running).
-import { timePipeline, type Run } from './harness.ts';
+import { q, storeEnv, timePipeline, type Run } from './harness.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { writeCliBundle } from '../scripts/build.ts';
 import { startServices } from '../test/infra/services.ts';
 
@@ -42,33 +41,8 @@ process.on('exit', () => {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 const admin = services.env.PGB_TEST_PG_URL!;
 const endpoint = services.env.PGB_TEST_S3_ENDPOINT!;
-const { AWS_CA_BUNDLE: _caBundle, ...inherited } = process.env;
-const env = {
-  ...inherited,
-  AWS_ACCESS_KEY_ID: 'BACKUPKEY',
-  AWS_SECRET_ACCESS_KEY: 'BACKUPSECRET',
-  AWS_ENDPOINT_URL_S3: endpoint,
-  AWS_REGION: 'us-east-1',
-  AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required',
-  AWS_RESPONSE_CHECKSUM_VALIDATION: 'when_required',
-  PGPASSWORD: 'pgtestpw',
-  RCLONE_CONFIG_S3_TYPE: 's3',
-  RCLONE_CONFIG_S3_PROVIDER: 'Ceph',
-  RCLONE_CONFIG_S3_ENDPOINT: endpoint,
-  RCLONE_CONFIG_S3_ACCESS_KEY_ID: 'BACKUPKEY',
-  RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: 'BACKUPSECRET',
-  RCLONE_CONFIG_S3_REGION: 'us-east-1',
-};
+const env = storeEnv(endpoint);
 
-async function q(url: string, sql: string): Promise<pg.QueryResultRow[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    return (await c.query(sql)).rows;
-  } finally {
-    await c.end();
-  }
-}
 const urlOf = (db: string) => admin.replace(/\/postgres$/, `/${db}`);
 
 console.log(`creating ${smallCount} small databases (pgbench scale 1) and one of ~${gb} GB …`);

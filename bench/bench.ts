@@ -31,14 +31,13 @@
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
-import { timePipeline, type Run } from './harness.ts';
+import { q, storeEnv, timePipeline, type Run } from './harness.ts';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 import { writeCliBundle } from '../scripts/build.ts';
 import { startServices } from '../test/infra/services.ts';
 
@@ -79,39 +78,8 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.
 const admin = services.env.PGB_TEST_PG_URL!;
 const dbUrl = admin.replace(/\/postgres$/, '/bench');
 const endpoint = services.env.PGB_TEST_S3_ENDPOINT!;
-// AWS_CA_BUNDLE (set on some machines for HTTPS proxies) makes rclone refuse to start with a
-// plain-HTTP endpoint; nothing here speaks TLS.
-const { AWS_CA_BUNDLE: _caBundle, ...inherited } = process.env;
-const env = {
-  ...inherited,
-  AWS_ACCESS_KEY_ID: 'BACKUPKEY',
-  AWS_SECRET_ACCESS_KEY: 'BACKUPSECRET',
-  AWS_ENDPOINT_URL_S3: endpoint,
-  AWS_DEFAULT_REGION: 'us-east-1',
-  AWS_REGION: 'us-east-1',
-  AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required',
-  AWS_RESPONSE_CHECKSUM_VALIDATION: 'when_required',
-  PGPASSWORD: 'pgtestpw',
-  PG_BACKUP_WORK_DIR: scratch,
-  // rclone's remote "s3:" from the environment (no config file).
-  RCLONE_CONFIG_S3_TYPE: 's3',
-  RCLONE_CONFIG_S3_PROVIDER: 'Ceph',
-  RCLONE_CONFIG_S3_ENDPOINT: endpoint,
-  RCLONE_CONFIG_S3_ACCESS_KEY_ID: 'BACKUPKEY',
-  RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: 'BACKUPSECRET',
-  RCLONE_CONFIG_S3_REGION: 'us-east-1',
-};
+const env = { ...storeEnv(endpoint), PG_BACKUP_WORK_DIR: scratch };
 
-async function q(url: string, sql: string): Promise<pg.QueryResultRow[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    const r = await c.query(sql);
-    return Array.isArray(r) ? (r.at(-1)?.rows ?? []) : r.rows;
-  } finally {
-    await c.end();
-  }
-}
 
 console.log(`creating a ~${gb} GB database (pgbench scale ${Math.round(50 * gb)} + text) …`);
 const t0 = Date.now();

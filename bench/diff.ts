@@ -27,14 +27,13 @@
 // includes Node's TypeScript stripper. Uses the PostgreSQL of PGB_TEST_PG_URL when set (e.g. the
 // test services, `set -a; . /tmp/services.sh`), else starts the test services.
 //   BENCH_ROUNDS=3, BENCH_DIFF_ROWS=1000000
-import { timePipeline, type Run } from './harness.ts';
+import { q, timePipeline, type Run } from './harness.ts';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -74,16 +73,6 @@ const live = urlOf(liveDb);
 const copy = urlOf(copyDb);
 const store = `file://${path.join(scratch, 'store')}`;
 
-async function q(url: string, sql: string): Promise<pg.QueryResultRow[]> {
-  const c = new pg.Client({ connectionString: url });
-  await c.connect();
-  try {
-    const r = await c.query(sql);
-    return Array.isArray(r) ? (r.at(-1)?.rows ?? []) : r.rows;
-  } finally {
-    await c.end();
-  }
-}
 
 let cleaned = false;
 async function cleanup(): Promise<void> {

@@ -2,6 +2,7 @@
 // process's peak RSS read from the file test/infra/report-rss.js writes.
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import pg from 'pg';
 
 /** One timed run of a pipeline. */
 export interface Run {
@@ -39,4 +40,43 @@ export function timePipeline(label: string, command: string, o: { env: NodeJS.Pr
       resolve({ seconds, cpuSeconds: cpu ? Number(cpu[1]) + Number(cpu[2]) : NaN, rssKiB: rss, stdout });
     });
   });
+}
+
+/** Runs `sql` (one or several statements) on `url` and returns the rows of the last one. */
+export async function q(url: string, sql: string): Promise<pg.QueryResultRow[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const r = await c.query(sql);
+    return Array.isArray(r) ? (r.at(-1)?.rows ?? []) : r.rows;
+  } finally {
+    await c.end();
+  }
+}
+
+/**
+ * The environment of a bench's pipelines against the test services' RGW at `endpoint`: the AWS
+ * variables (for ours and the aws CLI), rclone's remote `s3:` (no config file) and the test
+ * server's password. AWS_CA_BUNDLE (set on some machines for HTTPS proxies) is dropped: it makes
+ * rclone refuse to start with a plain-HTTP endpoint, and nothing here speaks TLS.
+ */
+export function storeEnv(endpoint: string): NodeJS.ProcessEnv {
+  const { AWS_CA_BUNDLE: _caBundle, ...inherited } = process.env;
+  return {
+    ...inherited,
+    AWS_ACCESS_KEY_ID: 'BACKUPKEY',
+    AWS_SECRET_ACCESS_KEY: 'BACKUPSECRET',
+    AWS_ENDPOINT_URL_S3: endpoint,
+    AWS_DEFAULT_REGION: 'us-east-1',
+    AWS_REGION: 'us-east-1',
+    AWS_REQUEST_CHECKSUM_CALCULATION: 'when_required',
+    AWS_RESPONSE_CHECKSUM_VALIDATION: 'when_required',
+    PGPASSWORD: 'pgtestpw',
+    RCLONE_CONFIG_S3_TYPE: 's3',
+    RCLONE_CONFIG_S3_PROVIDER: 'Ceph',
+    RCLONE_CONFIG_S3_ENDPOINT: endpoint,
+    RCLONE_CONFIG_S3_ACCESS_KEY_ID: 'BACKUPKEY',
+    RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: 'BACKUPSECRET',
+    RCLONE_CONFIG_S3_REGION: 'us-east-1',
+  };
 }
