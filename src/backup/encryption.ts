@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Duplex } from 'node:stream';
-import { Decrypter, Encrypter } from 'age-encryption';
 import { UsageError, messageOf } from '../errors.ts';
 
 /**
@@ -10,6 +10,22 @@ import { UsageError, messageOf } from '../errors.ts';
  * holder of a matching identity (`AGE-SECRET-KEY-1…`) can read it: the dump runner needs no
  * secret at all. Encrypted objects are ordinary age files: `age -d -i key.txt` decrypts them.
  */
+
+type AgeLibrary = typeof import('age-encryption');
+let ageLibrary: AgeLibrary | undefined;
+
+/**
+ * The `age-encryption` library, loaded on first use: it and its ciphers, curves and
+ * post-quantum KEM (@noble/*) cost about 25 ms of CPU to load, which a run that neither
+ * encrypts nor decrypts (nor checks a key) does not pay. Synchronous, as the key checks are:
+ * in the bundles (dist/cli.js, actions/*\/dist) esbuild turns this `require` into the
+ * initialisation of the bundled module; run from the sources, Node loads the ES module with
+ * `require` (Node 22.12+).
+ */
+function age(): AgeLibrary {
+  ageLibrary ??= (typeof require === 'function' ? require('age-encryption') : createRequire(import.meta.url)('age-encryption')) as AgeLibrary;
+  return ageLibrary;
+}
 
 /** The file-name suffix of an age-encrypted object. */
 export const AGE_SUFFIX = '.age';
@@ -36,7 +52,7 @@ export function parseRecipients(values: string[]): string[] {
   const recipients = values.flatMap((v) => v.split(/[\s,]+/)).filter(Boolean);
   for (const r of recipients) {
     try {
-      new Encrypter().addRecipient(r);
+      new (age().Encrypter)().addRecipient(r);
     } catch {
       throw new UsageError(`invalid age recipient ${JSON.stringify(r.length > 24 ? `${r.slice(0, 20)}…` : r)}: give a public key such as age1… (age-keygen -y key.txt prints it)`);
     }
@@ -57,7 +73,7 @@ export function parseIdentities(text: string, source: string): string[] {
   if (identities.length === 0) throw new UsageError(`${source} holds no age identity: give the file age-keygen wrote (AGE-SECRET-KEY-1…)`);
   for (const [i, id] of identities.entries()) {
     try {
-      new Decrypter().addIdentity(id);
+      new (age().Decrypter)().addIdentity(id);
     } catch {
       throw new UsageError(`${source}: line ${i + 1} is not an age identity (AGE-SECRET-KEY-1…)`);
     }
@@ -109,7 +125,7 @@ function stage(build: (input: ReadableStream<Uint8Array>) => Promise<ReadableStr
  * measured on this project's CI machine (see docs/performance.md).
  */
 export function startEncrypt(recipients: string[]): CryptoStage {
-  const e = new Encrypter();
+  const e = new (age().Encrypter)();
   for (const r of recipients) e.addRecipient(r);
   return stage((input) => e.encrypt(input), 'age encryption failed');
 }
@@ -120,7 +136,7 @@ export function startEncrypt(recipients: string[]): CryptoStage {
  * authenticated, and the last one is marked).
  */
 export function startDecrypt(identities: string[]): CryptoStage {
-  const d = new Decrypter();
+  const d = new (age().Decrypter)();
   for (const i of identities) d.addIdentity(i);
   return stage((input) => d.decrypt(input), 'age decryption failed');
 }

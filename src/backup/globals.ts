@@ -12,7 +12,7 @@ import type { ArchiveSink } from './readback.ts';
 import { TOOL } from '../version.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
 import type { S3Settings, Storage } from '../storage/index.ts';
-import { retainUntil } from '../storage/s3/s3.ts';
+import { retainUntil } from '../storage/s3/config.ts';
 import type { CompressionSpec } from './compression.ts';
 import { GLOBALS_DATABASE, backupKeys } from './keys.ts';
 import { ManifestSchema, type Manifest } from './manifest.ts';

@@ -1,14 +1,16 @@
 import { Argument, Option, type Command } from 'commander';
 import { UsageError } from '../errors.ts';
-import { CONFIG_ENV, CONFIG_FILE_NAME, findConfigFile, loadConfigFile, type ConfigFile } from '../config/file.ts';
-import { SETTINGS, configFills, effectiveSettings, type EffectiveSetting } from '../config/settings.ts';
+import { CONFIG_ENV, CONFIG_FILE_NAME, findConfigFile } from '../config/find.ts';
+import type { ConfigFile } from '../config/file.ts';
+import type { EffectiveSetting, SettingSpec } from '../config/settings.ts';
 import { printJson } from './common.ts';
 
 // The configuration file in the CLI: `--config` on every command that reads settings, one
 // `preSubcommand` hook that fills the options the user did not give from pg-backup.yml (before
 // commander parses the command line, so a flag still wins and an environment variable set with
 // commander's `.env()` still wins over the file, as commander ranks the 'config' source), and
-// `pg-backup config check`.
+// `pg-backup config check`. The file's reader and schema (yaml, zod) are loaded only when there
+// is a file to read (or for `config check`).
 
 /** Commands that take no settings from the file. */
 const NOT_CONFIGURED = new Set(['demo', 'config', 'help']);
@@ -48,12 +50,13 @@ function optionOf(command: Command, flag: string) {
  * `--help`.
  * @throws UsageError (one line, file:line:column) for an invalid file or an unset `${VAR}` the command uses.
  */
-export function applyConfigFile(command: Command, args: readonly string[]): ConfigFile | undefined {
+export async function applyConfigFile(command: Command, args: readonly string[]): Promise<ConfigFile | undefined> {
   if (NOT_CONFIGURED.has(command.name()) || args.includes('--help') || args.includes('-h')) return undefined;
   const named = scanFlag(args, 'config');
   if (named === true) return undefined; // commander reports the missing value
   const file = findConfigFile(named);
   if (!file) return undefined;
+  const [{ loadConfigFile }, { configFills }] = await Promise.all([import('../config/file.ts'), import('../config/settings.ts')]);
   const config = loadConfigFile(file);
   const environment = scanFlag(args, 'environment');
   const fills = configFills(config, {
@@ -91,14 +94,14 @@ export function installConfigFile(program: Command): void {
     command.addOption(new Option('--config <file>', `settings file (default: $${CONFIG_ENV}, else ./${CONFIG_FILE_NAME} if present); flags and environment variables win over it`));
   }
   addConfigCommand(program);
-  program.hook('preSubcommand', (parent, sub) => {
+  program.hook('preSubcommand', async (parent, sub) => {
     // parent.args: the subcommand's name, then its raw arguments, not parsed yet.
-    applyConfigFile(sub, parent.args.slice(1));
+    await applyConfigFile(sub, parent.args.slice(1));
   });
 }
 
 /** Each setting's default as the commands' options declare it (e.g. `service` → `default`). */
-function defaultsOf(program: Command): Map<string, string> {
+function defaultsOf(program: Command, SETTINGS: readonly SettingSpec[]): Map<string, string> {
   const defaults = new Map<string, string>();
   for (const spec of SETTINGS) {
     for (const target of spec.targets) {
@@ -130,13 +133,14 @@ function addConfigCommand(program: Command): void {
     .option('--config <file>', `settings file (default: $${CONFIG_ENV}, else ./${CONFIG_FILE_NAME} if present)`)
     .option('--environment <name>', 'the environment whose section of environments: applies (default: the file\'s environment)')
     .option('--json', 'print the settings as JSON on stdout')
-    .action((_action: string, flags: { config?: string; environment?: string; json?: boolean }) => {
+    .action(async (_action: string, flags: { config?: string; environment?: string; json?: boolean }) => {
       const file = findConfigFile(flags.config);
+      const [{ loadConfigFile }, { SETTINGS, effectiveSettings }] = await Promise.all([import('../config/file.ts'), import('../config/settings.ts')]);
       const config = file ? loadConfigFile(file) : undefined;
       const environment = flags.environment || config?.content.environment;
       const sections = config?.content.environments ?? {};
       const section = environment && sections[environment] ? `environments.${environment}` : undefined;
-      const settings = effectiveSettings(config, { environment: flags.environment, defaults: defaultsOf(program) });
+      const settings = effectiveSettings(config, { environment: flags.environment, defaults: defaultsOf(program, SETTINGS) });
       if (flags.json) {
         printJson({ file: config?.shown ?? null, environment: environment ?? null, section: section ?? null, settings });
         return;

@@ -11,7 +11,7 @@ import type { Logger } from '../log.ts';
 import type { DatabaseConnection } from '../postgres/connection.ts';
 import { FORMATS, pgDumpArgs, validateSelection, type DumpSelection } from '../postgres/dump-options.ts';
 import { openStorage, type S3Settings, type Storage } from '../storage/index.ts';
-import { retainUntil } from '../storage/s3/s3.ts';
+import { retainUntil } from '../storage/s3/config.ts';
 import { VERIFY_LEVELS, type VerifyLevel } from './verify.ts';
 import { clusterIsolation } from '../postgres/cluster-user.ts';
 import { findProfile, resolveDumpProfile, PROFILE_NAMES } from '../postgres/profiles.ts';

@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
 import { z } from 'zod';
@@ -9,11 +9,9 @@ import { UsageError } from '../errors.ts';
 // errors, each one line naming the file, line and column and what to do. What the settings mean
 // for each command, and their precedence, is settings.ts.
 
-/** The file name looked for in the working directory when neither `--config` nor `PG_BACKUP_CONFIG` names one. */
-export const CONFIG_FILE_NAME = 'pg-backup.yml';
-
-/** The variable naming the configuration file (as `--config` does; the flag wins). */
-export const CONFIG_ENV = 'PG_BACKUP_CONFIG';
+// Where the file is (its name, its variable, the search): find.ts, which loads neither yaml nor
+// zod, so that a command run without a file loads neither.
+export { CONFIG_ENV, CONFIG_FILE_NAME, findConfigFile } from './find.ts';
 
 /** `${NAME}` in a string value: the value of the environment variable NAME when the setting is used. */
 export const ENV_REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
@@ -144,37 +142,6 @@ export interface ConfigFile {
 function shownPath(file: string, base: string): string {
   const rel = path.relative(base, file);
   return rel && !rel.startsWith('..') && !path.isAbsolute(rel) ? rel : file;
-}
-
-/**
- * Finds the configuration file: `explicit` (the `--config` flag, or an action's `config` input),
- * else `$PG_BACKUP_CONFIG`, else `pg-backup.yml` in `dir` (the working directory) if it exists.
- * Relative paths are taken from `dir`. Returns undefined when none is named and none exists.
- * @throws UsageError when a named file does not exist.
- */
-export function findConfigFile(explicit: string | undefined, dir = process.cwd(), env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const named = explicit?.trim() || env[CONFIG_ENV]?.trim();
-  if (named) {
-    const file = path.resolve(dir, named);
-    if (!readable(file)) throw new UsageError(`configuration file ${named} not found or not readable${explicit?.trim() ? '' : ` (named by $${CONFIG_ENV})`}: check the path, or remove it to use flags only`);
-    return file;
-  }
-  const file = path.join(dir, CONFIG_FILE_NAME);
-  return readable(file) ? file : undefined;
-}
-
-/**
- * Whether `file` exists and this process may look at it. Under Node's permission model
- * (`node --permission` without `--allow-fs-read` for that path) `existsSync` throws
- * ERR_ACCESS_DENIED: a default file the process may not read is one it does not have.
- */
-function readable(file: string): boolean {
-  try {
-    return existsSync(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ERR_ACCESS_DENIED') return false;
-    throw err;
-  }
 }
 
 /** Levenshtein distance, for "did you mean". */

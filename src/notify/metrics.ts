@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import { Gauge, Registry } from 'prom-client';
+import type { Gauge, Registry } from 'prom-client';
 import type { RunReport, TargetReport } from './report.ts';
 import { deliver, withBasicAuth, type DeliveryOptions } from './deliver.ts';
 
@@ -84,8 +85,22 @@ export function seriesOf(report: RunReport, t: TargetReport): Series[] {
   return out;
 }
 
+type PromClient = typeof import('prom-client');
+let promClient: PromClient | undefined;
+
+/**
+ * prom-client, loaded on first use: it (and the @opentelemetry/api it requires for exemplars)
+ * costs about 20 ms of CPU to load, which a run that writes and pushes no metrics does not pay.
+ * In the bundles esbuild turns this `require` into the initialisation of the bundled module.
+ */
+function prom(): PromClient {
+  promClient ??= (typeof require === 'function' ? require('prom-client') : createRequire(import.meta.url)('prom-client')) as PromClient;
+  return promClient;
+}
+
 /** A prom-client registry holding `series` (no default process metrics). */
 export function registryOf(series: Series[]): Registry {
+  const { Gauge, Registry } = prom();
   const registry = new Registry();
   const gauges = new Map<MetricName, Gauge>();
   for (const s of series) {

@@ -1,7 +1,5 @@
 import type { Command } from 'commander';
-import { status } from '../commands/status.ts';
 import { stderrLogger } from '../log.ts';
-import { requireSignedDrills } from '../evidence/check.ts';
 import { parseSse, sseCustomerKey } from '../storage/protection.ts';
 import { terminalJson } from '../text/sinks.ts';
 import { formatTable } from './text.ts';
@@ -49,7 +47,9 @@ export function addStatusCommand(program: Command, setExitCode: (code: number) =
     .option('--public-key <file>', 'Ed25519 public key (PEM) of the drills\' --sign-key, for --require-signed-drills')
     .option('--json', 'print the status as JSON on stdout')
     .action(async (flags: StatusFlags) => {
+      const { requireSignedDrills } = await import('../evidence/check.ts');
       const drillTrust = requireSignedDrills(flags.requireSignedDrills, flags.publicKey);
+      const { status } = await import('../commands/status.ts');
       const result = await status({
         from: flags.from,
         filter: { service: flags.service, environment: flags.environment, database: flags.database },

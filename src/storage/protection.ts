@@ -1,5 +1,5 @@
 import { UsageError, registerSecret } from '../errors.ts';
-import type { ObjectLockSettings, S3Settings, ServerSideEncryption } from './s3/s3.ts';
+import type { ObjectLockSettings, S3Settings, ServerSideEncryption } from './s3/config.ts';
 
 /**
  * Parsing of the protection settings shared by the CLI and the actions: server-side encryption,

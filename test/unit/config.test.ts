@@ -279,9 +279,9 @@ describe('settings file in the CLI (commander sources)', () => {
     const file = await configFile(t, 'nonsense: [\n');
     const program = buildProgram(new AbortController().signal, () => undefined);
     const list = program.commands.find((c) => c.name() === 'list')!;
-    assert.equal(applyConfigFile(list, ['--config', file, '--help']), undefined);
-    assert.equal(applyConfigFile(program.commands.find((c) => c.name() === 'demo')!, ['--config', file]), undefined);
-    assert.throws(() => applyConfigFile(list, ['--config', file]), UsageError);
+    assert.equal(await applyConfigFile(list, ['--config', file, '--help']), undefined);
+    assert.equal(await applyConfigFile(program.commands.find((c) => c.name() === 'demo')!, ['--config', file]), undefined);
+    await assert.rejects(applyConfigFile(list, ['--config', file]), UsageError);
   });
 });
 

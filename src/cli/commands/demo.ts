@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { demo } from '../../commands/demo.ts';
 import { formatBytes, formatSeconds } from '../../format.ts';
 import { stderrLogger } from '../../log.ts';
 import type { CliContext } from '../common.ts';
@@ -13,6 +12,7 @@ export function addDemoCommand(program: Command, { signal }: CliContext): Comman
     .description('the whole job on an embedded default: a throwaway PostgreSQL with a sample database, dumped to a local file:// bucket, verified, drilled')
     .option('--bucket <url>', 'where to put the backups', `file://${process.cwd()}/demo-bucket`)
     .action(async (flags: { bucket: string }) => {
+      const { demo } = await import('../../commands/demo.ts');
       const summary = await demo({ bucket: flags.bucket, logger: stderrLogger(), signal });
       process.stdout.write(
         [

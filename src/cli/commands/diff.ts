@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
-import { diff, type DiffExample, type DiffResult, type DiffValue } from '../../commands/diff.ts';
+import type { DiffExample, DiffResult, DiffValue } from '../../commands/diff.ts';
 import { UsageError, messageOf } from '../../errors.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { EXIT, filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
@@ -33,6 +33,7 @@ export function addDiffCommand(program: Command, { signal, setExitCode }: CliCon
   )).action(async (flags: CommonFlags & { from: string; backup: string; table: string; targetUrl: string; sqlFile?: string; includeExtra?: boolean; apply?: boolean; examples: string; maxClockSkew: string; workDir?: string; allowSameOsUser?: boolean }) => {
     const examples = Number(flags.examples);
     if (!Number.isInteger(examples) || examples < 0 || examples > 1000) throw new UsageError(`--examples must be a whole number from 0 to 1000 (got ${JSON.stringify(flags.examples)})`);
+    const { diff } = await import('../../commands/diff.ts');
     let result: DiffResult;
     try {
       result = await diff({

@@ -1,15 +1,10 @@
 import type { Command } from 'commander';
 import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
-import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
-import { parsePostgresVersions, runDrill } from '../../commands/drill-majors.ts';
-import { drillServer } from '../../commands/drill-server.ts';
 import { UsageError } from '../../errors.ts';
-import { loadSigningKey } from '../../evidence/dsse.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
-import { physicalDrillCli } from '../../physical/cli.ts';
 import { printDrillRecordUris } from '../drill-output.ts';
 import { EXIT, checkJson, exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
@@ -47,15 +42,17 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
     ).option('--json', 'print the drill report as JSON on stdout').option('--quiet', QUIET_HELP),
   )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from?: string; backup: string; targetUrl?: string; workDir?: string; jobs?: string; smokeSql?: string; maxRto?: string; maxRpo?: string; pgbackrestStanza?: string; pgbackrestConfig?: string; pgbackrestVerify?: boolean; targetTime?: string; logTo?: string; signKey?: string; postgresVersion?: string; installPgClient?: boolean; maxClockSkew: string; allowSameOsUser?: boolean; profile?: string; owner: boolean; acl: boolean; server?: boolean }) => {
     const signKeyFile = flags.signKey ?? process.env.PG_BACKUP_SIGN_KEY_FILE;
-    const signingKey = signKeyFile ? loadSigningKey(signKeyFile) : undefined;
+    const signingKey = signKeyFile ? (await import('../../evidence/dsse.ts')).loadSigningKey(signKeyFile) : undefined;
     if (flags.pgbackrestStanza || flags.pgbackrestConfig || flags.targetTime || flags.logTo || flags.pgbackrestVerify) {
       if (flags.postgresVersion !== undefined) throw new UsageError('--postgres-version rehearses a pg_dump backup in other majors; a physical drill restores into the backup\'s own major: drop one of them');
+      const { physicalDrillCli } = await import('../../physical/cli.ts');
       await reported({ ...flags, logger: stderrLogger() }, 'drill', () => physicalDrillCli(flags, { signingKey, s3: s3Settings(flags, signal), json: flags.json, signal, setExitCode: () => setExitCode(EXIT.failed), printJson }));
       return;
     }
     if (!flags.from) throw new UsageError('--from is required (s3://BUCKET/PREFIX or file:///DIR), or give --pgbackrest-stanza NAME for a physical drill');
     if (flags.server) {
       if (flags.targetUrl || flags.postgresVersion !== undefined || flags.database) throw new UsageError('drill --server drills a whole run into one throwaway cluster: it takes neither --target-url, --postgres-version nor --database');
+      const { drillServer } = await import('../../commands/drill-server.ts');
       const server = await reported({ ...flags, logger: stderrLogger() }, 'drill', () => drillServer({
         ...readerOptions(flags, signal),
         from: flags.from!,
@@ -75,6 +72,7 @@ export function addDrillCommand(program: Command, { signal, setExitCode }: CliCo
       exitOnFailedCheck(server, 'drill', flags.json, setExitCode);
       return;
     }
+    const [{ parsePostgresVersions, runDrill }, { withSshTunnel }] = await Promise.all([import('../../commands/drill-majors.ts'), import('../../postgres/ssh-tunnel.ts')]);
     const postgresVersions = flags.postgresVersion === undefined ? undefined : parsePostgresVersions(flags.postgresVersion);
     const tunnel = sshTunnelOf(flags);
     if (tunnel && !flags.targetUrl) throw new UsageError('--ssh-tunnel reaches the database of --target-url: give --target-url (a throwaway cluster needs no tunnel)');

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
-import { runContext, type ChecksumSidecar } from '../../commands/dump.ts';
-import { MAX_PARALLEL_DATABASES, dumpMany, type DumpOutcome, type DumpRun } from '../../commands/dump-many.ts';
+import type { ChecksumSidecar } from '../../commands/dump.ts';
+import type { DumpOutcome, DumpRun } from '../../commands/dump-many.ts';
 import type { VerifyLevel } from '../../commands/verify.ts';
 import { stderrLogger } from '../../log.ts';
 import { UsageError } from '../../errors.ts';
@@ -11,7 +11,13 @@ import type { S3Settings } from '../../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../../storage/protection.ts';
 import { printJson, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
-import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
+
+/**
+ * The most databases `--parallel-databases` takes: `MAX_PARALLEL_DATABASES` of
+ * src/commands/dump-many.ts (which checks it), repeated here so that `--help` does not load the
+ * dump's implementation (test/unit/cli-lazy.test.ts keeps the two equal).
+ */
+export const MAX_PARALLEL_DATABASES_HELP = 16;
 
 interface DumpFlags {
   databaseUrl: string[];
@@ -121,7 +127,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--databases <names>', 'comma-separated databases on the server of --database-url, each its own backup ("all": --all-databases)', commaList)
       .option('--all-databases', 'every database the role can connect to (datallowconn and CONNECT), found on the server at run time; template0 and template1 skipped; each its own backup')
       .option('--exclude-database <pattern>', 'with --all-databases: skip databases matching this pattern, as pg_dump reads it (* any characters, ? one; letters match lower case unless double-quoted) (repeatable)', collect, [])
-      .option('--parallel-databases <n>', `dump this many databases at once, each its own pg_dump and upload (1-${MAX_PARALLEL_DATABASES})`, '1')
+      .option('--parallel-databases <n>', `dump this many databases at once, each its own pg_dump and upload (1-${MAX_PARALLEL_DATABASES_HELP})`, '1')
       .option('--no-globals', "do not store the server's globals (roles, memberships, role settings and passwords, tablespaces: pg_dumpall --globals-only), which every run stores under @globals once a database is stored, encrypted like the dumps")
       .requiredOption('--to <url>', 's3://BUCKET/PREFIX or file:///DIR')
       .option('--service <name>', 'service label in the key layout', 'default')
@@ -161,6 +167,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--quiet', 'no progress lines on stderr'),
   );
   sshTunnelOptions(command, 'the databases').action(async (flags: CommonFlags & DumpFlags & SshFlags) => {
+    const [{ runContext }, { dumpMany }, { withSshTunnel }] = await Promise.all([import('../../commands/dump.ts'), import('../../commands/dump-many.ts'), import('../../postgres/ssh-tunnel.ts')]);
     const writeSettings: S3Settings = {
       endpoint: flags.endpoint,
       region: flags.region,

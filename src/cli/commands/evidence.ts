@@ -1,13 +1,9 @@
 import type { Command } from 'commander';
-import { loadPublicKey } from '../../evidence/dsse.ts';
-import { verifyEvidence } from '../../evidence/verify.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { UsageError, messageOf } from '../../errors.ts';
 import { parseDuration } from '../../duration.ts';
-import { collectQuarterlyEvidence, parseQuarter } from '../../evidence/quarterly.ts';
-import { renderQuarterlyHtml, renderQuarterlyMarkdown } from '../../evidence/quarterly-render.ts';
 import { checkLocation, openStorage } from '../../storage/index.ts';
 import { stderrLogger } from '../../log.ts';
 import { EXIT, filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
@@ -27,6 +23,7 @@ export function addEvidenceCommand(program: Command, { signal, setExitCode }: Cl
     ).option('--json', 'print the verdicts as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; backup?: string; publicKey?: string; githubOwner?: string }) => {
     if (flags.publicKey && flags.githubOwner) throw new UsageError('give --public-key or --github-owner, not both');
+    const [{ verifyEvidence }, { loadPublicKey }] = await Promise.all([import('../../evidence/verify.ts'), import('../../evidence/dsse.ts')]);
     const result = await verifyEvidence({
       from: flags.from,
       filter: filterOf(flags),
@@ -67,6 +64,11 @@ export function addEvidenceCommand(program: Command, { signal, setExitCode }: Cl
     const formats = [flags.html && 'html', flags.markdown && 'markdown', flags.json && 'json'].filter(Boolean);
     if (formats.length > 1) throw new UsageError(`give one of --html, --markdown and --json (got ${formats.map((f) => `--${f}`).join(', ')})`);
     if (flags.output !== undefined && !flags.output.trim()) throw new UsageError('--output is empty: give a file name, e.g. --output evidence-2026-Q4.html');
+    const [{ collectQuarterlyEvidence, parseQuarter }, { renderQuarterlyHtml, renderQuarterlyMarkdown }, { loadPublicKey }] = await Promise.all([
+      import('../../evidence/quarterly.ts'),
+      import('../../evidence/quarterly-render.ts'),
+      import('../../evidence/dsse.ts'),
+    ]);
     const quarter = parseQuarter(flags.quarter);
     const rtoBudgetMs = flags.rtoBudget === undefined ? undefined : parseDuration(flags.rtoBudget, '--rto-budget');
     const trust = flags.publicKey ? { keys: [loadPublicKey(flags.publicKey)] } : undefined;

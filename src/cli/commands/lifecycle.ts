@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { lifecycle } from '../../commands/lifecycle.ts';
 import { UsageError } from '../../errors.ts';
 import { stderrLogger } from '../../log.ts';
 import { filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
@@ -22,6 +21,7 @@ export function addLifecycleCommand(program: Command, { signal }: CliContext): C
     ),
   ).action(async (flags: CommonFlags & { to: string; maxAge: string; noncurrentDays: string; abortMultipartDays: string; print?: boolean; apply?: boolean }) => {
     if (flags.print && flags.apply) throw new UsageError('give --print or --apply, not both');
+    const { lifecycle } = await import('../../commands/lifecycle.ts');
     const result = await lifecycle({
       to: flags.to,
       filter: filterOf(flags),

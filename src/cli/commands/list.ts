@@ -1,6 +1,5 @@
 import type { Command } from 'commander';
 import { formatBytes } from '../../format.ts';
-import { list } from '../../commands/list.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { filterOf, filterOptions, printJson, s3Settings, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
@@ -17,6 +16,7 @@ export function addListCommand(program: Command, { signal }: CliContext): Comman
       .option('--json', 'print JSON on stdout')
       .option('--max-clock-skew <duration>', MAX_CLOCK_SKEW_HELP, '10m'),
   ).action(async (flags: CommonFlags & { from: string; safetyDumps?: boolean; maxClockSkew: string }) => {
+    const { list } = await import('../../commands/list.ts');
     const backups = await list({ from: flags.from, filter: filterOf(flags), s3: s3Settings(flags, signal), safetyDumps: flags.safetyDumps, maxClockSkew: flags.maxClockSkew });
     if (flags.json) return printJson(backups);
     if (backups.length === 0) {

@@ -1,5 +1,4 @@
 import type { Command } from 'commander';
-import { mirror } from '../../commands/mirror.ts';
 import { stderrLogger } from '../../log.ts';
 import type { S3Settings } from '../../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, sseCustomerKey } from '../../storage/protection.ts';
@@ -27,6 +26,7 @@ export function addMirrorCommand(program: Command, { signal }: CliContext): Comm
   ).action(async (flags: CommonFlags & { from: string; to: string; toEndpoint?: string; toRegion?: string; since?: string; dryRun?: boolean; sse?: string; sseKmsKeyId?: string; objectLock?: string }) => {
     const read = s3Settings(flags, signal);
     const protect: S3Settings = { ...read, sse: parseSse(flags.sse, flags.sseKmsKeyId, sseCustomerKey()), objectLock: parseObjectLock(flags.objectLock) };
+    const { mirror } = await import('../../commands/mirror.ts');
     const result = await mirror({
       from: flags.from,
       to: flags.to,

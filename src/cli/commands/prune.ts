@@ -1,9 +1,7 @@
 import type { Command } from 'commander';
-import { formatPlan, prune } from '../../commands/prune.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { DEFAULT_KEEP_SAFETY_DUMPS } from '../../backup/safety.ts';
 import { stderrLogger } from '../../log.ts';
-import { requireSignedDrills } from '../../evidence/check.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
@@ -33,7 +31,9 @@ export function addPruneCommand(program: Command, { signal, setExitCode }: CliCo
         .option('--public-key <file>', 'Ed25519 public key (PEM) of the drills\' --sign-key, for --require-signed-drills'),
     ).option('--json', 'print the result and the plan as JSON on stdout'),
   ).action(async (flags: CommonFlags & { from: string; keepLast?: string; keepDaily?: string; keepWeekly?: string; keepMonthly?: string; maxAge?: string; keepProven: string; incompleteGrace: string; keepSafetyDumps: string; maxClockSkew: string; apply?: boolean; requireSignedDrills?: boolean; publicKey?: string }) => {
+    const { requireSignedDrills } = await import('../../evidence/check.ts');
     const drillTrust = requireSignedDrills(flags.requireSignedDrills, flags.publicKey);
+    const { formatPlan, prune } = await import('../../commands/prune.ts');
     const result = await reported({ ...flags, logger: stderrLogger() }, 'prune', () => prune({
       from: flags.from,
       filter: filterOf(flags),

@@ -1,13 +1,10 @@
 import type { Command } from 'commander';
-import { restore, type RestoreResult } from '../../commands/restore.ts';
-import { RestoreChecksFailedError } from '../../commands/restore-checks.ts';
-import { restoreSwap, type SwapResult } from '../../commands/restore-swap.ts';
+import type { RestoreResult } from '../../commands/restore.ts';
+import type { SwapResult } from '../../commands/restore-swap.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
-import { withSshTunnel } from '../../postgres/ssh-tunnel.ts';
 import { stderrLogger } from '../../log.ts';
 import { UsageError } from '../../errors.ts';
-import { restoreServer } from '../../commands/restore-server.ts';
 import { exitOnFailedCheck, filterOptions, identityOption, printJson, readerOptions, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /** Commander collector for repeatable options. */
@@ -51,6 +48,7 @@ export function addRestoreCommand(program: Command, { signal, setExitCode }: Cli
   )), '--target-url').action(async (flags: CommonFlags & SshFlags & { from: string; backup?: string; targetUrl: string; table: string[]; schema: string[]; swap?: boolean; terminateSessions?: boolean; server?: boolean; jobs?: string; clean?: boolean; safetyDump: boolean; owner?: boolean; acl?: boolean; profile?: string; skipRefused?: boolean; lockWaitTimeout: string; workDir?: string; maxClockSkew: string; quiet?: boolean }) => {
     if (flags.server) {
       if (flags.clean || flags.database || flags.swap || flags.table.length || flags.schema.length) throw new UsageError('--server restores every database of a run into a server without them: it takes neither --clean, --database, --swap, --table nor --schema');
+      const [{ withSshTunnel }, { restoreServer }] = await Promise.all([import('../../postgres/ssh-tunnel.ts'), import('../../commands/restore-server.ts')]);
       const server = await withSshTunnel(sshTunnelOf(flags), [flags.targetUrl], ([targetUrl]) => restoreServer({
         ...readerOptions(flags, signal),
         from: flags.from,
@@ -86,6 +84,12 @@ export function addRestoreCommand(program: Command, { signal, setExitCode }: Cli
     if (flags.swap && (flags.clean || flags.table.length || flags.schema.length)) {
       throw new UsageError('--swap restores the whole backup into a new database and switches: it does not take --clean, --table or --schema (restore one table in place with --table, or the whole database with --swap)');
     }
+    const [{ withSshTunnel }, { restore }, { restoreSwap }, { RestoreChecksFailedError }] = await Promise.all([
+      import('../../postgres/ssh-tunnel.ts'),
+      import('../../commands/restore.ts'),
+      import('../../commands/restore-swap.ts'),
+      import('../../commands/restore-checks.ts'),
+    ]);
     try {
       const result = await withSshTunnel<RestoreResult | SwapResult>(sshTunnelOf(flags), [flags.targetUrl], ([targetUrl]) => flags.swap
         ? restoreSwap({ ...common(targetUrl!), terminateSessions: flags.terminateSessions })

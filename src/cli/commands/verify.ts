@@ -1,13 +1,12 @@
 import type { Command } from 'commander';
-import { verify, type VerifyLevel } from '../../commands/verify.ts';
+import type { VerifyLevel } from '../../commands/verify.ts';
 import { MAX_CLOCK_SKEW_HELP } from '../../backup/clock.ts';
 import { stderrLogger } from '../../log.ts';
 import { UsageError } from '../../errors.ts';
-import { verifyRecipients } from '../../evidence/recipients.ts';
 import { terminalText } from '../../text/sinks.ts';
 import { reported } from '../../notify/index.ts';
 import { reportingOptions } from '../../notify/cli-options.ts';
-import { checkVerifyScope, walFreshness } from '../../physical/wal-freshness.ts';
+import { checkVerifyScope } from '../../physical/wal-freshness.ts';
 import { checkJson, exitOnFailedCheck, filterOf, filterOptions, identityOption, printJson, readerOptions, s3Settings, storageOptions, type CliContext, type CommonFlags, QUIET_HELP } from '../common.ts';
 
 /**
@@ -38,6 +37,7 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
     if (flags.recipients || flags.requireRecipient || flags.since) {
       if (!flags.recipients) throw new UsageError('--require-recipient and --since belong to --recipients: add it');
       if (!flags.from) throw new UsageError('--recipients needs --from s3://BUCKET/PREFIX (or file:///DIR)');
+      const { verifyRecipients } = await import('../../evidence/recipients.ts');
       const r = await verifyRecipients({ from: flags.from, filter: filterOf(flags), required: flags.requireRecipient ?? [], since: flags.since, s3: s3Settings(flags, signal), logger: stderrLogger(), signal });
       if (flags.json) printJson(r);
       else for (const b of r.backups) process.stdout.write(`${terminalText(`${b.ok ? 'OK     ' : 'FAILED '} ${b.id}  ${b.recipients.length} recipient(s) in the manifest, ${b.headerStanzas ?? '?'} in the age header${b.problems.length ? `  (${b.problems.join('; ')})` : ''}`)}\n`);
@@ -46,11 +46,13 @@ export function addVerifyCommand(program: Command, { signal, setExitCode }: CliC
     }
     checkVerifyScope(flags.from, flags.walPrefix, { from: '--from', walPrefix: '--wal-prefix', maxAge: '--max-age' }, flags.maxAge);
     if (flags.walPrefix) {
+      const { walFreshness } = await import('../../physical/wal-freshness.ts');
       const wal = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => walFreshness({ prefix: flags.walPrefix!, maxAge: flags.maxAge!, s3: s3Settings(flags, signal), logger: stderrLogger() }));
       if (flags.json) printJson(wal);
       exitOnFailedCheck(wal, 'verify', flags.json, setExitCode);
       return;
     }
+    const { verify } = await import('../../commands/verify.ts');
     const result = await reported({ ...flags, logger: stderrLogger() }, 'verify', () => verify({
       ...readerOptions(flags, signal),
       from: flags.from!,
