@@ -9,6 +9,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import module from 'node:module';
+import { fileURLToPath } from 'node:url';
 
 const [major, minor] = process.versions.node.split('.').map(Number);
 if (major < 22 || (major === 22 && minor < 18) || (major === 23 && minor < 6)) {
@@ -63,12 +64,13 @@ if (restartWith && typeof process.execve === 'function') {
 function bundleIsFresh() {
   if (process.env.PGB_CLI_SOURCES === '1') return false;
   try {
-    const root = new URL('../', import.meta.url);
-    if (!existsSync(new URL('dist/cli.js', root))) return false;
-    if (!existsSync(new URL('src/cli/main.ts', root))) return true;
-    const { files } = JSON.parse(readFileSync(new URL('dist/cli.inputs.json', root), 'utf8'));
+    // Plain paths, not a URL per file: 141 URL parses cost more than the hashing (~3 ms).
+    const root = fileURLToPath(new URL('../', import.meta.url));
+    if (!existsSync(`${root}dist/cli.js`)) return false;
+    if (!existsSync(`${root}src/cli/main.ts`)) return true;
+    const { files } = JSON.parse(readFileSync(`${root}dist/cli.inputs.json`, 'utf8'));
     for (const [file, sha256] of Object.entries(files)) {
-      if (createHash('sha256').update(readFileSync(new URL(file, root))).digest('hex') !== sha256) return false;
+      if (createHash('sha256').update(readFileSync(`${root}${file}`)).digest('hex') !== sha256) return false;
     }
     return Object.keys(files).length > 0;
   } catch {

@@ -3,9 +3,7 @@ import zlib from 'node:zlib';
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { execa } from 'execa';
 import { UsageError } from '../errors.ts';
-import { childDuplex } from '../postgres/processes.ts';
 
 /** How a dump is compressed on its way to storage, as recorded in the manifest. */
 export interface CompressionSpec {
@@ -93,6 +91,20 @@ export function requireZstd(env: NodeJS.ProcessEnv = process.env): Promise<void>
   return found;
 }
 
+/** What a zstd codec runs with: execa and the child-process stream (loaded together with execa). */
+type ProcessModules = [typeof import('execa'), typeof import('../postgres/processes.ts')];
+let processModules: ProcessModules | undefined;
+
+/**
+ * execa and src/postgres/processes.ts, imported on the first zstd codec of the process (about
+ * 20 ms of CPU to load, which a command that starts no codec, e.g. `list`, does not pay); later
+ * codecs take them as loaded.
+ */
+async function loadProcessModules(): Promise<ProcessModules> {
+  processModules ??= await Promise.all([import('execa'), import('../postgres/processes.ts')]);
+  return processModules;
+}
+
 /**
  * Starts a compressor or decompressor. zstd runs as its own process (`zstd -T0`, multithreaded),
  * so compression never shares a thread with pg_dump or with this process's event loop;
@@ -108,6 +120,7 @@ export async function startCodec(spec: CompressionSpec, direction: 'compress' | 
     return { stream, done: settleOnEnd(stream, `gzip ${direction}`), abort: () => stream.destroy() };
   }
   await requireZstd();
+  const [{ execa }, { childDuplex }] = processModules ?? (await loadProcessModules());
   const args = direction === 'compress' ? [`-${spec.level ?? 3}`, '-T0', '-q', '-c'] : ['-d', '-q', '-c'];
   const child = execa('zstd', args, {
     stdin: 'pipe',

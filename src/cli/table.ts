@@ -42,7 +42,8 @@ export function renderTable(columns: Column[], rows: Row[]): string[] {
   return [format(columns.map((c) => c.header)), ...rows.map((r) => (Array.isArray(r) ? format(r) : r.line))];
 }
 
-const segmenter = new Intl.Segmenter('en', { granularity: 'grapheme' });
+/** The grapheme segmenter, made on first use (ICU's set-up costs ~9 ms of CPU, which `--help` and an ASCII table do not need). */
+let segmenter: Intl.Segmenter | undefined;
 
 /**
  * Columns a string takes on a terminal: per grapheme cluster (Intl.Segmenter), 0 for control
@@ -52,6 +53,9 @@ const segmenter = new Intl.Segmenter('en', { granularity: 'grapheme' });
  * label can hold; escape sequences are not expected (labels are escaped before they get here).
  */
 export function displayWidth(text: string): number {
+  // Printable ASCII (most labels, keys and dates): one column per character, by the rules below.
+  if (/^[\x20-\x7e]*$/.test(text)) return text.length;
+  segmenter ??= new Intl.Segmenter('en', { granularity: 'grapheme' });
   let width = 0;
   for (const { segment } of segmenter.segment(text)) {
     const cp = segment.codePointAt(0)!;
