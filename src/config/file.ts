@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
-import { LineCounter, isMap, isScalar, isSeq, parseDocument, type Node } from 'yaml';
+import type { Node } from 'yaml';
 import { z } from 'zod';
 import { parseDuration } from '../duration.ts';
 import { UsageError } from '../errors.ts';
@@ -182,6 +183,19 @@ function dotted(keys: readonly (string | number)[]): string {
   return keys.length ? keys.join('.') : '(top level)';
 }
 
+type YamlLibrary = typeof import('yaml');
+let yamlLibrary: YamlLibrary | undefined;
+
+/**
+ * The `yaml` library, loaded when a file is read (an action run without a configuration file
+ * does not load it). In the bundles esbuild turns this `require` into the initialisation of the
+ * bundled module.
+ */
+function yaml(): YamlLibrary {
+  yamlLibrary ??= (typeof require === 'function' ? require('yaml') : createRequire(import.meta.url)('yaml')) as YamlLibrary;
+  return yamlLibrary;
+}
+
 /**
  * Reads, parses (YAML 1.2, duplicate keys refused) and validates a configuration file. Messages
  * show its path relative to `base` when it lies inside.
@@ -197,6 +211,7 @@ export function loadConfigFile(file: string, base = process.cwd()): ConfigFile {
   } catch (err) {
     throw new UsageError(`cannot read configuration file ${shown}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}: check the path and its permissions`);
   }
+  const { LineCounter, isMap, isScalar, isSeq, parseDocument } = yaml();
   const lines = new LineCounter();
   const doc = parseDocument(source, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   const at = (offset: number): [number, number] => {

@@ -1,5 +1,4 @@
 import type { Readable } from 'node:stream';
-import { identityToRecipient } from 'age-encryption';
 import { listBackups, resolveBackup, type BackupFilter } from '../backup/catalog.ts';
 import type { ClientEncryption } from '../backup/encryption.ts';
 import { parseDuration } from '../duration.ts';
@@ -36,6 +35,8 @@ export interface DecryptionFacts {
  * `encryption` says. Plugin identities (no public recipient derivable) are named `(plugin)`.
  */
 export async function decryptionFacts(identities: string[], encryption: ClientEncryption): Promise<DecryptionFacts> {
+  // age-encryption (and @noble/*) is loaded here, by a drill that decrypted, not with this module.
+  const { identityToRecipient } = await import('age-encryption');
   const identityRecipients = await Promise.all(identities.map((i) => identityToRecipient(i).catch(() => '(plugin)')));
   const openedBy = identityRecipients.length === 1 && identityRecipients[0] !== '(plugin)' ? identityRecipients[0] : undefined;
   return { identityRecipients, ...(openedBy ? { openedBy, openedByListed: encryption.recipients.includes(openedBy) } : {}) };
