@@ -28,6 +28,7 @@
 //   all-databases: a whole-server dump against a hand loop, in bench/all-databases.ts.
 //   server-restore: restore --server of a run against the hand script, in bench/server-restore.ts.
 //   diff: pg-backup diff of a 1 M-row table against \copy + comm, in bench/diff.ts.
+//   startup: the CLI's start-up CPU and peak RSS (--version, list, a small dump), in bench/startup.ts.
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
@@ -43,6 +44,11 @@ import { startServices } from '../test/infra/services.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const modes = process.argv.slice(2).filter((a) => !a.startsWith('-'));
+// Start-up cost of short commands (`npm run bench -- startup`): bench/startup.ts, no big database.
+if (modes.includes('startup')) {
+  await import('./startup.ts');
+  process.exit(0);
+}
 // A whole-server dump (`npm run bench -- all-databases`) has its own databases and baseline: bench/all-databases.ts.
 if (modes.includes('all-databases')) {
   await import('./all-databases.ts');
