@@ -4,7 +4,7 @@
 // `node scripts/build.ts --cli` builds only the CLI bundle (what `npm ci` runs, through `prepare`).
 import { createHash } from 'node:crypto';
 import { readFile, writeFile, mkdir, rename } from 'node:fs/promises';
-import { createRequire } from 'node:module';
+import { createRequire, isBuiltin } from 'node:module';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +37,26 @@ async function inlineTexts(): Promise<Record<string, string>> {
   return { __PGB_CHART_JS__: JSON.stringify(await readFile(chartJs, 'utf8')) };
 }
 
+/**
+ * An esbuild plugin that loads Node's built-in modules when the module importing them is first
+ * evaluated, not when the bundle starts. esbuild keeps `import … from 'node:…'` of an external
+ * module as an ES import at the top of the bundle, evaluated before anything else even when the
+ * importer is initialised lazily (a command's implementation, the S3 driver); and Node's ES facade
+ * of a built-in reads every export, so `node:http`'s loads its WebSocket support (undici): ~15 ms
+ * and 4 MiB of RSS for `--version`. Each such import becomes a tiny CommonJS module
+ * `module.exports = require('node:…')`, initialised with its importer. Same objects either way: a
+ * built-in's ES namespace is its CommonJS exports.
+ */
+const lazyBuiltins = {
+  name: 'lazy-node-builtins',
+  setup(build: { onResolve: Function; onLoad: Function }) {
+    build.onResolve({ filter: /^(node:)?[a-z0-9_/]+$/ }, (args: { path: string; kind: string; namespace: string }) =>
+      args.kind === 'import-statement' && args.namespace !== 'lazy-builtin' && isBuiltin(args.path) ? { path: args.path, namespace: 'lazy-builtin' } : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: 'lazy-builtin' }, (args: { path: string }) => ({ contents: `module.exports = require(${JSON.stringify(args.path)});`, loader: 'js' }));
+  },
+};
+
 async function esbuild(entry: string, metafile = false) {
   const { build } = await import('esbuild');
   const define = await inlineTexts();
@@ -54,6 +74,7 @@ async function esbuild(entry: string, metafile = false) {
     logLevel: 'warning',
     absWorkingDir: root,
     define,
+    plugins: [lazyBuiltins],
     // Some CommonJS dependencies call require(); give the ESM bundle one.
     banner: { js: "import { createRequire as __pgbCreateRequire } from 'node:module';\nconst require = __pgbCreateRequire(import.meta.url);" },
   });
@@ -77,7 +98,7 @@ export async function bundles(): Promise<Map<string, string>> {
 export async function cliBundle(): Promise<{ text: string; inputs: { files: Record<string, string> } }> {
   const result = await esbuild(CLI.entry, true);
   const own = Object.keys(result.metafile!.inputs)
-    .filter((f) => !f.includes('node_modules/'))
+    .filter((f) => !f.includes('node_modules/') && !f.startsWith('lazy-builtin:'))
     .map((f) => path.relative(root, path.resolve(root, f)).split(path.sep).join('/'));
   const files: Record<string, string> = {};
   for (const f of new Set([...own.sort(), ...CLI_EXTRA_INPUTS])) files[f] = createHash('sha256').update(await readFile(path.join(root, f))).digest('hex');
