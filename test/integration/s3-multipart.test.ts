@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { openStorage } from '../../src/storage/index.ts';
-import { MIN_PART_SIZE } from '../../src/storage/s3/s3.ts';
+import { MIN_PART_SIZE, S3Storage } from '../../src/storage/s3/s3.ts';
 import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, s3Client, s3Get, s3Keys, s3Location } from '../helpers.ts';
 
 const MiB = 1024 * 1024;
@@ -90,10 +90,16 @@ describe('S3 streamed upload on Ceph RGW (pooled part buffers)', () => {
 });
 
 describe('payload signing: unsigned over HTTPS, signed over HTTP', () => {
+  /** The S3 driver itself (openStorage builds it at the first request), whose client a test can watch. */
+  function driverOf(url: string, s: ConstructorParameters<typeof S3Storage>[2]): S3Storage {
+    const [bucket, ...prefix] = url.replace(/^s3:\/\//, '').split('/');
+    return new S3Storage(bucket!, prefix.join('/'), s);
+  }
+
   /** The x-amz-content-sha256 of each PutObject/UploadPart `storage` sends, as signed. */
-  function captureBodyHashes(storage: ReturnType<typeof openStorage>): string[] {
+  function captureBodyHashes(storage: S3Storage): string[] {
     const seen: string[] = [];
-    (storage as unknown as { client: { middlewareStack: { add: (m: unknown, o: unknown) => void } } }).client.middlewareStack.add(
+    (storage.client.middlewareStack as unknown as { add: (m: unknown, o: unknown) => void }).add(
       (next: (a: unknown) => Promise<unknown>, context: { commandName?: string }) => async (args: { request?: { headers?: Record<string, string> } }) => {
         if (context.commandName === 'PutObjectCommand' || context.commandName === 'UploadPartCommand') seen.push(args.request?.headers?.['x-amz-content-sha256'] ?? 'none');
         return next(args);
@@ -105,7 +111,7 @@ describe('payload signing: unsigned over HTTPS, signed over HTTP', () => {
 
   it('over plain HTTP every part carries its SHA-256 in the signature', { timeout: 120_000 }, async () => {
     const to = s3Location('sign-http');
-    const storage = openStorage(to, settings());
+    const storage = driverOf(to, settings());
     const seen = captureBodyHashes(storage);
     const { stream, sha256 } = randomStream(2 * MIN_PART_SIZE + 9);
     await storage.upload('obj.bin', stream);
@@ -117,7 +123,7 @@ describe('payload signing: unsigned over HTTPS, signed over HTTP', () => {
   it('over HTTPS the bodies go as UNSIGNED-PAYLOAD (no second hash of every byte)', { timeout: 120_000 }, async () => {
     // This process does not trust the store's test CA: the request fails at the TLS handshake,
     // after it was signed, which is all this looks at; the dump below proves the store takes it.
-    const storage = openStorage(s3Location('sign-https'), { ...settings(), endpoint: need('PGB_TEST_S3_TLS_ENDPOINT') });
+    const storage = driverOf(s3Location('sign-https'), { ...settings(), endpoint: need('PGB_TEST_S3_TLS_ENDPOINT') });
     const seen = captureBodyHashes(storage);
     await assert.rejects(storage.put('probe.txt', 'x'));
     assert.ok(seen.length >= 1);
