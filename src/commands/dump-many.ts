@@ -1,3 +1,4 @@
+export { MAX_PARALLEL_DATABASES } from '../limits.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';
@@ -11,14 +12,13 @@ import { mapLimit } from '../map-limit.ts';
 import { runDump, type DumpOptions, type DumpResult } from './dump.ts';
 import { forDatabase, planDump } from './dump-plan.ts';
 import { checkWritable } from './dump-preflight.ts';
-import { verify } from './verify.ts';
+import { MAX_PARALLEL_DATABASES } from '../limits.ts';
 import { loadIdentities } from '../backup/encryption.ts';
 
 /** Databases `--all-databases` never dumps: the templates (template0 refuses connections anyway). */
 export const SKIPPED_TEMPLATES = ['template0', 'template1'] as const;
 
 /** Most databases dumped at once (`--parallel-databases`). */
-export const MAX_PARALLEL_DATABASES = 16;
 
 /** Options of {@link dumpMany}: those of {@link dump}, for several databases. */
 export interface DumpManyOptions extends Omit<DumpOptions, 'databaseUrl'> {
@@ -175,6 +175,8 @@ export async function dumpMany(options: DumpManyOptions): Promise<DumpRun> {
         // The globals are read back like the dumps (to pg_dumpall's trailer; never replayed here).
         const identities = shared.encryptTo ? loadIdentities() : undefined;
         const level = shared.encryptTo && !identities ? 'checksum' : shared.verify === 'schema' ? 'archive' : shared.verify;
+        // The verify's code (and the throwaway cluster's) loads only for a run that verifies.
+        const { verify } = await import('./verify.ts');
         const v = await verify({ from: shared.to, backup: result.objectKey, level, ageIdentities: identities, s3: shared.verifyS3 ?? shared.s3, logger, signal: options.signal });
         if (!v.ok) throw new Error(`verify failed: ${v.reason}`);
       }

@@ -24,7 +24,7 @@ import { TOOL } from '../version.ts';
 import { objectLockOf, planDump, type ChecksumSidecar, type DumpPlan, type DumpPlanInput } from './dump-plan.ts';
 import { dumpDirectory, type StoredFile } from './dump-directory.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
-import { verify, type VerifyLevel, type VerifyResult } from './verify.ts';
+import type { VerifyLevel, VerifyResult } from './verify.ts';
 
 export type { ChecksumSidecar } from './dump-plan.ts';
 export { planDump, forDatabase, type DumpPlan } from './dump-plan.ts';
@@ -487,6 +487,7 @@ async function verifyAfterDump(plan: DumpPlan, objectKey: string, rt: DumpRuntim
     rt.logger.warn(`the backup is encrypted with age and no identity is set here: verifying at level checksum instead of ${level}; run verify --level ${level} (or a drill) where the identity is`);
     level = 'checksum';
   }
+  const { verify } = await import('./verify.ts'); // loaded only by a dump that verifies
   return verify({ from: plan.to, backup: objectKey, level, ageIdentities: identities, s3: plan.verifyS3 ?? plan.s3, logger: rt.logger, signal: rt.signal, workDir: plan.workDir, allowSameOsUser: plan.allowSameOsUser });
 }
 
@@ -504,6 +505,7 @@ async function checkMirror(plan: DumpPlan, objectKey: string, mirrorError: unkno
     return { uri, ok: false, verified: false, error };
   }
   try {
+    const { verify } = await import('./verify.ts');
     const check = await verify({ from: plan.mirror!.to, backup: objectKey, level: 'checksum', s3: plan.mirrorS3, logger: quiet(logger), signal: rt.signal });
     if (!check.ok) {
       logger.warn(`mirror copy at ${uri} does not match the manifest: ${check.reason}`);

@@ -11,13 +11,8 @@ import type { S3Settings } from '../../storage/index.ts';
 import { mirrorSettings, parseObjectLock, parseSse, readerSettings, sseCustomerKey } from '../../storage/protection.ts';
 import { printJson, storageOptions, type CliContext, type CommonFlags } from '../common.ts';
 import { sshTunnelOf, sshTunnelOptions, type SshFlags } from '../ssh-options.ts';
+import { MAX_PARALLEL_DATABASES } from '../../limits.ts';
 
-/**
- * The most databases `--parallel-databases` takes: `MAX_PARALLEL_DATABASES` of
- * src/commands/dump-many.ts (which checks it), repeated here so that `--help` does not load the
- * dump's implementation (test/unit/cli-lazy.test.ts keeps the two equal).
- */
-export const MAX_PARALLEL_DATABASES_HELP = 16;
 
 interface DumpFlags {
   databaseUrl: string[];
@@ -127,7 +122,7 @@ export function addDumpCommand(program: Command, { signal }: CliContext): Comman
       .option('--databases <names>', 'comma-separated databases on the server of --database-url, each its own backup ("all": --all-databases)', commaList)
       .option('--all-databases', 'every database the role can connect to (datallowconn and CONNECT), found on the server at run time; template0 and template1 skipped; each its own backup')
       .option('--exclude-database <pattern>', 'with --all-databases: skip databases matching this pattern, as pg_dump reads it (* any characters, ? one; letters match lower case unless double-quoted) (repeatable)', collect, [])
-      .option('--parallel-databases <n>', `dump this many databases at once, each its own pg_dump and upload (1-${MAX_PARALLEL_DATABASES_HELP})`, '1')
+      .option('--parallel-databases <n>', `dump this many databases at once, each its own pg_dump and upload (1-${MAX_PARALLEL_DATABASES})`, '1')
       .option('--no-globals', "do not store the server's globals (roles, memberships, role settings and passwords, tablespaces: pg_dumpall --globals-only), which every run stores under @globals once a database is stored, encrypted like the dumps")
       .requiredOption('--to <url>', 's3://BUCKET/PREFIX or file:///DIR')
       .option('--service <name>', 'service label in the key layout', 'default')
