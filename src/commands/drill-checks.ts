@@ -21,7 +21,9 @@ import type { DrillResult } from './drill-report.ts';
 export async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger, connections: number, signal?: AbortSignal, client?: pg.Client): Promise<void> {
   const checks = async (client: pg.Client) => {
     const { rows } = await client.query<{ schema: string; table: string; bytes: string }>(
-      `SELECT n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
+      // Not the catalogs' own tables, which no manifest lists (listUserTables): their sizes cost a file lookup each.
+      `SELECT n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')`,
     );
     const key = (t: { schema: string; table: string }) => `${t.schema}\u0000${t.table}`;
     const bytes = new Map(rows.map((r) => [key(r), Number(r.bytes)]));
