@@ -123,7 +123,8 @@ SELECT 'db', '', d.datdba, d.datacl, 'd' FROM pg_catalog.pg_database d WHERE d.d
  * default privilege and the database (`section` `o`, `c`, `d`, `db`) with its owner's name and
  * its ACL expanded (`expand` once for all of them: only what differs from the built-in default
  * when `kind` is set, else every item; NULL for a NULL ACL), then the tables with row-level
- * security (`rls`) and the settings (`set`: `key` '' for the database's, else the role's name).
+ * security (`rls`) and the settings (`set`: `key` '' for the database's, else the role's name;
+ * the `name=value` list in `grants`).
  */
 const CAPTURE_SQL = `
 WITH acls AS (
@@ -152,8 +153,11 @@ SELECT 'set', CASE WHEN s.setrole = 0 THEN '' ELSE pg_catalog.pg_get_userbyid(s.
  * Reads the {@link Privileges} of the database `client` is connected to, with one statement on
  * that connection (in its transaction and snapshot when one is open: the dump calls it inside
  * the transaction whose snapshot pg_dump imports). Needs only read access to the catalogs, which
- * every role has. Measured on a fresh backend of a small database (PostgreSQL 15, mostly
- * planning with cold catalog caches): see docs/performance.md ("Whole servers").
+ * every role has. It gives what the former six queries, one per part, gave
+ * (test/infra/privileges-reference.ts; PostgreSQL 12–18). Measured: 8.4 ms of server CPU in a
+ * fresh backend of a small database, mostly planning with cold catalog caches (was 10.3 ms with
+ * six queries); 0.47 s on 10 000 tables with 2 grants each, as before (docs/performance.md,
+ * "restore --server, third pass"; docs/drills.md).
  */
 export async function capturePrivileges(client: pg.Client): Promise<Privileges> {
   type Row = { section: 'o' | 'c' | 'd' | 'db' | 'rls' | 'set'; key: string; owner: string | null; grants: string[] | null; enabled: boolean | null; forced: boolean | null; policies: string[] | null };
