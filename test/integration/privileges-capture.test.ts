@@ -20,7 +20,7 @@ import { capturePrivileges, type Privileges } from '../../src/postgres/privilege
 import { connect } from '../../src/postgres/server.ts';
 import { capturePrivilegesReference } from '../infra/privileges-reference.ts';
 
-const MAJORS = process.env.H12_MAJORS ? process.env.H12_MAJORS.split(",").map(Number) : [12, 13, 14, 15, 16, 17, 18];
+const MAJORS = [12, 13, 14, 15, 16, 17, 18];
 
 const GLOBAL_SQL = [
   'CREATE ROLE cap_owner',
