@@ -26,7 +26,10 @@
 // bin/pg-backup.js); PGB_BENCH_BEFORE_CLI, another tree's (e.g. an older commit's, with its
 // dist/cli.js built), adds a fourth kind `before` to the rotation, for a before/after. Prints
 // wall seconds per round and, for ours, the peak RSS (/usr/bin/time %M: the process tree's
-// largest member); then the medians, ours/hand and ours/hand-full. A benchmark, not a test.
+// largest member), the CPU seconds of the command with its children (/usr/bin/time %U + %S) and
+// of the target cluster (its postmaster's reaped backends and running children, /proc), and the
+// connections the target served (pg_stat_database.sessions); then the medians, ours/hand and
+// ours/hand-full. A benchmark, not a test.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -58,12 +61,49 @@ async function sql(url: string, text: string): Promise<void> {
   }
 }
 
-function timed(cmd: string, args: string[], env: Record<string, string> = {}): { seconds: number; rssKiB: number; ok: boolean; stderr: string } {
+/** Wall seconds, peak RSS (KiB, the process tree's largest member) and CPU seconds (user + system of the command and every child it waited for). */
+function timed(cmd: string, args: string[], env: Record<string, string> = {}): { seconds: number; rssKiB: number; cpu: number; ok: boolean; stderr: string } {
   const t0 = performance.now();
-  const r = spawnSync('/usr/bin/time', ['-f', '%M', cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const r = spawnSync('/usr/bin/time', ['-f', '%M %U %S', cmd, ...args], { env: { ...process.env, ...env }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const seconds = (performance.now() - t0) / 1000;
   const lines = r.stderr.trim().split('\n');
-  return { seconds, rssKiB: Number(lines.at(-1)), ok: r.status === 0, stderr: lines.slice(-4).join('\n') };
+  const [rss, user, sys] = lines.at(-1)!.split(' ').map(Number);
+  return { seconds, rssKiB: rss!, cpu: user! + sys!, ok: r.status === 0, stderr: lines.slice(-4).join('\n') };
+}
+
+const TICKS = 100; // USER_HZ, /proc's clock ticks per second on Linux
+
+/**
+ * CPU seconds the target cluster spent so far: its postmaster's own and its reaped children's
+ * (every backend that ended: `utime + stime + cutime + cstime`, /proc/PID/stat fields 14–17)
+ * plus the children still running (checkpointer, walwriter, autovacuum…). Source: proc(5).
+ */
+function serverCpu(dataDir: string): number {
+  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const fields = (p: number | string) => readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' '); // fields from 3 (state) on
+  const f = fields(pid);
+  let ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const c = fields(e);
+      if (Number(c[1]) === pid) ticks += Number(c[11]) + Number(c[12]);
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return ticks / TICKS;
+}
+
+/** Connections the target's backends served so far (`pg_stat_database.sessions`, PostgreSQL 14+), read over one connection of its own. */
+async function sessions(url: string): Promise<number> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    return Number((await c.query<{ n: string }>('SELECT sum(sessions)::text AS n FROM pg_stat_database')).rows[0]!.n);
+  } finally {
+    await c.end();
+  }
 }
 
 const source = await startTcpCluster();
@@ -122,6 +162,9 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
 `, { mode: 0o755 });
   const kinds = ['hand', 'hand-full', 'ours', ...(BEFORE_CLI ? (['before'] as const) : [])] as const;
   const results: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [], before: [] };
+  const clientCpu: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [], before: [] };
+  const targetCpu: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [], before: [] };
+  const conns: Record<(typeof kinds)[number], number[]> = { hand: [], 'hand-full': [], ours: [], before: [] };
   let rss = 0;
   for (let round = 1; round <= ROUNDS; round++) {
     for (let i = 0; i < kinds.length; i++) {
@@ -129,6 +172,8 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
       target = await startTcpCluster();
       // hand-full's psql reaches each new database by name: the target's socket and port in its environment.
       const env = { PGHOST: path.join(target.dir, 's'), PGPORT: String(target.port), PGUSER: 'postgres' };
+      const data = path.join(target.dir, 'data');
+      const [cpu0, sessions0] = [serverCpu(data), await sessions(target.adminUrl)];
       const r =
         who === 'hand'
           ? timed('bash', [script, target.adminUrl])
@@ -136,9 +181,14 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
             ? timed('bash', [fullScript, target.adminUrl], env)
             : timed(path.join(root, 'node_modules/.bin/node'), [who === 'before' ? BEFORE_CLI! : CLI, 'restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)]);
       if (!r.ok) throw new Error(`${who} failed: ${r.stderr}`);
+      const server = serverCpu(data) - cpu0;
+      const connections = (await sessions(target.adminUrl)) - sessions0 - 1; // less the first reading's own
       results[who].push(r.seconds);
+      clientCpu[who].push(r.cpu);
+      targetCpu[who].push(server);
+      conns[who].push(connections);
       if (who === 'ours') rss = Math.max(rss, r.rssKiB);
-      console.log(`round ${round} ${who.padEnd(9)} ${r.seconds.toFixed(2)} s${who === 'ours' || who === 'before' ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+      console.log(`round ${round} ${who.padEnd(9)} ${r.seconds.toFixed(2)} s, CPU client ${r.cpu.toFixed(2)} s + server ${server.toFixed(2)} s, ${connections} connections${who === 'ours' || who === 'before' ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
       await target.stop();
       target = undefined;
     }
@@ -146,6 +196,7 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   const [hand, full, ours] = [median(results.hand), median(results['hand-full']), median(results.ours)];
   console.log(`median: hand ${hand.toFixed(2)} s, hand-full ${full.toFixed(2)} s, ours ${ours.toFixed(2)} s; ours/hand ${(ours / hand).toFixed(2)}×, ours/hand-full ${(ours / full).toFixed(2)}×; ours peak RSS ${(rss / 1024).toFixed(0)} MiB; jobs ${JOBS}, ${SMALL} small databases + pgbench scale ${SCALE}, ${ROUNDS} rounds; ours = ${CLI}`);
+  for (const k of kinds) console.log(`${k.padEnd(9)} medians: wall ${median(results[k]).toFixed(2)} s, CPU client ${median(clientCpu[k]).toFixed(2)} s + server ${median(targetCpu[k]).toFixed(2)} s, ${median(conns[k])} connections`);
   if (BEFORE_CLI) {
     const before = median(results.before);
     console.log(`before: ${before.toFixed(2)} s, before/hand ${(before / hand).toFixed(2)}×, before/hand-full ${(before / full).toFixed(2)}×, ours/before ${(ours / before).toFixed(2)}×; before = ${BEFORE_CLI}`);

@@ -21,7 +21,9 @@ import type { DrillResult } from './drill-report.ts';
 export async function runChecks(target: DatabaseConnection, manifest: Manifest, smoke: SmokeCheck[], result: DrillResult, log: Logger, connections: number, signal?: AbortSignal, client?: pg.Client): Promise<void> {
   const checks = async (client: pg.Client) => {
     const { rows } = await client.query<{ schema: string; table: string; bytes: string }>(
-      `SELECT n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r'`,
+      // Not the catalogs' own tables, which no manifest lists (listUserTables): their sizes cost a file lookup each.
+      `SELECT n.nspname AS schema, c.relname AS table, pg_relation_size(c.oid)::text AS bytes FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')`,
     );
     const key = (t: { schema: string; table: string }) => `${t.schema}\u0000${t.table}`;
     const bytes = new Map(rows.map((r) => [key(r), Number(r.bytes)]));
@@ -118,7 +120,8 @@ export async function withClient<T>(target: DatabaseConnection, signal: AbortSig
  * Sequences owned by an integer column (serial or identity) whose next value would collide
  * with existing rows: `last_value` (or, if never called, `last_value - increment`) below the
  * column's max. This is what a data-only restore or a bad `setval` leaves behind (seed 002).
- * With `tables`, only the sequences owned by a column of one of them.
+ * With `tables`, only the sequences owned by a column of one of them. Two round trips for up to
+ * 100 sequences: their list, then every one's state and column max in one statement.
  */
 export async function sequencesBehind(client: pg.Client, tables?: { schema: string; table: string }[]): Promise<string[]> {
   const { rows } = await client.query<{ seq: string; col: string; tbl: string; increment: string }>(
@@ -137,18 +140,26 @@ export async function sequencesBehind(client: pg.Client, tables?: { schema: stri
     [tables ? tables.map((t) => t.schema) : null, tables ? tables.map((t) => t.table) : null],
   );
   const behind: string[] = [];
-  for (const r of rows) {
-    const state = await client.query<{ last: string; called: boolean; max: string | null }>(
-      `SELECT last_value::text AS last, is_called AS called, (SELECT max(${r.col})::text FROM ${r.tbl}) AS max FROM ${r.seq}`,
+  // Every sequence's state and its column's max in one statement per SEQUENCES_PER_STATEMENT (a
+  // round trip and a plan each, not one per sequence).
+  for (let from = 0; from < rows.length; from += SEQUENCES_PER_STATEMENT) {
+    const chunk = rows.slice(from, from + SEQUENCES_PER_STATEMENT);
+    const state = await client.query<{ i: number; last: string; called: boolean; max: string | null }>(
+      chunk.map((r, i) => `SELECT ${i} AS i, last_value::text AS last, is_called AS called, (SELECT max(${r.col})::text FROM ${r.tbl}) AS max FROM ${r.seq}`).join('\nUNION ALL\n'),
     );
-    const { last, called, max } = state.rows[0]!;
-    if (max === null) continue;
-    const increment = BigInt(r.increment);
-    const current = called ? BigInt(last) : BigInt(last) - increment;
-    if (increment > 0n ? current < BigInt(max) : false) behind.push(`${r.seq} is behind ${r.tbl}.${r.col}: its value is ${current}, the column's max is ${max}`);
+    for (const { i, last, called, max } of state.rows.sort((a, b) => a.i - b.i)) {
+      const r = chunk[i]!;
+      if (max === null) continue;
+      const increment = BigInt(r.increment);
+      const current = called ? BigInt(last) : BigInt(last) - increment;
+      if (increment > 0n ? current < BigInt(max) : false) behind.push(`${r.seq} is behind ${r.tbl}.${r.col}: its value is ${current}, the column's max is ${max}`);
+    }
   }
   return behind;
 }
+
+/** Sequences whose state {@link sequencesBehind} reads with one statement (a `UNION ALL` of one `SELECT` each). */
+const SEQUENCES_PER_STATEMENT = 100;
 
 /** Of `extensions`, those the target server cannot create (`pg_available_extensions`). */
 export async function missingExtensions(target: DatabaseConnection, extensions: string[], signal?: AbortSignal): Promise<string[]> {
