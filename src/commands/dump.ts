@@ -17,7 +17,7 @@ import { installPgClient } from '../postgres/install-client.ts';
 import { findMigrationHead, type MigrationHead } from '../postgres/migrations.ts';
 import { capturePrivileges, type Privileges } from '../postgres/privileges.ts';
 import { runPgProgram } from '../postgres/processes.ts';
-import { connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
+import { COUNT_SETTINGS_SQL, connect, countRows, listUserTables, serverFacts, type ServerFacts, type TableRowCount } from '../postgres/server.ts';
 import { Standby } from '../postgres/standby.ts';
 import type { S3Settings, ServerTime, Storage } from '../storage/index.ts';
 import { TOOL } from '../version.ts';
@@ -283,6 +283,7 @@ async function readFacts(session: Session, selected: SelectedTable[], withPrivil
     const migrationHead = await findMigrationHead(client, true);
     const roles = (await client.query<{ rolname: string }>("SELECT rolname FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1")).rows.map((r) => r.rolname);
     const privileges = withPrivileges ? await capturePrivileges(client) : undefined;
+    await client.query(COUNT_SETTINGS_SQL);
     const tableRows = await countRows(client, selected.filter((t) => t.withData));
     return { tableRows, migrationHead, roles, privileges };
   } catch (err) {

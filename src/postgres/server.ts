@@ -172,24 +172,39 @@ export async function listUserTables(client: pg.Client): Promise<{ schema: strin
 }
 
 /**
+ * SQL turning parallel workers and JIT off until the current transaction ends
+ * (`set_config(…, is_local => true)`; outside a transaction block it has no effect). The dump runs
+ * it before its row counts: they run beside pg_dump and compete with it for the same cores, and
+ * one backend scanning alone costs about half the CPU of a leader with two workers
+ * (docs/performance.md).
+ */
+export const COUNT_SETTINGS_SQL = "SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)";
+
+/**
  * Counts the rows of each table with `count(*)` in the client's current transaction (so, when it
- * runs inside the transaction that exported the dump's snapshot, in the dump's snapshot).
+ * runs inside the transaction that exported the dump's snapshot, in the dump's snapshot), up to
+ * 100 tables per statement, with the session's settings as they are: the dump turns parallel workers
+ * and JIT off for its transaction first ({@link COUNT_SETTINGS_SQL}); a drill's counts on the
+ * restored database use the server's defaults; `restore --server`'s check connection sets its own.
  * Identifiers are quoted by node-postgres' `escapeIdentifier`; names never reach a shell.
- *
- * Inside a transaction block (a dump's), the counts run without parallel workers or JIT
- * (`set_config(…, is_local => true)`, so only until that transaction ends): they run beside
- * pg_dump and compete with it for the same cores, and one backend scanning alone costs about
- * half the CPU of a leader with two workers (docs/performance.md). Outside a transaction (a
- * drill's counts on the restored database), the setting lasts one statement and the server's
- * defaults apply.
  */
 export async function countRows(client: pg.Client, tables: { schema: string; table: string }[]): Promise<TableRowCount[]> {
-  await client.query("SELECT set_config('max_parallel_workers_per_gather', '0', true), set_config('jit', 'off', true)");
   const out: TableRowCount[] = [];
-  for (const t of tables) {
-    const sql = `SELECT count(*)::text AS n FROM ${client.escapeIdentifier(t.schema)}.${client.escapeIdentifier(t.table)}`;
-    const { rows } = await client.query<{ n: string }>(sql);
-    out.push({ schema: t.schema, table: t.table, rows: Number(rows[0]!.n) });
+  // Up to COUNT_BATCH tables per statement (one `count(*)` each, tagged with its place): a
+  // database of thousands of small tables costs a round trip per batch, not per table.
+  for (let start = 0; start < tables.length; start += COUNT_BATCH) {
+    const batch = tables.slice(start, start + COUNT_BATCH);
+    const sql = batch.map((t, i) => `SELECT ${i} AS i, count(*)::text AS n FROM ${client.escapeIdentifier(t.schema)}.${client.escapeIdentifier(t.table)}`).join(' UNION ALL ');
+    const { rows } = await client.query<{ i: number; n: string }>(sql);
+    const counted = new Map(rows.map((r) => [Number(r.i), Number(r.n)]));
+    batch.forEach((t, i) => {
+      const n = counted.get(i);
+      if (n === undefined) throw new Error(`count(*) of ${t.schema}.${t.table} returned no row`);
+      out.push({ schema: t.schema, table: t.table, rows: n });
+    });
   }
   return out;
 }
+
+/** Tables counted per statement by {@link countRows}. */
+const COUNT_BATCH = 100;

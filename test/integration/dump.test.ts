@@ -69,6 +69,24 @@ describe('dump to Ceph RGW', () => {
     assert.equal((await sql<{ n: string }>(db, 'SELECT count(*) AS n FROM products'))[0]!.n, '75');
   });
 
+  it('counts every table of a database with more tables than one counting statement takes (100), each to its own count', async () => {
+    const db = await createDatabase('many', false);
+    // 250 tables with 0..249 rows, plus two whose names need quoting, in a schema that does too.
+    await sql(db, `DO $$ BEGIN FOR i IN 0..249 LOOP
+      EXECUTE format('CREATE TABLE %I AS SELECT g FROM generate_series(1, %s) g', 't_' || lpad(i::text, 3, '0'), i);
+    END LOOP; END $$`);
+    await sql(db, `CREATE SCHEMA "odd ""schema"""; CREATE TABLE "odd ""schema"""."Mixed Case" AS SELECT 1 AS g FROM generate_series(1, 7);
+      CREATE TABLE "odd ""schema""".";drop" AS SELECT 1 AS g FROM generate_series(1, 3)`);
+    const to = s3Location('many');
+    const r = await cli(['dump', '--to', to, '--json', '--no-globals'], { DATABASE_URL: dbUrl(db) });
+    assert.equal(r.code, 0, r.stderr);
+    const counted = new Map((JSON.parse(r.stdout).tables as { schema: string; table: string; rows: number }[]).map((t) => [`${t.schema}.${t.table}`, t.rows]));
+    assert.equal(counted.size, 252);
+    for (let i = 0; i < 250; i++) assert.equal(counted.get(`public.t_${String(i).padStart(3, '0')}`), i, `t_${i}`);
+    assert.equal(counted.get('odd "schema".Mixed Case'), 7);
+    assert.equal(counted.get('odd "schema".;drop'), 3);
+  });
+
   for (const { faultId, name, script, expected } of [
     { faultId: 'pg-dump-exits', name: 'exits non-zero', script: '"$REAL/pg_dump" "$@" | head -c 12000000; echo "pg_dump: error: simulated failure after 12 MB" >&2; exit 1', expected: /simulated failure after 12 MB/ },
     { faultId: 'pg-dump-killed', name: 'is killed', script: '"$REAL/pg_dump" "$@" | head -c 12000000; kill -9 $$', expected: /pg_dump was killed by SIGKILL/ },
