@@ -179,7 +179,8 @@ printf '%s\\n' ${dumps.map((d) => JSON.stringify(d)).join(' ')} | xargs -P ${JOB
           ? timed('bash', [script, target.adminUrl])
           : who === 'hand-full'
             ? timed('bash', [fullScript, target.adminUrl], env)
-            : timed(path.join(root, 'node_modules/.bin/node'), [who === 'before' ? BEFORE_CLI! : CLI, 'restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)]);
+            : // As `npx pg-backup` runs it: the program itself, its shebang line finding the project's Node 24 first on the PATH (as bench.ts runs it).
+              timed(who === 'before' ? BEFORE_CLI! : CLI, ['restore', '--server', '--from', to, '--service', 'bench', '--environment', 'prod', '--backup', run.runId, '--target-url', target.adminUrl, '--jobs', String(JOBS)], { PATH: `${path.join(root, 'node_modules/.bin')}:${process.env.PATH}` });
       if (!r.ok) throw new Error(`${who} failed: ${r.stderr}`);
       const server = serverCpu(data) - cpu0;
       const connections = (await sessions(target.adminUrl)) - sessions0 - 1; // less the first reading's own
