@@ -1,4 +1,3 @@
-export { MAX_PARALLEL_DATABASES } from '../limits.ts';
 import { CheckFailedError, UsageError, messageOf } from '../errors.ts';
 import { resolveConnection, withDatabase, type DatabaseConnection } from '../postgres/connection.ts';
 import { prefetchPrograms } from '../postgres/binaries.ts';

@@ -1,5 +1,6 @@
 import * as core from '@actions/core';
-import { MAX_PARALLEL_DATABASES, dumpMany, type DumpOutcome, type DumpRun } from '../commands/dump-many.ts';
+import { dumpMany, type DumpOutcome, type DumpRun } from '../commands/dump-many.ts';
+import { MAX_PARALLEL_DATABASES } from '../limits.ts';
 import { runContext, type ChecksumSidecar } from '../commands/dump.ts';
 import { formatBytes, formatSeconds } from '../format.ts';
 import type { VerifyLevel } from '../commands/verify.ts';

@@ -3,6 +3,21 @@ import { GLOBALS_DATABASE, encodeSegment } from '../../src/backup/keys.ts';
 import { parseManifest } from '../../src/backup/manifest.ts';
 import { openStorage } from '../../src/storage/index.ts';
 import { cli } from '../helpers.ts';
+import { queryEach, type TcpCluster } from './tcp-cluster.ts';
+
+/**
+ * Creates role `app_owner` (password `owner-pw`) on `cluster` and, for each entry of `rows`, a
+ * database it owns holding one table `items (id int PRIMARY KEY, name text)` of that many rows
+ * (`name` = md5 of the id, so archives compress like real text).
+ */
+export async function ownedItemDatabases(cluster: TcpCluster, rows: Record<string, number>): Promise<void> {
+  await queryEach(cluster.adminUrl, [`CREATE ROLE app_owner LOGIN PASSWORD 'owner-pw'`, ...Object.keys(rows).map((db) => `CREATE DATABASE ${db} OWNER app_owner`)].join(';\n'));
+  for (const [db, n] of Object.entries(rows)) {
+    await queryEach(cluster.urlOf(db), `SET ROLE app_owner;
+      CREATE TABLE items (id int PRIMARY KEY, name text);
+      INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${n}) g`);
+  }
+}
 
 /** What {@link dumpRun} wrote. */
 export interface FixtureRun {

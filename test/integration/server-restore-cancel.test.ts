@@ -10,7 +10,7 @@ import { readdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { root, s3Env } from '../helpers.ts';
-import { dumpRun } from '../infra/globals-fixture.ts';
+import { dumpRun, ownedItemDatabases } from '../infra/globals-fixture.ts';
 import { leftoverMark, markedProcesses } from '../infra/leftovers.ts';
 import { queryEach, startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
@@ -33,15 +33,7 @@ describe('restore --server cancelled by SIGINT', { timeout: 300_000 }, () => {
 
   before(async () => {
     [source, target] = await Promise.all([startTcpCluster(), startTcpCluster()]);
-    await q(source.adminUrl, `CREATE ROLE app_owner LOGIN PASSWORD 'owner-pw';
-      CREATE DATABASE large OWNER app_owner;
-      CREATE DATABASE small_a OWNER app_owner;
-      CREATE DATABASE small_b OWNER app_owner`);
-    for (const [db, rows] of [['large', 1_500_000], ['small_a', 20], ['small_b', 30]] as const) {
-      await q(source.urlOf(db), `SET ROLE app_owner;
-        CREATE TABLE items (id int PRIMARY KEY, name text);
-        INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`);
-    }
+    await ownedItemDatabases(source, { large: 1_500_000, small_a: 20, small_b: 30 });
     to = await tempLocation();
     await dumpRun({ adminUrl: source.adminUrl, urlOf: source.urlOf, databases: ['large', 'small_a', 'small_b'], to, service: 'shop', environment: 'prod' });
   });

@@ -11,7 +11,7 @@ import { readdir } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
 import { openStorage } from '../../src/storage/index.ts';
 import { cli } from '../helpers.ts';
-import { dumpRun, type FixtureRun } from '../infra/globals-fixture.ts';
+import { dumpRun, ownedItemDatabases, type FixtureRun } from '../infra/globals-fixture.ts';
 import { queryEach, startTcpCluster, type TcpCluster } from '../infra/tcp-cluster.ts';
 import { tempDir, tempLocation } from '../infra/temp.ts';
 
@@ -37,19 +37,10 @@ describe('restore --server with a damaged object', { timeout: 300_000 }, () => {
 
   before(async () => {
     [source, target] = await Promise.all([startTcpCluster(), startTcpCluster()]);
-    await q(source.adminUrl, `
-      CREATE ROLE app_owner LOGIN PASSWORD 'owner-pw';
-      CREATE DATABASE alpha OWNER app_owner;
-      CREATE DATABASE bravo OWNER app_owner;
-      CREATE DATABASE charlie OWNER app_owner`);
     // charlie and bravo are the largest: restored first, so their downloads are the ones run beside
     // the globals. charlie's archive (over 8 MiB) is restored from its decompressed file, alpha's
     // from its stored object, decompressed in the CLI's process into pg_restore.
-    for (const [db, rows] of [['alpha', 40], ['bravo', 100_000], ['charlie', 300_000]] as const) {
-      await q(source.urlOf(db), `SET ROLE app_owner;
-        CREATE TABLE items (id int PRIMARY KEY, name text);
-        INSERT INTO items SELECT g, md5(g::text) FROM generate_series(1, ${rows}) g`);
-    }
+    await ownedItemDatabases(source, { alpha: 40, bravo: 100_000, charlie: 300_000 });
   });
   after(async () => {
     await Promise.all([source?.stop(), target?.stop()]);
