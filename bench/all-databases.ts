@@ -12,12 +12,12 @@
 //          JSON record per database uploaded beside it (rclone rcat)
 //
 // The order rotates each round, and RGW's garbage collector runs (untimed) after each pipeline's
-// objects are purged. Prints each run, the medians, ours/hand (target <= 1.00), ours/hand-full and
+// objects are purged. Prints each run (with the CPU PostgreSQL and the store spent in it), the medians, ours/hand (target <= 1.00), ours/hand-full and
 // the peak RSS of our Node process (target <= 128 MiB; children are separate processes). A
 // benchmark, not a test.
 //   BENCH_GB=1 (the big database), BENCH_ROUNDS=3, BENCH_PARALLEL=2 (databases at once, both
 //   sides), BENCH_SMALL=20 (small databases), BENCH_KEEP=1 (keep the services running).
-import { q, storeEnv, timePipeline, type Run } from './harness.ts';
+import { q, serverCpu, storeCpu, storeEnv, timePipeline, type Run } from './harness.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -42,8 +42,11 @@ process.on('exit', () => {
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 const admin = services.env.PGB_TEST_PG_URL!;
-const endpoint = services.env.PGB_TEST_S3_ENDPOINT!;
-const env = storeEnv(endpoint);
+// BENCH_TLS=1: the store over HTTPS (RGW's TLS port, its self-signed certificate trusted by both
+// sides), as hosted S3 is reached; by default plain HTTP on loopback.
+const tls = process.env.BENCH_TLS === '1';
+const endpoint = tls ? services.env.PGB_TEST_S3_TLS_ENDPOINT! : services.env.PGB_TEST_S3_ENDPOINT!;
+const env = { ...storeEnv(endpoint), ...(tls ? { NODE_EXTRA_CA_CERTS: services.env.PGB_TEST_S3_CA_FILE!, RCLONE_CA_CERT: services.env.PGB_TEST_S3_CA_FILE! } : {}) };
 
 const urlOf = (db: string) => admin.replace(/\/postgres$/, `/${db}`);
 
@@ -99,6 +102,12 @@ const pipelines = [
   { name: 'ours', command: (i: number) => ours(`dump --all-databases --parallel-databases ${parallel} --database-url '${admin}' --to s3://bench/ours/${i} --quiet`), ours: true, after: () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/ours'], { env }) },
 ];
 const results = new Map<string, Run[]>(pipelines.map((p) => [p.name, []]));
+// The CPU the services spent during each run: PostgreSQL (every backend, the proof's queries
+// included) and the object store (RGW and its Ceph daemons). On this 2-core bench both compete
+// with the pipeline for the same cores, so a pipeline's wall time follows all three.
+const pgData = path.join(path.dirname(services.env.PGB_TEST_RGW_CONF!), '..', 'pg', 'data');
+const rgwRun = path.join(path.dirname(services.env.PGB_TEST_RGW_CONF!), 'run');
+const serviceCpu = new Map<string, { server: number; store: number }[]>(pipelines.map((p) => [p.name, []]));
 // RGW frees a purged object's data later, in its garbage collector: run that now, untimed, so that
 // no pipeline pays in its own time for the one before it (and the in-memory store stays small).
 const collectGarbage = () => void spawnSync('radosgw-admin', ['-c', services.env.PGB_TEST_RGW_CONF!, 'gc', 'process', '--include-all'], { stdio: 'ignore' });
@@ -106,21 +115,25 @@ for (let i = 0; i < rounds; i++) {
   // The order rotates each round (hand, hand-full, ours; then hand-full, ours, hand; …), so that
   // none is always first after the database was created, or always after the same other one.
   for (const p of pipelines.map((_, k) => pipelines[(k + i) % pipelines.length]!)) {
+    const [server0, store0] = [serverCpu(pgData), storeCpu(rgwRun)];
     const r = await time(`all-databases ${p.name}`, p.command(i), p.ours);
+    const cpu = { server: serverCpu(pgData) - server0, store: storeCpu(rgwRun) - store0 };
     p.after();
     collectGarbage();
     results.get(p.name)!.push(r);
-    console.log(`all-databases round ${i + 1} ${p.name.padEnd(9)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
+    serviceCpu.get(p.name)!.push(cpu);
+    console.log(`all-databases round ${i + 1} ${p.name.padEnd(9)} ${r.seconds.toFixed(2)} s, ${r.cpuSeconds.toFixed(2)} CPU-s (server ${cpu.server.toFixed(2)}, store ${cpu.store.toFixed(2)})${r.rssKiB ? `, peak RSS ${(r.rssKiB / 1024).toFixed(0)} MiB` : ''}`);
   }
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const m = (name: string) => median(results.get(name)!.map((r) => r.seconds));
 const cpu = (name: string) => median(results.get(name)!.map((r) => r.cpuSeconds));
 console.log('');
-console.log(`all-databases: ${smallCount} small databases + one of ${gb} GB (${(total / 1e9).toFixed(2)} GB in all), ${parallel} at a time, ${rounds} rounds, medians:`);
+console.log(`all-databases: ${smallCount} small databases + one of ${gb} GB (${(total / 1e9).toFixed(2)} GB in all), ${parallel} at a time, ${rounds} rounds, store over ${tls ? 'HTTPS' : 'HTTP'}, medians:`);
 for (const name of results.keys()) {
   const rss = name === 'ours' ? Math.max(...results.get(name)!.map((r) => r.rssKiB ?? 0)) / 1024 : undefined;
-  console.log(`  ${name.padEnd(9)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}`);
+  const svc = serviceCpu.get(name)!;
+  console.log(`  ${name.padEnd(9)} ${m(name).toFixed(2)} s, ${cpu(name).toFixed(2)} CPU-s, server ${median(svc.map((c) => c.server)).toFixed(2)}, store ${median(svc.map((c) => c.store)).toFixed(2)}${rss !== undefined ? `, peak RSS ${rss.toFixed(0)} MiB (target <= 128)` : ''}`);
 }
 console.log(`  ours/hand = ${(m('ours') / m('hand')).toFixed(2)} (target <= 1.00), ours/hand-full = ${(m('ours') / m('hand-full')).toFixed(2)}`);
 process.exit(0);

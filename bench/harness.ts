@@ -1,7 +1,8 @@
 // What every bench script shares: timing a shell pipeline under /usr/bin/time, with our Node
 // process's peak RSS read from the file test/infra/report-rss.js writes.
 import { spawn } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import pg from 'pg';
 
 /** One timed run of a pipeline. */
@@ -79,4 +80,50 @@ export function storeEnv(endpoint: string): NodeJS.ProcessEnv {
     RCLONE_CONFIG_S3_SECRET_ACCESS_KEY: 'BACKUPSECRET',
     RCLONE_CONFIG_S3_REGION: 'us-east-1',
   };
+}
+
+const TICKS = 100; // USER_HZ, /proc's clock ticks per second on Linux
+
+/** /proc/PID/stat's fields from field 3 (state) on: [11] utime, [12] stime, [13] cutime, [14] cstime, in ticks. Source: proc(5). */
+function statFields(pid: number | string): string[] {
+  return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ');
+}
+
+/**
+ * CPU seconds a PostgreSQL cluster spent so far: its postmaster's own and its reaped children's
+ * (every backend that ended: `utime + stime + cutime + cstime`, /proc/PID/stat fields 14–17)
+ * plus the children still running (checkpointer, walwriter, autovacuum…). Source: proc(5).
+ */
+export function serverCpu(dataDir: string): number {
+  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+  const f = statFields(pid);
+  let ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      const c = statFields(e);
+      if (Number(c[1]) === pid) ticks += Number(c[11]) + Number(c[12]);
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return ticks / TICKS;
+}
+
+/**
+ * CPU seconds the test services' object store spent so far: every daemon whose pid file is in
+ * `runDir` (test/infra/rgw-up.sh's run directory: the Ceph monitor, the OSD and radosgw), their
+ * own `utime + stime` (they are long-lived; threads are counted in their process).
+ */
+export function storeCpu(runDir: string): number {
+  let ticks = 0;
+  for (const f of readdirSync(runDir).filter((n) => n.endsWith('.pid'))) {
+    try {
+      const s = statFields(Number(readFileSync(path.join(runDir, f), 'utf8')));
+      ticks += Number(s[11]) + Number(s[12]);
+    } catch {
+      // not running
+    }
+  }
+  return ticks / TICKS;
 }

@@ -38,6 +38,7 @@ import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { dumpRun } from '../test/infra/globals-fixture.ts';
 import { startTcpCluster, type TcpCluster } from '../test/infra/tcp-cluster.ts';
+import { serverCpu } from './harness.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const SMALL = Number(process.env.BENCH_SMALL ?? 20);
@@ -69,30 +70,6 @@ function timed(cmd: string, args: string[], env: Record<string, string> = {}): {
   const lines = r.stderr.trim().split('\n');
   const [rss, user, sys] = lines.at(-1)!.split(' ').map(Number);
   return { seconds, rssKiB: rss!, cpu: user! + sys!, ok: r.status === 0, stderr: lines.slice(-4).join('\n') };
-}
-
-const TICKS = 100; // USER_HZ, /proc's clock ticks per second on Linux
-
-/**
- * CPU seconds the target cluster spent so far: its postmaster's own and its reaped children's
- * (every backend that ended: `utime + stime + cutime + cstime`, /proc/PID/stat fields 14–17)
- * plus the children still running (checkpointer, walwriter, autovacuum…). Source: proc(5).
- */
-function serverCpu(dataDir: string): number {
-  const pid = Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
-  const fields = (p: number | string) => readFileSync(`/proc/${p}/stat`, 'utf8').replace(/^.*\) /, '').split(' '); // fields from 3 (state) on
-  const f = fields(pid);
-  let ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
-  for (const e of readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue;
-    try {
-      const c = fields(e);
-      if (Number(c[1]) === pid) ticks += Number(c[11]) + Number(c[12]);
-    } catch {
-      // ended meanwhile
-    }
-  }
-  return ticks / TICKS;
 }
 
 /** Connections the target's backends served so far (`pg_stat_database.sessions`, PostgreSQL 14+), read over one connection of its own. */

@@ -1,4 +1,5 @@
-// A fault-injecting TCP proxy on loopback, between the tool and Ceph RGW: it can reset
+// A fault-injecting TCP proxy on loopback, between the tool and Ceph RGW (its HTTP or its HTTPS
+// port: TLS passes through, so the endpoint has the upstream's scheme): it can reset
 // connections after N bytes, stall them (the connection stays open, bytes stop flowing both
 // ways), throttle them, or answer "503 Slow Down" instead of forwarding a request.
 import net from 'node:net';
@@ -9,7 +10,7 @@ export interface FaultPlan {
   resetAfterBytes?: number;
   /** …for this many connections (default: all). */
   resets?: number;
-  /** Answer this many connections' first request with 503 SlowDown and close them. */
+  /** Answer this many connections' first request with 503 SlowDown and close them (a plain-HTTP upstream only: the answer is not encrypted). */
   slowDowns?: number;
   /**
    * Stall a connection once it has carried this many bytes towards the server: from then on
@@ -93,7 +94,7 @@ export async function startFaultProxy(upstream: string, plan: FaultPlan): Promis
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
-    endpoint: `http://127.0.0.1:${port}`,
+    endpoint: `${target.protocol}//127.0.0.1:${port}`,
     stats,
     close: () =>
       new Promise((resolve) => {

@@ -1,4 +1,4 @@
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import {
   AbortMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -63,6 +63,14 @@ const ABORT_WATCHDOG_MS = 10_000;
 /** How long the AbortMultipartUpload by id after the watchdog fired may take (ms). */
 const LATE_ABORT_MS = 5_000;
 
+/** Bytes per write of a large request body into a TLS socket (see S3Storage's chunked bodies over TLS). */
+export const TLS_WRITE_BYTES = 256 * 1024;
+
+/** Views of `body`, `size` bytes each (the last one shorter): no byte is copied. */
+function* slices(body: Uint8Array, size: number): Generator<Buffer> {
+  for (let offset = 0; offset < body.byteLength; offset += size) yield Buffer.from(body.buffer, body.byteOffset + offset, Math.min(size, body.byteLength - offset));
+}
+
 /** The storage driver for S3 and S3-compatible stores. */
 export class S3Storage implements Storage {
   readonly url: string;
@@ -125,6 +133,36 @@ export class S3Storage implements Storage {
     this.#config = config;
     for (const client of [this.client, this.readClient]) this.#watchAnswers(client);
     this.#unsignedPayloadOverTls(this.client);
+    this.#chunkedBodiesOverTls(this.client);
+  }
+
+  /**
+   * Over HTTPS, the body of a PutObject or UploadPart larger than {@link TLS_WRITE_BYTES} is
+   * written in slices of that size, each once the socket took the one before (a stream piped into
+   * the request), instead of in one write. Node's TLS socket encrypts a whole write at once and
+   * holds the encrypted copy in native memory until the kernel took it: one write of a part kept
+   * up to a part size (5 MiB and up) of ciphertext per part in flight, beside the part's buffer.
+   * Measured on a whole-server dump (21 databases, 2 at a time, 3 parts in flight) over HTTPS:
+   * peak RSS 133–135 MiB against 119–120 over HTTP, the difference outside V8's heap and
+   * ArrayBuffers. The slices are views of the part's buffer (no copy); the stream is made for
+   * each attempt, here in the innermost step after signing and retries, so the SDK's retry of a
+   * part sends it whole again from the same buffer. Over plain HTTP the socket writes straight
+   * from the buffer, and the body is left as it is.
+   */
+  #chunkedBodiesOverTls(client: S3Client): void {
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const request = args.request as { protocol?: string; body?: unknown } | undefined;
+        const body = request?.body;
+        if ((context.commandName === 'PutObjectCommand' || context.commandName === 'UploadPartCommand') && request?.protocol === 'https:' && body instanceof Uint8Array && body.byteLength > TLS_WRITE_BYTES) {
+          // A shallow copy with its own body: the request the retry strategy holds keeps the buffer.
+          const attempt = Object.assign(Object.create(Object.getPrototypeOf(request) as object) as object, request, { body: Readable.from(slices(body, TLS_WRITE_BYTES), { objectMode: false, highWaterMark: TLS_WRITE_BYTES }) });
+          return next({ ...args, request: attempt });
+        }
+        return next(args);
+      },
+      { step: 'deserialize', priority: 'low', name: 'pgBackupChunkedBodyOverTls' },
+    );
   }
 
   /**
