@@ -17,7 +17,7 @@
 // benchmark, not a test.
 //   BENCH_GB=1 (the big database), BENCH_ROUNDS=3, BENCH_PARALLEL=2 (databases at once, both
 //   sides), BENCH_SMALL=20 (small databases), BENCH_KEEP=1 (keep the services running).
-import { q, serverCpu, storeCpu, storeEnv, timePipeline, type Run } from './harness.ts';
+import { q, serverCpu, storeCpu, storeTransport, timePipeline, type Run } from './harness.ts';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -42,11 +42,8 @@ process.on('exit', () => {
 });
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 const admin = services.env.PGB_TEST_PG_URL!;
-// BENCH_TLS=1: the store over HTTPS (RGW's TLS port, its self-signed certificate trusted by both
-// sides), as hosted S3 is reached; by default plain HTTP on loopback.
-const tls = process.env.BENCH_TLS === '1';
-const endpoint = tls ? services.env.PGB_TEST_S3_TLS_ENDPOINT! : services.env.PGB_TEST_S3_ENDPOINT!;
-const env = { ...storeEnv(endpoint), ...(tls ? { NODE_EXTRA_CA_CERTS: services.env.PGB_TEST_S3_CA_FILE!, RCLONE_CA_CERT: services.env.PGB_TEST_S3_CA_FILE! } : {}) };
+// BENCH_TLS=1: the store over HTTPS, as hosted S3 is reached; by default plain HTTP on loopback.
+const { tls, env } = storeTransport(services.env);
 
 const urlOf = (db: string) => admin.replace(/\/postgres$/, `/${db}`);
 

@@ -24,7 +24,8 @@
 // from wait4), and for ours the peak RSS of our Node process alone (children are separate
 // processes). Prints the ratios against the targets. A benchmark, not a test.
 //   BENCH_GB=1 (database size), BENCH_ROUNDS=3, BENCH_KEEP=1 (keep the services running),
-//   BENCH_JOBS=<cores> (pg_restore jobs for both drills).
+//   BENCH_JOBS=<cores> (pg_restore jobs for both drills), BENCH_TLS=1 (the store over HTTPS, its
+//   self-signed certificate trusted by every pipeline; also for all-databases).
 //   all-databases: a whole-server dump against a hand loop, in bench/all-databases.ts.
 //   server-restore: restore --server of a run against the hand script, in bench/server-restore.ts.
 //   diff: pg-backup diff of a 1 M-row table against \copy + comm, in bench/diff.ts.
@@ -32,7 +33,7 @@
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
-import { q, storeEnv, timePipeline, type Run } from './harness.ts';
+import { q, storeTransport, timePipeline, type Run } from './harness.ts';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
@@ -83,8 +84,9 @@ process.on('exit', () => {
 for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.exit(130));
 const admin = services.env.PGB_TEST_PG_URL!;
 const dbUrl = admin.replace(/\/postgres$/, '/bench');
-const endpoint = services.env.PGB_TEST_S3_ENDPOINT!;
-const env = { ...storeEnv(endpoint), PG_BACKUP_WORK_DIR: scratch };
+// BENCH_TLS=1: the store over HTTPS, as hosted S3 is reached; by default plain HTTP on loopback.
+const transport = storeTransport(services.env);
+const env = { ...transport.env, PG_BACKUP_WORK_DIR: scratch };
 
 
 console.log(`creating a ~${gb} GB database (pgbench scale ${Math.round(50 * gb)} + text) …`);
@@ -193,7 +195,7 @@ if (wanted.has('dump')) {
     { name: 'floor', command: () => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q > /dev/null` },
     // The baselines' objects are deleted after each run: the store keeps everything in memory.
     { name: 'hand', command: (i) => `${bin}/pg_dump -Fc -Z0 '${dbUrl}' | zstd -3 -T0 -q | rclone -q rcat s3:bench/hand/${i}.dump.zst`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/hand'], { env }) },
-    { name: 'aws-cp', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/awscp/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" --only-show-errors`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/awscp'], { env }) },
+    { name: 'aws-cp', command: (i) => `${bin}/pg_dump '${dbUrl}' | zstd -3 -q | aws s3 cp - s3://bench/awscp/${i}.sql.zst --endpoint-url "$AWS_ENDPOINT_URL_S3" ${transport.awsCliArgs} --only-show-errors`, after: async () => void spawnSync('rclone', ['-q', 'purge', 's3:bench/awscp'], { env }) },
     { name: 'ours', command: () => ours(`dump --database-url '${dbUrl}' --to s3://${dumpKey} --quiet`), ours: true },
   ]);
   report('dump', results, [['hand', 1.0], ['aws-cp', 0.8], ['floor', 1.1]]);

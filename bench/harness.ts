@@ -82,6 +82,32 @@ export function storeEnv(endpoint: string): NodeJS.ProcessEnv {
   };
 }
 
+/** How a bench reaches the test services' store: BENCH_TLS=1 picks RGW's HTTPS port, else plain HTTP. */
+export interface StoreTransport {
+  tls: boolean;
+  endpoint: string;
+  /** {@link storeEnv}, and over HTTPS the store's self-signed certificate for Node (ours) and rclone. */
+  env: NodeJS.ProcessEnv;
+  /** Arguments that make the AWS CLI trust that certificate (empty over HTTP). AWS_CA_BUNDLE would make rclone refuse to start. */
+  awsCliArgs: string;
+}
+
+/**
+ * The store over HTTPS (BENCH_TLS=1: RGW's TLS port, its self-signed certificate trusted by every
+ * pipeline, as hosted S3 is reached) or over plain HTTP on loopback (the default).
+ */
+export function storeTransport(services: Record<string, string | undefined>): StoreTransport {
+  const tls = process.env.BENCH_TLS === '1';
+  const endpoint = tls ? services.PGB_TEST_S3_TLS_ENDPOINT! : services.PGB_TEST_S3_ENDPOINT!;
+  const ca = services.PGB_TEST_S3_CA_FILE!;
+  return {
+    tls,
+    endpoint,
+    env: { ...storeEnv(endpoint), ...(tls ? { NODE_EXTRA_CA_CERTS: ca, RCLONE_CA_CERT: ca } : {}) },
+    awsCliArgs: tls ? `--ca-bundle '${ca}'` : '',
+  };
+}
+
 const TICKS = 100; // USER_HZ, /proc's clock ticks per second on Linux
 
 /** /proc/PID/stat's fields from field 3 (state) on: [11] utime, [12] stime, [13] cutime, [14] cstime, in ticks. Source: proc(5). */
