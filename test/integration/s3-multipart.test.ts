@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import { Readable } from 'node:stream';
 import { describe, it } from 'node:test';
 import { HeadObjectCommand } from '@aws-sdk/client-s3';
 import { openStorage } from '../../src/storage/index.ts';
 import { MIN_PART_SIZE, S3Storage } from '../../src/storage/s3/s3.ts';
-import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, s3Client, s3Get, s3Keys, s3Location } from '../helpers.ts';
+import { addBigTable, cli, createDatabase, dbUrl, need, openMultipartUploads, runActionBundle, s3Client, s3Env, s3Get, s3Keys, s3Location } from '../helpers.ts';
 import { startFaultProxy } from '../infra/fault-proxy.ts';
+import { lastLine } from '../reliability.ts';
 
 const MiB = 1024 * 1024;
 const settings = () => ({ endpoint: need('PGB_TEST_S3_ENDPOINT'), credentials: { accessKeyId: need('PGB_TEST_S3_ACCESS_KEY'), secretAccessKey: need('PGB_TEST_S3_SECRET_KEY') } });
@@ -146,7 +150,7 @@ describe('payload signing: unsigned over HTTPS, signed over HTTP', () => {
   });
 });
 
-describe('part bodies over HTTPS', () => {
+describe('S3 over HTTPS: part bodies, trusted CAs', () => {
   it('a dump over HTTPS whose connections reset mid-part (twice) sends those parts again whole: the backup verifies', { timeout: 300_000 }, async () => {
     // Over HTTPS a part goes in slices of one stream made for each attempt (bounded TLS buffers);
     // a reset mid-part makes the SDK send it again, from the part's buffer, on a new connection.
@@ -168,6 +172,58 @@ describe('part bodies over HTTPS', () => {
       assert.deepEqual(await openMultipartUploads(to), []);
     } finally {
       await proxy.close();
+    }
+  });
+
+  // This machine's own variables (a CA bundle for its proxy) are left out: each case sets the trust it tests.
+  const noTrust = { AWS_CA_BUNDLE: undefined, NODE_EXTRA_CA_CERTS: undefined };
+
+  it('an HTTPS endpoint whose certificate no trusted CA signed: exit 2, one line naming AWS_CA_BUNDLE, nothing written', { timeout: 120_000 }, async () => {
+    const db = await createDatabase('tlsuntrusted', false);
+    const to = s3Location('tls-untrusted');
+    const started = Date.now();
+    const r = await cli(['dump', '--database-url', dbUrl(db), '--to', to, '--no-globals'], { ...noTrust, AWS_ENDPOINT_URL_S3: need('PGB_TEST_S3_TLS_ENDPOINT') });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(lastLine(r.stderr), /^pg-backup: cannot reach s3:\/\/\S+ over HTTPS: the endpoint's certificate is not signed by a CA this machine trusts \((DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\); if the store's certificate is signed by your own CA, give that CA's certificate \(PEM\) in AWS_CA_BUNDLE=\/path\/to\/ca\.pem$/);
+    assert.ok(Date.now() - started < 30_000, 'not retried as a network failure');
+    assert.deepEqual(await s3Keys(to), []);
+    assert.deepEqual(await openMultipartUploads(to), []);
+  });
+
+  it("AWS_CA_BUNDLE with the store's CA: a dump, then verify from the CLI and the action, over HTTPS (Node's own CAs still trusted)", { timeout: 300_000 }, async () => {
+    const db = await createDatabase('tlsbundle', false);
+    await addBigTable(db, 20);
+    const to = s3Location('tls-bundle');
+    const trust = { ...noTrust, AWS_ENDPOINT_URL_S3: need('PGB_TEST_S3_TLS_ENDPOINT'), AWS_CA_BUNDLE: need('PGB_TEST_S3_CA_FILE') };
+    const dumped = await cli(['dump', '--database-url', dbUrl(db), '--to', to, '--no-globals', '--json'], trust);
+    assert.equal(dumped.code, 0, dumped.stderr);
+    assert.ok(JSON.parse(dumped.stdout).object.sizeBytes > MIN_PART_SIZE, 'a multipart upload');
+    const verified = await cli(['verify', '--from', to, '--backup', 'latest', '--level', 'checksum'], trust);
+    assert.equal(verified.code, 0, verified.stderr);
+    const action = await runActionBundle('verify', { from: to, backup: 'latest', level: 'checksum', 'issue-on-failure': 'false' }, { ...s3Env(), ...trust });
+    assert.equal(action.code, 0, action.stdout + action.stderr);
+    assert.equal(action.outputs.result, 'ok');
+    assert.equal(action.outputs['size-bytes'], String(JSON.parse(dumped.stdout).object.sizeBytes));
+  });
+
+  it('AWS_CA_BUNDLE naming a missing file, or a file with no certificate: exit 2, one line, before any request', { timeout: 120_000 }, async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'pgb-cabundle-'));
+    try {
+      const empty = path.join(dir, 'empty.pem');
+      await writeFile(empty, 'not a certificate\n');
+      const cases = [
+        { file: path.join(dir, 'missing.pem'), line: /^pg-backup: AWS_CA_BUNDLE="[^"]+missing\.pem" cannot be read \(ENOENT\): give the path of a PEM file with the CA certificates of the S3 endpoint, or unset it$/ },
+        { file: empty, line: /^pg-backup: AWS_CA_BUNDLE="[^"]+empty\.pem" holds no PEM certificate \(-----BEGIN CERTIFICATE-----\): give the CA certificates of the S3 endpoint in PEM form, or unset it$/ },
+      ];
+      for (const c of cases) {
+        const to = s3Location('tls-badbundle');
+        const r = await cli(['list', '--from', to], { ...noTrust, AWS_CA_BUNDLE: c.file });
+        assert.equal(r.code, 2, r.stderr);
+        assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+        assert.match(lastLine(r.stderr), c.line);
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   });
 });

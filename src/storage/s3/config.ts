@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { parseDuration } from '../../duration.ts';
 import { UsageError } from '../../errors.ts';
 import { DEFAULT_READ_CONCURRENCY, DEFAULT_READ_RANGE_BYTES } from '../storage.ts';
@@ -93,6 +94,39 @@ export function s3Timeouts(env: NodeJS.ProcessEnv = process.env): S3Timeouts {
 }
 
 /** The environment variables that set how large objects are read: bytes per ranged GET (`8MiB`, `512KiB`, a plain number of bytes) and ranged GETs in flight. */
+/** The environment variable that names extra CA certificates for an HTTPS endpoint (the AWS CLI's name for it). */
+export const S3_CA_BUNDLE_ENV = 'AWS_CA_BUNDLE';
+
+/** The PEM blocks of the certificates in a CA bundle file. */
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/**
+ * The CA certificates named by `AWS_CA_BUNDLE` (a PEM file, one or more certificates), to trust
+ * for an HTTPS endpoint beside Node's own (its bundled roots and `NODE_EXTRA_CA_CERTS`): a MinIO
+ * or Ceph behind an internal CA, a network that re-signs TLS. The AWS CLI and botocore read the
+ * same variable ("AWS_CA_BUNDLE: the path to a certificate bundle to use for HTTPS certificate
+ * validation", AWS CLI user guide, environment variables), where it replaces their default
+ * bundle; the AWS SDK for JavaScript v3 does not read it (aws/aws-sdk-js#2970). Here it adds to
+ * the trusted CAs (the S3 driver's `trustCaBundle`), so a bundle holding only the internal CA
+ * still lets AWS S3 itself be reached.
+ * Returns undefined when the variable is unset or empty.
+ * @throws UsageError when the file cannot be read or holds no PEM certificate.
+ */
+export function caBundle(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
+  const file = env[S3_CA_BUNDLE_ENV]?.trim();
+  if (!file) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(file, 'latin1');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new UsageError(`${S3_CA_BUNDLE_ENV}=${JSON.stringify(file)} cannot be read (${code}): give the path of a PEM file with the CA certificates of the S3 endpoint, or unset it`);
+  }
+  const certificates = text.match(PEM_CERTIFICATE);
+  if (!certificates) throw new UsageError(`${S3_CA_BUNDLE_ENV}=${JSON.stringify(file)} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA certificates of the S3 endpoint in PEM form, or unset it`);
+  return certificates;
+}
+
 export const S3_READ_ENV = { rangeBytes: 'PG_BACKUP_S3_READ_RANGE_SIZE', concurrency: 'PG_BACKUP_S3_READ_CONCURRENCY' } as const;
 
 /**

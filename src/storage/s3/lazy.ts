@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import { readRangeSettings, s3Endpoint, s3Timeouts, type S3Settings } from './config.ts';
+import { caBundle, readRangeSettings, s3Endpoint, s3Timeouts, type S3Settings } from './config.ts';
 import { assertSafeKey, joinKey, type GetOptions, type PutOptions, type ServerTime, type ServerTimeOptions, type Storage, type StoredObject, type UploadOptions, type UploadResult } from '../storage.ts';
 import type { S3Storage } from './s3.ts';
 
@@ -30,6 +30,7 @@ export class LazyS3Storage implements Storage {
     s3Endpoint(settings);
     s3Timeouts();
     readRangeSettings();
+    caBundle();
     this.#bucket = bucket;
     this.#prefix = prefix;
     this.#settings = settings;

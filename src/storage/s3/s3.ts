@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import tls from 'node:tls';
 import {
   AbortMultipartUploadCommand,
   CreateMultipartUploadCommand,
@@ -13,7 +14,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { UsageError } from '../../errors.ts';
 import { PartBuffers, choosePartSize, streamToObject } from './multipart.ts';
-import { readRangeSettings, retainUntil, s3Endpoint, s3Timeouts, type S3Settings, type S3Timeouts } from './config.ts';
+import { caBundle, readRangeSettings, retainUntil, s3Endpoint, s3Timeouts, S3_CA_BUNDLE_ENV, type S3Settings, type S3Timeouts } from './config.ts';
 import { orderedRangeStream } from '../ranged.ts';
 import {
   DEFAULT_READ_CONCURRENCY,
@@ -62,6 +63,33 @@ export { MAX_PARTS, MIN_PART_SIZE, choosePartSize } from './multipart.ts';
 const ABORT_WATCHDOG_MS = 10_000;
 /** How long the AbortMultipartUpload by id after the watchdog fired may take (ms). */
 const LATE_ABORT_MS = 5_000;
+
+/** The `AWS_CA_BUNDLE` file whose certificates this process already trusts ({@link trustCaBundle}). */
+let trustedBundle: string | undefined;
+
+/**
+ * Adds `AWS_CA_BUNDLE`'s certificates ({@link caBundle}) to the CAs this process trusts for every
+ * TLS connection it makes from now on: Node's defaults (its bundled roots and
+ * `NODE_EXTRA_CA_CERTS`) plus these, with `tls.setDefaultCACertificates` (Node 24.5+). The
+ * process default, not an agent of the S3 client's own: the SDK's HTTP handler sends every
+ * request that expects `100 Continue` (each UploadPart) through a fresh agent of its own
+ * (@smithy/node-http-handler), which an agent's `ca` would not reach. Once per file per process.
+ * @throws UsageError when the file is unusable, or on a Node without `setDefaultCACertificates`.
+ */
+function trustCaBundle(): void {
+  const extra = caBundle();
+  const file = process.env[S3_CA_BUNDLE_ENV]?.trim();
+  if (!extra || !file || trustedBundle === file) return;
+  if (typeof tls.setDefaultCACertificates !== 'function') {
+    throw new UsageError(`${S3_CA_BUNDLE_ENV} needs Node 24.5 or later (this is ${process.version}): update Node, or give the file in NODE_EXTRA_CA_CERTS instead`);
+  }
+  try {
+    tls.setDefaultCACertificates([...tls.getCACertificates('default'), ...extra]);
+  } catch (err) {
+    throw new UsageError(`${S3_CA_BUNDLE_ENV}=${JSON.stringify(file)}: a certificate in it cannot be read (${err instanceof Error ? err.message : String(err)}): give the CA certificates of the S3 endpoint in PEM form, or unset it`);
+  }
+  trustedBundle = file;
+}
 
 /** Bytes per write of a large request body into a TLS socket (see S3Storage's chunked bodies over TLS). */
 export const TLS_WRITE_BYTES = 256 * 1024;
@@ -128,6 +156,7 @@ export class S3Storage implements Storage {
     };
     if (endpoint) config.endpoint = endpoint;
     if (settings.credentials) config.credentials = settings.credentials;
+    trustCaBundle();
     this.client = new S3Client(config);
     this.readClient = new S3Client({ ...config, requestHandler: { connectionTimeout: t.connectMs, requestTimeout: t.firstByteMs, throwOnRequestTimeout: true, socketTimeout: t.readIdleMs } });
     this.#config = config;
@@ -557,6 +586,34 @@ function timeoutError(err: Error & { $metadata?: { attempts?: number } }, uri: s
 }
 
 /**
+ * What is wrong with an HTTPS endpoint's certificate, from the error code Node's TLS gives it
+ * (OpenSSL's verify results, `X509_V_ERR_*` without the prefix, and Node's host name check:
+ * Node.js docs, "tls: X509 certificate error codes"), or undefined for any other error.
+ */
+function certificateProblem(code: string): string | undefined {
+  switch (code) {
+    case 'DEPTH_ZERO_SELF_SIGNED_CERT':
+    case 'SELF_SIGNED_CERT_IN_CHAIN':
+    case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':
+    case 'UNABLE_TO_GET_ISSUER_CERT':
+    case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
+    case 'CERT_UNTRUSTED':
+    case 'CERT_SIGNATURE_FAILURE':
+      return 'is not signed by a CA this machine trusts';
+    case 'CERT_HAS_EXPIRED':
+      return 'has expired';
+    case 'CERT_NOT_YET_VALID':
+      return 'is not valid yet';
+    case 'CERT_REVOKED':
+      return 'is revoked';
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return 'is for another host name';
+    default:
+      return undefined;
+  }
+}
+
+/**
  * Turns an AWS SDK error into a one-line, actionable error. Mistakes in configuration
  * (unknown bucket, rejected credentials, missing permission, unreachable endpoint) become
  * {@link UsageError} (exit 2); a missing key becomes {@link NotFoundError}; a request cancelled
@@ -611,6 +668,8 @@ export function mapS3Error(err: unknown, uri: string, action: S3Action, ctx?: S3
   if (status === 404 && action !== 'write') return new NotFoundError(`${uri} does not exist`);
   if (status === 403) return new UsageError(`access denied to ${action} ${uri} (HTTP 403): check the credentials and their permissions`);
   const sysCode = (e as { code?: string }).code ?? (e.cause as { code?: string } | undefined)?.code;
+  const certificate = sysCode ? certificateProblem(sysCode) : undefined;
+  if (sysCode && certificate) return new UsageError(`cannot reach ${uri} over HTTPS: the endpoint's certificate ${certificate} (${sysCode}); ${sysCode === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'give AWS_ENDPOINT_URL_S3 the host name the certificate was issued for' : /EXPIRED|NOT_YET_VALID/.test(sysCode) ? "renew the store's certificate (or check this machine's clock)" : `if the store's certificate is signed by your own CA, give that CA's certificate (PEM) in ${S3_CA_BUNDLE_ENV}=/path/to/ca.pem`}`);
   if (sysCode && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(sysCode)) {
     return new UsageError(`cannot reach the S3 endpoint for ${uri} (${sysCode}): check AWS_ENDPOINT_URL_S3 and the network`);
   }
