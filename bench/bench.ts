@@ -30,6 +30,7 @@
 //   server-restore: restore --server of a run against the hand script, in bench/server-restore.ts.
 //   diff: pg-backup diff of a 1 M-row table against \copy + comm, in bench/diff.ts.
 //   startup: the CLI's start-up CPU and peak RSS (--version, list, a small dump), in bench/startup.ts.
+//   latency: a dump to a store 2 × BENCH_DELAY_MS away (a delaying proxy), in bench/latency.ts.
 // For the drills it also samples the disk used in the work dir (every 250 ms: the archive, and for
 // ours the throwaway cluster) and prints the peak; the hand drill's figure adds the restored
 // database's size, which lands in the running server's data directory instead.
@@ -53,6 +54,11 @@ if (modes.includes('startup')) {
 // A whole-server dump (`npm run bench -- all-databases`) has its own databases and baseline: bench/all-databases.ts.
 if (modes.includes('all-databases')) {
   await import('./all-databases.ts');
+  process.exit(0);
+}
+// A dump to a distant store (`npm run bench -- latency`): bench/latency.ts, through a delaying proxy.
+if (modes.includes('latency')) {
+  await import('./latency.ts');
   process.exit(0);
 }
 // A whole-server restore (`npm run bench -- server-restore`): bench/server-restore.ts, its own clusters.

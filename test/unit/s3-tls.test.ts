@@ -19,6 +19,7 @@ import { S3Storage, TLS_WRITE_BYTES, mapS3Error } from '../../src/storage/s3/s3.
 interface Seen {
   body: unknown;
   chunks: Buffer[];
+  headers: Record<string, string>;
 }
 
 /**
@@ -27,9 +28,9 @@ interface Seen {
  */
 function fakeHandler(storage: S3Storage, failures: number): Seen[] {
   const seen: Seen[] = [];
-  const handler = storage.client.config.requestHandler as unknown as { handle: (request: { body?: unknown }) => Promise<unknown> };
+  const handler = storage.client.config.requestHandler as unknown as { handle: (request: { body?: unknown; headers: Record<string, string> }) => Promise<unknown> };
   handler.handle = async (request) => {
-    const entry: Seen = { body: request.body, chunks: [] };
+    const entry: Seen = { body: request.body, chunks: [], headers: { ...request.headers } };
     seen.push(entry);
     if (request.body instanceof Readable) for await (const chunk of request.body) entry.chunks.push(chunk as Buffer);
     if (seen.length <= failures) throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
@@ -53,6 +54,16 @@ describe('request bodies over TLS', () => {
       assert.ok(Buffer.concat(s.chunks).equals(data), `attempt ${i + 1} carries the whole body`);
     }
     assert.notEqual(seen[0]!.body, seen[1]!.body, 'each attempt has its own stream');
+  });
+
+  it('a large body goes without Expect: 100-continue (the SDK would send it through a fresh connection, without keep-alive)', async () => {
+    for (const endpoint of ['https://127.0.0.1:9', 'http://127.0.0.1:9']) {
+      const storage = new S3Storage('b', '', { endpoint, credentials });
+      const seen = fakeHandler(storage, 0);
+      await storage.put('obj.bin', randomBytes(3 * 1024 * 1024));
+      assert.equal(seen.length, 1);
+      assert.ok(!Object.keys(seen[0]!.headers).some((h) => h.toLowerCase() === 'expect'), `${endpoint}: ${JSON.stringify(seen[0]!.headers)}`);
+    }
   });
 
   it('over HTTPS a body of at most TLS_WRITE_BYTES, and over HTTP any body, is handed over as it is', async () => {

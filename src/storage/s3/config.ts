@@ -156,12 +156,13 @@ export function readRangeSettings(env: NodeJS.ProcessEnv = process.env): { range
 
 /**
  * The longest a request to an endpoint that accepts connections and never answers can take,
- * retries included, in ms: per attempt the first-byte limit, or for a request carrying a part
- * the idle limit plus the SDK's 6 s wait for `100 Continue` and its 3 s deferral of the idle
- * timer, plus the standard retry strategy's backoff (at most 20 s per retry, far less at first).
+ * retries included, in ms: per attempt the idle limit plus the SDK's 3 s deferral of the idle
+ * timer (a request that carries no part ends at the first-byte limit if that comes first; parts go
+ * without `Expect: 100-continue`, so there is no wait for `100 Continue`), plus the standard retry
+ * strategy's backoff (at most 20 s per retry, far less at first).
  */
 export function silentEndpointBoundMs(t: S3Timeouts): number {
-  const perAttempt = Math.max(Math.min(t.firstByteMs, t.idleMs + 3_000), t.idleMs + 9_000);
+  const perAttempt = t.idleMs + 3_000;
   const backoff = [...Array(t.maxAttempts - 1).keys()].reduce((sum, i) => sum + Math.min(20_000, 100 * 2 ** (i + 1)), 0);
   return t.maxAttempts * perAttempt + backoff;
 }
