@@ -595,11 +595,14 @@ function timeoutError(err: Error & { $metadata?: { attempts?: number } }, uri: s
 }
 
 /**
- * What is wrong with an HTTPS endpoint's certificate, from the error code Node's TLS gives it
- * (OpenSSL's verify results, `X509_V_ERR_*` without the prefix, and Node's host name check:
- * Node.js docs, "tls: X509 certificate error codes"), or undefined for any other error.
+ * What is wrong with an HTTPS endpoint's certificate and what to do about it, from the error code
+ * Node's TLS gives it (OpenSSL's verify results, `X509_V_ERR_*` without the prefix, and Node's
+ * host name check: Node.js docs, "tls: X509 certificate error codes"), or undefined for any other
+ * error.
  */
-function certificateProblem(code: string): string | undefined {
+function certificateProblem(code: string): { problem: string; todo: string } | undefined {
+  const untrusted = { problem: 'is not signed by a CA this machine trusts', todo: `if the store's certificate is signed by your own CA, give that CA's certificate (PEM) in ${S3_CA_BUNDLE_ENV}=/path/to/ca.pem` };
+  const renew = "renew the store's certificate (or check this machine's clock)";
   switch (code) {
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
@@ -608,15 +611,15 @@ function certificateProblem(code: string): string | undefined {
     case 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY':
     case 'CERT_UNTRUSTED':
     case 'CERT_SIGNATURE_FAILURE':
-      return 'is not signed by a CA this machine trusts';
+      return untrusted;
     case 'CERT_HAS_EXPIRED':
-      return 'has expired';
+      return { problem: 'has expired', todo: renew };
     case 'CERT_NOT_YET_VALID':
-      return 'is not valid yet';
+      return { problem: 'is not valid yet', todo: renew };
     case 'CERT_REVOKED':
-      return 'is revoked';
+      return { problem: 'is revoked', todo: "replace the store's certificate" };
     case 'ERR_TLS_CERT_ALTNAME_INVALID':
-      return 'is for another host name';
+      return { problem: 'is for another host name', todo: 'give AWS_ENDPOINT_URL_S3 the host name the certificate was issued for' };
     default:
       return undefined;
   }
@@ -678,7 +681,7 @@ export function mapS3Error(err: unknown, uri: string, action: S3Action, ctx?: S3
   if (status === 403) return new UsageError(`access denied to ${action} ${uri} (HTTP 403): check the credentials and their permissions`);
   const sysCode = (e as { code?: string }).code ?? (e.cause as { code?: string } | undefined)?.code;
   const certificate = sysCode ? certificateProblem(sysCode) : undefined;
-  if (sysCode && certificate) return new UsageError(`cannot reach ${uri} over HTTPS: the endpoint's certificate ${certificate} (${sysCode}); ${sysCode === 'ERR_TLS_CERT_ALTNAME_INVALID' ? 'give AWS_ENDPOINT_URL_S3 the host name the certificate was issued for' : /EXPIRED|NOT_YET_VALID/.test(sysCode) ? "renew the store's certificate (or check this machine's clock)" : `if the store's certificate is signed by your own CA, give that CA's certificate (PEM) in ${S3_CA_BUNDLE_ENV}=/path/to/ca.pem`}`);
+  if (certificate) return new UsageError(`cannot reach ${uri} over HTTPS: the endpoint's certificate ${certificate.problem} (${sysCode}); ${certificate.todo}`);
   if (sysCode && ['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN'].includes(sysCode)) {
     return new UsageError(`cannot reach the S3 endpoint for ${uri} (${sysCode}): check AWS_ENDPOINT_URL_S3 and the network`);
   }
