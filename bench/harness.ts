@@ -82,6 +82,11 @@ export function storeEnv(endpoint: string): NodeJS.ProcessEnv {
   };
 }
 
+/** The variables that make ours (Node) and rclone trust `caFile`, the store's self-signed certificate. */
+export function trustCa(caFile: string): NodeJS.ProcessEnv {
+  return { NODE_EXTRA_CA_CERTS: caFile, RCLONE_CA_CERT: caFile };
+}
+
 /** How a bench reaches the test services' store: BENCH_TLS=1 picks RGW's HTTPS port, else plain HTTP. */
 export interface StoreTransport {
   tls: boolean;
@@ -103,7 +108,7 @@ export function storeTransport(services: Record<string, string | undefined>): St
   return {
     tls,
     endpoint,
-    env: { ...storeEnv(endpoint), ...(tls ? { NODE_EXTRA_CA_CERTS: ca, RCLONE_CA_CERT: ca } : {}) },
+    env: { ...storeEnv(endpoint), ...(tls ? trustCa(ca) : {}) },
     awsCliArgs: tls ? `--ca-bundle '${ca}'` : '',
   };
 }

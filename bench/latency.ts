@@ -19,7 +19,7 @@ import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { q, storeEnv, timePipeline, type Run } from './harness.ts';
+import { q, storeEnv, timePipeline, trustCa, type Run } from './harness.ts';
 import { writeCliBundle } from '../scripts/build.ts';
 import { startServices } from '../test/infra/services.ts';
 
@@ -65,6 +65,7 @@ async function startDelayProxy(upstreamPort: number, delay: number): Promise<{ p
 
 console.log(await writeCliBundle());
 const services = await startServices({ bucket: 'bench' });
+let proxy: Awaited<ReturnType<typeof startDelayProxy>> | undefined; // set below; the exit handler may run first
 process.on('exit', () => {
   proxy?.close();
   if (!process.env.BENCH_KEEP) services.stop();
@@ -73,10 +74,11 @@ for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => process.
 const admin = services.env.PGB_TEST_PG_URL!;
 const dbUrl = admin.replace(/\/postgres$/, '/bench');
 const upstream = new URL(tls ? services.env.PGB_TEST_S3_TLS_ENDPOINT! : services.env.PGB_TEST_S3_ENDPOINT!);
-const proxy = await startDelayProxy(Number(upstream.port), delayMs);
-const endpoint = `${upstream.protocol}//127.0.0.1:${proxy.port}`;
+proxy = await startDelayProxy(Number(upstream.port), delayMs);
+const { port: proxyPort, connections } = proxy;
+const endpoint = `${upstream.protocol}//127.0.0.1:${proxyPort}`;
 const ca = services.env.PGB_TEST_S3_CA_FILE!;
-const trust = tls ? { NODE_EXTRA_CA_CERTS: ca, RCLONE_CA_CERT: ca } : {};
+const trust = tls ? trustCa(ca) : {};
 const env = { ...storeEnv(endpoint), ...trust };
 // Clean-up between runs goes to the store directly, not through the proxy.
 const directEnv = { ...storeEnv(upstream.origin), ...trust };
@@ -99,12 +101,12 @@ const results = new Map<string, { run: Run; connections: number }[]>(pipelines.m
 for (let i = 0; i < rounds; i++) {
   // The order rotates each round, so that none always runs first.
   for (const p of pipelines.map((_, k) => pipelines[(k + i) % pipelines.length]!)) {
-    const c0 = proxy.connections();
+    const c0 = connections();
     const run = await timePipeline(`latency ${p.name}`, p.command(i), { env, cwd: root });
-    const connections = proxy.connections() - c0;
+    const opened = connections() - c0;
     spawnSync('rclone', ['-q', 'purge', `s3:bench/${p.name}`], { env: directEnv, timeout: 120_000 });
-    results.get(p.name)!.push({ run, connections });
-    console.log(`latency round ${i + 1} ${p.name.padEnd(6)} ${run.seconds.toFixed(2)} s, ${run.cpuSeconds.toFixed(2)} CPU-s, ${connections} connections`);
+    results.get(p.name)!.push({ run, connections: opened });
+    console.log(`latency round ${i + 1} ${p.name.padEnd(6)} ${run.seconds.toFixed(2)} s, ${run.cpuSeconds.toFixed(2)} CPU-s, ${opened} connections`);
   }
 }
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -6,7 +6,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { getCACertificates } from 'node:tls';
+import tls, { getCACertificates } from 'node:tls';
 import { UsageError } from '../../src/errors.ts';
 import { caBundle } from '../../src/storage/s3/config.ts';
 import { S3Storage, TLS_WRITE_BYTES, mapS3Error } from '../../src/storage/s3/s3.ts';
@@ -92,7 +92,7 @@ describe('trusted CAs: AWS_CA_BUNDLE', () => {
     try {
       const file = path.join(dir, 'ca.pem');
       writeFileSync(file, `# two CAs\n${pem(1)}${pem(2)}`);
-      assert.deepEqual(caBundle({ AWS_CA_BUNDLE: file }), [pem(1).trim(), pem(2).trim()]);
+      assert.deepEqual(caBundle({ AWS_CA_BUNDLE: ` ${file} ` }), { file, certificates: [pem(1).trim(), pem(2).trim()] });
       assert.equal(caBundle({}), undefined);
       assert.equal(caBundle({ AWS_CA_BUNDLE: ' ' }), undefined);
     } finally {
@@ -108,6 +108,30 @@ describe('trusted CAs: AWS_CA_BUNDLE', () => {
       assert.throws(() => caBundle({ AWS_CA_BUNDLE: path.join(dir, 'missing.pem') }), (e: unknown) => e instanceof UsageError && /^AWS_CA_BUNDLE="[^"]+missing\.pem" cannot be read \(ENOENT\)/.test(e.message));
       assert.throws(() => caBundle({ AWS_CA_BUNDLE: none }), (e: unknown) => e instanceof UsageError && /holds no PEM certificate/.test(e.message));
     } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a bundle whose certificate does not parse, or a Node without tls.setDefaultCACertificates: a UsageError when the storage is built, nothing trusted', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'pgb-ca-'));
+    const saved = process.env.AWS_CA_BUNDLE;
+    const setDefault = tls.setDefaultCACertificates;
+    try {
+      const garbled = path.join(dir, 'garbled.pem');
+      writeFileSync(garbled, pem(3));
+      const before = getCACertificates('default').length;
+      process.env.AWS_CA_BUNDLE = garbled;
+      assert.throws(() => new S3Storage('b', '', { endpoint: 'https://127.0.0.1:9', credentials }), (e: unknown) => e instanceof UsageError && /^AWS_CA_BUNDLE="[^"]+garbled\.pem": a certificate in it cannot be read \(.+\): give the CA certificates of the S3 endpoint in PEM form, or unset it$/.test(e.message));
+      assert.equal(getCACertificates('default').length, before, 'nothing added');
+      const old = path.join(dir, 'old-node.pem');
+      writeFileSync(old, pem(4));
+      process.env.AWS_CA_BUNDLE = old;
+      (tls as { setDefaultCACertificates?: unknown }).setDefaultCACertificates = undefined;
+      assert.throws(() => new S3Storage('b', '', { endpoint: 'https://127.0.0.1:9', credentials }), (e: unknown) => e instanceof UsageError && /^AWS_CA_BUNDLE needs Node 24\.5 or later \(this is v[\d.]+\): update Node, or give the file in NODE_EXTRA_CA_CERTS instead$/.test(e.message));
+    } finally {
+      tls.setDefaultCACertificates = setDefault;
+      if (saved === undefined) delete process.env.AWS_CA_BUNDLE;
+      else process.env.AWS_CA_BUNDLE = saved;
       rmSync(dir, { recursive: true, force: true });
     }
   });

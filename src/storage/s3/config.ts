@@ -93,12 +93,16 @@ export function s3Timeouts(env: NodeJS.ProcessEnv = process.env): S3Timeouts {
   return out;
 }
 
-/** The environment variables that set how large objects are read: bytes per ranged GET (`8MiB`, `512KiB`, a plain number of bytes) and ranged GETs in flight. */
 /** The environment variable that names extra CA certificates for an HTTPS endpoint (the AWS CLI's name for it). */
 export const S3_CA_BUNDLE_ENV = 'AWS_CA_BUNDLE';
 
 /** The PEM blocks of the certificates in a CA bundle file. */
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+/** The name of the `AWS_CA_BUNDLE` file, or undefined when the variable is unset or empty. */
+export function caBundleFile(env: NodeJS.ProcessEnv = process.env): string | undefined {
+  return env[S3_CA_BUNDLE_ENV]?.trim() || undefined;
+}
 
 /**
  * The CA certificates named by `AWS_CA_BUNDLE` (a PEM file, one or more certificates), to trust
@@ -109,11 +113,11 @@ const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE---
  * bundle; the AWS SDK for JavaScript v3 does not read it (aws/aws-sdk-js#2970). Here it adds to
  * the trusted CAs (the S3 driver's `trustCaBundle`), so a bundle holding only the internal CA
  * still lets AWS S3 itself be reached.
- * Returns undefined when the variable is unset or empty.
+ * Returns the file and its PEM blocks, or undefined when the variable is unset or empty.
  * @throws UsageError when the file cannot be read or holds no PEM certificate.
  */
-export function caBundle(env: NodeJS.ProcessEnv = process.env): string[] | undefined {
-  const file = env[S3_CA_BUNDLE_ENV]?.trim();
+export function caBundle(env: NodeJS.ProcessEnv = process.env): { file: string; certificates: string[] } | undefined {
+  const file = caBundleFile(env);
   if (!file) return undefined;
   let text: string;
   try {
@@ -124,9 +128,10 @@ export function caBundle(env: NodeJS.ProcessEnv = process.env): string[] | undef
   }
   const certificates = text.match(PEM_CERTIFICATE);
   if (!certificates) throw new UsageError(`${S3_CA_BUNDLE_ENV}=${JSON.stringify(file)} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA certificates of the S3 endpoint in PEM form, or unset it`);
-  return certificates;
+  return { file, certificates };
 }
 
+/** The environment variables that set how large objects are read: bytes per ranged GET (`8MiB`, `512KiB`, a plain number of bytes) and ranged GETs in flight. */
 export const S3_READ_ENV = { rangeBytes: 'PG_BACKUP_S3_READ_RANGE_SIZE', concurrency: 'PG_BACKUP_S3_READ_CONCURRENCY' } as const;
 
 /**

@@ -14,7 +14,7 @@ import {
 } from '@aws-sdk/client-s3';
 import { UsageError } from '../../errors.ts';
 import { PartBuffers, choosePartSize, streamToObject } from './multipart.ts';
-import { caBundle, readRangeSettings, retainUntil, s3Endpoint, s3Timeouts, S3_CA_BUNDLE_ENV, type S3Settings, type S3Timeouts } from './config.ts';
+import { caBundle, caBundleFile, readRangeSettings, retainUntil, s3Endpoint, s3Timeouts, S3_CA_BUNDLE_ENV, type S3Settings, type S3Timeouts } from './config.ts';
 import { orderedRangeStream } from '../ranged.ts';
 import {
   DEFAULT_READ_CONCURRENCY,
@@ -78,14 +78,13 @@ let trustedBundle: string | undefined;
  * @throws UsageError when the file is unusable, or on a Node without `setDefaultCACertificates`.
  */
 function trustCaBundle(): void {
-  const extra = caBundle();
-  const file = process.env[S3_CA_BUNDLE_ENV]?.trim();
-  if (!extra || !file || trustedBundle === file) return;
+  if (caBundleFile() === trustedBundle) return; // unset, or already trusted: the file is not read again
+  const { file, certificates } = caBundle()!;
   if (typeof tls.setDefaultCACertificates !== 'function') {
     throw new UsageError(`${S3_CA_BUNDLE_ENV} needs Node 24.5 or later (this is ${process.version}): update Node, or give the file in NODE_EXTRA_CA_CERTS instead`);
   }
   try {
-    tls.setDefaultCACertificates([...tls.getCACertificates('default'), ...extra]);
+    tls.setDefaultCACertificates([...tls.getCACertificates('default'), ...certificates]);
   } catch (err) {
     throw new UsageError(`${S3_CA_BUNDLE_ENV}=${JSON.stringify(file)}: a certificate in it cannot be read (${err instanceof Error ? err.message : String(err)}): give the CA certificates of the S3 endpoint in PEM form, or unset it`);
   }
